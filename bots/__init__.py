@@ -1,0 +1,1 @@
+"""Platform adapters (Discord, Slack, an OpenAI-compatible HTTP API, a console) and the CLI."""

@@ -1,0 +1,103 @@
+"""Terminal chat: `chatlane chat`. Session key `agent:<agent>:console:<user>:local`.
+
+On a terminal it prompts; otherwise it reads one message per line, prints each reply,
+and exits 0 after the last reply at end of input. Several such processes with one
+`--user` on one store are several writers of one conversation: the store's
+reservation and turn lock keep them in one session with turns that never overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import TextIO
+
+from bots.launcher import Runtime
+from core.responders import FutureResponder
+from core.types import Inbound
+
+log = logging.getLogger("chatlane.console")
+
+_ids = itertools.count(1)
+
+
+async def _lines(stream: TextIO) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    try:
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stream)
+    except ValueError:  # a regular file: reading it never blocks for long
+        while line := await asyncio.to_thread(stream.readline):
+            yield line
+        return
+    try:
+        while line_bytes := await reader.readline():
+            yield line_bytes.decode("utf-8", "replace")
+    finally:
+        transport.close()
+
+
+async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+    interactive = stdin.isatty()
+    if interactive:
+        out.write(f"chatlane console as {user!r} (agent {runtime.loaded.config.agent.id}); Ctrl-D quits\n")
+        out.write("you> ")
+        out.flush()
+    async for raw in _lines(stdin):
+        text = raw.rstrip("\r\n")
+        if text.strip():
+            await _say(runtime, user, text, out)
+        if interactive:
+            out.write("you> ")
+            out.flush()
+    if interactive:
+        out.write("\n")
+    return 0
+
+
+async def _say(runtime: Runtime, user: str, text: str, out: TextIO) -> None:
+    inbound = Inbound(
+        platform="console",
+        user=user,
+        channel="local",
+        text=text,
+        message_id=f"console-{os.getpid()}-{next(_ids)}",
+        is_direct=True,
+        mentioned_bot=True,
+        display_name=user,
+    )
+    responder = FutureResponder()
+    await runtime.gateway.submit(inbound, responder)
+    reply = await responder.reply
+    out.write(f"{reply.text}\n")
+    out.flush()
+
+
+class ConsoleService:
+    """The console as one of `chatlane run`'s bots (`[console] enabled = true`)."""
+
+    name = "console"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._task: asyncio.Task[int] | None = None
+
+    async def start(self) -> None:
+        user = self.runtime.loaded.config.console.user
+        self._task = asyncio.create_task(chat(self.runtime, user), name="console")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def describe(self) -> str:
+        return f"stdin as user {self.runtime.loaded.config.console.user!r}"
+
+
+def create(runtime: Runtime) -> ConsoleService:
+    return ConsoleService(runtime)

@@ -1,0 +1,1 @@
+"""chatlane's platform-free core: keys, config, store, reservation, lanes, the turn pipeline."""

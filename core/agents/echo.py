@@ -1,0 +1,37 @@
+"""The offline default agent: deterministic, and it shows whether memory was kept.
+
+Its reply starts with `echo: <what you said>` and names the turn number of this session
+and the earliest thing it remembers you saying, so a person (and a test) sees at once
+that a follow-up landed in the same session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from core.types import TurnInput
+
+
+class EchoAgent:
+    name = "echo"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        said = " / ".join(m.content for m in turn.new_messages if m.role == "user")
+        earlier = [m.content for m in turn.history if m.role == "user"]
+        first = earlier[0] if earlier else said
+        yield f"echo: {said}"
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        remembered = f"first thing I remember you saying: {_clip(first)!r}" if earlier else "new session"
+        yield f"\n(turn {turn.turn} of session {turn.session_id[:8]}; {remembered})"
+
+    async def close(self) -> None:
+        return None
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,176 @@
+"""The turn pipeline every adapter shares.
+
+    submit: reset command? -> key -> lane
+    turn:   turn lock -> resolve (reserver) -> transcript tail -> agent streams the reply
+            -> append user + assistant records -> touch the entry -> deliver
+
+Adapters gate messages (allowlists, mentions: see core/access.py) before `submit`.
+A reply is delivered only after its transcript records are durable. One error path:
+when the agent or the store fails, the user gets a short plain message, the log gets
+the details, and the user's message is kept in memory where the store allows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from core.config import Config
+from core.keys import build_key
+from core.lanes import Lanes, Pending
+from core.metrics import Metrics
+from core.reserver import Reserver
+from core.types import (
+    Agent,
+    ChatMessage,
+    Inbound,
+    Reply,
+    Responder,
+    SessionEntry,
+    SessionKey,
+    SessionStore,
+    StoreError,
+    TurnInput,
+)
+
+log = logging.getLogger("chatlane.gateway")
+
+STORE_FAILURE_TEXT = (
+    "Sorry, I couldn't save this conversation just now, so I didn't answer. Please try again."
+)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        store: SessionStore,
+        agent: Agent,
+        *,
+        reserver: Reserver | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.agent = agent
+        self.reserver = reserver or Reserver(store)
+        self.metrics = metrics or Metrics()
+        self.lanes = Lanes(self._run_turn, config.queue)
+        self.metrics.watch_queue(lambda: self.lanes.depth)
+
+    def key_for(self, inbound: Inbound) -> SessionKey:
+        """The session key of the conversation `inbound` belongs to (ValueError if invalid)."""
+        s = self.config.session
+        return build_key(
+            self.config.agent.id,
+            inbound.platform,
+            inbound.user,
+            inbound.channel,
+            inbound.thread if s.threads else None,
+            scope=s.scope,
+        )
+
+    def is_reset_command(self, text: str) -> bool:
+        return text.strip().lower() in self.config.session.reset_commands
+
+    async def submit(self, inbound: Inbound, responder: Responder) -> SessionKey:
+        """Take one gated message. Returns once it is queued, before it is answered.
+
+        Raises ValueError when the message's ids do not make a valid key, and
+        `lanes.Closed` during shutdown.
+        """
+        key = self.key_for(inbound)
+        self.metrics.messages_in.labels(inbound.platform).inc()
+        if self.is_reset_command(inbound.text):
+            entry = await self.reserver.reset(key)
+            self.metrics.sessions_minted.inc()
+            log.info("session of %s reset to %s", key, entry.session_id)
+            await responder.send(Reply("Started a new conversation.", "notice", key, entry.session_id, 0))
+            return key
+        await self.lanes.submit(key, Pending(inbound, responder))
+        return key
+
+    async def _run_turn(self, key: SessionKey, batch: list[Pending]) -> None:
+        started = time.perf_counter()
+        last = batch[-1].responder
+        try:
+            async with self.store.lock_turn(key), last.working():
+                outcome = await self._turn_locked(key, batch)
+        except StoreError as exc:
+            log.error("turn of %s not answered: the store failed: %s", key, exc)
+            outcome = "store_error"
+            await self._deliver(batch, Reply(STORE_FAILURE_TEXT, "failure", key))
+        self.metrics.turns.labels(outcome).inc()
+        self.metrics.turn_latency.observe(time.perf_counter() - started)
+
+    async def _turn_locked(self, key: SessionKey, batch: list[Pending]) -> str:
+        entry, created = await self.reserver.resolve(key)
+        (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
+        history = await self.store.tail(entry.session_id, self.config.agent.history_limit)
+        now = time.time()
+        fresh = [p for p in batch if not p.recorded]
+        new = [ChatMessage("user", p.inbound.text, now, p.inbound.message_id) for p in fresh]
+        recorded_ids = {p.inbound.message_id for p in batch if p.recorded and p.inbound.message_id}
+        # Messages cut off by an interrupt are already in memory: show them as new again.
+        carried = [m for m in history if m.role == "user" and m.message_id in recorded_ids]
+        turn = TurnInput(
+            key,
+            entry.session_id,
+            entry.turns + 1,
+            [m for m in history if m not in carried],
+            carried + new,
+        )
+        pieces: list[str] = []
+        try:
+            async for piece in self.agent.stream(turn):
+                pieces.append(piece)
+                await batch[-1].responder.on_delta(piece)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._keep_interrupted(entry, fresh, new))
+            raise
+        except Exception:  # any agent failure: one plain answer, details in the log
+            log.exception("agent %s failed on %s", self.agent.name, key)
+            await self._record(entry, new, turns=1)
+            for p in fresh:
+                p.recorded = True
+            reply = Reply(self.config.agent.failure_message, "failure", key, entry.session_id, turn.turn)
+            await self._deliver(batch, reply)
+            return "agent_error"
+        answer = "".join(pieces)
+        await self._record(entry, [*new, ChatMessage("assistant", answer, time.time())], turns=1)
+        await self._deliver(batch, Reply(answer, "answer", key, entry.session_id, turn.turn))
+        return "answered"
+
+    async def _keep_interrupted(
+        self, entry: SessionEntry, fresh: list[Pending], new: list[ChatMessage]
+    ) -> None:
+        records = [ChatMessage(m.role, m.content, m.at, m.message_id, interrupted=True) for m in new]
+        try:
+            await self.store.append(entry.session_id, records)
+        except StoreError as exc:
+            log.error("interrupted turn of %s: could not keep its messages: %s", entry.key, exc)
+            return
+        for p in fresh:
+            p.recorded = True
+
+    async def _record(self, entry: SessionEntry, records: Sequence[ChatMessage], turns: int) -> None:
+        await self.store.append(entry.session_id, records)
+        if await self.store.touch(entry.key, entry.session_id, at=time.time(), turns=turns) is None:
+            log.warning("session of %s was reset during a turn; the turn stays in the old one", entry.key)
+
+    @staticmethod
+    async def _deliver(batch: list[Pending], reply: Reply) -> None:
+        """The reply to the last message; earlier ones of a merged batch hear it as merged."""
+        for p in batch[:-1]:
+            await p.responder.send(
+                reply
+                if reply.kind != "answer"
+                else Reply(reply.text, "merged", reply.session_key, reply.session_id, reply.turn)
+            )
+        await batch[-1].responder.send(reply)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop taking messages; let running turns finish within the timeout."""
+        await self.lanes.close(self.config.queue.shutdown_timeout_s if timeout is None else timeout)

@@ -1,0 +1,39 @@
+"""Prometheus metrics of one gateway, in a registry of its own (tests run many gateways)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages_in = Counter(
+            "chatlane_messages_in", "Messages accepted for a turn.", ["platform"], registry=r
+        )
+        self.turns = Counter("chatlane_turns", "Turns run, by outcome.", ["outcome"], registry=r)
+        self.sessions_minted = Counter(
+            "chatlane_sessions_minted", "New sessions created (first message or reset).", registry=r
+        )
+        self.reservations_adopted = Counter(
+            "chatlane_reservations_adopted", "Turns that joined an existing session.", registry=r
+        )
+        self.queue_depth = Gauge(
+            "chatlane_queue_depth", "Messages waiting behind a running turn.", registry=r
+        )
+        self.turn_latency = Histogram(
+            "chatlane_turn_latency_seconds",
+            "Time from a turn's start to its delivered reply.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        self.queue_depth.set_function(depth)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,371 @@
+"""The embedded store: one JSON file per session key, `filelock` between processes.
+
+Layout under the state directory (dirs 0700, files 0600):
+
+    sessions/ab/cd/<sha256(key)>.json   the entry; the key itself is stored inside
+    locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
+    locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key
+    transcripts/<id[:2]>/<id>.jsonl     memory of one session id
+    quarantine/                         damaged entries moved aside, never overwritten
+
+Every operation touches a fixed number of files, so it costs the same at 100 sessions
+and at 100,000. Writes are atomic (temp file, fsync, os.replace, fsync of the folder):
+after a kill -9 at any point every entry is either the old or the new one.
+
+Exclusion: callers in one process are serialised per key by the reserver's asyncio
+locks and the lanes; across processes, each critical section takes a *new* FileLock
+instance, which opens its own file description, so flock excludes even two threads
+of one process (a shared instance would be re-entrant and let both in).
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from filelock import FileLock, Timeout
+
+from core import transcript
+from core.types import (
+    ChatMessage,
+    Damaged,
+    FreshCheck,
+    Listing,
+    Minter,
+    SessionEntry,
+    SessionKey,
+    StoreError,
+)
+
+log = logging.getLogger("chatlane.store")
+
+T = TypeVar("T")
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
+_FORMAT = 1
+
+
+def entry_to_json(entry: SessionEntry) -> dict[str, Any]:
+    return {
+        "format": _FORMAT,
+        "key": entry.key,
+        "sessionId": entry.session_id,
+        "platform": entry.platform,
+        "createdAt": entry.created_at,
+        "sessionStartedAt": entry.session_started_at,
+        "lastInteractionAt": entry.last_interaction_at,
+        "updatedAt": entry.updated_at,
+        "turns": entry.turns,
+    }
+
+
+def entry_from_json(obj: Any) -> SessionEntry:
+    """ValueError with the reason when `obj` is not a valid entry."""
+    if not isinstance(obj, dict):
+        raise ValueError("entry is not a JSON object")
+    try:
+        entry = SessionEntry(
+            key=SessionKey(_typed(obj, "key", str)),
+            session_id=_typed(obj, "sessionId", str),
+            platform=_typed(obj, "platform", str),
+            created_at=float(_typed(obj, "createdAt", (int, float))),
+            session_started_at=float(_typed(obj, "sessionStartedAt", (int, float))),
+            last_interaction_at=float(_typed(obj, "lastInteractionAt", (int, float))),
+            updated_at=float(_typed(obj, "updatedAt", (int, float))),
+            turns=_typed(obj, "turns", int),
+        )
+    except KeyError as exc:
+        raise ValueError(f"entry lacks field {exc.args[0]!r}") from None
+    if not _SESSION_ID.fullmatch(entry.session_id):
+        raise ValueError("entry has a malformed sessionId")
+    return entry
+
+
+def _typed(obj: dict[str, Any], name: str, kind: type[Any] | tuple[type[Any], ...]) -> Any:
+    value = obj[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"entry field {name!r} has the wrong type")
+    return value
+
+
+class CorruptEntry(Exception):
+    def __init__(self, path: Path, reason: str, raw: bytes) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason, self.raw = path, reason, raw
+
+
+class FileStore:
+    """`SessionStore` on the local filesystem; safe for many processes on one host."""
+
+    def __init__(self, root: Path | str, *, workers: int = 16) -> None:
+        self.root = Path(root)
+        self._sessions = self.root / "sessions"
+        self._locks = self.root / "locks"
+        self._transcripts = self.root / "transcripts"
+        self._quarantine = self.root / "quarantine"
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatlane-store")
+        self._made_dirs: set[Path] = set()
+        try:
+            for d in (self.root, self._sessions, self._locks, self._transcripts, self._quarantine):
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.root.chmod(0o700)
+        except OSError as exc:
+            raise StoreError(f"cannot use state directory {self.root}: {exc.strerror}") from exc
+
+    # ------------------------------------------------------------------ paths
+    @staticmethod
+    def _digest(key: str) -> str:
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+    def entry_path(self, key: str) -> Path:
+        h = self._digest(key)
+        return self._sessions / h[:2] / h[2:4] / f"{h}.json"
+
+    def _lock_path(self, key: str, kind: str) -> Path:
+        h = self._digest(key)
+        return self._locks / h[:2] / f"{h}.{kind}"
+
+    def transcript_path(self, session_id: str) -> Path:
+        # Session ids are minted here, but an id read back from disk is checked again:
+        # nothing that is not 32 hex digits ever becomes part of a path.
+        if not _SESSION_ID.fullmatch(session_id):
+            raise ValueError(f"malformed session id {session_id[:40]!r}")
+        return self._transcripts / session_id[:2] / f"{session_id}.jsonl"
+
+    def _ensure_dir(self, d: Path) -> None:
+        if d not in self._made_dirs:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._made_dirs.add(d)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except OSError as exc:
+            log.error("store I/O failed: %s", exc, exc_info=True)
+            raise StoreError(f"store I/O failed: {exc.strerror or exc}") from exc
+
+    # ---------------------------------------------------------- entry file I/O
+    def _read(self, path: Path) -> SessionEntry | None:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            entry = entry_from_json(json.loads(raw))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptEntry(path, str(exc), raw) from None
+        if self.entry_path(entry.key) != path:
+            raise CorruptEntry(path, "entry holds a key that does not belong in this file", raw)
+        return entry
+
+    def _write(self, path: Path, entry: SessionEntry) -> None:
+        self._ensure_dir(path.parent)
+        data = json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def _key_lock(self, key: str) -> FileLock:
+        path = self._lock_path(key, "lock")
+        self._ensure_dir(path.parent)
+        return FileLock(path, mode=0o600, thread_local=False)
+
+    def _load_locked(self, key: SessionKey) -> SessionEntry | None:
+        """Read under the key's file lock; a damaged entry is quarantined and recovered."""
+        path = self.entry_path(key)
+        try:
+            return self._read(path)
+        except CorruptEntry as bad:
+            return self._quarantine_and_recover(key, bad)
+
+    def _quarantine_and_recover(self, key: SessionKey, bad: CorruptEntry) -> SessionEntry | None:
+        self._ensure_dir(self._quarantine)
+        moved = self._quarantine / f"{bad.path.name}.{time.time_ns()}"
+        os.replace(bad.path, moved)
+        recovered = _recover(key, bad.raw)
+        log.error(
+            "session entry %s is damaged (%s); moved to %s; %s",
+            bad.path.name,
+            bad.reason,
+            moved,
+            f"recovered session {recovered.session_id}" if recovered else "nothing recoverable",
+        )
+        if recovered is not None:
+            self._write(bad.path, recovered)
+        return recovered
+
+    # --------------------------------------------------------------- protocol
+    async def get(self, key: SessionKey) -> SessionEntry | None:
+        try:
+            return await self._run(self._read, self.entry_path(key))
+        except CorruptEntry:
+            # Reported and quarantined by the next locked operation on this key,
+            # which re-reads first: a concurrent rewrite may already have mended it.
+            return None
+
+    async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
+        def op() -> tuple[SessionEntry, bool]:
+            with self._key_lock(key):
+                current = self._load_locked(key)
+                if current is not None and is_fresh(current):
+                    return current, False
+                entry = mint(key)
+                self._write(self.entry_path(key), entry)
+                return entry, True
+
+        return await self._run(op)
+
+    async def touch(
+        self, key: SessionKey, session_id: str, *, at: float, turns: int = 1
+    ) -> SessionEntry | None:
+        def op() -> SessionEntry | None:
+            with self._key_lock(key):
+                current = self._load_locked(key)
+                if current is None or current.session_id != session_id:
+                    return None
+                updated = replace(
+                    current,
+                    last_interaction_at=at,
+                    updated_at=time.time(),
+                    turns=current.turns + turns,
+                )
+                self._write(self.entry_path(key), updated)
+                return updated
+
+        return await self._run(op)
+
+    async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
+        def op() -> SessionEntry:
+            with self._key_lock(key):
+                self._load_locked(key)  # a damaged entry is quarantined, not overwritten
+                entry = mint(key)
+                self._write(self.entry_path(key), entry)
+                return entry
+
+        return await self._run(op)
+
+    async def list(self) -> Listing:
+        return await self._run(self._scan)
+
+    def _scan(self) -> Listing:
+        entries: list[SessionEntry] = []
+        damaged: list[Damaged] = []
+        for path in sorted(self._sessions.glob("*/*/*.json")):
+            try:
+                entry = self._read(path)
+            except CorruptEntry as bad:
+                damaged.append(Damaged(str(path), bad.reason, _find_key(bad.raw)))
+                continue
+            if entry is not None:
+                entries.append(entry)
+        for path in sorted(self._quarantine.glob("*")):
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                continue
+            damaged.append(Damaged(str(path), "quarantined", _find_key(raw)))
+        return Listing(entries, damaged)
+
+    async def append(self, session_id: str, records: Sequence[ChatMessage]) -> None:
+        path = self.transcript_path(session_id)
+
+        def op() -> None:
+            self._ensure_dir(path.parent)
+            transcript.append(path, records)
+
+        await self._run(op)
+
+    async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
+        return await self._run(transcript.tail, self.transcript_path(session_id), n)
+
+    @contextlib.asynccontextmanager
+    async def lock_turn(self, key: SessionKey) -> AsyncIterator[None]:
+        path = self._lock_path(key, "turn")
+
+        def try_acquire() -> FileLock | None:
+            self._ensure_dir(path.parent)
+            lock = FileLock(path, mode=0o600, thread_local=False)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                return None
+            return lock
+
+        # Poll instead of blocking a worker thread: a turn can last minutes, and a
+        # blocked thread per waiting key would starve the pool.
+        delay = 0.001
+        while (lock := await self._run(try_acquire)) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        try:
+            yield
+        finally:
+            await asyncio.shield(self._run(lock.release))
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+_KEY_IN_RAW = re.compile(rb'"key"\s*:\s*"(agent:[A-Za-z0-9._@*:-]{1,600})"')
+_ID_IN_RAW = re.compile(rb'"sessionId"\s*:\s*"([0-9a-f]{32})"')
+_TURNS_IN_RAW = re.compile(rb'"turns"\s*:\s*(\d{1,9})')
+_T_IN_RAW = re.compile(rb'"sessionStartedAt"\s*:\s*([0-9.]{1,20})')
+
+
+def _find_key(raw: bytes) -> str | None:
+    m = _KEY_IN_RAW.search(raw)
+    return m.group(1).decode() if m else None
+
+
+def _recover(key: SessionKey, raw: bytes) -> SessionEntry | None:
+    """What a damaged entry still tells: its session id, so memory is not cut off."""
+    if _find_key(raw) not in (None, key):
+        return None
+    sid = _ID_IN_RAW.search(raw)
+    if sid is None:
+        return None
+    turns = _TURNS_IN_RAW.search(raw)
+    started = _T_IN_RAW.search(raw)
+    now = time.time()
+    try:
+        started_at = float(started.group(1)) if started else now
+    except ValueError:
+        started_at = now
+    return SessionEntry(
+        key=key,
+        session_id=sid.group(1).decode(),
+        platform=key.split(":")[2] if key.count(":") >= 2 else "",
+        created_at=started_at,
+        session_started_at=started_at,
+        last_interaction_at=now,
+        updated_at=now,
+        turns=int(turns.group(1)) if turns else 0,
+    )

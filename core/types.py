@@ -1,0 +1,181 @@
+"""The contracts every other module builds on.
+
+An adapter turns a platform event into an `Inbound` and hands it to the gateway with
+a `Responder`; the gateway answers through that responder with `Reply` objects. The
+gateway keeps memory in a `SessionStore` and asks an `Agent` for the answer.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Literal, NewType, Protocol
+
+SessionKey = NewType("SessionKey", str)
+"""A canonical, validated key: `agent:<agentId>:<platform>:<user>:<channel>[:<thread>]`."""
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message from a person, stripped of everything platform-specific."""
+
+    platform: str
+    user: str
+    channel: str
+    text: str
+    message_id: str
+    thread: str | None = None
+    is_direct: bool = False
+    mentioned_bot: bool = False
+    display_name: str = ""
+
+
+ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice"]
+"""`answer`: the turn's reply. `merged`: this message was answered together with later
+ones (collect/interrupt modes) and `text` is that shared answer. `failure`: the agent
+failed; `text` is a plain message for a person. `dropped`: the queue was full and this
+message will not be answered. `notice`: a command's confirmation (e.g. a reset)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    kind: ReplyKind
+    session_key: SessionKey
+    session_id: str = ""
+    turn: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One transcript record."""
+
+    role: Role
+    content: str
+    at: float = 0.0
+    message_id: str = ""
+    interrupted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEntry:
+    key: SessionKey
+    session_id: str
+    platform: str
+    created_at: float
+    session_started_at: float
+    last_interaction_at: float
+    updated_at: float
+    turns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Damaged:
+    """A stored entry that could not be read; it was moved aside, not overwritten."""
+
+    where: str
+    reason: str
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    entries: list[SessionEntry]
+    damaged: list[Damaged] = field(default_factory=list)
+
+
+class Responder(Protocol):
+    """How the gateway talks back to the adapter for one inbound message.
+
+    Every method must swallow and log its own platform errors: a failed send never
+    breaks the lane of other messages.
+    """
+
+    async def send(self, reply: Reply) -> None: ...
+
+    async def on_queued(self) -> None:
+        """The message waits behind a running turn of its conversation."""
+        ...
+
+    def working(self) -> AbstractAsyncContextManager[None]:
+        """Held for the whole turn that answers this message (typing indicator)."""
+        ...
+
+    async def on_delta(self, text: str) -> None:
+        """A streamed piece of the answer, before the whole `answer` reply."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TurnInput:
+    """What an agent sees for one turn."""
+
+    session_key: SessionKey
+    session_id: str
+    turn: int
+    history: Sequence[ChatMessage]
+    new_messages: Sequence[ChatMessage]
+
+
+class Agent(Protocol):
+    name: str
+
+    def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        """Yield the answer in pieces; raise `AgentError` when it cannot answer."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AgentError(Exception):
+    """The agent could not answer; the message is for the log, never for the user."""
+
+
+class StoreError(Exception):
+    """The store could not complete an operation; nothing was reported as done."""
+
+
+Minter = Callable[[SessionKey], SessionEntry]
+FreshCheck = Callable[[SessionEntry], bool]
+
+
+class SessionStore(Protocol):
+    """Sessions, transcripts and turn locks.
+
+    Guarantees every backend gives:
+      * `reserve` is atomic across every process using the store: callers racing on a
+        key whose entry is missing or stale adopt one minted entry.
+      * `touch` is a compare-and-set on the session id, so it never reverts a reset.
+      * `lock_turn` excludes turns of one key across every process using the store.
+    """
+
+    async def get(self, key: SessionKey) -> SessionEntry | None: ...
+
+    async def reserve(
+        self, key: SessionKey, is_fresh: FreshCheck, mint: Minter
+    ) -> tuple[SessionEntry, bool]: ...
+
+    async def touch(
+        self, key: SessionKey, session_id: str, *, at: float, turns: int = 1
+    ) -> SessionEntry | None:
+        """Record `turns` more turns at `at`; None if the key no longer maps to it."""
+        ...
+
+    async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry: ...
+
+    async def list(self) -> Listing: ...
+
+    async def append(self, session_id: str, records: Sequence[ChatMessage]) -> None:
+        """Durably append transcript records; returns only once they are stored."""
+        ...
+
+    async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]: ...
+
+    def lock_turn(self, key: SessionKey) -> AbstractAsyncContextManager[None]: ...
+
+    async def close(self) -> None: ...
