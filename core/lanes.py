@@ -20,8 +20,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.config import QueueSettings
 from core.types import Inbound, Reply, Responder, SessionKey

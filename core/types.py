@@ -8,7 +8,6 @@ gateway keeps memory in a `SessionStore` and asks an `Agent` for the answer.
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field

@@ -20,9 +20,8 @@ of one process (a shared instance would be re-entrant and let both in).
 
 from __future__ import annotations
 
-import builtins
-
 import asyncio
+import builtins
 import contextlib
 import hashlib
 import json
@@ -120,7 +119,7 @@ class FileStore:
         self._made_dirs: set[Path] = set()
         try:
             for d in (self.root, self._sessions, self._locks, self._transcripts, self._quarantine):
-                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _mkdirs(d)
             self.root.chmod(0o700)
         except OSError as exc:
             raise StoreError(f"cannot use state directory {self.root}: {exc.strerror}") from exc
@@ -147,7 +146,7 @@ class FileStore:
 
     def _ensure_dir(self, d: Path) -> None:
         if d not in self._made_dirs:
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _mkdirs(d)
             self._made_dirs.add(d)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -332,6 +331,15 @@ class FileStore:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _mkdirs(d: Path) -> None:
+    """Like mkdir -p, but every folder it creates is 0700 (mkdir's parents get the umask's mode)."""
+    if d.is_dir():
+        return
+    _mkdirs(d.parent)
+    with contextlib.suppress(FileExistsError):
+        d.mkdir(mode=0o700)
 
 
 _KEY_IN_RAW = re.compile(rb'"key"\s*:\s*"(agent:[A-Za-z0-9._@*:-]{1,600})"')

@@ -1,0 +1,112 @@
+"""An agent backed by any OpenAI-compatible chat-completions server.
+
+OpenAI, Ollama, vLLM, llama.cpp server and LM Studio all speak this protocol; the
+official `openai` client talks to them given `agent.openai.base_url`. Each turn sends
+the system prompt, the transcript tail the gateway read (`TurnInput.history`) and the
+turn's new user message(s), and streams the reply back piece by piece.
+
+Every upstream problem (timeout, refused connection, 429, 5xx, a rejected key, an empty
+reply) becomes `AgentError` with one clear log line; the gateway then answers the
+person with its plain failure message and keeps their message in memory. The client's
+own retries (`max_retries`, with backoff) run before that.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+
+from core.config import AgentSettings
+from core.types import AgentError, ChatMessage, TurnInput
+
+log = logging.getLogger("chatlane.agents.openai")
+
+NO_KEY = "not-needed"
+"""Sent when no key is configured: local servers ignore it, the client insists on one."""
+
+
+class OpenAIAgent:
+    name = "openai"
+
+    def __init__(self, settings: AgentSettings, api_key: str | None) -> None:
+        self.settings = settings
+        o = settings.openai
+        self._client = AsyncOpenAI(
+            base_url=o.base_url,
+            api_key=api_key or NO_KEY,
+            timeout=o.timeout,
+            max_retries=o.max_retries,
+        )
+        self._options: dict[str, Any] = {}
+        if o.temperature is not None:
+            self._options["temperature"] = o.temperature
+        if o.max_tokens is not None:
+            self._options["max_tokens"] = o.max_tokens
+
+    def messages(self, turn: TurnInput) -> list[ChatCompletionMessageParam]:
+        """What the model is shown: system prompt, transcript tail, then the new message(s)."""
+        out: list[ChatCompletionMessageParam] = []
+        if self.settings.system_prompt:
+            out.append({"role": "system", "content": self.settings.system_prompt})
+        out.extend(_message(m) for m in turn.history)
+        out.extend(_message(m) for m in turn.new_messages)
+        return out
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        o = self.settings.openai
+        where = f"{o.base_url} (model {o.model})"
+        answered = False
+        try:
+            stream = await self._client.chat.completions.create(
+                model=o.model, messages=self.messages(turn), stream=True, **self._options
+            )
+            async with stream:
+                async for chunk in stream:
+                    if chunk.choices and (piece := chunk.choices[0].delta.content):
+                        answered = True
+                        yield piece
+        except openai.APITimeoutError as exc:
+            log.error("%s: no answer within %ss (after %d retries)", where, o.timeout, o.max_retries)
+            raise AgentError(f"{where}: timed out") from exc
+        except openai.APIStatusError as exc:
+            log.error(
+                "%s: HTTP %d %s: %s", where, exc.status_code, _status_hint(exc.status_code), exc.message
+            )
+            raise AgentError(f"{where}: HTTP {exc.status_code}") from exc
+        except openai.APIConnectionError as exc:
+            log.error("%s: cannot connect: %s", where, exc.__cause__ or exc)
+            raise AgentError(f"{where}: connection failed") from exc
+        except openai.OpenAIError as exc:  # e.g. an error event in the middle of a stream
+            log.error("%s: %s: %s", where, type(exc).__name__, exc)
+            raise AgentError(f"{where}: {type(exc).__name__}") from exc
+        if not answered:
+            log.error("%s: the model returned an empty reply", where)
+            raise AgentError(f"{where}: empty reply")
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _message(m: ChatMessage) -> ChatCompletionMessageParam:
+    if m.role == "assistant":
+        return {"role": "assistant", "content": m.content}
+    if m.role == "system":
+        return {"role": "system", "content": m.content}
+    return {"role": "user", "content": m.content}
+
+
+def _status_hint(status: int) -> str:
+    if status in (401, 403):
+        return "(is the API key right? see agent.openai.api_key_env)"
+    if status == 404:
+        return "(is agent.openai.model served at agent.openai.base_url?)"
+    if status == 429:
+        return "(rate limited)"
+    if status >= 500:
+        return "(upstream server error)"
+    return ""
