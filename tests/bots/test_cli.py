@@ -135,7 +135,7 @@ async def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
-    seen = []
+    seen: list[bytes] = []
     async with asyncio.timeout(30):
         while b"chatlane is up" not in (line := await proc.stderr.readline()):
             assert line, b"".join(seen).decode()
