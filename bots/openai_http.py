@@ -1,0 +1,365 @@
+"""An OpenAI-compatible HTTP API in front of the gateway (aiohttp).
+
+    POST /v1/chat/completions   JSON, or SSE with `"stream": true`
+    GET  /v1/models             the configured agent, as the one model
+    GET  /healthz               liveness, never needs the token
+    GET  /metrics               Prometheus text
+
+Memory lives on the server: only the LAST user message of `messages` is the new
+input, the rest of the request's history is ignored and the session's transcript is
+used instead. Which session: the `X-Session-Key` header (a full key of this agent,
+interpreted under `session.scope` like a platform message), else the body's `user`
+(`agent:<agent>:http:<user>:api`), else a fresh session for this request alone. Every
+answer names its key in the `X-Session-Key` response header, so a client can go on in
+that session.
+
+The turn is owned by the lanes, not by the request: a client that disconnects mid-turn
+cancels only its wait; the turn completes and is stored. Rejected requests (token,
+size, JSON, key) are refused before anything reaches the gateway, so they never create
+a session. An agent failure is a 502 OpenAI-style error with `x-should-retry: false`:
+the user's message is already in memory, so an automatic retry would say it twice.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import itertools
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from bots.launcher import Runtime, StartupError
+from core.keys import parse_key
+from core.lanes import SHUTDOWN_TEXT, Closed
+from core.responders import FutureResponder
+from core.types import Inbound, Reply
+
+log = logging.getLogger("chatlane.http")
+
+SESSION_HEADER = "X-Session-Key"
+CHANNEL = "api"
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+_DONE = b"data: [DONE]\n\n"
+
+
+class ApiError(Exception):
+    """A request refused with an OpenAI-style error object."""
+
+    def __init__(
+        self, status: int, message: str, kind: str = "invalid_request_error", code: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+
+    def response(self) -> web.Response:
+        body = {
+            "error": {"message": self.message, "type": self.kind, "param": None, "code": self.code or None}
+        }
+        headers = {"x-should-retry": "false"} if self.status == 502 else None
+        return _json(body, self.status, headers)
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(obj).encode(), status=status, content_type="application/json", headers=headers
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+class HttpService:
+    """The `[http]` bot. `port` is the bound port once started (config `port = 0`: any free one)."""
+
+    name = "http"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.loaded.config.http
+        self.agent_id = runtime.loaded.config.agent.id
+        token = runtime.loaded.secrets.http_token
+        self._token = f"Bearer {token.get_secret_value()}".encode() if token else None
+        self._runner: web.AppRunner | None = None
+        self._ids = itertools.count(1)
+        self._id_prefix = f"http-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+        self.host = self.settings.host
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        """The API root for OpenAI clients, e.g. `http://127.0.0.1:8765/v1`."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model}", self._model)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def start(self) -> None:
+        s = self.settings
+        if self._token is None and not is_loopback(s.host):
+            raise StartupError(
+                f"http: refusing to listen on {s.host!r} without a token: set the environment "
+                f'variable {s.token_env} (http.token_env), or use host = "127.0.0.1"'
+            )
+        # handler_cancellation: a vanished client frees its handler at once; its turn
+        # lives on in the lanes regardless.
+        runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True, shutdown_timeout=5.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, s.host, s.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(f"http: cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from exc
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def describe(self) -> str:
+        auth = "Bearer token required" if self._token else "no token"
+        return f"OpenAI-compatible API at {self.base_url} ({auth})"
+
+    # ------------------------------------------------------------------ handlers
+    def _authorize(self, request: web.Request) -> None:
+        if self._token is None:
+            return
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, self._token):
+            raise ApiError(
+                401, "missing or wrong bearer token (Authorization: Bearer <token>)", code="invalid_api_key"
+            )
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._authorize(request)
+            body = await self._body(request)
+            text, stream = _parse(body)
+            inbound = self._inbound(request, body, text)
+            key = self.runtime.gateway.key_for(inbound)
+        except ApiError as err:
+            return err.response()
+        except ValueError as exc:  # the ids make no valid session key
+            return ApiError(400, str(exc), code="invalid_session_key").response()
+        responder = FutureResponder()
+        deltas = responder.stream() if stream else None
+        try:
+            await self.runtime.gateway.submit(inbound, responder)
+        except Closed:
+            return _shutting_down().response()
+        ident = f"chatcmpl-{uuid.uuid4().hex}"
+        if deltas is None:
+            reply = await responder.reply
+            if (problem := _reply_error(reply)) is not None:
+                return problem.response()
+            return _json(self._completion(ident, reply.text), headers={SESSION_HEADER: key})
+        first = await deltas.get()
+        if first is None:  # answered without streaming (notice, merged, failure...)
+            reply = responder.reply.result()
+            if (problem := _reply_error(reply)) is not None:
+                return problem.response()
+            first = reply.text
+        resp = web.StreamResponse(headers={**_SSE_HEADERS, SESSION_HEADER: key})
+        try:
+            await resp.prepare(request)
+            await resp.write(self._chunk(ident, {"role": "assistant", "content": first}))
+            while (piece := await deltas.get()) is not None:
+                await resp.write(self._chunk(ident, {"content": piece}))
+            reply = responder.reply.result()
+            if (problem := _reply_error(reply)) is not None:  # failed after it began: too late for a status
+                error = {"message": problem.message, "type": problem.kind, "code": problem.code}
+                await resp.write(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+            else:
+                await resp.write(self._chunk(ident, {}, "stop"))
+            await resp.write(_DONE)
+            await resp.write_eof()
+        except ConnectionResetError:  # the client left; the turn goes on without it
+            log.debug("client of %s left mid-stream", key)
+        return resp
+
+    async def _body(self, request: web.Request) -> Any:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, f"request body is over {limit} bytes (http.max_body_bytes)", code="too_large")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(
+                413, f"request body is over {limit} bytes (http.max_body_bytes)", code="too_large"
+            ) from None
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+    def _inbound(self, request: web.Request, body: dict[str, Any], text: str) -> Inbound:
+        message_id = self._id_prefix + str(next(self._ids))
+        header = request.headers.get(SESSION_HEADER)
+        if header is not None:
+            try:
+                parts = parse_key(header.strip())
+            except ValueError as exc:
+                raise ApiError(400, f"{SESSION_HEADER}: {exc}", code="invalid_session_key") from None
+            if parts.agent != self.agent_id:
+                raise ApiError(
+                    400,
+                    f"{SESSION_HEADER}: the key belongs to agent {parts.agent!r}; "
+                    f"this server serves agent {self.agent_id!r}",
+                    code="invalid_session_key",
+                )
+            return Inbound(
+                parts.platform, parts.user, parts.channel, text, message_id, parts.thread, True, True
+            )
+        user = body.get("user")
+        if user is None or user == "":
+            user = f"anon-{uuid.uuid4().hex}"  # stateless: a session of its own
+        elif not isinstance(user, str):
+            raise ApiError(400, "'user' must be a string", code="invalid_type")
+        # Under scope "channel" the user part is dropped: keep HTTP users apart anyway.
+        channel = user if self.runtime.loaded.config.session.scope == "channel" else CHANNEL
+        return Inbound("http", user, channel, text, message_id, None, True, True, user)
+
+    def _completion(self, ident: str, text: str) -> dict[str, Any]:
+        return {
+            "id": ident,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.agent_id,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+        }
+
+    def _chunk(self, ident: str, delta: dict[str, str], finish: str | None = None) -> bytes:
+        chunk = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.agent_id,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    def _model_object(self) -> dict[str, Any]:
+        return {"id": self.agent_id, "object": "model", "created": 0, "owned_by": "chatlane"}
+
+    async def _models(self, request: web.Request) -> web.Response:
+        try:
+            self._authorize(request)
+        except ApiError as err:
+            return err.response()
+        return _json({"object": "list", "data": [self._model_object()]})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        try:
+            self._authorize(request)
+        except ApiError as err:
+            return err.response()
+        if request.match_info["model"] != self.agent_id:
+            return ApiError(
+                404, f"no model {request.match_info['model']!r}", code="model_not_found"
+            ).response()
+        return _json(self._model_object())
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok", "agent": self.agent_id})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        try:
+            self._authorize(request)
+        except ApiError as err:
+            return err.response()
+        return web.Response(
+            body=self.runtime.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
+
+
+def _parse(body: Any) -> tuple[str, bool]:
+    """The new input (the last user message's text) and whether to stream; ApiError if malformed."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_type")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty array", code="invalid_type")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "'stream' must be true or false", code="invalid_type")
+    if not isinstance(body.get("model", ""), str):
+        raise ApiError(400, "'model' must be a string", code="invalid_type")
+    for m in reversed(messages):
+        if not isinstance(m, dict):
+            raise ApiError(
+                400, "each message must be an object with 'role' and 'content'", code="invalid_type"
+            )
+        if m.get("role") == "user":
+            text = _text(m.get("content"))
+            if not text.strip():
+                raise ApiError(400, "the last user message is empty", code="empty_message")
+            return text, stream
+    raise ApiError(400, "'messages' has no message with role 'user'", code="no_user_message")
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, or an array of `{"type": "text", "text": ...}` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise ApiError(400, "only text content parts are supported", code="invalid_content")
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise ApiError(
+        400, "a user message's 'content' must be a string or an array of text parts", code="invalid_type"
+    )
+
+
+def _shutting_down() -> ApiError:
+    return ApiError(
+        503, "the server is shutting down; send it again in a minute", "server_error", "shutting_down"
+    )
+
+
+def _reply_error(reply: Reply) -> ApiError | None:
+    """None for a reply to return as content; the error to answer with otherwise."""
+    if reply.kind in ("answer", "merged", "notice"):
+        return None
+    if reply.kind == "dropped":
+        return ApiError(429, reply.text, "rate_limit_error", "queue_full")
+    if reply.text == SHUTDOWN_TEXT:  # never ran: safe to retry
+        return _shutting_down()
+    return ApiError(502, reply.text, "server_error", "agent_failed")
+
+
+def create(runtime: Runtime) -> HttpService:
+    return HttpService(runtime)
