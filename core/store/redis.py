@@ -1,0 +1,439 @@
+"""The scale-out store: the `SessionStore` protocol on Redis, for many processes on many hosts.
+
+Keys (every name starts with `store.prefix`, so several bots can share one Redis; no
+unvalidated input ever becomes part of a name):
+
+    <prefix>:entry:<sha256(key)>            the entry, JSON (the file store's field names)
+    <prefix>:turn:<sha256(key)>             the turn lock: a random token, with an expiry
+    <prefix>:transcript:<sessionId>         memory: a list of JSON records, oldest first
+    <prefix>:quarantine:<sha256(key)>:<ns>  a damaged entry moved aside, never overwritten
+
+Atomicity. `reserve`, `touch` and `reset` are one WATCH/MULTI loop: WATCH the entry,
+read it, decide in Python, then MULTI/SET/EXEC, which Redis refuses if anyone wrote
+the entry after the WATCH; the loop then re-reads and decides again. This keeps the
+exact semantics of the file store, because freshness (`is_fresh`) and minting (`mint`)
+stay Python callables: a Lua script would have to re-implement the freshness policy
+(daily boundaries in local time) on the server, and Lua's cjson rounds timestamps to 14
+digits. The price is that `mint` may be called more than once under contention; only
+one minted entry is ever stored and returned as created, the others are discarded.
+Two hosts racing on a brand-new key therefore adopt one session id, and a reset is never
+reverted by a racing reserve (its SET makes the reserve's EXEC fail, and the retry
+sees the reset's entry).
+
+The turn lock is `SET NX PX` with a random token, renewed every third of its TTL by a
+task the lock owns. A crashed host's lock expires after `store.turn_lock_ttl_s`; a live
+turn's lock does not. If renewal fails for a whole TTL (Redis unreachable, or the lock
+was taken from us), the turn is cancelled and `lock_turn` raises `StoreError`, the same
+way `asyncio.timeout` turns its own cancellation into `TimeoutError`. Release is a
+token compare in Lua, so a late release never frees someone else's lock.
+
+Connection loss: commands are retried with exponential backoff (about 2.5 s in all);
+after that, and for every other Redis error, the operation raises `StoreError` naming
+the URL without its password. A retried transcript append whose first attempt reached
+Redis before the connection broke can store its records twice (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core import transcript
+from core.config import StoreSettings
+
+# Private helpers of the file store, shared so both backends recover a damaged entry alike.
+from core.store.files import _find_key, _recover, entry_from_json, entry_to_json
+from core.types import (
+    ChatMessage,
+    Damaged,
+    FreshCheck,
+    Listing,
+    Minter,
+    SessionEntry,
+    SessionKey,
+    StoreError,
+)
+
+log = logging.getLogger("chatlane.store")
+
+R = TypeVar("R")
+Decide = Callable[[SessionEntry | None], tuple[SessionEntry | None, R]]
+
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_MAX_ATTEMPTS = 100
+_SCAN_COUNT = 500
+_LOCK_POLL_MAX_S = 0.05
+
+# KEYS[1] lock, ARGV[1] token, ARGV[2] ttl in ms.
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def safe_url(url: str) -> str:
+    """`url` without its password (in the user part or a `password=` query option)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k.lower() != "password"])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(slots=True)
+class _Holding:
+    """One held turn lock; `lost` is set by its keeper when the lock could not be kept."""
+
+    key: SessionKey
+    name: str
+    token: str
+    lost: bool = False
+
+
+class RedisStore:
+    """`SessionStore` on Redis; safe for any number of processes on any number of hosts."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        url: str,
+        prefix: str = "chatlane",
+        transcript_max: int = 10_000,
+        turn_lock_ttl_s: float = 30.0,
+    ) -> None:
+        self._r = client
+        self.url = safe_url(url)
+        self.prefix = prefix
+        self.transcript_max = transcript_max
+        self.turn_lock_ttl_s = turn_lock_ttl_s
+        self._ttl_ms = max(1, round(turn_lock_ttl_s * 1000))
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings, password: str | None) -> RedisStore:
+        """Connect as `[store]` says; `StoreError` (URL without password) if Redis is unreachable.
+
+        The check is a blocking PING with a 5 s connect timeout, made once at startup
+        like the file store's folder checks, so a wrong URL fails before any bot connects.
+        """
+        url = settings.url
+        options: dict[str, Any] = {
+            "password": password or None,
+            "socket_connect_timeout": 5.0,
+            "socket_timeout": 10.0,
+        }
+        try:
+            with redis.Redis.from_url(url, **options) as probe:
+                probe.ping()
+        except ValueError as exc:
+            raise StoreError(f"store.url {safe_url(url)!r} is not a Redis URL: {exc}") from None
+        except RedisError as exc:
+            raise StoreError(f"cannot reach Redis at {safe_url(url)}: {exc}") from None
+        client = aioredis.Redis.from_url(
+            url,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=30,
+            **options,
+        )
+        return cls(
+            client,
+            url=url,
+            prefix=settings.prefix,
+            transcript_max=settings.transcript_max,
+            turn_lock_ttl_s=settings.turn_lock_ttl_s,
+        )
+
+    # ------------------------------------------------------------------ names
+    def entry_name(self, key: str) -> str:
+        return f"{self.prefix}:entry:{_digest(key)}"
+
+    def lock_name(self, key: str) -> str:
+        return f"{self.prefix}:turn:{_digest(key)}"
+
+    def transcript_name(self, session_id: str) -> str:
+        if not _SESSION_ID.fullmatch(session_id):
+            raise ValueError(f"malformed session id {session_id[:40]!r}")
+        return f"{self.prefix}:transcript:{session_id}"
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"Redis at {self.url}: {what} failed: {exc}") from exc
+
+    def _parse(self, key: SessionKey, raw: bytes) -> SessionEntry:
+        """ValueError with the reason when `raw` is not a valid entry of `key`."""
+        try:
+            entry = entry_from_json(json.loads(raw))
+        except UnicodeDecodeError:
+            raise ValueError("entry is not UTF-8") from None
+        if entry.key != key:
+            raise ValueError("entry holds a key that does not belong here")
+        return entry
+
+    # --------------------------------------------------------------- protocol
+    async def ping(self) -> None:
+        """`StoreError` unless Redis answers."""
+        with self._errors("ping"):
+            await self._r.ping()
+
+    async def get(self, key: SessionKey) -> SessionEntry | None:
+        with self._errors("get"):
+            try:
+                raw = await self._r.get(self.entry_name(key))
+            except ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                return None  # damaged: quarantined by the next write of this key
+        if raw is None:
+            return None
+        try:
+            return self._parse(key, raw)
+        except ValueError:
+            # Reported and quarantined by the next write of this key, which re-reads
+            # first: a concurrent rewrite may already have mended it.
+            return None
+
+    async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
+        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, tuple[SessionEntry, bool]]:
+            if current is not None and is_fresh(current):
+                return None, (current, False)
+            entry = mint(key)
+            return entry, (entry, True)
+
+        return await self._update(key, decide, "reserve")
+
+    async def touch(
+        self, key: SessionKey, session_id: str, *, at: float, turns: int = 1
+    ) -> SessionEntry | None:
+        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry | None]:
+            if current is None or current.session_id != session_id:
+                return None, None
+            updated = replace(
+                current, last_interaction_at=at, updated_at=time.time(), turns=current.turns + turns
+            )
+            return updated, updated
+
+        return await self._update(key, decide, "touch")
+
+    async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
+        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry]:
+            entry = mint(key)
+            return entry, entry
+
+        return await self._update(key, decide, "reset")
+
+    async def _update(self, key: SessionKey, decide: Decide[R], what: str) -> R:
+        """Read the entry under WATCH, `decide`, write only if nobody wrote in between."""
+        name = self.entry_name(key)
+        with self._errors(what):
+            for _ in range(_MAX_ATTEMPTS):
+                async with self._r.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(name)
+                        damage: str | None = None
+                        raw: bytes | None = None
+                        moved = ""
+                        try:
+                            raw = await pipe.get(name)
+                        except ResponseError as exc:
+                            if "WRONGTYPE" not in str(exc):
+                                raise
+                            damage = "the Redis value has the wrong type"
+                        current: SessionEntry | None = None
+                        if raw is not None:
+                            try:
+                                current = self._parse(key, raw)
+                            except ValueError as exc:
+                                damage = str(exc)
+                        if damage is not None:
+                            current = _recover(key, raw or b"")
+                        new, result = decide(current)
+                        if new is None and damage is None:
+                            return result
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        if damage is not None:
+                            moved = f"{self.prefix}:quarantine:{_digest(key)}:{time.time_ns()}"
+                            pipe.rename(name, moved)
+                        written = new or current
+                        if written is not None:
+                            pipe.set(name, json.dumps(entry_to_json(written), separators=(",", ":")))
+                        await pipe.execute()
+                    except WatchError:
+                        continue
+                if damage is not None:
+                    log.error(
+                        "session entry %s is damaged (%s); moved to %s; %s",
+                        name,
+                        damage,
+                        moved,
+                        f"recovered session {current.session_id}" if current else "nothing recoverable",
+                    )
+                return result
+        raise StoreError(f"Redis at {self.url}: {what} of {key} lost {_MAX_ATTEMPTS} races in a row")
+
+    async def list(self) -> Listing:
+        """Every entry under the prefix, by SCAN (never KEYS, which blocks Redis)."""
+        entries: list[SessionEntry] = []
+        damaged: list[Damaged] = []
+        head = f"{self.prefix}:entry:"
+        with self._errors("list"):
+            names = [n async for n in self._r.scan_iter(match=head + "*", count=_SCAN_COUNT)]
+            for i in range(0, len(names), _SCAN_COUNT):
+                batch = names[i : i + _SCAN_COUNT]
+                for name, raw in zip(batch, await self._r.mget(batch), strict=True):
+                    where = name.decode("utf-8", "replace")
+                    digest = where[len(head) :]
+                    if not _DIGEST.fullmatch(digest):
+                        continue  # another prefix that starts with ours
+                    if raw is None:
+                        if await self._r.type(name) != b"none":
+                            damaged.append(Damaged(where, "the Redis value has the wrong type"))
+                        continue
+                    try:
+                        entry = entry_from_json(json.loads(raw))
+                    except (ValueError, UnicodeDecodeError) as exc:
+                        damaged.append(Damaged(where, str(exc), _find_key(raw)))
+                        continue
+                    if _digest(entry.key) != digest:
+                        damaged.append(
+                            Damaged(where, "entry holds a key that does not belong here", entry.key)
+                        )
+                        continue
+                    entries.append(entry)
+            async for name in self._r.scan_iter(match=f"{self.prefix}:quarantine:*", count=_SCAN_COUNT):
+                raw = await self._r.get(name) if await self._r.type(name) == b"string" else None
+                damaged.append(Damaged(name.decode("utf-8", "replace"), "quarantined", _find_key(raw or b"")))
+        entries.sort(key=lambda e: e.key)
+        return Listing(entries, damaged)
+
+    async def append(self, session_id: str, records: Sequence[ChatMessage]) -> None:
+        name = self.transcript_name(session_id)
+        if not records:
+            return
+        with self._errors("transcript append"):
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.rpush(name, *(transcript.encode(r).rstrip(b"\n") for r in records))
+                pipe.ltrim(name, -self.transcript_max, -1)
+                await pipe.execute()
+
+    async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
+        name = self.transcript_name(session_id)
+        if n <= 0:
+            return []
+        with self._errors("transcript read"):
+            # redis-py types list commands as sync-or-async; this client is async.
+            lines = await cast("Awaitable[list[bytes]]", self._r.lrange(name, -n, -1))
+        records: list[ChatMessage] = []
+        for line in lines:
+            try:
+                records.append(transcript.decode(line))
+            except (ValueError, UnicodeDecodeError):
+                log.warning("transcript %s has an unreadable record (%d bytes); skipped", name, len(line))
+        return records
+
+    @contextlib.asynccontextmanager
+    async def lock_turn(self, key: SessionKey) -> AsyncIterator[None]:
+        """Hold the key's turn lock across every host; `StoreError` if it cannot be kept."""
+        holding = _Holding(key, self.lock_name(key), uuid.uuid4().hex)
+        await self._acquire(holding)
+        owner = asyncio.current_task()
+        if owner is None:
+            raise RuntimeError("lock_turn needs to run in an asyncio task")
+        keeper = asyncio.create_task(self._keep(holding, owner), name=f"turn lock {key}")
+        try:
+            yield
+        except asyncio.CancelledError:
+            if holding.lost and owner.uncancel() == 0:
+                raise StoreError(
+                    f"Redis at {self.url}: lost the turn lock of {key}: not renewed "
+                    f"within {self.turn_lock_ttl_s:g} s; the turn was stopped"
+                ) from None
+            raise
+        finally:
+            keeper.cancel()
+            try:
+                await asyncio.wait({keeper})
+            finally:
+                await asyncio.shield(self._let_go(holding))
+
+    async def _acquire(self, holding: _Holding) -> None:
+        delay = 0.002
+        with self._errors("turn lock"):
+            while not await self._r.set(holding.name, holding.token, nx=True, px=self._ttl_ms):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _LOCK_POLL_MAX_S)
+
+    async def _keep(self, holding: _Holding, owner: asyncio.Task[Any]) -> None:
+        """Renew the lock every third of its TTL; cancel `owner` if it cannot be kept."""
+        ttl = self.turn_lock_ttl_s
+        kept_at = time.monotonic()
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                renewed = await self._renew(keys=[holding.name], args=[holding.token, self._ttl_ms])
+            except (RedisError, OSError) as exc:
+                if time.monotonic() - kept_at < ttl:
+                    log.warning("could not renew the turn lock of %s yet: %s", holding.key, exc)
+                    continue
+                renewed = 0
+            if renewed:
+                kept_at = time.monotonic()
+                continue
+            holding.lost = True
+            log.error("turn lock of %s lost (expired or taken); stopping the turn", holding.key)
+            owner.cancel()
+            return
+
+    async def _let_go(self, holding: _Holding) -> None:
+        # Tried even when the lock was lost: the token compare makes it harmless.
+        try:
+            await self._release(keys=[holding.name], args=[holding.token])
+        except (RedisError, OSError) as exc:
+            log.warning("could not release the turn lock of %s (it expires by itself): %s", holding.key, exc)
+
+    async def close(self) -> None:
+        await self._r.aclose()

@@ -1,0 +1,266 @@
+"""The `SessionStore` contract, proved against every backend: `files` and `redis`.
+
+Each test runs once per backend. "Several stores" stand for several processes: two
+`FileStore`s on one folder, or two `RedisStore`s (two connection pools) on one Redis;
+they share nothing but the store itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from core.config import StoreSettings
+from core.reserver import Freshness, Reserver, new_session_id
+from core.store.files import FileStore
+from core.store.redis import RedisStore
+from core.types import ChatMessage, SessionEntry, SessionKey, SessionStore
+from tests.redis_server import RedisServer, unique_prefix
+
+KEY = SessionKey("agent:main:test:alice:general")
+OTHER = SessionKey("agent:main:test:bob:general")
+
+OpenStore = Callable[[], Awaitable[SessionStore]]
+
+
+@pytest.fixture(params=["files", "redis"])
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens stores that share one backing (folder or Redis prefix); closes them after."""
+    opened: list[SessionStore] = []
+    if request.param == "files":
+
+        async def open_one() -> SessionStore:
+            store = FileStore(tmp_path / "state")
+            opened.append(store)
+            return store
+
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        settings = StoreSettings(backend="redis", url=server.url, prefix=unique_prefix(), turn_lock_ttl_s=5)
+
+        async def open_one() -> SessionStore:
+            store = RedisStore.from_settings(settings, None)
+            opened.append(store)
+            return store
+
+    yield open_one
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(open_store: OpenStore) -> SessionStore:
+    return await open_store()
+
+
+def mint_at(at: float) -> Callable[[SessionKey], SessionEntry]:
+    def mint(key: SessionKey) -> SessionEntry:
+        return SessionEntry(key, new_session_id(), key.split(":")[2], at, at, at, at)
+
+    return mint
+
+
+def always(_: SessionEntry) -> bool:
+    return True
+
+
+def never(_: SessionEntry) -> bool:
+    return False
+
+
+async def test_get_of_an_unknown_key_is_none(store: SessionStore) -> None:
+    assert await store.get(KEY) is None
+
+
+async def test_reserve_mints_once_then_adopts_while_fresh(store: SessionStore) -> None:
+    first, created = await store.reserve(KEY, always, mint_at(1.0))
+    again, created_again = await store.reserve(KEY, always, mint_at(2.0))
+    assert created and not created_again
+    assert again == first
+    assert await store.get(KEY) == first
+
+
+async def test_reserve_replaces_a_stale_entry_with_a_new_session(store: SessionStore) -> None:
+    old, _ = await store.reserve(KEY, always, mint_at(1.0))
+    new, created = await store.reserve(KEY, never, mint_at(2.0))
+    assert created and new.session_id != old.session_id
+    assert await store.get(KEY) == new
+
+
+async def test_entries_round_trip_every_field(store: SessionStore) -> None:
+    entry = SessionEntry(KEY, new_session_id(), "test", 1.5, 2.25, 3.125, 4.0625, turns=7)
+    await store.reserve(KEY, always, lambda _: entry)
+    assert await store.get(KEY) == entry
+    assert await store.get(OTHER) is None
+
+
+async def test_touch_counts_turns_only_for_the_current_session(store: SessionStore) -> None:
+    entry, _ = await store.reserve(KEY, always, mint_at(1.0))
+    touched = await store.touch(KEY, entry.session_id, at=50.0, turns=2)
+    assert touched is not None
+    assert (touched.turns, touched.last_interaction_at) == (2, 50.0)
+    assert touched.session_id == entry.session_id
+    assert await store.get(KEY) == touched
+    assert await store.touch(KEY, new_session_id(), at=60.0) is None
+    assert await store.get(KEY) == touched
+    assert await store.touch(OTHER, entry.session_id, at=60.0) is None
+    assert await store.get(OTHER) is None
+
+
+async def test_touch_after_reset_does_not_revert_it(store: SessionStore) -> None:
+    old, _ = await store.reserve(KEY, always, mint_at(1.0))
+    new = await store.reset(KEY, mint_at(2.0))
+    assert new.session_id != old.session_id
+    assert await store.touch(KEY, old.session_id, at=3.0) is None
+    assert await store.get(KEY) == new
+
+
+async def test_concurrent_touches_all_count(open_store: OpenStore) -> None:
+    """Touch is a read-modify-write: racing touches from two stores lose no turn."""
+    a, b = await open_store(), await open_store()
+    entry, _ = await a.reserve(KEY, always, mint_at(1.0))
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(s.touch(KEY, entry.session_id, at=2.0) for s in [a, b] * 20))
+    final = await a.get(KEY)
+    assert final is not None and final.turns == 40
+
+
+async def test_list_shows_every_entry(store: SessionStore) -> None:
+    assert (await store.list()).entries == []
+    a, _ = await store.reserve(KEY, always, mint_at(1.0))
+    b, _ = await store.reserve(OTHER, always, mint_at(2.0))
+    listing = await store.list()
+    assert sorted(listing.entries, key=lambda e: e.key) == [a, b]
+    assert listing.damaged == []
+
+
+async def test_append_then_tail_returns_the_newest_records_in_order(store: SessionStore) -> None:
+    sid = new_session_id()
+    assert await store.tail(sid, 10) == []
+    await store.append(sid, [ChatMessage("user", f"m{i}", float(i)) for i in range(5)])
+    await store.append(sid, [])
+    await store.append(sid, [ChatMessage("assistant", "a5", 5.0)])
+    tail = await store.tail(sid, 3)
+    assert [m.content for m in tail] == ["m3", "m4", "a5"]
+    assert [m.content for m in await store.tail(sid, 100)] == ["m0", "m1", "m2", "m3", "m4", "a5"]
+    assert await store.tail(sid, 0) == []
+    assert await store.tail(new_session_id(), 5) == []
+
+
+async def test_transcript_records_keep_every_field(store: SessionStore) -> None:
+    sid = new_session_id()
+    records = [
+        ChatMessage("user", 'héllo\nwörld 🎉 "quoted"', 1.25, "msg-1"),
+        ChatMessage("user", "cut off", 2.5, "msg-2", interrupted=True),
+        ChatMessage("system", "", 3.0),
+    ]
+    await store.append(sid, records)
+    assert await store.tail(sid, 10) == records
+
+
+async def test_a_malformed_session_id_is_refused(store: SessionStore) -> None:
+    with pytest.raises(ValueError, match="malformed session id"):
+        await store.append("../../etc/passwd", [ChatMessage("user", "x")])
+    with pytest.raises(ValueError, match="malformed session id"):
+        await store.tail("*", 5)
+
+
+async def test_turn_lock_excludes_turns_of_one_key(open_store: OpenStore) -> None:
+    """Eight turns of one key through two stores: never two inside at once."""
+    stores = [await open_store(), await open_store()]
+    inside = 0
+    most = 0
+    order: list[int] = []
+
+    async def turn(i: int) -> None:
+        nonlocal inside, most
+        async with stores[i % 2].lock_turn(KEY):
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.01)
+            order.append(i)
+            inside -= 1
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(turn(i) for i in range(8)))
+    assert most == 1
+    assert sorted(order) == list(range(8))
+
+
+async def test_turn_lock_of_one_key_does_not_block_another(store: SessionStore) -> None:
+    held = asyncio.Event()
+    done = asyncio.Event()
+
+    async def hold_key() -> None:
+        async with store.lock_turn(KEY):
+            held.set()
+            await done.wait()
+
+    async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+        tg.create_task(hold_key())
+        await held.wait()
+        async with store.lock_turn(OTHER):
+            done.set()
+
+
+async def test_turn_lock_is_released_when_the_turn_fails(store: SessionStore) -> None:
+    async with asyncio.timeout(30):
+        with pytest.raises(RuntimeError, match="agent blew up"):
+            async with store.lock_turn(KEY):
+                raise RuntimeError("agent blew up")
+        async with store.lock_turn(KEY):
+            pass
+
+
+async def test_100_concurrent_reserves_on_one_key_mint_one_session(open_store: OpenStore) -> None:
+    """The store alone (no reserver, so no in-process lock) keeps the mint unique."""
+    stores = [await open_store(), await open_store()]
+    async with asyncio.timeout(60):
+        results = await asyncio.gather(
+            *(stores[i % 2].reserve(KEY, always, mint_at(float(i))) for i in range(100))
+        )
+    assert sum(created for _, created in results) == 1
+    assert len({entry.session_id for entry, _ in results}) == 1
+    stored = await stores[0].get(KEY)
+    assert stored is not None and stored.session_id == results[0][0].session_id
+
+
+async def test_a_reset_racing_50_resolves_wins(open_store: OpenStore) -> None:
+    """Five reservers (five "processes") resolve a stale key while one resets it.
+
+    The old session is stale, so every resolve goes through `reserve`. Whatever the
+    interleaving: nothing returns the old id, at most one resolve mints before the
+    reset lands, and afterwards the key maps to the reset's session for good.
+    """
+    now = time.time()
+    freshness = Freshness(mode="idle", idle_minutes=1)
+    reservers = [Reserver(await open_store(), freshness) for _ in range(5)]
+    old, _ = await reservers[0].store.reserve(KEY, always, mint_at(now - 3600))
+    async with asyncio.timeout(60):
+        racing = [asyncio.create_task(reservers[i % 5].resolve(KEY)) for i in range(50)]
+        await asyncio.sleep(0)
+        reset = await reservers[0].reset(KEY)
+        results = await asyncio.gather(*racing)
+        after = await asyncio.gather(*(r.resolve(KEY) for r in reservers * 4))
+    seen = {entry.session_id for entry, _ in results}
+    assert old.session_id not in seen
+    assert len(seen - {reset.session_id}) <= 1
+    assert {entry.session_id for entry, _ in after} == {reset.session_id}
+    assert not any(created for _, created in after)
+    stored = await reservers[0].store.get(KEY)
+    assert stored is not None and stored.session_id == reset.session_id
+
+
+async def test_a_reset_is_not_reverted_by_a_touch_of_a_turn_still_running(store: SessionStore) -> None:
+    """A turn that started before /new finishes after it: its touch must not win."""
+    reserver = Reserver(store)
+    entry, _ = await reserver.resolve(KEY)
+    fresh = await reserver.reset(KEY)
+    assert await store.touch(KEY, entry.session_id, at=time.time()) is None
+    stored = await store.get(KEY)
+    assert stored is not None
+    assert stored == fresh
