@@ -84,7 +84,12 @@ class Gateway:
         key = self.key_for(inbound)
         self.metrics.messages_in.labels(inbound.platform).inc()
         if self.is_reset_command(inbound.text):
-            entry = await self.reserver.reset(key)
+            try:
+                entry = await self.reserver.reset(key)
+            except StoreError as exc:
+                log.error("reset of %s failed: the store failed: %s", key, exc)
+                await responder.send(Reply(STORE_FAILURE_TEXT, "failure", key))
+                return key
             self.metrics.sessions_minted.inc()
             log.info("session of %s reset to %s", key, entry.session_id)
             await responder.send(Reply("Started a new conversation.", "notice", key, entry.session_id, 0))

@@ -112,6 +112,7 @@ class FileStore:
     def __init__(self, root: Path | str, *, workers: int = 16) -> None:
         self.root = Path(root)
         self._sessions = self.root / "sessions"
+        self._sessions_str = str(self._sessions)
         self._locks = self.root / "locks"
         self._transcripts = self.root / "transcripts"
         self._quarantine = self.root / "quarantine"
@@ -130,8 +131,12 @@ class FileStore:
         return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
     def entry_path(self, key: str) -> Path:
+        return Path(self._entry_file(key))
+
+    def _entry_file(self, key: str) -> str:
+        # A plain string: pathlib joins cost more than the read itself on the hot path.
         h = self._digest(key)
-        return self._sessions / h[:2] / h[2:4] / f"{h}.json"
+        return f"{self._sessions_str}/{h[:2]}/{h[2:4]}/{h}.json"
 
     def _lock_path(self, key: str, kind: str) -> Path:
         h = self._digest(key)
@@ -157,17 +162,25 @@ class FileStore:
             raise StoreError(f"store I/O failed: {exc.strerror or exc}") from exc
 
     # ---------------------------------------------------------- entry file I/O
-    def _read(self, path: Path) -> SessionEntry | None:
+    def _read(self, path: Path | str, key: str | None = None) -> SessionEntry | None:
+        """The entry at `path` (which must belong to `key` when given); None if absent."""
         try:
-            raw = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
+            raw = b""
+            while chunk := os.read(fd, 65536):
+                raw += chunk
+        finally:
+            os.close(fd)
+        try:
             entry = entry_from_json(json.loads(raw))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise CorruptEntry(path, str(exc), raw) from None
-        if self.entry_path(entry.key) != path:
-            raise CorruptEntry(path, "entry holds a key that does not belong in this file", raw)
+            raise CorruptEntry(Path(path), str(exc), raw) from None
+        belongs = entry.key == key if key is not None else self._entry_file(entry.key) == str(path)
+        if not belongs:
+            raise CorruptEntry(Path(path), "entry holds a key that does not belong in this file", raw)
         return entry
 
     def _write(self, path: Path, entry: SessionEntry) -> None:
@@ -199,9 +212,8 @@ class FileStore:
 
     def _load_locked(self, key: SessionKey) -> SessionEntry | None:
         """Read under the key's file lock; a damaged entry is quarantined and recovered."""
-        path = self.entry_path(key)
         try:
-            return self._read(path)
+            return self._read(self._entry_file(key), key)
         except CorruptEntry as bad:
             return self._quarantine_and_recover(key, bad)
 
@@ -224,7 +236,7 @@ class FileStore:
     # --------------------------------------------------------------- protocol
     async def get(self, key: SessionKey) -> SessionEntry | None:
         try:
-            return await self._run(self._read, self.entry_path(key))
+            return await self._run(self._read, self._entry_file(key), key)
         except CorruptEntry:
             # Reported and quarantined by the next locked operation on this key,
             # which re-reads first: a concurrent rewrite may already have mended it.
@@ -321,7 +333,19 @@ class FileStore:
         # Poll instead of blocking a worker thread: a turn can last minutes, and a
         # blocked thread per waiting key would starve the pool.
         delay = 0.001
-        while (lock := await self._run(try_acquire)) is None:
+        while True:
+            attempt = asyncio.ensure_future(self._run(try_acquire))
+            try:
+                lock = await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                # The attempt may still win the lock in its thread. Release it here rather
+                # than trust FileLock.__del__ (a lingering reference would keep it held).
+                won = await attempt
+                if won is not None:
+                    await self._run(won.release)
+                raise
+            if lock is not None:
+                break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         try:
