@@ -1,0 +1,243 @@
+"""The Discord adapter (discord.py), enabled by `[discord] enabled = true`.
+
+A thin translator: each gateway message becomes an `Inbound` (bots/discord_inbound.py),
+is gated (core/access.py), de-duplicated (a gateway RESUME can replay a MESSAGE_CREATE)
+and handed to the gateway with a `DiscordResponder` (bots/discord_reply.py), which
+turns the `Reply` into Discord messages. Slash commands live in bots/discord_commands.py.
+
+Ordering belongs to the core: `on_message` does not await anything before
+`gateway.submit`, so messages reach their lanes in the order Discord sent them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import aiohttp
+import discord
+import discord.gateway
+import discord.http
+import yarl
+
+from bots.discord_commands import build_tree, sync_commands
+from bots.discord_inbound import ANSWERED_TYPES, read_message, refusal
+from bots.discord_reply import ALLOWED_MENTIONS, DiscordResponder
+from bots.launcher import Runtime, StartupError
+from core.dedupe import RecentIds
+from core.lanes import Closed
+
+log = logging.getLogger("chatlane.discord")
+
+SEEN_CAPACITY = 10_000
+"""Message ids remembered to drop replays; replays come within seconds, so plenty."""
+
+
+def intents() -> discord.Intents:
+    """Guilds (channels, threads), guild and DM messages, and their content.
+
+    Message content is a privileged intent: it must be switched on in the developer
+    portal, or Discord closes the gateway with 4014 (a clear StartupError here).
+    """
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True
+    return wanted
+
+
+class DiscordService:
+    """One discord.py client (sharded when configured) feeding the shared gateway."""
+
+    name = "discord"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.loaded.config.discord
+        self.client: discord.Client | None = None
+        self._seen = RecentIds(SEEN_CAPACITY)
+        self._connection: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._saved_endpoints: tuple[str, yarl.URL] | None = None
+        self._stopping = False
+
+    def describe(self) -> str:
+        user = self.client.user if self.client is not None else None
+        who = f"as {user} ({user.id})" if user is not None else "not connected"
+        shards = f", shards {self.settings.shard_ids or 'all'} of {self.settings.shard_count}"
+        return f"{who} via {self.settings.gateway_url}" + (shards if self.settings.shard_count else "")
+
+    async def start(self) -> None:
+        secret = self.runtime.loaded.secrets.discord_token
+        token = secret.get_secret_value().strip() if secret is not None else ""
+        if not token:
+            raise StartupError(
+                f"discord: no bot token: set the environment variable {self.settings.token_env} "
+                "(named by discord.token_env) to the token from the developer portal's Bot tab"
+            )
+        self._use_endpoints()
+        client = self.client = self._build_client()
+        tree = build_tree(client, self.runtime)
+        try:
+            await client.login(token)
+        except discord.LoginFailure as exc:
+            await self._close_client()
+            raise StartupError(
+                f"discord: Discord rejected the bot token in {self.settings.token_env} (401 Unauthorized); "
+                "copy it again from the developer portal's Bot tab"
+            ) from exc
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            await self._close_client()
+            raise StartupError(
+                f"discord: cannot log in through {self.settings.api_base_url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._connection = asyncio.create_task(client.connect(), name="discord gateway")
+        if self.settings.sync_commands:
+            self._spawn(sync_commands(tree), "discord command sync")
+        await self._wait_ready(client, self._connection)
+        self._connection.add_done_callback(self._on_connection_end)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_client()
+        if self._connection is not None:
+            await asyncio.gather(self._connection, return_exceptions=True)
+        self._restore_endpoints()
+
+    # ------------------------------------------------------------------ events
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.client.user if self.client is not None else None
+        if me is None or message.author.id == me.id or message.type not in ANSWERED_TYPES:
+            return
+        seen = read_message(message, me, self.settings)
+        inbound = seen.inbound
+        if (why := refusal(self.settings, seen.facts)) is not None:
+            log.debug("discord: not answering message %s in %s: %s", message.id, inbound.channel, why)
+            return
+        if not inbound.text:
+            log.debug("discord: message %s has no text to answer", message.id)
+            return
+        if not self._seen.first_time(inbound.message_id):
+            log.info("discord: message %s delivered again (gateway replay); answered once", message.id)
+            return
+        try:
+            await self.runtime.gateway.submit(inbound, DiscordResponder(message, self.settings))
+        except Closed:
+            log.info("discord: shutting down; message %s not taken", message.id)
+
+    async def on_error(self, event: str, /, *args: Any, **kwargs: Any) -> None:
+        # discord.py calls this from inside the `except` of a failed handler.
+        log.exception("discord: the %s handler failed; the bot keeps running", event)
+
+    # ---------------------------------------------------------------- plumbing
+    def _build_client(self) -> discord.Client:
+        s = self.settings
+        options: dict[str, Any] = {
+            "intents": intents(),
+            "guild_ready_timeout": s.guild_ready_timeout_s,
+            # Members are never needed (a message carries its author's roles); chunking
+            # would need the privileged members intent and delay readiness.
+            "chunk_guilds_at_startup": False,
+            "max_ratelimit_timeout": s.max_ratelimit_wait_s,
+            "allowed_mentions": ALLOWED_MENTIONS,
+        }
+        client: discord.Client
+        if s.shard_count is not None:
+            if s.shard_ids is not None:
+                options["shard_ids"] = list(s.shard_ids)
+            client = discord.AutoShardedClient(shard_count=s.shard_count, **options)
+        else:
+            client = discord.Client(**options)
+
+        async def on_message(message: discord.Message) -> None:
+            await self.on_message(message)
+
+        async def on_error(event: str, /, *args: Any, **kwargs: Any) -> None:
+            await self.on_error(event, *args, **kwargs)
+
+        client.event(on_message)
+        client.event(on_error)
+        return client
+
+    def _use_endpoints(self) -> None:
+        """Point discord.py at the configured REST base and gateway (proxies, tests).
+
+        discord.py keeps both as class attributes, so they are process-wide: one
+        Discord bot per process, which is also how sharded deployments run.
+        """
+        base = self.settings.api_base_url.rstrip("/")
+        gateway = yarl.URL(self.settings.gateway_url)
+        if not base.startswith(("https://", "http://")):
+            raise StartupError(f"discord.api_base_url must be an http(s) URL, got {base!r}")
+        if gateway.scheme not in ("wss", "ws"):
+            raise StartupError(f"discord.gateway_url must be a ws(s) URL, got {self.settings.gateway_url!r}")
+        if self._saved_endpoints is None:
+            self._saved_endpoints = (
+                discord.http.Route.BASE,
+                discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+            )
+        discord.http.Route.BASE = base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+
+    def _restore_endpoints(self) -> None:
+        if self._saved_endpoints is not None:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved_endpoints
+            self._saved_endpoints = None
+
+    async def _wait_ready(self, client: discord.Client, connection: asyncio.Task[None]) -> None:
+        """Return once the gateway is ready; raise StartupError if the connection dies first."""
+        ready = asyncio.create_task(client.wait_until_ready(), name="discord ready")
+        done, _ = await asyncio.wait(
+            {connection, ready}, timeout=self.settings.ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready in done:
+            return
+        ready.cancel()
+        await asyncio.gather(ready, return_exceptions=True)
+        if connection not in done:
+            log.warning(
+                "discord: not ready after %.0fs; still connecting to %s in the background",
+                self.settings.ready_timeout_s,
+                self.settings.gateway_url,
+            )
+            return
+        exc = None if connection.cancelled() else connection.exception()
+        await self.stop()
+        raise StartupError(_connection_problem(exc)) from exc
+
+    def _on_connection_end(self, task: asyncio.Task[None]) -> None:
+        if self._stopping or task.cancelled():
+            return
+        log.error("discord: the gateway connection ended for good: %s", _connection_problem(task.exception()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close_client(self) -> None:
+        if self.client is not None and not self.client.is_closed():
+            await self.client.close()
+
+
+def _connection_problem(exc: BaseException | None) -> str:
+    if isinstance(exc, discord.PrivilegedIntentsRequired):
+        return (
+            "discord: Discord refused the Message Content intent: switch on 'Message Content Intent' "
+            "in the developer portal's Bot tab"
+        )
+    if isinstance(exc, discord.ConnectionClosed):
+        return f"discord: the gateway closed the connection (code {exc.code}: {exc.reason or 'no reason'})"
+    if exc is None:
+        return "discord: the gateway connection stopped before it was ready"
+    return f"discord: the gateway connection failed: {type(exc).__name__}: {exc}"
+
+
+def create(runtime: Runtime) -> DiscordService:
+    return DiscordService(runtime)

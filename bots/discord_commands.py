@@ -1,0 +1,100 @@
+"""Slash commands: `/new` and `/reset` start a new conversation, `/status` shows it.
+
+The same gating applies as for messages (allowlists, DM policy; a command is always
+addressed to the bot, so no mention is needed). `/new` and `/reset` typed as text are
+handled by the gateway itself (`session.reset_commands`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+
+from bots.discord_inbound import read_interaction, refusal
+from bots.discord_reply import PlatformFailure, describe_failure
+from bots.launcher import Runtime
+
+log = logging.getLogger("chatlane.discord")
+
+NOT_HERE_TEXT = "I'm not set up to answer here."
+RESET_TEXT = "Started a new conversation."
+
+
+def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.CommandTree[discord.Client]:
+    """A command tree with /new, /reset and /status, attached to `client`."""
+    tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
+    settings = runtime.loaded.config.discord
+    gateway = runtime.gateway
+
+    async def reset(interaction: discord.Interaction[discord.Client]) -> None:
+        seen = read_interaction(interaction, settings)
+        if (why := refusal(settings, seen.facts)) is not None:
+            log.debug("discord: /%s from %s refused: %s", _name(interaction), seen.inbound.user, why)
+            await _answer(interaction, NOT_HERE_TEXT, ephemeral=True)
+            return
+        key = gateway.key_for(seen.inbound)
+        entry = await gateway.reserver.reset(key)
+        runtime.metrics.sessions_minted.inc()
+        log.info("session of %s reset to %s (slash command)", key, entry.session_id)
+        # A shared (channel-scope) conversation was reset for everyone: say so openly.
+        shared = runtime.loaded.config.session.scope == "channel"
+        await _answer(interaction, RESET_TEXT, ephemeral=not shared)
+
+    async def status(interaction: discord.Interaction[discord.Client]) -> None:
+        seen = read_interaction(interaction, settings)
+        if (why := refusal(settings, seen.facts)) is not None:
+            log.debug("discord: /status from %s refused: %s", seen.inbound.user, why)
+            await _answer(interaction, NOT_HERE_TEXT, ephemeral=True)
+            return
+        key = gateway.key_for(seen.inbound)
+        entry = await runtime.store.get(key)
+        if entry is None:
+            text = f"No conversation here yet.\nSession key: `{key}`"
+        else:
+            text = f"Session key: `{key}`\nSession id: `{entry.session_id}`\nTurns: {entry.turns}"
+        await _answer(interaction, text, ephemeral=True)
+
+    for name, about, callback in (
+        ("new", "Start a new conversation (forget this one)", reset),
+        ("reset", "Start a new conversation (forget this one)", reset),
+        ("status", "Show this conversation's session and turn count", status),
+    ):
+        tree.add_command(app_commands.Command(name=name, description=about, callback=callback))
+
+    @tree.error
+    async def on_tree_error(
+        interaction: discord.Interaction[discord.Client], error: app_commands.AppCommandError
+    ) -> None:
+        log.error("discord: /%s failed", _name(interaction), exc_info=error)
+
+    return tree
+
+
+async def sync_commands(tree: app_commands.CommandTree[discord.Client]) -> None:
+    """Register the commands with Discord; a failure is logged, never raised."""
+    try:
+        synced = await tree.sync()
+    except PlatformFailure as exc:
+        log.error(
+            "discord: could not register the slash commands (text /new and /reset still work): %s",
+            describe_failure(exc, "invite the bot with the applications.commands scope"),
+        )
+        return
+    log.info("discord: registered slash commands %s", ", ".join(f"/{c.name}" for c in synced))
+
+
+async def _answer(interaction: discord.Interaction[discord.Client], text: str, *, ephemeral: bool) -> None:
+    try:
+        await interaction.response.send_message(text, ephemeral=ephemeral)
+    except PlatformFailure as exc:
+        log.error(
+            "discord: could not answer /%s: %s",
+            _name(interaction),
+            describe_failure(exc, "the bot needs Use Application Commands"),
+        )
+
+
+def _name(interaction: discord.Interaction[discord.Client]) -> str:
+    return interaction.command.name if interaction.command is not None else "?"
