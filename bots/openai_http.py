@@ -27,7 +27,6 @@ import ipaddress
 import itertools
 import json
 import logging
-import os
 import time
 import uuid
 from typing import Any
@@ -93,7 +92,7 @@ class HttpService:
         self._token = f"Bearer {token.get_secret_value()}".encode() if token else None
         self._runner: web.AppRunner | None = None
         self._ids = itertools.count(1)
-        self._id_prefix = f"http-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+        self._instance = uuid.uuid4().hex[:12]  # ids unique across processes without a urandom call each
         self.host = self.settings.host
         self.port = 0
 
@@ -155,7 +154,8 @@ class HttpService:
             self._authorize(request)
             body = await self._body(request)
             text, stream = _parse(body)
-            inbound = self._inbound(request, body, text)
+            n = next(self._ids)
+            inbound = self._inbound(request, body, text, f"http-{self._instance}-{n}")
             key = self.runtime.gateway.key_for(inbound)
         except ApiError as err:
             return err.response()
@@ -167,7 +167,7 @@ class HttpService:
             await self.runtime.gateway.submit(inbound, responder)
         except Closed:
             return _shutting_down().response()
-        ident = f"chatcmpl-{uuid.uuid4().hex}"
+        ident = f"chatcmpl-{self._instance}-{n}"
         if deltas is None:
             reply = await responder.reply
             if (problem := _reply_error(reply)) is not None:
@@ -212,8 +212,7 @@ class HttpService:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
 
-    def _inbound(self, request: web.Request, body: dict[str, Any], text: str) -> Inbound:
-        message_id = self._id_prefix + str(next(self._ids))
+    def _inbound(self, request: web.Request, body: dict[str, Any], text: str, message_id: str) -> Inbound:
         header = request.headers.get(SESSION_HEADER)
         if header is not None:
             try:

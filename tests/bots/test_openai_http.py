@@ -16,6 +16,7 @@ import pytest
 from bots.launcher import Runtime, StartupError
 from bots.openai_http import SESSION_HEADER, HttpService
 from core.config import load_config
+from core.types import AgentError, TurnInput
 from tests.bots.http_harness import eventually, serve
 from tests.fakes.fake_llm import FakeLLM
 
@@ -411,6 +412,62 @@ async def test_agent_failure_before_streaming_is_a_plain_502(tmp_path: Path) -> 
         with pytest.raises(openai.APIStatusError) as caught:
             await consume()
         assert caught.value.status_code == 502
+
+
+class _FailsMidStream:
+    """An agent that streams a piece and then fails (the agent boundary, not code under test)."""
+
+    name = "fails-mid-stream"
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        yield "partial "
+        raise AgentError("upstream broke mid-answer")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_agent_failure_after_the_first_piece_ends_the_stream_with_an_error_event(
+    tmp_path: Path,
+) -> None:
+    async with serve(tmp_path) as s, s.client() as client:
+        s.runtime.gateway.agent = _FailsMidStream()
+        seen: list[str] = []
+
+        async def consume() -> None:
+            stream = await client.chat.completions.create(
+                model="main", messages=[{"role": "user", "content": "x"}], user="j", stream=True
+            )
+            async for chunk in stream:
+                seen.append(chunk.choices[0].delta.content or "")
+
+        with pytest.raises(openai.APIError, match="couldn't answer"):
+            await consume()
+        assert "".join(seen) == "partial "
+        assert [r.role for r in await s.transcript("agent:main:http:j:api")] == ["user"]
+
+
+async def test_a_message_dropped_from_a_full_queue_is_a_429(tmp_path: Path) -> None:
+    extra = '[queue]\ncap = 1\ndrop = "newest"'
+    async with serve(tmp_path, agent="echo_delay_ms = 300", extra=extra) as s, s.client() as client:
+
+        async def ask(text: str) -> int:
+            try:
+                await client.chat.completions.create(
+                    model="main", messages=[{"role": "user", "content": text}], user="k"
+                )
+            except openai.RateLimitError:
+                return 429
+            return 200
+
+        running = asyncio.create_task(ask("one"))
+        await eventually(lambda: s.runtime.gateway.lanes.depth == 0 and len(s.runtime.gateway.lanes) == 1)
+        waiting = asyncio.create_task(ask("two"))
+        await eventually(lambda: s.runtime.gateway.lanes.depth == 1)
+        assert await asyncio.wait_for(ask("three"), 5) == 429
+        assert list(await asyncio.wait_for(asyncio.gather(running, waiting), 10)) == [200, 200]
+        records = await s.transcript("agent:main:http:k:api")
+        assert [r.content for r in records if r.role == "user"] == ["one", "two"]
 
 
 # ---------------------------------------------------------------- other endpoints
