@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from core.config import ConfigError, Loaded, load_config
 from core.keys import validate_key
 from core.logs import setup_logging
+from core.types import StoreError
 
 if TYPE_CHECKING:
     from bots.launcher import Runtime
@@ -80,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_dispatch(args, loaded))
     except KeyboardInterrupt:
         return 130
+    except StoreError as exc:  # e.g. an unusable state directory: a sentence, not a traceback
+        print(f"chatlane: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:

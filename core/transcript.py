@@ -9,6 +9,8 @@ glued onto a fragment. Garbage in the middle of a file is skipped the same way.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -61,10 +63,27 @@ def append(path: Path, records: Sequence[ChatMessage]) -> None:
         if size and os.pread(fd, 1, size - 1) != b"\n":
             log.warning("transcript %s ended in a torn line; closing it before appending", path.name)
             data = b"\n" + data
-        os.write(fd, data)
-        os.fsync(fd)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        except OSError:
+            # The caller hears it failed, so no fragment of it may stay behind either.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data`, or raise: `os.write` may write only part of it (full disk,
+    file size limit) and report no error until the next call."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def tail(path: Path, n: int) -> list[ChatMessage]:

@@ -154,6 +154,19 @@ class FileStore:
             _mkdirs(d)
             self._made_dirs.add(d)
 
+    def _in_dir(self, d: Path, fn: Callable[[], T]) -> T:
+        """`fn()`, which creates a file in `d`; if `d` vanished (the state directory was
+        removed while running), make it again and retry once instead of failing forever."""
+        self._ensure_dir(d)
+        try:
+            return fn()
+        except FileNotFoundError:
+            self._made_dirs.clear()
+            log.warning("state folder %s was missing; made it again", d)
+            self._ensure_dir(d)
+            self.root.chmod(0o700)
+            return fn()
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -184,16 +197,16 @@ class FileStore:
         return entry
 
     def _write(self, path: Path, entry: SessionEntry) -> None:
-        self._ensure_dir(path.parent)
         data = json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = self._in_dir(path.parent, lambda: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
+            try:
+                # A short write (full disk) must fail here, or a cut entry replaces a good one.
+                transcript.write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -295,6 +308,9 @@ class FileStore:
             except CorruptEntry as bad:
                 damaged.append(Damaged(str(path), bad.reason, _find_key(bad.raw)))
                 continue
+            except OSError as exc:  # one unreadable entry must not hide all the others
+                damaged.append(Damaged(str(path), f"unreadable: {exc.strerror or exc}"))
+                continue
             if entry is not None:
                 entries.append(entry)
         for path in sorted(self._quarantine.glob("*")):
@@ -309,8 +325,7 @@ class FileStore:
         path = self.transcript_path(session_id)
 
         def op() -> None:
-            self._ensure_dir(path.parent)
-            transcript.append(path, records)
+            self._in_dir(path.parent, lambda: transcript.append(path, records))
 
         await self._run(op)
 
