@@ -1,0 +1,115 @@
+"""Options and helpers shared by the benchmarks: stores to measure, timing, Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from core.config import StoreSettings
+from core.keys import build_key
+from core.types import SessionKey, SessionStore
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Command-line options every benchmark gets."""
+
+    quick: bool = False
+    runs: int = 3
+    redis_url: str | None = None
+    workdir: Path | None = None
+    """Where temporary state directories go (default: the system temp dir)."""
+
+
+def bench_key(user: str, channel: str = "bench") -> SessionKey:
+    return build_key("main", "bench", user, channel)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    """How to open one store; picklable, so worker processes open the same one."""
+
+    backend: Literal["files", "redis"]
+    path: str = ""
+    url: str = ""
+    prefix: str = ""
+
+    def open(self) -> SessionStore:
+        if self.backend == "redis":
+            from core.store.redis import RedisStore
+
+            settings = StoreSettings(backend="redis", url=self.url, prefix=self.prefix)
+            return RedisStore.from_settings(settings, None)
+        from core.store.files import FileStore
+
+        return FileStore(self.path)
+
+
+class Stores:
+    """Hands out fresh, empty stores of one backend and removes them afterwards."""
+
+    def __init__(self, backend: Literal["files", "redis"], root: Path, url: str = "") -> None:
+        self.backend, self.root, self.url = backend, root, url
+        self._prefixes: list[str] = []
+
+    def fresh(self) -> StoreSpec:
+        tag = uuid.uuid4().hex[:10]
+        if self.backend == "redis":
+            prefix = f"bench{tag}"
+            self._prefixes.append(prefix)
+            return StoreSpec("redis", url=self.url, prefix=prefix)
+        return StoreSpec("files", path=str(self.root / f"state-{tag}"))
+
+    def cleanup(self) -> None:
+        """Delete what the benchmark stored (only its own prefixes on a Redis it was given)."""
+        if self.backend != "redis" or not self._prefixes:
+            return
+        import redis
+
+        with redis.Redis.from_url(self.url, socket_timeout=10) as r:
+            for prefix in self._prefixes:
+                names = list(r.scan_iter(match=f"{prefix}:*", count=1000))
+                for i in range(0, len(names), 1000):
+                    r.delete(*names[i : i + 1000])
+
+
+@contextlib.contextmanager
+def scratch(opts: Options, name: str) -> Iterator[Path]:
+    """A temporary folder for one benchmark, removed afterwards."""
+    if opts.workdir is not None:
+        opts.workdir.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix=f"chatlane-bench-{name}-", dir=opts.workdir))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_url(opts: Options) -> Iterator[str | None]:
+    """`--redis-url` if given; else a local redis-server on a free port if one is installed."""
+    if opts.redis_url:
+        yield opts.redis_url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    from tests.redis_server import RedisServer
+
+    with RedisServer.start(binary) as server:
+        yield server.url
+
+
+async def timed_us(aw: Awaitable[object]) -> float:
+    """How long awaiting `aw` took, in microseconds."""
+    t0 = time.perf_counter_ns()
+    await aw
+    return (time.perf_counter_ns() - t0) / 1000

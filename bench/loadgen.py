@@ -1,0 +1,123 @@
+"""The load generator: a separate process, so its CPU is not the server's event loop.
+
+    python -m bench.loadgen < plan.json > results.json
+
+Plan: `{"base_url": ".../v1", "concurrency": 10, "ordered_per_key": true,
+"requests": [[session_key, text], ...]}`. Each request is a chat completion with the
+`X-Session-Key` header. With `ordered_per_key`, a key's next request is sent only after
+its previous one was answered (different keys still overlap), so its turn numbers
+must come back as 1, 2, 3...; without it, requests of one key race each other.
+
+Results: `{"wall_s": ..., "results": [[status, latency_ms, turn, session8, first], ...]}`
+in plan order, where `turn`, `session8` (the first 8 hex digits of the session id) and
+`first` (the first message the agent remembers, or null for a new session) are read
+from the echo agent's reply; `status` is the HTTP status, or 0 for a transport error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+_ECHO = re.compile(
+    r"\(turn (\d+) of session ([0-9a-f]{8}); (?:first thing I remember you saying: (.*)|new session)\)$"
+)
+Row = tuple[int, float, int, str, "str | None"]
+
+
+def parse_echo(text: str) -> tuple[int, str, str | None]:
+    """(turn, session8, first remembered message or None) from an echo reply; (0, '', None) if not one."""
+    m = _ECHO.search(text)
+    if m is None:
+        return 0, "", None
+    first = m.group(3)
+    return int(m.group(1)), m.group(2), (first[1:-1] if first else None)
+
+
+async def drive(plan: dict[str, Any]) -> dict[str, Any]:
+    url = plan["base_url"] + "/chat/completions"
+    requests: list[tuple[str, str]] = [(k, t) for k, t in plan["requests"]]
+    concurrency = int(plan["concurrency"])
+    ordered = bool(plan.get("ordered_per_key", False))
+    timeout = aiohttp.ClientTimeout(total=float(plan.get("timeout_s", 60)))
+    results: list[Row | None] = [None] * len(requests)
+    done: list[asyncio.Event] = [asyncio.Event() for _ in requests]
+    previous: dict[int, int] = {}
+    last_of: dict[str, int] = {}
+    for i, (key, _) in enumerate(requests):
+        if ordered and key in last_of:
+            previous[i] = last_of[key]
+        last_of[key] = i
+    todo = iter(range(len(requests)))
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+
+        async def one(i: int) -> Row:
+            key, text = requests[i]
+            body = {"model": "main", "messages": [{"role": "user", "content": text}]}
+            t0 = time.perf_counter()
+            try:
+                async with http.post(url, json=body, headers={"X-Session-Key": key}) as resp:
+                    data = await resp.json(content_type=None)
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
+                return 0, (time.perf_counter() - t0) * 1000, 0, "", None
+            ms = (time.perf_counter() - t0) * 1000
+            try:
+                turn, sid, first = parse_echo(data["choices"][0]["message"]["content"])
+            except (KeyError, IndexError, TypeError):  # an error object, or not a completion
+                return status, ms, 0, "", None
+            return status, ms, turn, sid, first
+
+        async def worker() -> None:
+            for i in todo:
+                if i in previous:
+                    await done[previous[i]].wait()
+                results[i] = await one(i)
+                done[i].set()
+
+        t0 = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(concurrency, len(requests))):
+                tg.create_task(worker())
+        wall = time.perf_counter() - t0
+    return {"wall_s": wall, "results": results}
+
+
+def main() -> int:
+    plan = json.load(sys.stdin)
+    json.dump(asyncio.run(drive(plan)), sys.stdout)
+    return 0
+
+
+async def run_plan(plan: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
+    """Run `plan` in a new `python -m bench.loadgen` process; its results."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(json.dumps(plan).encode()), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"load generator did not finish within {timeout} s") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

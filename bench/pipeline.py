@@ -1,0 +1,108 @@
+"""End to end: `chatlane run` (HTTP API, echo agent, file store) under load from another process.
+
+Each run starts a fresh server subprocess on a free port and a load generator process
+(`bench.loadgen`, aiohttp client) that sends, after a warm-up of 20 one-message
+conversations:
+  main    200 requests over 50 keys (X-Session-Key header) at concurrency 10; a key's
+          next message is sent once its previous one was answered, keys overlap freely
+  burst   100 requests on one key, all at once (they queue in that key's lane)
+It reports requests/s and latency as the client saw them, the server's peak RSS
+(VmHWM), and checks correctness from the replies and from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from bench.common import Options, scratch
+from bench.loadgen import run_plan
+from bench.report import Report
+from bench.server import Server, sessions_list, write_config
+from bench.verify import Conversation, check_replies, check_store
+from core.keys import build_key
+
+RPS_TARGET = 500.0
+P99_TARGET_MS = 50.0
+RSS_TARGET_MB = 150.0
+WARMUP = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    requests: int
+    keys: int
+    concurrency: int
+    burst: int
+
+    @classmethod
+    def of(cls, opts: Options) -> Sizes:
+        return cls(40, 10, 10, 20) if opts.quick else cls(200, 50, 10, 100)
+
+
+def http_key(user: str) -> str:
+    return str(build_key("main", "http", user, "api"))
+
+
+async def run(opts: Options) -> Report:
+    report = Report("pipeline")
+    sz = Sizes.of(opts)
+    rps: list[float] = []
+    latency: list[float] = []
+    burst_s: list[float] = []
+    burst_latency: list[float] = []
+    peak_mb: list[float] = []
+    for r in range(opts.runs):
+        with scratch(opts, "pipeline") as root:
+            label = f"run {r + 1}"
+            # The default cap (20 waiting per conversation) would drop most of the burst, by design.
+            config = write_config(root, queue_cap=sz.burst + 20)
+            server = Server(config)
+            try:
+                base = await asyncio.to_thread(server.wait_up)
+                warm = [(http_key(f"warm{i}"), f"warm {i}") for i in range(WARMUP)]
+                main = [
+                    (http_key(f"load{i % sz.keys}"), f"k{i % sz.keys}-m{i // sz.keys + 1}")
+                    for i in range(sz.requests)
+                ]
+                burst = [(http_key("burst"), f"burst-{j}") for j in range(sz.burst)]
+                got_warm = await run_plan(_plan(base, warm, 10, ordered=True))
+                got_main = await run_plan(_plan(base, main, sz.concurrency, ordered=True))
+                got_burst = await run_plan(_plan(base, burst, sz.burst, ordered=False))
+                status = await asyncio.to_thread(server.status)
+            finally:
+                code = await asyncio.to_thread(server.stop)
+            report.check(f"{label}: server stopped cleanly on SIGTERM", code == 0, f"exit code {code}")
+            rps.append(sz.requests / got_main["wall_s"])
+            latency.extend(row[1] for row in got_main["results"] if row)
+            burst_s.append(got_burst["wall_s"] * 1000)
+            burst_latency.extend(row[1] for row in got_burst["results"] if row)
+            peak_mb.append(status["VmHWM"] / 1024)
+            expected: dict[str, Conversation] = {}
+            expected |= check_replies(report, f"{label} warm-up", warm, got_warm["results"], ordered=True)
+            expected |= check_replies(report, f"{label} main", main, got_main["results"], ordered=True)
+            expected |= check_replies(report, f"{label} burst", burst, got_burst["results"], ordered=False)
+            listed = await asyncio.to_thread(sessions_list, config)
+            await check_store(report, label, expected, listed, root / "state", transcript_sample=1000)
+    report.metric(
+        f"main: requests/s ({sz.requests} req, {sz.keys} keys, c={sz.concurrency})",
+        "/s",
+        rps,
+        RPS_TARGET,
+        "higher",
+    )
+    report.metric("main: latency", "ms", latency, P99_TARGET_MS, on="p99")
+    report.metric(f"burst: {sz.burst} same-key requests, total", "ms", burst_s)
+    report.metric("burst: latency", "ms", burst_latency)
+    report.metric("server peak RSS (VmHWM)", "MB", peak_mb, RSS_TARGET_MB)
+    report.note(
+        f"{opts.runs} runs, a fresh server each; latency pooled over runs as the client saw it; "
+        f"warm-up of {WARMUP} one-message conversations not counted; queue.cap = {sz.burst + 20}"
+    )
+    return report
+
+
+def _plan(
+    base: str, requests: list[tuple[str, str]], concurrency: int, *, ordered: bool
+) -> dict[str, object]:
+    return {"base_url": base, "concurrency": concurrency, "ordered_per_key": ordered, "requests": requests}
