@@ -147,6 +147,8 @@ class DiscordService:
             "max_ratelimit_timeout": s.max_ratelimit_wait_s,
             "allowed_mentions": ALLOWED_MENTIONS,
         }
+        # chatlane never joins voice: the "PyNaCl/davey is not installed" warnings would only mislead.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         client: discord.Client
         if s.shard_count is not None:
             if s.shard_ids is not None:

@@ -425,6 +425,14 @@ async def test_rejected_token_is_a_clear_startup_error(start_bot: StartBot) -> N
     assert "not-the-token" not in str(caught.value)
 
 
+async def test_message_content_intent_not_enabled_is_a_clear_startup_error(
+    start_bot: StartBot, fake: FakeDiscord
+) -> None:
+    fake.close_on_identify = 4014  # what Discord does when a privileged intent is off
+    with pytest.raises(StartupError, match="switch on 'Message Content Intent'"):
+        await start_bot()
+
+
 async def test_sharded_client_identifies_with_its_shard_and_answers(
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
@@ -434,3 +442,30 @@ async def test_sharded_client_identifies_with_its_shard_and_answers(
     await fake.send_message("sharded", mention=True)
     sent = await fake.wait_for_sent(fake.channel_id)
     assert str(sent[0]["content"]).startswith("echo: sharded")
+
+
+async def test_collect_mode_sends_one_answer_for_messages_answered_together(
+    start_bot: StartBot, fake: FakeDiscord
+) -> None:
+    await start_bot(echo_delay_ms=300, more_toml='[queue]\nmode = "collect"')
+    await fake.send_message("one", mention=True)
+    await fake.wait_for_call("POST", rf"/channels/{fake.channel_id}/typing")  # turn 1 is running
+    await fake.send_message("two", mention=True)
+    last = await fake.send_message("three", mention=True)
+    await fake.wait_for_sent(fake.channel_id, 2, timeout=15)
+    await fake.send_message("barrier", mention=True)
+    sent = await fake.wait_for_sent(fake.channel_id, 3, timeout=15)
+    texts = [str(m["content"]).split("\n")[0] for m in sent]
+    assert texts == ["echo: one", "echo: two / three", "echo: barrier"]  # "two" was not answered twice
+    assert int(sent[1]["request"]["message_reference"]["message_id"]) == int(last["id"])
+
+
+async def test_slash_command_outside_the_allowed_channels_is_refused(
+    start_bot: StartBot, fake: FakeDiscord
+) -> None:
+    bot = await start_bot(f'allow_channels = ["{fake.channel_id}"]')
+    interaction = await fake.send_interaction("new", channel=fake.other_channel_id)
+    callback = await fake.wait_for_call("POST", rf"/interactions/{interaction['id']}/.+/callback")
+    assert callback.json["data"]["content"] == "I'm not set up to answer here."
+    assert callback.json["data"]["flags"] & 64
+    assert await bot.sessions() == []

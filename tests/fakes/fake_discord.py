@@ -112,6 +112,8 @@ class FakeDiscord:
         self.fail_command_sync = False
         self.replay_on_resume = 0
         """On RESUME, re-send the last N MESSAGE_CREATE events (as a real resume may)."""
+        self.close_on_identify: int | None = None
+        """Close the gateway with this code instead of READY (4014: intents not enabled)."""
         self.identify: JSON | None = None
         self.resumes = 0
         self.received_ops: list[int] = []
@@ -507,6 +509,9 @@ class FakeDiscord:
             if op == 1:  # heartbeat
                 await self._send({"op": 11, "d": None, "s": None, "t": None})
             elif op == 2:  # identify
+                if self.close_on_identify is not None:
+                    await ws.close(code=self.close_on_identify)
+                    break
                 await self._ready(p["d"])
             elif op == 6:  # resume: replay (possibly already seen) events, then RESUMED
                 self.resumes += 1
