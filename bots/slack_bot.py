@@ -1,0 +1,323 @@
+"""Slack adapter on slack-bolt: Socket Mode (default) or the HTTP Events API.
+
+Events -> `Inbound` -> `gateway.submit`. Bolt runs each listener before it acks
+(`process_before_response`), and the listeners only do synchronous work (read the
+event, gate it, drop duplicates) before handing the submit to a task this service
+owns, so every event is acked within milliseconds however long its turn takes.
+
+What is answered: `app_mention` in channels, every DM (`message.im`), channel
+messages without a mention when `require_mention = false`, and replies in a thread
+the bot takes part in when `thread_replies_addressed`. A mention arrives twice (as
+`app_mention` and as `message.channels`) and Slack redelivers events it thinks were
+not acked (HTTP retries, Socket Mode reconnects): one message gives one turn, by its
+channel and ts (`RecentIds`, bounded).
+
+Conversations: user + channel, and with `session.threads` each thread on its own. A
+top-level mention answered in a thread starts a conversation keyed by its own ts, so
+the root and the thread's replies share one session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.launcher import Runtime, StartupError
+from bots.slack_events import Identity, RecentThreads, SlackMessage, conversation_thread, read_message
+from bots.slack_replies import Poster, SlackResponder
+from core.access import Facts, admit
+from core.dedupe import RecentIds
+from core.lanes import Closed
+from core.types import Inbound, StoreError
+
+log = logging.getLogger("chatlane.slack")
+
+PLATFORM = "slack"
+USAGE = "Usage: {command} new | reset | status"
+
+
+class SlackService:
+    """One Slack workspace app. See the module docstring for what it answers."""
+
+    name = "slack"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.loaded.config.slack
+        self.me = Identity("", "", "")
+        self.url = ""
+        """http mode: where the Events API endpoint listens, once started."""
+        self._seen = RecentIds(10_000)
+        self._threads = RecentThreads(10_000)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._client: AsyncWebClient | None = None
+        self._poster: Poster | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        s = self.settings
+        bot_token = self._secret("slack_bot_token", s.bot_token_env, "xoxb-", "bot token")
+        app_token = (
+            self._secret("slack_app_token", s.app_token_env, "xapp-", "app-level token")
+            if (s.mode == "socket")
+            else ""
+        )
+        signing_secret = (
+            self._secret("slack_signing_secret", s.signing_secret_env, "", "signing secret")
+            if s.mode == "http"
+            else ""
+        )
+        try:
+            await self._connect(bot_token, app_token, signing_secret)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _connect(self, bot_token: str, app_token: str, signing_secret: str) -> None:
+        s = self.settings
+        self._session = aiohttp.ClientSession()
+        self._client = AsyncWebClient(
+            token=bot_token,
+            base_url=s.api_base_url,
+            session=self._session,
+            logger=logging.getLogger("chatlane.slack.web"),
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+        self._poster = Poster(self._client)
+        self.me = await self._fetch_identity(self._client)
+        app = AsyncApp(
+            client=self._client,
+            signing_secret=signing_secret,
+            process_before_response=True,
+            request_verification_enabled=s.mode == "http",
+            logger=logging.getLogger("chatlane.slack.bolt"),
+        )
+        app.event("app_mention")(self._on_app_mention)
+        app.event("message")(self._on_message)
+        if s.slash_command:
+            app.command(s.slash_command)(self._on_command)
+        app.error(self._on_error)
+        if s.mode == "socket":
+            # Our client carries api_base_url, so apps.connections.open goes there too.
+            self._socket = AsyncSocketModeHandler(
+                app, app_token, logger=logging.getLogger("chatlane.slack.socket"), web_client=self._client
+            )
+            try:
+                await self._socket.connect_async()  # type: ignore[no-untyped-call]  # Bolt leaves it untyped
+            except (SlackApiError, aiohttp.ClientError, OSError) as exc:
+                raise StartupError(
+                    f"slack: cannot open Socket Mode via {s.api_base_url}: {_why(exc)}"
+                ) from None
+            return
+        self._runner = web.AppRunner(app.web_app(path=s.path, port=s.port), access_log=None)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, s.host, s.port).start()
+        except OSError as exc:
+            raise StartupError(f"slack: cannot listen on {s.host}:{s.port} (slack.port): {exc}") from None
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}{s.path}"
+
+    async def _fetch_identity(self, client: AsyncWebClient) -> Identity:
+        try:
+            who = await client.auth_test()
+        except (SlackApiError, aiohttp.ClientError, OSError) as exc:
+            raise StartupError(
+                f"slack: auth.test via {self.settings.api_base_url} failed: {_why(exc)}"
+                f" (check the token in {self.settings.bot_token_env})"
+            ) from None
+        return Identity(str(who.get("user_id", "")), str(who.get("bot_id", "")), str(who.get("team_id", "")))
+
+    def _secret(self, name: str, env_var: str, prefix: str, what: str) -> str:
+        secret = getattr(self.runtime.loaded.secrets, name)
+        value = secret.get_secret_value() if secret is not None else ""
+        if not value:
+            raise StartupError(
+                f"slack: the {what} is missing: set the environment variable {env_var or '(unnamed)'}"
+                f" (named by [slack] {name.removeprefix('slack_')}_env)"
+            )
+        if prefix and not value.startswith(prefix):
+            raise StartupError(f"slack: the {what} in {env_var} must start with {prefix!r}")
+        return str(value)
+
+    async def stop(self) -> None:
+        self._poster = None  # take no more messages
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        tasks = set(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def describe(self) -> str:
+        if self.settings.mode == "socket":
+            return f"Socket Mode as {self.me.user_id or '?'} (Web API {self.settings.api_base_url})"
+        return f"Events API on {self.url or self.settings.path} as {self.me.user_id or '?'}"
+
+    # ------------------------------------------------------------------ events
+    async def _on_app_mention(self, event: dict[str, Any]) -> None:
+        self._take(event, via_mention=True)
+
+    async def _on_message(self, event: dict[str, Any]) -> None:
+        self._take(event, via_mention=False)
+
+    def _take(self, event: dict[str, Any], *, via_mention: bool) -> None:
+        """Gate one message event; synchronous, so a duplicate is dropped before the ack."""
+        s = self.settings
+        msg = read_message(event, self.me, via_mention=via_mention)
+        if isinstance(msg, str):
+            log.debug("slack: ignored event in %s: %s", event.get("channel"), msg)
+            return
+        in_known_thread = msg.thread_ts is not None and (msg.channel, msg.thread_ts) in self._threads
+        addressed = msg.mentioned or (s.thread_replies_addressed and in_known_thread)
+        facts = Facts(
+            user=msg.user,
+            channel=msg.channel,
+            is_direct=msg.is_direct,
+            mentioned_bot=addressed,
+            author_is_bot=msg.author_is_bot,
+            space=msg.team,
+        )
+        reason = admit(s, facts)
+        if reason is None:
+            self._accept(msg)
+        elif (
+            msg.thread_ts is not None
+            and s.thread_replies_addressed
+            and admit(s, dataclasses.replace(facts, mentioned_bot=True)) is None
+        ):
+            # Not known here (e.g. after a restart): the store knows whether this is one of ours.
+            self._spawn(self._accept_if_known_thread(msg))
+        else:
+            log.debug("slack: not answering %s in %s: %s", msg.ts, msg.channel, reason)
+
+    def _inbound(self, msg: SlackMessage) -> Inbound:
+        return Inbound(
+            platform=PLATFORM,
+            user=msg.user,
+            channel=msg.channel,
+            text=msg.text,
+            message_id=msg.ts,
+            thread=conversation_thread(msg, self.settings.reply_in_thread),
+            is_direct=msg.is_direct,
+            mentioned_bot=msg.mentioned,
+        )
+
+    def _accept(self, msg: SlackMessage) -> None:
+        if not self._seen.first_time(msg.identity):
+            log.debug("slack: %s in %s already taken (duplicate delivery)", msg.ts, msg.channel)
+            return
+        if self._poster is None:  # stopped
+            return
+        inbound = self._inbound(msg)
+        if inbound.thread is not None and not msg.is_direct:
+            self._threads.add(msg.channel, inbound.thread)
+        responder = SlackResponder(
+            self._poster, msg.channel, msg.ts, inbound.thread, self.settings.ack_reaction
+        )
+        self._spawn(self._submit(inbound, responder))
+
+    async def _accept_if_known_thread(self, msg: SlackMessage) -> None:
+        session = self.runtime.loaded.config.session
+        if not session.threads or session.scope == "user":
+            return  # the key would not name the thread
+        try:
+            known = await self.runtime.store.get(self.runtime.gateway.key_for(self._inbound(msg))) is not None
+        except (ValueError, StoreError) as exc:
+            log.warning("slack: cannot tell whether thread %s is ours: %s", msg.thread_ts, exc)
+            return
+        if known:
+            self._accept(msg)
+
+    async def _submit(self, inbound: Inbound, responder: SlackResponder) -> None:
+        try:
+            await self.runtime.gateway.submit(inbound, responder)
+        except ValueError as exc:
+            log.warning("slack: message %s not taken: %s", inbound.message_id, exc)
+        except Closed:
+            log.info("slack: message %s arrived during shutdown; not answered", inbound.message_id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("slack: handling a message failed", exc_info=exc)
+
+    # ------------------------------------------------------------ slash command
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        """`/chatlane new | reset | status` for the conversation outside threads here."""
+        user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
+        action = str(command.get("text", "")).strip().lower()
+        name = self.settings.slash_command
+        is_direct = channel.startswith("D")
+        facts = Facts(user, channel, is_direct, mentioned_bot=True, space=command.get("team_id"))
+        if (reason := admit(self.settings, facts)) is not None:
+            log.info("slack: %s from %s in %s refused: %s", name, user, channel, reason)
+            await ack(text="Sorry, I can't help with that here.")
+            return
+        gateway = self.runtime.gateway
+        inbound = Inbound(PLATFORM, user, channel, action, "", None, is_direct, True)
+        try:
+            key = gateway.key_for(inbound)
+            if action in ("new", "reset"):
+                entry = await gateway.reserver.reset(key)
+                log.info("slack: session of %s reset to %s by %s", key, entry.session_id, name)
+                text = "Started a new conversation. (In a thread, say `/new` there.)"
+            elif action == "status":
+                found = await self.runtime.store.get(key)
+                text = (
+                    f"Conversation `{key}`: session `{found.session_id[:8]}`, {found.turns} turns."
+                    if found
+                    else f"No conversation yet for `{key}`."
+                )
+            else:
+                text = USAGE.format(command=name)
+        except (ValueError, StoreError) as exc:
+            log.error("slack: %s %s failed: %s", name, action, exc)
+            text = "Sorry, that didn't work just now. Please try again."
+        await ack(text=text)
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        log.error("slack: listener failed on %s", body.get("event_id") or body.get("command"), exc_info=error)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error", "unknown_error"))
+    return f"{type(exc).__name__}: {exc}"
+
+
+def create(runtime: Runtime) -> SlackService:
+    return SlackService(runtime)

@@ -1,0 +1,318 @@
+"""A small fake Slack on 127.0.0.1: Web API, Socket Mode websocket, signed Events API posts.
+
+Real slack_sdk / slack_bolt code talks to it: point `AsyncWebClient` at
+`base_url=fake.api_base` ("http://127.0.0.1:PORT/api/"; the trailing slash matters).
+`apps.connections.open` hands out `ws://127.0.0.1:PORT/link/`, where the fake sends
+`hello`, pushes envelopes and records every ack. Faults (`fail`) make a method answer
+with a Slack error (`not_in_channel`) or an HTTP 429 `ratelimited` with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from slack_sdk.signature import SignatureVerifier
+
+TEAM, BOT_USER, BOT_ID, APP_ID, HUMAN = "T0TEST", "U0BOT", "B0BOT", "A0APP", "U0HUMAN"
+GENERAL, DM = "C0GENERAL", "D0HUMAN"
+
+_ts = itertools.count(1)
+T = TypeVar("T")
+Json = dict[str, Any]
+
+
+def next_ts() -> str:
+    """A fresh Slack timestamp, e.g. "1700000000.000001"."""
+    return f"{int(time.time())}.{next(_ts):06d}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    method: str
+    """e.g. "chat.postMessage"."""
+    args: Json
+    """Query, form and JSON arguments merged."""
+    token: str | None
+    error: str | None = None
+    """The error the fake answered with, if it failed the call."""
+
+
+@dataclass(slots=True)
+class Fault:
+    """Answer `method` (optionally only for one channel) with `error`, `times` times."""
+
+    method: str
+    error: str
+    times: int = 1
+    channel: str | None = None
+    status: int = 200
+    retry_after: int | None = None
+
+
+@dataclass(slots=True)
+class FakeSlack:
+    bot_tokens: tuple[str, ...] = ("xoxb-test",)
+    """Tokens auth.test accepts."""
+    calls: list[ApiCall] = field(default_factory=list)
+    acks: list[Json] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    port: int = 0
+    ws_connected: asyncio.Event = field(default_factory=asyncio.Event)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _ws: web.WebSocketResponse | None = None
+    _runner: web.AppRunner | None = None
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def fail(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    def calls_of(self, method: str) -> list[ApiCall]:
+        return [c for c in self.calls if c.method == method]
+
+    @property
+    def posts(self) -> list[ApiCall]:
+        """Every chat.postMessage that succeeded."""
+        return [c for c in self.calls_of("chat.postMessage") if c.error is None]
+
+    # ----------------------------------------------------------------- Web API
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args: Json = dict(request.query)
+        raw = await request.read()
+        if raw and request.headers.get("Content-Type", "").startswith("application/json"):
+            args.update(json.loads(raw))
+        elif raw:
+            args.update(parse_qsl(raw.decode()))
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") or args.get("token")
+        fault = next(
+            (
+                f
+                for f in self.faults
+                if f.times > 0 and f.method == method and f.channel in (None, args.get("channel"))
+            ),
+            None,
+        )
+        self.calls.append(ApiCall(method, args, token, fault.error if fault else None))
+        self._changed.set()
+        if fault is not None:
+            fault.times -= 1
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            return web.json_response(
+                {"ok": False, "error": fault.error}, status=fault.status, headers=headers
+            )
+        return web.json_response(self._answer(method, args, token))
+
+    def _answer(self, method: str, args: Json, token: str | None) -> Json:
+        if method == "apps.connections.open":
+            if not (token or "").startswith("xapp-"):
+                return {"ok": False, "error": "not_allowed_token_type"}
+            return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket={uuid.uuid4()}"}
+        if token not in self.bot_tokens:
+            return {"ok": False, "error": "invalid_auth"}
+        if method == "auth.test":
+            return {
+                "ok": True,
+                "url": "https://fake.slack.test/",
+                "team": "Test",
+                "user": "testbot",
+                "team_id": TEAM,
+                "user_id": BOT_USER,
+                "bot_id": BOT_ID,
+                "is_enterprise_install": False,
+            }
+        if method == "chat.postMessage":
+            ts = next_ts()
+            message = {
+                "type": "message",
+                "text": args.get("text"),
+                "user": BOT_USER,
+                "bot_id": BOT_ID,
+                "ts": ts,
+            }
+            return {"ok": True, "channel": args.get("channel"), "ts": ts, "message": message}
+        if method in ("reactions.add", "reactions.remove"):
+            return {"ok": True}
+        return {"ok": False, "error": "unknown_method"}
+
+    # ------------------------------------------------------------------ waiting
+    async def wait_for(self, probe: Callable[[], T | None], timeout: float = 5.0) -> T:
+        """Wait until `probe()` returns something other than None."""
+
+        async def poll() -> T:
+            while (hit := probe()) is None:
+                self._changed.clear()
+                await self._changed.wait()
+            return hit
+
+        return await asyncio.wait_for(poll(), timeout)
+
+    async def wait_for_posts(self, n: int, timeout: float = 5.0, **match: Any) -> list[ApiCall]:
+        """The first `n` successful chat.postMessage calls whose args match `match`."""
+
+        def probe() -> list[ApiCall] | None:
+            hits = [c for c in self.posts if all(c.args.get(k) == v for k, v in match.items())]
+            return hits[:n] if len(hits) >= n else None
+
+        return await self.wait_for(probe, timeout)
+
+    async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> Json:
+        return await self.wait_for(
+            lambda: next((a for a in self.acks if a.get("envelope_id") == envelope_id), None), timeout
+        )
+
+    # -------------------------------------------------------------- Socket Mode
+    async def _link(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()  # autoping answers the SDK's pings
+        await ws.prepare(request)
+        self._ws = ws
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": 1,
+                "debug_info": {"host": "fake", "approximate_connection_time": 3600},
+                "connection_info": {"app_id": APP_ID},
+            }
+        )
+        self.ws_connected.set()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                self.acks.append(json.loads(msg.data))
+                self._changed.set()
+        return ws
+
+    async def push(self, kind: str, payload: Json, *, retry_attempt: int = 0) -> str:
+        """Send one Socket Mode envelope (`events_api`, `slash_commands`); its envelope_id."""
+        if self._ws is None:
+            raise RuntimeError("no Socket Mode connection")
+        envelope_id = str(uuid.uuid4())
+        await self._ws.send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": kind,
+                "accepts_response_payload": kind != "events_api",
+                "retry_attempt": retry_attempt,
+                "retry_reason": "timeout" if retry_attempt else "",
+                "payload": payload,
+            }
+        )
+        return envelope_id
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> FakeSlack:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/link/", self._link)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+# -------------------------------------------------------------- payload helpers
+def message_event(
+    text: str,
+    *,
+    channel: str = GENERAL,
+    user: str | None = HUMAN,
+    kind: str = "message",
+    thread_ts: str | None = None,
+    channel_type: str | None = None,
+    **extra: Any,
+) -> Json:
+    """A `message` (or `app_mention`) event with a fresh ts."""
+    ts = next_ts()
+    event: Json = {"type": kind, "text": text, "ts": ts, "channel": channel, "event_ts": ts, "team": TEAM}
+    if user is not None:
+        event["user"] = user
+    if kind == "message":
+        event["channel_type"] = channel_type or ("im" if channel.startswith("D") else "channel")
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+    event.update(extra)
+    return event
+
+
+def mention_twin(event: Json) -> Json:
+    """The `message` event Slack also sends for an `app_mention` (same ts, own event)."""
+    return {**event, "type": "message", "channel_type": "channel"}
+
+
+def event_callback(event: Json, event_id: str | None = None) -> Json:
+    return {
+        "token": "legacy-verification-token",
+        "team_id": TEAM,
+        "api_app_id": APP_ID,
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10]}",
+        "event_time": int(time.time()),
+        "is_ext_shared_channel": False,
+        "authorizations": [
+            {
+                "enterprise_id": None,
+                "team_id": TEAM,
+                "user_id": BOT_USER,
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+    }
+
+
+def slash_command(command: str, text: str, *, channel: str = GENERAL, user: str = HUMAN) -> dict[str, str]:
+    return {
+        "token": "legacy-verification-token",
+        "team_id": TEAM,
+        "team_domain": "test",
+        "channel_id": channel,
+        "channel_name": "directmessage" if channel.startswith("D") else "general",
+        "user_id": user,
+        "user_name": "human",
+        "command": command,
+        "text": text,
+        "api_app_id": APP_ID,
+        "response_url": "https://hooks.slack.test/commands/1",
+        "trigger_id": uuid.uuid4().hex,
+    }
+
+
+def signed_headers(
+    secret: str, body: str, *, timestamp: int | None = None, content_type: str = "application/json"
+) -> dict[str, str]:
+    """Headers as Slack sends them, signed with slack_sdk's own SignatureVerifier."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    signature = str(SignatureVerifier(secret).generate_signature(timestamp=ts, body=body))
+    return {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature}
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: str, headers: Mapping[str, str]
+) -> tuple[int, str]:
+    async with session.post(url, data=body, headers=dict(headers)) as response:
+        return response.status, await response.text()
+
+
+def form_body(fields: Mapping[str, str]) -> str:
+    return urlencode(fields)
