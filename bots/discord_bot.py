@@ -84,13 +84,13 @@ class DiscordService:
         try:
             await client.login(token)
         except discord.LoginFailure as exc:
-            await self._close_client()
+            await self.stop()
             raise StartupError(
                 f"discord: Discord rejected the bot token in {self.settings.token_env} (401 Unauthorized); "
                 "copy it again from the developer portal's Bot tab"
             ) from exc
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-            await self._close_client()
+            await self.stop()
             raise StartupError(
                 f"discord: cannot log in through {self.settings.api_base_url}: {type(exc).__name__}: {exc}"
             ) from exc

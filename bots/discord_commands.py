@@ -15,11 +15,13 @@ from discord import app_commands
 from bots.discord_inbound import read_interaction, refusal
 from bots.discord_reply import PlatformFailure, describe_failure
 from bots.launcher import Runtime
+from core.types import StoreError
 
 log = logging.getLogger("chatlane.discord")
 
 NOT_HERE_TEXT = "I'm not set up to answer here."
 RESET_TEXT = "Started a new conversation."
+RESET_FAILED_TEXT = "Sorry, I couldn't start a new conversation just now. Please try again."
 
 
 def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.CommandTree[discord.Client]:
@@ -35,7 +37,12 @@ def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.Command
             await _answer(interaction, NOT_HERE_TEXT, ephemeral=True)
             return
         key = gateway.key_for(seen.inbound)
-        entry = await gateway.reserver.reset(key)
+        try:
+            entry = await gateway.reserver.reset(key)
+        except StoreError as exc:
+            log.error("discord: /%s for %s failed: the store failed: %s", _name(interaction), key, exc)
+            await _answer(interaction, RESET_FAILED_TEXT, ephemeral=True)
+            return
         runtime.metrics.sessions_minted.inc()
         log.info("session of %s reset to %s (slash command)", key, entry.session_id)
         # A shared (channel-scope) conversation was reset for everyone: say so openly.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import discord
+import discord.http
 import pytest
 
 from bots.discord_bot import DiscordService, create
@@ -423,6 +424,7 @@ async def test_rejected_token_is_a_clear_startup_error(start_bot: StartBot) -> N
         await start_bot(token="not-the-token")
     assert isinstance(caught.value.__cause__, discord.LoginFailure)
     assert "not-the-token" not in str(caught.value)
+    assert discord.http.Route.BASE == "https://discord.com/api/v10"  # process-wide setting put back
 
 
 async def test_message_content_intent_not_enabled_is_a_clear_startup_error(
