@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,8 +282,19 @@ def mounted(target: Path, *options: str) -> Iterator[bool]:
 
 
 def remount(target: Path, mode: str) -> None:
-    """Make a bind mount read-only (`ro`) or writable (`rw`) again."""
-    subprocess.run(["mount", "-o", f"remount,bind,{mode}", str(target)], check=True)
+    """Make a bind mount read-only (`ro`) or writable (`rw`) again.
+
+    Going read-only fails with EBUSY while any file on it is open for writing; a turn
+    lock is released just after its reply is sent, so retry for a moment.
+    """
+    for _ in range(100):
+        done = subprocess.run(
+            ["mount", "-o", f"remount,bind,{mode}", str(target)], capture_output=True, text=True, check=False
+        )
+        if done.returncode == 0:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"cannot remount {target} {mode}: {done.stderr}")
 
 
 def fill_disk(where: Path) -> Path:
