@@ -17,6 +17,7 @@ Fixtures (import them into a conftest.py: `from tests.redis_server import redis_
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -99,6 +100,7 @@ class RedisServer:
                     "--appendonly", "no",
                     "--dir", str(self.workdir),
                     "--daemonize", "no",
+                    *self._debug_option(),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -116,6 +118,12 @@ class RedisServer:
                 time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"redis-server on port {self.port} did not answer within {START_TIMEOUT_S} s")
+
+    def _debug_option(self) -> list[str]:
+        """Allow DEBUG from loopback (tests use `DEBUG SLEEP` to stall the server); 7.0+ only."""
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False).stdout
+        m = re.search(r"v=(\d+)\.", out)
+        return ["--enable-debug-command", "local"] if m and int(m.group(1)) >= 7 else []
 
     def stop(self) -> None:
         """Stop the server (its data is gone: it never persists)."""

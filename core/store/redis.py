@@ -403,9 +403,29 @@ class RedisStore:
     async def _acquire(self, holding: _Holding) -> None:
         delay = 0.002
         with self._errors("turn lock"):
-            while not await self._r.set(holding.name, holding.token, nx=True, px=self._ttl_ms):
+            while True:
+                attempt = asyncio.ensure_future(
+                    self._r.set(holding.name, holding.token, nx=True, px=self._ttl_ms)
+                )
+                try:
+                    won = await asyncio.shield(attempt)
+                except asyncio.CancelledError:
+                    # The request may already be in Redis and win the lock: wait for its
+                    # answer and give the lock back, or the key would be stuck for a TTL.
+                    await asyncio.shield(self._undo(attempt, holding))
+                    raise
+                if won:
+                    return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _LOCK_POLL_MAX_S)
+
+    async def _undo(self, attempt: asyncio.Future[Any], holding: _Holding) -> None:
+        try:
+            won = await attempt
+        except (RedisError, OSError):
+            return
+        if won:
+            await self._let_go(holding)
 
     async def _keep(self, holding: _Holding, owner: asyncio.Task[Any]) -> None:
         """Renew the lock every third of its TTL; cancel `owner` if it cannot be kept."""

@@ -216,6 +216,22 @@ async def test_turn_lock_is_released_when_the_turn_fails(store: SessionStore) ->
             pass
 
 
+async def test_waiters_cancelled_at_any_point_leave_the_turn_lock_free(store: SessionStore) -> None:
+    """A waiter cancelled mid-acquire (even one whose acquire just won) must not keep the
+    lock: the next turn gets it at once, not after the Redis TTL (5 s here)."""
+    for ticks in range(0, 40, 3):
+        lock = store.lock_turn(KEY)
+        waiter = asyncio.create_task(lock.__aenter__())
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.wait({waiter})
+        if not waiter.cancelled():  # it won the lock before the cancel landed: a normal turn
+            await lock.__aexit__(None, None, None)
+        async with asyncio.timeout(2.5), store.lock_turn(KEY):
+            pass
+
+
 async def test_100_concurrent_reserves_on_one_key_mint_one_session(open_store: OpenStore) -> None:
     """The store alone (no reserver, so no in-process lock) keeps the mint unique."""
     stores = [await open_store(), await open_store()]

@@ -165,14 +165,14 @@ async def test_a_value_of_the_wrong_redis_type_is_quarantined_not_overwritten(
 
 
 async def test_a_live_turn_keeps_its_lock_beyond_the_ttl(redis_server: RedisServer) -> None:
-    s = settings(redis_server, turn_lock_ttl_s=0.3)
+    s = settings(redis_server, turn_lock_ttl_s=1.0)
     a, b = RedisStore.from_settings(s, None), RedisStore.from_settings(s, None)
     events: list[str] = []
 
     async def long_turn() -> None:
         async with a.lock_turn(KEY):
             events.append("a in")
-            await asyncio.sleep(1.2)  # four TTLs
+            await asyncio.sleep(2.2)  # more than two TTLs
             events.append("a out")
 
     try:
@@ -193,7 +193,7 @@ async def test_a_lost_turn_lock_stops_the_turn_and_frees_nobody_elses_lock(
 ) -> None:
     """The lock vanishes under a live turn (as after a long pause): the turn is stopped
     with StoreError, and its release leaves the new owner's lock alone."""
-    s = settings(redis_server, turn_lock_ttl_s=0.3)
+    s = settings(redis_server, turn_lock_ttl_s=1.5)
     a, b = RedisStore.from_settings(s, None), RedisStore.from_settings(s, None)
     b_holds, b_done = asyncio.Event(), asyncio.Event()
 
@@ -221,6 +221,31 @@ async def test_a_lost_turn_lock_stops_the_turn_and_frees_nobody_elses_lock(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_waiter_cancelled_while_its_lock_request_is_in_redis_gives_the_lock_back(
+    redis_server: RedisServer, store: RedisStore
+) -> None:
+    """Redis is stalled (DEBUG SLEEP) while the waiter's SET NX is queued in it, then the
+    waiter is cancelled: the SET still wins after the stall, so the store must wait for
+    it and release, or the key would be locked for a whole TTL (30 s here)."""
+    with redis_server.client() as r:
+        if not r.config_get("enable-debug-command"):
+            pytest.skip("this redis-server has no enable-debug-command option (before 7.0)")
+    await store.ping()  # a warm connection, so the waiter's SET is sent at once
+    async with asyncio.timeout(20):
+        with redis_server.client() as r:
+            stall = asyncio.create_task(asyncio.to_thread(r.execute_command, "DEBUG", "SLEEP", "0.6"))
+            await asyncio.sleep(0.2)
+            lock = store.lock_turn(KEY)
+            waiter = asyncio.create_task(lock.__aenter__())
+            await asyncio.sleep(0.2)
+            waiter.cancel()
+            await asyncio.wait({waiter})
+            await stall
+        assert waiter.cancelled()
+    async with asyncio.timeout(5), store.lock_turn(KEY):
+        pass
 
 
 # ------------------------------------------------------------ Redis restarts
