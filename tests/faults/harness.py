@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import re
@@ -37,6 +38,7 @@ _UP = re.compile(rb"OpenAI-compatible API at http://127\.0\.0\.1:(\d+)/v1")
 
 def write_config(tmp_path: Path, extra: str = "", *, state: Path | None = None) -> Path:
     """A minimal config: HTTP on a free port, echo agent, files store under `state`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "chatlane.toml"
     where = state if state is not None else tmp_path / "state"
     path.write_text(f'[store]\npath = "{where}"\n[http]\nport = 0\n{extra}\n', encoding="utf-8")
@@ -181,7 +183,9 @@ class Api:
         """POST a body (JSON-encoded unless bytes); the status, parsed JSON and headers."""
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         hdrs = {"Content-Type": "application/json", **(headers or {})}
-        async with self.http.post(self.url + COMPLETIONS, data=data, headers=hdrs) as resp:
+        # aiohttp warns that a large bytes body blocks the loop; a file object streams.
+        sent: bytes | io.BytesIO = io.BytesIO(data) if len(data) > 64 * 1024 else data
+        async with self.http.post(self.url + COMPLETIONS, data=sent, headers=hdrs) as resp:
             raw = await resp.read()
             self.statuses[resp.status] = self.statuses.get(resp.status, 0) + 1
             return resp.status, json.loads(raw) if raw else {}, resp.headers
