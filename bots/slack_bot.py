@@ -77,7 +77,7 @@ class SlackService:
         bot_token = self._secret("slack_bot_token", s.bot_token_env, "xoxb-", "bot token")
         app_token = (
             self._secret("slack_app_token", s.app_token_env, "xapp-", "app-level token")
-            if (s.mode == "socket")
+            if s.mode == "socket"
             else ""
         )
         signing_secret = (
@@ -124,8 +124,8 @@ class SlackService:
                 app, app_token, logger=logging.getLogger("chatlane.slack.socket"), web_client=self._client
             )
             try:
-                await self._socket.connect_async()  # type: ignore[no-untyped-call]  # Bolt leaves it untyped
-            except (SlackApiError, aiohttp.ClientError, OSError) as exc:
+                await self._socket.connect_async()  # type: ignore[no-untyped-call]  # untyped in Bolt
+            except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise StartupError(
                     f"slack: cannot open Socket Mode via {s.api_base_url}: {_why(exc)}"
                 ) from None
@@ -142,7 +142,7 @@ class SlackService:
     async def _fetch_identity(self, client: AsyncWebClient) -> Identity:
         try:
             who = await client.auth_test()
-        except (SlackApiError, aiohttp.ClientError, OSError) as exc:
+        except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise StartupError(
                 f"slack: auth.test via {self.settings.api_base_url} failed: {_why(exc)}"
                 f" (check the token in {self.settings.bot_token_env})"

@@ -26,7 +26,7 @@ MESSAGE_LIMIT = 4_000
 """Slack truncates `text` far later (40,000), but renders long messages badly past this."""
 
 HINTS = {
-    "not_in_channel": "invite the bot to the channel (/invite @bot)",
+    "not_in_channel": "invite the bot to the channel with /invite",
     "channel_not_found": "the channel is gone or the bot cannot see it",
     "ratelimited": "Slack rate limit: retries were exhausted",
     "invalid_auth": "the bot token was revoked or is wrong",

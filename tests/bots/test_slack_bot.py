@@ -170,6 +170,8 @@ async def test_mention_is_answered_in_its_thread(tmp_path: Path, transport: Tran
         assert str(reply.args["text"]).startswith("echo: hello there\n")
         assert reply.token == "xoxb-test"
         assert turn_of(reply)[0] == 1
+        if transport == "socket":  # the app token, through api_base_url
+            assert [c.token for c in bot.fake.calls_of("apps.connections.open")] == ["xapp-test"]
 
 
 async def test_a_mention_and_its_message_twin_give_one_turn(tmp_path: Path, transport: Transport) -> None:
