@@ -42,7 +42,7 @@ class Sizes:
     @classmethod
     def of(cls, opts: Options) -> Sizes:
         if opts.quick:
-            return cls(hot_keys=20, hot_resolves=400, mints=60, burst=200, distinct=400, shared_keys=20)
+            return cls(hot_keys=20, hot_resolves=300, mints=50, burst=200, distinct=300, shared_keys=20)
         return cls(hot_keys=100, hot_resolves=5000, mints=1000, burst=1000, distinct=10_000, shared_keys=100)
 
 

@@ -47,7 +47,7 @@ class Sized:
 
 async def run(opts: Options) -> Report:
     report = Report("scale")
-    sizes = (100, 1000, 5000) if opts.quick else (100, 10_000, 100_000)
+    sizes = (100, 500, 2000) if opts.quick else (100, 10_000, 100_000)
     per_round = 40 if opts.quick else 300
     rounds = opts.runs
     with scratch(opts, "scale") as root:

@@ -1,0 +1,69 @@
+"""Each benchmark still runs and its correctness checks pass (tiny `--quick` sizes; no speed asserted).
+
+A benchmark exits non-zero when a correctness check fails, so a broken benchmark or a
+regression it detects (two sessions for one key, a lost turn) turns CI red here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 240
+
+
+def run_bench(name: str, tmp_path: Path) -> tuple[int, dict[str, Any], str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", name, "--quick", "--json", "--workdir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    doc: dict[str, Any] = json.loads(done.stdout) if done.stdout.strip() else {}
+    return done.returncode, doc, done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["reserve", "scale", "pipeline", "memory"])
+def test_benchmark_runs_and_its_correctness_checks_pass(name: str, tmp_path: Path) -> None:
+    code, doc, log = run_bench(name, tmp_path)
+    assert code == 0, f"python -m bench {name} --quick exited {code}:\n{log[-4000:]}"
+    (report,) = doc["benchmarks"]
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert report["name"] == name
+    assert report["checks"], "a benchmark that checks nothing proves nothing"
+    assert not failed, failed
+    assert all(m["n"] > 0 and m["median"] is not None for m in report["metrics"]), report["metrics"]
+    assert doc["machine"]["cpu_count"] == os.cpu_count()
+    assert list(tmp_path.iterdir()) == [], "the benchmark left temporary state behind"
+
+
+def test_a_failed_check_makes_the_exit_code_non_zero(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One failed correctness check fails the run, whatever the figures: exit code 1."""
+    from bench.__main__ import BENCHMARKS, main
+    from bench.common import Options
+    from bench.report import Report
+
+    async def wrong_but_fast(opts: Options) -> Report:
+        report = Report("reserve")
+        report.metric("resolve", "us", [1.0], target=100.0)
+        report.check("one session per key", False, "2 sessions for one key")
+        return report
+
+    monkeypatch.setitem(BENCHMARKS, "reserve", wrong_but_fast)
+    assert main(["reserve", "--json"]) == 1
+    out = capsys.readouterr()
+    assert json.loads(out.out)["ok"] is False
+    assert "check FAIL: one session per key (2 sessions for one key)" in out.err
