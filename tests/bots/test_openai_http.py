@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,7 @@ async def test_second_request_mid_turn_lands_in_the_same_session_and_sees_the_fi
 
             first = asyncio.create_task(ask("first"))
             await asyncio.sleep(0.1)
-            assert len(llm.calls) == 1  # really mid-turn
+            await eventually(lambda: len(llm.calls) == 1)  # really mid-turn, even on a slow machine
             second = await asyncio.wait_for(ask("second"), 10)
             assert await asyncio.wait_for(first, 10) == "reply to: first"
         assert second == "reply to: second"
@@ -207,7 +207,7 @@ async def test_second_request_mid_turn_lands_in_the_same_session_and_sees_the_fi
 @pytest.mark.parametrize("stream", [False, True])
 async def test_client_disconnect_mid_turn_still_stores_the_turn(tmp_path: Path, stream: bool) -> None:
     """The lanes own the turn: a vanished client does not cancel it; the next request sees it."""
-    async with serve(tmp_path, agent="echo_delay_ms = 300") as s, aiohttp.ClientSession() as http:
+    async with serve(tmp_path, agent="echo_delay_ms = 500") as s, aiohttp.ClientSession() as http:
         body = {
             "model": "main",
             "messages": [{"role": "user", "content": "gone"}],
@@ -219,8 +219,11 @@ async def test_client_disconnect_mid_turn_still_stores_the_turn(tmp_path: Path, 
             async with http.post(s.url("/v1/chat/completions"), json=body) as resp:
                 await resp.read()
 
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(call(), 0.1)
+        caller = asyncio.create_task(call())
+        await eventually(lambda: len(s.runtime.gateway.lanes) == 1)  # the turn is queued or running
+        caller.cancel()  # closes the connection mid-turn
+        await asyncio.wait({caller}, timeout=5)
+        assert caller.cancelled()
         assert await s.entries() == [] or (await s.entries())[0].turns == 0  # not yet answered
 
         async def stored() -> bool:
@@ -488,11 +491,21 @@ async def test_models_healthz_and_metrics(tmp_path: Path) -> None:
                 assert (await resp.json())["status"] == "ok"
             async with http.get(s.url("/metrics")) as resp:
                 assert resp.status == 401
-            async with http.get(s.url("/metrics"), headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
-                text = await resp.text()
+
+            async def scrape() -> str:
+                async with http.get(s.url("/metrics"), headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                    return await resp.text()
+
+            # The turn's latency is recorded just after its reply is delivered: wait for it.
+            await eventually(lambda: scrape_has(scrape, "chatlane_turn_latency_seconds_count 1.0"))
+            text = await scrape()
         assert 'chatlane_messages_in_total{platform="http"} 1.0' in text
         assert "chatlane_sessions_minted_total 1.0" in text
-        assert "chatlane_turn_latency_seconds_count 1.0" in text
+        assert 'chatlane_turns_total{outcome="answered"} 1.0' in text
+
+
+async def scrape_has(scrape: Callable[[], Awaitable[str]], line: str) -> bool:
+    return line in await scrape()
 
 
 async def test_describe_reports_the_bound_address(tmp_path: Path) -> None:
