@@ -83,32 +83,33 @@ class Gateway:
         """
         key = self.key_for(inbound)
         self.metrics.messages_in.labels(inbound.platform).inc()
-        if self.is_reset_command(inbound.text):
-            try:
-                entry = await self.reserver.reset(key)
-            except StoreError as exc:
-                log.error("reset of %s failed: the store failed: %s", key, exc)
-                await responder.send(Reply(STORE_FAILURE_TEXT, "failure", key))
-                return key
-            self.metrics.sessions_minted.inc()
-            log.info("session of %s reset to %s", key, entry.session_id)
-            await responder.send(Reply("Started a new conversation.", "notice", key, entry.session_id, 0))
-            return key
-        await self.lanes.submit(key, Pending(inbound, responder))
+        reset = self.is_reset_command(inbound.text)
+        await self.lanes.submit(key, Pending(inbound, responder, reset=reset))
         return key
 
     async def _run_turn(self, key: SessionKey, batch: list[Pending]) -> None:
         started = time.perf_counter()
         last = batch[-1].responder
         try:
-            async with self.store.lock_turn(key), last.working():
-                outcome = await self._turn_locked(key, batch)
+            if batch[0].reset:
+                outcome = await self._reset(key, batch[0])
+            else:
+                async with self.store.lock_turn(key), last.working():
+                    outcome = await self._turn_locked(key, batch)
         except StoreError as exc:
             log.error("turn of %s not answered: the store failed: %s", key, exc)
             outcome = "store_error"
             await self._deliver(batch, Reply(STORE_FAILURE_TEXT, "failure", key))
         self.metrics.turns.labels(outcome).inc()
         self.metrics.turn_latency.observe(time.perf_counter() - started)
+
+    async def _reset(self, key: SessionKey, command: Pending) -> str:
+        """A new session for the key, in order with the conversation's other messages."""
+        entry = await self.reserver.reset(key)
+        self.metrics.sessions_minted.inc()
+        log.info("session of %s reset to %s", key, entry.session_id)
+        await command.responder.send(Reply("Started a new conversation.", "notice", key, entry.session_id, 0))
+        return "reset"
 
     async def _turn_locked(self, key: SessionKey, batch: list[Pending]) -> str:
         entry, created = await self.reserver.resolve(key)

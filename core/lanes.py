@@ -40,6 +40,8 @@ class Pending:
     responder: Responder
     recorded: bool = False
     """Already in the transcript: it was cut off by an interrupt and is answered again."""
+    reset: bool = False
+    """A reset command: it runs in order with the messages around it, never merged."""
 
 
 SHUTDOWN_TEXT = "I'm restarting and couldn't answer this one. Please send it again in a minute."
@@ -53,6 +55,7 @@ class _Lane:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
     turn: asyncio.Task[None] | None = None
+    resetting: bool = False
 
 
 class Closed(Exception):
@@ -94,7 +97,8 @@ class Lanes:
             lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane {key}")
             self._workers.add(lane.worker)
             lane.worker.add_done_callback(self._workers.discard)
-        if self._settings.mode == "interrupt" and lane.turn is not None and dropped is not item:
+        interrupt = self._settings.mode == "interrupt" and not lane.resetting
+        if interrupt and lane.turn is not None and dropped is not item:
             lane.turn.cancel()
         if dropped is not None:
             log.warning("queue of %s is full (cap %d); dropped a message", key, self._settings.cap)
@@ -109,6 +113,7 @@ class Lanes:
                     await self._quiet(lane)
                 async with self._slots:
                     batch = self._take(lane)
+                    lane.resetting = batch[0].reset
                     lane.turn = asyncio.create_task(self._run_turn(key, batch), name=f"turn {key}")
                     try:
                         await asyncio.wait({lane.turn})
@@ -143,10 +148,12 @@ class Lanes:
                 return
 
     def _take(self, lane: _Lane) -> list[Pending]:
-        if self._settings.mode == "followup":
-            return [lane.pending.popleft()]
-        batch = list(lane.pending)
-        lane.pending.clear()
+        """The next turn's messages: one, or (collect/interrupt) all up to a reset."""
+        batch = [lane.pending.popleft()]
+        if self._settings.mode == "followup" or batch[0].reset:
+            return batch
+        while lane.pending and not lane.pending[0].reset:
+            batch.append(lane.pending.popleft())
         return batch
 
     async def close(self, timeout: float) -> None:

@@ -186,6 +186,7 @@ async def test_a_reset_command_starts_a_new_session_and_keeps_the_old_transcript
     await answered(*first)
     old = first[-1].replies[0].session_id
     (notice,) = await say(gw, "/new")
+    await answered(notice)
     assert notice.replies[0].kind == "notice"
     (fresh,) = await say(gw, "hi")
     await answered(fresh)
@@ -215,3 +216,21 @@ async def test_shutdown_past_the_timeout_cancels_and_keeps_the_messages(make_gat
     stored = await gw.store.tail(entry.session_id, 10)
     assert [(m.content, m.interrupted) for m in stored] == [("long one", True)]
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith(("turn ", "lane "))] == []
+
+
+@pytest.mark.parametrize("mode", ["followup", "collect", "interrupt"])
+async def test_a_reset_keeps_its_place_in_the_conversation(make_gateway: Factory, mode: str) -> None:
+    """Messages sent before /new are answered in the old session, messages after it in
+    the new one, even when all of them wait behind a running turn."""
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()
+    gw = make_gateway(agent, mode=mode)
+    (running,) = await say(gw, "first")
+    await asyncio.wait_for(agent.started.wait(), 5)
+    before, reset, after = await say(gw, "before", "/new", "after")
+    agent.release.set()
+    await answered(running, before, reset, after)
+    assert reset.replies[0].kind == "notice"
+    assert before.replies[0].session_id == running.replies[0].session_id
+    assert after.replies[0].session_id == reset.replies[0].session_id != running.replies[0].session_id
+    assert after.replies[0].turn == 1
