@@ -143,7 +143,8 @@ class HttpService:
     def _authorize(self, request: web.Request) -> None:
         if self._token is None:
             return
-        given = request.headers.get("Authorization", "").encode()
+        # aiohttp keeps undecodable header bytes as surrogates: encode them back, don't fail.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, self._token):
             raise ApiError(
                 401, "missing or wrong bearer token (Authorization: Bearer <token>)", code="invalid_api_key"

@@ -334,6 +334,22 @@ async def test_oversize_chunked_body_without_length_is_413(tmp_path: Path) -> No
         assert await s.entries() == []
 
 
+async def test_undecodable_header_bytes_are_a_401_not_a_crash(tmp_path: Path) -> None:
+    body = b'{"messages": [{"role": "user", "content": "x"}]}'
+    async with serve(tmp_path, env={"CHATLANE_HTTP_TOKEN": TOKEN}) as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.service.port)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer \xff\xfe\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        response = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await writer.wait_closed()
+        assert response.startswith(b"HTTP/1.1 401")
+        assert b"bearer token" in response
+        assert await s.entries() == []
+
+
 async def test_the_openai_client_sees_a_bad_token_as_authentication_error(tmp_path: Path) -> None:
     async with serve(tmp_path, env={"CHATLANE_HTTP_TOKEN": TOKEN}) as s:
         async with s.client(api_key="wrong") as client:
