@@ -110,7 +110,12 @@ def _check(loaded: Loaded) -> int:
     c = loaded.config
     print(f"config OK: {loaded.path}")
     print(f"agent: id={c.agent.id} backend={c.agent.backend}")
-    where = loaded.state_dir if c.store.backend == "files" else c.store.url
+    if c.store.backend == "redis":
+        from core.store.redis import safe_url
+
+        where = safe_url(c.store.url)
+    else:
+        where = str(loaded.state_dir)
     print(f"store: {c.store.backend} at {where}")
     for name, enabled, why in plan(loaded):
         print(f"{name}: {'would start' if enabled else 'disabled'} ({why})")

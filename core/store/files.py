@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -39,6 +38,7 @@ from typing import Any, TypeVar
 from filelock import FileLock, Timeout
 
 from core import transcript
+from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, find_key, recover_entry
 from core.types import (
     ChatMessage,
     Damaged,
@@ -53,51 +53,6 @@ from core.types import (
 log = logging.getLogger("chatlane.store")
 
 T = TypeVar("T")
-_SESSION_ID = re.compile(r"[0-9a-f]{32}")
-_FORMAT = 1
-
-
-def entry_to_json(entry: SessionEntry) -> dict[str, Any]:
-    return {
-        "format": _FORMAT,
-        "key": entry.key,
-        "sessionId": entry.session_id,
-        "platform": entry.platform,
-        "createdAt": entry.created_at,
-        "sessionStartedAt": entry.session_started_at,
-        "lastInteractionAt": entry.last_interaction_at,
-        "updatedAt": entry.updated_at,
-        "turns": entry.turns,
-    }
-
-
-def entry_from_json(obj: Any) -> SessionEntry:
-    """ValueError with the reason when `obj` is not a valid entry."""
-    if not isinstance(obj, dict):
-        raise ValueError("entry is not a JSON object")
-    try:
-        entry = SessionEntry(
-            key=SessionKey(_typed(obj, "key", str)),
-            session_id=_typed(obj, "sessionId", str),
-            platform=_typed(obj, "platform", str),
-            created_at=float(_typed(obj, "createdAt", (int, float))),
-            session_started_at=float(_typed(obj, "sessionStartedAt", (int, float))),
-            last_interaction_at=float(_typed(obj, "lastInteractionAt", (int, float))),
-            updated_at=float(_typed(obj, "updatedAt", (int, float))),
-            turns=_typed(obj, "turns", int),
-        )
-    except KeyError as exc:
-        raise ValueError(f"entry lacks field {exc.args[0]!r}") from None
-    if not _SESSION_ID.fullmatch(entry.session_id):
-        raise ValueError("entry has a malformed sessionId")
-    return entry
-
-
-def _typed(obj: dict[str, Any], name: str, kind: type[Any] | tuple[type[Any], ...]) -> Any:
-    value = obj[name]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"entry field {name!r} has the wrong type")
-    return value
 
 
 class CorruptEntry(Exception):
@@ -145,7 +100,7 @@ class FileStore:
     def transcript_path(self, session_id: str) -> Path:
         # Session ids are minted here, but an id read back from disk is checked again:
         # nothing that is not 32 hex digits ever becomes part of a path.
-        if not _SESSION_ID.fullmatch(session_id):
+        if not SESSION_ID.fullmatch(session_id):
             raise ValueError(f"malformed session id {session_id[:40]!r}")
         return self._transcripts / session_id[:2] / f"{session_id}.jsonl"
 
@@ -234,7 +189,7 @@ class FileStore:
         self._ensure_dir(self._quarantine)
         moved = self._quarantine / f"{bad.path.name}.{time.time_ns()}"
         os.replace(bad.path, moved)
-        recovered = _recover(key, bad.raw)
+        recovered = recover_entry(key, bad.raw)
         log.error(
             "session entry %s is damaged (%s); moved to %s; %s",
             bad.path.name,
@@ -306,7 +261,7 @@ class FileStore:
             try:
                 entry = self._read(path)
             except CorruptEntry as bad:
-                damaged.append(Damaged(str(path), bad.reason, _find_key(bad.raw)))
+                damaged.append(Damaged(str(path), bad.reason, find_key(bad.raw)))
                 continue
             except OSError as exc:  # one unreadable entry must not hide all the others
                 damaged.append(Damaged(str(path), f"unreadable: {exc.strerror or exc}"))
@@ -318,7 +273,7 @@ class FileStore:
                 raw = path.read_bytes()
             except OSError:
                 continue
-            damaged.append(Damaged(str(path), "quarantined", _find_key(raw)))
+            damaged.append(Damaged(str(path), "quarantined", find_key(raw)))
         return Listing(entries, damaged)
 
     async def append(self, session_id: str, records: Sequence[ChatMessage]) -> None:
@@ -379,40 +334,3 @@ def _mkdirs(d: Path) -> None:
     _mkdirs(d.parent)
     with contextlib.suppress(FileExistsError):
         d.mkdir(mode=0o700)
-
-
-_KEY_IN_RAW = re.compile(rb'"key"\s*:\s*"(agent:[A-Za-z0-9._@*:-]{1,600})"')
-_ID_IN_RAW = re.compile(rb'"sessionId"\s*:\s*"([0-9a-f]{32})"')
-_TURNS_IN_RAW = re.compile(rb'"turns"\s*:\s*(\d{1,9})')
-_T_IN_RAW = re.compile(rb'"sessionStartedAt"\s*:\s*([0-9.]{1,20})')
-
-
-def _find_key(raw: bytes) -> str | None:
-    m = _KEY_IN_RAW.search(raw)
-    return m.group(1).decode() if m else None
-
-
-def _recover(key: SessionKey, raw: bytes) -> SessionEntry | None:
-    """What a damaged entry still tells: its session id, so memory is not cut off."""
-    if _find_key(raw) not in (None, key):
-        return None
-    sid = _ID_IN_RAW.search(raw)
-    if sid is None:
-        return None
-    turns = _TURNS_IN_RAW.search(raw)
-    started = _T_IN_RAW.search(raw)
-    now = time.time()
-    try:
-        started_at = float(started.group(1)) if started else now
-    except ValueError:
-        started_at = now
-    return SessionEntry(
-        key=key,
-        session_id=sid.group(1).decode(),
-        platform=key.split(":")[2] if key.count(":") >= 2 else "",
-        created_at=started_at,
-        session_started_at=started_at,
-        last_interaction_at=now,
-        updated_at=now,
-        turns=int(turns.group(1)) if turns else 0,
-    )

@@ -61,7 +61,7 @@ from core import transcript
 from core.config import StoreSettings
 
 # Private helpers of the file store, shared so both backends recover a damaged entry alike.
-from core.store.files import _find_key, _recover, entry_from_json, entry_to_json
+from core.store.entries import entry_from_json, entry_to_json, find_key, recover_entry
 from core.types import (
     ChatMessage,
     Damaged,
@@ -290,7 +290,7 @@ class RedisStore:
                             except ValueError as exc:
                                 damage = str(exc)
                         if damage is not None:
-                            current = _recover(key, raw or b"")
+                            current = recover_entry(key, raw or b"")
                         new, result = decide(current)
                         if new is None and damage is None:
                             return result
@@ -336,7 +336,7 @@ class RedisStore:
                     try:
                         entry = entry_from_json(json.loads(raw))
                     except (ValueError, UnicodeDecodeError) as exc:
-                        damaged.append(Damaged(where, str(exc), _find_key(raw)))
+                        damaged.append(Damaged(where, str(exc), find_key(raw)))
                         continue
                     if _digest(entry.key) != digest:
                         damaged.append(
@@ -346,7 +346,7 @@ class RedisStore:
                     entries.append(entry)
             async for name in self._r.scan_iter(match=f"{self.prefix}:quarantine:*", count=_SCAN_COUNT):
                 raw = await self._r.get(name) if await self._r.type(name) == b"string" else None
-                damaged.append(Damaged(name.decode("utf-8", "replace"), "quarantined", _find_key(raw or b"")))
+                damaged.append(Damaged(name.decode("utf-8", "replace"), "quarantined", find_key(raw or b"")))
         entries.sort(key=lambda e: e.key)
         return Listing(entries, damaged)
 
