@@ -27,6 +27,7 @@ from bots.openai_http import HttpService
 from core import transcript
 from core.config import load_config
 from core.gateway import Gateway
+from core.keys import validate_key
 from core.metrics import Metrics
 from core.reserver import Freshness, Reserver
 from core.types import Agent, AgentError, ChatMessage, TurnInput
@@ -80,7 +81,11 @@ class Process:
 
 
 async def start_process(
-    config: Path, log: Path, env: Mapping[str, str] | None = None, timeout: float = 20
+    config: Path,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 20,
+    options: tuple[str, ...] = (),
 ) -> Process:
     """Start `chatlane run` and wait until it serves; fails with its stderr if it dies."""
     err = log.open("ab")
@@ -89,6 +94,7 @@ async def start_process(
             sys.executable,
             "-m",
             "bots",
+            *options,
             "run",
             "--config",
             str(config),
@@ -242,19 +248,44 @@ class StateReport:
     """Files that are neither entries, transcripts, locks nor temp files."""
 
 
+_ENTRY_FIELDS = {
+    "key": str,
+    "sessionId": str,
+    "platform": str,
+    "createdAt": float,
+    "sessionStartedAt": float,
+    "lastInteractionAt": float,
+    "updatedAt": float,
+    "turns": int,
+}
+
+
+def _entry(obj: Any) -> tuple[str, str]:
+    """(key, session id) of a well-formed entry; ValueError otherwise. Written here, not
+    imported, so the check does not trust the code under test."""
+    if not isinstance(obj, dict):
+        raise ValueError("not an object")
+    for name, kind in _ENTRY_FIELDS.items():
+        value = obj.get(name)
+        ok = isinstance(value, int | float) if kind is float else isinstance(value, kind)
+        if not ok or isinstance(value, bool):
+            raise ValueError(f"field {name!r} missing or of the wrong type")
+    if not re.fullmatch(r"[0-9a-f]{32}", obj["sessionId"]):
+        raise ValueError("malformed sessionId")
+    return validate_key(obj["key"]), obj["sessionId"]
+
+
 def inspect_state(root: Path) -> StateReport:
     """Read every entry and transcript directly from disk (no store, no quarantine)."""
-    from core.store.files import entry_from_json
-
     entries: dict[str, str] = {}
     damaged: list[str] = []
     for path in sorted((root / "sessions").glob("*/*/*.json")):
         try:
-            entry = entry_from_json(json.loads(path.read_bytes()))
+            key, session_id = _entry(json.loads(path.read_bytes()))
         except (ValueError, UnicodeDecodeError) as exc:
             damaged.append(f"{path.name}: {exc}")
             continue
-        entries[entry.key] = entry.session_id
+        entries[key] = session_id
     transcripts: dict[str, list[ChatMessage]] = {}
     bad = 0
     for path in sorted((root / "transcripts").glob("*/*.jsonl")):
