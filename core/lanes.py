@@ -45,6 +45,9 @@ class Pending:
 
 
 SHUTDOWN_TEXT = "I'm restarting and couldn't answer this one. Please send it again in a minute."
+INTERRUPTED_TEXT = (
+    "I'm restarting and had to stop in the middle of answering this one. Please send it again in a minute."
+)
 
 RunTurn = Callable[[SessionKey, list[Pending]], Coroutine[Any, Any, None]]
 
@@ -107,6 +110,8 @@ class Lanes:
             await item.responder.on_queued()
 
     async def _work(self, key: SessionKey, lane: _Lane) -> None:
+        batch: list[Pending] = []  # the running turn's messages, until its outcome is handled
+        turn: asyncio.Task[None] | None = None
         try:
             while lane.pending:
                 if self._settings.mode == "collect":
@@ -130,9 +135,16 @@ class Lanes:
                     lane.pending.extendleft(reversed(batch))
                 elif (exc := turn.exception()) is not None:
                     log.error("turn of %s failed", key, exc_info=exc)
+                batch = []
         finally:
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
+            if batch and turn is not None and turn.cancelled():  # cut off by shutdown
+                log.warning("shutdown: a turn of %s was cut off; its senders are told", key)
+                for p in batch:
+                    # Recorded: in memory as interrupted, so not "safe to send again" as is.
+                    text = INTERRUPTED_TEXT if p.recorded else SHUTDOWN_TEXT
+                    await p.responder.send(Reply(text, "failure", key))
             if lane.pending:  # only on shutdown
                 log.warning("shutdown: %d messages for %s not answered", len(lane.pending), key)
                 for p in lane.pending:
