@@ -21,7 +21,8 @@ from core.gateway import Gateway
 from core.metrics import Metrics
 from core.reserver import Freshness, Reserver
 from core.store import open_store
-from core.types import Agent, TurnInput
+from core.types import Agent
+from tests.fakes.agents import FixedAgent
 from tests.fakes.fake_discord import JSON, FakeDiscord, user_obj
 
 TOKEN_ENV = "CHATLANE_TEST_DISCORD_TOKEN"
@@ -39,21 +40,6 @@ class Bot:
 
 
 StartBot = Callable[..., Awaitable[Bot]]
-
-
-class FixedAgent:
-    """Always answers with the same text: the platform boundary is under test here."""
-
-    name = "fixed"
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
-        yield self.text
-
-    async def close(self) -> None:
-        return None
 
 
 def build_runtime(path: Path, token: str | None, agent: Agent | None) -> Runtime:

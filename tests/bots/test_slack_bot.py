@@ -26,7 +26,8 @@ from bots.launcher import Runtime, StartupError
 from bots.slack_bot import SlackService, create
 from core.chunking import chunk_message, join_chunks
 from core.config import Secrets, load_config
-from core.types import Agent, Inbound, TurnInput
+from core.types import Agent, Inbound
+from tests.fakes.agents import FixedAgent
 from tests.fakes.fake_slack import (
     BOT_USER,
     DM,
@@ -99,21 +100,6 @@ def turn_of(call: ApiCall) -> tuple[int, str]:
     found = TURN.search(str(call.args["text"]))
     assert found is not None, call.args["text"]
     return int(found[1]), found[2]
-
-
-class FixedAgent:
-    """Answers every turn with the same text."""
-
-    name = "fixed"
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
-        yield self.text
-
-    async def close(self) -> None:
-        return None
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ from core.gateway import Gateway
 from core.lanes import DROPPED_TEXT
 from core.store.files import FileStore
 from core.types import Inbound, SessionKey
-from tests.core.agents_for_tests import Inbox, RecordingAgent
+from tests.fakes.agents import Inbox, RecordingAgent
 
 Factory = Callable[..., Gateway]
 

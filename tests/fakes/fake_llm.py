@@ -26,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import serve_on_loopback
+
 Reply = Callable[[Sequence[dict[str, Any]]], str]
 
 
@@ -71,11 +73,9 @@ class FakeLLM:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve_on_loopback(
+            app, shutdown_timeout=0.1, handler_cancellation=True
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:

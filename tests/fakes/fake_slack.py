@@ -23,6 +23,8 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
+from tests.fakes.server import serve_on_loopback
+
 TEAM, BOT_USER, BOT_ID, APP_ID, HUMAN = "T0TEST", "U0BOT", "B0BOT", "A0APP", "U0HUMAN"
 GENERAL, DM = "C0GENERAL", "D0HUMAN"
 
@@ -216,11 +218,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self._link)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def close(self) -> None:

@@ -28,7 +28,7 @@ from core.reserver import Reserver, new_session_id
 from core.responders import QuietResponder
 from core.store.redis import RedisStore, safe_url
 from core.types import ChatMessage, Inbound, Reply, SessionKey, StoreError, TurnInput
-from tests.core.agents_for_tests import Inbox, RecordingAgent
+from tests.fakes.agents import Inbox, RecordingAgent
 from tests.redis_server import RedisServer, free_port, unique_prefix
 
 KEY = SessionKey("agent:main:test:alice:general")

@@ -1,4 +1,4 @@
-"""Agents and responders for core tests: the agent boundary, not our code under test."""
+"""Test agents and responders: doubles at the agent boundary, never of our code under test."""
 
 from __future__ import annotations
 
@@ -46,6 +46,21 @@ class RecordingAgent:
         return None
 
 
+class FixedAgent:
+    """Answers every turn with the same text (e.g. a long reply for chunking tests)."""
+
+    name = "fixed"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        yield self.text
+
+    async def close(self) -> None:
+        return None
+
+
 class Inbox(QuietResponder):
     """Collects every reply and queued notice for one message."""
 
@@ -62,4 +77,4 @@ class Inbox(QuietResponder):
         self.queued += 1
 
 
-__all__ = ["FutureResponder", "Inbox", "RecordingAgent"]
+__all__ = ["FixedAgent", "FutureResponder", "Inbox", "RecordingAgent"]
