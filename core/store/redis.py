@@ -20,12 +20,7 @@ Two hosts racing on a brand-new key therefore adopt one session id, and a reset 
 reverted by a racing reserve (its SET makes the reserve's EXEC fail, and the retry
 sees the reset's entry).
 
-The turn lock is `SET NX PX` with a random token, renewed every third of its TTL by a
-task the lock owns. A crashed host's lock expires after `store.turn_lock_ttl_s`; a live
-turn's lock does not. If renewal fails for a whole TTL (Redis unreachable, or the lock
-was taken from us), the turn is cancelled and `lock_turn` raises `StoreError`, the same
-way `asyncio.timeout` turns its own cancellation into `TimeoutError`. Release is a
-token compare in Lua, so a late release never frees someone else's lock.
+The turn lock (core/store/redis_lock.py) is a renewed `SET NX PX` with a random token.
 
 Connection loss: commands are retried with exponential backoff (about 2.5 s in all);
 after that, and for every other Redis error, the operation raises `StoreError` naming
@@ -35,7 +30,6 @@ Redis before the connection broke can store its records twice (at-least-once).
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import hashlib
@@ -43,9 +37,8 @@ import json
 import logging
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -59,9 +52,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core import transcript
 from core.config import StoreSettings
-
-# Private helpers of the file store, shared so both backends recover a damaged entry alike.
-from core.store.entries import entry_from_json, entry_to_json, find_key, recover_entry
+from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, find_key, recover_entry
+from core.store.redis_lock import TurnLocks, redis_errors
 from core.types import (
     ChatMessage,
     Damaged,
@@ -78,25 +70,9 @@ log = logging.getLogger("chatlane.store")
 R = TypeVar("R")
 Decide = Callable[[SessionEntry | None], tuple[SessionEntry | None, R]]
 
-_SESSION_ID = re.compile(r"[0-9a-f]{32}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _MAX_ATTEMPTS = 100
 _SCAN_COUNT = 500
-_LOCK_POLL_MAX_S = 0.05
-
-# KEYS[1] lock, ARGV[1] token, ARGV[2] ttl in ms.
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
 
 
 def safe_url(url: str) -> str:
@@ -119,16 +95,6 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-@dataclass(slots=True)
-class _Holding:
-    """One held turn lock; `lost` is set by its keeper when the lock could not be kept."""
-
-    key: SessionKey
-    name: str
-    token: str
-    lost: bool = False
-
-
 class RedisStore:
     """`SessionStore` on Redis; safe for any number of processes on any number of hosts."""
 
@@ -146,9 +112,7 @@ class RedisStore:
         self.prefix = prefix
         self.transcript_max = transcript_max
         self.turn_lock_ttl_s = turn_lock_ttl_s
-        self._ttl_ms = max(1, round(turn_lock_ttl_s * 1000))
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, password: str | None) -> RedisStore:
@@ -193,16 +157,12 @@ class RedisStore:
         return f"{self.prefix}:turn:{_digest(key)}"
 
     def transcript_name(self, session_id: str) -> str:
-        if not _SESSION_ID.fullmatch(session_id):
+        if not SESSION_ID.fullmatch(session_id):
             raise ValueError(f"malformed session id {session_id[:40]!r}")
         return f"{self.prefix}:transcript:{session_id}"
 
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"Redis at {self.url}: {what} failed: {exc}") from exc
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return redis_errors(self.url, what)
 
     def _parse(self, key: SessionKey, raw: bytes) -> SessionEntry:
         """ValueError with the reason when `raw` is not a valid entry of `key`."""
@@ -375,85 +335,9 @@ class RedisStore:
                 log.warning("transcript %s has an unreadable record (%d bytes); skipped", name, len(line))
         return records
 
-    @contextlib.asynccontextmanager
-    async def lock_turn(self, key: SessionKey) -> AsyncIterator[None]:
+    def lock_turn(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold the key's turn lock across every host; `StoreError` if it cannot be kept."""
-        holding = _Holding(key, self.lock_name(key), uuid.uuid4().hex)
-        await self._acquire(holding)
-        owner = asyncio.current_task()
-        if owner is None:
-            raise RuntimeError("lock_turn needs to run in an asyncio task")
-        keeper = asyncio.create_task(self._keep(holding, owner), name=f"turn lock {key}")
-        try:
-            yield
-        except asyncio.CancelledError:
-            if holding.lost and owner.uncancel() == 0:
-                raise StoreError(
-                    f"Redis at {self.url}: lost the turn lock of {key}: not renewed "
-                    f"within {self.turn_lock_ttl_s:g} s; the turn was stopped"
-                ) from None
-            raise
-        finally:
-            keeper.cancel()
-            try:
-                await asyncio.wait({keeper})
-            finally:
-                await asyncio.shield(self._let_go(holding))
-
-    async def _acquire(self, holding: _Holding) -> None:
-        delay = 0.002
-        with self._errors("turn lock"):
-            while True:
-                attempt = asyncio.ensure_future(
-                    self._r.set(holding.name, holding.token, nx=True, px=self._ttl_ms)
-                )
-                try:
-                    won = await asyncio.shield(attempt)
-                except asyncio.CancelledError:
-                    # The request may already be in Redis and win the lock: wait for its
-                    # answer and give the lock back, or the key would be stuck for a TTL.
-                    await asyncio.shield(self._undo(attempt, holding))
-                    raise
-                if won:
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _LOCK_POLL_MAX_S)
-
-    async def _undo(self, attempt: asyncio.Future[Any], holding: _Holding) -> None:
-        try:
-            won = await attempt
-        except (RedisError, OSError):
-            return
-        if won:
-            await self._let_go(holding)
-
-    async def _keep(self, holding: _Holding, owner: asyncio.Task[Any]) -> None:
-        """Renew the lock every third of its TTL; cancel `owner` if it cannot be kept."""
-        ttl = self.turn_lock_ttl_s
-        kept_at = time.monotonic()
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                renewed = await self._renew(keys=[holding.name], args=[holding.token, self._ttl_ms])
-            except (RedisError, OSError) as exc:
-                if time.monotonic() - kept_at < ttl:
-                    log.warning("could not renew the turn lock of %s yet: %s", holding.key, exc)
-                    continue
-                renewed = 0
-            if renewed:
-                kept_at = time.monotonic()
-                continue
-            holding.lost = True
-            log.error("turn lock of %s lost (expired or taken); stopping the turn", holding.key)
-            owner.cancel()
-            return
-
-    async def _let_go(self, holding: _Holding) -> None:
-        # Tried even when the lock was lost: the token compare makes it harmless.
-        try:
-            await self._release(keys=[holding.name], args=[holding.token])
-        except (RedisError, OSError) as exc:
-            log.warning("could not release the turn lock of %s (it expires by itself): %s", holding.key, exc)
+        return self._turn_locks.hold(key, self.lock_name(key))
 
     async def close(self) -> None:
         await self._r.aclose()
