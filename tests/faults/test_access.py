@@ -16,6 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from core.responders import FutureResponder
+from core.types import Inbound
 from tests.bots.test_discord_bot import StartBot, fake, start_bot
 from tests.bots.test_slack_bot import Bot, mention, running, submitted
 from tests.fakes.fake_discord import JSON, FakeDiscord, user_obj
@@ -81,6 +83,27 @@ async def test_a_non_utf8_authorization_header_is_a_401(tmp_path: Path) -> None:
             raw = await reader.read()
         writer.close()
         assert raw.startswith(b"HTTP/1.1 401"), raw[:200]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bots/openai_http.py: X-Session-Key accepts any platform's key, so an API client "
+    "(anyone on the host when no token is set, the loopback default) joins a Discord or "
+    "Slack user's conversation and reads its memory; needs a decision (refuse non-http "
+    "keys unless configured, or require the token for them)",
+)
+async def test_an_api_client_cannot_join_another_platforms_conversation(tmp_path: Path) -> None:
+    async with serve(tmp_path) as api:
+        responder = FutureResponder()
+        said = Inbound("discord", "111", "222", "my secret plan", "m1", is_direct=True, mentioned_bot=True)
+        await api.runtime.gateway.submit(said, responder)
+        async with asyncio.timeout(10):
+            await responder.reply
+        status, payload, _ = await api.post(
+            body("what did I say?"), {"X-Session-Key": "agent:main:discord:111:222"}
+        )
+        assert "my secret plan" not in json.dumps(payload)
+        assert status in (400, 403)
 
 
 # ------------------------------------------------------------------ secrets

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import time
 from collections import Counter
 from pathlib import Path
@@ -82,7 +83,9 @@ async def test_load_with_a_flaky_model_loses_nothing_and_forgets_idle_keys(tmp_p
         lost += [f"k{k} m{i}" for i in range(per_key) if f"k{k} m{i}" not in said]
         assert len(said) == per_key, f"user{k}: a message stored twice or lost"
     assert lost == [], f"{len(lost)} user messages are not in their transcripts"
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # server and clients together
     print(
         f"\nload: {MESSAGES} messages over {KEYS} keys in {elapsed:.1f}s "
-        f"({MESSAGES / elapsed:.0f}/s); HTTP {dict(statuses)}; agent calls {agent.calls}; lost {len(lost)}"
+        f"({MESSAGES / elapsed:.0f}/s); HTTP {dict(statuses)}; agent calls {agent.calls}; "
+        f"lost {len(lost)}; peak RSS of this process {peak_mib:.0f} MiB"
     )
