@@ -53,7 +53,9 @@ async def run(opts: Options) -> Report:
             sent = len(first)
             for p in range(1, LATER_PHASES + 1):
                 plan = [
-                    (http_key(f"m{p}-{i}"), f"m{p}-{i} #{j + 1}") for j in range(MESSAGES_PER_KEY) for i in range(s)
+                    (http_key(f"m{p}-{i}"), f"m{p}-{i} #{j + 1}")
+                    for j in range(MESSAGES_PER_KEY)
+                    for i in range(s)
                 ]
                 got = await run_plan(_plan(base, plan))
                 rates.append(len(plan) / got["wall_s"])
@@ -76,7 +78,10 @@ async def run(opts: Options) -> Report:
     report.metric("requests/s per phase", "/s", rates, better="higher")
     after_first, last = rss[1][1], rss[-2][1]
     growth = last - after_first
-    report.metric(f"RSS growth, {s:,} -> {s * (LATER_PHASES + 1):,} sessions", "MB", [growth], GROWTH_LIMIT_MB)
+    report.metric(
+        f"RSS growth, {s:,} -> {s * (LATER_PHASES + 1):,} sessions", "MB", [growth], GROWTH_LIMIT_MB
+    )
+    report.metric("RSS growth per extra session", "B", [growth * 1024 * 1024 / (s * LATER_PHASES)])
     report.check(
         f"memory does not grow with sessions seen: {s:,} -> {s * (LATER_PHASES + 1):,} sessions "
         f"adds at most {GROWTH_LIMIT_MB:g} MB",

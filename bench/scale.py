@@ -25,7 +25,8 @@ from pathlib import Path
 from bench.common import Options, bench_key, scratch, timed_us
 from bench.report import Report
 from core.reserver import Reserver
-from core.store.files import FileStore, entry_to_json
+from core.store.entries import entry_to_json
+from core.store.files import FileStore
 from core.types import SessionEntry, SessionKey
 
 RATIO_TARGET = 1.5
