@@ -194,6 +194,8 @@ class Api:
         async with self.http.post(self.url + COMPLETIONS, data=sent, headers=hdrs) as resp:
             raw = await resp.read()
             self.statuses[resp.status] = self.statuses.get(resp.status, 0) + 1
+            if resp.content_type == "text/event-stream":  # `"stream": true` was asked for
+                return resp.status, {"stream": raw.decode()}, resp.headers
             return resp.status, json.loads(raw) if raw else {}, resp.headers
 
 
