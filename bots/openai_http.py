@@ -7,8 +7,8 @@
 
 Memory lives on the server: only the LAST user message of `messages` is the new
 input, the rest of the request's history is ignored and the session's transcript is
-used instead. Which session: the `X-Session-Key` header (a full key of this agent,
-interpreted under `session.scope` like a platform message), else the body's `user`
+used instead. Which session: the `X-Session-Key` header (a full `http` key of this agent,
+interpreted under `session.scope`; another platform's key is a 403), else the body's `user`
 (`agent:<agent>:http:<user>:api`), else a fresh session for this request alone. Every
 answer names its key in the `X-Session-Key` response header, so a client can go on in
 that session.
@@ -42,6 +42,7 @@ from core.types import Inbound, Reply
 log = logging.getLogger("chatlane.http")
 
 SESSION_HEADER = "X-Session-Key"
+PLATFORM = "http"
 CHANNEL = "api"
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _DONE = b"data: [DONE]\n\n"
@@ -227,9 +228,18 @@ class HttpService:
                     f"this server serves agent {self.agent_id!r}",
                     code="invalid_session_key",
                 )
-            return Inbound(
-                parts.platform, parts.user, parts.channel, text, message_id, parts.thread, True, True
-            )
+            if parts.platform != PLATFORM:
+                # Another platform's conversation is guarded by that platform's allowlists
+                # and DM policy; an API token must not be a way around them.
+                raise ApiError(
+                    403,
+                    f"{SESSION_HEADER}: only keys of the {PLATFORM!r} platform can be used here "
+                    f"(agent:{self.agent_id}:{PLATFORM}:<user>:<channel>); a {parts.platform!r} "
+                    "conversation belongs to that platform",
+                    "permission_error",
+                    "foreign_platform_key",
+                )
+            return Inbound(PLATFORM, parts.user, parts.channel, text, message_id, parts.thread, True, True)
         user = body.get("user")
         if user is None or user == "":
             user = f"anon-{uuid.uuid4().hex}"  # stateless: a session of its own
@@ -237,7 +247,7 @@ class HttpService:
             raise ApiError(400, "'user' must be a string", code="invalid_type")
         # Under scope "channel" the user part is dropped: keep HTTP users apart anyway.
         channel = user if self.runtime.loaded.config.session.scope == "channel" else CHANNEL
-        return Inbound("http", user, channel, text, message_id, None, True, True, user)
+        return Inbound(PLATFORM, user, channel, text, message_id, None, True, True, user)
 
     def _completion(self, ident: str, text: str) -> dict[str, Any]:
         return {

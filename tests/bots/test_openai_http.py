@@ -79,8 +79,8 @@ async def test_openai_client_streaming_completion(tmp_path: Path) -> None:
 
 
 async def test_openai_client_session_key_header_via_extra_headers(tmp_path: Path) -> None:
-    """X-Session-Key joins that exact conversation (here a Discord one), ignoring `user`."""
-    key = "agent:main:discord:U1:C1"
+    """X-Session-Key joins that exact conversation (thread part included), ignoring `user`."""
+    key = "agent:main:http:team-a:support:ticket-42"
     async with serve(tmp_path) as s, s.client() as client:
         for text in ("one", "two"):
             reply = await client.chat.completions.with_raw_response.create(

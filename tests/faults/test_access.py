@@ -85,13 +85,6 @@ async def test_a_non_utf8_authorization_header_is_a_401(tmp_path: Path) -> None:
         assert raw.startswith(b"HTTP/1.1 401"), raw[:200]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bots/openai_http.py: X-Session-Key accepts any platform's key, so an API client "
-    "(anyone on the host when no token is set, the loopback default) joins a Discord or "
-    "Slack user's conversation and reads its memory; needs a decision (refuse non-http "
-    "keys unless configured, or require the token for them)",
-)
 async def test_an_api_client_cannot_join_another_platforms_conversation(tmp_path: Path) -> None:
     async with serve(tmp_path) as api:
         responder = FutureResponder()
@@ -103,7 +96,8 @@ async def test_an_api_client_cannot_join_another_platforms_conversation(tmp_path
             body("what did I say?"), {"X-Session-Key": "agent:main:discord:111:222"}
         )
         assert "my secret plan" not in json.dumps(payload)
-        assert status in (400, 403)
+        assert status == 403
+        assert payload["error"]["code"] == "foreign_platform_key"
 
 
 # ------------------------------------------------------------------ secrets
