@@ -66,7 +66,9 @@ def read_message(event: Mapping[str, Any], me: Identity, *, via_mention: bool = 
     channel, ts = event.get("channel"), event.get("ts")
     if not (isinstance(sender, str) and isinstance(channel, str) and isinstance(ts, str)):
         return "no user, channel or ts"
-    raw = str(event.get("text") or "")
+    raw = event.get("text")
+    if not isinstance(raw, str):
+        return "text is missing or not a string"
     text = strip_mention(raw, me.user_id)
     if not text:
         return "no text"

@@ -332,11 +332,6 @@ async def test_slack_events_with_missing_or_wrong_typed_fields_are_acked_and_ign
         assert validate_key(entry.key) == entry.key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bots/slack_events.py read_message: a non-string `text` is str()-ed, so its "
-    "Python repr is answered as if someone had typed it, instead of the event being ignored",
-)
 async def test_slack_a_message_whose_text_is_not_a_string_is_ignored(slack: SlackBot) -> None:
     _count("slack payloads")
     assert await slack.deliver(message_event("x", channel=DM) | {"text": ["hi"]})
