@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -32,6 +33,10 @@ from core.lanes import Closed
 log = logging.getLogger("chatlane.discord")
 
 SEEN_CAPACITY = 10_000
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 60.0
+FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
+"""Gateway closes a retry cannot fix: bad token, shard or intent settings."""
 """Message ids remembered to drop replays; replays come within seconds, so plenty."""
 
 
@@ -94,7 +99,7 @@ class DiscordService:
             raise StartupError(
                 f"discord: cannot log in through {self.settings.api_base_url}: {type(exc).__name__}: {exc}"
             ) from exc
-        self._connection = asyncio.create_task(client.connect(), name="discord gateway")
+        self._connection = asyncio.create_task(self._stay_connected(client), name="discord gateway")
         if self.settings.sync_commands:
             self._spawn(sync_commands(tree), "discord command sync")
         await self._wait_ready(client, self._connection)
@@ -212,6 +217,41 @@ class DiscordService:
         exc = None if connection.cancelled() else connection.exception()
         await self.stop()
         raise StartupError(_connection_problem(exc)) from exc
+
+    async def _stay_connected(self, client: discord.Client) -> None:
+        """`client.connect()`, started again after an error it does not recover from itself.
+
+        discord.py reconnects on network errors, but an exception from its own payload
+        parsing (a malformed event from a gateway proxy, say) ends `connect()`: one bad
+        event must not silence the bot. Refusals that a retry cannot fix (a bad token,
+        a missing privileged intent) still end it, with the clear message.
+        """
+        delay = RECONNECT_FIRST_S
+        while True:
+            started = time.monotonic()
+            try:
+                await client.connect(reconnect=True)
+                return  # closed by stop()
+            except (discord.PrivilegedIntentsRequired, discord.LoginFailure):
+                raise
+            except discord.ConnectionClosed as exc:
+                if exc.code in FATAL_CLOSE_CODES:
+                    raise
+                problem: BaseException = exc
+            except Exception as exc:
+                problem = exc
+            if self._stopping or client.is_closed():
+                return
+            if time.monotonic() - started > RECONNECT_MAX_S:
+                delay = RECONNECT_FIRST_S  # it had been up for a while: start over
+            log.error(
+                "discord: the gateway connection failed (%s); reconnecting in %.1fs",
+                _connection_problem(problem),
+                delay,
+                exc_info=problem,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
 
     def _on_connection_end(self, task: asyncio.Task[None]) -> None:
         if self._stopping or task.cancelled():
