@@ -120,6 +120,12 @@ class DiscordService:
         me = self.client.user if self.client is not None else None
         if me is None or message.author.id == me.id or message.type not in ANSWERED_TYPES:
             return
+        if message.edited_at is not None:
+            # discord.py runs this handler as a task and edits its cached Message in place:
+            # an edit that arrived first has replaced what was sent, and answering (or
+            # gating) the edited text would let an edit add a mention after the fact.
+            log.info("discord: message %s was edited before it was handled; not answered", message.id)
+            return
         seen = read_message(message, me, self.settings)
         inbound = seen.inbound
         if (why := refusal(self.settings, seen.facts)) is not None:

@@ -268,13 +268,6 @@ def _edited(fake: FakeDiscord, message: JSON) -> JSON:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bots/discord_bot.py: discord.py runs on_message as a task and mutates its cached "
-    "Message in place on MESSAGE_UPDATE; an edit that arrives before that task runs is "
-    "answered as if it were the original (here: an unaddressed message edited to mention "
-    "the bot gets a turn with the edited text)",
-)
 async def test_discord_an_edit_right_after_a_message_does_not_change_what_is_answered(
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
