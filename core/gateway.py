@@ -162,8 +162,21 @@ class Gateway:
             p.recorded = True
 
     async def _record(self, entry: SessionEntry, records: Sequence[ChatMessage], turns: int) -> None:
-        await self.store.append(entry.session_id, records)
-        if await self.store.touch(entry.key, entry.session_id, at=time.time(), turns=turns) is None:
+        """Store the turn's records and count it; both are durable before this returns.
+
+        The two writes touch different files, so their fsyncs run at the same time. A
+        crash between them can leave the count one ahead of the transcript; the reply
+        was not sent then, and no memory is lost.
+        """
+        appended, touched = await asyncio.gather(
+            self.store.append(entry.session_id, records),
+            self.store.touch(entry.key, entry.session_id, at=time.time(), turns=turns),
+            return_exceptions=True,
+        )
+        for outcome in (appended, touched):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if touched is None:
             log.warning("session of %s was reset during a turn; the turn stays in the old one", entry.key)
 
     @staticmethod

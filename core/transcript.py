@@ -53,7 +53,11 @@ def decode(line: bytes) -> ChatMessage:
     )
 
 
-def append(path: Path, records: Sequence[ChatMessage]) -> None:
+def _name(path: str | Path) -> str:
+    return os.path.basename(path)
+
+
+def append(path: str | Path, records: Sequence[ChatMessage]) -> None:
     if not records:
         return
     data = b"".join(encode(r) for r in records)
@@ -61,7 +65,9 @@ def append(path: Path, records: Sequence[ChatMessage]) -> None:
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
-            log.warning("transcript %s ended in a torn line; closing it before appending", path.name)
+            log.warning(
+                "transcript %s ended in a torn line; closing it before appending", os.path.basename(path)
+            )
             data = b"\n" + data
         try:
             write_all(fd, data)
@@ -86,7 +92,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def tail(path: Path, n: int) -> list[ChatMessage]:
+def tail(path: str | Path, n: int) -> list[ChatMessage]:
     """The last `n` readable records, reading backwards from the end of the file."""
     if n <= 0:
         return []
@@ -106,7 +112,9 @@ def tail(path: Path, n: int) -> list[ChatMessage]:
     lines = buf.split(b"\n")
     torn = lines.pop()  # after the last newline: empty, or a record cut by a crash
     if torn.strip():
-        log.warning("transcript %s has a torn last line (%d bytes); skipped", path.name, len(torn))
+        log.warning(
+            "transcript %s has a torn last line (%d bytes); skipped", os.path.basename(path), len(torn)
+        )
     if pos > 0:
         lines = lines[1:]  # the first line may start mid-record
     records: list[ChatMessage] = []
@@ -116,7 +124,9 @@ def tail(path: Path, n: int) -> list[ChatMessage]:
         try:
             records.append(decode(line))
         except (ValueError, UnicodeDecodeError):
-            log.warning("transcript %s has an unreadable line (%d bytes); skipped", path.name, len(line))
+            log.warning(
+                "transcript %s has an unreadable line (%d bytes); skipped", os.path.basename(path), len(line)
+            )
     return records[-n:]
 
 

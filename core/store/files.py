@@ -71,8 +71,13 @@ class FileStore:
         self._locks = self.root / "locks"
         self._transcripts = self.root / "transcripts"
         self._quarantine = self.root / "quarantine"
+        self._locks_str = str(self._locks)
+        self._transcripts_str = str(self._transcripts)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatlane-store")
-        self._made_dirs: set[Path] = set()
+        # Turn locks are taken and released on this one thread: filelock keeps a
+        # per-thread registry of held locks, which a release on another thread would
+        # never clear (one leaked entry per key ever seen).
+        self._turn_lock_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatlane-turn-lock")
         try:
             for d in (self.root, self._sessions, self._locks, self._transcripts, self._quarantine):
                 _mkdirs(d)
@@ -93,38 +98,46 @@ class FileStore:
         h = self._digest(key)
         return f"{self._sessions_str}/{h[:2]}/{h[2:4]}/{h}.json"
 
-    def _lock_path(self, key: str, kind: str) -> Path:
+    def _lock_path(self, key: str, kind: str) -> str:
         h = self._digest(key)
-        return self._locks / h[:2] / f"{h}.{kind}"
+        return f"{self._locks_str}/{h[:2]}/{h}.{kind}"
 
     def transcript_path(self, session_id: str) -> Path:
+        return Path(self._transcript_file(session_id))
+
+    def _transcript_file(self, session_id: str) -> str:
         # Session ids are minted here, but an id read back from disk is checked again:
         # nothing that is not 32 hex digits ever becomes part of a path.
         if not SESSION_ID.fullmatch(session_id):
             raise ValueError(f"malformed session id {session_id[:40]!r}")
-        return self._transcripts / session_id[:2] / f"{session_id}.jsonl"
+        return f"{self._transcripts_str}/{session_id[:2]}/{session_id}.jsonl"
 
-    def _ensure_dir(self, d: Path) -> None:
-        if d not in self._made_dirs:
-            _mkdirs(d)
-            self._made_dirs.add(d)
+    def _ensure_dir(self, d: str) -> None:
+        # One stat per call rather than a cache of folders made: a cache would grow
+        # with every fan-out folder (65,536 of them) and go stale if one is removed.
+        if not os.path.isdir(d):
+            _mkdirs(Path(d))
+            self.root.chmod(0o700)
 
-    def _in_dir(self, d: Path, fn: Callable[[], T]) -> T:
-        """`fn()`, which creates a file in `d`; if `d` vanished (the state directory was
-        removed while running), make it again and retry once instead of failing forever."""
-        self._ensure_dir(d)
+    def _in_dir(self, d: str, fn: Callable[[], T]) -> T:
+        """`fn()`, which creates a file in `d`; if `d` is missing (first use, or the state
+        directory was removed while running), make it and retry once."""
         try:
             return fn()
         except FileNotFoundError:
-            self._made_dirs.clear()
-            log.warning("state folder %s was missing; made it again", d)
+            if os.path.isdir(d):
+                raise
+            if not self.root.is_dir():
+                log.warning("state directory %s was missing; made it again", self.root)
             self._ensure_dir(d)
-            self.root.chmod(0o700)
             return fn()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run_on(self._pool, fn, *args)
+
+    async def _run_on(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         except OSError as exc:
             log.error("store I/O failed: %s", exc, exc_info=True)
             raise StoreError(f"store I/O failed: {exc.strerror or exc}") from exc
@@ -151,10 +164,11 @@ class FileStore:
             raise CorruptEntry(Path(path), "entry holds a key that does not belong in this file", raw)
         return entry
 
-    def _write(self, path: Path, entry: SessionEntry) -> None:
+    def _write(self, path: str, entry: SessionEntry) -> None:
         data = json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        fd = self._in_dir(path.parent, lambda: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        folder, name = os.path.split(path)
+        tmp = f"{folder}/.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        fd = self._in_dir(folder, lambda: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
             try:
                 # A short write (full disk) must fail here, or a cut entry replaces a good one.
@@ -167,7 +181,7 @@ class FileStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dfd)
         finally:
@@ -175,7 +189,7 @@ class FileStore:
 
     def _key_lock(self, key: str) -> FileLock:
         path = self._lock_path(key, "lock")
-        self._ensure_dir(path.parent)
+        self._ensure_dir(os.path.dirname(path))
         return FileLock(path, mode=0o600, thread_local=False)
 
     def _load_locked(self, key: SessionKey) -> SessionEntry | None:
@@ -186,7 +200,7 @@ class FileStore:
             return self._quarantine_and_recover(key, bad)
 
     def _quarantine_and_recover(self, key: SessionKey, bad: CorruptEntry) -> SessionEntry | None:
-        self._ensure_dir(self._quarantine)
+        self._ensure_dir(str(self._quarantine))
         moved = self._quarantine / f"{bad.path.name}.{time.time_ns()}"
         os.replace(bad.path, moved)
         recovered = recover_entry(key, bad.raw)
@@ -198,7 +212,7 @@ class FileStore:
             f"recovered session {recovered.session_id}" if recovered else "nothing recoverable",
         )
         if recovered is not None:
-            self._write(bad.path, recovered)
+            self._write(str(bad.path), recovered)
         return recovered
 
     # --------------------------------------------------------------- protocol
@@ -217,7 +231,7 @@ class FileStore:
                 if current is not None and is_fresh(current):
                     return current, False
                 entry = mint(key)
-                self._write(self.entry_path(key), entry)
+                self._write(self._entry_file(key), entry)
                 return entry, True
 
         return await self._run(op)
@@ -236,7 +250,7 @@ class FileStore:
                     updated_at=time.time(),
                     turns=current.turns + turns,
                 )
-                self._write(self.entry_path(key), updated)
+                self._write(self._entry_file(key), updated)
                 return updated
 
         return await self._run(op)
@@ -246,7 +260,7 @@ class FileStore:
             with self._key_lock(key):
                 self._load_locked(key)  # a damaged entry is quarantined, not overwritten
                 entry = mint(key)
-                self._write(self.entry_path(key), entry)
+                self._write(self._entry_file(key), entry)
                 return entry
 
         return await self._run(op)
@@ -277,22 +291,22 @@ class FileStore:
         return Listing(entries, damaged)
 
     async def append(self, session_id: str, records: Sequence[ChatMessage]) -> None:
-        path = self.transcript_path(session_id)
+        path = self._transcript_file(session_id)
 
         def op() -> None:
-            self._in_dir(path.parent, lambda: transcript.append(path, records))
+            self._in_dir(os.path.dirname(path), lambda: transcript.append(path, records))
 
         await self._run(op)
 
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
-        return await self._run(transcript.tail, self.transcript_path(session_id), n)
+        return await self._run(transcript.tail, self._transcript_file(session_id), n)
 
     @contextlib.asynccontextmanager
     async def lock_turn(self, key: SessionKey) -> AsyncIterator[None]:
         path = self._lock_path(key, "turn")
 
         def try_acquire() -> FileLock | None:
-            self._ensure_dir(path.parent)
+            self._ensure_dir(os.path.dirname(path))
             lock = FileLock(path, mode=0o600, thread_local=False)
             try:
                 lock.acquire(timeout=0)
@@ -304,7 +318,7 @@ class FileStore:
         # blocked thread per waiting key would starve the pool.
         delay = 0.001
         while True:
-            attempt = asyncio.ensure_future(self._run(try_acquire))
+            attempt = asyncio.ensure_future(self._run_on(self._turn_lock_thread, try_acquire))
             try:
                 lock = await asyncio.shield(attempt)
             except asyncio.CancelledError:
@@ -312,7 +326,7 @@ class FileStore:
                 # than trust FileLock.__del__ (a lingering reference would keep it held).
                 won = await attempt
                 if won is not None:
-                    await self._run(won.release)
+                    await self._run_on(self._turn_lock_thread, won.release)
                 raise
             if lock is not None:
                 break
@@ -321,10 +335,11 @@ class FileStore:
         try:
             yield
         finally:
-            await asyncio.shield(self._run(lock.release))
+            await asyncio.shield(self._run_on(self._turn_lock_thread, lock.release))
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._turn_lock_thread.shutdown(wait=True)
 
 
 def _mkdirs(d: Path) -> None:
