@@ -64,7 +64,7 @@ class CorruptEntry(Exception):
 class FileStore:
     """`SessionStore` on the local filesystem; safe for many processes on one host."""
 
-    def __init__(self, root: Path | str, *, workers: int = 16) -> None:
+    def __init__(self, root: Path | str, *, workers: int = 4) -> None:
         self.root = Path(root)
         self._sessions = self.root / "sessions"
         self._sessions_str = str(self._sessions)
@@ -73,6 +73,10 @@ class FileStore:
         self._quarantine = self.root / "quarantine"
         self._locks_str = str(self._locks)
         self._transcripts_str = str(self._transcripts)
+        # Few threads: each store call is short, and more threads mostly fight over the
+        # GIL (measured: 391 turns/s with 16 workers, 487 with 4, at 10 concurrent
+        # conversations). No call blocks for long: turn locks are polled, and a key lock
+        # is held only for one read-and-write.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatlane-store")
         # Turn locks are taken and released on this one thread: filelock keeps a
         # per-thread registry of held locks, which a release on another thread would
