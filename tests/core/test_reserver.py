@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
-
-import pytest
 
 from core.reserver import Freshness, KeyLocks, Reserver
 from core.store.files import FileStore
 from core.types import SessionEntry, SessionKey
 
 KEY = SessionKey("agent:main:test:alice:general")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[FileStore]:
-    s = FileStore(tmp_path / "state")
-    yield s
-    await s.close()
 
 
 async def test_100_concurrent_resolves_of_a_new_key_mint_exactly_once(store: FileStore) -> None:

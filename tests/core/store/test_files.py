@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ from core.store.files import FileStore
 from core.types import ChatMessage, SessionKey
 
 KEY = SessionKey("agent:main:test:alice:general")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[FileStore]:
-    s = FileStore(tmp_path / "state")
-    yield s
-    await s.close()
 
 
 async def test_entry_file_name_is_a_hash_and_the_key_lives_inside(store: FileStore) -> None:
