@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.faults.harness import start_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,27 +123,8 @@ def test_several_chat_processes_with_one_user_write_one_conversation(tmp_path: P
 
 
 async def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    path = config(tmp_path)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots",
-        "run",
-        "--config",
-        str(path),
-        cwd=ROOT,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    seen: list[bytes] = []
-    async with asyncio.timeout(30):
-        while b"chatlane is up" not in (line := await proc.stderr.readline()):
-            assert line, b"".join(seen).decode()
-            seen.append(line)
-    proc.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(30):
-        rest = await proc.stderr.read()
-        code = await proc.wait()
-    log = b"".join(seen).decode() + rest.decode()
+    child = await start_process(config(tmp_path), tmp_path / "run.log")
+    code = await child.terminate()
+    log = child.stderr()
     assert code == 0, log
     assert "discord: disabled" in log and "stopped" in log
