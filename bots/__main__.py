@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 from core.config import ConfigError, Loaded, load_config
 from core.keys import validate_key
 from core.logs import setup_logging
+from core.responders import FutureResponder
 from core.types import StoreError
 
 if TYPE_CHECKING:
-    from bots.launcher import Runtime
+    from bots.runtime import Runtime
 
 DEFAULT_CONFIG = Path("chatlane.toml")
 EXIT_USAGE = 2
@@ -88,12 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:
     from bots import launcher
+    from bots.runtime import Runtime
 
     if args.command == "run":
         return await launcher.run(loaded)
     if args.command == "check":
         return _check(loaded)
-    runtime = launcher.Runtime.build(loaded)
+    runtime = Runtime.build(loaded)
     try:
         if args.command == "chat":
             from bots.console import chat
@@ -160,8 +162,13 @@ async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:
         print(f"chatlane: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.action == "reset":
-        entry = await runtime.gateway.reserver.reset(key)
-        print(f"{key}: new session {entry.session_id}")
+        responder = FutureResponder()
+        await runtime.gateway.reset(key, responder)
+        reply = await responder.reply
+        if reply.kind != "notice":
+            print(f"chatlane: {key}: {reply.text}", file=sys.stderr)
+            return 1
+        print(f"{key}: new session {reply.session_id}")
         return 0
     found = await store.get(key)
     if found is None:

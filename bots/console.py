@@ -16,7 +16,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TextIO
 
-from bots.launcher import Runtime
+from bots.runtime import Runtime
 from core.responders import FutureResponder
 from core.types import Inbound
 

@@ -13,69 +13,19 @@ import importlib
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
-from core.agents import make_agent
+from bots.runtime import Runtime, Service, StartupError
 from core.config import Loaded
-from core.gateway import Gateway
-from core.metrics import Metrics
-from core.reserver import Freshness, Reserver
-from core.store import open_store
-from core.types import Agent, SessionStore
 
 log = logging.getLogger("chatlane.launcher")
 
 ADAPTERS: dict[str, str] = {
-    "http": "bots.openai_http",
-    "discord": "bots.discord_bot",
-    "slack": "bots.slack_bot",
+    "http": "bots.http.service",
+    "discord": "bots.discord.service",
+    "slack": "bots.slack.service",
     "console": "bots.console",
 }
 """Config section -> module with `create(runtime) -> Service`, in start order."""
-
-
-class Service(Protocol):
-    name: str
-
-    async def start(self) -> None:
-        """Connect and begin taking messages; raise `StartupError` if it cannot."""
-        ...
-
-    async def stop(self) -> None:
-        """Stop taking new messages and disconnect."""
-        ...
-
-    def describe(self) -> str:
-        """Where it listens, for the startup banner."""
-        ...
-
-
-class StartupError(Exception):
-    """An enabled bot could not start; the message is for the person running chatlane."""
-
-
-@dataclass(slots=True)
-class Runtime:
-    loaded: Loaded
-    store: SessionStore
-    agent: Agent
-    gateway: Gateway
-    metrics: Metrics
-
-    @classmethod
-    def build(cls, loaded: Loaded) -> Runtime:
-        store = open_store(loaded)
-        agent = make_agent(loaded)
-        metrics = Metrics()
-        reserver = Reserver(store, Freshness.from_settings(loaded.config.session.reset))
-        gateway = Gateway(loaded.config, store, agent, reserver=reserver, metrics=metrics)
-        return cls(loaded, store, agent, gateway, metrics)
-
-    async def close(self) -> None:
-        await self.gateway.close()
-        await self.agent.close()
-        await self.store.close()
 
 
 def plan(loaded: Loaded) -> list[tuple[str, bool, str]]:

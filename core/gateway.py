@@ -1,4 +1,8 @@
-"""The turn pipeline every adapter shares.
+"""The one door into core, and the turn pipeline every adapter shares.
+
+Adapters call `submit` (a message), `reset` (a new session: slash commands, the CLI)
+and `status`; nothing else in core. Resets go through the conversation's lane like
+messages, so a `/new` never overtakes a message sent before it.
 
     submit: reset command? -> key -> lane
     turn:   turn lock -> resolve (reserver) -> transcript tail -> agent streams the reply
@@ -15,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from core.config import Config
-from core.keys import build_key
+from core.keys import build_key, parse_key
 from core.lanes import Lanes, Pending
 from core.metrics import Metrics
-from core.reserver import Reserver
+from core.reserver import Freshness, Reserver
 from core.types import (
     Agent,
     ChatMessage,
@@ -30,6 +34,7 @@ from core.types import (
     Responder,
     SessionEntry,
     SessionKey,
+    SessionStatus,
     SessionStore,
     StoreError,
     TurnInput,
@@ -37,6 +42,7 @@ from core.types import (
 
 log = logging.getLogger("chatlane.gateway")
 
+RESET_TEXT = "Started a new conversation."
 STORE_FAILURE_TEXT = (
     "Sorry, I couldn't save this conversation just now, so I didn't answer. Please try again."
 )
@@ -49,13 +55,15 @@ class Gateway:
         store: SessionStore,
         agent: Agent,
         *,
-        reserver: Reserver | None = None,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.store = store
         self.agent = agent
-        self.reserver = reserver or Reserver(store)
+        # Built here from the config, so no caller can forget `session.reset`.
+        self.reserver = Reserver(store, Freshness.from_settings(config.session.reset), clock=clock)
+        self._clock = clock
         self.metrics = metrics or Metrics()
         self.lanes = Lanes(self._run_turn, config.queue)
         self.metrics.watch_queue(lambda: self.lanes.depth)
@@ -78,14 +86,30 @@ class Gateway:
     async def submit(self, inbound: Inbound, responder: Responder) -> SessionKey:
         """Take one gated message. Returns once it is queued, before it is answered.
 
-        Raises ValueError when the message's ids do not make a valid key, and
-        `lanes.Closed` during shutdown.
+        Raises ValueError when the message's ids do not make a valid key, and `Closed`
+        during shutdown.
         """
         key = self.key_for(inbound)
         self.metrics.messages_in.labels(inbound.platform).inc()
         reset = self.is_reset_command(inbound.text)
         await self.lanes.submit(key, Pending(inbound, responder, reset=reset))
         return key
+
+    async def reset(self, key: SessionKey, responder: Responder) -> None:
+        """Start a new session for `key` once the messages queued before it are answered.
+
+        Returns once queued; `responder` gets a `notice` (or a `failure`). Raises
+        ValueError for a malformed key and `Closed` during shutdown.
+        """
+        parts = parse_key(key)
+        command = Inbound(parts.platform, parts.user, parts.channel, "", "", parts.thread)
+        await self.lanes.submit(key, Pending(command, responder, reset=True))
+
+    async def status(self, key: SessionKey) -> SessionStatus:
+        """The stored session of `key` and what its lane is doing (read only)."""
+        entry = await self.store.get(key)
+        waiting, running = self.lanes.waiting(key)
+        return SessionStatus(key, entry, waiting, running)
 
     async def _run_turn(self, key: SessionKey, batch: list[Pending]) -> None:
         started = time.perf_counter()
@@ -108,14 +132,14 @@ class Gateway:
         entry = await self.reserver.reset(key)
         self.metrics.sessions_minted.inc()
         log.info("session of %s reset to %s", key, entry.session_id)
-        await command.responder.send(Reply("Started a new conversation.", "notice", key, entry.session_id, 0))
+        await command.responder.send(Reply(RESET_TEXT, "notice", key, entry.session_id, 0))
         return "reset"
 
     async def _turn_locked(self, key: SessionKey, batch: list[Pending]) -> str:
         entry, created = await self.reserver.resolve(key)
         (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
         history = await self.store.tail(entry.session_id, self.config.agent.history_limit)
-        now = time.time()
+        now = self._clock()
         fresh = [p for p in batch if not p.recorded]
         new = [ChatMessage("user", p.inbound.text, now, p.inbound.message_id) for p in fresh]
         recorded_ids = {p.inbound.message_id for p in batch if p.recorded and p.inbound.message_id}
@@ -145,7 +169,7 @@ class Gateway:
             await self._deliver(batch, reply)
             return "agent_error"
         answer = "".join(pieces)
-        await self._record(entry, [*new, ChatMessage("assistant", answer, time.time())], turns=1)
+        await self._record(entry, [*new, ChatMessage("assistant", answer, self._clock())], turns=1)
         await self._deliver(batch, Reply(answer, "answer", key, entry.session_id, turn.turn))
         return "answered"
 
@@ -170,7 +194,7 @@ class Gateway:
         """
         appended, touched = await asyncio.gather(
             self.store.append(entry.session_id, records),
-            self.store.touch(entry.key, entry.session_id, at=time.time(), turns=turns),
+            self.store.touch(entry.key, entry.session_id, at=self._clock(), turns=turns),
             return_exceptions=True,
         )
         for outcome in (appended, touched):

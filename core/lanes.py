@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import QueueSettings
-from core.types import Inbound, Reply, Responder, SessionKey
+from core.types import Closed, Inbound, Reply, Responder, SessionKey
 
 log = logging.getLogger("chatlane.lanes")
 
@@ -61,10 +61,6 @@ class _Lane:
     resetting: bool = False
 
 
-class Closed(Exception):
-    """The lanes are shutting down and take no new messages."""
-
-
 class Lanes:
     def __init__(self, run_turn: RunTurn, settings: QueueSettings) -> None:
         self._run_turn = run_turn
@@ -76,6 +72,11 @@ class Lanes:
 
     def __len__(self) -> int:
         return len(self._lanes)
+
+    def waiting(self, key: SessionKey) -> tuple[int, bool]:
+        """(messages waiting, whether a turn runs) for one key."""
+        lane = self._lanes.get(key)
+        return (0, False) if lane is None else (len(lane.pending), lane.turn is not None)
 
     @property
     def depth(self) -> int:
@@ -144,11 +145,11 @@ class Lanes:
                 for p in batch:
                     # Recorded: in memory as interrupted, so not "safe to send again" as is.
                     text = INTERRUPTED_TEXT if p.recorded else SHUTDOWN_TEXT
-                    await p.responder.send(Reply(text, "failure", key))
+                    await p.responder.send(Reply(text, "failure" if p.recorded else "shutdown", key))
             if lane.pending:  # only on shutdown
                 log.warning("shutdown: %d messages for %s not answered", len(lane.pending), key)
                 for p in lane.pending:
-                    await p.responder.send(Reply(SHUTDOWN_TEXT, "failure", key))
+                    await p.responder.send(Reply(SHUTDOWN_TEXT, "shutdown", key))
 
     async def _quiet(self, lane: _Lane) -> None:
         wait = self._settings.debounce_ms / 1000

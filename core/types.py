@@ -34,11 +34,13 @@ class Inbound:
     display_name: str = ""
 
 
-ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice"]
+ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown"]
 """`answer`: the turn's reply. `merged`: this message was answered together with later
 ones (collect/interrupt modes) and `text` is that shared answer. `failure`: the agent
-failed; `text` is a plain message for a person. `dropped`: the queue was full and this
-message will not be answered. `notice`: a command's confirmation (e.g. a reset)."""
+or the store failed; `text` is a plain message for a person. `dropped`: the queue was
+full and this message will not be answered. `notice`: a command's confirmation (e.g. a
+reset). `shutdown`: the process is stopping and nothing of this message was stored, so
+it is safe to send again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,20 @@ class SessionEntry:
     last_interaction_at: float
     updated_at: float
     turns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStatus:
+    """What `/status` shows: the stored session (None before the first turn) and the lane."""
+
+    key: SessionKey
+    entry: SessionEntry | None
+    waiting: int
+    running: bool
+
+
+class Closed(Exception):
+    """The gateway is shutting down and takes no new messages."""
 
 
 @dataclass(frozen=True, slots=True)

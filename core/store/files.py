@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from core import transcript
+from core.store import jsonl
 from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, find_key, recover_entry
 from core.types import (
     ChatMessage,
@@ -176,7 +176,7 @@ class FileStore:
         try:
             try:
                 # A short write (full disk) must fail here, or a cut entry replaces a good one.
-                transcript.write_all(fd, data)
+                jsonl.write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -298,12 +298,12 @@ class FileStore:
         path = self._transcript_file(session_id)
 
         def op() -> None:
-            self._in_dir(os.path.dirname(path), lambda: transcript.append(path, records))
+            self._in_dir(os.path.dirname(path), lambda: jsonl.append(path, records))
 
         await self._run(op)
 
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
-        return await self._run(transcript.tail, self._transcript_file(session_id), n)
+        return await self._run(jsonl.tail, self._transcript_file(session_id), n)
 
     @contextlib.asynccontextmanager
     async def lock_turn(self, key: SessionKey) -> AsyncIterator[None]:

@@ -50,8 +50,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core import transcript
 from core.config import StoreSettings
+from core.store import jsonl
 from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, find_key, recover_entry
 from core.store.redis_lock import TurnLocks, redis_errors
 from core.types import (
@@ -316,7 +316,7 @@ class RedisStore:
             return
         with self._errors("transcript append"):
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.rpush(name, *(transcript.encode(r).rstrip(b"\n") for r in records))
+                pipe.rpush(name, *(jsonl.encode(r).rstrip(b"\n") for r in records))
                 pipe.ltrim(name, -self.transcript_max, -1)
                 await pipe.execute()
 
@@ -330,7 +330,7 @@ class RedisStore:
         records: list[ChatMessage] = []
         for line in lines:
             try:
-                records.append(transcript.decode(line))
+                records.append(jsonl.decode(line))
             except (ValueError, UnicodeDecodeError):
                 log.warning("transcript %s has an unreadable record (%d bytes); skipped", name, len(line))
         return records

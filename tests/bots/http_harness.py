@@ -10,8 +10,8 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
-from bots.launcher import Runtime
-from bots.openai_http import HttpService
+from bots.http.service import HttpService
+from bots.runtime import Runtime
 from core.config import load_config
 from core.types import ChatMessage, SessionEntry, SessionKey
 

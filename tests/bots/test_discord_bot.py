@@ -13,14 +13,10 @@ import discord
 import discord.http
 import pytest
 
-from bots.discord_bot import DiscordService, create
-from bots.launcher import Runtime, StartupError
+from bots.discord.service import DiscordService, create
+from bots.runtime import Runtime, StartupError
 from core.chunking import FENCE, chunk_message, join_chunks
 from core.config import load_config
-from core.gateway import Gateway
-from core.metrics import Metrics
-from core.reserver import Freshness, Reserver
-from core.store import open_store
 from core.types import Agent
 from tests.fakes.agents import FixedAgent
 from tests.fakes.fake_discord import JSON, FakeDiscord, user_obj
@@ -44,13 +40,7 @@ StartBot = Callable[..., Awaitable[Bot]]
 
 def build_runtime(path: Path, token: str | None, agent: Agent | None) -> Runtime:
     loaded = load_config(path, env={TOKEN_ENV: token} if token else {})
-    if agent is None:
-        return Runtime.build(loaded)
-    store = open_store(loaded)
-    metrics = Metrics()
-    reserver = Reserver(store, Freshness.from_settings(loaded.config.session.reset))
-    gateway = Gateway(loaded.config, store, agent, reserver=reserver, metrics=metrics)
-    return Runtime(loaded, store, agent, gateway, metrics)
+    return Runtime.build(loaded, agent=agent)
 
 
 @pytest.fixture

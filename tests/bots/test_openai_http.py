@@ -13,8 +13,8 @@ import aiohttp
 import openai
 import pytest
 
-from bots.launcher import Runtime, StartupError
-from bots.openai_http import SESSION_HEADER, HttpService
+from bots.http.service import SESSION_HEADER, HttpService
+from bots.runtime import Runtime, StartupError
 from core.config import load_config
 from core.types import AgentError, TurnInput
 from tests.bots.http_harness import eventually, serve

@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bots.launcher import Runtime, StartupError
-from bots.slack_bot import SlackService, create
+from bots.runtime import Runtime, StartupError
+from bots.slack.service import SlackService, create
 from core.chunking import chunk_message, join_chunks
 from core.config import Secrets, load_config
 from core.types import Agent, Inbound

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -209,7 +210,7 @@ async def test_shutdown_past_the_timeout_cancels_and_keeps_the_messages(make_gat
     _running, waiting = await say(gw, "long one", "queued one")
     await asyncio.wait_for(agent.started.wait(), 5)
     await gw.close(timeout=0.1)
-    assert waiting.replies[0].kind == "failure"
+    assert waiting.replies[0].kind == "shutdown"
     key = SessionKey(gw.key_for(msg("x")))
     entry = await gw.store.get(key)
     assert entry is not None
@@ -234,3 +235,43 @@ async def test_a_reset_keeps_its_place_in_the_conversation(make_gateway: Factory
     assert before.replies[0].session_id == running.replies[0].session_id
     assert after.replies[0].session_id == reset.replies[0].session_id != running.replies[0].session_id
     assert after.replies[0].turn == 1
+
+
+async def test_a_reset_through_the_door_waits_for_the_messages_sent_before_it(make_gateway: Factory) -> None:
+    """`Gateway.reset` (slash commands, the CLI) queues in the lane like the text `/new`:
+    a message sent before it is answered in the old session, not overtaken."""
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()
+    gw = make_gateway(agent)
+    running, before = await say(gw, "first", "before")
+    await asyncio.wait_for(agent.started.wait(), 5)
+    key = gw.key_for(msg("x"))
+    reset = Inbox()
+    await gw.reset(key, reset)
+    (after,) = await say(gw, "after")
+    status = await gw.status(key)
+    assert (status.running, status.waiting) == (True, 3)
+    agent.release.set()
+    await answered(running, before, reset, after)
+    assert reset.replies[0].kind == "notice"
+    assert before.replies[0].session_id == running.replies[0].session_id
+    assert after.replies[0].session_id == reset.replies[0].session_id != before.replies[0].session_id
+    assert (await gw.status(key)).entry == await gw.store.get(key)
+
+
+async def test_the_gateway_applies_the_configured_freshness_policy(tmp_path: Path) -> None:
+    """The gateway builds its reserver from `session.reset`: an idle session goes stale."""
+    now = [time.time()]
+    config = Config.model_validate({"session": {"reset": {"mode": "idle", "idle_minutes": 30}}})
+    store = FileStore(tmp_path / "state")
+    gw = Gateway(config, store, RecordingAgent(), clock=lambda: now[0])
+    try:
+        (first,) = await say(gw, "hello")
+        await answered(first)
+        now[0] += 31 * 60
+        (second,) = await say(gw, "again")
+        await answered(second)
+        assert second.replies[0].session_id != first.replies[0].session_id
+    finally:
+        await gw.close(timeout=5)
+        await store.close()

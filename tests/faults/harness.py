@@ -22,14 +22,11 @@ from typing import Any
 
 import aiohttp
 
-from bots.launcher import Runtime
-from bots.openai_http import HttpService
-from core import transcript
+from bots.http.service import HttpService
+from bots.runtime import Runtime
 from core.config import load_config
-from core.gateway import Gateway
 from core.keys import validate_key
-from core.metrics import Metrics
-from core.reserver import Freshness, Reserver
+from core.store import jsonl
 from core.types import Agent, AgentError, ChatMessage, TurnInput
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,19 +207,7 @@ async def serve(
 ) -> AsyncIterator[Api]:
     """The HTTP API over a temporary store, with `agent` in place of the configured one."""
     loaded = load_config(write_config(tmp_path, extra, state=state), env=dict(env or {}))
-    runtime = Runtime.build(loaded)
-    if agent is not None:
-        await runtime.agent.close()
-        store = runtime.store
-        metrics = Metrics()
-        reserver = Reserver(store, Freshness.from_settings(loaded.config.session.reset))
-        runtime = Runtime(
-            loaded,
-            store,
-            agent,
-            Gateway(loaded.config, store, agent, reserver=reserver, metrics=metrics),
-            metrics,
-        )
+    runtime = Runtime.build(loaded, agent=agent)
     service = HttpService(runtime)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=200)) as http:
@@ -291,7 +276,7 @@ def inspect_state(root: Path) -> StateReport:
     transcripts: dict[str, list[ChatMessage]] = {}
     bad = 0
     for path in sorted((root / "transcripts").glob("*/*.jsonl")):
-        records, skipped = transcript.read_all(path)
+        records, skipped = jsonl.read_all(path)
         transcripts[path.stem] = records
         bad += skipped
     stray = [

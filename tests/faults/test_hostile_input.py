@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import transcript
 from core.keys import validate_key
+from core.store import jsonl
 from core.store.files import FileStore
 from core.types import SessionKey
 from tests.bots.test_discord_bot import Bot as DiscordBot
@@ -229,7 +229,7 @@ async def test_any_message_text_is_stored_readably(api: Api, text: str) -> None:
     store = api.runtime.store
     assert isinstance(store, FileStore)
     entry = await store.get(SessionKey("agent:main:http:fuzz:api"))
-    records, bad = transcript.read_all(store.transcript_path(_session(entry)))
+    records, bad = jsonl.read_all(store.transcript_path(_session(entry)))
     assert bad == 0
     assert records[-2].content == text.encode("utf-8", "replace").decode("utf-8")
 

@@ -37,18 +37,20 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.launcher import Runtime, StartupError
-from bots.slack_events import Identity, RecentThreads, SlackMessage, conversation_thread, read_message
-from bots.slack_replies import Poster, SlackResponder
+from bots.runtime import Runtime, StartupError
+from bots.slack.inbound import Identity, RecentThreads, SlackMessage, conversation_thread, read_message
+from bots.slack.reply import Poster, SlackResponder
 from core.access import Facts, admit
 from core.dedupe import RecentIds
-from core.lanes import Closed
-from core.types import Inbound, StoreError
+from core.responders import FutureResponder, confirm_reset
+from core.types import Closed, Inbound, StoreError
 
 log = logging.getLogger("chatlane.slack")
 
 PLATFORM = "slack"
 USAGE = "Usage: {command} new | reset | status"
+COMMAND_WAIT_S = 2.0
+"""Slack wants a slash command acknowledged within 3 s."""
 
 
 class SlackService:
@@ -292,11 +294,11 @@ class SlackService:
         try:
             key = gateway.key_for(inbound)
             if action in ("new", "reset"):
-                entry = await gateway.reserver.reset(key)
-                log.info("slack: session of %s reset to %s by %s", key, entry.session_id, name)
-                text = "Started a new conversation. (In a thread, say `/new` there.)"
+                responder = FutureResponder()
+                text = await confirm_reset(gateway.reset(key, responder), responder, COMMAND_WAIT_S)
+                text += " (In a thread, say `/new` there.)"
             elif action == "status":
-                found = await self.runtime.store.get(key)
+                found = (await gateway.status(key)).entry
                 text = (
                     f"Conversation `{key}`: session `{found.session_id[:8]}`, {found.turns} turns."
                     if found
@@ -304,7 +306,7 @@ class SlackService:
                 )
             else:
                 text = USAGE.format(command=name)
-        except (ValueError, StoreError) as exc:
+        except (ValueError, StoreError, Closed) as exc:
             log.error("slack: %s %s failed: %s", name, action, exc)
             text = "Sorry, that didn't work just now. Please try again."
         await ack(text=text)

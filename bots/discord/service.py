@@ -23,12 +23,12 @@ import discord.gateway
 import discord.http
 import yarl
 
-from bots.discord_commands import build_tree, sync_commands
-from bots.discord_inbound import ANSWERED_TYPES, read_message, refusal
-from bots.discord_reply import ALLOWED_MENTIONS, DiscordResponder
-from bots.launcher import Runtime, StartupError
+from bots.discord.commands import build_tree, sync_commands
+from bots.discord.inbound import ANSWERED_TYPES, read_message, refusal
+from bots.discord.reply import ALLOWED_MENTIONS, DiscordResponder
+from bots.runtime import Runtime, StartupError
 from core.dedupe import RecentIds
-from core.lanes import Closed
+from core.types import Closed
 
 log = logging.getLogger("chatlane.discord")
 

@@ -12,15 +12,17 @@ import logging
 import discord
 from discord import app_commands
 
-from bots.discord_inbound import read_interaction, refusal
-from bots.discord_reply import PlatformFailure, describe_failure
-from bots.launcher import Runtime
-from core.types import StoreError
+from bots.discord.inbound import read_interaction, refusal
+from bots.discord.reply import PlatformFailure, describe_failure
+from bots.runtime import Runtime
+from core.responders import FutureResponder, confirm_reset
+from core.types import Closed, StoreError
 
 log = logging.getLogger("chatlane.discord")
 
 NOT_HERE_TEXT = "I'm not set up to answer here."
-RESET_TEXT = "Started a new conversation."
+COMMAND_WAIT_S = 2.0
+"""Discord wants an answer to an interaction within 3 s."""
 RESET_FAILED_TEXT = "Sorry, I couldn't start a new conversation just now. Please try again."
 
 
@@ -37,17 +39,14 @@ def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.Command
             await _answer(interaction, NOT_HERE_TEXT, ephemeral=True)
             return
         key = gateway.key_for(seen.inbound)
+        responder = FutureResponder()
         try:
-            entry = await gateway.reserver.reset(key)
-        except StoreError as exc:
-            log.error("discord: /%s for %s failed: the store failed: %s", _name(interaction), key, exc)
-            await _answer(interaction, RESET_FAILED_TEXT, ephemeral=True)
-            return
-        runtime.metrics.sessions_minted.inc()
-        log.info("session of %s reset to %s (slash command)", key, entry.session_id)
+            text = await confirm_reset(gateway.reset(key, responder), responder, COMMAND_WAIT_S)
+        except Closed:
+            text = RESET_FAILED_TEXT
         # A shared (channel-scope) conversation was reset for everyone: say so openly.
         shared = runtime.loaded.config.session.scope == "channel"
-        await _answer(interaction, RESET_TEXT, ephemeral=not shared)
+        await _answer(interaction, text, ephemeral=not shared)
 
     async def status(interaction: discord.Interaction[discord.Client]) -> None:
         seen = read_interaction(interaction, settings)
@@ -56,7 +55,14 @@ def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.Command
             await _answer(interaction, NOT_HERE_TEXT, ephemeral=True)
             return
         key = gateway.key_for(seen.inbound)
-        entry = await runtime.store.get(key)
+        try:
+            entry = (await gateway.status(key)).entry
+        except StoreError as exc:
+            log.error("discord: /status for %s failed: the store failed: %s", key, exc)
+            await _answer(
+                interaction, RESET_FAILED_TEXT.replace("start a new conversation", "look"), ephemeral=True
+            )
+            return
         if entry is None:
             text = f"No conversation here yet.\nSession key: `{key}`"
         else:

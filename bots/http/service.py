@@ -33,11 +33,10 @@ from typing import Any
 
 from aiohttp import web
 
-from bots.launcher import Runtime, StartupError
+from bots.runtime import Runtime, StartupError
 from core.keys import parse_key
-from core.lanes import SHUTDOWN_TEXT, Closed
 from core.responders import FutureResponder
-from core.types import Inbound, Reply
+from core.types import Closed, Inbound, Reply
 
 log = logging.getLogger("chatlane.http")
 
@@ -366,7 +365,7 @@ def _reply_error(reply: Reply) -> ApiError | None:
         return None
     if reply.kind == "dropped":
         return ApiError(429, reply.text, "rate_limit_error", "queue_full")
-    if reply.text == SHUTDOWN_TEXT:  # never ran: safe to retry
+    if reply.kind == "shutdown":  # nothing stored: safe to retry
         return _shutting_down()
     return ApiError(502, reply.text, "server_error", "agent_failed")
 
