@@ -27,9 +27,8 @@ from core.gateway import STORE_FAILURE_TEXT, Gateway
 from core.reserver import Reserver, new_session_id
 from core.responders import QuietResponder
 from core.store.redis import RedisStore, safe_url
+from core.testing import Inbox, RecordingAgent, RedisServer, eventually, free_port, unique_prefix
 from core.types import ChatMessage, Inbound, Reply, SessionKey, StoreError, TurnInput
-from tests.fakes.agents import Inbox, RecordingAgent
-from tests.redis_server import RedisServer, free_port, unique_prefix
 
 KEY = SessionKey("agent:main:test:alice:general")
 ROOT = Path(__file__).resolve().parents[3]
@@ -178,8 +177,7 @@ async def test_a_live_turn_keeps_its_lock_beyond_the_ttl(redis_server: RedisServ
     try:
         async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
             tg.create_task(long_turn())
-            while not events:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: events)
             async with b.lock_turn(KEY):
                 events.append("b in")
         assert events == ["a in", "a out", "b in"]
