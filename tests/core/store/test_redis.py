@@ -305,7 +305,6 @@ class Worker:
     def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
         self.proc, self.stderr = proc, stderr
         self.events: list[Event] = []
-        self._changed = asyncio.Condition()
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -328,22 +327,20 @@ class Worker:
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         async for line in self.proc.stdout:
-            async with self._changed:
-                self.events.append(json.loads(line))
-                self._changed.notify_all()
-        async with self._changed:
-            self.events.append({"event": "exit"})
-            self._changed.notify_all()
+            self.events.append(json.loads(line))
+        self.events.append({"event": "exit"})
 
-    async def wait_for(self, match: Callable[[Event], bool], count: int = 1) -> list[Event]:
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: (
-                    len([e for e in self.events if match(e)]) >= count
-                    or any(e["event"] == "exit" for e in self.events)
-                )
-            )
-            found = [e for e in self.events if match(e)]
+    async def wait_for(
+        self, match: Callable[[Event], bool], count: int = 1, timeout: float = 60
+    ) -> list[Event]:
+        await eventually(
+            lambda: (
+                len([e for e in self.events if match(e)]) >= count
+                or any(e["event"] == "exit" for e in self.events)
+            ),
+            timeout=timeout,
+        )
+        found = [e for e in self.events if match(e)]
         if len(found) < count:
             raise AssertionError(f"worker exited early: {self.stderr.read_text()[-2000:]}")
         return found
