@@ -450,8 +450,7 @@ class _FailsMidStream:
 async def test_agent_failure_after_the_first_piece_ends_the_stream_with_an_error_event(
     tmp_path: Path,
 ) -> None:
-    async with serve(tmp_path) as s, s.client() as client:
-        s.runtime.gateway.agent = _FailsMidStream()
+    async with serve(tmp_path, agent=_FailsMidStream()) as s, s.client() as client:
         seen: list[str] = []
 
         async def consume() -> None:
