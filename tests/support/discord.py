@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bots.discord.service import DiscordService, create
+from bots.launcher import load_config
 from bots.runtime import Runtime
-from core.config import load_config
 from core.types import Agent
 from tests.fakes.fake_discord import FakeDiscord
 

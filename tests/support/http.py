@@ -14,8 +14,8 @@ import aiohttp
 from openai import AsyncOpenAI
 
 from bots.http.service import HttpService
+from bots.launcher import load_config
 from bots.runtime import Runtime
-from core.config import load_config
 from core.testing import write_config
 from core.types import Agent, ChatMessage, SessionEntry, SessionKey
 

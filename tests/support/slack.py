@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import aiohttp
 
+from bots.launcher import load_config
 from bots.runtime import Runtime
 from bots.slack.service import SlackService, create
-from core.config import load_config
 from core.types import Agent
 from tests.fakes.fake_slack import (
     BOT_USER,
