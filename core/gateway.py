@@ -167,12 +167,14 @@ class Gateway:
         new = [ChatMessage("user", p.inbound.text, now, p.inbound.message_id) for p in fresh]
         recorded_ids = {p.inbound.message_id for p in batch if p.recorded and p.inbound.message_id}
         # Messages cut off by an interrupt are already in memory: show them as new again.
-        carried = [m for m in history if m.role == "user" and m.message_id in recorded_ids]
+        carried = (
+            [m for m in history if m.role == "user" and m.message_id in recorded_ids] if recorded_ids else []
+        )
         turn = TurnInput(
             key,
             entry.session_id,
             entry.turns + 1,
-            [m for m in history if m not in carried],
+            [m for m in history if m not in carried] if carried else history,
             carried + new,
         )
         pieces: list[str] = []
@@ -214,10 +216,21 @@ class Gateway:
     async def _commit(
         self, lease: TurnLease, entry: SessionEntry, records: Sequence[ChatMessage], turns: int
     ) -> None:
-        """The turn's one write: its records and progress, whole or not at all (fenced)."""
-        await self.store.commit(
-            TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns)
-        )
+        """The turn's one write: its records and progress, whole or not at all (fenced).
+
+        Once sent, a commit is seen through: a cancel that lands meanwhile (an interrupt,
+        `/stop`) waits for its outcome, and a stored turn is then answered, not redone.
+        """
+        commit = TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns)
+        sent = asyncio.ensure_future(self.store.commit(commit))
+        try:
+            await asyncio.shield(sent)
+        except asyncio.CancelledError:
+            await sent  # stored, refused or failed: that outcome stands
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.info("a turn of %s was stopped after its commit went out; it is answered", entry.key)
 
     @staticmethod
     async def _deliver(batch: list[Pending], reply: Reply) -> None:
