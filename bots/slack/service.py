@@ -231,6 +231,7 @@ class SlackService:
             thread=conversation_thread(msg, self.settings.reply_in_thread),
             is_direct=msg.is_direct,
             mentioned_bot=msg.mentioned,
+            space=msg.team or self.me.team_id or None,
         )
 
     def _accept(self, msg: SlackMessage) -> None:
@@ -290,7 +291,10 @@ class SlackService:
             await ack(text="Sorry, I can't help with that here.")
             return
         gateway = self.runtime.gateway
-        inbound = Inbound(PLATFORM, user, channel, action, "", None, is_direct, True)
+        team = command.get("team_id")
+        inbound = Inbound(
+            PLATFORM, user, channel, action, "", None, is_direct, True, space=str(team) if team else None
+        )
         try:
             key = gateway.key_for(inbound)
             if action in ("new", "reset"):

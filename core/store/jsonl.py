@@ -33,6 +33,9 @@ def encode(record: ChatMessage) -> bytes:
         obj["messageId"] = record.message_id
     if record.interrupted:
         obj["interrupted"] = True
+    if record.summary:
+        obj["summary"] = True
+        obj["keeps"] = record.keeps
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace") + b"\n"
 
 
@@ -50,6 +53,8 @@ def decode(line: bytes) -> ChatMessage:
         at=float(at),
         message_id=str(obj.get("messageId", "")),
         interrupted=bool(obj.get("interrupted", False)),
+        summary=obj.get("summary") is True,
+        keeps=keeps if isinstance(keeps := obj.get("keeps", 0), int) and keeps >= 0 else 0,
     )
 
 

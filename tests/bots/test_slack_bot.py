@@ -352,7 +352,9 @@ async def test_missing_or_wrong_tokens_are_startup_errors(
         encoding="utf-8",
     )
     loaded = load_config(config, env=ENV)
-    loaded = loaded.model_copy(update={"secrets": Secrets(**{k: SecretStr(v) for k, v in secrets.items()})})
+    loaded = loaded.model_copy(
+        update={"secrets": Secrets.model_validate({k: SecretStr(v) for k, v in secrets.items()})}
+    )
     runtime = Runtime.build(loaded)
     service = create(runtime)
     try:
