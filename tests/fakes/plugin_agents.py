@@ -6,7 +6,9 @@ They import only the public agent API (`core.agents`), as a plugin outside chatl
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from core.agents import AgentError, TurnInput
@@ -60,3 +62,47 @@ def make_nothing(options: dict[str, Any]) -> object:
 
 def make_broken(options: dict[str, Any]) -> ShoutingAgent:
     raise RuntimeError("the plugin needs an option it did not get")
+
+
+DISTRIBUTION_MODULE = """
+from core.agents import TurnInput
+
+
+class Registered:
+    name = "registered"
+
+    def __init__(self, options):
+        self.suffix = options.get("suffix", "")
+
+    async def stream(self, turn: TurnInput):
+        said = " ".join(m.content for m in turn.new_messages)
+        yield "registered agent heard: "
+        yield said + self.suffix
+
+    async def close(self):
+        return None
+
+
+def make(options):
+    return Registered(options)
+"""
+ENTRY_POINT = "testplug"
+"""The backend name the test distribution registers in `chatlane.agents`."""
+
+
+def write_distribution(site: Path) -> Path:
+    """A real installed distribution in `site`, as pip leaves one (module + `*.dist-info`
+    with METADATA and entry_points.txt): put `site` on sys.path (or PYTHONPATH) and
+    importlib.metadata finds its `chatlane.agents` entry point `testplug`."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "chatlane_testplug.py").write_text(DISTRIBUTION_MODULE, encoding="utf-8")
+    info = site / "chatlane_testplug-1.0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: chatlane-testplug\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text(
+        f"[chatlane.agents]\n{ENTRY_POINT} = chatlane_testplug:make\n", encoding="utf-8"
+    )
+    importlib.invalidate_caches()
+    return site

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,51 +18,16 @@ from core.gateway import Gateway
 from core.store.files import FileStore
 from core.types import Inbound, Reply
 from tests.fakes.agents import Inbox
-from tests.fakes.plugin_agents import ShoutingAgent
+from tests.fakes.plugin_agents import ShoutingAgent, write_distribution
 
 PLUGIN = "tests.fakes.plugin_agents"
-
-DIST_MODULE = '''
-from core.agents import TurnInput
-
-
-class Registered:
-    name = "registered"
-
-    def __init__(self, options):
-        self.suffix = options.get("suffix", "")
-
-    async def stream(self, turn: TurnInput):
-        said = " ".join(m.content for m in turn.new_messages)
-        yield "registered agent heard: "
-        yield said + self.suffix
-
-    async def close(self):
-        return None
-
-
-def make(options):
-    return Registered(options)
-'''
 
 
 @pytest.fixture
 def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A real distribution (`*.dist-info` with entry_points.txt) on sys.path, as pip leaves
-    one: importlib.metadata finds its `chatlane.agents` entry point `testplug`."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "chatlane_testplug.py").write_text(DIST_MODULE, encoding="utf-8")
-    info = site / "chatlane_testplug-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: chatlane-testplug\nVersion: 1.0\n", encoding="utf-8"
-    )
-    (info / "entry_points.txt").write_text(
-        "[chatlane.agents]\ntestplug = chatlane_testplug:make\n", encoding="utf-8"
-    )
+    """A real distribution registering the `testplug` entry point, on sys.path."""
+    site = write_distribution(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))
-    importlib.invalidate_caches()
     yield site
     sys.modules.pop("chatlane_testplug", None)
 
@@ -126,7 +90,7 @@ async def test_an_entry_point_of_an_installed_package_is_a_backend_name(
 @pytest.mark.parametrize(
     ("agent_toml", "key", "reason"),
     [
-        (f'backend = "python"\nfactory = "{PLUGIN}_missing:make"', "agents.x.factory", "cannot import module"),
+        (f'backend = "python"\nfactory = "{PLUGIN}_missing:make"', "agents.x.factory", "cannot import"),
         (f'backend = "python"\nfactory = "{PLUGIN}:no_such"', "agents.x.factory", "has no 'no_such'"),
         (f'backend = "python"\nfactory = "{PLUGIN}:make_nothing"', "agents.x.factory", "not an Agent"),
         (f'backend = "python"\nfactory = "{PLUGIN}:make_broken"', "agents.x.factory", "raised RuntimeError"),
