@@ -113,8 +113,9 @@ async def _check(loaded: Loaded) -> int:
     from bots.launcher import plan
 
     c = loaded.config
-    await _check_agents(loaded)
+    agents = await _check_agents(loaded)
     print(f"config OK: {loaded.path}")
+    print("\n".join(agents))
     if c.store.backend == "redis":
         from core.store.redis import safe_url
 
@@ -127,9 +128,10 @@ async def _check(loaded: Loaded) -> int:
     return 0
 
 
-async def _check_agents(loaded: Loaded) -> None:
-    """Make every agent once (so a plugin that cannot be made fails here, naming its key),
-    then print the agents and the routing table with warnings for rules that never match."""
+async def _check_agents(loaded: Loaded) -> list[str]:
+    """Make every agent once (so a plugin that cannot be made fails here, naming its key);
+    the lines describing the agents and the routing table. Rules that never match are
+    warned about on stderr."""
     from core.agents import make_agents
     from core.routing import Router
 
@@ -137,6 +139,7 @@ async def _check_agents(loaded: Loaded) -> None:
     for agent in agents.values():
         await agent.close()
     router = Router(loaded.config)
+    lines = []
     for agent_id, settings in router.agents.items():
         extra = f" factory={settings.factory}" if settings.factory else ""
         models = f" models={','.join(settings.models)}" if settings.models else ""
@@ -144,12 +147,13 @@ async def _check_agents(loaded: Loaded) -> None:
             f" compact_after_tokens={settings.compact_after_tokens}" if settings.compact_after_tokens else ""
         )
         default = " (default)" if agent_id == router.default else ""
-        print(f"agent: {agent_id} backend={settings.backend}{extra}{models}{compact}{default}")
-    print("routing (first match wins):")
+        lines.append(f"agent: {agent_id} backend={settings.backend}{extra}{models}{compact}{default}")
+    lines.append("routing (first match wins):")
     for route in router.table():
-        print(f"  {route.rule} -> {route.agent}")
+        lines.append(f"  {route.rule} -> {route.agent}")
         if route.warning:
             print(f"chatlane: warning: binding {route.rule}: {route.warning}", file=sys.stderr)
+    return lines
 
 
 async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:

@@ -179,7 +179,8 @@ class HttpService:
                 return problem.response()
             return _json(self._completion(ident, reply.text, model), headers={SESSION_HEADER: key})
         first = await deltas.get()
-        if first is None:  # answered without streaming (notice, merged, failure...)
+        whole = first is None  # answered without streaming (notice, merged, failure...)
+        if first is None:
             reply = responder.reply.result()
             if (problem := _reply_error(reply)) is not None:
                 return problem.response()
@@ -188,7 +189,7 @@ class HttpService:
         try:
             await resp.prepare(request)
             await resp.write(self._chunk(ident, model, {"role": "assistant", "content": first}))
-            while (piece := await deltas.get()) is not None:
+            while not whole and (piece := await deltas.get()) is not None:
                 await resp.write(self._chunk(ident, model, {"content": piece}))
             reply = responder.reply.result()
             if (problem := _reply_error(reply)) is not None:  # failed after it began: too late for a status

@@ -5,6 +5,7 @@ model sees it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
@@ -288,3 +289,21 @@ async def test_compaction_sends_summary_and_recent_records_to_the_model(tmp_path
     assert [m["role"] for m in shown[2:4]] == ["user", "assistant"]  # the 2 kept records
     assert shown[-1]["content"].startswith(f"message {i + 1}:")
     assert summaries[0].content.startswith("reply to: Summarise the conversation above")
+
+
+async def test_commands_asked_for_as_a_stream_end_their_stream(tmp_path: Path) -> None:
+    """`/model` and `/new` are answered whole; a streaming client still gets one chunk and
+    the end of the stream (it used to wait for more forever)."""
+    async with serve(tmp_path, agent='models = ["a", "b"]\n') as s, s.client() as client:
+        texts = []
+        for text in ("/model b", "/new", "/model"):
+            stream = await client.chat.completions.create(
+                model="main", messages=[{"role": "user", "content": text}], user="ann", stream=True
+            )
+            async with asyncio.timeout(5):
+                texts.append("".join([c.choices[0].delta.content or "" async for c in stream if c.choices]))
+    assert texts == [
+        "This conversation now uses b.",
+        "Started a new conversation.",
+        "This conversation uses b. Choices: a, b. Switch with `/model NAME`.",  # /new kept it
+    ]
