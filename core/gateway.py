@@ -4,9 +4,14 @@ Adapters call `submit` (a message), `reset` (a new session: slash commands, the 
 and `status`; nothing else in core. Resets go through the conversation's lane like
 messages, so a `/new` never overtakes a message sent before it.
 
-    submit: reset command? -> key -> lane
-    turn:   turn lock -> resolve (reserver) -> transcript tail -> agent streams the reply
-            -> append user + assistant records -> touch the entry -> deliver
+    submit: agent (bindings, core/routing.py) -> key -> reset or /model command? -> lane
+    turn:   turn lock -> resolve (reserver) -> transcript tail -> compaction? (summary
+            record, core/compaction.py) -> the key's agent streams the reply -> append
+            summary + user + assistant records -> touch the entry -> deliver
+
+The agent id is the key's first part; every agent of the config has its own `Agent`
+(or one object serves them all, when a single one is handed in). `/model` is a
+command with a turn of its own in the lane, like a reset (core/model_choice.py).
 
 Adapters gate messages (allowlists, mentions: see core/access.py) before `submit`.
 A reply is delivered only after its transcript records are durable. One error path:

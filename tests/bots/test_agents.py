@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,20 +20,20 @@ from bots.runtime import Runtime
 from core.compaction import COMPACTED_NOTE
 from core.config import load_config
 from tests.bots.http_harness import serve
-from tests.faults.harness import body, start_process, write_config
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.plugin_agents import ENTRY_POINT, write_distribution
+from tests.faults.harness import body, start_process, write_config
 
 PLUGIN = "tests.fakes.plugin_agents:make_shouting"
 TOKEN_ENV = "CHATLANE_TEST_DISCORD_TOKEN"
 
 
 @pytest.fixture
-def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Path]:
+def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     site = write_distribution(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))
-    yield site  # type: ignore[misc]
+    yield site
     sys.modules.pop("chatlane_testplug", None)
 
 
