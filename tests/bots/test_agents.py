@@ -20,8 +20,10 @@ from bots.runtime import Runtime
 from core.compaction import COMPACTED_NOTE
 from core.config import load_config
 from tests.bots.http_harness import serve
+from tests.bots.test_slack_bot import running
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_llm import FakeLLM
+from tests.fakes.fake_slack import BOT_USER, DM, GENERAL, TEAM, message_event
 from tests.fakes.plugin_agents import ENTRY_POINT, write_distribution
 from tests.faults.harness import body, start_process, write_config
 
@@ -307,3 +309,24 @@ async def test_commands_asked_for_as_a_stream_end_their_stream(tmp_path: Path) -
         "Started a new conversation.",
         "This conversation uses b. Choices: a, b. Switch with `/model NAME`.",  # /new kept it
     ]
+
+
+# ------------------------------------------------------------------ Slack
+
+
+async def test_a_slack_team_binding_chooses_the_agent_and_dms_fall_through_to_the_default(
+    tmp_path: Path,
+) -> None:
+    extra = (
+        f'[agents.loud]\nbackend = "python"\nfactory = "{PLUGIN}"\n'
+        f'[[bindings]]\nagent = "loud"\nteam = "{TEAM}"\nchannel = "{GENERAL}"\n'
+    )
+    async with running(tmp_path, "socket", extra=extra) as bot:
+        assert await bot.deliver(message_event(f"<@{BOT_USER}> hello", kind="app_mention"))
+        [loud] = await bot.fake.wait_for_posts(1)
+        assert await bot.deliver(message_event("hello", channel=DM))
+        posts = await bot.fake.wait_for_posts(2)
+        keys = sorted(e.key for e in (await bot.runtime.store.list()).entries)
+    assert loud.args["text"] == "HI HELLO (turn 1, 0 earlier records)"
+    assert str(posts[1].args["text"]).startswith("echo: hello")
+    assert keys[0].startswith("agent:loud:slack:") and keys[1].startswith("agent:main:slack:")
