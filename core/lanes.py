@@ -44,11 +44,18 @@ class Pending:
     """A reset command: it runs in order with the messages around it, never merged."""
     model_command: bool = False
     """A `/model` command: like a reset, in order and never merged."""
+    fenced: int = 0
+    """How many turns of this message were fenced out (stored nothing) in a row."""
 
     @property
     def exclusive(self) -> bool:
         """A command with a turn of its own: never merged, never interrupted by a message."""
         return self.reset or self.model_command
+
+
+class Retry(Exception):
+    """Raised by a turn that stored nothing and must be run again: its batch goes back
+    to the front of the lane."""
 
 
 SHUTDOWN_TEXT = "I'm restarting and couldn't answer this one. Please send it again in a minute."
@@ -140,6 +147,8 @@ class Lanes:
                         return
                     # Interrupted: answer its messages together with the rest (the turn
                     # marked those it already wrote to memory as recorded).
+                    lane.pending.extendleft(reversed(batch))
+                elif isinstance(turn.exception(), Retry):
                     lane.pending.extendleft(reversed(batch))
                 elif (exc := turn.exception()) is not None:
                     log.error("turn of %s failed", key, exc_info=exc)

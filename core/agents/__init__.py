@@ -65,9 +65,7 @@ def _make(loaded: Loaded, settings: AgentSettings, section: str) -> Agent:
     if settings.backend == "openai":
         from core.agents.openai import OpenAIAgent
 
-        secret = loaded.secrets.agent_api_keys.get(settings.id)
-        if secret is None and section == "agent":
-            secret = loaded.secrets.openai_api_key
+        secret = loaded.secrets.get(settings.openai.api_key_env)
         return OpenAIAgent(settings, secret.get_secret_value() if secret else None)
     if settings.backend == "echo":
         from core.agents.echo import EchoAgent

@@ -16,16 +16,16 @@ import aiohttp
 import pytest
 
 from bots.discord.service import create as create_discord
+from bots.launcher import load_config
 from bots.runtime import Runtime
 from core.compaction import COMPACTED_NOTE
-from core.config import load_config
-from tests.bots.http_harness import serve
-from tests.bots.test_slack_bot import running
+from core.testing.process import ChatlaneProcess, write_config
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_slack import BOT_USER, DM, GENERAL, TEAM, message_event
 from tests.fakes.plugin_agents import ENTRY_POINT, write_distribution
-from tests.faults.harness import body, start_process, write_config
+from tests.support.http import body, serve
+from tests.support.slack import running
 
 PLUGIN = "tests.fakes.plugin_agents:make_shouting"
 TOKEN_ENV = "CHATLANE_TEST_DISCORD_TOKEN"
@@ -196,7 +196,7 @@ async def test_model_switches_one_conversation_and_reaches_the_upstream_request(
             f'backend = "openai"\nmodels = ["fake-model", "fake-large"]\n'
             f'[agent.openai]\nbase_url = "{llm.base_url}"\nmodel = "fake-model"\nmax_retries = 0\n'
         )
-        async with serve(tmp_path, agent=agent) as s, s.client() as client:
+        async with serve(tmp_path, agent_toml=agent) as s, s.client() as client:
 
             async def say(user: str, text: str) -> str:
                 done = await client.chat.completions.create(
@@ -230,8 +230,8 @@ async def test_model_choice_survives_a_restart_and_holds_in_a_second_process(tmp
             assert resp.status == 200, await resp.text()
             return str((await resp.json())["choices"][0]["message"]["content"])
 
-    first = await start_process(config, tmp_path / "a.log")
-    second = await start_process(config, tmp_path / "b.log")
+    first = await ChatlaneProcess.start(config, tmp_path / "a.log")
+    second = await ChatlaneProcess.start(config, tmp_path / "b.log")
     try:
         assert await ask(first.port, "alice", "/model big") == "This conversation now uses big."
         in_second = await ask(second.port, "alice", "hello")
@@ -246,7 +246,7 @@ async def test_model_choice_survives_a_restart_and_holds_in_a_second_process(tmp
     assert refused.startswith("huge is not one of the choices")
     assert still.endswith("; model big)")
 
-    third = await start_process(config, tmp_path / "c.log")
+    third = await ChatlaneProcess.start(config, tmp_path / "c.log")
     try:
         after_restart = await ask(third.port, "alice", "after the restart")
         await ask(third.port, "alice", "/new")
@@ -266,7 +266,7 @@ async def test_compaction_sends_summary_and_recent_records_to_the_model(tmp_path
             f'backend = "openai"\nsystem_prompt = "Be brief."\ncompact_after_tokens = 120\n'
             f'compact_keep_recent = 2\n[agent.openai]\nbase_url = "{llm.base_url}"\nmax_retries = 0\n'
         )
-        async with serve(tmp_path, agent=agent) as s, s.client() as client:
+        async with serve(tmp_path, agent_toml=agent) as s, s.client() as client:
             answers = []
             for i in range(6):
                 done = await client.chat.completions.create(
@@ -296,7 +296,7 @@ async def test_compaction_sends_summary_and_recent_records_to_the_model(tmp_path
 async def test_commands_asked_for_as_a_stream_end_their_stream(tmp_path: Path) -> None:
     """`/model` and `/new` are answered whole; a streaming client still gets one chunk and
     the end of the stream (it used to wait for more forever)."""
-    async with serve(tmp_path, agent='models = ["a", "b"]\n') as s, s.client() as client:
+    async with serve(tmp_path, agent_toml='models = ["a", "b"]\n') as s, s.client() as client:
         texts = []
         for text in ("/model b", "/new", "/model"):
             stream = await client.chat.completions.create(

@@ -16,8 +16,8 @@ from core.compaction import COMPACTED_NOTE, estimate_tokens, visible
 from core.config import AgentSettings, Config
 from core.gateway import Gateway
 from core.store.files import FileStore
+from core.testing.agents import Inbox, RecordingAgent
 from core.types import ChatMessage, Inbound, Reply, SessionKey
-from tests.fakes.agents import Inbox, RecordingAgent
 
 PAD = "with a few more words so that it weighs something"
 

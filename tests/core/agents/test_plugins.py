@@ -16,8 +16,8 @@ from core.agents import PROTOCOL_VERSION, make_agents
 from core.config import ConfigError, load_config
 from core.gateway import Gateway
 from core.store.files import FileStore
+from core.testing.agents import Inbox
 from core.types import Inbound, Reply
-from tests.fakes.agents import Inbox
 from tests.fakes.plugin_agents import ShoutingAgent, write_distribution
 
 PLUGIN = "tests.fakes.plugin_agents"

@@ -4,12 +4,11 @@ it still load) and summary records in transcripts."""
 
 from __future__ import annotations
 
-import time
-
 from core.reserver import Reserver
 from core.store.entries import entry_from_json, entry_to_json, recover_entry
 from core.types import ChatMessage, SessionKey
 from tests.core.store.test_contract import KEY, OpenStore, open_store
+from tests.core.store.turns import store_turn
 
 __all__ = ["open_store"]
 
@@ -19,9 +18,10 @@ async def test_a_model_choice_is_seen_by_another_store_and_kept_by_turns(open_st
     entry, _ = await Reserver(one).resolve(KEY)
     chosen = await one.set_model(KEY, entry.session_id, "big")
     assert chosen is not None and chosen.model == "big"
-    await two.touch(KEY, entry.session_id, at=time.time())
-    seen = await two.get(KEY)
-    assert seen is not None and seen.model == "big" and seen.turns == 1
+    after = await store_turn(two, KEY, [ChatMessage("user", "hi"), ChatMessage("assistant", "hello")])
+    seen = await one.get(KEY)
+    assert after.model == "big" and after.turns == 1
+    assert seen is not None and seen.model == "big" and seen.session_id == entry.session_id
 
 
 async def test_a_model_choice_for_a_replaced_session_is_refused(open_store: OpenStore) -> None:
@@ -52,8 +52,8 @@ async def test_summary_records_keep_their_mark_in_transcripts(open_store: OpenSt
         ChatMessage("system", "you said: a", 2.0, summary=True, keeps=1),
         ChatMessage("assistant", "b", 3.0),
     ]
-    await store.append("0" * 32, records)
-    assert await store.tail("0" * 32, 10) == records
+    entry = await store_turn(store, KEY, records)
+    assert await store.tail(entry.session_id, 10) == records
 
 
 def test_old_entries_without_a_model_load_and_new_ones_without_a_choice_omit_it() -> None:
