@@ -279,7 +279,8 @@ class Gateway:
             await self._commit(lease, entry, [*summary, *new], turns=turn.turn)
             for p in fresh:
                 p.recorded = True
-            return "agent_error", Reply(settings.failure_message, "failure", key, entry.session_id, turn.turn)
+            told = f"{settings.failure_message}\n\n{COMPACTED_NOTE}" if summary else settings.failure_message
+            return "agent_error", Reply(told, "failure", key, entry.session_id, turn.turn)
         answer = "".join(pieces)
         records = [*summary, *new, ChatMessage("assistant", answer, self._clock())]
         await self._commit(lease, entry, records, turn.turn)

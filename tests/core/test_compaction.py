@@ -150,3 +150,15 @@ def test_visible_shows_the_last_summary_its_kept_records_and_what_follows() -> N
     after = [ChatMessage("user", "7"), ChatMessage("assistant", "8")]
     assert visible([*r, s, *after]) == [s, r[4], r[5], *after]
     assert visible(r) == r
+
+
+async def test_a_turn_that_summarised_and_then_failed_keeps_the_summary_and_says_so(store: FileStore) -> None:
+    agent = RecordingAgent()
+    agent.fail_on = {f"message 3 {PAD}"}  # the turn that summarises first (see the test above)
+    gw = gateway(store, agent, compact_after_tokens=200, compact_keep_recent=2)
+    replies = await talk(gw, 4)
+    await gw.close()
+    records = await transcript(store, replies[0].session_key)
+    assert replies[3].kind == "failure" and replies[3].text.endswith(COMPACTED_NOTE)
+    assert [r.summary for r in records[-2:]] == [True, False]  # the summary, then the kept message
+    assert records[-1].content == f"message 3 {PAD}"
