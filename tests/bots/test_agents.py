@@ -330,3 +330,16 @@ async def test_a_slack_team_binding_chooses_the_agent_and_dms_fall_through_to_th
     assert loud.args["text"] == "HI HELLO (turn 1, 0 earlier records)"
     assert str(posts[1].args["text"]).startswith("echo: hello")
     assert keys[0].startswith("agent:loud:slack:") and keys[1].startswith("agent:main:slack:")
+
+
+async def test_model_on_discord_is_per_channel_conversation(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with discord_bot(tmp_path, fake, '[agent]\nmodels = ["small", "big"]\n'):
+        await fake.send_message("/model big", mention=True)
+        [switched] = await fake.wait_for_sent(fake.channel_id)
+        await fake.send_message("hello", mention=True)
+        await fake.send_message("hello", mention=True, channel=fake.other_channel_id)
+        answers = await fake.wait_for_sent(fake.channel_id, n=2)
+        other = await fake.wait_for_sent(fake.other_channel_id)
+    assert switched["content"] == "This conversation now uses big."
+    assert str(answers[1]["content"]).endswith("; model big)")
+    assert "model" not in str(other[0]["content"])
