@@ -220,6 +220,7 @@ async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:
                     "createdAt": _iso(entry.created_at),
                     "sessionStartedAt": _iso(entry.session_started_at),
                     "lastInteractionAt": _iso(entry.last_interaction_at),
+                    "model": entry.model,
                     "transcript": [
                         {
                             "role": r.role,

@@ -3,6 +3,7 @@ plugin mistakes named by key; `chatlane sessions show` marks where a summary sta
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,8 +86,10 @@ def test_check_finds_a_backend_registered_by_an_installed_package(tmp_path: Path
 
 
 def test_sessions_show_marks_where_the_summary_starts(tmp_path: Path) -> None:
-    path = config(tmp_path, "[agent]\ncompact_after_tokens = 60\ncompact_keep_recent = 2\n")
-    said = "".join(f"line {i} with some words to weigh it down a little\n" for i in range(5))
+    path = config(
+        tmp_path, '[agent]\ncompact_after_tokens = 60\ncompact_keep_recent = 2\nmodels = ["a", "b"]\n'
+    )
+    said = "/model b\n" + "".join(f"line {i} with some words to weigh it down a little\n" for i in range(5))
     chat = chatlane("chat", "--config", str(path), "--user", "ann", stdin=said)
     assert chat.returncode == 0, chat.stderr
     shown = chatlane("sessions", "show", "agent:main:console:ann:local", "--config", str(path))
@@ -97,4 +100,8 @@ def test_sessions_show_marks_where_the_summary_starts(tmp_path: Path) -> None:
     assert lines[mark + 1].startswith("--- system")
     assert lines[mark + 2].startswith("you said: line 0")
     assert sum(line.startswith("--- user") for line in lines) == 5  # nothing was dropped
-    assert "summarised" in chat.stdout
+    assert "summarised" in chat.stdout and "now uses b" in chat.stdout
+    as_json = chatlane("sessions", "show", "agent:main:console:ann:local", "--json", "--config", str(path))
+    shown_json = json.loads(as_json.stdout)
+    assert shown_json["model"] == "b"
+    assert [r.get("summary", False) for r in shown_json["transcript"]].count(True) >= 1

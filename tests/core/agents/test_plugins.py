@@ -176,3 +176,20 @@ async def test_turns_of_one_conversation_never_overlap_in_a_plugin(tmp_path: Pat
                 await inbox.done.wait()
     turns = [int(i.replies[-1].text.split("(turn ")[1].split(",")[0]) for i in inboxes]
     assert turns == list(range(1, 11))
+
+
+async def test_a_shutdown_that_cuts_a_turn_off_delivers_cancelled_error_into_the_plugin(
+    tmp_path: Path,
+) -> None:
+    toml = f'[agents.loud]\nbackend = "python"\nfactory = "{PLUGIN}:make_shouting"\n'
+    toml += "[agents.loud.options]\nhold = true\n"
+    async with gateway_for(tmp_path, toml) as gw:
+        agent = gw.agents["loud"]
+        assert isinstance(agent, ShoutingAgent)
+        inbox = Inbox()
+        await gw.submit(Inbound("test", "alice", "general", "one", "m1"), inbox)
+        await asyncio.wait_for(agent.started.wait(), 5)
+        await gw.close(timeout=0.05)  # the turn never finishes on its own: it is cut off
+        await asyncio.wait_for(inbox.done.wait(), 5)
+    assert agent.cancelled == 1
+    assert inbox.replies[-1].kind in ("shutdown", "failure")
