@@ -61,6 +61,7 @@ from core.types import (
 log = logging.getLogger("chatlane.gateway")
 
 RESET_TEXT = "Started a new conversation."
+DEFAULT_MODEL_COMMAND = "/model"
 MAX_FENCED_ATTEMPTS = 5
 """A turn fenced out this many times in a row is answered with the store failure text."""
 STORE_FAILURE_TEXT = (
@@ -150,6 +151,15 @@ class Gateway:
         command = Inbound(parts.platform, parts.user, parts.channel, "", "", parts.thread)
         await self.lanes.submit(key, Pending(command, responder, reset=True))
 
+    async def choose_model(self, key: SessionKey, name: str, responder: Responder) -> None:
+        """Show (`name` "") or switch the model of `key`'s conversation, in order with its
+        messages (slash commands). Returns once queued; `responder` gets a `notice` (or a
+        `failure`). Raises ValueError for a malformed key and `Closed` during shutdown."""
+        parts = parse_key(key)
+        text = f"{self.config.session.model_command or DEFAULT_MODEL_COMMAND} {name}".strip()
+        command = Inbound(parts.platform, parts.user, parts.channel, text, "", parts.thread)
+        await self.lanes.submit(key, Pending(command, responder, model_command=True))
+
     async def status(self, key: SessionKey) -> SessionStatus:
         """The stored session of `key` and what its lane is doing (read only)."""
         entry = await self.store.get(key)
@@ -209,8 +219,10 @@ class Gateway:
         """`/model` shows the conversation's model; `/model NAME` switches it (in the lane,
         under the turn lock, so no turn of this conversation runs meanwhile)."""
         _, settings = self._settings(key)
-        word = self.config.session.model_command
+        word = self.config.session.model_command or DEFAULT_MODEL_COMMAND
         name = model_choice.parse_command(command.inbound.text, word) or ""
+        if not settings.models:
+            return "model", Reply(model_choice.NO_MODELS_TEXT, "notice", key)
         entry = await self.store.get(key)
         chosen = entry.model if entry is not None and self.reserver.freshness.is_fresh(entry) else None
         if not name:

@@ -14,6 +14,7 @@ MODEL_SHOWN_TEXT = "This conversation uses {current}. Choices: {choices}. Switch
 MODEL_SET_TEXT = "This conversation now uses {model}."
 MODEL_UNCHANGED_TEXT = "This conversation already uses {model}."
 MODEL_REFUSED_TEXT = "{name} is not one of the choices here: {choices}."
+NO_MODELS_TEXT = "There are no models to choose from here."
 MODEL_NAME_LIMIT = 200
 
 

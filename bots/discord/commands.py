@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 
 from bots.discord.inbound import read_interaction, refusal
+from bots.discord.model_command import add_model_command
 from bots.discord.reply import PlatformFailure, describe_failure
 from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime
@@ -76,6 +77,7 @@ def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.Command
         ("status", "Show this conversation's session and turn count", status),
     ):
         tree.add_command(app_commands.Command(name=name, description=about, callback=callback))
+    add_model_command(tree, runtime)
 
     @tree.error
     async def on_tree_error(

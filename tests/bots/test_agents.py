@@ -343,3 +343,21 @@ async def test_model_on_discord_is_per_channel_conversation(tmp_path: Path, fake
     assert switched["content"] == "This conversation now uses big."
     assert str(answers[1]["content"]).endswith("; model big)")
     assert "model" not in str(other[0]["content"])
+
+
+async def test_the_model_slash_command_shows_switches_and_refuses(tmp_path: Path, fake: FakeDiscord) -> None:
+    async with discord_bot(tmp_path, fake, '[agent]\nmodels = ["small", "big"]\n[agents.plain]\n'):
+        texts = []
+        for options in ({}, {"name": "big"}, {"name": "huge"}):
+            interaction = await fake.send_interaction("model", options=options)
+            callback = await fake.wait_for_call("POST", rf"/interactions/{interaction['id']}/.+/callback")
+            texts.append((callback.json["data"]["content"], callback.json["data"].get("flags")))
+        await fake.send_message("hello", mention=True)
+        [answer] = await fake.wait_for_sent(fake.channel_id)
+    assert [t for t, _ in texts] == [
+        "This conversation uses small (the default). Choices: small, big. Switch with `/model NAME`.",
+        "This conversation now uses big.",
+        "huge is not one of the choices here: small, big.",
+    ]
+    assert all(flags == 64 for _, flags in texts)  # ephemeral: only the asker sees it
+    assert str(answer["content"]).endswith("; model big)")
