@@ -49,7 +49,8 @@ from core.types import Closed, Inbound, StoreError
 log = logging.getLogger("chatlane.slack")
 
 PLATFORM = "slack"
-USAGE = "Usage: {command} new | reset | status"
+USAGE = "Usage: {command} new | reset | status | model [NAME]"
+MODEL_QUEUED_TEXT = "I'll switch the model as soon as I've answered what's before it."
 COMMAND_WAIT_S = 2.0
 """Slack wants a slash command acknowledged within 3 s."""
 
@@ -281,9 +282,10 @@ class SlackService:
 
     # ------------------------------------------------------------ slash command
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        """`/chatlane new | reset | status` for the conversation outside threads here."""
+        """`/chatlane new | reset | status | model [NAME]` for the conversation outside threads here."""
         user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
-        action = str(command.get("text", "")).strip().lower()
+        words = str(command.get("text", "")).strip().split(maxsplit=1)
+        action = words[0].lower() if words else ""
         name = self.settings.slash_command
         is_direct = channel.startswith("D")
         facts = Facts(user, channel, is_direct, mentioned_bot=True, space=command.get("team_id"))
@@ -302,6 +304,13 @@ class SlackService:
                 responder = FutureResponder()
                 text = await confirm_reset(gateway.reset(key, responder), responder, COMMAND_WAIT_S)
                 text += " (In a thread, say `/new` there.)"
+            elif action == "model":
+                responder = FutureResponder()
+                await gateway.choose_model(key, words[1] if len(words) > 1 else "", responder)
+                try:
+                    text = (await asyncio.wait_for(asyncio.shield(responder.reply), COMMAND_WAIT_S)).text
+                except TimeoutError:
+                    text = MODEL_QUEUED_TEXT
             elif action == "status":
                 found = (await gateway.status(key)).entry
                 text = (

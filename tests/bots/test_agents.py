@@ -361,3 +361,20 @@ async def test_the_model_slash_command_shows_switches_and_refuses(tmp_path: Path
     ]
     assert all(flags == 64 for _, flags in texts)  # ephemeral: only the asker sees it
     assert str(answer["content"]).endswith("; model big)")
+
+
+@pytest.mark.parametrize("transport", ["socket", "http"])
+async def test_the_slack_slash_command_chooses_the_model_keeping_its_case(
+    tmp_path: Path, transport: str
+) -> None:
+    extra = '[agents.pick]\nmodels = ["Small", "Big-1"]\n[[bindings]]\nagent = "pick"\nplatform = "slack"\n'
+    async with running(tmp_path, transport, slack='slash_command = "/chatlane"', extra=extra) as bot:  # type: ignore[arg-type]
+        shown = await bot.command("model", channel=DM)
+        switched = await bot.command("model Big-1", channel=DM)
+        refused = await bot.command("MODEL big-1", channel=DM)
+        assert await bot.deliver(message_event("hello", channel=DM))
+        [answer] = await bot.fake.wait_for_posts(1)
+    assert shown.startswith("This conversation uses Small (the default)")
+    assert switched == "This conversation now uses Big-1."
+    assert refused.startswith("big-1 is not one of the choices")
+    assert str(answer.args["text"]).endswith("; model Big-1)")
