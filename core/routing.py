@@ -29,8 +29,8 @@ def matches(rule: Binding, inbound: Inbound) -> bool:
     """Whether every condition of `rule` holds for `inbound`."""
     if rule.platform and inbound.platform not in rule.platform:
         return False
-    if rule.guild and (inbound.platform != DISCORD or inbound.space not in rule.guild):
-        return False
+    if rule.guild and (inbound.platform != DISCORD or inbound.is_direct or inbound.space not in rule.guild):
+        return False  # a Discord DM is in no server
     if rule.team and (inbound.platform != SLACK or inbound.space not in rule.team):
         return False
     if rule.channel and not (
@@ -42,6 +42,8 @@ def matches(rule: Binding, inbound: Inbound) -> bool:
         return False
     if rule.user and inbound.user not in rule.user:
         return False
+    if rule.role and (inbound.platform != DISCORD or inbound.is_direct):
+        return False  # roles are a Discord server's
     return not rule.role or any(r in rule.role for r in inbound.roles)
 
 
@@ -78,8 +80,8 @@ def impossible(rule: Binding) -> str:
     platforms = _platforms(rule)
     if platforms is not None and not platforms:
         return "its conditions name different platforms (guild/role are Discord, team is Slack)"
-    if rule.dm is True and (rule.guild or rule.team or rule.role):
-        return "a direct message has no guild, team or role"
+    if rule.dm is True and (rule.guild or rule.role):
+        return "a Discord direct message is in no guild and has no roles"
     return ""
 
 

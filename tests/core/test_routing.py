@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from core.config import Config, ConfigError, load_config
-from core.routing import Router
+from core.config import Binding, Config, ConfigError, load_config
+from core.routing import Router, covers, impossible, matches
 from core.types import Inbound
 
 
@@ -114,3 +116,42 @@ def test_agent_and_binding_mistakes_name_the_key(tmp_path: Path, toml: str, key:
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})
     assert err.value.key == key, str(err.value)
+
+
+_VALUES = st.lists(st.sampled_from(["a", "b", "c"]), max_size=2, unique=True).map(tuple)
+_RULES = st.builds(
+    Binding,
+    agent=st.just("main"),
+    platform=st.lists(st.sampled_from(["discord", "slack", "http"]), max_size=2, unique=True).map(tuple),
+    guild=_VALUES,
+    team=_VALUES,
+    channel=_VALUES,
+    dm=st.sampled_from([None, True, False]),
+    user=_VALUES,
+    role=_VALUES,
+)
+_MESSAGES = st.builds(
+    Inbound,
+    platform=st.sampled_from(["discord", "slack", "http"]),
+    user=st.sampled_from(["a", "b", "c"]),
+    channel=st.sampled_from(["a", "b", "c"]),
+    text=st.just("hi"),
+    message_id=st.just("m"),
+    is_direct=st.booleans(),
+    space=st.sampled_from([None, "a", "b", "c"]),
+    parent_channel=st.sampled_from([None, "a", "b", "c"]),
+    roles=st.lists(st.sampled_from(["a", "b", "c"]), max_size=2).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(earlier=_RULES, later=_RULES, messages=st.lists(_MESSAGES, min_size=1, max_size=20))
+def test_a_rule_called_shadowed_is_never_the_first_match_and_an_impossible_one_never_matches(
+    earlier: Binding, later: Binding, messages: list[Inbound]
+) -> None:
+    """No false warnings: `covers` and `impossible` only claim what holds for every message."""
+    for m in messages:
+        if covers(earlier, later) and matches(later, m):
+            assert matches(earlier, m)
+        if impossible(later):
+            assert not matches(later, m)
