@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import discord
 from discord import app_commands
 
-from bots.discord.inbound import read_interaction, refusal
 from bots.discord.reply import PlatformFailure, describe_failure
-from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime
+from core.access import Seen
 from core.responders import FutureResponder
 from core.types import Closed
 
@@ -24,21 +24,22 @@ log = logging.getLogger("chatlane.discord")
 
 MODEL_QUEUED_TEXT = "I'll switch the model as soon as I've answered what's before it."
 MODEL_FAILED_TEXT = "Sorry, I couldn't change the model just now. Please try again."
-NOT_HERE_TEXT = "I'm not set up to answer here."
 COMMAND_WAIT_S = 2.0
 """Discord wants an answer to an interaction within 3 s."""
 
 
-def add_model_command(tree: app_commands.CommandTree[discord.Client], runtime: Runtime) -> None:
-    settings = runtime.loaded.section(DiscordSettings)
+Admitted = Callable[[discord.Interaction[discord.Client]], Awaitable[Seen | None]]
+
+
+def add_model_command(
+    tree: app_commands.CommandTree[discord.Client], runtime: Runtime, admitted: Admitted
+) -> None:
+    """Add `/model`; `admitted` is the tree's gate (it tells a refused caller itself)."""
     gateway = runtime.gateway
 
     @app_commands.describe(name="the model to use from now on (leave out to see the choices)")
     async def model(interaction: discord.Interaction[discord.Client], name: str | None = None) -> None:
-        seen = read_interaction(interaction, settings)
-        if (why := refusal(settings, seen.facts)) is not None:
-            log.debug("discord: /model from %s refused: %s", seen.inbound.user, why)
-            await _answer(interaction, NOT_HERE_TEXT, ephemeral=True)
+        if (seen := await admitted(interaction)) is None:
             return
         key = gateway.key_for(seen.inbound)
         responder = FutureResponder()
