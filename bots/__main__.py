@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chatlane: using config {loaded.path}", file=sys.stderr)
     try:
         return eventloop.run(_dispatch(args, loaded))
+    except ConfigError as exc:  # e.g. a plugin agent whose factory cannot be imported
+        print(f"chatlane: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except StoreError as exc:  # e.g. an unusable state directory: a sentence, not a traceback
@@ -95,7 +98,7 @@ async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:
     if args.command == "run":
         return await launcher.run(loaded)
     if args.command == "check":
-        return _check(loaded)
+        return await _check(loaded)
     runtime = Runtime.build(loaded)
     try:
         if args.command == "chat":
@@ -107,12 +110,13 @@ async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:
         await runtime.close()
 
 
-def _check(loaded: Loaded) -> int:
+async def _check(loaded: Loaded) -> int:
     from bots.launcher import plan
 
     c = loaded.config
+    agents = await _check_agents(loaded)
     print(f"config OK: {loaded.path}")
-    print(f"agent: id={c.agent.id} backend={c.agent.backend}")
+    print("\n".join(agents))
     if c.store.backend == "redis":
         from core.store.redis import safe_url
 
@@ -123,6 +127,34 @@ def _check(loaded: Loaded) -> int:
     for adapter, enabled, why in plan(loaded):
         print(f"{adapter.settings.section}: {'would start' if enabled else 'disabled'} ({why})")
     return 0
+
+
+async def _check_agents(loaded: Loaded) -> list[str]:
+    """Make every agent once (so a plugin that cannot be made fails here, naming its key);
+    the lines describing the agents and the routing table. Rules that never match are
+    warned about on stderr."""
+    from core.agents import make_agents
+    from core.routing import Router
+
+    agents = make_agents(loaded)  # ConfigError names the key
+    for agent in agents.values():
+        await agent.close()
+    router = Router(loaded.config)
+    lines = []
+    for agent_id, settings in router.agents.items():
+        extra = f" factory={settings.factory}" if settings.factory else ""
+        models = f" models={','.join(settings.models)}" if settings.models else ""
+        compact = (
+            f" compact_after_tokens={settings.compact_after_tokens}" if settings.compact_after_tokens else ""
+        )
+        default = " (default)" if agent_id == router.default else ""
+        lines.append(f"agent: {agent_id} backend={settings.backend}{extra}{models}{compact}{default}")
+    lines.append("routing (first match wins):")
+    for route in router.table():
+        lines.append(f"  {route.rule} -> {route.agent}")
+        if route.warning:
+            print(f"chatlane: warning: binding {route.rule}: {route.warning}", file=sys.stderr)
+    return lines
 
 
 async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:
@@ -188,12 +220,14 @@ async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:
                     "createdAt": _iso(entry.created_at),
                     "sessionStartedAt": _iso(entry.session_started_at),
                     "lastInteractionAt": _iso(entry.last_interaction_at),
+                    "model": entry.model,
                     "transcript": [
                         {
                             "role": r.role,
                             "content": r.content,
                             "at": _iso(r.at),
                             "interrupted": r.interrupted,
+                            **({"summary": True, "keeps": r.keeps} if r.summary else {}),
                         }
                         for r in records
                     ],
@@ -205,7 +239,11 @@ async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:
         return 0
     print(f"key:        {entry.key}\nsession:    {entry.session_id}\nturns:      {entry.turns}")
     print(f"created:    {_iso(entry.created_at)}\nlast:       {_iso(entry.last_interaction_at)}")
+    if entry.model is not None:
+        print(f"model:      {entry.model}")
     for r in records:
+        if r.summary:
+            print(f"=== summary: the agent sees this instead of the records above, except the last {r.keeps}")
         mark = " (interrupted)" if r.interrupted else ""
         print(f"--- {r.role} {_iso(r.at)}{mark}\n{r.content}")
     return 0

@@ -54,7 +54,7 @@ async def _lines(stream: TextIO) -> AsyncIterator[str]:
 async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     interactive = stdin.isatty()
     if interactive:
-        out.write(f"chatlane console as {user!r} (agent {runtime.loaded.config.agent.id}); Ctrl-D quits\n")
+        out.write(f"chatlane console as {user!r} (agent {runtime.gateway.router.default}); Ctrl-D quits\n")
         out.write("you> ")
         out.flush()
     async for raw in _lines(stdin):

@@ -1,14 +1,16 @@
 """An OpenAI-compatible HTTP API in front of the gateway (aiohttp).
 
     POST /v1/chat/completions   JSON, or SSE with `"stream": true`
-    GET  /v1/models             the configured agent, as the one model
+    GET  /v1/models             the configured agents, one model each
     GET  /healthz               liveness, never needs the token
     GET  /metrics               Prometheus text
 
-Memory lives on the server: only the LAST user message of `messages` is the new
-input, the rest of the request's history is ignored and the session's transcript is
-used instead. Which session: the `X-Session-Key` header (a full `http` key of this agent,
-interpreted under `session.scope`; another platform's key is a 403), else the body's `user`
+The request's `model` chooses the agent (an agent id, as listed by /v1/models); without
+one, `[[bindings]]` and the default agent decide. Memory lives on the server: only the
+LAST user message of `messages` is the new input, the rest of the request's history is
+ignored and the session's transcript is used instead. Which session: the
+`X-Session-Key` header (a full `http` key of one of the agents, interpreted under
+`session.scope`; another platform's key is a 403), else the body's `user`
 (`agent:<agent>:http:<user>:api`), else a fresh session for this request alone. Every
 answer names its key in the `X-Session-Key` response header, so a client can go on in
 that session.
@@ -88,7 +90,8 @@ class HttpService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.settings = runtime.loaded.section(HttpSettings)
-        self.agent_id = runtime.loaded.config.agent.id
+        self.agent_id = runtime.gateway.router.default
+        """The default agent: what `/healthz` names and keys without a `model` use."""
         token = runtime.loaded.secrets.get(self.settings.token_env)
         self._token = f"Bearer {token.get_secret_value()}".encode() if token else None
         self._runner: web.AppRunner | None = None
@@ -164,6 +167,7 @@ class HttpService:
             n = next(self._ids)
             inbound = self._inbound(request, body, text, f"http-{self._instance}-{n}")
             key = self.runtime.gateway.key_for(inbound)
+            model = parse_key(key).agent
         except ApiError as err:
             return err.response()
         except ValueError as exc:  # the ids make no valid session key
@@ -179,9 +183,10 @@ class HttpService:
             reply = await responder.reply
             if (problem := _reply_error(reply)) is not None:
                 return problem.response()
-            return _json(self._completion(ident, reply.text), headers={SESSION_HEADER: key})
+            return _json(self._completion(ident, reply.text, model), headers={SESSION_HEADER: key})
         first = await deltas.get()
-        if first is None:  # answered without streaming (notice, merged, failure...)
+        whole = first is None  # answered without streaming (notice, merged, failure...)
+        if first is None:
             reply = responder.reply.result()
             if (problem := _reply_error(reply)) is not None:
                 return problem.response()
@@ -189,15 +194,15 @@ class HttpService:
         resp = web.StreamResponse(headers={**_SSE_HEADERS, SESSION_HEADER: key})
         try:
             await resp.prepare(request)
-            await resp.write(self._chunk(ident, {"role": "assistant", "content": first}))
-            while (piece := await deltas.get()) is not None:
-                await resp.write(self._chunk(ident, {"content": piece}))
+            await resp.write(self._chunk(ident, model, {"role": "assistant", "content": first}))
+            while not whole and (piece := await deltas.get()) is not None:
+                await resp.write(self._chunk(ident, model, {"content": piece}))
             reply = responder.reply.result()
             if (problem := _reply_error(reply)) is not None:  # failed after it began: too late for a status
                 error = {"message": problem.message, "type": problem.kind, "code": problem.code}
                 await resp.write(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
             else:
-                await resp.write(self._chunk(ident, {}, "stop"))
+                await resp.write(self._chunk(ident, model, {}, "stop"))
             await resp.write(_DONE)
             await resp.write_eof()
         except ConnectionResetError:  # the client left; the turn goes on without it
@@ -219,19 +224,41 @@ class HttpService:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
 
+    def _agent_asked(self, body: dict[str, Any]) -> str | None:
+        """The agent the body's `model` names (None: none named); 404 for an unknown one."""
+        model = body.get("model")
+        if not model:
+            return None
+        agents = self.runtime.gateway.agent_ids()
+        if model not in agents:
+            raise ApiError(
+                404,
+                f"no model {model!r}: the models here are the agents {', '.join(agents)} (GET /v1/models)",
+                code="model_not_found",
+            )
+        return str(model)
+
     def _inbound(self, request: web.Request, body: dict[str, Any], text: str, message_id: str) -> Inbound:
         header = request.headers.get(SESSION_HEADER)
+        asked = self._agent_asked(body)
         if header is not None:
             try:
                 parts = parse_key(header.strip())
             except ValueError as exc:
                 raise ApiError(400, f"{SESSION_HEADER}: {exc}", code="invalid_session_key") from None
-            if parts.agent != self.agent_id:
+            agents = self.runtime.gateway.agent_ids()
+            if parts.agent not in agents:
                 raise ApiError(
                     400,
                     f"{SESSION_HEADER}: the key belongs to agent {parts.agent!r}; "
-                    f"this server serves agent {self.agent_id!r}",
+                    f"this server serves the agents {', '.join(agents)}",
                     code="invalid_session_key",
+                )
+            if asked is not None and asked != parts.agent:
+                raise ApiError(
+                    400,
+                    f"{SESSION_HEADER} belongs to agent {parts.agent!r} but 'model' asks for {asked!r}",
+                    code="model_mismatch",
                 )
             if parts.platform != PLATFORM:
                 # Another platform's conversation is guarded by that platform's allowlists
@@ -244,7 +271,17 @@ class HttpService:
                     "permission_error",
                     "foreign_platform_key",
                 )
-            return Inbound(PLATFORM, parts.user, parts.channel, text, message_id, parts.thread, True, True)
+            return Inbound(
+                PLATFORM,
+                parts.user,
+                parts.channel,
+                text,
+                message_id,
+                parts.thread,
+                True,
+                True,
+                agent=parts.agent,
+            )
         user = body.get("user")
         if user is None or user == "":
             user = f"anon-{uuid.uuid4().hex}"  # stateless: a session of its own
@@ -252,14 +289,14 @@ class HttpService:
             raise ApiError(400, "'user' must be a string", code="invalid_type")
         # Under scope "channel" the user part is dropped: keep HTTP users apart anyway.
         channel = user if self.runtime.loaded.config.session.scope == "channel" else CHANNEL
-        return Inbound(PLATFORM, user, channel, text, message_id, None, True, True, user)
+        return Inbound(PLATFORM, user, channel, text, message_id, None, True, True, user, agent=asked)
 
-    def _completion(self, ident: str, text: str) -> dict[str, Any]:
+    def _completion(self, ident: str, text: str, model: str) -> dict[str, Any]:
         return {
             "id": ident,
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": self.agent_id,
+            "model": model,
             "choices": [
                 {
                     "index": 0,
@@ -270,36 +307,37 @@ class HttpService:
             ],
         }
 
-    def _chunk(self, ident: str, delta: dict[str, str], finish: str | None = None) -> bytes:
+    def _chunk(self, ident: str, model: str, delta: dict[str, str], finish: str | None = None) -> bytes:
         chunk = {
             "id": ident,
             "object": "chat.completion.chunk",
             "created": int(time.time()),
-            "model": self.agent_id,
+            "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
         }
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
-    def _model_object(self) -> dict[str, Any]:
-        return {"id": self.agent_id, "object": "model", "created": 0, "owned_by": "chatlane"}
+    @staticmethod
+    def _model_object(agent_id: str) -> dict[str, Any]:
+        return {"id": agent_id, "object": "model", "created": 0, "owned_by": "chatlane"}
 
     async def _models(self, request: web.Request) -> web.Response:
         try:
             self._authorize(request)
         except ApiError as err:
             return err.response()
-        return _json({"object": "list", "data": [self._model_object()]})
+        agents = self.runtime.gateway.agent_ids()
+        return _json({"object": "list", "data": [self._model_object(a) for a in agents]})
 
     async def _model(self, request: web.Request) -> web.Response:
         try:
             self._authorize(request)
         except ApiError as err:
             return err.response()
-        if request.match_info["model"] != self.agent_id:
-            return ApiError(
-                404, f"no model {request.match_info['model']!r}", code="model_not_found"
-            ).response()
-        return _json(self._model_object())
+        model = request.match_info["model"]
+        if model not in self.runtime.gateway.agent_ids():
+            return ApiError(404, f"no model {model!r}", code="model_not_found").response()
+        return _json(self._model_object(model))
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "ok", "agent": self.agent_id})

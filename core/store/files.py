@@ -307,6 +307,18 @@ class FileStore:
 
         return await self._run(op)
 
+    async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
+        def op() -> SessionEntry | None:
+            with self._key_lock(key):
+                current = self._load_locked(key)
+                if current is None or current.session_id != session_id:
+                    return None
+                updated = replace(current, model=model, updated_at=time.time())
+                self._write(self._entry_file(key), updated)
+                return updated
+
+        return await self._run(op)
+
     async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
         def op() -> SessionEntry:
             with self._key_lock(key):
