@@ -33,6 +33,8 @@ class OpenAISettings(_Section):
     max_tokens: Annotated[int, Field(gt=0)] | None = None
     timeout: Annotated[float, Field(gt=0)] = 60.0
     max_retries: Annotated[int, Field(ge=0)] = 2
+    vision: bool = False
+    """The model accepts images: they are sent as `image_url` parts, else as a short placeholder."""
 
 
 class AgentSettings(_Section):
@@ -68,6 +70,20 @@ class QueueSettings(_Section):
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
 
 
+class AttachmentSettings(_Section):
+    """Files on incoming messages (Discord attachments, Slack files, HTTP content parts)."""
+
+    max_attachment_bytes: Annotated[int, Field(ge=1, le=1 << 30)] = 8 * 1024 * 1024
+    max_attachments: Annotated[int, Field(ge=0, le=100)] = 4
+    """Per message; 0 reads none."""
+    fetch_timeout_s: Annotated[float, Field(gt=0, le=600)] = 20.0
+    """All of one message's downloads together."""
+    max_text_chars: Annotated[int, Field(ge=0)] = 20_000
+    """A text file is shown to the agent up to this many characters, with a note past it."""
+    history_bytes: Annotated[int, Field(ge=0)] = 32 * 1024 * 1024
+    """Bytes of earlier attachments read back per turn (newest first); older ones are placeholders."""
+
+
 class StoreSettings(_Section):
     backend: Literal["files", "redis"] = "files"
     path: str = "state"
@@ -76,6 +92,8 @@ class StoreSettings(_Section):
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.-]{1,64}$")] = "chatlane"
     transcript_max: Annotated[int, Field(ge=1)] = 10_000
     turn_lock_ttl_s: Annotated[float, Field(gt=0)] = 30.0
+    blobs_max: Annotated[int, Field(ge=1)] = 64
+    """redis: attachments kept per session (the oldest are dropped first)."""
 
 
 class HttpSettings(_Section):
@@ -117,6 +135,8 @@ class DiscordSettings(Access):
     """A send rate-limited for longer than this fails (logged) instead of holding its conversation."""
     sync_commands: bool = True
     """Register /new, /reset and /status with Discord at startup (one process per bot is enough)."""
+    history_backfill: Annotated[int, Field(ge=0, le=100)] = 20
+    """On a session's first turn, read this many earlier messages of the channel/thread (0: off)."""
 
     @model_validator(mode="after")
     def _shards_fit(self) -> DiscordSettings:
@@ -142,6 +162,8 @@ class SlackSettings(Access):
     thread_replies_addressed: bool = True
     ack_reaction: str = ""
     slash_command: str = ""
+    history_backfill: Annotated[int, Field(ge=0, le=1000)] = 20
+    """On a session's first turn, read this many earlier messages of the thread or DM (0: off)."""
 
 
 class ConsoleSettings(_Section):
@@ -154,6 +176,7 @@ class Config(_Section):
     session: SessionSettings = SessionSettings()
     queue: QueueSettings = QueueSettings()
     store: StoreSettings = StoreSettings()
+    attachments: AttachmentSettings = AttachmentSettings()
     http: HttpSettings = HttpSettings()
     discord: DiscordSettings = DiscordSettings()
     slack: SlackSettings = SlackSettings()

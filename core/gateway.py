@@ -5,8 +5,9 @@ and `status`; nothing else in core. Resets go through the conversation's lane li
 messages, so a `/new` never overtakes a message sent before it.
 
     submit: reset command? -> key -> lane
-    turn:   turn lock -> resolve (reserver) -> transcript tail -> agent streams the reply
-            -> append user + assistant records -> touch the entry -> deliver
+    turn:   turn lock -> resolve (reserver) -> transcript tail -> first turn of the session?
+            backfill the thread -> read attachments -> agent streams the reply
+            -> append (backfill +) user + assistant records -> touch the entry -> deliver
 
 Adapters gate messages (allowlists, mentions: see core/access.py) before `submit`.
 A reply is delivered only after its transcript records are durable. One error path:
@@ -20,7 +21,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
+from core import context
 from core.config import Config
 from core.keys import build_key, parse_key
 from core.lanes import Lanes, Pending
@@ -139,20 +142,37 @@ class Gateway:
         entry, created = await self.reserver.resolve(key)
         (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
         history = await self.store.tail(entry.session_id, self.config.agent.history_limit)
-        now = self._clock()
+        backfill: list[ChatMessage] = []
+        if context.wants_backfill(entry.turns, history):
+            batch_ids = {p.inbound.message_id for p in batch}
+            backfill = await context.fetch_backfill(batch[0].responder, batch_ids)
         fresh = [p for p in batch if not p.recorded]
-        new = [ChatMessage("user", p.inbound.text, now, p.inbound.message_id) for p in fresh]
+        intakes = [
+            await context.read_attachments(self.store, entry.session_id, p.inbound, self.config.attachments)
+            for p in fresh
+        ]
+        now = self._clock()
+        new = [
+            ChatMessage("user", p.inbound.text, now, p.inbound.message_id, attachments=i.refs)
+            for p, i in zip(fresh, intakes, strict=True)
+        ]
         recorded_ids = {p.inbound.message_id for p in batch if p.recorded and p.inbound.message_id}
         # Messages cut off by an interrupt are already in memory: show them as new again.
         carried = [m for m in history if m.role == "user" and m.message_id in recorded_ids]
-        turn = TurnInput(
-            key,
+        earlier = backfill + [m for m in history if m not in carried]
+        blobs = await context.load_blobs(
+            self.store,
             entry.session_id,
-            entry.turns + 1,
-            [m for m in history if m not in carried],
-            carried + new,
+            [*earlier, *carried, *new],
+            {ref.sha256: data for i in intakes for ref, data in i.files},
+            self.config.attachments.history_bytes,
         )
+        turn = TurnInput(key, entry.session_id, entry.turns + 1, earlier, carried + new, blobs)
+        new = backfill + new  # stored with this turn's commit, so no other turn reads the thread again
         pieces: list[str] = []
+        if problems := [line for i in intakes for line in i.problems]:
+            pieces.append("\n".join(problems) + "\n\n")
+            await batch[-1].responder.on_delta(pieces[0])
         try:
             async for piece in self.agent.stream(turn):
                 pieces.append(piece)
@@ -176,7 +196,7 @@ class Gateway:
     async def _keep_interrupted(
         self, entry: SessionEntry, fresh: list[Pending], new: list[ChatMessage]
     ) -> None:
-        records = [ChatMessage(m.role, m.content, m.at, m.message_id, interrupted=True) for m in new]
+        records = [replace(m, interrupted=True) if not m.backfill else m for m in new]
         try:
             await self.store.append(entry.session_id, records)
         except StoreError as exc:

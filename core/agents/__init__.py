@@ -12,7 +12,11 @@ def make_agent(loaded: Loaded) -> Agent:
         from core.agents.openai import OpenAIAgent
 
         key = loaded.secrets.openai_api_key
-        return OpenAIAgent(settings, key.get_secret_value() if key else None)
+        return OpenAIAgent(
+            settings,
+            key.get_secret_value() if key else None,
+            max_text_chars=loaded.config.attachments.max_text_chars,
+        )
     from core.agents.echo import EchoAgent
 
     return EchoAgent(delay_s=settings.echo_delay_ms / 1000)

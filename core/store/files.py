@@ -6,6 +6,7 @@ Layout under the state directory (dirs 0700, files 0600):
     locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
     locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key
     transcripts/<id[:2]>/<id>.jsonl     memory of one session id
+    blobs/<id[:2]>/<id>/<sha256>        attachment bytes of one session (core/store/blobs.py)
     quarantine/                         damaged entries moved aside, never overwritten
 
 Every operation touches a fixed number of files, so it costs the same at 100 sessions
@@ -29,7 +30,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from core.store import jsonl
+from core.store import blobs, jsonl
 from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, find_key, recover_entry
 from core.types import (
     ChatMessage,
@@ -71,6 +72,7 @@ class FileStore:
         self._locks = self.root / "locks"
         self._transcripts = self.root / "transcripts"
         self._quarantine = self.root / "quarantine"
+        self._blobs = self.root / "blobs"
         self._locks_str = str(self._locks)
         self._transcripts_str = str(self._transcripts)
         # Few threads: each store call is short, and more threads mostly fight over the
@@ -340,6 +342,29 @@ class FileStore:
             yield
         finally:
             await asyncio.shield(self._run_on(self._turn_lock_thread, lock.release))
+
+    # ------------------------------------------------------------ attachments
+    async def put_blobs(self, session_id: str, data: Mapping[str, bytes]) -> None:
+        if data:
+            await self._run(blobs.put, self._blobs, session_id, data, self._ensure_blob_dir)
+
+    def _ensure_blob_dir(self, d: Path) -> None:
+        self._ensure_dir(str(d))
+
+    async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
+        if not digests:
+            return {}
+        return await self._run(blobs.get, self._blobs, session_id, digests)
+
+    async def prune_session(self, session_id: str) -> None:
+        path = self._transcript_file(session_id)
+
+        def op() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            blobs.prune(self._blobs, session_id)
+
+        await self._run(op)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -14,17 +14,19 @@ import errno
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.types import ChatMessage
+from core.types import AttachmentRef, ChatMessage
 
 log = logging.getLogger("chatlane.transcript")
 
 _BLOCK = 64 * 1024
 _SLACK = 8
 _ROLES = frozenset({"system", "user", "assistant"})
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def encode(record: ChatMessage) -> bytes:
@@ -33,6 +35,12 @@ def encode(record: ChatMessage) -> bytes:
         obj["messageId"] = record.message_id
     if record.interrupted:
         obj["interrupted"] = True
+    if record.author:
+        obj["author"] = record.author
+    if record.backfill:
+        obj["backfill"] = True
+    if record.attachments:
+        obj["attachments"] = [_ref_to_json(a) for a in record.attachments]
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace") + b"\n"
 
 
@@ -50,7 +58,56 @@ def decode(line: bytes) -> ChatMessage:
         at=float(at),
         message_id=str(obj.get("messageId", "")),
         interrupted=bool(obj.get("interrupted", False)),
+        attachments=_refs(obj.get("attachments")),
+        author=str(obj.get("author", "")),
+        backfill=bool(obj.get("backfill", False)),
     )
+
+
+def _ref_to_json(ref: AttachmentRef) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "name": ref.name,
+        "mime": ref.mime,
+        "size": ref.size,
+        "sha256": ref.sha256,
+        "kind": ref.kind,
+    }
+    for field in ("width", "height", "lines"):
+        if value := getattr(ref, field):
+            obj[field] = value
+    return obj
+
+
+def _refs(raw: Any) -> tuple[AttachmentRef, ...]:
+    """Attachment references of a record; records written before attachments have none.
+
+    A malformed reference is dropped (the record's text still counts), never guessed at.
+    """
+    if not isinstance(raw, list):
+        return ()
+    refs: list[AttachmentRef] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        try:
+            kind, sha = item["kind"], item["sha256"]
+            if kind not in ("image", "text") or not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+                continue
+            refs.append(
+                AttachmentRef(
+                    name=str(item["name"]),
+                    mime=str(item["mime"]),
+                    size=int(item["size"]),
+                    sha256=sha,
+                    kind=kind,
+                    width=int(item.get("width", 0)),
+                    height=int(item.get("height", 0)),
+                    lines=int(item.get("lines", 0)),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(refs)
 
 
 def _name(path: str | Path) -> str:

@@ -7,6 +7,8 @@ unvalidated input ever becomes part of a name):
     <prefix>:turn:<sha256(key)>             the turn lock: a random token, with an expiry
     <prefix>:transcript:<sessionId>         memory: a list of JSON records, oldest first
     <prefix>:quarantine:<sha256(key)>:<ns>  a damaged entry moved aside, never overwritten
+    <prefix>:blobs:<sessionId>              attachment bytes, a hash sha256 -> bytes
+    <prefix>:blob-order:<sessionId>         their digests, oldest first (at most `blobs_max`)
 
 Atomicity. `reserve`, `touch` and `reset` are one WATCH/MULTI loop: WATCH the entry,
 read it, decide in Python, then MULTI/SET/EXEC, which Redis refuses if anyone wrote
@@ -37,7 +39,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -106,12 +108,14 @@ class RedisStore:
         prefix: str = "chatlane",
         transcript_max: int = 10_000,
         turn_lock_ttl_s: float = 30.0,
+        blobs_max: int = 64,
     ) -> None:
         self._r = client
         self.url = safe_url(url)
         self.prefix = prefix
         self.transcript_max = transcript_max
         self.turn_lock_ttl_s = turn_lock_ttl_s
+        self.blobs_max = blobs_max
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
 
     @classmethod
@@ -147,6 +151,7 @@ class RedisStore:
             prefix=settings.prefix,
             transcript_max=settings.transcript_max,
             turn_lock_ttl_s=settings.turn_lock_ttl_s,
+            blobs_max=settings.blobs_max,
         )
 
     # ------------------------------------------------------------------ names
@@ -334,6 +339,44 @@ class RedisStore:
             except (ValueError, UnicodeDecodeError):
                 log.warning("transcript %s has an unreadable record (%d bytes); skipped", name, len(line))
         return records
+
+    # ------------------------------------------------------------ attachments
+    def _blob_names(self, session_id: str) -> tuple[str, str]:
+        self.transcript_name(session_id)  # validates the id
+        return f"{self.prefix}:blobs:{session_id}", f"{self.prefix}:blob-order:{session_id}"
+
+    async def put_blobs(self, session_id: str, data: Mapping[str, bytes]) -> None:
+        """Store blobs (idempotent: a digest is stored once); keep the newest `blobs_max`."""
+        if not data:
+            return
+        blobs, order = self._blob_names(session_id)
+        with self._errors("blob write"):
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hset(blobs, mapping=dict(data))
+                for digest in data:
+                    pipe.lrem(order, 0, digest)
+                    pipe.rpush(order, digest)
+                await pipe.execute()
+            old = await cast("Awaitable[list[bytes]]", self._r.lrange(order, 0, -self.blobs_max - 1))
+            if old:
+                async with self._r.pipeline(transaction=True) as pipe:
+                    pipe.hdel(blobs, *(d.decode() for d in old))
+                    pipe.ltrim(order, -self.blobs_max, -1)
+                    await pipe.execute()
+
+    async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
+        wanted = list(dict.fromkeys(digests))
+        if not wanted:
+            return {}
+        blobs, _ = self._blob_names(session_id)
+        with self._errors("blob read"):
+            values = await cast("Awaitable[list[bytes | None]]", self._r.hmget(blobs, wanted))
+        return {d: v for d, v in zip(wanted, values, strict=True) if v is not None}
+
+    async def prune_session(self, session_id: str) -> None:
+        blobs, order = self._blob_names(session_id)
+        with self._errors("prune"):
+            await self._r.delete(self.transcript_name(session_id), blobs, order)
 
     def lock_turn(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold the key's turn lock across every host; `StoreError` if it cannot be kept."""
