@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import discord
 
 from core.access import Facts, admit
+from core.attachments import UrlSource
 from core.config import DiscordSettings
 from core.types import Inbound
 
@@ -46,6 +47,7 @@ def read_message(message: discord.Message, me: discord.ClientUser, settings: Dis
         is_direct=guild is None,
         mentioned_bot=mentioned,
         display_name=author.display_name,
+        attachments=attachments(message),
     )
     facts = Facts(
         user=inbound.user,
@@ -59,6 +61,11 @@ def read_message(message: discord.Message, me: discord.ClientUser, settings: Dis
         require_mention=mention_rule(settings, inbound.channel, parent, guild),
     )
     return Seen(inbound, facts)
+
+
+def attachments(message: discord.Message) -> tuple[UrlSource, ...]:
+    """The message's files, to be read during its turn (Discord's CDN needs no token)."""
+    return tuple(UrlSource(a.filename, a.url, declared_size=a.size) for a in message.attachments)
 
 
 def read_interaction(interaction: discord.Interaction[discord.Client], settings: DiscordSettings) -> Seen:

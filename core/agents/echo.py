@@ -31,7 +31,7 @@ class EchoAgent:
             await asyncio.sleep(self.delay_s)
         remembered = f"first thing I remember you saying: {_clip(first)!r}" if earlier else "new session"
         backfilled = sum(1 for m in turn.history if m.backfill)
-        read = f"; read {backfilled} earlier messages of the thread" if backfilled else ""
+        read = f"; read {backfilled} earlier messages of the thread" if backfilled and turn.turn == 1 else ""
         yield f"\n(turn {turn.turn} of session {turn.session_id[:8]}; {remembered}{read})"
 
     async def close(self) -> None:
