@@ -38,6 +38,8 @@ class SlackMessage:
     mentioned: bool
     author_is_bot: bool
     team: str | None
+    files: tuple[Mapping[str, Any], ...] = ()
+    """The event's file objects (read during the turn; see bots/slack/history.py)."""
 
     @property
     def identity(self) -> str:
@@ -70,7 +72,8 @@ def read_message(event: Mapping[str, Any], me: Identity, *, via_mention: bool = 
     if not isinstance(raw, str):
         return "text is missing or not a string"
     text = strip_mention(raw, me.user_id)
-    if not text:
+    files = tuple(f for f in event.get("files") or () if isinstance(f, dict))
+    if not text and not files:
         return "no text"
     thread_ts = event.get("thread_ts")
     is_direct = event.get("channel_type") == "im" or channel.startswith("D")
@@ -84,6 +87,7 @@ def read_message(event: Mapping[str, Any], me: Identity, *, via_mention: bool = 
         mentioned=via_mention or f"<@{me.user_id}" in raw,
         author_is_bot=author_is_bot,
         team=event.get("team") if isinstance(event.get("team"), str) else None,
+        files=files,
     )
 
 

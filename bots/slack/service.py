@@ -38,8 +38,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import Runtime, StartupError
+from bots.slack.history import BackfillingResponder, files_of
 from bots.slack.inbound import Identity, RecentThreads, SlackMessage, conversation_thread, read_message
-from bots.slack.reply import Poster, SlackResponder
+from bots.slack.reply import Poster
 from core.access import Facts, admit
 from core.dedupe import RecentIds
 from core.responders import FutureResponder, confirm_reset
@@ -231,6 +232,7 @@ class SlackService:
             thread=conversation_thread(msg, self.settings.reply_in_thread),
             is_direct=msg.is_direct,
             mentioned_bot=msg.mentioned,
+            attachments=files_of(msg.files, self._client) if self._client is not None else (),
         )
 
     def _accept(self, msg: SlackMessage) -> None:
@@ -242,8 +244,16 @@ class SlackService:
         inbound = self._inbound(msg)
         if inbound.thread is not None and not msg.is_direct:
             self._threads.add(msg.channel, inbound.thread)
-        responder = SlackResponder(
-            self._poster, msg.channel, msg.ts, inbound.thread, self.settings.ack_reaction
+        responder = BackfillingResponder(
+            self._poster,
+            msg.channel,
+            msg.ts,
+            inbound.thread,
+            self.settings.ack_reaction,
+            me=self.me,
+            limit=self.settings.history_backfill,
+            in_thread=msg.thread_ts,
+            is_direct=msg.is_direct,
         )
         self._spawn(self._submit(inbound, responder))
 
@@ -259,7 +269,7 @@ class SlackService:
         if known:
             self._accept(msg)
 
-    async def _submit(self, inbound: Inbound, responder: SlackResponder) -> None:
+    async def _submit(self, inbound: Inbound, responder: BackfillingResponder) -> None:
         try:
             await self.runtime.gateway.submit(inbound, responder)
         except ValueError as exc:

@@ -1,0 +1,181 @@
+"""Earlier messages of a Slack thread or DM for a session's first turn, and Slack files.
+
+`BackfillingResponder` is the `SlackResponder` of a message that also offers
+`fetch_history` (core.types.HistorySource): the gateway calls it inside the turn lock
+when the message starts a session. In a thread it reads `conversations.replies` (paged
+from the thread's start, so the last `history_backfill` before the message are kept); in
+a DM, `conversations.history`. A top-level channel message starts its own thread and has
+no earlier messages to read. Missing scopes (`channels:history`, `groups:history`,
+`im:history`) are logged with the fix, and the turn is answered without history.
+
+`SlackFile` downloads a file's `url_private` with the bot token, read from the Web API
+client when the download starts, so no token is copied into messages or logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.inbound import PERSON_SUBTYPES, Identity, strip_mention
+from bots.slack.reply import Poster, SlackResponder
+from core.fetch import fetch_url
+from core.types import ChatMessage
+
+log = logging.getLogger("chatlane.slack")
+
+HISTORY_HINT = (
+    "give the app the channels:history, groups:history, im:history and mpim:history scopes "
+    "(and invite it to the channel), or set slack.history_backfill = 0"
+)
+PAGE = 200
+MAX_PAGES = 10
+"""A thread is read from its start: at most this many pages of replies."""
+
+
+class BackfillingResponder(SlackResponder):
+    """A `SlackResponder` that can also read the conversation's earlier messages."""
+
+    def __init__(
+        self,
+        poster: Poster,
+        channel: str,
+        ts: str,
+        thread_ts: str | None,
+        reaction: str,
+        *,
+        me: Identity,
+        limit: int,
+        in_thread: str | None,
+        is_direct: bool,
+    ) -> None:
+        super().__init__(poster, channel, ts, thread_ts, reaction)
+        self.me = me
+        self.limit = limit
+        self.in_thread = in_thread
+        """The thread the message was written in (None for a top-level message)."""
+        self.is_direct = is_direct
+
+    async def fetch_history(self) -> list[ChatMessage]:
+        if self.limit <= 0 or (self.in_thread is None and not self.is_direct):
+            return []
+        client = self.poster.client
+        try:
+            if self.in_thread is not None:
+                found = await self._replies(client, self.in_thread)
+            else:
+                page = await client.conversations_history(
+                    channel=self.channel, latest=self.ts, inclusive=False, limit=self.limit
+                )
+                found = list(reversed(page.get("messages") or []))  # newest first
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            error = exc.response.get("error", "") if isinstance(exc, SlackApiError) else type(exc).__name__
+            log.warning(
+                "slack: cannot read earlier messages in %s (%s); answering without them: %s",
+                self.channel,
+                error,
+                HISTORY_HINT,
+            )
+            return []
+        earlier = [m for m in found if _before(m, self.ts) and _is_message(m)]
+        return [self._record(m) for m in earlier[-self.limit :]]
+
+    async def _replies(self, client: AsyncWebClient, thread_ts: str) -> list[Mapping[str, Any]]:
+        found: list[Mapping[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            options: dict[str, Any] = {"channel": self.channel, "ts": thread_ts, "latest": self.ts}
+            if cursor:
+                options["cursor"] = cursor
+            page = await client.conversations_replies(inclusive=False, limit=PAGE, **options)
+            found.extend(page.get("messages") or [])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not page.get("has_more") or not cursor:
+                break
+        return found
+
+    def _record(self, m: Mapping[str, Any]) -> ChatMessage:
+        mine = m.get("user") == self.me.user_id or (
+            m.get("bot_id") is not None and m.get("bot_id") == self.me.bot_id
+        )
+        text = strip_mention(str(m.get("text") or ""), self.me.user_id)
+        names = [str(f.get("name")) for f in m.get("files") or [] if isinstance(f, dict) and f.get("name")]
+        if names:
+            text = " ".join([text, *(f"[attachment: {n}]" for n in names)]).strip()
+        raw_profile = m.get("user_profile")
+        profile: Mapping[str, Any] = raw_profile if isinstance(raw_profile, dict) else {}
+        author = (
+            str(profile.get("display_name") or profile.get("real_name") or "")
+            or str(m.get("username") or "")
+            or str(m.get("user") or m.get("bot_id") or "someone")
+        )
+        try:
+            at = float(str(m.get("ts", "0")))
+        except ValueError:
+            at = 0.0
+        return ChatMessage(
+            role="assistant" if mine else "user",
+            content=text,
+            at=at,
+            message_id=str(m.get("ts", "")),
+            author=author,
+            backfill=True,
+        )
+
+
+def _before(m: Mapping[str, Any], ts: str) -> bool:
+    try:
+        return float(str(m.get("ts", ""))) < float(ts)
+    except ValueError:
+        return False
+
+
+def _is_message(m: Mapping[str, Any]) -> bool:
+    subtype = str(m.get("subtype") or "")
+    return (subtype in PERSON_SUBTYPES or subtype == "bot_message") and bool(m.get("text") or m.get("files"))
+
+
+class SlackFile:
+    """A file shared on a Slack message, read from `url_private` with the bot token."""
+
+    def __init__(self, name: str, url: str, size: int | None, client: AsyncWebClient) -> None:
+        self._name = name
+        self.url = url
+        self._size = size
+        self._client = client
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def declared_size(self) -> int | None:
+        return self._size
+
+    async def fetch(self, max_bytes: int) -> bytes:
+        headers = {"Authorization": f"Bearer {self._client.token}"} if self._client.token else {}
+        return await fetch_url(self.url, max_bytes=max_bytes, headers=headers)
+
+    def __repr__(self) -> str:
+        return f"SlackFile({self._name!r}, {self.url!r})"
+
+
+def files_of(files: Sequence[Mapping[str, Any]], client: AsyncWebClient) -> tuple[SlackFile, ...]:
+    """The readable files of a message event (stubs without a URL are skipped)."""
+    out: list[SlackFile] = []
+    for f in files:
+        if not isinstance(f, dict):
+            continue
+        url = f.get("url_private_download") or f.get("url_private")
+        if not isinstance(url, str):
+            continue
+        size = f.get("size")
+        out.append(
+            SlackFile(str(f.get("name") or "file"), url, size if isinstance(size, int) else None, client)
+        )
+    return tuple(out)
