@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -150,8 +151,6 @@ async def test_an_image_reaches_the_model_as_an_image_part(
     await fake.wait_for_sent(fake.channel_id)
     content = llm.calls[0].messages[-1]["content"]
     assert content[0] == {"type": "text", "text": "what is this?"}
-    import base64
-
     assert content[1]["type"] == "image_url"
     assert content[1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(picture).decode()
 
@@ -180,7 +179,10 @@ async def test_echo_shows_the_files_it_received_and_a_later_turn_still_has_them(
     entry = await bot.runtime.store.get(key)  # type: ignore[arg-type]
     assert entry is not None
     kept = (await bot.runtime.store.tail(entry.session_id, 10))[0].attachments
-    assert [(a.name, a.mime, a.width) for a in kept] == [("cat.png", "image/png", 640), ("log.txt", "text/plain", 0)]
+    assert [(a.name, a.mime, a.width) for a in kept] == [
+        ("cat.png", "image/png", 640),
+        ("log.txt", "text/plain", 0),
+    ]
     blobs = bot.runtime.store.get_blobs  # type: ignore[attr-defined]
     assert set(await blobs(entry.session_id, [a.sha256 for a in kept])) == {a.sha256 for a in kept}
 
@@ -201,12 +203,18 @@ async def test_an_oversized_file_gets_one_line_and_the_turn_goes_on(
     await fake.dispatch("MESSAGE_CREATE", msg)
     sent = await fake.wait_for_sent(fake.channel_id)
     text = str(sent[0]["content"])
-    assert text.startswith("I couldn't read report.pdf: larger than 1000 bytes\n\necho: read this [file: notes.txt, 1 lines]")
+    assert text.startswith(
+        "I couldn't read report.pdf: larger than 1000 bytes\n\necho: read this [file: notes.txt, 1 lines]"
+    )
     assert text.count("I couldn't read") == 1
 
 
-async def test_a_binary_file_is_refused_by_its_bytes_not_its_name(start_bot: StartBot, fake: FakeDiscord) -> None:
+async def test_a_binary_file_is_refused_by_its_bytes_not_its_name(
+    start_bot: StartBot, fake: FakeDiscord
+) -> None:
     await start_bot("history_backfill = 0")
     await fake.send_message("see", mention=True, files={"photo.png": b"\x00\x01binary\x00"})
     sent = await fake.wait_for_sent(fake.channel_id)
-    assert str(sent[0]["content"]).startswith("I couldn't read photo.png: it is not an image or a text file\n\n")
+    assert str(sent[0]["content"]).startswith(
+        "I couldn't read photo.png: it is not an image or a text file\n\n"
+    )

@@ -59,7 +59,14 @@ async def test_a_first_dm_reads_the_dm_history_with_the_bots_own_messages_as_the
     async with running(tmp_path, "socket", agent=model_agent(llm)) as bot:
         bot.fake.seed(DM, ["remind me about the report"])
         bot.fake.remember(
-            {"type": "message", "channel": DM, "text": "Sure.", "user": BOT_USER, "bot_id": BOT_ID, "ts": "1.5"}
+            {
+                "type": "message",
+                "channel": DM,
+                "text": "Sure.",
+                "user": BOT_USER,
+                "bot_id": BOT_ID,
+                "ts": "1.5",
+            }
         )
         bot.fake.messages[DM].sort(key=lambda m: float(m["ts"]))
         assert await bot.deliver(bot.fake.remember(message_event("so?", channel=DM)))
@@ -124,7 +131,9 @@ async def test_a_file_only_message_is_answered_with_what_the_echo_received(tmp_p
         files = [bot.fake.file("log.txt", log_text()), bot.fake.file("cat.png", png())]
         assert await bot.deliver(message_event("", channel=DM, subtype="file_share", files=files))
         [reply] = await bot.fake.wait_for_posts(1)
-        assert str(reply.args["text"]).startswith("echo: [file: log.txt, 1,204 lines] [image: cat.png 640x480]\n")
+        assert str(reply.args["text"]).startswith(
+            "echo: [file: log.txt, 1,204 lines] [image: cat.png 640x480]\n"
+        )
 
 
 async def test_a_file_the_fake_refuses_without_the_token_gets_one_line_and_the_turn_goes_on(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import ClassVar
 
 from core.config import Config
 from core.gateway import Gateway
@@ -21,7 +22,7 @@ THREAD = [ChatMessage("user", f"earlier {i}", float(i), f"h{i}", author="bob") f
 class HistoryInbox(Inbox):
     """An adapter's responder that can read its conversation's earlier messages (slowly)."""
 
-    reads: list[str] = []
+    reads: ClassVar[list[str]] = []
 
     def __init__(self, name: str, delay_s: float = 0.0) -> None:
         super().__init__()
@@ -47,7 +48,7 @@ async def test_two_processes_racing_on_a_first_message_backfill_once(open_store:
         await asyncio.gather(
             *(
                 gw.submit(inbound(f"hello from {i}", f"m{i}"), box)
-                for i, (gw, box) in enumerate(zip(gateways, inboxes))
+                for i, (gw, box) in enumerate(zip(gateways, inboxes, strict=True))
             )
         )
         async with asyncio.timeout(20):
