@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.attachments import placeholder
 from core.config import ConfigError, Loaded, load_config
 from core.keys import validate_key
 from core.logs import setup_logging
@@ -206,7 +207,11 @@ async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:
     print(f"created:    {_iso(entry.created_at)}\nlast:       {_iso(entry.last_interaction_at)}")
     for r in records:
         mark = " (interrupted)" if r.interrupted else ""
-        print(f"--- {r.role} {_iso(r.at)}{mark}\n{r.content}")
+        mark += f" (backfill: {r.author or 'someone'})" if r.backfill else ""
+        files = "".join(
+            f"\n{placeholder(a)} {a.mime}, {a.size:,} bytes, sha256 {a.sha256[:12]}" for a in r.attachments
+        )
+        print(f"--- {r.role} {_iso(r.at)}{mark}\n{r.content}{files}")
     return 0
 
 
