@@ -17,7 +17,7 @@ import discord
 
 from bots.discord.inbound import ANSWERED_TYPES
 from bots.discord.reply import DiscordResponder, PlatformFailure, describe_failure
-from core.config import DiscordSettings
+from bots.discord.settings import DiscordSettings
 from core.types import ChatMessage
 
 log = logging.getLogger("chatlane.discord")

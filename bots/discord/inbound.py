@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import discord
 
+from bots.discord.settings import DiscordSettings
 from core.access import Facts, admit
 from core.attachments import UrlSource
-from core.config import DiscordSettings
 from core.types import Inbound
 
 PLATFORM = "discord"

@@ -15,7 +15,8 @@ from core.store import jsonl
 from core.store.files import FileStore
 from core.store.redis import RedisStore
 from core.types import AttachmentRef, BlobStore, ChatMessage
-from tests.core.store.test_contract import OpenStore, open_store
+from tests.core.store.test_contract import KEY, OTHER, OpenStore, open_store
+from tests.core.store.turns import store_turn
 from tests.fakes.files import png
 from tests.redis_server import RedisServer, unique_prefix
 
@@ -45,12 +46,15 @@ async def test_blobs_round_trip_and_another_process_reads_them(open_store: OpenS
 async def test_pruning_a_session_removes_its_transcript_and_blobs_only(open_store: OpenStore) -> None:
     store = await open_store()
     assert isinstance(store, BlobStore)
-    kept, pruned = new_session_id(), new_session_id()
     picture = png(10, 10)
     digest = hashlib.sha256(picture).hexdigest()
-    for sid in (kept, pruned):
-        await store.put_blobs(sid, blob(picture))
-        await store.append(sid, [ChatMessage("user", "look", 1.0, attachments=(ref_of("a.png", picture),))])
+    sids = []
+    for key in (KEY, OTHER):
+        record = ChatMessage("user", "look", 1.0, attachments=(ref_of("a.png", picture),))
+        entry = await store_turn(store, key, [record])
+        await store.put_blobs(entry.session_id, blob(picture))
+        sids.append(entry.session_id)
+    kept, pruned = sids
     await store.prune_session(pruned)
     assert await store.get_blobs(pruned, [digest]) == {}
     assert await store.tail(pruned, 10) == []
@@ -114,8 +118,8 @@ def test_transcript_records_keep_attachments_author_and_backfill_and_old_records
     record = ChatMessage(
         "user", "see", 2.0, "m1", attachments=(ref_of("cat.png", png()),), author="alice", backfill=True
     )
-    assert jsonl.decode(jsonl.encode(record)) == record
+    assert jsonl.decode_line(jsonl.encode_commit("c1", 1, 2.0, [record]))[0] == [record]
     old = b'{"role":"user","content":"hi","at":1.0,"messageId":"m0"}'
-    assert jsonl.decode(old) == ChatMessage("user", "hi", 1.0, "m0")
+    assert jsonl.decode_line(old)[0] == [ChatMessage("user", "hi", 1.0, "m0")]
     bad_ref = b'{"role":"user","content":"hi","at":1.0,"attachments":[{"name":"x","sha256":"../../etc"}]}'
-    assert jsonl.decode(bad_ref).attachments == ()
+    assert jsonl.decode_line(bad_ref)[0][0].attachments == ()
