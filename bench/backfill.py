@@ -16,9 +16,9 @@ from pathlib import Path
 
 from bench.common import Options, scratch
 from bench.report import Report
+from bots.launcher import load_config
 from bots.runtime import Runtime
 from bots.slack.service import create
-from core.config import load_config
 
 THREAD = 30
 LIMIT = 20
