@@ -195,6 +195,12 @@ async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:
                             "content": r.content,
                             "at": _iso(r.at),
                             "interrupted": r.interrupted,
+                            "backfill": r.backfill,
+                            "author": r.author,
+                            "attachments": [
+                                {"name": a.name, "mime": a.mime, "size": a.size, "sha256": a.sha256}
+                                for a in r.attachments
+                            ],
                         }
                         for r in records
                     ],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import openai
@@ -32,7 +33,7 @@ NO_KEY = "not-needed"
 """Sent when no key is configured: local servers ignore it, the client insists on one."""
 BACKFILL_INTRO = (
     "Earlier messages in this conversation, from before you were addressed "
-    "(read for context; each starts with its author's name):"
+    "(read for context; each starts with its author's name and time):"
 )
 
 
@@ -69,7 +70,7 @@ class OpenAIAgent:
         return out
 
     def _message(self, m: ChatMessage, blobs: Mapping[str, bytes]) -> ChatCompletionMessageParam:
-        text = f"{m.author or 'someone'}: {m.content}" if m.backfill and m.role == "user" else m.content
+        text = backfill_line(m) if m.backfill and m.role == "user" else m.content
         if m.role != "user" or not m.attachments:
             return _message(m, text)
         texts: list[str] = [text] if text else []
@@ -133,6 +134,12 @@ def _message(m: ChatMessage, text: str) -> ChatCompletionMessageParam:
     if m.role == "system":
         return {"role": "system", "content": text}
     return {"role": "user", "content": text}
+
+
+def backfill_line(m: ChatMessage) -> str:
+    """An earlier message of the thread as the model sees it: "alice (2026-12-01 10:02 UTC): text"."""
+    when = f" ({datetime.fromtimestamp(m.at, UTC):%Y-%m-%d %H:%M} UTC)" if m.at > 0 else ""
+    return f"{m.author or 'someone'}{when}: {m.content}"
 
 
 def _status_hint(status: int) -> str:
