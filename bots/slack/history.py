@@ -14,6 +14,7 @@ client when the download starts, so no token is copied into messages or logs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -82,8 +83,32 @@ class BackfillingResponder(SlackResponder):
                 HISTORY_HINT,
             )
             return []
-        earlier = [m for m in found if _before(m, self.ts) and _is_message(m)]
-        return [self._record(m) for m in earlier[-self.limit :]]
+        earlier = [m for m in found if _before(m, self.ts) and _is_message(m)][-self.limit :]
+        names = await self._names(client, earlier)
+        return [self._record(m, names) for m in earlier]
+
+    async def _names(self, client: AsyncWebClient, messages: list[Mapping[str, Any]]) -> dict[str, str]:
+        """Display names of the people in `messages` that carry no profile (`users.info`,
+        which needs `users:read`; without it, or on any error, the user id stands in)."""
+        wanted = {
+            str(m["user"])
+            for m in messages
+            if isinstance(m.get("user"), str) and not isinstance(m.get("user_profile"), dict)
+        }
+
+        async def one(user: str) -> tuple[str, str]:
+            try:
+                found = await client.users_info(user=user)
+            except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+                log.debug("slack: no name for %s: %s", user, exc)
+                return user, ""
+            info = found.get("user") or {}
+            profile = info.get("profile") or {}
+            return user, str(
+                profile.get("display_name") or profile.get("real_name") or info.get("name") or ""
+            )
+
+        return {user: name for user, name in await asyncio.gather(*(one(u) for u in sorted(wanted))) if name}
 
     async def _replies(self, client: AsyncWebClient, thread_ts: str) -> list[Mapping[str, Any]]:
         found: list[Mapping[str, Any]] = []
@@ -99,18 +124,19 @@ class BackfillingResponder(SlackResponder):
                 break
         return found
 
-    def _record(self, m: Mapping[str, Any]) -> ChatMessage:
+    def _record(self, m: Mapping[str, Any], names: Mapping[str, str]) -> ChatMessage:
         mine = m.get("user") == self.me.user_id or (
             m.get("bot_id") is not None and m.get("bot_id") == self.me.bot_id
         )
         text = strip_mention(str(m.get("text") or ""), self.me.user_id)
-        names = [str(f.get("name")) for f in m.get("files") or [] if isinstance(f, dict) and f.get("name")]
-        if names:
-            text = " ".join([text, *(f"[attachment: {n}]" for n in names)]).strip()
+        files = [str(f.get("name")) for f in m.get("files") or [] if isinstance(f, dict) and f.get("name")]
+        if files:
+            text = " ".join([text, *(f"[attachment: {n}]" for n in files)]).strip()
         raw_profile = m.get("user_profile")
         profile: Mapping[str, Any] = raw_profile if isinstance(raw_profile, dict) else {}
         author = (
             str(profile.get("display_name") or profile.get("real_name") or "")
+            or names.get(str(m.get("user")), "")
             or str(m.get("username") or "")
             or str(m.get("user") or m.get("bot_id") or "someone")
         )

@@ -52,21 +52,22 @@ async def test_first_mention_in_a_thread_gives_the_model_the_last_20_of_30_earli
         await bot.fake.wait_for_posts(1)
         shown = [untimed(m["content"]) for m in llm.calls[0].messages]
         intro = shown.index(BACKFILL_INTRO)
-        assert shown[intro + 1 : intro + 21] == [f"{'U0HUMAN'}: earlier {i}" for i in range(10, 30)]
+        assert shown[intro + 1 : intro + 21] == [f"human: earlier {i}" for i in range(10, 30)]
         assert shown[intro + 21 :] == ["what did we decide?"]
 
         assert await bot.deliver(bot.fake.remember(mention("and then?", thread_ts=root["ts"])))
         await bot.fake.wait_for_posts(2)
         again = [untimed(m["content"]) for m in llm.calls[1].messages]
-        assert again.count("U0HUMAN: earlier 29") == 1
+        assert again.count("human: earlier 29") == 1
         assert len(bot.fake.calls_of("conversations.replies")) == 1
 
 
-async def test_a_first_dm_reads_the_dm_history_with_the_bots_own_messages_as_the_assistant(
+async def test_a_first_dm_reads_the_dm_history_by_display_name_with_the_bots_own_as_the_assistant(
     tmp_path: Path, llm: FakeLLM
 ) -> None:
     async with running(tmp_path, "socket", agent=model_agent(llm)) as bot:
         bot.fake.seed(DM, ["remind me about the report"])
+        bot.fake.seed(DM, ["(a guest)"], user="U0GUEST")  # users.info does not know them
         bot.fake.remember(
             {
                 "type": "message",
@@ -82,7 +83,8 @@ async def test_a_first_dm_reads_the_dm_history_with_the_bots_own_messages_as_the
         await bot.fake.wait_for_posts(1)
         shown = [(m["role"], untimed(m["content"])) for m in llm.calls[0].messages]
         assert ("assistant", "Sure.") in shown
-        assert ("user", "U0HUMAN: remind me about the report") in shown
+        assert ("user", "human: remind me about the report") in shown
+        assert ("user", "U0GUEST: (a guest)") in shown
         assert bot.fake.calls_of("conversations.history")
         assert not bot.fake.calls_of("conversations.replies")
 

@@ -74,6 +74,8 @@ class FakeSlack:
     """File bytes served at `url_private`, by file id."""
     file_tokens: tuple[str, ...] | None = None
     """Tokens `url_private` accepts (None: the bot tokens); anything else gets a 403."""
+    people: dict[str, str] = field(default_factory=lambda: {HUMAN: "human"})
+    """Display names `users.info` knows, by user id."""
     downloads: list[tuple[str, str | None]] = field(default_factory=list)
     """(file id, token) of every download attempt."""
     port: int = 0
@@ -160,6 +162,14 @@ class FakeSlack:
             return {"ok": True, "channel": args.get("channel"), "ts": ts, "message": message}
         if method in ("reactions.add", "reactions.remove"):
             return {"ok": True}
+        if method == "users.info":
+            name = self.people.get(str(args.get("user")))
+            if name is None:
+                return {"ok": False, "error": "user_not_found"}
+            return {
+                "ok": True,
+                "user": {"id": args.get("user"), "name": name, "profile": {"display_name": name}},
+            }
         if method == "conversations.replies":
             return self._replies(args)
         if method == "conversations.history":
