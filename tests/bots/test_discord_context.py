@@ -227,3 +227,12 @@ async def test_a_binary_file_is_refused_by_its_bytes_not_its_name(
     assert str(sent[0]["content"]).startswith(
         "I couldn't read photo.png: it is not an image or a text file\n\n"
     )
+
+
+async def test_a_first_dm_reads_the_dm_history(start_bot: StartBot, fake: FakeDiscord) -> None:
+    dm = fake.dm_ids[fake.alice_id]
+    fake.seed_history(dm, ["earlier in private"])
+    await start_bot()
+    await fake.send_message("hi", dm=True)
+    sent = await fake.wait_for_sent(dm)
+    assert "read 1 earlier messages of the thread" in str(sent[0]["content"])
