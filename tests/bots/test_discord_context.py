@@ -12,12 +12,11 @@ import pytest
 
 from core.agents.openai import BACKFILL_INTRO, OpenAIAgent
 from core.config import AgentSettings, OpenAISettings
-from tests.bots.test_discord_bot import StartBot, fake, reply_texts, start_bot, turn_of
+from tests.bots.test_discord_bot import reply_texts, turn_of
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.files import log_text, png
-
-__all__ = ["fake", "start_bot"]  # fixtures used here
+from tests.support.discord import StartBot
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import openai
 import pytest
 from aiohttp import web
 
-from tests.bots.http_harness import serve
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.files import log_text, png
 from tests.fakes.server import serve_on_loopback
+from tests.support.http import serve
 
 BIG_BODIES = "max_body_bytes = 4194304"
 
@@ -93,7 +93,7 @@ async def test_an_image_reaches_a_vision_model_behind_the_api_as_an_image_part(t
     picture = png(100, 50)
     async with FakeLLM() as llm:
         agent = f'backend = "openai"\n[agent.openai]\nbase_url = "{llm.base_url}"\nvision = true'
-        async with serve(tmp_path, agent=agent, http=BIG_BODIES) as served, served.client() as client:
+        async with serve(tmp_path, agent_toml=agent, http=BIG_BODIES) as served, served.client() as client:
             await client.chat.completions.create(
                 model="main", messages=user(text_part("hm?"), image_part(data_url(picture)))
             )

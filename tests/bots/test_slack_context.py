@@ -12,10 +12,11 @@ import pytest
 
 from core.agents.openai import BACKFILL_INTRO, OpenAIAgent
 from core.config import AgentSettings, OpenAISettings
-from tests.bots.test_slack_bot import Transport, mention, running, transport, turn_of
+from tests.bots.test_slack_bot import transport, turn_of
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_slack import BOT_ID, BOT_USER, DM, GENERAL, Fault, message_event
 from tests.fakes.files import log_text, png
+from tests.support.slack import Transport, mention, running
 
 __all__ = ["transport"]  # fixture used here
 

@@ -8,12 +8,11 @@ from typing import ClassVar
 
 from core.config import Config
 from core.gateway import Gateway
+from core.testing import Inbox, RecordingAgent
 from core.types import ChatMessage, Inbound, SessionKey
 from tests.core.store.test_contract import OpenStore, open_store
-from tests.fakes.agents import Inbox, RecordingAgent
-from tests.redis_server import redis_server
 
-__all__ = ["open_store", "redis_server"]  # fixtures used here
+__all__ = ["open_store"]  # fixture used here
 
 KEY = SessionKey("agent:main:test:alice:general")
 THREAD = [ChatMessage("user", f"earlier {i}", float(i), f"h{i}", author="bob") for i in range(5)]

@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
+from core.testing import eventually
 from tests.fakes.server import serve_on_loopback
 
 TEAM, BOT_USER, BOT_ID, APP_ID, HUMAN = "T0TEST", "U0BOT", "B0BOT", "A0APP", "U0HUMAN"
@@ -80,7 +81,6 @@ class FakeSlack:
     """(file id, token) of every download attempt."""
     port: int = 0
     ws_connected: asyncio.Event = field(default_factory=asyncio.Event)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _ws: web.WebSocketResponse | None = None
     _runner: web.AppRunner | None = None
 
@@ -119,7 +119,6 @@ class FakeSlack:
             None,
         )
         self.calls.append(ApiCall(method, args, token, fault.error if fault else None))
-        self._changed.set()
         if fault is not None:
             fault.times -= 1
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
@@ -250,7 +249,6 @@ class FakeSlack:
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth else None
         self.downloads.append((fid, token))
-        self._changed.set()
         allowed = self.bot_tokens if self.file_tokens is None else self.file_tokens
         if token not in allowed:
             return web.Response(status=403, text="forbidden")
@@ -261,15 +259,15 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ waiting
     async def wait_for(self, probe: Callable[[], T | None], timeout: float = 5.0) -> T:
-        """Wait until `probe()` returns something other than None."""
+        """Wait until `probe()` returns something other than None; that."""
 
-        async def poll() -> T:
-            while (hit := probe()) is None:
-                self._changed.clear()
-                await self._changed.wait()
-            return hit
+        def found() -> tuple[T] | None:
+            hit = probe()
+            return None if hit is None else (hit,)
 
-        return await asyncio.wait_for(poll(), timeout)
+        hit = await eventually(found, timeout=timeout)
+        assert hit is not None  # eventually returns only a truthy value
+        return hit[0]
 
     async def wait_for_posts(self, n: int, timeout: float = 5.0, **match: Any) -> list[ApiCall]:
         """The first `n` successful chat.postMessage calls whose args match `match`."""
@@ -302,7 +300,6 @@ class FakeSlack:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 self.acks.append(json.loads(msg.data))
-                self._changed.set()
         return ws
 
     async def push(self, kind: str, payload: Json, *, retry_attempt: int = 0) -> str:

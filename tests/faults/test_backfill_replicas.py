@@ -10,15 +10,15 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.bots.test_slack_bot import SECRET, mention
+from core.testing import ChatlaneProcess, write_config
 from tests.fakes.fake_slack import GENERAL, FakeSlack, event_callback, post, signed_headers
-from tests.faults.harness import Process, start_process, write_config
+from tests.support.slack import SECRET, mention
 
 EVENTS_URL = re.compile(r"Events API on (http://127\.0\.0\.1:\d+/slack/events)")
 ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": SECRET}
 
 
-async def events_url(process: Process) -> str:
+async def events_url(process: ChatlaneProcess) -> str:
     async with asyncio.timeout(10):
         while (m := EVENTS_URL.search(process.stderr())) is None:
             await asyncio.sleep(0.02)
@@ -27,7 +27,7 @@ async def events_url(process: Process) -> str:
 
 async def test_two_processes_racing_on_the_first_mention_read_the_thread_once(tmp_path: Path) -> None:
     fake = await FakeSlack().start()
-    processes: list[Process] = []
+    processes: list[ChatlaneProcess] = []
     try:
         slack = (
             f'[slack]\nenabled = true\nmode = "http"\napi_base_url = "{fake.api_base}"\nport = 0\n'
@@ -36,7 +36,7 @@ async def test_two_processes_racing_on_the_first_mention_read_the_thread_once(tm
         state = tmp_path / "state"
         for name in ("a", "b"):
             config = write_config(tmp_path / name, slack, state=state)
-            processes.append(await start_process(config, tmp_path / f"{name}.log", env=ENV))
+            processes.append(await ChatlaneProcess.start(config, tmp_path / f"{name}.log", env=ENV))
         urls = [await events_url(p) for p in processes]
         root, *_ = fake.seed(GENERAL, ["thread start", "one", "two", "three", "four"])
         for m in fake.messages[GENERAL][1:]:

@@ -14,11 +14,11 @@ from core.reserver import new_session_id
 from core.store import jsonl
 from core.store.files import FileStore
 from core.store.redis import RedisStore
+from core.testing import RedisServer, unique_prefix
 from core.types import AttachmentRef, BlobStore, ChatMessage
 from tests.core.store.test_contract import KEY, OTHER, OpenStore, open_store
 from tests.core.store.turns import store_turn
 from tests.fakes.files import png
-from tests.redis_server import RedisServer, unique_prefix
 
 __all__ = ["open_store"]  # fixture used here
 
