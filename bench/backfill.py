@@ -1,64 +1,116 @@
-"""The extra latency of a first turn that reads its thread (backfill), against the fake Slack.
+"""The extra latency of a first turn that reads its thread (backfill).
 
-In one process: the real Slack adapter (slack-bolt, Socket Mode) with the echo agent and
-the files store, against the local fake Slack (tests/fakes/fake_slack.py, loopback). Each
-sample is one new conversation: a thread of 30 earlier messages is seeded, a mention in
-it is pushed, and the time until the fake receives the answer (`chat.postMessage`) is
-taken. Runs alternate between `history_backfill = 20` and `= 0` on the same machine, so
-the difference of the medians is what reading the thread costs a first turn: one
-`conversations.replies` round trip plus storing 20 more records with the turn.
+In one process: the gateway with the files store and the echo agent, and the Slack
+adapter's real responder (`bots.slack.history.BackfillingResponder`, slack_sdk's
+`AsyncWebClient`) talking to a small local Slack Web API on loopback that answers
+`conversations.replies` with a 30-message thread, `users.info` and `chat.postMessage`.
+Each sample is one new conversation, timed from `gateway.submit` to the answer's
+`chat.postMessage` returning. Runs alternate between `history_backfill = 20` and `= 0`,
+so the difference is what reading the thread costs a first turn: one
+`conversations.replies` and one `users.info` round trip, and 20 more records stored
+with the turn's commit. (bench/ never imports tests/, so this is not the test fake
+itself; the tests prove the same path through slack-bolt against it.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bench.common import Options, scratch
 from bench.report import Report
-from bots.launcher import load_config
-from bots.runtime import Runtime
-from bots.slack.service import create
+from bots.slack.history import BackfillingResponder
+from bots.slack.inbound import Identity
+from bots.slack.reply import Poster
+from core.agents.echo import EchoAgent
+from core.config import Config
+from core.gateway import Gateway
+from core.store.files import FileStore
+from core.types import Inbound, Reply
 
 THREAD = 30
 LIMIT = 20
-ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test"}
+ME = Identity("U0BOT", "B0BOT", "T0")
 
 
-async def _first_turns(root: Path, backfill: int, n: int) -> tuple[list[float], int, int]:
-    """(latencies in ms, conversations.replies calls, answers that name the backfill)."""
-    from tests.fakes.fake_slack import BOT_USER, GENERAL, FakeSlack, event_callback, message_event
+class _Timed(BackfillingResponder):
+    """The real responder; `answered` is set once the answer was posted."""
 
-    fake = await FakeSlack().start()
-    config = root / f"backfill-{backfill}.toml"
-    config.write_text(
-        f'[store]\npath = "{root / f"state-{backfill}"}"\n[http]\nenabled = false\n'
-        f'[slack]\nenabled = true\nmode = "socket"\napi_base_url = "{fake.api_base}"\n'
-        f"history_backfill = {backfill}\n",
-        encoding="utf-8",
-    )
-    runtime = Runtime.build(load_config(config, env=ENV))
-    service = create(runtime)
-    latencies: list[float] = []
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answered = asyncio.Event()
+        self.text = ""
+
+    async def send(self, reply: Reply) -> None:
+        await super().send(reply)
+        self.text = reply.text
+        self.answered.set()
+
+
+@asynccontextmanager
+async def _slack_api(counts: dict[str, int]) -> AsyncIterator[str]:
+    """A minimal Slack Web API on loopback; yields its base URL."""
+
+    async def method(request: web.Request) -> web.Response:
+        name = request.match_info["method"]
+        counts[name] = counts.get(name, 0) + 1
+        args = {**request.query, **(await request.post())}
+        if name == "conversations.replies":
+            base = float(str(args.get("ts") or "1000"))
+            messages = [
+                {"type": "message", "user": f"U{i % 3}", "text": f"message {i}", "ts": f"{base + i:.6f}"}
+                for i in range(THREAD)
+            ]
+            return web.json_response({"ok": True, "messages": messages, "has_more": False})
+        if name == "users.info":
+            user = {"id": "U", "name": "person", "profile": {"display_name": "person"}}
+            return web.json_response({"ok": True, "user": user})
+        return web.json_response({"ok": True, "ts": "1.000001"})
+
+    app = web.Application()
+    app.router.add_route("*", "/api/{method}", method)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        await service.start()
-        await fake.ws_connected.wait()
-        for i in range(n):
-            top, *_ = fake.seed(GENERAL, [f"conversation {i} starts"])
-            fake.seed(GENERAL, [f"message {j}" for j in range(1, THREAD)], thread_ts=top["ts"])
-            event = message_event(f"<@{BOT_USER}> summary?", kind="app_mention", thread_ts=top["ts"])
-            fake.remember(event)
-            t0 = time.perf_counter()
-            await fake.push("events_api", event_callback(event))
-            await fake.wait_for_posts(i + 1, timeout=30)
-            latencies.append((time.perf_counter() - t0) * 1000)
-        named = sum(f"read {LIMIT} earlier messages" in str(p.args.get("text")) for p in fake.posts)
-        return latencies, len(fake.calls_of("conversations.replies")), named
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/api/"
     finally:
-        await runtime.gateway.close(timeout=5)
-        await service.stop()
-        await runtime.close()
-        await fake.close()
+        await runner.cleanup()
+
+
+async def _first_turns(root: Path, limit: int, n: int) -> tuple[list[float], dict[str, int], int]:
+    """(latencies in ms, Web API calls by method, answers that name the backfill)."""
+    counts: dict[str, int] = {}
+    latencies: list[float] = []
+    named = 0
+    async with _slack_api(counts) as base_url:
+        client = AsyncWebClient(token="xoxb-bench", base_url=base_url)
+        gateway = Gateway(Config(), FileStore(root / f"state-{limit}"), EchoAgent())
+        try:
+            for i in range(n):
+                thread_ts = f"{1000 + i * 100}.000000"
+                ts = f"{1000 + i * 100 + THREAD}.000000"  # after the whole thread
+                responder = _Timed(
+                    Poster(client), "C0", ts, thread_ts, "", me=ME, limit=limit, in_thread=thread_ts,
+                    is_direct=False,
+                )  # fmt: skip
+                inbound = Inbound("slack", "U9", "C0", "summary?", ts, thread_ts, mentioned_bot=True)
+                t0 = time.perf_counter()
+                await gateway.submit(inbound, responder)
+                await asyncio.wait_for(responder.answered.wait(), 30)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                named += f"read {limit} earlier messages" in responder.text
+        finally:
+            await gateway.close(timeout=5)
+            await gateway.store.close()
+    return latencies, counts, named
 
 
 async def run(opts: Options) -> Report:
@@ -68,19 +120,22 @@ async def run(opts: Options) -> Report:
     without: list[float] = []
     for r in range(opts.runs):
         with scratch(opts, "backfill") as root:
-            got, reads, named = await _first_turns(root, LIMIT, n)
+            got, counts, named = await _first_turns(root, LIMIT, n)
             with_backfill.extend(got)
+            reads = counts.get("conversations.replies", 0)
             report.check(f"run {r + 1}: each first turn read its thread once", reads == n, f"{reads} reads")
             report.check(f"run {r + 1}: each answer saw {LIMIT} earlier messages", named == n, f"{named}")
-            got, reads, _ = await _first_turns(root, 0, n)
+            got, counts, _ = await _first_turns(root, 0, n)
             without.extend(got)
+            reads = counts.get("conversations.replies", 0)
             report.check(f"run {r + 1}: history_backfill = 0 reads nothing", reads == 0, f"{reads} reads")
     report.metric(f"first turn, backfill {LIMIT} of {THREAD}", "ms", with_backfill)
     report.metric("first turn, backfill off", "ms", without)
     extra = [a - b for a, b in zip(sorted(with_backfill), sorted(without), strict=True)]
     report.metric("extra (quantile by quantile)", "ms", extra)
     report.note(
-        f"{opts.runs} runs x {n} new conversations per setting; Slack Socket Mode, echo agent, files "
-        "store, fake Slack on loopback (no network latency: a real Slack adds its round trip)"
+        f"{opts.runs} runs x {n} new conversations per setting; gateway + files store + echo agent + "
+        "the Slack responder (slack_sdk) against a local Web API on loopback: no network latency, "
+        "a real Slack adds its conversations.replies and users.info round trips"
     )
     return report
