@@ -66,6 +66,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.config import StoreSettings
 from core.store import jsonl
 from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, find_key, recover_entry
+from core.store.redis_blobs import RedisBlobs
 from core.store.redis_lock import TurnLocks, redis_errors
 from core.types import (
     ChatMessage,
@@ -159,6 +160,7 @@ class RedisStore:
         self.transcript_max = transcript_max
         self.turn_lock_ttl_s = turn_lock_ttl_s
         self.blobs_max = blobs_max
+        self._blobs = RedisBlobs(client, prefix, blobs_max)
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
         self._get_script = client.register_script(_GET)
         self._commit_script = client.register_script(_COMMIT)
@@ -426,42 +428,20 @@ class RedisStore:
         return records[-n:]
 
     # ------------------------------------------------------------ attachments
-    def _blob_names(self, session_id: str) -> tuple[str, str]:
-        self.transcript_name(session_id)  # validates the id
-        return f"{self.prefix}:blobs:{session_id}", f"{self.prefix}:blob-order:{session_id}"
-
     async def put_blobs(self, session_id: str, data: Mapping[str, bytes]) -> None:
-        """Store blobs (idempotent: a digest is stored once); keep the newest `blobs_max`."""
-        if not data:
-            return
-        blobs, order = self._blob_names(session_id)
+        """Store blobs (idempotent); keep the newest `blobs_max` (core/store/redis_blobs.py)."""
+        self.transcript_name(session_id)  # validates the id
         with self._errors("blob write"):
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.hset(blobs, mapping=dict(data))
-                for digest in data:
-                    pipe.lrem(order, 0, digest)
-                    pipe.rpush(order, digest)
-                await pipe.execute()
-            old = await cast("Awaitable[list[bytes]]", self._r.lrange(order, 0, -self.blobs_max - 1))
-            if old:
-                async with self._r.pipeline(transaction=True) as pipe:
-                    pipe.hdel(blobs, *(d.decode() for d in old))
-                    pipe.ltrim(order, -self.blobs_max, -1)
-                    await pipe.execute()
+            await self._blobs.put(session_id, data)
 
     async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
-        wanted = list(dict.fromkeys(digests))
-        if not wanted:
-            return {}
-        blobs, _ = self._blob_names(session_id)
+        self.transcript_name(session_id)
         with self._errors("blob read"):
-            values = await cast("Awaitable[list[bytes | None]]", self._r.hmget(blobs, wanted))
-        return {d: v for d, v in zip(wanted, values, strict=True) if v is not None}
+            return await self._blobs.get(session_id, digests)
 
     async def prune_session(self, session_id: str) -> None:
-        blobs, order = self._blob_names(session_id)
         with self._errors("prune"):
-            await self._r.delete(self.transcript_name(session_id), blobs, order)
+            await self._r.delete(self.transcript_name(session_id), *self._blobs.names(session_id))
 
     def lock_turn(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[TurnLease]:
         """Hold the key's turn lock across every host; `Fenced` if it cannot be kept."""

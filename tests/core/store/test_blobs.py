@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import cast
 
 import pytest
+import redis
 
 from core.config import StoreSettings
 from core.reserver import new_session_id
@@ -124,3 +127,25 @@ def test_transcript_records_keep_attachments_author_and_backfill_and_old_records
     assert jsonl.decode_line(old)[0] == [ChatMessage("user", "hi", 1.0, "m0")]
     bad_ref = b'{"role":"user","content":"hi","at":1.0,"attachments":[{"name":"x","sha256":"../../etc"}]}'
     assert jsonl.decode_line(bad_ref)[0][0].attachments == ()
+
+
+async def test_redis_blob_hash_and_order_agree_after_concurrent_writers(redis_server: RedisServer) -> None:
+    settings = StoreSettings(backend="redis", url=redis_server.url, prefix=unique_prefix(), blobs_max=5)
+    stores = [RedisStore.from_settings(settings, None) for _ in range(2)]
+    sid = new_session_id()
+    try:
+        await asyncio.gather(
+            *(s.put_blobs(sid, blob(f"{n}-{i}".encode())) for n, s in enumerate(stores) for i in range(20))
+        )
+        r = redis.Redis.from_url(redis_server.url)
+        try:
+            hashed = {k.decode() for k in cast("list[bytes]", r.hkeys(f"{settings.prefix}:blobs:{sid}"))}
+            order = cast("list[bytes]", r.lrange(f"{settings.prefix}:blob-order:{sid}", 0, -1))
+            ordered = [d.decode() for d in order]
+        finally:
+            r.close()
+        assert len(ordered) == 5
+        assert hashed == set(ordered)
+    finally:
+        for s in stores:
+            await s.close()
