@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -26,7 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack.inbound import PERSON_SUBTYPES, Identity, strip_mention
 from bots.slack.reply import Poster, SlackResponder
 from core.fetch import fetch_url
-from core.types import ChatMessage
+from core.types import ChatMessage, FileUnavailable
 
 log = logging.getLogger("chatlane.slack")
 
@@ -34,6 +35,7 @@ HISTORY_HINT = (
     "give the app the channels:history, groups:history, im:history and mpim:history scopes "
     "(and invite it to the channel), or set slack.history_backfill = 0"
 )
+NOT_ON_SLACK = "it is not stored on Slack"
 PAGE = 200
 MAX_PAGES = 10
 """A thread is read from its start: at most this many pages of replies."""
@@ -184,11 +186,31 @@ class SlackFile:
         return self._size
 
     async def fetch(self, max_bytes: int) -> bytes:
+        if not token_may_go_to(self.url, self._client.base_url):
+            log.warning(
+                "slack: file %r is not on Slack (%s); not sending the bot token there",
+                self._name,
+                _host(self.url),
+            )
+            raise FileUnavailable(NOT_ON_SLACK)
         headers = {"Authorization": f"Bearer {self._client.token}"} if self._client.token else {}
         return await fetch_url(self.url, max_bytes=max_bytes, headers=headers)
 
     def __repr__(self) -> str:
         return f"SlackFile({self._name!r}, {self.url!r})"
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def token_may_go_to(url: str, api_base_url: str) -> bool:
+    """Whether a file URL is Slack's: on slack.com (or a subdomain), or on the configured
+    Web API's host (a proxy, the tests' fake). The bot token is never sent anywhere else."""
+    host, api = _host(url), _host(api_base_url)
+    return urlsplit(url).scheme in ("https", "http") and (
+        host == api or host == "slack.com" or host.endswith(".slack.com")
+    )
 
 
 def files_of(files: Sequence[Mapping[str, Any]], client: AsyncWebClient) -> tuple[SlackFile, ...]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bots.slack.history import token_may_go_to
 from core.agents.openai import BACKFILL_INTRO, OpenAIAgent
 from core.config import AgentSettings, OpenAISettings
 from tests.bots.test_slack_bot import transport, turn_of
@@ -159,3 +160,23 @@ async def test_a_file_the_fake_refuses_without_the_token_gets_one_line_and_the_t
         text = str(reply.args["text"])
         assert text.startswith("I couldn't read secret.txt: the download was refused\n\necho: summarise\n")
         assert [token for _, token in bot.fake.downloads] == ["xoxb-test"]
+
+
+async def test_a_file_url_off_slack_never_gets_the_bot_token(tmp_path: Path) -> None:
+    async with running(tmp_path, "socket") as bot:
+        off_slack = bot.fake.file("leak.txt", b"x\n")
+        off_slack["url_private"] = off_slack["url_private_download"] = off_slack["url_private"].replace(
+            "127.0.0.1", "localhost"
+        )
+        assert await bot.deliver(mention("read", subtype="file_share", files=[off_slack]))
+        [reply] = await bot.fake.wait_for_posts(1)
+        assert str(reply.args["text"]).startswith("I couldn't read leak.txt: it is not stored on Slack\n\n")
+        assert bot.fake.downloads == []
+
+
+def test_the_bot_token_goes_to_slack_hosts_and_the_configured_api_host_only() -> None:
+    api = "https://slack.com/api/"
+    assert token_may_go_to("https://files.slack.com/files-pri/T-F/x.png", api)
+    assert not token_may_go_to("https://files.slack.com.evil.example/x.png", api)
+    assert not token_may_go_to("https://evilslack.com/x.png", api)
+    assert token_may_go_to("http://127.0.0.1:9/files-pri/x", "http://127.0.0.1:9/api/")
