@@ -81,6 +81,7 @@ async def read_files(sources: Sequence[FileSource], settings: AttachmentSettings
             results[i] = TOO_LARGE.format(limit=human_size(cap))
         except FileUnavailable as exc:
             results[i] = str(exc) or UNREADABLE
+            log.info("attachment %r not read: %s (%s)", source.name, results[i], exc.__cause__ or "-")
         except Exception:  # a source's own bug must not fail the turn
             log.exception("reading attachment %r failed", source.name)
             results[i] = UNREADABLE

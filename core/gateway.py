@@ -188,7 +188,7 @@ class Gateway:
             entry.session_id,
             [*earlier, *carried, *new],
             {ref.sha256: data for i in intakes for ref, data in i.files},
-            self.config.attachments.history_bytes,
+            self.config.attachments.history_bytes if getattr(self.agent, "reads_attachments", True) else 0,
         )
         turn = TurnInput(key, entry.session_id, entry.turns + 1, earlier, carried + new, blobs)
         new = backfill + new  # stored with this turn's commit, so no other turn reads the thread again

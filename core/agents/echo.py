@@ -18,6 +18,8 @@ from core.types import ChatMessage, TurnInput
 
 class EchoAgent:
     name = "echo"
+    reads_attachments = False
+    """It names files from their references; the gateway need not read their bytes back."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
