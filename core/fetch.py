@@ -30,6 +30,7 @@ REFUSED_ADDRESS = "links to local or private addresses are not fetched"
 NOT_HTTP = "only http(s) links can be read"
 REFUSED_DOWNLOAD = "the download was refused"
 FAILED_DOWNLOAD = "the download failed"
+TOO_MANY_REDIRECTS = "the download failed (too many redirects)"
 
 
 class RefusedAddress(OSError):
@@ -87,16 +88,19 @@ async def fetch_url(
     max_bytes: int,
     headers: Mapping[str, str] | None = None,
     public_only: bool = False,
+    redirects: int = MAX_REDIRECTS,
 ) -> bytes:
     """The body at `url`; `FileTooLarge` past `max_bytes`, `FileUnavailable` otherwise.
 
-    The caller bounds the time (the whole download of a message has one deadline).
+    The caller bounds the time (the whole download of a message has one deadline). With
+    `redirects=0` a redirect is a refusal (e.g. Slack sends a login page to a token it
+    does not accept, which must not be read as the file).
     """
     connector = aiohttp.TCPConnector(resolver=_PublicOnlyResolver() if public_only else None)
     async with aiohttp.ClientSession(connector=connector) as session:
         first = _check_url(url, public_only)
         current = first
-        for _ in range(MAX_REDIRECTS + 1):
+        for _ in range(redirects + 1):
             send: dict[str, Any] = dict(headers or {}) if current.host == first.host else {}
             try:
                 async with session.get(current, headers=send, allow_redirects=False) as resp:
@@ -123,4 +127,6 @@ async def fetch_url(
                 raise FileUnavailable(REFUSED_ADDRESS) from None
             except (aiohttp.ClientError, OSError) as exc:
                 raise FileUnavailable(FAILED_DOWNLOAD) from exc
-        raise FileUnavailable(f"{FAILED_DOWNLOAD} (too many redirects)")
+        raise FileUnavailable(
+            REFUSED_DOWNLOAD if redirects == 0 else f"{FAILED_DOWNLOAD} (too many redirects)"
+        )

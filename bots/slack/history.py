@@ -194,7 +194,9 @@ class SlackFile:
             )
             raise FileUnavailable(NOT_ON_SLACK)
         headers = {"Authorization": f"Bearer {self._client.token}"} if self._client.token else {}
-        return await fetch_url(self.url, max_bytes=max_bytes, headers=headers)
+        # No redirects: Slack answers a token it does not accept with a redirect to a login
+        # page, which would otherwise be read as a text file.
+        return await fetch_url(self.url, max_bytes=max_bytes, headers=headers, redirects=0)
 
     def __repr__(self) -> str:
         return f"SlackFile({self._name!r}, {self.url!r})"

@@ -149,11 +149,13 @@ async def test_a_file_only_message_is_answered_with_what_the_echo_received(tmp_p
         )
 
 
+@pytest.mark.parametrize("login_redirect", [False, True], ids=["403", "redirect to sign-in"])
 async def test_a_file_the_fake_refuses_without_the_token_gets_one_line_and_the_turn_goes_on(
-    tmp_path: Path,
+    tmp_path: Path, login_redirect: bool
 ) -> None:
     async with running(tmp_path, "socket") as bot:
         bot.fake.file_tokens = ("xoxb-some-other-app",)
+        bot.fake.login_redirect = login_redirect  # never read as the file (an HTML "text" file)
         files = [bot.fake.file("secret.txt", b"classified\n")]
         assert await bot.deliver(mention("summarise", subtype="file_share", files=files))
         [reply] = await bot.fake.wait_for_posts(1)

@@ -78,6 +78,8 @@ class FakeSlack:
     people: dict[str, str] = field(default_factory=lambda: {HUMAN: "human"})
     """Display names `users.info` knows, by user id."""
     downloads: list[tuple[str, str | None]] = field(default_factory=list)
+    login_redirect: bool = False
+    """Answer a refused file download with a redirect to a sign-in page instead of a 403."""
     """(file id, token) of every download attempt."""
     port: int = 0
     ws_connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -244,6 +246,11 @@ class FakeSlack:
             "url_private_download": url + "?download=1",
         }
 
+    async def _signin(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text="<!DOCTYPE html><html><body>Sign in to Slack</body></html>", content_type="text/html"
+        )
+
     async def _file(self, request: web.Request) -> web.Response:
         fid = request.match_info["fid"]
         auth = request.headers.get("Authorization", "")
@@ -251,6 +258,8 @@ class FakeSlack:
         self.downloads.append((fid, token))
         allowed = self.bot_tokens if self.file_tokens is None else self.file_tokens
         if token not in allowed:
+            if self.login_redirect:  # as real Slack does: a redirect to an HTML sign-in page
+                raise web.HTTPFound(f"http://127.0.0.1:{self.port}/signin")
             return web.Response(status=403, text="forbidden")
         data = self.files.get(fid)
         if data is None:
@@ -325,6 +334,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self._link)
         app.router.add_get("/files-pri/{team}-{fid}/{name}", self._file)
+        app.router.add_get("/signin", self._signin)
         self._runner, self.port = await serve_on_loopback(app)
         return self
 
