@@ -24,7 +24,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.inbound import PERSON_SUBTYPES, Identity, strip_mention
+from bots.slack.inbound import ANSWERED_SUBTYPES, Identity, strip_mention
 from bots.slack.reply import Poster, SlackResponder
 from core.fetch import fetch_url
 from core.types import ChatMessage, FileUnavailable
@@ -165,7 +165,9 @@ def _before(m: Mapping[str, Any], ts: str) -> bool:
 
 def _is_message(m: Mapping[str, Any]) -> bool:
     subtype = str(m.get("subtype") or "")
-    return (subtype in PERSON_SUBTYPES or subtype == "bot_message") and bool(m.get("text") or m.get("files"))
+    return (subtype in ANSWERED_SUBTYPES or subtype == "bot_message") and bool(
+        m.get("text") or m.get("files")
+    )
 
 
 class SlackFile:
