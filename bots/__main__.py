@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from bots import eventloop
 from bots.launcher import load_config
+from core.attachments import placeholder
 from core.config import ConfigError, Loaded
 from core.keys import validate_key
 from core.logs import setup_logging
@@ -228,6 +229,12 @@ async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:
                             "at": _iso(r.at),
                             "interrupted": r.interrupted,
                             **({"summary": True, "keeps": r.keeps} if r.summary else {}),
+                            "backfill": r.backfill,
+                            "author": r.author,
+                            "attachments": [
+                                {"name": a.name, "mime": a.mime, "size": a.size, "sha256": a.sha256}
+                                for a in r.attachments
+                            ],
                         }
                         for r in records
                     ],
@@ -245,7 +252,11 @@ async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:
         if r.summary:
             print(f"=== summary: the agent sees this instead of the records above, except the last {r.keeps}")
         mark = " (interrupted)" if r.interrupted else ""
-        print(f"--- {r.role} {_iso(r.at)}{mark}\n{r.content}")
+        mark += f" (backfill: {r.author or 'someone'})" if r.backfill else ""
+        files = "".join(
+            f"\n{placeholder(a)} {a.mime}, {a.size:,} bytes, sha256 {a.sha256[:12]}" for a in r.attachments
+        )
+        print(f"--- {r.role} {_iso(r.at)}{mark}\n{r.content}{files}")
     return 0
 
 

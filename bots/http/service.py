@@ -24,6 +24,7 @@ the user's message is already in memory, so an automatic retry would say it twic
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
 import itertools
@@ -35,11 +36,12 @@ from typing import Any
 
 from aiohttp import web
 
+from bots.http.content import ContentError, read_content
 from bots.http.settings import HttpSettings
 from bots.runtime import Runtime, StartupError
 from core.keys import parse_key
 from core.responders import FutureResponder
-from core.types import Closed, Inbound, Reply
+from core.types import Closed, FileSource, Inbound, Reply
 
 log = logging.getLogger("chatlane.http")
 
@@ -163,9 +165,10 @@ class HttpService:
         try:
             self._authorize(request)
             body = await self._body(request)
-            text, stream = _parse(body)
+            text, files, stream = _parse(body)
             n = next(self._ids)
             inbound = self._inbound(request, body, text, f"http-{self._instance}-{n}")
+            inbound = dataclasses.replace(inbound, attachments=files)
             key = self.runtime.gateway.key_for(inbound)
             model = parse_key(key).agent
         except ApiError as err:
@@ -352,8 +355,8 @@ class HttpService:
         )
 
 
-def _parse(body: Any) -> tuple[str, bool]:
-    """The new input (the last user message's text) and whether to stream; ApiError if malformed."""
+def _parse(body: Any) -> tuple[str, tuple[FileSource, ...], bool]:
+    """The new input (the last user message's text and files) and whether to stream; ApiError if malformed."""
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_type")
     messages = body.get("messages")
@@ -370,31 +373,14 @@ def _parse(body: Any) -> tuple[str, bool]:
                 400, "each message must be an object with 'role' and 'content'", code="invalid_type"
             )
         if m.get("role") == "user":
-            text = _text(m.get("content"))
-            if not text.strip():
+            try:
+                text, files = read_content(m.get("content"))
+            except ContentError as exc:
+                raise ApiError(400, str(exc), code=exc.code) from None
+            if not text.strip() and not files:
                 raise ApiError(400, "the last user message is empty", code="empty_message")
-            return text, stream
+            return text, files, stream
     raise ApiError(400, "'messages' has no message with role 'user'", code="no_user_message")
-
-
-def _text(content: Any) -> str:
-    """A message's text: a string, or an array of `{"type": "text", "text": ...}` parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise ApiError(400, "only text content parts are supported", code="invalid_content")
-            texts.append(part["text"])
-        return "\n".join(texts)
-    raise ApiError(
-        400, "a user message's 'content' must be a string or an array of text parts", code="invalid_type"
-    )
 
 
 def _shutting_down() -> ApiError:
