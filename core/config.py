@@ -84,6 +84,9 @@ class HttpSettings(_Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 8765
     token_env: str = "CHATLANE_HTTP_TOKEN"
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+    idempotency_wait_s: Annotated[float, Field(gt=0)] = 300.0
+    """A retry with the `Idempotency-Key` of a request still running waits this long
+    for its answer, then gets a 409 (and may retry again)."""
 
 
 class Access(_Section):
@@ -144,6 +147,20 @@ class SlackSettings(Access):
     slash_command: str = ""
 
 
+class DedupeSettings(_Section):
+    window_s: Annotated[float, Field(gt=0)] = 3600.0
+    """How long a platform delivery (Slack event and message, Discord message id, HTTP
+    Idempotency-Key) is remembered in the store, by every process: a copy that arrives
+    within it is not answered again."""
+
+
+class LimitsSettings(_Section):
+    """Messages per sender (platform user id; HTTP: `user` or API token); 0 = no limit."""
+
+    per_minute: Annotated[int, Field(ge=0)] = 0
+    per_day: Annotated[int, Field(ge=0)] = 0
+
+
 class ConsoleSettings(_Section):
     enabled: bool = False
     user: str = "local"
@@ -158,6 +175,8 @@ class Config(_Section):
     discord: DiscordSettings = DiscordSettings()
     slack: SlackSettings = SlackSettings()
     console: ConsoleSettings = ConsoleSettings()
+    dedupe: DedupeSettings = DedupeSettings()
+    limits: LimitsSettings = LimitsSettings()
 
 
 class Secrets(_Section):

@@ -27,17 +27,14 @@ from bots.discord.commands import build_tree, sync_commands
 from bots.discord.inbound import ANSWERED_TYPES, read_message, refusal
 from bots.discord.reply import ALLOWED_MENTIONS, DiscordResponder
 from bots.runtime import Runtime, StartupError
-from core.dedupe import RecentIds
 from core.types import Closed
 
 log = logging.getLogger("chatlane.discord")
 
-SEEN_CAPACITY = 10_000
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 60.0
 FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
 """Gateway closes a retry cannot fix: bad token, shard or intent settings."""
-"""Message ids remembered to drop replays; replays come within seconds, so plenty."""
 
 
 def intents() -> discord.Intents:
@@ -63,7 +60,6 @@ class DiscordService:
         self.runtime = runtime
         self.settings = runtime.loaded.config.discord
         self.client: discord.Client | None = None
-        self._seen = RecentIds(SEEN_CAPACITY)
         self._connection: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
@@ -134,11 +130,13 @@ class DiscordService:
         if not inbound.text:
             log.debug("discord: message %s has no text to answer", message.id)
             return
-        if not self._seen.first_time(inbound.message_id):
-            log.info("discord: message %s delivered again (gateway replay); answered once", message.id)
-            return
+        # A RESUME (or a shard moved to another process) can deliver a message again:
+        # the gateway answers its id once across every process on the store.
+        delivery = [("replay", f"message:{inbound.message_id}")]
         try:
-            await self.runtime.gateway.submit(inbound, DiscordResponder(message, self.settings))
+            await self.runtime.gateway.submit(
+                inbound, DiscordResponder(message, self.settings), delivery=delivery
+            )
         except Closed:
             log.info("discord: shutting down; message %s not taken", message.id)
 

@@ -33,8 +33,10 @@ from typing import Any
 
 from aiohttp import web
 
+from bots.http.idempotency import Idempotency, OwnerResponder
 from bots.runtime import Runtime, StartupError
 from core.keys import parse_key
+from core.limits import SLOW_DOWN_TEXT
 from core.responders import FutureResponder
 from core.types import Closed, Inbound, Reply
 
@@ -95,6 +97,13 @@ class HttpService:
         self._instance = uuid.uuid4().hex[:12]  # ids unique across processes without a urandom call each
         self.host = self.settings.host
         self.port = 0
+        self._once = Idempotency(
+            runtime.gateway.requests,
+            self.settings.idempotency_wait_s,
+            completion=self._completion,
+            chunk=self._chunk,
+            reply_error=_reply_error,
+        )
 
     @property
     def base_url(self) -> str:
@@ -162,15 +171,22 @@ class HttpService:
             return err.response()
         except ValueError as exc:  # the ids make no valid session key
             return ApiError(400, str(exc), code="invalid_session_key").response()
-        responder = FutureResponder()
+        ident = f"chatcmpl-{self._instance}-{n}"
+        once = await self._once.begin(request, body, stream, key, ident)  # Idempotency-Key
+        if isinstance(once, web.StreamResponse):  # a retry's stored answer, or an error
+            return once
+        responder = once or FutureResponder()
         deltas = responder.stream() if stream else None
         try:
             await self.runtime.gateway.submit(inbound, responder)
         except Closed:
+            if isinstance(responder, OwnerResponder):  # frees its Idempotency-Key for a retry
+                await responder.send(Reply("", "shutdown", key))
             return _shutting_down().response()
-        ident = f"chatcmpl-{self._instance}-{n}"
         if deltas is None:
             reply = await responder.reply
+            if isinstance(responder, OwnerResponder) and (stored := responder.response()) is not None:
+                return stored  # byte for byte what its retries get
             if (problem := _reply_error(reply)) is not None:
                 return problem.response()
             return _json(self._completion(ident, reply.text), headers={SESSION_HEADER: key})
@@ -363,6 +379,8 @@ def _reply_error(reply: Reply) -> ApiError | None:
     """None for a reply to return as content; the error to answer with otherwise."""
     if reply.kind in ("answer", "merged", "notice"):
         return None
+    if reply.kind == "limited":  # every refused request needs an answer, not only the first
+        return ApiError(429, reply.text or SLOW_DOWN_TEXT, "rate_limit_error", "rate_limited")
     if reply.kind == "dropped":
         return ApiError(429, reply.text, "rate_limit_error", "queue_full")
     if reply.kind == "shutdown":  # nothing stored: safe to retry

@@ -9,8 +9,9 @@ What is answered: `app_mention` in channels, every DM (`message.im`), channel
 messages without a mention when `require_mention = false`, and replies in a thread
 the bot takes part in when `thread_replies_addressed`. A mention arrives twice (as
 `app_mention` and as `message.channels`) and Slack redelivers events it thinks were
-not acked (HTTP retries, Socket Mode reconnects): one message gives one turn, by its
-channel and ts (`RecentIds`, bounded).
+not acked (HTTP retries, Socket Mode reconnects), possibly to another replica: one
+message gives one turn, by its `event_id` and its channel and ts, checked by the
+gateway in the store that every replica shares (core/dedupe.py).
 
 Conversations: user + channel, and with `session.threads` each thread on its own. A
 top-level mention answered in a thread starts a conversation keyed by its own ts, so
@@ -41,7 +42,7 @@ from bots.runtime import Runtime, StartupError
 from bots.slack.inbound import Identity, RecentThreads, SlackMessage, conversation_thread, read_message
 from bots.slack.reply import Poster, SlackResponder
 from core.access import Facts, admit
-from core.dedupe import RecentIds
+from core.dedupe import Delivery
 from core.responders import FutureResponder, confirm_reset
 from core.types import Closed, Inbound, StoreError
 
@@ -64,7 +65,6 @@ class SlackService:
         self.me = Identity("", "", "")
         self.url = ""
         """http mode: where the Events API endpoint listens, once started."""
-        self._seen = RecentIds(10_000)
         self._threads = RecentThreads(10_000)
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -185,13 +185,13 @@ class SlackService:
         return f"Events API on {self.url or self.settings.path} as {self.me.user_id or '?'}"
 
     # ------------------------------------------------------------------ events
-    async def _on_app_mention(self, event: dict[str, Any]) -> None:
-        self._take(event, via_mention=True)
+    async def _on_app_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        self._take(event, via_mention=True, event_id=str(body.get("event_id") or ""))
 
-    async def _on_message(self, event: dict[str, Any]) -> None:
-        self._take(event, via_mention=False)
+    async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        self._take(event, via_mention=False, event_id=str(body.get("event_id") or ""))
 
-    def _take(self, event: dict[str, Any], *, via_mention: bool) -> None:
+    def _take(self, event: dict[str, Any], *, via_mention: bool, event_id: str = "") -> None:
         """Gate one message event; synchronous, so a duplicate is dropped before the ack."""
         s = self.settings
         msg = read_message(event, self.me, via_mention=via_mention)
@@ -210,14 +210,14 @@ class SlackService:
         )
         reason = admit(s, facts)
         if reason is None:
-            self._accept(msg)
+            self._accept(msg, event_id)
         elif (
             msg.thread_ts is not None
             and s.thread_replies_addressed
             and admit(s, dataclasses.replace(facts, mentioned_bot=True)) is None
         ):
             # Not known here (e.g. after a restart): the store knows whether this is one of ours.
-            self._spawn(self._accept_if_known_thread(msg))
+            self._spawn(self._accept_if_known_thread(msg, event_id))
         else:
             log.debug("slack: not answering %s in %s: %s", msg.ts, msg.channel, reason)
 
@@ -233,10 +233,7 @@ class SlackService:
             mentioned_bot=msg.mentioned,
         )
 
-    def _accept(self, msg: SlackMessage) -> None:
-        if not self._seen.first_time(msg.identity):
-            log.debug("slack: %s in %s already taken (duplicate delivery)", msg.ts, msg.channel)
-            return
+    def _accept(self, msg: SlackMessage, event_id: str) -> None:
         if self._poster is None:  # stopped
             return
         inbound = self._inbound(msg)
@@ -245,9 +242,12 @@ class SlackService:
         responder = SlackResponder(
             self._poster, msg.channel, msg.ts, inbound.thread, self.settings.ack_reaction
         )
-        self._spawn(self._submit(inbound, responder))
+        # The message's own id comes last: all copies of it share that one (see Deliveries).
+        delivery = [("retry", f"event:{event_id}")] if event_id else []
+        delivery.append(("twin", f"message:{msg.identity}"))
+        self._spawn(self._submit(inbound, responder, delivery))
 
-    async def _accept_if_known_thread(self, msg: SlackMessage) -> None:
+    async def _accept_if_known_thread(self, msg: SlackMessage, event_id: str) -> None:
         session = self.runtime.loaded.config.session
         if not session.threads or session.scope == "user":
             return  # the key would not name the thread
@@ -257,11 +257,11 @@ class SlackService:
             log.warning("slack: cannot tell whether thread %s is ours: %s", msg.thread_ts, exc)
             return
         if known:
-            self._accept(msg)
+            self._accept(msg, event_id)
 
-    async def _submit(self, inbound: Inbound, responder: SlackResponder) -> None:
+    async def _submit(self, inbound: Inbound, responder: SlackResponder, delivery: list[Delivery]) -> None:
         try:
-            await self.runtime.gateway.submit(inbound, responder)
+            await self.runtime.gateway.submit(inbound, responder, delivery=delivery)
         except ValueError as exc:
             log.warning("slack: message %s not taken: %s", inbound.message_id, exc)
         except Closed:

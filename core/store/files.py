@@ -38,13 +38,16 @@ from typing import Any, TypeVar
 from filelock import FileLock, Timeout
 
 from core.store import jsonl
+from core.store.deliveries import FileDeliveries
 from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, find_key, recover_entry
 from core.types import (
+    Admission,
     ChatMessage,
     Damaged,
     FreshCheck,
     Listing,
     Minter,
+    RequestClaim,
     SessionEntry,
     SessionKey,
     StoreError,
@@ -86,6 +89,7 @@ class FileStore:
             for d in (self.root, self._sessions, self._locks, self._transcripts, self._quarantine):
                 _mkdirs(d)
             self.root.chmod(0o700)
+            self._deliveries = FileDeliveries(self.root)
         except OSError as exc:
             raise StoreError(f"cannot use state directory {self.root}: {exc.strerror}") from exc
 
@@ -341,8 +345,25 @@ class FileStore:
         finally:
             await asyncio.shield(self._run_on(self._turn_lock_thread, lock.release))
 
+    # ------------------------------------- deliveries and limits (core/store/deliveries.py)
+    async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
+        return await self._run(self._deliveries.mark_delivered, list(ids), window_s)
+
+    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
+        return await self._run(self._deliveries.claim_request, request_id, fingerprint, window_s)
+
+    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
+        await self._run(self._deliveries.finish_request, request_id, fingerprint, answer)
+
+    async def release_request(self, request_id: str) -> None:
+        await self._run(self._deliveries.release_request, request_id)
+
+    async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
+        return await self._run(self._deliveries.count_message, sender, per_minute, per_day)
+
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._deliveries.close()
         self._turn_lock_thread.shutdown(wait=True)
 
 
