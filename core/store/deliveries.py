@@ -4,7 +4,7 @@ Layout under the state directory (dirs 0700, files 0600):
 
     deliveries/ab/<sha256(name)>     one marker per delivery or request id seen
     deliveries/ab/.lock              held only to replace or remove an expired marker
-    deliveries/journal/<start>.log   names of the markers created in one window
+    deliveries/journal/<start ms>.log  names of the markers created in one window
     limits/ab/<sha256(sender)>.json  a sender's minute and day windows, under flock
 
 A marker is made with an exclusive create (`O_CREAT | O_EXCL`, or `link` for one with
@@ -164,7 +164,7 @@ class Markers:
     # ------------------------------------------------------------ sweeping
     def _journal(self, path: str, window_s: float) -> None:
         now = time.time()
-        start = int(now // window_s * window_s)
+        start = int(now // window_s * window_s * 1000)  # ms: windows may be short (tests)
         line = (os.path.relpath(path, self.root) + "\n").encode()
         fd = os.open(f"{self.journal}/{start}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -203,11 +203,13 @@ class Markers:
         if now < self._next_look:
             return None
         self._next_look = now + min(LOOK_EVERY_S, window_s)
-        for entry in os.scandir(self.journal):
+        with os.scandir(self.journal) as listing:
+            entries = list(listing)
+        for entry in entries:
             name = entry.name
             if name.endswith(".log"):
                 try:
-                    old = int(name.removesuffix(".log")) + 2 * window_s <= now
+                    old = int(name.removesuffix(".log")) / 1000 + 2 * window_s <= now
                 except ValueError:
                     continue
             else:  # a claim whose sweeper died (or is slow): take it over after a window
