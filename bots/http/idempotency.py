@@ -102,9 +102,13 @@ class OwnerResponder(FutureResponder):
         super().__init__()
         self._store_reply = store_reply
         self.stored: Stored | None = None
+        self._kept = False
 
     async def send(self, reply: Reply) -> None:
-        if not self.reply.done():
+        # Not `self.reply.done()`: a client that went away cancels that future, and its
+        # answer must be stored all the same.
+        if not self._kept:
+            self._kept = True
             self.stored = await self._store_reply(reply)
         await super().send(reply)
 
