@@ -53,7 +53,9 @@ def msg(text: str, n: int, user: str = "alice") -> Inbound:
     return Inbound("slack", user, "C1", text, message_id=f"{n}.0")
 
 
-async def test_a_message_delivered_to_two_gateways_on_one_store_is_answered_once(make_gateway: Factory) -> None:
+async def test_a_message_delivered_to_two_gateways_on_one_store_is_answered_once(
+    make_gateway: Factory,
+) -> None:
     one, two = make_gateway(), make_gateway()
     inboxes = [Inbox() for _ in range(4)]
     copies = [
@@ -62,7 +64,9 @@ async def test_a_message_delivered_to_two_gateways_on_one_store_is_answered_once
         (two, [("retry", "event:E2"), ("twin", "message:C1:1.0")]),
         (one, [("retry", "event:E2"), ("twin", "message:C1:1.0")]),
     ]
-    await asyncio.gather(*(gw.submit(msg("hi", 1), inbox, delivery=d) for (gw, d), inbox in zip(copies, inboxes)))
+    await asyncio.gather(
+        *(gw.submit(msg("hi", 1), inbox, delivery=d) for (gw, d), inbox in zip(copies, inboxes, strict=True))
+    )
     async with asyncio.timeout(10):
         while not any(i.replies for i in inboxes):
             await asyncio.sleep(0.01)

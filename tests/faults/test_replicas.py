@@ -120,7 +120,7 @@ async def duplicate_trials(
         statuses = await asyncio.gather(
             post_event(http, a.events_url, raw, headers), post_event(http, b.events_url, raw, headers)
         )
-        assert statuses == [200, 200]
+        assert list(statuses) == [200, 200]
         words.append(word)
         sent += [(raw, headers, a.events_url), (raw, headers, b.events_url)]
     for n in range(TRIALS):
@@ -132,7 +132,7 @@ async def duplicate_trials(
         statuses = await asyncio.gather(
             post_event(http, first.events_url, raw_m, h_m), post_event(http, second.events_url, raw_t, h_t)
         )
-        assert statuses == [200, 200]
+        assert list(statuses) == [200, 200]
         words.append(word)
         sent += [(raw_m, h_m, first.events_url), (raw_t, h_t, second.events_url)]
     await wait_for_answers(fake, words)
@@ -170,7 +170,9 @@ async def test_slack_copies_split_over_two_processes_on_one_redis_are_answered_o
                     assert await post_event(http, fresh.events_url, raw, headers) == 200
                 await asyncio.sleep(SETTLE_S * 2)
                 replayed = len(fake.posts) - posts_before
-                print(f"replayed {len(sent) * 2} copies 61 s later (running + new replica): {replayed} answers")
+                print(
+                    f"replayed {len(sent) * 2} copies 61 s later (running + new replica): {replayed} answers"
+                )
                 assert replayed == 0
                 metrics = await (await http.get(fresh.process.url + "/metrics")).text()
                 assert 'chatlane_deliveries_deduplicated_total{platform="slack",reason="retry"}' in metrics
@@ -224,7 +226,9 @@ async def test_a_discord_message_replayed_to_two_processes_is_answered_once(
             await asyncio.sleep(SETTLE_S)
             sent = [m.get("content", "") for m in fake.sent_to(fake.channel_id)]
             per = [sum(1 for s in sent if s.startswith(f"echo: hello {n}\n")) for n in range(TRIALS)]
-            print(f"\ndiscord, 2 processes, {TRIALS} messages each delivered to both: answers per message {per}")
+            print(
+                f"\ndiscord, 2 processes, {TRIALS} messages each delivered to both: answers per message {per}"
+            )
             assert per == [1] * TRIALS
     finally:
         await fake.close()
@@ -293,7 +297,9 @@ async def test_one_user_limited_to_5_a_minute_over_two_processes_gets_5_answers_
         async with replicas([config] * 2, tmp_path) as (a, b), aiohttp.ClientSession() as http:
             for n in range(12):
                 raw, headers = signed(
-                    event_callback(message_event(f"<@{BOT_USER}> limited-{n}", kind="app_mention", user=HUMAN))
+                    event_callback(
+                        message_event(f"<@{BOT_USER}> limited-{n}", kind="app_mention", user=HUMAN)
+                    )
                 )
                 assert await post_event(http, (a, b)[n % 2].events_url, raw, headers) == 200
             async with asyncio.timeout(30):
@@ -303,11 +309,12 @@ async def test_one_user_limited_to_5_a_minute_over_two_processes_gets_5_answers_
             texts = [str(c.args.get("text", "")) for c in fake.posts]
             answered = [t for t in texts if t.startswith("echo: limited-")]
             slow = [t for t in texts if t == SLOW_DOWN_TEXT]
-            print(f"\n12 messages of one user over 2 processes, limit 5/minute: {len(answered)} answered, {len(slow)} slow-down")
-            assert (len(answered), len(slow), len(texts)) == (5, 1, 6)
-            metrics = "".join(
-                [await (await http.get(r.process.url + "/metrics")).text() for r in (a, b)]
+            print(
+                "\n12 messages of one user over 2 processes, limit 5/minute:",
+                f"{len(answered)} answered, {len(slow)} slow-down",
             )
+            assert (len(answered), len(slow), len(texts)) == (5, 1, 6)
+            metrics = "".join([await (await http.get(r.process.url + "/metrics")).text() for r in (a, b)])
             limited = sum(
                 float(line.split()[-1])
                 for line in metrics.splitlines()
