@@ -19,7 +19,9 @@ import aiohttp
 import openai
 import pytest
 
+from core.config import StoreSettings
 from core.limits import SLOW_DOWN_TEXT
+from core.store.redis import RedisStore
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_slack import (
     BOT_USER,
@@ -234,6 +236,18 @@ async def test_a_discord_message_replayed_to_two_processes_is_answered_once(
         await fake.close()
 
 
+async def said_by_users(server: RedisServer, prefix: str) -> list[str]:
+    """Every user message stored under `prefix`, read back through a store of its own."""
+    store = RedisStore.from_settings(StoreSettings(backend="redis", url=server.url, prefix=prefix), None)
+    try:
+        said: list[str] = []
+        for entry in (await store.list()).entries:
+            said += [m.content for m in await store.tail(entry.session_id, 1000) if m.role == "user"]
+        return said
+    finally:
+        await store.close()
+
+
 async def test_ten_concurrent_retries_with_one_idempotency_key_run_one_turn_and_get_equal_answers(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -254,10 +268,7 @@ async def test_ten_concurrent_retries_with_one_idempotency_key_run_one_turn_and_
         results = await asyncio.gather(*(attempt((a, b)[i % 2]) for i in range(10)))
         assert {status for status, _ in results} == {200}
         assert len({raw for _, raw in results}) == 1  # ten equal answers, byte for byte
-        with redis_server.client() as r:
-            transcripts = [n for n in r.scan_iter(f"{prefix}:transcript:*")]
-            assert len(transcripts) == 1
-            users = [json.loads(x)["content"] for x in r.lrange(transcripts[0], 0, -1) if b'"user"' in x]
+        users = await said_by_users(redis_server, prefix)
         print(f"\n10 concurrent retries over 2 processes: {len(users)} turn(s), 1 distinct answer")
         assert users == ["what is two and two?"]
         other = body("something else", user="carol")
@@ -277,13 +288,7 @@ async def test_ten_concurrent_retries_with_one_idempotency_key_run_one_turn_and_
         finally:
             await client.close()
         assert (completion.choices[0].message.content or "").startswith("echo: count me once\n")
-        with redis_server.client() as r:
-            said = [
-                json.loads(x)["content"]
-                for n in r.scan_iter(f"{prefix}:transcript:*")
-                for x in r.lrange(n, 0, -1)
-                if b'"user"' in x
-            ]
+        said = await said_by_users(redis_server, prefix)
         assert said.count("count me once") == 1
 
 
