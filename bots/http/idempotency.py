@@ -51,6 +51,12 @@ Chunk = Callable[[str, dict[str, str], str | None], bytes]
 ReplyError = Callable[[Reply], _ApiErrorLike | None]
 
 
+def caller_of(request: web.Request) -> str:
+    """Who sent a request, without the secret: a digest of its Authorization header."""
+    given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+    return "token-" + hashlib.sha256(given).hexdigest()[:32]
+
+
 def _error(status: int, message: str, code: str, kind: str = "invalid_request_error") -> web.Response:
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return web.json_response(body, status=status)
@@ -147,10 +153,7 @@ class Idempotency:
                 f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
                 "invalid_idempotency_key",
             )
-        caller = hashlib.sha256(
-            request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        ).hexdigest()
-        request_id = f"http:{caller[:32]}:{key}"
+        request_id = f"http:{caller_of(request)}:{key}"
         canonical = json.dumps(
             [body, request.headers.get(SESSION_HEADER, "")], sort_keys=True, separators=(",", ":")
         )

@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bots.http.idempotency import Idempotency, OwnerResponder
+from bots.http.idempotency import Idempotency, OwnerResponder, caller_of
 from bots.http.settings import HttpSettings
 from bots.runtime import Runtime, StartupError
 from core.keys import parse_key
@@ -257,13 +257,15 @@ class HttpService:
                 )
             return Inbound(PLATFORM, parts.user, parts.channel, text, message_id, parts.thread, True, True)
         user = body.get("user")
+        sender = ""
         if user is None or user == "":
             user = f"anon-{uuid.uuid4().hex}"  # stateless: a session of its own
+            sender = caller_of(request)  # [limits] count anonymous requests per API token
         elif not isinstance(user, str):
             raise ApiError(400, "'user' must be a string", code="invalid_type")
         # Under scope "channel" the user part is dropped: keep HTTP users apart anyway.
         channel = user if self.runtime.loaded.config.session.scope == "channel" else CHANNEL
-        return Inbound(PLATFORM, user, channel, text, message_id, None, True, True, user)
+        return Inbound(PLATFORM, user, channel, text, message_id, None, True, True, user, sender)
 
     def _completion(self, ident: str, text: str) -> dict[str, Any]:
         return {

@@ -66,4 +66,13 @@ async def test_a_request_refused_by_the_limit_frees_its_key(tmp_path: Path) -> N
 def _request_id(key: str) -> str:
     import hashlib
 
-    return f"http:{hashlib.sha256(b'').hexdigest()[:32]}:{key}"
+    return f"http:token-{hashlib.sha256(b'').hexdigest()[:32]}:{key}"
+
+
+async def test_anonymous_requests_count_against_their_api_tokens_limit(tmp_path: Path) -> None:
+    """Without `user` every request is a session of its own; the limit still holds per token."""
+    env = {"CHATLANE_HTTP_TOKEN": "tok-a"}
+    async with serve(tmp_path, agent=FlakyAgent(), extra="[limits]\nper_minute = 2\n", env=env) as api:
+        auth = {"Authorization": "Bearer tok-a"}
+        statuses = [(await api.post(body(f"anon {n}"), auth))[0] for n in range(4)]
+        assert statuses == [200, 200, 429, 429]
