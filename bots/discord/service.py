@@ -12,6 +12,7 @@ Ordering belongs to the core: `on_message` does not await anything before
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -245,6 +246,7 @@ class DiscordService:
                 problem: BaseException = exc
             except Exception as exc:
                 problem = exc
+            await _drop_socket(client)
             if self._stopping or client.is_closed():
                 return
             if time.monotonic() - started > RECONNECT_MAX_S:
@@ -271,6 +273,15 @@ class DiscordService:
     async def _close_client(self) -> None:
         if self.client is not None and not self.client.is_closed():
             await self.client.close()
+
+
+async def _drop_socket(client: discord.Client) -> None:
+    """Close the websocket of a `connect()` that raised: discord.py leaves it open, and its
+    heartbeat thread would keep a dead gateway session alive (and outlive the loop)."""
+    ws = getattr(client, "ws", None)
+    if ws is not None:
+        with contextlib.suppress(Exception):
+            await ws.close(code=4000)
 
 
 def _connection_problem(exc: BaseException | None) -> str:
