@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.faults.harness import FlakyAgent, body, serve
+from core.testing import FlakyAgent
+from tests.support.http import body, serve
 
 
 async def test_retries_get_the_stored_answer_json_or_sse_and_no_second_turn(tmp_path: Path) -> None:
@@ -30,7 +31,7 @@ async def test_retries_get_the_stored_answer_json_or_sse_and_no_second_turn(tmp_
 
 async def test_a_retry_that_waits_too_long_gets_409_and_later_the_answer(tmp_path: Path) -> None:
     agent = FlakyAgent(delay_s=1.0)
-    async with serve(tmp_path, agent=agent, extra="idempotency_wait_s = 0.2\n") as api:
+    async with serve(tmp_path, agent=agent, http="idempotency_wait_s = 0.2") as api:
         headers = {"Idempotency-Key": "slow-1"}
         first = asyncio.create_task(api.post(body("slow", user="cy"), headers))
         await asyncio.sleep(0.3)

@@ -12,8 +12,8 @@ from core.config import Config, LimitsSettings
 from core.gateway import Gateway
 from core.limits import SLOW_DOWN_TEXT
 from core.store.files import FileStore
+from core.testing import Inbox, RecordingAgent
 from core.types import Inbound
-from tests.fakes.agents import Inbox, RecordingAgent
 
 Factory = Callable[..., Gateway]
 

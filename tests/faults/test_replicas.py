@@ -22,6 +22,7 @@ import pytest
 from core.config import StoreSettings
 from core.limits import SLOW_DOWN_TEXT
 from core.store.redis import RedisStore
+from core.testing import ChatlaneProcess, RedisServer, unique_prefix
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_slack import (
     BOT_USER,
@@ -32,11 +33,9 @@ from tests.fakes.fake_slack import (
     message_event,
     signed_headers,
 )
-from tests.faults.harness import COMPLETIONS, Process, body, start_process
-from tests.redis_server import RedisServer, redis_server, unique_prefix
+from tests.support.http import COMPLETIONS, body
 
 pytestmark = pytest.mark.slow
-__all__ = ["redis_server"]  # the shared real redis-server fixture
 
 SECRET = "replica-signing-secret"
 ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": SECRET, "DISCORD_BOT_TOKEN": "fake-token"}
@@ -60,7 +59,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 @dataclass(slots=True)
 class Replica:
-    process: Process
+    process: ChatlaneProcess
     events_url: str = ""
 
 
@@ -69,7 +68,9 @@ async def replicas(configs: list[Path], tmp_path: Path) -> AsyncIterator[list[Re
     started: list[Replica] = []
     try:
         for i, config in enumerate(configs):
-            proc = await start_process(config, tmp_path / f"replica-{i}-{time.monotonic_ns()}.log", ENV)
+            proc = await ChatlaneProcess.start(
+                config, tmp_path / f"replica-{i}-{time.monotonic_ns()}.log", env=ENV
+            )
             m = _EVENTS_URL.search(proc.log.read_bytes())
             started.append(Replica(proc, m.group(1).decode() if m else ""))
         yield started
