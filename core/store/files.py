@@ -8,6 +8,8 @@ Layout under the state directory (dirs 0700, files 0600):
                                         the key's fencing counter
     transcripts/<id[:2]>/<id>.jsonl     memory of one session id: one line per commit
     quarantine/                         damaged entries moved aside, never overwritten
+    deliveries/, limits/                delivery markers and per-sender counters
+                                        (core/store/deliveries.py)
 
 Every operation touches a fixed number of files, so it costs the same at 100 sessions
 and at 100,000. Entry writes are atomic (temp file, fsync, os.replace, fsync of the
