@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from core.limits import count_in_windows
-from core.types import Admission, RequestClaim
+from core.types import Admission, RequestClaim, StoreError
 
 SWEEP_PER_CHECK = 4
 """Expired markers removed per new marker: more than one, so sweeping outpaces creating."""
@@ -232,6 +232,16 @@ class Markers:
             self._sweep = None
 
 
+def parse_claim(raw: bytes) -> RequestClaim:
+    """A stored request claim (`{"fp": ..., "answer"?: ...}`); `StoreError` if damaged."""
+    try:
+        stored = json.loads(raw)
+        answer = stored.get("answer")
+        return RequestClaim(False, str(stored["fp"]), answer.encode() if answer is not None else None)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(f"a stored request claim is damaged: {exc}") from None
+
+
 class FileDeliveries:
     """`mark_delivered`, the request claims and `count_message` of the files store."""
 
@@ -257,9 +267,7 @@ class FileDeliveries:
             raw = self.markers.read(name, window_s)
             if raw is None:
                 continue  # expired or released meanwhile: try to own it
-            stored = json.loads(raw)
-            answer = stored.get("answer")
-            return RequestClaim(False, str(stored["fp"]), answer.encode() if answer is not None else None)
+            return parse_claim(raw)
 
     def finish_request(self, request_id: str, fingerprint: str, answer: bytes) -> None:
         content = json.dumps({"fp": fingerprint, "answer": answer.decode()}).encode()

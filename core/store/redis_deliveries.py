@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from core.store.deliveries import parse_claim
 from core.types import Admission, RequestClaim
 
 # KEYS: the delivery names in order; ARGV[1]: window in ms. Marks in order and stops at
@@ -92,9 +93,7 @@ class RedisDeliveries:
         raw = await self._claim(keys=[self.request_name(request_id)], args=[mine, _ms(window_s)])
         if raw is None:
             return RequestClaim(new=True)
-        stored = json.loads(cast(bytes, raw))
-        answer = stored.get("answer")
-        return RequestClaim(False, str(stored["fp"]), answer.encode() if answer is not None else None)
+        return parse_claim(cast(bytes, raw))
 
     async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
         content = json.dumps({"fp": fingerprint, "answer": answer.decode()})

@@ -77,3 +77,16 @@ async def test_anonymous_requests_count_against_their_api_tokens_limit(tmp_path:
         auth = {"Authorization": "Bearer tok-a"}
         statuses = [(await api.post(body(f"anon {n}"), auth))[0] for n in range(4)]
         assert statuses == [200, 200, 429, 429]
+
+
+async def test_a_damaged_stored_claim_is_a_503_not_a_crash_or_a_second_turn(tmp_path: Path) -> None:
+    from core.store.deliveries import Markers
+
+    agent = FlakyAgent()
+    async with serve(tmp_path, agent=agent) as api:
+        assert (await api.post(body("x", user="f"), {"Idempotency-Key": "f1"}))[0] == 200
+        marker = Path(Markers(tmp_path / "state" / "deliveries").path(f"r:{_request_id('f1')}"))
+        await asyncio.to_thread(marker.write_bytes, b"{not json")
+        status, err, _ = await api.post(body("x", user="f"), {"Idempotency-Key": "f1"})
+        assert status == 503 and err["error"]["code"] == "store_unavailable"
+        assert agent.calls == 1
