@@ -27,6 +27,10 @@ async def test_retries_get_the_stored_answer_json_or_sse_and_no_second_turn(tmp_
         assert '"content": "ok: hi there (turn 1)"' in replay["stream"]
         assert replay["stream"].endswith("data: [DONE]\n\n")
         assert agent.calls == 2
+        replayed = api.runtime.metrics.registry.get_sample_value(
+            "chatlane_deliveries_deduplicated_total", {"platform": "http", "reason": "idempotency_key"}
+        )
+        assert replayed == 2
 
 
 async def test_a_retry_that_waits_too_long_gets_409_and_later_the_answer(tmp_path: Path) -> None:
