@@ -5,7 +5,7 @@ through `core.gateway.Gateway`.
     launcher.py    the adapter registry; builds the config schema; runs enabled bots
     discord/       discord.py: service, inbound, reply, commands, settings
     slack/         slack-bolt (Socket Mode, HTTP Events API): service, inbound, reply, settings
-    http/          aiohttp: the OpenAI-compatible API (service, settings)
+    http/          aiohttp: the OpenAI-compatible API (service, settings, idempotency)
     console.py     terminal chat
     __main__.py    the `chatlane` CLI: run, chat, check, sessions
 """

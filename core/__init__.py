@@ -4,16 +4,20 @@ The layers, outside in (each module only calls the ones below it):
 
     gateway.py      the ONE door: submit(inbound, responder), reset(key), status(key);
                     the turn pipeline (lock -> resolve -> tail -> agent -> one commit -> deliver)
+    dedupe.py       at the door: a platform delivery answered once across processes
+                    (Deliveries), arrival order kept (InOrder), retried requests (Requests)
+    limits.py       at the door: `[limits]` per sender, counted in the store
     lanes.py        one lane per session key: turns of a key in order; queue modes
     reserver.py     key -> session: hot read, else reserve (lock, re-check, mint) once
-    store/          SessionStore backends: files.py (+ jsonl.py transcripts), redis.py
-                    (+ redis_lock.py); entries.py is the entry format both share
+    store/          SessionStore backends: files.py (+ jsonl.py transcripts, deliveries.py
+                    markers and counters), redis.py (+ redis_lock.py, redis_deliveries.py);
+                    entries.py is the entry format both share
     agents/         the Agent protocol's built-ins: echo (offline), openai
     types.py        the contracts everything builds on (Inbound, Reply, SessionEntry,
                     TurnLease, TurnCommit, the Agent and SessionStore protocols)
 
 Beside them: keys.py (session key grammar), config.py (TOML -> frozen config; adapters
-add their own sections), access.py (allowlists), chunking.py, dedupe.py, tasks.py
+add their own sections), access.py (allowlists), chunking.py, tasks.py
 (owned tasks), responders.py, metrics.py, logs.py, and testing/ (fake agents, a
 process runner and a redis-server runner, shipped for tests and bench).
 """
