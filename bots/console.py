@@ -70,6 +70,11 @@ async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: Text
 
 
 async def _say(runtime: Runtime, user: str, text: str, out: TextIO) -> None:
+    """Submit one line as `user` and print the reply.
+
+    Not gated by core/access.py: the console is the local user at this machine's
+    terminal, with no platform allowlists or mentions to judge.
+    """
     inbound = Inbound(
         platform="console",
         user=user,
