@@ -88,7 +88,8 @@ async def _say(runtime: Runtime, user: str, text: str, out: TextIO) -> None:
     responder = FutureResponder()
     await runtime.gateway.submit(inbound, responder)
     reply = await responder.reply
-    out.write(f"{reply.text}\n")
+    if reply.text:  # an empty `limited` reply: already told to slow down
+        out.write(f"{reply.text}\n")
     out.flush()
 
 

@@ -211,6 +211,20 @@ class AdapterSettings(Section):
         return ()
 
 
+class DedupeSettings(Section):
+    window_s: Annotated[float, Field(gt=0)] = 3600.0
+    """How long a platform delivery (Slack event and message, Discord message id, HTTP
+    Idempotency-Key) is remembered in the store, by every process: a copy that arrives
+    within it is not answered again."""
+
+
+class LimitsSettings(Section):
+    """Messages per sender (platform user id; HTTP: `user` or API token); 0 = no limit."""
+
+    per_minute: Annotated[int, Field(ge=0)] = 0
+    per_day: Annotated[int, Field(ge=0)] = 0
+
+
 class Config(Section):
     """The core sections; `compose` adds one field per adapter section."""
 
@@ -222,6 +236,8 @@ class Config(Section):
     queue: QueueSettings = QueueSettings()
     store: StoreSettings = StoreSettings()
     attachments: AttachmentSettings = AttachmentSettings()
+    dedupe: DedupeSettings = DedupeSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @field_validator("agents", mode="after")
     @classmethod

@@ -4,7 +4,8 @@ Adapters call `submit` (a message), `reset` (a new session: slash commands, the 
 and `status`; nothing else in core. Resets go through the conversation's lane like
 messages, so a `/new` never overtakes a message sent before it.
 
-    submit: agent (bindings, core/routing.py) -> key -> reset or /model command? -> lane
+    submit: agent (bindings, core/routing.py) -> key -> first delivery? (core/dedupe.py)
+            -> within [limits]? (core/limits.py) -> reset or /model command? -> lane
     turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> first turn
             of the session? read the thread (backfill) -> read attachments (blobs) ->
             compaction? (a summary record, core/compaction.py) -> the key's agent streams
@@ -37,8 +38,10 @@ from dataclasses import replace
 from core import context, model_choice
 from core.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
 from core.config import AgentSettings, Config
+from core.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.keys import build_key, parse_key
 from core.lanes import Lanes, Pending, Retry
+from core.limits import Limits
 from core.metrics import Metrics
 from core.reserver import Freshness, Reserver
 from core.routing import Router
@@ -96,6 +99,10 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.lanes = Lanes(self._run_turn, config.queue)
         self.metrics.watch_queue(lambda: self.lanes.depth)
+        self.deliveries = Deliveries(store, config.dedupe.window_s, self.metrics)
+        self.limits = Limits(config.limits, store, self.metrics)
+        self.requests = Requests(store, config.dedupe.window_s, self.metrics)
+        self._in_order = InOrder()
 
     @property
     def agent(self) -> Agent:
@@ -129,18 +136,42 @@ class Gateway:
     def is_reset_command(self, text: str) -> bool:
         return text.strip().lower() in self.config.session.reset_commands
 
-    async def submit(self, inbound: Inbound, responder: Responder) -> SessionKey:
+    async def submit(
+        self, inbound: Inbound, responder: Responder, *, delivery: Sequence[Delivery] = ()
+    ) -> SessionKey:
         """Take one gated message. Returns once it is queued, before it is answered.
+
+        `delivery` names the platform delivery (see `core.dedupe.Delivery`): a copy of a
+        message any process on the store already took is dropped silently. A sender over
+        `[limits]` gets a `limited` reply instead of a turn. Messages of one key reach
+        their lane in the order `submit` was called, whatever these checks cost.
 
         Raises ValueError when the message's ids do not make a valid key, and `Closed`
         during shutdown.
         """
         key = self.key_for(inbound)
+        if delivery and self.deliveries.seen_here(inbound.platform, delivery):
+            return key
+        if not delivery and not self.limits.enabled:
+            await self._queue(key, inbound, responder)
+            return key
+        ticket = self._in_order.ticket(key)
+        try:
+            go = not delivery or await self.deliveries.first_in_store(inbound.platform, delivery)
+            if go and self.limits.enabled:
+                go = await self.limits.admit(inbound, key, responder)
+            await ticket.wait()
+            if go:
+                await self._queue(key, inbound, responder)
+        finally:
+            ticket.done()
+        return key
+
+    async def _queue(self, key: SessionKey, inbound: Inbound, responder: Responder) -> None:
         self.metrics.messages_in.labels(inbound.platform).inc()
         reset = self.is_reset_command(inbound.text)
         model = not reset and self._is_model_command(key, inbound.text)
         await self.lanes.submit(key, Pending(inbound, responder, reset=reset, model_command=model))
-        return key
 
     async def reset(self, key: SessionKey, responder: Responder) -> None:
         """Start a new session for `key` once the messages queued before it are answered.

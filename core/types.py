@@ -70,15 +70,20 @@ class Inbound:
     """An agent asked for by name (the HTTP API's `model`); overrides `[[bindings]]`."""
     attachments: tuple[FileSource, ...] = ()
     """Files on the message, read by the gateway during the turn."""
+    sender: str = ""
+    """Who `[limits]` counts this message against, when not `user` (HTTP: the API token of
+    an anonymous request)."""
 
 
-ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown"]
+ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown", "limited"]
 """`answer`: the turn's reply. `merged`: this message was answered together with later
 ones (collect/interrupt modes) and `text` is that shared answer. `failure`: the agent
 or the store failed; `text` is a plain message for a person. `dropped`: the queue was
 full and this message will not be answered. `notice`: a command's confirmation (e.g. a
 reset). `shutdown`: the process is stopping and nothing of this message was stored, so
-it is safe to send again."""
+it is safe to send again. `limited`: the sender is over `[limits]`; nothing was stored;
+`text` is the "slow down" notice for the first such message of a window and empty for
+the others (send nothing then)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +305,21 @@ class StoreError(Exception):
     """The store could not complete an operation; nothing was reported as done."""
 
 
+Admission = Literal["allowed", "limited_first", "limited"]
+"""`count_message`: counted and allowed; over a limit and the first such message of its
+window (tell the sender); over a limit again (say nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestClaim:
+    """`claim_request`: `new` when this caller owns the request; else what the owner stored:
+    its `fingerprint` and, once it finished, its `answer` (None while it still runs)."""
+
+    new: bool
+    fingerprint: str = ""
+    answer: bytes | None = None
+
+
 Minter = Callable[[SessionKey], SessionEntry]
 FreshCheck = Callable[[SessionEntry], bool]
 
@@ -344,6 +364,30 @@ class SessionStore(Protocol):
 
     def lock_turn(self, key: SessionKey) -> AbstractAsyncContextManager[TurnLease]:
         """Exclude other turns of `key`; raises `Fenced` out of the block if the lock is lost."""
+        ...
+
+    async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
+        """Remember every id for `window_s`, in one atomic step shared by every process on
+        the store. 0 when none was remembered before (a first delivery), else the 1-based
+        index of the first that was (a duplicate)."""
+        ...
+
+    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
+        """Own `request_id` for `window_s` if nobody does (atomic across processes)."""
+        ...
+
+    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
+        """Store the owner's answer; later claims get it until `window_s` has passed."""
+        ...
+
+    async def release_request(self, request_id: str) -> None:
+        """Forget an owned request that stored nothing, so a retry may run it."""
+        ...
+
+    async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
+        """Count one message of `sender` against fixed windows that start at its first
+        message (0 = no limit), atomically across processes. A limited message is not
+        counted, so it never uses up budget."""
         ...
 
     async def close(self) -> None: ...

@@ -65,6 +65,8 @@ class DiscordResponder(QuietResponder):
     async def send(self, reply: Reply) -> None:
         if reply.kind == "merged":  # the later message's reply answers this one too
             return
+        if reply.kind == "limited" and not reply.text:  # already told to slow down
+            return
         chunks = [c for c in split_message(reply.text, MESSAGE_LIMIT) if c.strip()]
         if not chunks:
             log.warning("discord: empty %s for message %s not sent", reply.kind, self.message.id)

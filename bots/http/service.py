@@ -37,9 +37,11 @@ from typing import Any
 from aiohttp import web
 
 from bots.http.content import ContentError, read_content
+from bots.http.idempotency import Idempotency, OwnerResponder, caller_of
 from bots.http.settings import HttpSettings
 from bots.runtime import Runtime, StartupError
 from core.keys import parse_key
+from core.limits import SLOW_DOWN_TEXT
 from core.responders import FutureResponder
 from core.types import Closed, FileSource, Inbound, Reply
 
@@ -101,6 +103,13 @@ class HttpService:
         self._instance = uuid.uuid4().hex[:12]  # ids unique across processes without a urandom call each
         self.host = self.settings.host
         self.port = 0
+        self._once = Idempotency(
+            runtime.gateway.requests,
+            self.settings.idempotency_wait_s,
+            completion=self._completion,
+            chunk=self._chunk,
+            reply_error=_reply_error,
+        )
 
     @property
     def base_url(self) -> str:
@@ -175,15 +184,22 @@ class HttpService:
             return err.response()
         except ValueError as exc:  # the ids make no valid session key
             return ApiError(400, str(exc), code="invalid_session_key").response()
-        responder = FutureResponder()
+        ident = f"chatcmpl-{self._instance}-{n}"
+        once = await self._once.begin(request, body, stream, key, ident)  # Idempotency-Key
+        if isinstance(once, web.StreamResponse):  # a retry's stored answer, or an error
+            return once
+        responder = once or FutureResponder()
         deltas = responder.stream() if stream else None
         try:
             await self.runtime.gateway.submit(inbound, responder)
         except Closed:
+            if isinstance(responder, OwnerResponder):  # frees its Idempotency-Key for a retry
+                await responder.send(Reply("", "shutdown", key))
             return _shutting_down().response()
-        ident = f"chatcmpl-{self._instance}-{n}"
         if deltas is None:
             reply = await responder.reply
+            if isinstance(responder, OwnerResponder) and (stored := responder.response()) is not None:
+                return stored  # byte for byte what its retries get
             if (problem := _reply_error(reply)) is not None:
                 return problem.response()
             return _json(self._completion(ident, reply.text, model), headers={SESSION_HEADER: key})
@@ -286,13 +302,17 @@ class HttpService:
                 agent=parts.agent,
             )
         user = body.get("user")
+        sender = ""
         if user is None or user == "":
             user = f"anon-{uuid.uuid4().hex}"  # stateless: a session of its own
+            sender = caller_of(request)  # [limits] count anonymous requests per API token
         elif not isinstance(user, str):
             raise ApiError(400, "'user' must be a string", code="invalid_type")
         # Under scope "channel" the user part is dropped: keep HTTP users apart anyway.
         channel = user if self.runtime.loaded.config.session.scope == "channel" else CHANNEL
-        return Inbound(PLATFORM, user, channel, text, message_id, None, True, True, user, agent=asked)
+        return Inbound(
+            PLATFORM, user, channel, text, message_id, None, True, True, user, agent=asked, sender=sender
+        )
 
     def _completion(self, ident: str, text: str, model: str) -> dict[str, Any]:
         return {
@@ -393,6 +413,8 @@ def _reply_error(reply: Reply) -> ApiError | None:
     """None for a reply to return as content; the error to answer with otherwise."""
     if reply.kind in ("answer", "merged", "notice"):
         return None
+    if reply.kind == "limited":  # every refused request needs an answer, not only the first
+        return ApiError(429, reply.text or SLOW_DOWN_TEXT, "rate_limit_error", "rate_limited")
     if reply.kind == "dropped":
         return ApiError(429, reply.text, "rate_limit_error", "queue_full")
     if reply.kind == "shutdown":  # nothing stored: safe to retry

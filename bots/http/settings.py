@@ -16,6 +16,9 @@ class HttpSettings(AdapterSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = 8765
     token_env: str = "CHATLANE_HTTP_TOKEN"
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+    idempotency_wait_s: Annotated[float, Field(gt=0)] = 300.0
+    """A retry with the `Idempotency-Key` of a request still running waits this long
+    for its answer, then gets a 409 (and may retry again)."""
 
     def secret_needs(self) -> tuple[SecretNeed, ...]:
         """The bearer token is optional: when set, requests must carry it."""

@@ -99,8 +99,9 @@ class SlackResponder(QuietResponder):
         self._working = False
 
     async def send(self, reply: Reply) -> None:
-        # "merged": a later message's reply already answers this one.
-        if reply.kind != "merged":
+        # "merged": a later message's reply already answers this one; an empty
+        # "limited" reply: the sender was already told to slow down.
+        if reply.kind != "merged" and reply.text:
             await self.poster.post(self.channel, reply.text, self.thread_ts)
         if not self._working:
             await self._react(add=False)

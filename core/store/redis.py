@@ -74,14 +74,17 @@ from core.store.entries import (
     report_quarantine,
 )
 from core.store.redis_blobs import RedisBlobs
+from core.store.redis_deliveries import RedisDeliveries
 from core.store.redis_lock import TurnLocks, redis_errors
 from core.types import (
+    Admission,
     ChatMessage,
     Damaged,
     Fenced,
     FreshCheck,
     Listing,
     Minter,
+    RequestClaim,
     SessionEntry,
     SessionKey,
     StoreError,
@@ -171,6 +174,7 @@ class RedisStore:
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
         self._get_script = client.register_script(_GET)
         self._commit_script = client.register_script(_COMMIT)
+        self._deliveries = RedisDeliveries(client, prefix)
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, password: str | None) -> RedisStore:
@@ -456,6 +460,27 @@ class RedisStore:
     def lock_turn(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[TurnLease]:
         """Hold the key's turn lock across every host; `Fenced` if it cannot be kept."""
         return self._turn_locks.hold(key, self.lock_name(key), self.fence_name(key))
+
+    # ----------------------------- deliveries and limits (core/store/redis_deliveries.py)
+    async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
+        with self._errors("delivery check"):
+            return await self._deliveries.mark_delivered(ids, window_s)
+
+    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
+        with self._errors("request claim"):
+            return await self._deliveries.claim_request(request_id, fingerprint, window_s)
+
+    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
+        with self._errors("request answer"):
+            await self._deliveries.finish_request(request_id, fingerprint, answer, window_s)
+
+    async def release_request(self, request_id: str) -> None:
+        with self._errors("request release"):
+            await self._deliveries.release_request(request_id)
+
+    async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
+        with self._errors("limit count"):
+            return await self._deliveries.count_message(sender, per_minute, per_day)
 
     async def close(self) -> None:
         await self._r.aclose()

@@ -129,6 +129,8 @@ class FakeDiscord:
         self._messages_sent: list[JSON] = []
         self._dispatched_messages: list[JSON] = []
         self._ws: web.WebSocketResponse | None = None
+        self._clients: list[web.WebSocketResponse] = []
+        """Every open gateway connection (several processes or shards may connect)."""
         self._zctx: Any = None
         self._seq = 0
         self._runner: web.AppRunner | None = None
@@ -553,6 +555,18 @@ class FakeDiscord:
                 known.append(data)
         await self._send({"op": 0, "t": event, "s": self._seq, "d": data})
 
+    async def broadcast(self, event: str, data: JSON) -> None:
+        """Dispatch one event to every connected client, as a replay across two shards or
+        processes delivers it (uncompressed connections only)."""
+        self._seq += 1
+        text = json.dumps({"op": 0, "t": event, "s": self._seq, "d": data})
+        for ws in list(self._clients):
+            await ws.send_str(text)
+
+    @property
+    def connections(self) -> int:
+        return len(self._clients)
+
     async def disconnect(self, code: int = 4000) -> None:
         """Close the gateway connection as Discord does before a RESUME."""
         if self._ws is not None:
@@ -562,6 +576,7 @@ class FakeDiscord:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._ws = ws
+        self._clients.append(ws)
         wants_zlib = request.query.get("compress") == "zlib-stream"
         self._zctx = zlib.compressobj() if self.compress and wants_zlib else None
         hello = {"heartbeat_interval": self.heartbeat_interval_ms}
@@ -586,6 +601,7 @@ class FakeDiscord:
                     await self.dispatch("MESSAGE_CREATE", data)
                 await self.dispatch("RESUMED", {})
             # op 3 presence, op 8 request members: ignored
+        self._clients.remove(ws)
         if self._ws is ws:
             self._ws = None
         return ws
