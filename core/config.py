@@ -56,6 +56,8 @@ class SessionSettings(_Section):
     scope: Scope = "user-channel"
     threads: bool = True
     reset_commands: tuple[str, ...] = ("/new", "/reset")
+    stop_commands: tuple[str, ...] = ("/stop",)
+    """Messages that stop the answer in progress (in any process on the store)."""
     reset: ResetSettings = ResetSettings()
 
 
@@ -66,6 +68,8 @@ class QueueSettings(_Section):
     drop: Literal["oldest", "newest"] = "oldest"
     max_concurrent_turns: Annotated[int, Field(ge=1, le=10_000)] = 16
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
+    stop_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.25
+    """How often a running turn checks the store for a `/stop` taken by another process."""
 
 
 class StoreSettings(_Section):
@@ -96,7 +100,19 @@ class Access(_Section):
     allow_channels: tuple[str, ...] = ()
 
 
-class DiscordSettings(Access):
+class StreamSettings(_Section):
+    """How an answer is shown while the agent produces it (shared by Discord and Slack)."""
+
+    stream_edit_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 1.2
+    """Edits of a streamed message (and new messages of it) at most this often."""
+    stream_first_post_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    """A first short piece is posted at once if it has `stream_first_chars`, else after this long."""
+    stream_first_chars: Annotated[int, Field(ge=1, le=2000)] = 24
+    status_reactions: bool = False
+    """React ⏳ while a message waits, 👀 while it is answered, ✅ once answered, ⚠️ on failure."""
+
+
+class DiscordSettings(Access, StreamSettings):
     enabled: bool = False
     token_env: str = "DISCORD_BOT_TOKEN"
     api_base_url: str = "https://discord.com/api/v10"
@@ -116,7 +132,9 @@ class DiscordSettings(Access):
     max_ratelimit_wait_s: Annotated[float, Field(ge=30)] | None = 60.0
     """A send rate-limited for longer than this fails (logged) instead of holding its conversation."""
     sync_commands: bool = True
-    """Register /new, /reset and /status with Discord at startup (one process per bot is enough)."""
+    """Register /new, /reset, /status and /stop with Discord at startup (one process per bot is enough)."""
+    stream: Literal["edit", "off"] = "edit"
+    """edit: post the answer early and edit it as it grows; off: send it whole at the end."""
 
     @model_validator(mode="after")
     def _shards_fit(self) -> DiscordSettings:
@@ -128,7 +146,7 @@ class DiscordSettings(Access):
         return self
 
 
-class SlackSettings(Access):
+class SlackSettings(Access, StreamSettings):
     enabled: bool = False
     mode: Literal["socket", "http"] = "socket"
     bot_token_env: str = "SLACK_BOT_TOKEN"
@@ -142,6 +160,9 @@ class SlackSettings(Access):
     thread_replies_addressed: bool = True
     ack_reaction: str = ""
     slash_command: str = ""
+    stream: Literal["native", "edit", "off"] = "native"
+    """native: chat.startStream/appendStream/stopStream in threads (edits where refused or
+    outside a thread); edit: chat.postMessage then chat.update; off: the whole answer at the end."""
 
 
 class ConsoleSettings(_Section):

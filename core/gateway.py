@@ -1,8 +1,9 @@
 """The one door into core, and the turn pipeline every adapter shares.
 
-Adapters call `submit` (a message), `reset` (a new session: slash commands, the CLI)
-and `status`; nothing else in core. Resets go through the conversation's lane like
-messages, so a `/new` never overtakes a message sent before it.
+Adapters call `submit` (a message), `reset` (a new session: slash commands, the CLI),
+`stop` (cancel the running answer: `/stop`) and `status`; nothing else in core. Resets
+go through the conversation's lane like messages, so a `/new` never overtakes a message
+sent before it; a stop does not queue (it is about the turn running now).
 
     submit: reset command? -> key -> lane
     turn:   turn lock -> resolve (reserver) -> transcript tail -> agent streams the reply
@@ -17,9 +18,10 @@ the details, and the user's message is kept in memory where the store allows it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from core.config import Config
 from core.keys import build_key, parse_key
@@ -43,6 +45,11 @@ from core.types import (
 log = logging.getLogger("chatlane.gateway")
 
 RESET_TEXT = "Started a new conversation."
+STOPPED_HERE_TEXT = "Stopped the answer in progress."
+STOP_SENT_TEXT = (
+    "Asked to stop the answer in progress (nothing was running here; another process may run it)."
+)
+STOP_FAILED_TEXT = "Sorry, I couldn't pass on the stop just now. Please try again."
 STORE_FAILURE_TEXT = (
     "Sorry, I couldn't save this conversation just now, so I didn't answer. Please try again."
 )
@@ -66,6 +73,8 @@ class Gateway:
         self._clock = clock
         self.metrics = metrics or Metrics()
         self.lanes = Lanes(self._run_turn, config.queue)
+        self._streaming: set[SessionKey] = set()
+        """Keys whose agent is producing an answer here: what `stop` can cancel."""
         self.metrics.watch_queue(lambda: self.lanes.depth)
 
     def key_for(self, inbound: Inbound) -> SessionKey:
@@ -83,14 +92,21 @@ class Gateway:
     def is_reset_command(self, text: str) -> bool:
         return text.strip().lower() in self.config.session.reset_commands
 
+    def is_stop_command(self, text: str) -> bool:
+        return text.strip().lower() in self.config.session.stop_commands
+
     async def submit(self, inbound: Inbound, responder: Responder) -> SessionKey:
         """Take one gated message. Returns once it is queued, before it is answered.
 
-        Raises ValueError when the message's ids do not make a valid key, and `Closed`
-        during shutdown.
+        A stop command is not queued: it stops the running answer at once (`stop`) and
+        `responder` gets the confirmation. Raises ValueError when the message's ids do
+        not make a valid key, and `Closed` during shutdown.
         """
         key = self.key_for(inbound)
         self.metrics.messages_in.labels(inbound.platform).inc()
+        if self.is_stop_command(inbound.text):
+            await responder.send(Reply(await self.stop_text(key), "notice", key))
+            return key
         reset = self.is_reset_command(inbound.text)
         await self.lanes.submit(key, Pending(inbound, responder, reset=reset))
         return key
@@ -105,6 +121,28 @@ class Gateway:
         command = Inbound(parts.platform, parts.user, parts.channel, "", "", parts.thread)
         await self.lanes.submit(key, Pending(command, responder, reset=True))
 
+    async def stop(self, key: SessionKey) -> bool:
+        """Stop the answer of `key` that is being produced: here at once (True), else by
+        asking the store, which every process running a turn of `key` polls (False).
+
+        Its messages stay in memory (marked interrupted), their partial answers are
+        marked as stopped, and messages queued behind it still get their turns. Raises
+        `StoreError` when the request cannot reach the store.
+        """
+        if key in self._streaming and self.lanes.stop(key):
+            log.info("turn of %s stopped on request", key)
+            return True
+        await self.store.request_stop(key)
+        return False
+
+    async def stop_text(self, key: SessionKey) -> str:
+        """`stop`, phrased for the person who asked."""
+        try:
+            return STOPPED_HERE_TEXT if await self.stop(key) else STOP_SENT_TEXT
+        except StoreError as exc:
+            log.error("stop of %s not passed on: the store failed: %s", key, exc)
+            return STOP_FAILED_TEXT
+
     async def status(self, key: SessionKey) -> SessionStatus:
         """The stored session of `key` and what its lane is doing (read only)."""
         entry = await self.store.get(key)
@@ -118,7 +156,7 @@ class Gateway:
             if batch[0].reset:
                 outcome = await self._reset(key, batch[0])
             else:
-                async with self.store.lock_turn(key), last.working():
+                async with self.store.lock_turn(key), last.working(), self._stop_watch(key):
                     outcome = await self._turn_locked(key, batch)
         except StoreError as exc:
             log.error("turn of %s not answered: the store failed: %s", key, exc)
@@ -126,6 +164,37 @@ class Gateway:
             await self._deliver(batch, Reply(STORE_FAILURE_TEXT, "failure", key))
         self.metrics.turns.labels(outcome).inc()
         self.metrics.turn_latency.observe(time.perf_counter() - started)
+
+    @contextlib.asynccontextmanager
+    async def _stop_watch(self, key: SessionKey) -> AsyncIterator[None]:
+        """While a turn of `key` runs here, poll the store's stop counter: a `/stop` taken
+        by another process (or host) advances it, and this process then stops the turn."""
+        try:
+            seen = await self.store.stop_requests(key)
+        except StoreError as exc:
+            log.warning("turn of %s cannot be stopped from other processes: %s", key, exc)
+            yield
+            return
+
+        async def poll() -> None:
+            while True:
+                await asyncio.sleep(self.config.queue.stop_poll_s)
+                try:
+                    now = await self.store.stop_requests(key)
+                except StoreError as exc:
+                    log.warning("stop flag of %s unreadable: %s", key, exc)
+                    continue
+                # "Changed", not "grew": a Redis counter may expire and start again.
+                if now != seen and key in self._streaming and self.lanes.stop(key):
+                    log.info("turn of %s stopped on a request from another process", key)
+                    return
+
+        watcher = asyncio.create_task(poll(), name=f"stop watch {key}")
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
 
     async def _reset(self, key: SessionKey, command: Pending) -> str:
         """A new session for the key, in order with the conversation's other messages."""
@@ -153,14 +222,21 @@ class Gateway:
             carried + new,
         )
         pieces: list[str] = []
+        self._streaming.add(key)
         try:
             async for piece in self.agent.stream(turn):
                 pieces.append(piece)
                 await batch[-1].responder.on_delta(piece)
         except asyncio.CancelledError:
-            await asyncio.shield(self._keep_interrupted(entry, fresh, new))
+            reason = self.lanes.cancel_reason(key)
+            await asyncio.shield(
+                asyncio.gather(
+                    self._keep_interrupted(entry, fresh, new), batch[-1].responder.on_cancelled(reason)
+                )
+            )
             raise
         except Exception:  # any agent failure: one plain answer, details in the log
+            self._streaming.discard(key)
             log.exception("agent %s failed on %s", self.agent.name, key)
             await self._record(entry, new, turns=1)
             for p in fresh:
@@ -168,6 +244,8 @@ class Gateway:
             reply = Reply(self.config.agent.failure_message, "failure", key, entry.session_id, turn.turn)
             await self._deliver(batch, reply)
             return "agent_error"
+        finally:
+            self._streaming.discard(key)
         answer = "".join(pieces)
         await self._record(entry, [*new, ChatMessage("assistant", answer, self._clock())], turns=1)
         await self._deliver(batch, Reply(answer, "answer", key, entry.session_id, turn.turn))

@@ -34,13 +34,17 @@ class Inbound:
     display_name: str = ""
 
 
-ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown"]
+ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown", "stopped"]
 """`answer`: the turn's reply. `merged`: this message was answered together with later
 ones (collect/interrupt modes) and `text` is that shared answer. `failure`: the agent
 or the store failed; `text` is a plain message for a person. `dropped`: the queue was
 full and this message will not be answered. `notice`: a command's confirmation (e.g. a
 reset). `shutdown`: the process is stopping and nothing of this message was stored, so
-it is safe to send again."""
+it is safe to send again. `stopped`: someone sent `/stop` while this message was being
+answered; its turn was cancelled (the message stays in memory, marked interrupted)."""
+
+CancelReason = Literal["interrupted", "stopped", "shutdown"]
+"""Why a running turn was cancelled: a newer message (interrupt mode), `/stop`, or shutdown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,12 @@ class Responder(Protocol):
         """A streamed piece of the answer, before the whole `answer` reply."""
         ...
 
+    async def on_cancelled(self, reason: CancelReason) -> None:
+        """The turn streaming into this responder was cancelled: whatever it showed of the
+        answer will not be completed and must be marked as cut off (never left looking
+        finished). A reply for the message still follows (`stopped`, `merged`, ...)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TurnInput:
@@ -192,5 +202,14 @@ class SessionStore(Protocol):
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]: ...
 
     def lock_turn(self, key: SessionKey) -> AbstractAsyncContextManager[None]: ...
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """Ask whichever process runs a turn of `key` to stop it (`/stop` across processes):
+        advances the key's stop counter, which `stop_requests` reads."""
+        ...
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        """How many stops were ever requested for `key` (0 if none); cheap, polled during turns."""
+        ...
 
     async def close(self) -> None: ...

@@ -1,8 +1,9 @@
-"""Slash commands: `/new` and `/reset` start a new conversation, `/status` shows it.
+"""Slash commands: `/new` and `/reset` start a new conversation, `/status` shows it,
+`/stop` stops the answer in progress (in whichever process runs it).
 
 The same gating applies as for messages (allowlists, DM policy; a command is always
-addressed to the bot, so no mention is needed). `/new` and `/reset` typed as text are
-handled by the gateway itself (`session.reset_commands`).
+addressed to the bot, so no mention is needed). `/new`, `/reset` and `/stop` typed as
+text are handled by the gateway itself (`session.reset_commands`, `session.stop_commands`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.Command
         shared = runtime.loaded.config.session.scope == "channel"
         await _answer(interaction, text, ephemeral=not shared)
 
+    async def stop(interaction: discord.Interaction[discord.Client]) -> None:
+        seen = read_interaction(interaction, settings)
+        if (why := refusal(settings, seen.facts)) is not None:
+            log.debug("discord: /stop from %s refused: %s", seen.inbound.user, why)
+            await _answer(interaction, NOT_HERE_TEXT, ephemeral=True)
+            return
+        text = await gateway.stop_text(gateway.key_for(seen.inbound))
+        await _answer(interaction, text, ephemeral=runtime.loaded.config.session.scope != "channel")
+
     async def status(interaction: discord.Interaction[discord.Client]) -> None:
         seen = read_interaction(interaction, settings)
         if (why := refusal(settings, seen.facts)) is not None:
@@ -73,6 +83,7 @@ def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.Command
         ("new", "Start a new conversation (forget this one)", reset),
         ("reset", "Start a new conversation (forget this one)", reset),
         ("status", "Show this conversation's session and turn count", status),
+        ("stop", "Stop the answer in progress", stop),
     ):
         tree.add_command(app_commands.Command(name=name, description=about, callback=callback))
 

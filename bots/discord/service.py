@@ -138,7 +138,7 @@ class DiscordService:
             log.info("discord: message %s delivered again (gateway replay); answered once", message.id)
             return
         try:
-            await self.runtime.gateway.submit(inbound, DiscordResponder(message, self.settings))
+            await self.runtime.gateway.submit(inbound, DiscordResponder(message, self.settings, me))
         except Closed:
             log.info("discord: shutting down; message %s not taken", message.id)
 

@@ -5,6 +5,7 @@ Layout under the state directory (dirs 0700, files 0600):
     sessions/ab/cd/<sha256(key)>.json   the entry; the key itself is stored inside
     locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
     locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key
+    locks/ab/<sha256(key)>.stop         one byte appended per `/stop`: its size is the stop counter
     transcripts/<id[:2]>/<id>.jsonl     memory of one session id
     quarantine/                         damaged entries moved aside, never overwritten
 
@@ -340,6 +341,29 @@ class FileStore:
             yield
         finally:
             await asyncio.shield(self._run_on(self._turn_lock_thread, lock.release))
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """One byte appended (O_APPEND: atomic between processes); no fsync, it is a signal."""
+        path = self._lock_path(key, "stop")
+
+        def op() -> None:
+            self._ensure_dir(os.path.dirname(path))
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, b"s")
+            finally:
+                os.close(fd)
+
+        await self._run(op)
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        # One stat of a small file: cheap enough for the loop, and polled while a turn runs.
+        try:
+            return os.stat(self._lock_path(key, "stop")).st_size
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StoreError(f"cannot read the stop flag: {exc.strerror or exc}") from exc
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -73,6 +73,7 @@ Decide = Callable[[SessionEntry | None], tuple[SessionEntry | None, R]]
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _MAX_ATTEMPTS = 100
 _SCAN_COUNT = 500
+_STOP_TTL_S = 86_400
 
 
 def safe_url(url: str) -> str:
@@ -338,6 +339,23 @@ class RedisStore:
     def lock_turn(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold the key's turn lock across every host; `StoreError` if it cannot be kept."""
         return self._turn_locks.hold(key, self.lock_name(key))
+
+    def stop_name(self, key: str) -> str:
+        return f"{self.prefix}:stop:{_digest(key)}"
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """INCR of the key's stop counter (kept a day: a turn polls it only while it runs)."""
+        name = self.stop_name(key)
+        with self._errors("stop request"):
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, _STOP_TTL_S)
+                await pipe.execute()
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        with self._errors("stop flag read"):
+            raw = await self._r.get(self.stop_name(key))
+        return int(raw) if raw is not None else 0
 
     async def close(self) -> None:
         await self._r.aclose()

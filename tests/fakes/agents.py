@@ -77,4 +77,48 @@ class Inbox(QuietResponder):
         self.queued += 1
 
 
-__all__ = ["FixedAgent", "FutureResponder", "Inbox", "RecordingAgent"]
+__all__ = ["FixedAgent", "FutureResponder", "Inbox", "RecordingAgent", "SlowStreamAgent"]
+
+
+class SlowStreamAgent:
+    """Streams a known answer in `pieces` pieces, `gap_s` apart (a model that types).
+
+    `text_for(turn)` is the whole answer of a turn, so a test can compare what a
+    platform ended up showing with the exact non-streamed reply. `fail_after` pieces
+    makes it raise `AgentError` mid-answer; `streaming` is set once the first piece is out.
+    """
+
+    name = "slow-stream"
+
+    def __init__(
+        self, pieces: int = 60, gap_s: float = 0.03, *, body: str = "", fail_after: int | None = None
+    ) -> None:
+        self.pieces = pieces
+        self.gap_s = gap_s
+        self.body = body
+        self.fail_after = fail_after
+        self.streaming = asyncio.Event()
+        self.turns: list[TurnInput] = []
+
+    def text_for(self, turn: int, said: str) -> str:
+        """The answer to `said` in turn `turn`."""
+        head = f"Answer {turn} to {said!r}: "
+        return head + (self.body or " ".join(f"word{i}" for i in range(200)))
+
+    def split(self, text: str) -> list[str]:
+        size = -(-len(text) // self.pieces)
+        return [text[i : i + size] for i in range(0, len(text), size)]
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        self.turns.append(turn)
+        said = " + ".join(m.content for m in turn.new_messages)
+        for i, piece in enumerate(self.split(self.text_for(turn.turn, said))):
+            if self.fail_after is not None and i == self.fail_after:
+                raise AgentError("the model went away (secret detail)")
+            if i:
+                await asyncio.sleep(self.gap_s)
+            yield piece
+            self.streaming.set()
+
+    async def close(self) -> None:
+        return None
