@@ -53,8 +53,10 @@ class Surface(Protocol):
     platform failure and returns False; it never raises for one.
     """
 
-    append_only: bool
-    """True when a message can only grow (no edits of what it shows)."""
+    @property
+    def append_only(self) -> bool:
+        """True when a message can only grow (no edits of what it shows)."""
+        ...
 
     async def show(self, index: int, text: str, *, final: bool) -> bool:
         """Make message `index` read `text`, posting it when it is new. `final`: its

@@ -48,7 +48,7 @@ from core.types import Closed, Inbound, StoreError
 log = logging.getLogger("chatlane.slack")
 
 PLATFORM = "slack"
-USAGE = "Usage: {command} new | reset | status"
+USAGE = "Usage: {command} new | reset | status | stop"
 COMMAND_WAIT_S = 2.0
 """Slack wants a slash command acknowledged within 3 s."""
 
@@ -243,7 +243,15 @@ class SlackService:
         if inbound.thread is not None and not msg.is_direct:
             self._threads.add(msg.channel, inbound.thread)
         responder = SlackResponder(
-            self._poster, msg.channel, msg.ts, inbound.thread, self.settings.ack_reaction
+            self._poster,
+            msg.channel,
+            msg.ts,
+            inbound.thread,
+            self.settings.ack_reaction,
+            settings=self.settings,
+            user=msg.user,
+            team=msg.team,
+            is_direct=msg.is_direct,
         )
         self._spawn(self._submit(inbound, responder))
 
@@ -279,7 +287,7 @@ class SlackService:
 
     # ------------------------------------------------------------ slash command
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        """`/chatlane new | reset | status` for the conversation outside threads here."""
+        """`/chatlane new | reset | status | stop` for the conversation outside threads here."""
         user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
         action = str(command.get("text", "")).strip().lower()
         name = self.settings.slash_command
@@ -297,6 +305,8 @@ class SlackService:
                 responder = FutureResponder()
                 text = await confirm_reset(gateway.reset(key, responder), responder, COMMAND_WAIT_S)
                 text += " (In a thread, say `/new` there.)"
+            elif action == "stop":
+                text = await gateway.stop_text(key) + " (In a thread, say `/stop` there.)"
             elif action == "status":
                 found = (await gateway.status(key)).entry
                 text = (

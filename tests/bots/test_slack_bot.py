@@ -111,13 +111,17 @@ async def running(
     extra: str = "",
     delay_ms: int = 0,
     agent: Agent | None = None,
+    stream: str = "off",
 ) -> AsyncIterator[Bot]:
+    """A running Slack bot. Streaming is off unless asked for: these tests are about
+    delivery, and streamed answers have their own (tests/bots/test_slack_streaming.py)."""
     fake = await FakeSlack().start()
     config = tmp_path / "chatlane.toml"
     config.write_text(
         f'[agent]\necho_delay_ms = {delay_ms}\n[store]\npath = "{tmp_path / "state"}"\n'
         "[http]\nenabled = false\n"
         f'[slack]\nenabled = true\nmode = "{transport}"\napi_base_url = "{fake.api_base}"\nport = 0\n'
+        f'stream = "{stream}"\n'
         f"{slack}\n{extra}\n",
         encoding="utf-8",
     )
