@@ -28,8 +28,8 @@ from typing import Any
 
 from bench.common import Options, scratch
 from bench.report import Report
+from bots.launcher import load_config
 from bots.runtime import Runtime
-from core.config import load_config
 
 PIECES, GAP_S = 60, 0.03
 POSTS = re.compile(r"/channels/\d+/messages")

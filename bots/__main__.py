@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.config import ConfigError, Loaded, load_config
+from bots.launcher import load_config
+from core.config import ConfigError, Loaded
 from core.keys import validate_key
 from core.logs import setup_logging
 from core.responders import FutureResponder
@@ -98,9 +99,9 @@ async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:
     runtime = Runtime.build(loaded)
     try:
         if args.command == "chat":
-            from bots.console import chat
+            from bots.console import ConsoleSettings, chat
 
-            return await chat(runtime, args.user or loaded.config.console.user)
+            return await chat(runtime, args.user or loaded.section(ConsoleSettings).user)
         return await _sessions(args, runtime)
     finally:
         await runtime.close()
@@ -119,8 +120,8 @@ def _check(loaded: Loaded) -> int:
     else:
         where = str(loaded.state_dir)
     print(f"store: {c.store.backend} at {where}")
-    for name, enabled, why in plan(loaded):
-        print(f"{name}: {'would start' if enabled else 'disabled'} ({why})")
+    for adapter, enabled, why in plan(loaded):
+        print(f"{adapter.settings.section}: {'would start' if enabled else 'disabled'} ({why})")
     return 0
 
 

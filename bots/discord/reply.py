@@ -22,9 +22,9 @@ from collections.abc import AsyncIterator
 import discord
 
 from bots.discord.failures import PlatformFailure, describe_failure
+from bots.discord.settings import DiscordSettings
 from bots.discord.stream import SEND_HINT, DiscordSurface
 from core.chunking import split_message
-from core.config import DiscordSettings
 from core.responders import QuietResponder
 from core.streaming import STATUS_WAITING, STATUS_WORKING, DraftStream, LiveAnswer, status_after
 from core.types import CancelReason, Reply

@@ -24,9 +24,9 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.settings import SlackSettings
 from bots.slack.stream import EditSurface, NativeSurface
 from core.chunking import split_message
-from core.config import SlackSettings
 from core.responders import QuietResponder
 from core.streaming import (
     STATUS_DONE,

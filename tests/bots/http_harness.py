@@ -11,8 +11,8 @@ from pathlib import Path
 from openai import AsyncOpenAI
 
 from bots.http.service import HttpService
+from bots.launcher import load_config
 from bots.runtime import Runtime
-from core.config import load_config
 from core.types import ChatMessage, SessionEntry, SessionKey
 
 

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bots.console import chat
+from bots.launcher import load_config
 from bots.runtime import Runtime
-from core.config import load_config
 from tests.fakes.agents import SlowStreamAgent
 
 

@@ -15,9 +15,9 @@ import discord.http
 import pytest
 
 from bots.discord.service import DiscordService, create
+from bots.launcher import load_config
 from bots.runtime import Runtime, StartupError
 from core.chunking import FENCE, chunk_message, join_chunks
-from core.config import load_config
 from core.types import Agent
 from tests.fakes.agents import FixedAgent
 from tests.fakes.fake_discord import JSON, FakeDiscord, user_obj

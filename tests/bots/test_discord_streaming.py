@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bots.discord.service import DiscordService, create
+from bots.launcher import load_config
 from bots.runtime import Runtime
 from core.chunking import FENCE, chunk_message, join_chunks, split_message
-from core.config import load_config
 from core.streaming import CANCEL_MARKS, STOPPED_MARK
 from core.types import Agent
 from tests.fakes.agents import SlowStreamAgent

@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from bots.http.service import SESSION_HEADER, HttpService
+from bots.launcher import load_config
 from bots.runtime import Runtime, StartupError
-from core.config import load_config
 from core.types import AgentError, TurnInput
 from tests.bots.http_harness import eventually, serve
 from tests.fakes.fake_llm import FakeLLM

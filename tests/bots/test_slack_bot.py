@@ -22,10 +22,11 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from bots.launcher import load_config
 from bots.runtime import Runtime, StartupError
 from bots.slack.service import SlackService, create
 from core.chunking import chunk_message, join_chunks
-from core.config import Secrets, load_config
+from core.config import Secrets
 from core.types import Agent, Inbound
 from tests.fakes.agents import FixedAgent
 from tests.fakes.fake_slack import (
@@ -337,12 +338,12 @@ async def test_a_rate_limited_post_is_retried(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mode", "secrets", "problem"),
     [
-        ("socket", {"slack_app_token": "xapp-test"}, "SLACK_BOT_TOKEN"),
-        ("socket", {"slack_bot_token": "xoxp-user", "slack_app_token": "xapp-test"}, "start with 'xoxb-'"),
-        ("socket", {"slack_bot_token": "xoxb-test"}, "SLACK_APP_TOKEN"),
-        ("socket", {"slack_bot_token": "xoxb-test", "slack_app_token": "xoxb-test"}, "start with 'xapp-'"),
-        ("http", {"slack_bot_token": "xoxb-test"}, "SLACK_SIGNING_SECRET"),
-        ("http", {"slack_bot_token": "xoxb-revoked", "slack_signing_secret": SECRET}, "invalid_auth"),
+        ("socket", {"SLACK_APP_TOKEN": "xapp-test"}, "SLACK_BOT_TOKEN"),
+        ("socket", {"SLACK_BOT_TOKEN": "xoxp-user", "SLACK_APP_TOKEN": "xapp-test"}, "start with 'xoxb-'"),
+        ("socket", {"SLACK_BOT_TOKEN": "xoxb-test"}, "SLACK_APP_TOKEN"),
+        ("socket", {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xoxb-test"}, "start with 'xapp-'"),
+        ("http", {"SLACK_BOT_TOKEN": "xoxb-test"}, "SLACK_SIGNING_SECRET"),
+        ("http", {"SLACK_BOT_TOKEN": "xoxb-revoked", "SLACK_SIGNING_SECRET": SECRET}, "invalid_auth"),
     ],
 )
 async def test_missing_or_wrong_tokens_are_startup_errors(
@@ -356,7 +357,9 @@ async def test_missing_or_wrong_tokens_are_startup_errors(
         encoding="utf-8",
     )
     loaded = load_config(config, env=ENV)
-    loaded = loaded.model_copy(update={"secrets": Secrets(**{k: SecretStr(v) for k, v in secrets.items()})})
+    loaded = loaded.model_copy(
+        update={"secrets": Secrets(by_var={k: SecretStr(v) for k, v in secrets.items()})}
+    )
     runtime = Runtime.build(loaded)
     service = create(runtime)
     try:

@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 
 from bots.http.service import HttpService
+from bots.launcher import load_config
 from bots.runtime import Runtime
-from core.config import load_config
 from core.keys import validate_key
 from core.store import jsonl
 from core.types import Agent, AgentError, ChatMessage, TurnInput

@@ -220,30 +220,34 @@ async def test_a_full_disk_fails_the_turn_cleanly_and_recovers_when_space_return
 
 
 SHORT_WRITER = r"""
-import asyncio, resource, signal, sys, time
+import asyncio, resource, signal, sys, time, uuid
 from core.reserver import Reserver
 from core.store.files import FileStore
-from core.types import ChatMessage, SessionKey, StoreError
+from core.types import ChatMessage, SessionKey, StoreError, TurnCommit
 
 async def main(root):
     store = FileStore(root)
+    reserver = Reserver(store)
     key = SessionKey("agent:main:http:ann:api")
-    entry, _ = await Reserver(store).resolve(key)
-    await store.append(entry.session_id, [ChatMessage("user", "kept", 1.0)])
-    size = store.transcript_path(entry.session_id).stat().st_size
-    # Every write past size + 40 bytes is cut short, then refused (EFBIG): a real
-    # kernel error, the same short write a full disk gives.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.RLIM_INFINITY))
-    for name, op in (
-        ("touch", store.touch(key, entry.session_id, at=time.time())),
-        ("append", store.append(entry.session_id, [ChatMessage("user", "y" * 500, 2.0)])),
-    ):
-        try:
-            await op
-            print(name, "stored")
-        except StoreError as exc:
-            print(name, "refused:", exc)
+    async with store.lock_turn(key) as lease:
+        entry, _ = await reserver.resolve(key)
+        await store.commit(TurnCommit(lease, entry.session_id, uuid.uuid4().hex,
+                                      [ChatMessage("user", "kept", 1.0)], 1.0, 1))
+        size = store.transcript_path(entry.session_id).stat().st_size
+        # Every write past size + 40 bytes is cut short, then refused (EFBIG): a real
+        # kernel error, the same short write a full disk gives. Entries are ~300 bytes.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.RLIM_INFINITY))
+        for name, op in (
+            ("entry write", reserver.reset(key)),
+            ("commit", store.commit(TurnCommit(lease, entry.session_id, uuid.uuid4().hex,
+                                               [ChatMessage("user", "y" * 500, 2.0)], 2.0, 2))),
+        ):
+            try:
+                await op
+                print(name, "stored")
+            except StoreError as exc:
+                print(name, "refused:", exc)
     await store.close()
 
 asyncio.run(main(sys.argv[1]))
@@ -263,8 +267,8 @@ def test_short_writes_never_replace_an_entry_or_leave_a_torn_record(tmp_path: Pa
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "touch refused: store I/O failed: File too large" in done.stdout
-    assert "append refused: store I/O failed: File too large" in done.stdout
+    assert "entry write refused: store I/O failed: File too large" in done.stdout
+    assert "commit refused: store I/O failed: File too large" in done.stdout
     report = inspect_state(root)
     assert report.damaged == [] and list(report.entries) == [key("ann")]
     assert report.bad_lines == 0
