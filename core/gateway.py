@@ -174,6 +174,7 @@ class Gateway:
                 p.fenced = attempts
             if attempts < MAX_FENCED_ATTEMPTS:
                 log.warning("turn of %s fenced out (%s); answering its messages again", key, exc)
+                await batch[-1].responder.on_cancelled("retry")  # its stream starts over
                 raise Retry from exc
             log.error("turn of %s fenced out %d times in a row; not answered: %s", key, attempts, exc)
             outcome, reply = "fenced", Reply(STORE_FAILURE_TEXT, "failure", key)

@@ -137,6 +137,11 @@ class DraftStream:
             text += f"\n{FENCE}"
         return await self.finish(f"{text}\n\n{note}" if text else note)
 
+    def restart(self) -> None:
+        """The answer starts over (a fenced turn is answered again): the next pieces replace
+        what was received so far, in the same messages."""
+        self.text = ""
+
     async def close(self) -> None:
         """Stop without another call (shutdown of the adapter)."""
         await self._halt()
@@ -198,6 +203,8 @@ class DraftStream:
         return targets
 
     async def _flush(self, text: str, *, final: bool) -> None:
+        if not text.strip() and not final:
+            return  # restarted, nothing new yet (platforms refuse blank messages)
         targets = self._targets(text, final)
         called = failed = False
         for i, (target, sealed) in enumerate(targets):
@@ -230,7 +237,7 @@ class DraftStream:
 
 
 STOPPED_MARK = "_(stopped)_"
-CANCEL_MARKS: dict[CancelReason, str] = {
+CANCEL_MARKS: dict[str, str] = {
     "stopped": STOPPED_MARK,
     "interrupted": "_(interrupted: see the answer below)_",
     "shutdown": "_(cut off: I'm restarting. Please send your message again in a minute.)_",
@@ -267,7 +274,11 @@ class LiveAnswer:
             self.draft.add(piece)
 
     async def cancelled(self, reason: CancelReason) -> None:
-        if self.draft is not None:
+        if self.draft is None:
+            return
+        if reason == "retry":
+            self.draft.restart()
+        else:
             await self.draft.mark(CANCEL_MARKS[reason])
 
     async def deliver(self, reply: Reply) -> bool:

@@ -43,8 +43,10 @@ reset). `shutdown`: the process is stopping and nothing of this message was stor
 it is safe to send again. `stopped`: someone sent `/stop` while this message was being
 answered; its turn was cancelled (the message stays in memory, marked interrupted)."""
 
-CancelReason = Literal["interrupted", "stopped", "shutdown"]
-"""Why a running turn was cancelled: a newer message (interrupt mode), `/stop`, or shutdown."""
+CancelReason = Literal["interrupted", "stopped", "shutdown", "retry"]
+"""Why a running turn was cancelled: a newer message (interrupt mode), `/stop`, shutdown,
+or `retry`: its commit was fenced out, nothing was stored, and the same message is
+answered again from the start (what was shown of the answer is void, not cut off)."""
 
 
 @dataclass(frozen=True, slots=True)

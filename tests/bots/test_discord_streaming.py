@@ -249,3 +249,22 @@ async def test_status_reactions_show_waiting_working_and_done(start_bot: StartBo
         ("DELETE", "👀"),
         ("PUT", "✅"),  # answered
     ]
+
+
+async def test_a_fenced_turn_streams_again_into_the_same_message_without_mixing_attempts(
+    start_bot: StartBot, fake: FakeDiscord
+) -> None:
+    """A turn whose commit is fenced out (here: its session was reset meanwhile, as
+    `chatlane sessions reset` from another process does) is answered again from the start:
+    the message it streamed into restarts, and never shows the two attempts run together."""
+    agent = SlowStreamAgent(60, 0.03)
+    bot = await start_bot(agent)
+    await fake.send_message("again please", mention=True)
+    [first] = await fake.wait_for_sent(fake.channel_id)
+    [entry] = (await bot.runtime.store.list()).entries
+    await bot.runtime.gateway.reserver.reset(entry.key)
+    await idle(bot)
+    answer = agent.text_for(1, "again please")
+    assert len(agent.turns) == 2, "answered a second time, in the new session"
+    assert fake.shown_in(fake.channel_id) == [answer]
+    assert all(answer.startswith(e.json["content"]) for e in fake.edits_of(first["id"]))
