@@ -153,7 +153,9 @@ class DraftStream:
             return
         async with self._calls:  # a call in flight ends first
             self._flusher.cancel()
-        await asyncio.gather(self._flusher, return_exceptions=True)
+        (outcome,) = await asyncio.gather(self._flusher, return_exceptions=True)
+        if isinstance(outcome, Exception):  # a surface that raised: a bug, not a platform failure
+            log.error("streamed answer stopped updating", exc_info=outcome)
 
     async def _pace(self) -> None:
         """Wait until the next flush may start."""
