@@ -19,9 +19,12 @@ platform messages in step with them through a `Surface` (the platform's calls):
   text so far plus a visible note ("stopped", the failure message): a cut-off answer
   never looks finished.
 
-Surfaces that can only append (Slack's native streaming) see only text that will not
-change: sealed chunks whole, and the live chunk up to its last whitespace, and no
-further than 7/8 of the limit, where the chunker's cut can no longer land before it.
+Surfaces that can only append (Slack's native streaming) see only text that is not
+expected to change: sealed chunks whole, and the live chunk up to its last stable word
+boundary, no further than 7/8 of the limit. The chunker prefers the last line break of
+a window, so in rare texts (a long line ending in spaces and backticks, no later break)
+its cut lands before what was streamed: then nothing more is appended to that answer
+until the final flush, which corrects the message with an edit and posts the rest.
 
 Concurrency: `add` never blocks the agent; one flusher task per stream makes the
 calls, one at a time. `finish`/`mark` wait for a call in flight (never cancel one:
@@ -196,9 +199,7 @@ class DraftStream:
                 continue
             # Append-only: only what can no longer change, and only the first live chunk.
             room = self.limit * 7 // 8 - len(c.opener)
-            raw = text[c.start : c.start + room]
-            cut = max(raw.rfind(" "), raw.rfind("\n"))  # a word may still be growing
-            live = c.opener + raw[: cut + 1] if cut >= 0 else ""
+            live = c.opener + text[c.start : _stable_end(text, c.start, c.start + room)]
             if live.strip():
                 targets.append((live, False))
             break
@@ -215,7 +216,7 @@ class DraftStream:
                 if same or (self._sealed[i] and not final):
                     continue
                 if self.surface.append_only and not final and not target.startswith(self._shown[i]):
-                    continue  # would need an edit: the final flush corrects it
+                    break  # would need an edit: the final flush corrects it (and posts the rest)
             called = True
             if not await self.surface.show(i, target, final=sealed):
                 failed = True
@@ -236,6 +237,17 @@ class DraftStream:
         if called:
             self._last_flush = self._clock()
             self._backoff = 1.0 if not failed else min(self._backoff * 2, MAX_BACKOFF_S / self.interval_s)
+
+
+def _stable_end(text: str, start: int, stop: int) -> int:
+    """Where an append-only message may stop showing `text[start:]` for now: after the
+    last space or line break before `stop` that is followed by a character the chunker
+    would not move its cut back over (not a space or backtick), so a later cut is very
+    unlikely to land before it. `start` when there is none yet (a word may still grow)."""
+    for k in range(min(stop, len(text) - 1) - 1, start - 1, -1):
+        if text[k] in " \n" and text[k + 1] not in " `":
+            return k + 1
+    return start
 
 
 STOPPED_MARK = "_(stopped)_"
