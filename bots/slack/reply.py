@@ -226,7 +226,8 @@ class SlackResponder(QuietResponder):
             await self.poster.react(STATUS_NAMES[emoji], self.channel, self.ts, add=True)
 
     async def _react(self, *, add: bool) -> None:
-        if not self.reaction or self._reacted == add:
+        """The simple `ack_reaction` (status reactions, when on, replace it)."""
+        if not self.reaction or self.settings.status_reactions or self._reacted == add:
             return
         self._reacted = add
         await self.poster.react(self.reaction, self.channel, self.ts, add=add)
