@@ -268,3 +268,17 @@ async def test_a_fenced_turn_streams_again_into_the_same_message_without_mixing_
     assert len(agent.turns) == 2, "answered a second time, in the new session"
     assert fake.shown_in(fake.channel_id) == [answer]
     assert all(answer.startswith(e.json["content"]) for e in fake.edits_of(first["id"]))
+
+
+async def test_shutdown_mid_stream_leaves_the_partial_marked_as_cut_off(
+    start_bot: StartBot, fake: FakeDiscord
+) -> None:
+    bot = await start_bot(SlowStreamAgent(60, 0.05))
+    await fake.send_message("long story", mention=True)
+    await fake.wait_for_sent(fake.channel_id)
+    await bot.runtime.gateway.close(timeout=0.2)
+    [partial] = fake.shown_in(fake.channel_id)
+    assert partial.endswith(CANCEL_MARKS["shutdown"])
+    [entry] = (await bot.runtime.store.list()).entries
+    [kept] = await bot.runtime.store.tail(entry.session_id, 10)
+    assert (kept.content, kept.interrupted) == ("long story", True)

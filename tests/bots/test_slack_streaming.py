@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.chunking import FENCE, split_message
-from core.streaming import STOPPED_MARK
+from core.streaming import CANCEL_MARKS, STOPPED_MARK
 from tests.bots.test_slack_bot import Bot, mention, running, submitted
 from tests.fakes.agents import SlowStreamAgent
 from tests.fakes.fake_slack import DM, GENERAL, Fault, message_event
@@ -163,3 +163,32 @@ async def test_status_reactions_on_slack(tmp_path: Path) -> None:
             ("reactions.remove", "eyes"),
             ("reactions.add", "white_check_mark"),
         ]
+
+
+async def test_rapid_followups_in_a_thread_each_stream_their_own_answer_in_order(tmp_path: Path) -> None:
+    agent = SlowStreamAgent(20, 0.03)
+    async with running(tmp_path, "socket", agent=agent, stream="native", slack=STREAMING) as bot:
+        root = mention("one")
+        await bot.deliver(root)
+        for text in ("two", "three"):
+            await bot.deliver(mention(text, thread_ts=root["ts"]))
+        await idle(bot, 3)
+        expected = [agent.text_for(n, said) for n, said in ((1, "one"), (2, "two"), (3, "three"))]
+        assert bot.fake.shown(GENERAL) == expected
+        assert len(bot.fake.ok_calls("chat.startStream")) == 3
+
+
+async def test_interrupt_mid_native_stream_marks_the_partial_and_streams_the_merged_answer(
+    tmp_path: Path,
+) -> None:
+    agent = SlowStreamAgent(60, 0.03)
+    extra = STREAMING + '[queue]\nmode = "interrupt"'
+    async with running(tmp_path, "socket", agent=agent, stream="native", slack=extra) as bot:
+        root = mention("first")
+        await bot.deliver(root)
+        await bot.fake.wait_for(lambda: bot.fake.ok_calls("chat.startStream") or None)
+        await bot.deliver(mention("second", thread_ts=root["ts"]))
+        await idle(bot, 2)
+        partial, merged = bot.fake.shown(GENERAL)
+        assert partial.endswith(CANCEL_MARKS["interrupted"])
+        assert merged == agent.text_for(1, "first + second")
