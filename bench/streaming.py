@@ -11,8 +11,9 @@ slack-bolt) answers against the local fake platform with a model that streams a
 * platform calls: every Web/REST call the bot made for the answer (posts, edits,
   stream appends, typing, reactions, status).
 
-Checks: each answer ends reading exactly the agent's text. The fakes and the agent
-come from tests/fakes (the shared support code; loaded lazily, like tests.redis_server).
+Checks: each answer ends reading exactly the agent's text. The agent comes from
+`core.testing`; the fake Discord and Slack servers still live in tests/fakes, so this
+one benchmark needs a source checkout (they are imported only when it runs).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _taken(runtime: Runtime, platform: str) -> Callable[[], int]:
 @contextlib.asynccontextmanager
 async def discord_bot(folder: Path, stream: str) -> AsyncIterator[Callable[[str, int], Any]]:
     from bots.discord.service import create
-    from tests.fakes.agents import SlowStreamAgent
+    from core.testing import SlowStreamAgent
     from tests.fakes.fake_discord import FakeDiscord
 
     fake = await FakeDiscord().start()
@@ -119,7 +120,7 @@ async def discord_bot(folder: Path, stream: str) -> AsyncIterator[Callable[[str,
 @contextlib.asynccontextmanager
 async def slack_bot(folder: Path, stream: str) -> AsyncIterator[Callable[[str, int], Any]]:
     from bots.slack.service import create
-    from tests.fakes.agents import SlowStreamAgent
+    from core.testing import SlowStreamAgent
     from tests.fakes.fake_slack import BOT_USER, GENERAL, FakeSlack, event_callback, message_event
 
     fake = await FakeSlack().start()

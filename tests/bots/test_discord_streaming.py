@@ -4,72 +4,17 @@ streaming agent (60 pieces, 30 ms apart) so the answer visibly grows."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
-
-from bots.discord.service import DiscordService, create
-from bots.launcher import load_config
-from bots.runtime import Runtime
 from core.chunking import FENCE, chunk_message, join_chunks, split_message
 from core.streaming import CANCEL_MARKS, STOPPED_MARK
-from core.types import Agent
-from tests.fakes.agents import SlowStreamAgent
+from core.testing import SlowStreamAgent
 from tests.fakes.fake_discord import FakeDiscord
+from tests.support.discord import Bot, StartBot
 
-TOKEN_ENV = "CHATLANE_TEST_DISCORD_TOKEN"
 INTERVAL = 0.25
+STREAMING = f"stream_edit_interval_s = {INTERVAL}\n"
 MESSAGE = r"/channels/\d+/messages/\d+"
-
-
-@dataclass
-class Bot:
-    service: DiscordService
-    runtime: Runtime
-    fake: FakeDiscord
-
-
-StartBot = Callable[..., Awaitable[Bot]]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    f = await FakeDiscord().start()
-    yield f
-    await f.close()
-
-
-@pytest.fixture
-async def start_bot(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[StartBot]:
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(agent: Agent, discord_toml: str = "", *, more_toml: str = "") -> Bot:
-            path = tmp_path / "chatlane.toml"
-            path.write_text(
-                '[store]\npath = "state"\n[http]\nenabled = false\n'
-                f'[discord]\nenabled = true\ntoken_env = "{TOKEN_ENV}"\n'
-                f'api_base_url = "{fake.api_base}"\ngateway_url = "{fake.gateway_url}"\n'
-                "guild_ready_timeout_s = 0.05\nready_timeout_s = 10\n"
-                f"stream_edit_interval_s = {INTERVAL}\n{discord_toml}\n{more_toml}\n",
-                encoding="utf-8",
-            )
-            runtime = Runtime.build(load_config(path, env={TOKEN_ENV: fake.token}), agent=agent)
-            stack.push_async_callback(runtime.close)
-            service = create(runtime)
-            await service.start()
-
-            async def stop() -> None:
-                await runtime.gateway.close(timeout=5)
-                await service.stop()
-
-            stack.push_async_callback(stop)
-            return Bot(service, runtime, fake)
-
-        yield start
 
 
 async def idle(bot: Bot, taken: int = 1) -> None:
@@ -95,7 +40,7 @@ async def test_streamed_answer_is_edited_several_times_at_the_interval_and_ends_
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
     agent = SlowStreamAgent(60, 0.03)
-    bot = await start_bot(agent)
+    bot = await start_bot(STREAMING, agent=agent)
     await fake.send_message("tell me", mention=True)
     [first] = await fake.wait_for_sent(fake.channel_id)
     await idle(bot)
@@ -115,7 +60,7 @@ async def test_a_4500_character_streamed_answer_rolls_over_at_clean_boundaries_w
     code = "\n".join(f"    line_{i} = compute({i})  # step" for i in range(60))
     body = "Intro paragraph. " * 50 + f"\n```python\n{code}\n```\n" + "Outro sentence here. " * 80
     agent = SlowStreamAgent(60, 0.03, body=body)
-    bot = await start_bot(agent)
+    bot = await start_bot(STREAMING, agent=agent)
     await fake.send_message("long one", mention=True)
     await idle(bot)
     expected = agent.text_for(1, "long one")
@@ -132,7 +77,7 @@ async def test_a_429_on_edit_slows_the_editor_and_loses_no_text(
 ) -> None:
     agent = SlowStreamAgent(60, 0.03)
     fake.rate_limit("PATCH", MESSAGE, times=3, retry_after=0.4)
-    bot = await start_bot(agent)
+    bot = await start_bot(STREAMING, agent=agent)
     await fake.send_message("under pressure", mention=True)
     await idle(bot)
     limited = [c for c in fake.calls_to("PATCH", MESSAGE) if c.status == 429]
@@ -144,7 +89,7 @@ async def test_interrupt_mid_stream_marks_the_partial_and_the_merged_answer_is_d
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
     agent = SlowStreamAgent(60, 0.03)
-    bot = await start_bot(agent, more_toml='[queue]\nmode = "interrupt"')
+    bot = await start_bot(STREAMING, agent=agent, more_toml='[queue]\nmode = "interrupt"')
     await fake.send_message("first", mention=True)
     await fake.wait_for_sent(fake.channel_id)
     await fake.send_message("second", mention=True)
@@ -159,7 +104,7 @@ async def test_text_stop_mid_stream_marks_the_partial_keeps_the_message_in_memor
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
     agent = SlowStreamAgent(60, 0.03)
-    bot = await start_bot(agent)
+    bot = await start_bot(STREAMING, agent=agent)
     asked = await fake.send_message("go on and on", mention=True)
     await fake.wait_for_sent(fake.channel_id)
     await fake.send_message("/stop", mention=True)
@@ -184,7 +129,7 @@ async def test_text_stop_mid_stream_marks_the_partial_keeps_the_message_in_memor
 async def test_slash_stop_stops_the_running_answer_and_answers_ephemerally(
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
-    bot = await start_bot(SlowStreamAgent(60, 0.03))
+    bot = await start_bot(STREAMING, agent=SlowStreamAgent(60, 0.03))
     await fake.send_message("keep talking", mention=True)
     await fake.wait_for_sent(fake.channel_id)
     interaction = await fake.send_interaction("stop")
@@ -200,7 +145,7 @@ async def test_agent_failure_mid_stream_turns_the_partial_into_the_failure_notic
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
     agent = SlowStreamAgent(60, 0.03, fail_after=30)
-    bot = await start_bot(agent)
+    bot = await start_bot(STREAMING, agent=agent)
     await fake.send_message("try", mention=True)
     await idle(bot)
     [partial] = fake.shown_in(fake.channel_id)
@@ -213,7 +158,7 @@ async def test_rapid_followups_each_get_their_own_streamed_answer_in_order(
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
     agent = SlowStreamAgent(20, 0.03)
-    bot = await start_bot(agent)
+    bot = await start_bot(STREAMING, agent=agent)
     for text in ("one", "two", "three"):
         await fake.send_message(text, mention=True)
     await idle(bot, 3)
@@ -225,7 +170,7 @@ async def test_stream_off_sends_the_whole_answer_once_without_edits(
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
     agent = SlowStreamAgent(60, 0.01)
-    bot = await start_bot(agent, 'stream = "off"')
+    bot = await start_bot(STREAMING + 'stream = "off"', agent=agent)
     await fake.send_message("quietly", mention=True)
     await idle(bot)
     assert fake.shown_in(fake.channel_id) == [agent.text_for(1, "quietly")]
@@ -233,7 +178,7 @@ async def test_stream_off_sends_the_whole_answer_once_without_edits(
 
 
 async def test_status_reactions_show_waiting_working_and_done(start_bot: StartBot, fake: FakeDiscord) -> None:
-    bot = await start_bot(SlowStreamAgent(20, 0.03), "status_reactions = true")
+    bot = await start_bot(STREAMING + "status_reactions = true", agent=SlowStreamAgent(20, 0.03))
     await fake.send_message("a", mention=True)
     second = await fake.send_message("b", mention=True)
     await idle(bot, 2)
@@ -258,7 +203,7 @@ async def test_a_fenced_turn_streams_again_into_the_same_message_without_mixing_
     `chatlane sessions reset` from another process does) is answered again from the start:
     the message it streamed into restarts, and never shows the two attempts run together."""
     agent = SlowStreamAgent(60, 0.03)
-    bot = await start_bot(agent)
+    bot = await start_bot(STREAMING, agent=agent)
     await fake.send_message("again please", mention=True)
     [first] = await fake.wait_for_sent(fake.channel_id)
     [entry] = (await bot.runtime.store.list()).entries
@@ -273,7 +218,7 @@ async def test_a_fenced_turn_streams_again_into_the_same_message_without_mixing_
 async def test_shutdown_mid_stream_leaves_the_partial_marked_as_cut_off(
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
-    bot = await start_bot(SlowStreamAgent(60, 0.05))
+    bot = await start_bot(STREAMING, agent=SlowStreamAgent(60, 0.05))
     await fake.send_message("long story", mention=True)
     await fake.wait_for_sent(fake.channel_id)
     await bot.runtime.gateway.close(timeout=0.2)

@@ -12,9 +12,9 @@ import pytest
 
 from core.chunking import FENCE, split_message
 from core.streaming import CANCEL_MARKS, STOPPED_MARK
-from tests.bots.test_slack_bot import Bot, mention, running, submitted
-from tests.fakes.agents import SlowStreamAgent
+from core.testing import SlowStreamAgent
 from tests.fakes.fake_slack import DM, GENERAL, Fault, message_event
+from tests.support.slack import Bot, mention, running, submitted
 
 INTERVAL = 0.25
 STREAMING = f"stream_edit_interval_s = {INTERVAL}\n"

@@ -15,9 +15,9 @@ from pathlib import Path
 import aiohttp
 
 from core.store.files import FileStore
+from core.testing import ChatlaneProcess, RedisServer, unique_prefix
 from core.types import ChatMessage, SessionKey
-from tests.faults.harness import COMPLETIONS, body, start_process
-from tests.redis_server import RedisServer
+from tests.support.http import COMPLETIONS, body
 
 KEY = SessionKey("agent:main:http:ann:api")
 SLOW = "[agent]\necho_delay_ms = 20000\n"  # echo: first piece, 20 s of "thinking", the rest
@@ -36,8 +36,8 @@ async def stop_from_the_other_process(tmp_path: Path, store_toml: str) -> tuple[
     """Ask A (streaming), `/stop` through B; A's pieces and B's answer."""
     config = tmp_path / "chatlane.toml"
     config.write_text(f'{SLOW}[store]\npath = "state"\n{store_toml}\n[http]\nport = 0\n', encoding="utf-8")
-    a = await start_process(config, tmp_path / "a.log")
-    b = await start_process(config, tmp_path / "b.log")
+    a = await ChatlaneProcess.start(config, tmp_path / "a.log")
+    b = await ChatlaneProcess.start(config, tmp_path / "b.log")
     pieces: list[str] = []
     try:
         async with aiohttp.ClientSession() as http:
@@ -78,17 +78,20 @@ async def test_stop_taken_by_process_b_stops_the_turn_running_in_process_a_on_th
         await store.close()
 
 
-async def test_stop_taken_by_process_b_stops_the_turn_running_in_process_a_on_redis(tmp_path: Path) -> None:
+async def test_stop_taken_by_process_b_stops_the_turn_running_in_process_a_on_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     import redis.asyncio as aioredis
 
     from core.store.redis import RedisStore
 
-    with RedisServer.start() as server:
-        pieces, told = await stop_from_the_other_process(tmp_path, f'backend = "redis"\nurl = "{server.url}"')
-        store = RedisStore(aioredis.Redis.from_url(server.url), url=server.url)
-        try:
-            entry = await store.get(KEY)
-            assert entry is not None
-            assert_stopped(pieces, told, await store.tail(entry.session_id, 10))
-        finally:
-            await store.close()
+    prefix = unique_prefix()
+    store_toml = f'backend = "redis"\nurl = "{redis_server.url}"\nprefix = "{prefix}"'
+    pieces, told = await stop_from_the_other_process(tmp_path, store_toml)
+    store = RedisStore(aioredis.Redis.from_url(redis_server.url), url=redis_server.url, prefix=prefix)
+    try:
+        entry = await store.get(KEY)
+        assert entry is not None
+        assert_stopped(pieces, told, await store.tail(entry.session_id, 10))
+    finally:
+        await store.close()

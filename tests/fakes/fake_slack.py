@@ -29,6 +29,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
+from core.testing import eventually
 from tests.fakes.server import serve_on_loopback
 
 TEAM, BOT_USER, BOT_ID, APP_ID, HUMAN = "T0TEST", "U0BOT", "B0BOT", "A0APP", "U0HUMAN"
@@ -95,7 +96,6 @@ class FakeSlack:
     native_refusal: str | None = None
     """Answer the native streaming methods with this error (e.g. "not_allowed")."""
     ws_connected: asyncio.Event = field(default_factory=asyncio.Event)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _ws: web.WebSocketResponse | None = None
     _runner: web.AppRunner | None = None
 
@@ -144,7 +144,6 @@ class FakeSlack:
             fault = Fault(method, self.native_refusal)
         call = ApiCall(method, args, token, fault.error if fault else None)
         self.calls.append(call)
-        self._changed.set()
         if fault is not None:
             fault.times -= 1
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
@@ -232,15 +231,15 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ waiting
     async def wait_for(self, probe: Callable[[], T | None], timeout: float = 5.0) -> T:
-        """Wait until `probe()` returns something other than None."""
+        """Wait until `probe()` returns something other than None; that."""
 
-        async def poll() -> T:
-            while (hit := probe()) is None:
-                self._changed.clear()
-                await self._changed.wait()
-            return hit
+        def found() -> tuple[T] | None:
+            hit = probe()
+            return None if hit is None else (hit,)
 
-        return await asyncio.wait_for(poll(), timeout)
+        hit = await eventually(found, timeout=timeout)
+        assert hit is not None  # eventually returns only a truthy value
+        return hit[0]
 
     async def wait_for_posts(self, n: int, timeout: float = 5.0, **match: Any) -> list[ApiCall]:
         """The first `n` successful chat.postMessage calls whose args match `match`."""
@@ -273,7 +272,6 @@ class FakeSlack:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 self.acks.append(json.loads(msg.data))
-                self._changed.set()
         return ws
 
     async def push(self, kind: str, payload: Json, *, retry_attempt: int = 0) -> str:

@@ -16,17 +16,10 @@ import pytest
 
 from core.gateway import STORE_FAILURE_TEXT
 from core.store.files import FileStore
+from core.testing import run_cli, write_config
 from core.types import SessionKey
-from tests.faults.harness import (
-    ROOT,
-    body,
-    fill_disk,
-    inspect_state,
-    mounted,
-    remount,
-    serve,
-    write_config,
-)
+from tests.faults.harness import ROOT, fill_disk, inspect_state, mounted, remount
+from tests.support.http import body, serve
 
 
 def key(user: str) -> SessionKey:
@@ -34,9 +27,7 @@ def key(user: str) -> SessionKey:
 
 
 def chatlane(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bots", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+    return run_cli(*args, cwd=ROOT, timeout=timeout)
 
 
 def answer(data: dict[str, object]) -> str:
@@ -179,12 +170,12 @@ async def test_a_read_only_state_directory_fails_clearly_and_recovers(tmp_path: 
             assert "Read-only file system" in done.stderr
         async with serve(tmp_path, state=state) as api:
             assert (await api.post(body("before", user="ann")))[0] == 200
-            remount(state, "ro")
+            await remount(state, "ro")
             status, data, _ = await api.post(body("while read-only", user="ann"))
             assert status == 502 and data["error"]["message"] == STORE_FAILURE_TEXT
             status, data, _ = await api.post(body("new person", user="bob"))
             assert status == 502 and "Errno" not in json.dumps(data)
-            remount(state, "rw")
+            await remount(state, "rw")
             status, data, _ = await api.post(body("after", user="ann"))
             assert status == 200 and "turn 2 " in answer(data) and "'before'" in answer(data)
         report = inspect_state(state)

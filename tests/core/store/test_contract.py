@@ -18,9 +18,9 @@ from core.config import StoreSettings
 from core.reserver import Freshness, Reserver, new_session_id
 from core.store.files import FileStore
 from core.store.redis import RedisStore
+from core.testing import RedisServer, unique_prefix
 from core.types import ChatMessage, Fenced, SessionEntry, SessionKey, SessionStore, TurnCommit
 from tests.core.store.turns import store_turn
-from tests.redis_server import RedisServer, unique_prefix
 
 KEY = SessionKey("agent:main:test:alice:general")
 OTHER = SessionKey("agent:main:test:bob:general")

@@ -27,10 +27,9 @@ from core.gateway import STORE_FAILURE_TEXT, Gateway
 from core.reserver import Reserver, new_session_id
 from core.responders import QuietResponder
 from core.store.redis import RedisStore, safe_url
+from core.testing import Inbox, RecordingAgent, RedisServer, eventually, free_port, unique_prefix
 from core.types import ChatMessage, Fenced, Inbound, Reply, SessionKey, StoreError, TurnInput
 from tests.core.store.turns import store_turn
-from tests.fakes.agents import Inbox, RecordingAgent
-from tests.redis_server import RedisServer, free_port, unique_prefix
 
 KEY = SessionKey("agent:main:test:alice:general")
 ROOT = Path(__file__).resolve().parents[3]
@@ -178,8 +177,7 @@ async def test_a_live_turn_keeps_its_lock_beyond_the_ttl(redis_server: RedisServ
     try:
         async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
             tg.create_task(long_turn())
-            while not events:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: events)
             async with b.lock_turn(KEY):
                 events.append("b in")
         assert events == ["a in", "a out", "b in"]
@@ -307,7 +305,6 @@ class Worker:
     def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
         self.proc, self.stderr = proc, stderr
         self.events: list[Event] = []
-        self._changed = asyncio.Condition()
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -330,22 +327,20 @@ class Worker:
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         async for line in self.proc.stdout:
-            async with self._changed:
-                self.events.append(json.loads(line))
-                self._changed.notify_all()
-        async with self._changed:
-            self.events.append({"event": "exit"})
-            self._changed.notify_all()
+            self.events.append(json.loads(line))
+        self.events.append({"event": "exit"})
 
-    async def wait_for(self, match: Callable[[Event], bool], count: int = 1) -> list[Event]:
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: (
-                    len([e for e in self.events if match(e)]) >= count
-                    or any(e["event"] == "exit" for e in self.events)
-                )
-            )
-            found = [e for e in self.events if match(e)]
+    async def wait_for(
+        self, match: Callable[[Event], bool], count: int = 1, timeout: float = 60
+    ) -> list[Event]:
+        await eventually(
+            lambda: (
+                len([e for e in self.events if match(e)]) >= count
+                or any(e["event"] == "exit" for e in self.events)
+            ),
+            timeout=timeout,
+        )
+        found = [e for e in self.events if match(e)]
         if len(found) < count:
             raise AssertionError(f"worker exited early: {self.stderr.read_text()[-2000:]}")
         return found
