@@ -12,8 +12,7 @@ slack-bolt) answers against the local fake platform with a model that streams a
   stream appends, typing, reactions, status).
 
 Checks: each answer ends reading exactly the agent's text. The agent comes from
-`core.testing`; the fake Discord and Slack servers still live in tests/fakes, so this
-one benchmark needs a source checkout (they are imported only when it runs).
+`core.testing`, the fake Discord and Slack servers from `bots.testing`.
 """
 
 from __future__ import annotations
@@ -69,8 +68,8 @@ def _taken(runtime: Runtime, platform: str) -> Callable[[], int]:
 @contextlib.asynccontextmanager
 async def discord_bot(folder: Path, stream: str) -> AsyncIterator[Callable[[str, int], Any]]:
     from bots.discord.service import create
+    from bots.testing.fake_discord import FakeDiscord
     from core.testing import SlowStreamAgent
-    from tests.fakes.fake_discord import FakeDiscord
 
     fake = await FakeDiscord().start()
     agent = SlowStreamAgent(PIECES, GAP_S)
@@ -120,8 +119,8 @@ async def discord_bot(folder: Path, stream: str) -> AsyncIterator[Callable[[str,
 @contextlib.asynccontextmanager
 async def slack_bot(folder: Path, stream: str) -> AsyncIterator[Callable[[str, int], Any]]:
     from bots.slack.service import create
+    from bots.testing.fake_slack import BOT_USER, GENERAL, FakeSlack, event_callback, message_event
     from core.testing import SlowStreamAgent
-    from tests.fakes.fake_slack import BOT_USER, GENERAL, FakeSlack, event_callback, message_event
 
     fake = await FakeSlack().start()
     agent = SlowStreamAgent(PIECES, GAP_S)

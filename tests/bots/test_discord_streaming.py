@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+from bots.testing.fake_discord import FakeDiscord
 from core.chunking import FENCE, chunk_message, join_chunks, split_message
 from core.streaming import CANCEL_MARKS, STOPPED_MARK
 from core.testing import SlowStreamAgent
-from tests.fakes.fake_discord import FakeDiscord
 from tests.support.discord import Bot, StartBot
 
 INTERVAL = 0.25

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from bots.testing.fake_slack import DM, GENERAL, Fault, message_event
 from core.chunking import FENCE, split_message
 from core.streaming import CANCEL_MARKS, STOPPED_MARK
 from core.testing import SlowStreamAgent
-from tests.fakes.fake_slack import DM, GENERAL, Fault, message_event
 from tests.support.slack import Bot, mention, running, submitted
 
 INTERVAL = 0.25

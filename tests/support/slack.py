@@ -19,8 +19,7 @@ import aiohttp
 from bots.launcher import load_config
 from bots.runtime import Runtime
 from bots.slack.service import SlackService, create
-from core.types import Agent
-from tests.fakes.fake_slack import (
+from bots.testing.fake_slack import (
     BOT_USER,
     GENERAL,
     FakeSlack,
@@ -32,6 +31,7 @@ from tests.fakes.fake_slack import (
     signed_headers,
     slash_command,
 )
+from core.types import Agent
 
 SECRET = "test-signing-secret"
 ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test", "SLACK_SIGNING_SECRET": SECRET}
