@@ -236,7 +236,8 @@ class DraftStream:
                 self._sealed.pop()
         if called:
             self._last_flush = self._clock()
-            self._backoff = 1.0 if not failed else min(self._backoff * 2, MAX_BACKOFF_S / self.interval_s)
+            most = MAX_BACKOFF_S / max(self.interval_s, 0.001)
+            self._backoff = min(self._backoff * 2, most) if failed else 1.0
 
 
 def _stable_end(text: str, start: int, stop: int) -> int:
