@@ -5,6 +5,7 @@ append-only surface is only ever asked to extend what it shows while the answer 
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -139,5 +140,44 @@ def test_a_stream_with_nothing_shown_leaves_the_reply_to_the_caller() -> None:
         draft.add("short")
         assert await draft.finish("short") is False
         assert surface.calls == 0
+
+    asyncio.run(run())
+
+
+class FlakySurface(EditSurface):
+    """Refuses its first `fails` edits (a platform answering 429 past the client's patience)."""
+
+    def __init__(self, limit: int, fails: int) -> None:
+        super().__init__(limit)
+        self.fails = fails
+        self.times: list[tuple[float, bool]] = []
+
+    async def show(self, index: int, text: str, *, final: bool) -> bool:
+        refused = index < len(self.messages) and self.fails > 0
+        self.times.append((asyncio.get_running_loop().time(), not refused))
+        if refused:
+            self.fails -= 1
+            return False
+        return await super().show(index, text, final=final)
+
+
+def test_failed_calls_make_the_stream_back_off_and_no_text_is_lost() -> None:
+    interval = 0.03
+
+    async def run() -> None:
+        surface = FlakySurface(500, fails=3)
+        draft = DraftStream(surface, limit=500, interval_s=interval, first_post_s=0, first_chars=1)
+        text = "".join(f"piece{i} " for i in range(40))
+        for i in range(40):
+            draft.add(f"piece{i} ")
+            await asyncio.sleep(0.01)
+        assert await draft.finish(text)
+        assert surface.messages == [text]
+        gaps = [(b - a, ok) for (a, ok), (b, _) in itertools.pairwise(surface.times)]
+        # After the 1st, 2nd and 3rd refusal the next try waits 2, 4 and 8 intervals.
+        waits = [gap for gap, ok in gaps if not ok]
+        assert len(waits) == 3
+        assert [w >= interval * f * 0.95 for w, f in zip(waits, (2, 4, 8), strict=True)] == [True] * 3
+        assert surface.times[-1][1], "the final edit went through"
 
     asyncio.run(run())
