@@ -128,8 +128,9 @@ class DraftStream:
         await self._halt()
         if not self._shown:
             return False
-        await self._pace()
-        await self._flush(text, final=True)
+        if self._differs(text):
+            await self._pace()
+            await self._flush(text, final=True)
         return True
 
     async def mark(self, note: str) -> bool:
@@ -205,6 +206,17 @@ class DraftStream:
             break
         return targets
 
+    def _differs(self, text: str) -> bool:
+        """Whether showing `text` as final takes any call: a message to edit, post or delete,
+        or (append-only) a stream to close."""
+        targets = self._targets(text, final=True)
+        if len(targets) != len(self._shown):
+            return True
+        return any(
+            shown != target or (self.surface.append_only and not sealed)
+            for shown, sealed, (target, _) in zip(self._shown, self._sealed, targets, strict=True)
+        )
+
     async def _flush(self, text: str, *, final: bool) -> None:
         if not text.strip() and not final:
             return  # restarted, nothing new yet (platforms refuse blank messages)
@@ -212,7 +224,9 @@ class DraftStream:
         called = failed = False
         for i, (target, sealed) in enumerate(targets):
             if i < len(self._shown):
-                same = self._shown[i] == target and (self._sealed[i] or not sealed)
+                # Sealing changes nothing for an editable message; a stream must be closed.
+                closes = sealed and not self._sealed[i] and self.surface.append_only
+                same = self._shown[i] == target and not closes
                 if same or (self._sealed[i] and not final):
                     continue
                 if self.surface.append_only and not final and not target.startswith(self._shown[i]):

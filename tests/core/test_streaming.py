@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from core.chunking import FENCE, open_fence, split_message
 from core.streaming import DraftStream
+from core.testing import eventually
 
 LIMITS = st.integers(min_value=48, max_value=160)
 TEXTS = st.lists(
@@ -179,5 +180,19 @@ def test_failed_calls_make_the_stream_back_off_and_no_text_is_lost() -> None:
         assert len(waits) == 3
         assert [w >= interval * f * 0.95 for w, f in zip(waits, (2, 4, 8), strict=True)] == [True] * 3
         assert surface.times[-1][1], "the final edit went through"
+
+    asyncio.run(run())
+
+
+def test_finishing_an_answer_already_shown_whole_makes_no_call_and_does_not_wait() -> None:
+    async def run() -> None:
+        surface = EditSurface(500)
+        draft = DraftStream(surface, limit=500, interval_s=30, first_post_s=0, first_chars=1)
+        draft.add("all of it at once")
+        await eventually(lambda: surface.messages == ["all of it at once"])
+        calls = surface.calls
+        async with asyncio.timeout(5):  # far below the 30 s interval a needless edit would wait
+            assert await draft.finish("all of it at once")
+        assert surface.calls == calls
 
     asyncio.run(run())
