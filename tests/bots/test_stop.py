@@ -1,8 +1,9 @@
-"""`/stop` across processes: the turn runs in process A, the `/stop` reaches process B,
-and both share one store (the files store's state directory, or one Redis). The store
-is the channel: B advances the key's stop counter, A's running turn polls it and stops.
+"""`/stop` through the HTTP API: in the process that runs the answer, and across
+processes: the turn runs in process A, the `/stop` reaches process B, and both share
+one store (the files store's state directory, or one Redis). The store is the channel:
+B advances the key's stop counter, A's running turn polls it and stops.
 
-Both are real `chatlane run` processes; the client is the HTTP API, as a user's would be.
+Across processes, both are real `chatlane run` processes, driven as a user's client would.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 import aiohttp
 
 from core.store.files import FileStore
-from core.testing import ChatlaneProcess, RedisServer, unique_prefix
+from core.testing import ChatlaneProcess, RedisServer, SlowStreamAgent, unique_prefix
 from core.types import ChatMessage, SessionKey
-from tests.support.http import COMPLETIONS, body
+from tests.support.http import COMPLETIONS, body, serve
 
 KEY = SessionKey("agent:main:http:ann:api")
 SLOW = "[agent]\necho_delay_ms = 20000\n"  # echo: first piece, 20 s of "thinking", the rest
@@ -95,3 +96,16 @@ async def test_stop_taken_by_process_b_stops_the_turn_running_in_process_a_on_re
         assert_stopped(pieces, told, await store.tail(entry.session_id, 10))
     finally:
         await store.close()
+
+
+async def test_http_stop_in_the_same_process_answers_the_waiting_request_with_stopped(tmp_path: Path) -> None:
+    """The non-streamed request whose answer was stopped gets a completion saying so."""
+    agent = SlowStreamAgent(60, 0.05)
+    async with serve(tmp_path, agent=agent) as api:
+        asked = asyncio.create_task(api.post(body("hello", user="ann")))
+        await agent.streaming.wait()
+        status, stop, _ = await api.post(body("/stop", user="ann"))
+        assert (status, stop["choices"][0]["message"]["content"]) == (200, "Stopped the answer in progress.")
+        status, answer, _ = await asked
+        assert (status, answer["choices"][0]["message"]["content"]) == (200, "Stopped.")
+        assert [(m.content, m.interrupted) for m in await api.transcript(KEY)] == [("hello", True)]
