@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bots import eventloop
 from bots.launcher import load_config
 from core.config import ConfigError, Loaded
 from core.keys import validate_key
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "sessions" or not getattr(args, "json", False):
         print(f"chatlane: using config {loaded.path}", file=sys.stderr)
     try:
-        return asyncio.run(_dispatch(args, loaded))
+        return eventloop.run(_dispatch(args, loaded))
     except KeyboardInterrupt:
         return 130
     except StoreError as exc:  # e.g. an unusable state directory: a sentence, not a traceback

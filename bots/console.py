@@ -106,7 +106,11 @@ async def _print_answers(answers: asyncio.Queue[FutureResponder | None], out: Te
 
 
 async def _say(runtime: Runtime, user: str, text: str) -> FutureResponder:
-    """Hand one line to the gateway; its responder streams the answer."""
+    """Hand one line to the gateway as `user`; its responder streams the answer.
+
+    Not gated by core/access.py: the console is the local user at this machine's
+    terminal, with no platform allowlists or mentions to judge.
+    """
     inbound = Inbound(
         platform="console",
         user=user,
