@@ -1,9 +1,12 @@
 """Terminal chat: `chatlane chat`. Session key `agent:<agent>:console:<user>:local`.
 
 On a terminal it prompts; otherwise it reads one message per line, prints each reply,
-and exits 0 after the last reply at end of input. Several such processes with one
-`--user` on one store are several writers of one conversation: the store's
-reservation and turn lock keep them in one session with turns that never overlap.
+and exits 0 after the last reply at end of input. Answers print as they stream, piece
+by piece; lines are taken while an answer prints (they queue in the conversation's
+lane), so `/stop` stops the answer in progress, which then ends with "(stopped)".
+Several such processes with one `--user` on one store are several writers of one
+conversation: the store's reservation and turn lock keep them in one session with
+turns that never overlap.
 """
 
 from __future__ import annotations
@@ -51,26 +54,60 @@ async def _lines(stream: TextIO) -> AsyncIterator[str]:
         transport.close()
 
 
+CUT_OFF_NOTES = {"stopped": "(stopped)", "merged": "(interrupted: see the answer below)"}
+"""How an answer that stopped printing half-way ends, by the kind of its reply."""
+
+
 async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     interactive = stdin.isatty()
     if interactive:
         out.write(f"chatlane console as {user!r} (agent {runtime.gateway.router.default}); Ctrl-D quits\n")
         out.write("you> ")
         out.flush()
-    async for raw in _lines(stdin):
-        text = raw.rstrip("\r\n")
-        if text.strip():
-            await _say(runtime, user, text, out)
-        if interactive:
-            out.write("you> ")
-            out.flush()
+    answers: asyncio.Queue[FutureResponder | None] = asyncio.Queue()
+    printer = asyncio.create_task(_print_answers(answers, out, interactive), name="console printer")
+    try:
+        async for raw in _lines(stdin):
+            text = raw.rstrip("\r\n")
+            if text.strip():
+                answers.put_nowait(await _say(runtime, user, text))
+            elif interactive:
+                out.write("you> ")
+                out.flush()
+        answers.put_nowait(None)
+        await printer
+    finally:
+        printer.cancel()
+        await asyncio.gather(printer, return_exceptions=True)
     if interactive:
         out.write("\n")
     return 0
 
 
-async def _say(runtime: Runtime, user: str, text: str, out: TextIO) -> None:
-    """Submit one line as `user` and print the reply.
+async def _print_answers(answers: asyncio.Queue[FutureResponder | None], out: TextIO, prompt: bool) -> None:
+    """Print each message's answer, in the order the messages were sent, as it streams."""
+    while (responder := await answers.get()) is not None:
+        deltas = responder.deltas
+        shown = ""
+        while deltas is not None and (piece := await deltas.get()) is not None:
+            out.write(piece)
+            out.flush()
+            shown += piece
+        reply = await responder.reply
+        if not shown:
+            if reply.text:  # an empty `limited` reply: already told to slow down
+                out.write(f"{reply.text}\n")
+        elif reply.kind == "answer" and reply.text == shown:
+            out.write("\n")
+        else:  # cut off (stopped, interrupted) or failed after it began
+            out.write(f"\n{CUT_OFF_NOTES.get(reply.kind, reply.text)}\n")
+        if prompt:
+            out.write("you> ")
+        out.flush()
+
+
+async def _say(runtime: Runtime, user: str, text: str) -> FutureResponder:
+    """Hand one line to the gateway as `user`; its responder streams the answer.
 
     Not gated by core/access.py: the console is the local user at this machine's
     terminal, with no platform allowlists or mentions to judge.
@@ -86,11 +123,9 @@ async def _say(runtime: Runtime, user: str, text: str, out: TextIO) -> None:
         display_name=user,
     )
     responder = FutureResponder()
+    responder.stream()
     await runtime.gateway.submit(inbound, responder)
-    reply = await responder.reply
-    if reply.text:  # an empty `limited` reply: already told to slow down
-        out.write(f"{reply.text}\n")
-    out.flush()
+    return responder
 
 
 class ConsoleService:

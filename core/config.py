@@ -131,6 +131,8 @@ class SessionSettings(Section):
     scope: Scope = "user-channel"
     threads: bool = True
     reset_commands: tuple[str, ...] = ("/new", "/reset")
+    stop_commands: tuple[str, ...] = ("/stop",)
+    """Messages that stop the answer in progress (in any process on the store)."""
     reset: ResetSettings = ResetSettings()
     model_command: str = "/model"
     """Shows or switches the conversation's model (agents with `models` only); "" turns it off."""
@@ -145,6 +147,8 @@ class QueueSettings(Section):
     drop: Literal["oldest", "newest"] = "oldest"
     max_concurrent_turns: Annotated[int, Field(ge=1, le=10_000)] = 16
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
+    stop_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.25
+    """How often a running turn checks the store for a `/stop` taken by another process."""
 
 
 class AttachmentSettings(Section):
@@ -181,6 +185,18 @@ class Access(Section):
     allow_bots: bool = False
     allow_users: tuple[str, ...] = ()
     allow_channels: tuple[str, ...] = ()
+
+
+class StreamSettings(Section):
+    """How a chat adapter shows an answer while the agent produces it (core/streaming.py)."""
+
+    stream_edit_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 1.2
+    """Edits of a streamed message (and new messages of it) at most this often."""
+    stream_first_post_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    """A first short piece is posted at once if it has `stream_first_chars`, else after this long."""
+    stream_first_chars: Annotated[int, Field(ge=1, le=2000)] = 24
+    status_reactions: bool = False
+    """React ⏳ while a message waits, 👀 while it is answered, ✅ once answered, ⚠️ on failure."""
 
 
 @dataclass(frozen=True, slots=True)

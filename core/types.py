@@ -75,7 +75,7 @@ class Inbound:
     an anonymous request)."""
 
 
-ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown", "limited"]
+ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown", "limited", "stopped"]
 """`answer`: the turn's reply. `merged`: this message was answered together with later
 ones (collect/interrupt modes) and `text` is that shared answer. `failure`: the agent
 or the store failed; `text` is a plain message for a person. `dropped`: the queue was
@@ -83,7 +83,13 @@ full and this message will not be answered. `notice`: a command's confirmation (
 reset). `shutdown`: the process is stopping and nothing of this message was stored, so
 it is safe to send again. `limited`: the sender is over `[limits]`; nothing was stored;
 `text` is the "slow down" notice for the first such message of a window and empty for
-the others (send nothing then)."""
+the others (send nothing then). `stopped`: someone sent `/stop` while this message was
+being answered; its turn was cancelled (the message stays in memory, marked interrupted)."""
+
+CancelReason = Literal["interrupted", "stopped", "shutdown", "retry"]
+"""Why a running turn was cancelled: a newer message (interrupt mode), `/stop`, shutdown,
+or `retry`: its commit was fenced out, nothing was stored, and the same message is
+answered again from the start (what was shown of the answer is void, not cut off)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +201,12 @@ class Responder(Protocol):
 
     async def on_delta(self, text: str) -> None:
         """A streamed piece of the answer, before the whole `answer` reply."""
+        ...
+
+    async def on_cancelled(self, reason: CancelReason) -> None:
+        """The turn streaming into this responder was cancelled: whatever it showed of the
+        answer will not be completed and must be marked as cut off (never left looking
+        finished). A reply for the message still follows (`stopped`, `merged`, ...)."""
         ...
 
 
@@ -388,6 +400,15 @@ class SessionStore(Protocol):
         """Count one message of `sender` against fixed windows that start at its first
         message (0 = no limit), atomically across processes. A limited message is not
         counted, so it never uses up budget."""
+        ...
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """Ask whichever process runs a turn of `key` to stop it (`/stop` across processes):
+        advances the key's stop counter, which `stop_requests` reads."""
+        ...
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        """How many stops were ever requested for `key` (0 if none); cheap, polled during turns."""
         ...
 
     async def close(self) -> None: ...

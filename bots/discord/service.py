@@ -138,7 +138,7 @@ class DiscordService:
         delivery = [("replay", f"message:{inbound.message_id}")]
         try:
             await self.runtime.gateway.submit(
-                inbound, BackfillingResponder(message, self.settings, me.id), delivery=delivery
+                inbound, BackfillingResponder(message, self.settings, me), delivery=delivery
             )
         except Closed:
             log.info("discord: shutting down; message %s not taken", message.id)

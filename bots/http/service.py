@@ -43,6 +43,7 @@ from bots.runtime import Runtime, StartupError
 from core.keys import parse_key
 from core.limits import SLOW_DOWN_TEXT
 from core.responders import FutureResponder
+from core.streaming import STOPPED_MARK
 from core.types import Closed, FileSource, Inbound, Reply
 
 log = logging.getLogger("chatlane.http")
@@ -221,6 +222,8 @@ class HttpService:
                 error = {"message": problem.message, "type": problem.kind, "code": problem.code}
                 await resp.write(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
             else:
+                if reply.kind == "stopped":  # `/stop` cut it short: say so at its end
+                    await resp.write(self._chunk(ident, model, {"content": f"\n\n{STOPPED_MARK}"}))
                 await resp.write(self._chunk(ident, model, {}, "stop"))
             await resp.write(_DONE)
             await resp.write_eof()
@@ -411,7 +414,7 @@ def _shutting_down() -> ApiError:
 
 def _reply_error(reply: Reply) -> ApiError | None:
     """None for a reply to return as content; the error to answer with otherwise."""
-    if reply.kind in ("answer", "merged", "notice"):
+    if reply.kind in ("answer", "merged", "notice", "stopped"):  # stopped: `/stop` cut it short
         return None
     if reply.kind == "limited":  # every refused request needs an answer, not only the first
         return ApiError(429, reply.text or SLOW_DOWN_TEXT, "rate_limit_error", "rate_limited")

@@ -53,7 +53,7 @@ log = logging.getLogger("chatlane.slack")
 
 SEEN_CAPACITY = 10_000
 """Threads remembered as ones the bot takes part in (the store is asked for the others)."""
-USAGE = "Usage: {command} new | reset | status | model [NAME]"
+USAGE = "Usage: {command} new | reset | status | stop | model [NAME]"
 MODEL_QUEUED_TEXT = "I'll switch the model as soon as I've answered what's before it."
 NOT_HERE_TEXT = "Sorry, I can't help with that here."
 COMMAND_FAILED_TEXT = "Sorry, that didn't work just now. Please try again."
@@ -240,6 +240,9 @@ class SlackService:
             me=self.me,
             limit=self.settings.history_backfill,
             in_thread=inbound.thread if is_thread_reply(inbound) else None,
+            settings=self.settings,
+            user=inbound.user,
+            team=self.me.team_id or None,  # native streams in channels name the recipient's team
             is_direct=inbound.is_direct,
         )
         # The message's own id comes last: all copies of it share that one (see Deliveries).
@@ -272,7 +275,8 @@ class SlackService:
 
     # ------------------------------------------------------------ slash command
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        """`/chatlane new | reset | status | model [NAME]` for the conversation outside threads here."""
+        """`/chatlane new | reset | status | stop | model [NAME]` for the conversation
+        outside threads here."""
         seen = read_command(command)
         inbound = seen.inbound
         words = inbound.text.split(maxsplit=1)  # the model name keeps its case
@@ -296,6 +300,8 @@ class SlackService:
                     text = (await asyncio.wait_for(asyncio.shield(responder.reply), COMMAND_WAIT_S)).text
                 except TimeoutError:
                     text = MODEL_QUEUED_TEXT
+            elif action == "stop":
+                text = await gateway.stop_text(key) + " (In a thread, say `/stop` there.)"
             elif action == "status":
                 found = (await gateway.status(key)).entry
                 text = (

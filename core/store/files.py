@@ -6,6 +6,7 @@ Layout under the state directory (dirs 0700, files 0600):
     locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
     locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key; holds
                                         the key's fencing counter
+    locks/ab/<sha256(key)>.stop         one byte appended per `/stop`: its size is the stop counter
     transcripts/<id[:2]>/<id>.jsonl     memory of one session id: one line per commit
     blobs/<id[:2]>/<id>/<sha256>        attachment bytes of one session (core/store/blobs.py)
     quarantine/                         damaged entries moved aside, never overwritten
@@ -167,8 +168,7 @@ class FileStore:
         try:
             return fn()
         except FileNotFoundError:
-            if os.path.isdir(d):
-                raise
+            # Retried even if `d` exists by now: another thread may have just made it.
             if not self.root.is_dir():
                 log.warning("state directory %s was missing; made it again", self.root)
             self._ensure_dir(d)
@@ -483,6 +483,29 @@ class FileStore:
 
     async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
         return await self._run(self._deliveries.count_message, sender, per_minute, per_day)
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """One byte appended (O_APPEND: atomic between processes); no fsync, it is a signal."""
+        path = self._lock_path(key, "stop")
+
+        def op() -> None:
+            self._ensure_dir(os.path.dirname(path))
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, b"s")
+            finally:
+                os.close(fd)
+
+        await self._run(op)
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        # One stat of a small file: cheap enough for the loop, and polled while a turn runs.
+        try:
+            return os.stat(self._lock_path(key, "stop")).st_size
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StoreError(f"cannot read the stop flag: {exc.strerror or exc}") from exc
 
     async def close(self) -> None:
         await self._committer.close()

@@ -101,6 +101,7 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 _COMMIT_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_ATTEMPTS = 100
 _SCAN_COUNT = 500
+_STOP_TTL_S = 86_400
 _COMMIT_MARK_S = 86_400
 
 # KEYS[1] entry; ARGV[1] transcript name prefix. The entry and its last commit.
@@ -481,6 +482,23 @@ class RedisStore:
     async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
         with self._errors("limit count"):
             return await self._deliveries.count_message(sender, per_minute, per_day)
+
+    def stop_name(self, key: str) -> str:
+        return f"{self.prefix}:stop:{_digest(key)}"
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """INCR of the key's stop counter (kept a day: a turn polls it only while it runs)."""
+        name = self.stop_name(key)
+        with self._errors("stop request"):
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, _STOP_TTL_S)
+                await pipe.execute()
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        with self._errors("stop flag read"):
+            raw = await self._r.get(self.stop_name(key))
+        return int(raw) if raw is not None else 0
 
     async def close(self) -> None:
         await self._r.aclose()

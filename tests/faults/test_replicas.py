@@ -19,12 +19,8 @@ import aiohttp
 import openai
 import pytest
 
-from core.config import StoreSettings
-from core.limits import SLOW_DOWN_TEXT
-from core.store.redis import RedisStore
-from core.testing import ChatlaneProcess, RedisServer, unique_prefix
-from tests.fakes.fake_discord import FakeDiscord
-from tests.fakes.fake_slack import (
+from bots.testing.fake_discord import FakeDiscord
+from bots.testing.fake_slack import (
     BOT_USER,
     HUMAN,
     FakeSlack,
@@ -33,6 +29,10 @@ from tests.fakes.fake_slack import (
     message_event,
     signed_headers,
 )
+from core.config import StoreSettings
+from core.limits import SLOW_DOWN_TEXT
+from core.store.redis import RedisStore
+from core.testing import ChatlaneProcess, RedisServer, unique_prefix
 from tests.support.http import COMPLETIONS, body
 
 pytestmark = pytest.mark.slow
