@@ -50,7 +50,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -75,7 +75,7 @@ from core.store.entries import (
 )
 from core.store.redis_blobs import RedisBlobs
 from core.store.redis_deliveries import RedisDeliveries
-from core.store.redis_lock import TurnLocks, redis_errors
+from core.store.redis_lock import TurnLocks, TurnReads, redis_errors
 from core.types import (
     Admission,
     ChatMessage,
@@ -103,6 +103,8 @@ _MAX_ATTEMPTS = 100
 _SCAN_COUNT = 500
 _STOP_TTL_S = 86_400
 _COMMIT_MARK_S = 86_400
+_TAIL_HINT_MAX = 1000
+_SESSION_IN_RAW = re.compile(rb'"sessionId"\s*:\s*"([0-9a-f]{32})"')
 
 # KEYS[1] entry; ARGV[1] transcript name prefix. The entry and its last commit.
 _GET = """
@@ -174,6 +176,12 @@ class RedisStore:
         self._blobs = RedisBlobs(client, prefix, blobs_max)
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
         self._get_script = client.register_script(_GET)
+        self._reads: dict[str, TurnReads] = {}
+        """Key -> what its turn lock's script read, while this process holds that lock."""
+        self._tails_read: dict[str, TurnReads] = {}
+        """Session id -> the same reads, for `tail` (valid while the lock is held)."""
+        self._tail_hint = 64
+        """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
         self._commit_script = client.register_script(_COMMIT)
         self._deliveries = RedisDeliveries(client, prefix)
 
@@ -271,6 +279,8 @@ class RedisStore:
             await self._r.ping()
 
     async def get(self, key: SessionKey) -> SessionEntry | None:
+        if (found := self._reads.get(key)) is not None:
+            return self._entry_read_with_lock(key, found)
         with self._errors("get"):
             try:
                 raw, last = await self._get_script(
@@ -288,6 +298,16 @@ class RedisStore:
             # Reported and quarantined by the next write of this key, which re-reads
             # first: a concurrent rewrite may already have mended it.
             return None
+
+    def _entry_read_with_lock(self, key: SessionKey, found: TurnReads) -> SessionEntry | None:
+        if found.entry is None:
+            return None
+        try:
+            entry = self._parse(key, found.entry)
+        except ValueError:
+            return None  # quarantined by the next write of this key, as in `get`
+        self._tails_read[entry.session_id] = found
+        return self._with_progress(entry, found.commits[-1] if found.commits else None)
 
     async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
         def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, tuple[SessionEntry, bool]]:
@@ -316,6 +336,7 @@ class RedisStore:
 
     async def _update(self, key: SessionKey, decide: Decide[R], what: str) -> R:
         """Read the entry under WATCH, `decide`, write only if nobody wrote in between."""
+        self._forget_reads(key)  # the entry may change here
         name = self.entry_name(key)
         with self._errors(what):
             for _ in range(_MAX_ATTEMPTS):
@@ -406,6 +427,7 @@ class RedisStore:
 
     async def commit(self, commit: TurnCommit) -> None:
         key = commit.lease.key
+        self._forget_reads(key)
         line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records)
         names = [
             self.entry_name(key),
@@ -430,10 +452,15 @@ class RedisStore:
         name = self.transcript_name(session_id)
         if n <= 0:
             return []
-        with self._errors("transcript read"):
-            # redis-py types list commands as sync-or-async; this client is async. A commit
-            # holds one record or more, so the last n commits hold the last n records.
-            lines = await cast("Awaitable[list[bytes]]", self._r.lrange(name, -n, -1))
+        found = self._tails_read.get(session_id)
+        if found is not None and n <= found.asked:
+            lines = found.commits[-n:]  # read with the turn lock
+        else:
+            self._tail_hint = max(self._tail_hint, min(n, _TAIL_HINT_MAX))
+            with self._errors("transcript read"):
+                # redis-py types list commands as sync-or-async; this client is async. A
+                # commit holds one record or more, so the last n commits hold the last n records.
+                lines = await cast("Awaitable[list[bytes]]", self._r.lrange(name, -n, -1))
         records: list[ChatMessage] = []
         for line in lines:
             try:
@@ -458,9 +485,32 @@ class RedisStore:
         with self._errors("prune"):
             await self._r.delete(self.transcript_name(session_id), *self._blobs.names(session_id))
 
-    def lock_turn(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[TurnLease]:
-        """Hold the key's turn lock across every host; `Fenced` if it cannot be kept."""
-        return self._turn_locks.hold(key, self.lock_name(key), self.fence_name(key))
+    @contextlib.asynccontextmanager
+    async def lock_turn(self, key: SessionKey) -> AsyncIterator[TurnLease]:
+        """Hold the key's turn lock across every host; `Fenced` if it cannot be kept.
+
+        The lock's script also reads the entry and the last commits of its session, so a
+        turn's `get` and `tail` cost no round trip of their own: while this process holds
+        the lock, nobody else writes the key (a fenced writer is refused)."""
+        reads = (self.entry_name(key), f"{self.prefix}:transcript:", self._tail_hint)
+
+        def keep(found: TurnReads) -> None:
+            self._reads[key] = found
+
+        try:
+            async with self._turn_locks.hold(
+                key, self.lock_name(key), self.fence_name(key), reads=reads, on_reads=keep
+            ) as lease:
+                yield lease
+        finally:
+            self._forget_reads(key)
+
+    def _forget_reads(self, key: str) -> None:
+        found = self._reads.pop(key, None)
+        if found is not None and found.entry is not None:
+            sid = _SESSION_IN_RAW.search(found.entry)
+            if sid is not None:
+                self._tails_read.pop(sid.group(1).decode(), None)
 
     # ----------------------------- deliveries and limits (core/store/redis_deliveries.py)
     async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
