@@ -111,6 +111,17 @@ class Gateway:
         waiting, running = self.lanes.waiting(key)
         return SessionStatus(key, entry, waiting, running)
 
+    async def forget(self, key: SessionKey, *, idle_before: float | None = None) -> bool:
+        """Delete the key's session (entry and transcript) once no turn of it runs, in any
+        process: for one-off API requests and `chatlane sessions prune`. With `idle_before`,
+        only if its last interaction is still older than that (re-checked under the lock,
+        so a conversation that just came back to life is kept). True if deleted."""
+        async with self.store.lock_turn(key):
+            entry = await self.store.get(key)
+            if entry is None or (idle_before is not None and entry.last_interaction_at >= idle_before):
+                return False
+            return await self.store.delete(key, entry.session_id)
+
     async def _run_turn(self, key: SessionKey, batch: list[Pending]) -> None:
         started = time.perf_counter()
         last = batch[-1].responder

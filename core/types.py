@@ -185,6 +185,12 @@ class SessionStore(Protocol):
 
     async def list(self) -> Listing: ...
 
+    async def delete(self, key: SessionKey, session_id: str) -> bool:
+        """Remove the key's entry and that session's transcript, only if the key still
+        maps to `session_id` (a compare-and-delete: never a session minted meanwhile).
+        True if it was removed."""
+        ...
+
     async def append(self, session_id: str, records: Sequence[ChatMessage]) -> None:
         """Durably append transcript records; returns only once they are stored."""
         ...

@@ -226,6 +226,28 @@ class RedisStore:
 
         return await self._update(key, decide, "reset")
 
+    async def delete(self, key: SessionKey, session_id: str) -> bool:
+        name = self.entry_name(key)
+        with self._errors("delete"):
+            for _ in range(_MAX_ATTEMPTS):
+                async with self._r.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(name)
+                        raw = await pipe.get(name)
+                        try:
+                            current = self._parse(key, raw) if raw is not None else None
+                        except ValueError:
+                            current = None  # damaged: left for the next write to quarantine
+                        if current is None or current.session_id != session_id:
+                            return False
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.delete(name, self.transcript_name(session_id))
+                        await pipe.execute()
+                        return True
+                    except WatchError:
+                        continue
+        raise StoreError(f"Redis at {self.url}: delete of {key} lost {_MAX_ATTEMPTS} races in a row")
+
     async def _update(self, key: SessionKey, decide: Decide[R], what: str) -> R:
         """Read the entry under WATCH, `decide`, write only if nobody wrote in between."""
         name = self.entry_name(key)
