@@ -36,6 +36,10 @@ log = logging.getLogger("chatlane.http")
 ApiHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REPORT_EVERY_S = 10.0
+BACKLOG = 1024
+"""Connections the kernel completes before we accept them (capped by net.core.somaxconn).
+aiohttp's 128 overflows under a burst, and a connection the kernel dropped from a full
+queue looks open to its client for seconds without ever reaching us."""
 MIN_RESERVE_FDS = 64
 BUSY_TEXT = "the server has too many open connections; try again in a moment"
 
@@ -205,7 +209,7 @@ class GuardedSite(web.BaseSite):
         assert self._runner.server is not None
         self._guard.start(self._runner.server)
         self._server = await asyncio.get_running_loop().create_server(
-            self._guard.protocol, self._host, self._port, backlog=self._backlog, reuse_address=True
+            self._guard.protocol, self._host, self._port, backlog=BACKLOG, reuse_address=True
         )
         self.bound_port = self._server.sockets[0].getsockname()[1]
 

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,7 @@ async def start_process(
     env: Mapping[str, str] | None = None,
     timeout: float = 20,
     options: tuple[str, ...] = (),
+    preexec_fn: Callable[[], object] | None = None,
 ) -> Process:
     """Start `chatlane run` and wait until it serves; fails with its stderr if it dies."""
     err = log.open("ab")
@@ -100,6 +101,7 @@ async def start_process(
             stdout=asyncio.subprocess.DEVNULL,
             stderr=err,
             env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
     finally:
         err.close()
