@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from core.config import Config
 from core.keys import build_key, parse_key
@@ -46,6 +47,15 @@ RESET_TEXT = "Started a new conversation."
 STORE_FAILURE_TEXT = (
     "Sorry, I couldn't save this conversation just now, so I didn't answer. Please try again."
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a turn ended, for its log line and metrics."""
+
+    name: str
+    session_id: str = ""
+    turn: int = 0
 
 
 class Gateway:
@@ -133,20 +143,30 @@ class Gateway:
                     outcome = await self._turn_locked(key, batch)
         except StoreError as exc:
             log.error("turn of %s not answered: the store failed: %s", key, exc)
-            outcome = "store_error"
+            outcome = Outcome("store_error")
             await self._deliver(batch, Reply(STORE_FAILURE_TEXT, "failure", key))
-        self.metrics.turns.labels(outcome).inc()
-        self.metrics.turn_latency.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.turns.labels(outcome.name).inc()
+        self.metrics.turn_latency.observe(elapsed)
+        log.info(
+            "turn key=%s session=%s turn=%d outcome=%s latency_ms=%d messages=%d",
+            key,
+            outcome.session_id[:8] or "-",
+            outcome.turn,
+            outcome.name,
+            round(elapsed * 1000),
+            len(batch),
+        )
 
-    async def _reset(self, key: SessionKey, command: Pending) -> str:
+    async def _reset(self, key: SessionKey, command: Pending) -> Outcome:
         """A new session for the key, in order with the conversation's other messages."""
         entry = await self.reserver.reset(key)
         self.metrics.sessions_minted.inc()
         log.info("session of %s reset to %s", key, entry.session_id)
         await command.responder.send(Reply(RESET_TEXT, "notice", key, entry.session_id, 0))
-        return "reset"
+        return Outcome("reset", entry.session_id)
 
-    async def _turn_locked(self, key: SessionKey, batch: list[Pending]) -> str:
+    async def _turn_locked(self, key: SessionKey, batch: list[Pending]) -> Outcome:
         entry, created = await self.reserver.resolve(key)
         (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
         history = await self.store.tail(entry.session_id, self.config.agent.history_limit)
@@ -171,18 +191,19 @@ class Gateway:
         except asyncio.CancelledError:
             await asyncio.shield(self._keep_interrupted(entry, fresh, new))
             raise
-        except Exception:  # any agent failure: one plain answer, details in the log
-            log.exception("agent %s failed on %s", self.agent.name, key)
+        except Exception as exc:  # any agent failure: one plain answer, details in the log
+            # One line (the formatter adds the exception and its cause); the traceback at DEBUG.
+            log.error("agent %s failed on %s", self.agent.name, key, exc_info=exc)
             await self._record(entry, new, turns=1)
             for p in fresh:
                 p.recorded = True
             reply = Reply(self.config.agent.failure_message, "failure", key, entry.session_id, turn.turn)
             await self._deliver(batch, reply)
-            return "agent_error"
+            return Outcome("agent_error", entry.session_id, turn.turn)
         answer = "".join(pieces)
         await self._record(entry, [*new, ChatMessage("assistant", answer, self._clock())], turns=1)
         await self._deliver(batch, Reply(answer, "answer", key, entry.session_id, turn.turn))
-        return "answered"
+        return Outcome("answered", entry.session_id, turn.turn)
 
     async def _keep_interrupted(
         self, entry: SessionEntry, fresh: list[Pending], new: list[ChatMessage]

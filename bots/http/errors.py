@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from openai.types.shared import ErrorObject
 
 from bots.http import wire
 
@@ -32,7 +33,7 @@ class ApiError(Exception):
         self.status, self.message, self.code = status, message, code
         self.kind = kind or _KINDS.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
-    def body(self) -> wire.ErrorObject:
+    def body(self) -> ErrorObject:
         return wire.error_object(self.message, self.kind, self.code or None)
 
     def response(self) -> web.Response:
@@ -61,8 +62,8 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     """aiohttp's own refusals (no such route, wrong method, body too large) as OpenAI errors."""
     try:
         return await handler(request)
-    except ApiError as err:
-        return err.response()
+    except ApiError as problem:
+        return problem.response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -72,8 +73,8 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
             message = f"{request.method} is not allowed on {request.path}"
         else:
             message = exc.reason
-        err = ApiError(exc.status, message, code=exc.reason.lower().replace(" ", "_"))
-        response = err.response()
+        refused = ApiError(exc.status, message, code=exc.reason.lower().replace(" ", "_"))
+        response = refused.response()
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response

@@ -76,19 +76,30 @@ _SCAN_COUNT = 500
 
 
 def safe_url(url: str) -> str:
-    """`url` without its password (in the user part or a `password=` query option)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = host + (f":{parts.port}" if parts.port else "")
-    except ValueError:
+    """`url` with no part of its userinfo (user or password) and no `password=` option.
+
+    The userinfo ends at the URL's LAST `@`: a password holding `#`, `?`, `/` or `@`
+    (not percent-encoded) would make a standard parser end the host early and print part
+    of the password as a "host" or "fragment".
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return "<unparsable URL>"
-    if parts.username:
-        netloc = f"{parts.username}@{netloc}"
+    userinfo, at, rest = rest.rpartition("@")
+    masked = f"{scheme}://{'***@' if at else ''}{rest}"
+    try:
+        parts = urlsplit(masked)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number
+    except ValueError:
+        return f"{scheme}://{'***@' if at else ''}<unparsable host>"
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k.lower() != "password"])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+BAD_URL_HINT = (
+    "percent-encode any / ? # @ : in the password (e.g. # as %23), or put the password in the "
+    "environment variable named by store.password_env"
+)
 
 
 def _digest(key: str) -> str:
@@ -131,7 +142,8 @@ class RedisStore:
             with redis.Redis.from_url(url, **options) as probe:
                 probe.ping()
         except ValueError as exc:
-            raise StoreError(f"store.url {safe_url(url)!r} is not a Redis URL: {exc}") from None
+            # redis-py's message can quote a piece of the password as a "port": never print it.
+            raise StoreError(f"store.url {safe_url(url)!r} is not a valid Redis URL: {BAD_URL_HINT}") from None
         except RedisError as exc:
             raise StoreError(f"cannot reach Redis at {safe_url(url)}: {exc}") from None
         client = aioredis.Redis.from_url(
