@@ -1,8 +1,13 @@
 """Terminal chat: `chatlane chat`. Session key `agent:<agent>:console:<user>:local`.
 
-On a terminal it prompts; otherwise it reads one message per line, prints each reply,
-and exits 0 after the last reply at end of input. Several such processes with one
-`--user` on one store are several writers of one conversation: the store's
+On a terminal it is interactive: `readline` line editing and history, the answer shown
+as it is written, `/help`, `/status` and `/new` handled here (never sent to the agent),
+Ctrl-C at the prompt clears the line, Ctrl-C during an answer says the answer is still
+coming (and shows it), a second one quits (the answer is still stored), Ctrl-D quits.
+
+Otherwise it reads one message per line, prints each reply, and exits after the last
+reply at end of input: 0, or 1 if any message was not answered. Several such processes
+with one `--user` on one store are several writers of one conversation: the store's
 reservation and turn lock keep them in one session with turns that never overlap.
 """
 
@@ -18,7 +23,7 @@ from typing import TextIO
 
 from bots.runtime import Runtime
 from core.responders import FutureResponder
-from core.types import Inbound
+from core.types import Inbound, Reply
 
 log = logging.getLogger("chatlane.console")
 
@@ -42,25 +47,21 @@ async def _lines(stream: TextIO) -> AsyncIterator[str]:
 
 
 async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
-    interactive = stdin.isatty()
-    if interactive:
-        out.write(f"chatlane console as {user!r} (agent {runtime.loaded.config.agent.id}); Ctrl-D quits\n")
-        out.write("you> ")
-        out.flush()
+    """Line by line from a pipe or file (see `interactive` for a terminal)."""
+    unanswered = 0
     async for raw in _lines(stdin):
         text = raw.rstrip("\r\n")
         if text.strip():
-            await _say(runtime, user, text, out)
-        if interactive:
-            out.write("you> ")
-            out.flush()
-    if interactive:
-        out.write("\n")
-    return 0
+            reply = await _say(runtime, user, text, out)
+            unanswered += reply.kind not in ANSWERED
+    return 1 if unanswered else 0
 
 
-async def _say(runtime: Runtime, user: str, text: str, out: TextIO) -> None:
-    inbound = Inbound(
+ANSWERED = ("answer", "merged", "notice")
+
+
+def inbound_for(user: str, text: str) -> Inbound:
+    return Inbound(
         platform="console",
         user=user,
         channel="local",
@@ -70,11 +71,15 @@ async def _say(runtime: Runtime, user: str, text: str, out: TextIO) -> None:
         mentioned_bot=True,
         display_name=user,
     )
+
+
+async def _say(runtime: Runtime, user: str, text: str, out: TextIO) -> Reply:
     responder = FutureResponder()
-    await runtime.gateway.submit(inbound, responder)
+    await runtime.gateway.submit(inbound_for(user, text), responder)
     reply = await responder.reply
     out.write(f"{reply.text}\n")
     out.flush()
+    return reply
 
 
 class ConsoleService:

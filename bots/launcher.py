@@ -14,6 +14,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from bots.preflight import inspect
 from bots.runtime import Runtime, Service, StartupError
 from core.config import Loaded
 
@@ -52,6 +53,11 @@ def create_services(runtime: Runtime) -> list[Service]:
 
 async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or `stop`); the process exit code."""
+    findings = inspect(loaded)  # the very checks `chatlane check` makes
+    for finding in findings:
+        (log.error if finding.level == "error" else log.warning)("%s", finding.text)
+    if any(f.level == "error" for f in findings):
+        return 1
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -78,7 +84,7 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
         )
         await stop.wait()
         log.info(
-            "stopping: finishing in-flight turns (up to %ss)",
+            "stopping: finishing in-flight turns (up to %ss; Ctrl-C again to stop them now)",
             loaded.config.queue.shutdown_timeout_s,
         )
         return 0
@@ -86,13 +92,35 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
         log.error("%s", exc)
         return 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await runtime.gateway.close()
+        await _close_gateway(runtime, loop)
         for service in reversed(started):
             try:
                 await service.stop()
             except Exception:
                 log.exception("%s did not stop cleanly", service.name)
         await runtime.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         log.info("stopped")
+
+
+async def _close_gateway(runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
+    """Let running turns finish; a second Ctrl-C / SIGTERM cancels them at once instead.
+
+    Either way every waiting sender is still answered (the adapters are stopped only
+    after this): a cut-off or queued message gets its "send it again" reply, which the
+    HTTP API sends as a 503, rather than a dropped connection.
+    """
+    hurry = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, hurry.set)
+    closing = asyncio.ensure_future(runtime.gateway.close())
+    hurried = asyncio.ensure_future(hurry.wait())
+    try:
+        await asyncio.wait({closing, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        if not closing.done():
+            log.warning("stopping now: cancelling the turns still running; their senders are told")
+            await runtime.gateway.close(timeout=0)
+        await closing
+    finally:
+        hurried.cancel()

@@ -8,6 +8,8 @@ here and nowhere else, and held as `SecretStr` so they never print.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -22,7 +24,9 @@ DmPolicy = Literal["open", "allowlist", "disabled"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `port = "8765"` or `enabled = "yes"` is an error, never silently coerced.
+    # (The TOML is validated as JSON, where strict mode still takes arrays for tuples.)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class OpenAISettings(_Section):
@@ -221,14 +225,32 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Loade
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
     try:
-        config = Config.model_validate(raw)
+        as_json = json.dumps(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(path, "", "dates and times are not valid values for any key") from None
+    try:
+        config = Config.model_validate_json(as_json)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problem = err["msg"]
+        if err["type"] == "extra_forbidden":
+            problem = "unknown key" + _did_you_mean(Config, err["loc"])
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(path, key, problem + more) from None
     return Loaded(path=path.resolve(), config=config, secrets=_read_secrets(path, config, env))
+
+
+def _did_you_mean(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """` (did you mean `backend`?)` for a misspelt key, from the fields of its section."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        inner = field.annotation if field is not None else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return ""
+        model = inner
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 def _read_secrets(path: Path, config: Config, env: Mapping[str, str]) -> Secrets:

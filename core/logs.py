@@ -37,7 +37,11 @@ def exception_summary(exc: BaseException) -> str:
     out = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     if cause is not None:
-        out += f" (cause: {type(cause).__name__}: {cause})" if str(cause) else f" (cause: {type(cause).__name__})"
+        out += (
+            f" (cause: {type(cause).__name__}: {cause})"
+            if str(cause)
+            else f" (cause: {type(cause).__name__})"
+        )
     return out
 
 

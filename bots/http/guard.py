@@ -186,7 +186,7 @@ class ConnectionGuard:
             )
         if timed_out:
             log.warning(
-                "http: closed %d connections that sent no complete request within %gs (http.header_timeout_s)",
+                "http: closed %d connections that sent no whole request within %gs (http.header_timeout_s)",
                 timed_out,
                 self.header_timeout_s,
             )
@@ -216,4 +216,3 @@ class GuardedSite(web.BaseSite):
     async def stop(self) -> None:
         await super().stop()
         await self._guard.stop()
-

@@ -288,7 +288,9 @@ class HttpService:
                     "permission_error",
                     "foreign_platform_key",
                 )
-            return Inbound(PLATFORM, parts.user, parts.channel, chat.text, message_id, parts.thread, True, True)
+            return Inbound(
+                PLATFORM, parts.user, parts.channel, chat.text, message_id, parts.thread, True, True
+            )
         user = chat.user
         if user is None:
             user = f"{STATELESS_PREFIX}{uuid.uuid4().hex}"  # stateless: a session of its own, deleted after

@@ -40,7 +40,9 @@ def completion(ident: str, model: str, text: str) -> bytes:
     return body.model_dump_json(exclude_unset=True).encode()
 
 
-def chunk(ident: str, model: str, content: str | None = None, *, first: bool = False, finish: bool = False) -> bytes:
+def chunk(
+    ident: str, model: str, content: str | None = None, *, first: bool = False, finish: bool = False
+) -> bytes:
     """One SSE `chat.completion.chunk` event: a piece of content, or the finish chunk."""
     delta = ChoiceDelta(role="assistant") if first else ChoiceDelta()
     if content is not None:
@@ -50,9 +52,7 @@ def chunk(ident: str, model: str, content: str | None = None, *, first: bool = F
         object="chat.completion.chunk",
         created=int(time.time()),
         model=model,
-        choices=[
-            ChunkChoice(index=0, delta=delta, finish_reason="stop" if finish else None, logprobs=None)
-        ],
+        choices=[ChunkChoice(index=0, delta=delta, finish_reason="stop" if finish else None, logprobs=None)],
     )
     return event(body.model_dump_json(exclude_unset=True))
 

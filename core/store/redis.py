@@ -85,7 +85,7 @@ def safe_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "<unparsable URL>"
-    userinfo, at, rest = rest.rpartition("@")
+    _userinfo, at, rest = rest.rpartition("@")
     masked = f"{scheme}://{'***@' if at else ''}{rest}"
     try:
         parts = urlsplit(masked)
@@ -141,9 +141,11 @@ class RedisStore:
         try:
             with redis.Redis.from_url(url, **options) as probe:
                 probe.ping()
-        except ValueError as exc:
+        except ValueError:
             # redis-py's message can quote a piece of the password as a "port": never print it.
-            raise StoreError(f"store.url {safe_url(url)!r} is not a valid Redis URL: {BAD_URL_HINT}") from None
+            raise StoreError(
+                f"store.url {safe_url(url)!r} is not a valid Redis URL: {BAD_URL_HINT}"
+            ) from None
         except RedisError as exc:
             raise StoreError(f"cannot reach Redis at {safe_url(url)}: {exc}") from None
         client = aioredis.Redis.from_url(

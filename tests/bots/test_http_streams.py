@@ -22,7 +22,11 @@ END_S = 10.0
 
 
 def _body(text: str, user: str | None = "u", stream: bool = True) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": "main", "messages": [{"role": "user", "content": text}], "stream": stream}
+    body: dict[str, Any] = {
+        "model": "main",
+        "messages": [{"role": "user", "content": text}],
+        "stream": stream,
+    }
     if user is not None:
         body["user"] = user
     return body
@@ -64,7 +68,7 @@ async def stream(s: Served, body: dict[str, Any], headers: dict[str, str] | None
         http.post(s.url("/v1/chat/completions"), json=body, headers=headers) as resp,
     ):
         raw = (await resp.read()).decode()
-    if not resp.content_type == "text/event-stream":
+    if resp.content_type != "text/event-stream":
         return Stream(resp.status, [raw], dict(resp.headers))
     events = [line[len("data: ") :] for line in raw.split("\n\n") if line.startswith("data: ")]
     return Stream(resp.status, events, dict(resp.headers))
@@ -106,16 +110,20 @@ async def test_interrupt_mode_never_streams_a_cut_off_answer_as_final(tmp_path: 
         s1 = asyncio.create_task(stream(s, _body("s1", user="i")))
         await eventually(lambda: s.runtime.gateway.lanes.waiting(_key("i"))[1])
         await asyncio.sleep(0.4)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(s.url("/v1/chat/completions"), json=_body("s2", user="i", stream=False)) as r:
-                plain = (await r.json())["choices"][0]["message"]["content"]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(s.url("/v1/chat/completions"), json=_body("s2", user="i", stream=False)) as r,
+        ):
+            plain = (await r.json())["choices"][0]["message"]["content"]
         first = await s1
         first.assert_ended()
         assert plain.startswith("echo: s1 / s2")
         assert first.text == plain
 
 
-async def test_a_stream_cut_off_by_shutdown_ends_with_an_error_a_finish_chunk_and_done(tmp_path: Path) -> None:
+async def test_a_stream_cut_off_by_shutdown_ends_with_an_error_a_finish_chunk_and_done(
+    tmp_path: Path,
+) -> None:
     extra = "[queue]\nshutdown_timeout_s = 0.2"
     async with serve(tmp_path, agent="echo_delay_ms = 5000", extra=extra) as s:
         task = asyncio.create_task(stream(s, _body("slow", user="d")))
@@ -159,11 +167,22 @@ def _key(user: str) -> Any:
         (json.dumps(_body("x", user="")).encode(), "invalid_user"),
         (json.dumps(_body("x", user="  ")).encode(), "invalid_user"),
         (b'{"model":"main","messages":[{"role":"user","content":"a\\ud800b"}]}', "invalid_unicode"),
-        (b'{"model":"main","user":"a\\udfffb","messages":[{"role":"user","content":"x"}]}', "invalid_unicode"),
+        (
+            b'{"model":"main","user":"a\\udfffb","messages":[{"role":"user","content":"x"}]}',
+            "invalid_unicode",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),
         (b'{"messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "invalid_json"),
     ],
-    ids=["wildcard-user", "empty-user", "blank-user", "lone-surrogate", "surrogate-user", "deep", "deep-inside"],
+    ids=[
+        "wildcard-user",
+        "empty-user",
+        "blank-user",
+        "lone-surrogate",
+        "surrogate-user",
+        "deep",
+        "deep-inside",
+    ],
 )
 async def test_bad_input_is_a_400_naming_the_problem_and_stores_nothing(
     tmp_path: Path, raw: bytes, code: str
@@ -192,7 +211,9 @@ async def test_unknown_routes_and_methods_get_openai_style_json_errors(tmp_path:
 async def test_a_named_user_called_anon_is_not_taken_for_a_one_off(tmp_path: Path) -> None:
     """Only requests with no session at all are deleted after the answer."""
     async with serve(tmp_path) as s, aiohttp.ClientSession() as http:
-        async with http.post(s.url("/v1/chat/completions"), json=_body("x", user="anon-1", stream=False)) as r:
+        async with http.post(
+            s.url("/v1/chat/completions"), json=_body("x", user="anon-1", stream=False)
+        ) as r:
             assert r.headers[SESSION_HEADER] == _key("anon-1")
         async with http.post(s.url("/v1/chat/completions"), json=_body("y", user=None, stream=False)) as r:
             assert r.status == 200

@@ -54,9 +54,7 @@ async def test_half_open_connections_under_a_1024_file_limit_do_not_starve_turns
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, 8192) if hard != resource.RLIM_INFINITY else 8192
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))  # this test's own sockets
-    config = write_config(
-        tmp_path, f"header_timeout_s = {HEADER_TIMEOUT_S}\n[agent]\necho_delay_ms = 50"
-    )
+    config = write_config(tmp_path, f"header_timeout_s = {HEADER_TIMEOUT_S}\n[agent]\necho_delay_ms = 50")
     proc = await start_process(config, tmp_path / "chatlane.log", preexec_fn=_limit_descriptors)
     answered: list[int] = []
     failures: list[str] = []
@@ -90,9 +88,11 @@ async def test_half_open_connections_under_a_1024_file_limit_do_not_starve_turns
             closed = list(
                 await asyncio.gather(*(_closed_by_server(r, HEADER_TIMEOUT_S * 3) for r, _ in conns))
             )
-        async with aiohttp.ClientSession() as fresh:  # a brand-new client, after the flood
-            async with fresh.post(proc.url + COMPLETIONS, json=body("after", user="new")) as r:
-                assert r.status == 200
+        async with (  # a brand-new client, after the flood
+            aiohttp.ClientSession() as fresh,
+            fresh.post(proc.url + COMPLETIONS, json=body("after", user="new")) as r,
+        ):
+            assert r.status == 200
         code = await proc.terminate()
     finally:
         for _, writer in conns:

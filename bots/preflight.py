@@ -1,0 +1,119 @@
+"""What `chatlane run` would refuse, found without connecting anywhere.
+
+`chatlane check` prints these; `chatlane run` checks the same list first and refuses on
+any error, so the two cannot disagree about a config. What can only be known by
+connecting (a port in use, a token the platform rejects, Redis down) is left to `run`,
+and `check` says so.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from bots.http.service import refusal as http_refusal
+from core.config import Loaded
+
+SLACK_BOT_PREFIX = "xoxb-"
+SLACK_APP_PREFIX = "xapp-"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    level: Literal["error", "warning"]
+    text: str
+
+
+def inspect(loaded: Loaded) -> list[Finding]:
+    c = loaded.config
+    found: list[Finding] = []
+
+    def error(text: str) -> None:
+        found.append(Finding("error", text))
+
+    if not any(getattr(c, name).enabled for name in ("http", "discord", "slack", "console")):
+        error(f"nothing to run: every bot is disabled in {loaded.path.name}")
+    if c.http.enabled and (
+        why := http_refusal(c.http.host, loaded.secrets.http_token is not None, c.http.token_env)
+    ):
+        error(why)
+    if c.store.backend == "files":
+        if (why := _unwritable(loaded.state_dir)) is not None:
+            error(f"store.path {loaded.state_dir}: {why}")
+    else:
+        from core.store.redis import BAD_URL_HINT, safe_url
+
+        if not _redis_url_parses(c.store.url):
+            error(f"store.url {safe_url(c.store.url)!r} is not a valid Redis URL: {BAD_URL_HINT}")
+    if c.agent.backend == "openai":
+        o = c.agent.openai
+        parts = urlsplit(o.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            error(f"agent.openai.base_url must be an http(s) URL, got {o.base_url!r}")
+        elif loaded.secrets.openai_api_key is None and not _is_local(parts.hostname):
+            found.append(
+                Finding(
+                    "warning",
+                    f"agent.openai.base_url {o.base_url} is not on this machine and no API key is set "
+                    f"(environment variable {o.api_key_env}, named by agent.openai.api_key_env): "
+                    "most hosted servers will answer 401",
+                )
+            )
+    if c.discord.enabled:
+        if not c.discord.api_base_url.startswith(("https://", "http://")):
+            error(f"discord.api_base_url must be an http(s) URL, got {c.discord.api_base_url!r}")
+        if urlsplit(c.discord.gateway_url).scheme not in ("ws", "wss"):
+            error(f"discord.gateway_url must be a ws(s) URL, got {c.discord.gateway_url!r}")
+    if c.slack.enabled:
+        s, secrets = c.slack, loaded.secrets
+        bot = secrets.slack_bot_token.get_secret_value() if secrets.slack_bot_token else ""
+        if bot and not bot.startswith(SLACK_BOT_PREFIX):
+            error(f"slack: the bot token in {s.bot_token_env} must start with {SLACK_BOT_PREFIX!r}")
+        app = secrets.slack_app_token.get_secret_value() if secrets.slack_app_token else ""
+        if s.mode == "socket" and app and not app.startswith(SLACK_APP_PREFIX):
+            error(f"slack: the app-level token in {s.app_token_env} must start with {SLACK_APP_PREFIX!r}")
+    return found
+
+
+def _unwritable(state: Path) -> str | None:
+    """Why the files store could not use `state` (None if it can): checked without creating it."""
+    if state.exists() and not state.is_dir():
+        return "is a file, not a folder"
+    probe = state
+    while not probe.exists():
+        if probe.parent == probe:
+            return "no folder on its path exists"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, so the folder cannot be made"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable by this user (or is on a read-only filesystem)"
+    for sub in ("sessions", "transcripts", "locks"):
+        inner = state / sub
+        if inner.exists() and not (inner.is_dir() and os.access(inner, os.W_OK | os.X_OK)):
+            return f"{inner} is not a writable folder"
+    return None
+
+
+def _redis_url_parses(url: str) -> bool:
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError:
+        return False
+    return True
+
+
+def _is_local(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
