@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import queue
+import signal
 import sys
 import threading
 from collections.abc import Coroutine
@@ -126,39 +127,50 @@ class Terminal:
         )
 
     def _turn(self, text: str) -> None:
-        """Send one message (or /new) and show its answer as it comes."""
+        """Send one message (or /new) and show its answer as it comes.
+
+        Ctrl-C is counted by a signal handler for the whole turn rather than caught as
+        KeyboardInterrupt, which could land anywhere (mid-write) and lose a piece.
+        """
         assert self.runtime is not None
         events: queue.Queue[str | Reply] = queue.Queue()
         responder = _Queued(events)
         gateway = self.runtime.gateway
-        if gateway.is_reset_command(text):
-            self.call(gateway.reset(self.key, responder)).result()
-        else:
-            self.call(gateway.submit(inbound_for(self.user, text), responder)).result()
-        streamed = warned = False
-        while True:
-            try:
-                event = events.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            except KeyboardInterrupt:
-                if warned:
-                    raise
-                warned = True
-                self._say(STILL_ANSWERING_TEXT)
-                continue
-            if isinstance(event, str):
-                self.out.write(event)
-                self.out.flush()
-                streamed = True
-                continue
-            if streamed and event.kind == "answer":
-                self._say("")
+        presses = 0
+
+        def on_ctrl_c(signum: int, frame: object) -> None:
+            nonlocal presses
+            presses += 1
+
+        previous = signal.signal(signal.SIGINT, on_ctrl_c)
+        try:
+            if gateway.is_reset_command(text):
+                self.call(gateway.reset(self.key, responder)).result()
             else:
+                self.call(gateway.submit(inbound_for(self.user, text), responder)).result()
+            streamed = warned = False
+            while True:
+                if presses >= 2:
+                    raise KeyboardInterrupt
+                if presses == 1 and not warned:
+                    warned = True
+                    self._say(STILL_ANSWERING_TEXT)
+                try:
+                    event = events.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if isinstance(event, str):
+                    self.out.write(event)
+                    self.out.flush()
+                    streamed = True
+                    continue
                 if streamed:
                     self._say("")
-                self._say(event.text if event.kind in ANSWERED else f"(not answered) {event.text}")
-            return
+                if not (streamed and event.kind == "answer"):
+                    self._say(event.text if event.kind in ANSWERED else f"(not answered) {event.text}")
+                return
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 async def _build(loaded: Loaded) -> Runtime:
