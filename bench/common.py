@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 import time
@@ -10,10 +11,11 @@ import uuid
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from core.config import StoreSettings
 from core.keys import build_key
+from core.testing import ChatlaneProcess, RedisServer, find_redis_server, run_cli, write_config
 from core.types import SessionKey, SessionStore
 
 
@@ -98,14 +100,39 @@ def redis_url(opts: Options) -> Iterator[str | None]:
     if opts.redis_url:
         yield opts.redis_url
         return
-    binary = shutil.which("redis-server")
+    binary = find_redis_server()
     if binary is None:
         yield None
         return
-    from tests.redis_server import RedisServer
-
     with RedisServer.start(binary) as server:
         yield server.url
+
+
+SERVER_ENV: dict[str, str | None] = {"CHATLANE_HTTP_TOKEN": None}
+"""The benchmarked server's environment: a token in the caller's shell must not turn on auth."""
+
+
+def server_config(folder: Path, *, queue_cap: int, max_concurrent_turns: int = 16) -> Path:
+    """The benchmarked `chatlane run`: HTTP on a free port, echo agent, file store in `folder`/state."""
+    extra = (
+        f'[agent]\nbackend = "echo"\n'
+        f"[queue]\ncap = {queue_cap}\nmax_concurrent_turns = {max_concurrent_turns}\n"
+    )
+    return write_config(folder, extra)
+
+
+async def start_server(config: Path) -> ChatlaneProcess:
+    """`chatlane run` on `config`, up and serving; its log goes next to the config."""
+    return await ChatlaneProcess.start(config, config.parent / "server.log", env=SERVER_ENV)
+
+
+def sessions_list(config: Path) -> list[dict[str, Any]]:
+    """What `chatlane sessions list --json` says is stored."""
+    done = run_cli("sessions", "list", "--json", "--config", str(config), timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"chatlane sessions list failed ({done.returncode}): {done.stderr[-2000:]}")
+    rows: list[dict[str, Any]] = json.loads(done.stdout)
+    return rows
 
 
 async def timed_us(aw: Awaitable[object]) -> float:

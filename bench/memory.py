@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.common import Options, scratch
+from bench.common import Options, scratch, server_config, sessions_list, start_server
 from bench.loadgen import run_plan
 from bench.pipeline import http_key
 from bench.report import Report
-from bench.server import Server, sessions_list, settle, write_config
 from bench.verify import Conversation, check_replies, check_store
+from core.testing import ChatlaneProcess
 
 CONCURRENCY = 16
 RSS_TARGET_MB = 150.0
@@ -37,18 +37,18 @@ async def run(opts: Options) -> Report:
     expected: dict[str, Conversation] = {}
     rates: list[float] = []
     with scratch(opts, "memory") as root:
-        config = write_config(root, queue_cap=20, max_concurrent_turns=CONCURRENCY)
-        server = Server(config)
+        config = server_config(root, queue_cap=20, max_concurrent_turns=CONCURRENCY)
+        server = await start_server(config)
         try:
-            base = await asyncio.to_thread(server.wait_up)
-            await asyncio.to_thread(settle, 1.0)
+            base = server.base_url
+            await settle(1.0)
             rss.append(("idle, just started", _rss_mb(server)))
             first = [(http_key(f"m0-{i}"), f"m0-{i} #1") for i in range(s)]
             t0 = time.perf_counter()
             got = await run_plan(_plan(base, first))
             rates.append(len(first) / got["wall_s"])
             expected |= check_replies(report, "phase 1", first, got["results"], ordered=True)
-            await asyncio.to_thread(settle)
+            await settle()
             rss.append((f"after {s:,} sessions ({s:,} messages)", _rss_mb(server)))
             sent = len(first)
             for p in range(1, LATER_PHASES + 1):
@@ -61,14 +61,14 @@ async def run(opts: Options) -> Report:
                 rates.append(len(plan) / got["wall_s"])
                 expected |= check_replies(report, f"phase {p + 1}", plan, got["results"], ordered=True)
                 sent += len(plan)
-                await asyncio.to_thread(settle)
+                await settle()
                 rss.append((f"after {s * (p + 1):,} sessions ({sent:,} messages)", _rss_mb(server)))
             elapsed = time.perf_counter() - t0
-            await asyncio.to_thread(settle, 3.0)
+            await settle(3.0)
             rss.append(("idle after the load", _rss_mb(server)))
-            peak = (await asyncio.to_thread(server.status))["VmHWM"] / 1024
+            peak = server.status()["VmHWM"] / 1024
         finally:
-            code = await asyncio.to_thread(server.stop)
+            code = await server.stop()
         report.check("server stopped cleanly on SIGTERM", code == 0, f"exit code {code}")
         listed = await asyncio.to_thread(sessions_list, config)
         await check_store(report, "all phases", expected, listed, root / "state", transcript_sample=300)
@@ -95,7 +95,12 @@ async def run(opts: Options) -> Report:
     return report
 
 
-def _rss_mb(server: Server) -> float:
+async def settle(seconds: float = 0.5) -> None:
+    """Let the server finish its post-reply work (lane teardown) before reading memory."""
+    await asyncio.sleep(seconds)
+
+
+def _rss_mb(server: ChatlaneProcess) -> float:
     return server.status()["VmRSS"] / 1024
 
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from bench.common import Options, scratch
+from bench.common import Options, scratch, server_config, sessions_list, start_server
 from bench.loadgen import run_plan
 from bench.report import Report
-from bench.server import Server, sessions_list, write_config
 from bench.verify import Conversation, check_replies, check_store
 from core.keys import build_key
 
@@ -56,10 +55,10 @@ async def run(opts: Options) -> Report:
         with scratch(opts, "pipeline") as root:
             label = f"run {r + 1}"
             # The default cap (20 waiting per conversation) would drop most of the burst, by design.
-            config = write_config(root, queue_cap=sz.burst + 20)
-            server = Server(config)
+            config = server_config(root, queue_cap=sz.burst + 20)
+            server = await start_server(config)
             try:
-                base = await asyncio.to_thread(server.wait_up)
+                base = server.base_url
                 warm = [(http_key(f"warm{i}"), f"warm {i}") for i in range(WARMUP)]
                 main = [
                     (http_key(f"load{i % sz.keys}"), f"k{i % sz.keys}-m{i // sz.keys + 1}")
@@ -69,9 +68,9 @@ async def run(opts: Options) -> Report:
                 got_warm = await run_plan(_plan(base, warm, 10, ordered=True))
                 got_main = await run_plan(_plan(base, main, sz.concurrency, ordered=True))
                 got_burst = await run_plan(_plan(base, burst, sz.burst, ordered=False))
-                status = await asyncio.to_thread(server.status)
+                status = server.status()
             finally:
-                code = await asyncio.to_thread(server.stop)
+                code = await server.stop()
             report.check(f"{label}: server stopped cleanly on SIGTERM", code == 0, f"exit code {code}")
             rps.append(sz.requests / got_main["wall_s"])
             latency.extend(row[1] for row in got_main["results"] if row)

@@ -4,8 +4,8 @@ For each size, a file store is pre-filled with that many entries, written direct
 the store's own layout (`FileStore.entry_path`, `entry_to_json`) without fsync, then
 flushed once with `os.sync()` so the measurement does not pay for the pre-fill's
 writeback. Then, in rounds that visit every size in turn (so background noise hits
-every size alike), it measures resolve of a new key (durable mint), `touch` of a stored
-key (compare-and-set rewrite) and resolve of a stored key (hot read), and prints the
+every size alike), it measures resolve of a new key (durable mint), a turn's store work
+on a stored key (turn lock + fenced commit) and resolve of a stored key (hot read), and prints the
 ratio of the largest to the smallest size (goal <= 1.5).
 
 The page cache is left warm (dropping it needs root and would disturb other work on a
@@ -27,7 +27,7 @@ from bench.report import Report
 from core.reserver import Reserver
 from core.store.entries import entry_to_json
 from core.store.files import FileStore
-from core.types import SessionEntry, SessionKey
+from core.types import ChatMessage, SessionEntry, SessionKey, TurnCommit
 
 RATIO_TARGET = 1.5
 PREFILL_TARGET_S = 60.0
@@ -40,9 +40,9 @@ class Sized:
     store: FileStore
     reserver: Reserver
     stored: list[tuple[SessionKey, str]]
-    """A sample of pre-filled (key, session id) pairs to touch and resolve."""
+    """A sample of pre-filled (key, session id) pairs to commit turns to and resolve."""
     mint_us: list[float] = field(default_factory=list)
-    touch_us: list[float] = field(default_factory=list)
+    commit_us: list[float] = field(default_factory=list)
     hot_us: list[float] = field(default_factory=list)
 
 
@@ -75,11 +75,11 @@ async def run(opts: Options) -> Report:
                     await _measure(s, per_round, r)
             for s in stores:
                 report.metric(f"mint @ {s.size:,}", "ms", [x / 1000 for x in s.mint_us])
-                report.metric(f"touch @ {s.size:,}", "ms", [x / 1000 for x in s.touch_us])
+                report.metric(f"commit @ {s.size:,}", "ms", [x / 1000 for x in s.commit_us])
                 report.metric(f"hot resolve @ {s.size:,}", "us", s.hot_us)
             await _checks(report, stores, rounds * per_round)
             small, large = stores[0], stores[-1]
-            for what in ("mint", "touch", "hot resolve"):
+            for what in ("mint", "commit", "hot resolve"):
                 a = next(m for m in report.metrics if m.name == f"{what} @ {small.size:,}")
                 b = next(m for m in report.metrics if m.name == f"{what} @ {large.size:,}")
                 report.metric(
@@ -141,10 +141,19 @@ async def _measure(s: Sized, n: int, round_no: int) -> None:
         s.mint_us.append(await timed_us(s.reserver.resolve(bench_key(f"r{round_no}n{i}", "new"))))
     for _ in range(n):
         key, sid = rng.choice(s.stored)
-        s.touch_us.append(await timed_us(s.store.touch(key, sid, at=time.time())))
+        s.commit_us.append(await timed_us(_commit_turn(s.store, key, sid)))
     for _ in range(n):
         key, _ = rng.choice(s.stored)
         s.hot_us.append(await timed_us(s.reserver.resolve(key)))
+
+
+async def _commit_turn(store: FileStore, key: SessionKey, sid: str) -> None:
+    """One turn's store work after the agent: the turn lock and one fenced commit."""
+    async with store.lock_turn(key) as lease:
+        entry = await store.get(key)
+        turns = entry.turns + 1 if entry is not None else 1
+        record = ChatMessage("user", "t", time.time())
+        await store.commit(TurnCommit(lease, sid, uuid.uuid4().hex, [record], time.time(), turns))
 
 
 async def _checks(report: Report, stores: list[Sized], expected_mints: int) -> None:
@@ -159,5 +168,5 @@ async def _checks(report: Report, stores: list[Sized], expected_mints: int) -> N
             entry = await s.store.get(key)
             lost += entry is None or entry.session_id != sid or entry.turns < 1
         report.check(
-            f"@ {s.size:,}: sampled stored sessions kept their ids after touches", lost == 0, f"lost={lost}"
+            f"@ {s.size:,}: sampled stored sessions kept their ids after commits", lost == 0, f"lost={lost}"
         )

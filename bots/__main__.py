@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from core.config import ConfigError, Loaded, load_config
+from bots.launcher import load_config
+from core.config import ConfigError, Loaded
 from core.logs import setup_logging
 from core.types import StoreError
 
@@ -76,9 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chatlane: using config {loaded.path}", file=sys.stderr)
     try:
         if args.command == "chat" and sys.stdin.isatty():
+            from bots.console import ConsoleSettings
             from bots.terminal import interactive
 
-            return interactive(loaded, args.user or loaded.config.console.user)
+            return interactive(loaded, args.user or loaded.section(ConsoleSettings).user)
         return asyncio.run(_dispatch(args, loaded))
     except KeyboardInterrupt:
         return 130
@@ -102,9 +104,9 @@ async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:
     runtime = Runtime.build(loaded)
     try:
         if args.command == "chat":
-            from bots.console import chat
+            from bots.console import ConsoleSettings, chat
 
-            return await chat(runtime, args.user or loaded.config.console.user)
+            return await chat(runtime, args.user or loaded.section(ConsoleSettings).user)
         return await admin.run(args, runtime)
     finally:
         await runtime.close()
@@ -131,8 +133,8 @@ def _check(loaded: Loaded) -> int:
     else:
         where = str(loaded.state_dir)
     print(f"store: {c.store.backend} at {where}")
-    for name, enabled, why in plan(loaded):
-        print(f"{name}: {'would start' if enabled else 'disabled'} ({why})")
+    for adapter, enabled, why in plan(loaded):
+        print(f"{adapter.settings.section}: {'would start' if enabled else 'disabled'} ({why})")
     print("not checked (needs a connection): ports in use, tokens the platforms reject, Redis reachable")
     return 0
 

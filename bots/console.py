@@ -19,13 +19,23 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 from bots.runtime import Runtime
+from core.config import AdapterSettings
 from core.responders import FutureResponder
 from core.types import Inbound, Reply
 
 log = logging.getLogger("chatlane.console")
+
+
+class ConsoleSettings(AdapterSettings):
+    """`[console]`: `chatlane run` reads stdin as one user."""
+
+    section: ClassVar[str] = "console"
+    enabled: bool = False
+    user: str = "local"
+
 
 _ids = itertools.count(1)
 
@@ -92,7 +102,7 @@ class ConsoleService:
         self._task: asyncio.Task[int] | None = None
 
     async def start(self) -> None:
-        user = self.runtime.loaded.config.console.user
+        user = self.runtime.loaded.section(ConsoleSettings).user
         self._task = asyncio.create_task(chat(self.runtime, user), name="console")
 
     async def stop(self) -> None:
@@ -101,7 +111,7 @@ class ConsoleService:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def describe(self) -> str:
-        return f"stdin as user {self.runtime.loaded.config.console.user!r}"
+        return f"stdin as user {self.runtime.loaded.section(ConsoleSettings).user!r}"
 
 
 def create(runtime: Runtime) -> ConsoleService:

@@ -1,7 +1,9 @@
 """Build everything from one config and run the enabled bots together.
 
-Adapters are a registry, not a chain of `if discord: ... if slack: ...`: each module
-named here has `create(runtime) -> Service`, and the launcher starts those whose
+Adapters are a registry, not a chain of `if discord: ... if slack: ...`: each entry
+names the adapter's settings class (its `[section]` and the secrets it needs) and a
+module with `create(runtime) -> Service`; the full config schema is core's sections
+plus every registered section (`CONFIG`), and the launcher starts the adapters whose
 `[section] enabled = true`. Shutdown: stop the adapters taking new messages, let
 in-flight turns finish (`queue.shutdown_timeout_s`), then close the agent and store.
 """
@@ -12,40 +14,64 @@ import asyncio
 import importlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
+from bots.console import ConsoleSettings
+from bots.discord.settings import DiscordSettings
+from bots.http.settings import HttpSettings
 from bots.preflight import inspect
 from bots.runtime import Runtime, Service, StartupError
-from core.config import Loaded
+from bots.slack.settings import SlackSettings
+from core import config
+from core.config import AdapterSettings, Config, Loaded
 
 log = logging.getLogger("chatlane.launcher")
 
-ADAPTERS: dict[str, str] = {
-    "http": "bots.http.service",
-    "discord": "bots.discord.service",
-    "slack": "bots.slack.service",
-    "console": "bots.console",
-}
-"""Config section -> module with `create(runtime) -> Service`, in start order."""
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    settings: type[AdapterSettings]
+    """Its `[section]` (the class's `section`) and the secrets it needs."""
+    module: str
+    """Has `create(runtime) -> Service`; imported only when the adapter is enabled."""
 
 
-def plan(loaded: Loaded) -> list[tuple[str, bool, str]]:
-    """(section, enabled, why) for every adapter."""
+ADAPTERS: tuple[Adapter, ...] = (
+    Adapter(HttpSettings, "bots.http.service"),
+    Adapter(DiscordSettings, "bots.discord.service"),
+    Adapter(SlackSettings, "bots.slack.service"),
+    Adapter(ConsoleSettings, "bots.console"),
+)
+"""Every adapter, in start order."""
+
+CONFIG: type[Config] = config.compose(a.settings for a in ADAPTERS)
+"""The full config schema: core's sections and every adapter's."""
+
+
+def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Loaded:
+    """`core.config.load_config` with every adapter's section (what the CLI reads)."""
+    return config.load_config(path, env, schema=CONFIG)
+
+
+def plan(loaded: Loaded) -> list[tuple[Adapter, bool, str]]:
+    """(adapter, enabled, why) for every adapter."""
     rows = []
-    for name in ADAPTERS:
-        section = getattr(loaded.config, name)
-        if section.enabled:
-            rows.append((name, True, f"[{name}] enabled = true"))
+    for adapter in ADAPTERS:
+        name = adapter.settings.section
+        if loaded.section(adapter.settings).enabled:
+            rows.append((adapter, True, f"[{name}] enabled = true"))
         else:
-            rows.append((name, False, f"[{name}] enabled = false in {loaded.path.name}"))
+            rows.append((adapter, False, f"[{name}] enabled = false in {loaded.path.name}"))
     return rows
 
 
 def create_services(runtime: Runtime) -> list[Service]:
     services: list[Service] = []
-    for name, enabled, _ in plan(runtime.loaded):
+    for adapter, enabled, _ in plan(runtime.loaded):
         if enabled:
-            module = importlib.import_module(ADAPTERS[name])
+            module = importlib.import_module(adapter.module)
             factory: Callable[[Runtime], Service] = module.create
             services.append(factory(runtime))
     return services
@@ -65,9 +91,9 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
     runtime = Runtime.build(loaded)
     started: list[Service] = []
     try:
-        for name, enabled, why in plan(loaded):
+        for adapter, enabled, why in plan(loaded):
             if not enabled:
-                log.info("%s: disabled (%s)", name, why)
+                log.info("%s: disabled (%s)", adapter.settings.section, why)
         services = create_services(runtime)
         if not services:
             log.error("nothing to run: every bot is disabled in %s", loaded.path)

@@ -29,16 +29,23 @@ class Finding:
 
 
 def inspect(loaded: Loaded) -> list[Finding]:
-    c = loaded.config
+    from bots.console import ConsoleSettings
+    from bots.discord.settings import DiscordSettings
+    from bots.http.settings import HttpSettings
+    from bots.slack.settings import SlackSettings
+
+    c, secrets = loaded.config, loaded.secrets
+    http, discord = loaded.section(HttpSettings), loaded.section(DiscordSettings)
+    slack, console = loaded.section(SlackSettings), loaded.section(ConsoleSettings)
     found: list[Finding] = []
 
     def error(text: str) -> None:
         found.append(Finding("error", text))
 
-    if not any(getattr(c, name).enabled for name in ("http", "discord", "slack", "console")):
+    if not any(s.enabled for s in (http, discord, slack, console)):
         error(f"nothing to run: every bot is disabled in {loaded.path.name}")
-    if c.http.enabled and (
-        why := http_refusal(c.http.host, loaded.secrets.http_token is not None, c.http.token_env)
+    if http.enabled and (
+        why := http_refusal(http.host, secrets.get(http.token_env) is not None, http.token_env)
     ):
         error(why)
     if c.store.backend == "files":
@@ -54,7 +61,7 @@ def inspect(loaded: Loaded) -> list[Finding]:
         parts = urlsplit(o.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             error(f"agent.openai.base_url must be an http(s) URL, got {o.base_url!r}")
-        elif loaded.secrets.openai_api_key is None and not _is_local(parts.hostname):
+        elif secrets.get(o.api_key_env) is None and not _is_local(parts.hostname):
             found.append(
                 Finding(
                     "warning",
@@ -63,19 +70,22 @@ def inspect(loaded: Loaded) -> list[Finding]:
                     "most hosted servers will answer 401",
                 )
             )
-    if c.discord.enabled:
-        if not c.discord.api_base_url.startswith(("https://", "http://")):
-            error(f"discord.api_base_url must be an http(s) URL, got {c.discord.api_base_url!r}")
-        if urlsplit(c.discord.gateway_url).scheme not in ("ws", "wss"):
-            error(f"discord.gateway_url must be a ws(s) URL, got {c.discord.gateway_url!r}")
-    if c.slack.enabled:
-        s, secrets = c.slack, loaded.secrets
-        bot = secrets.slack_bot_token.get_secret_value() if secrets.slack_bot_token else ""
-        if bot and not bot.startswith(SLACK_BOT_PREFIX):
-            error(f"slack: the bot token in {s.bot_token_env} must start with {SLACK_BOT_PREFIX!r}")
-        app = secrets.slack_app_token.get_secret_value() if secrets.slack_app_token else ""
-        if s.mode == "socket" and app and not app.startswith(SLACK_APP_PREFIX):
-            error(f"slack: the app-level token in {s.app_token_env} must start with {SLACK_APP_PREFIX!r}")
+    if discord.enabled:
+        if not discord.api_base_url.startswith(("https://", "http://")):
+            error(f"discord.api_base_url must be an http(s) URL, got {discord.api_base_url!r}")
+        if urlsplit(discord.gateway_url).scheme not in ("ws", "wss"):
+            error(f"discord.gateway_url must be a ws(s) URL, got {discord.gateway_url!r}")
+    if slack.enabled:
+        bot = secrets.get(slack.bot_token_env)
+        if bot is not None and not bot.get_secret_value().startswith(SLACK_BOT_PREFIX):
+            error(f"slack: the bot token in {slack.bot_token_env} must start with {SLACK_BOT_PREFIX!r}")
+        app = secrets.get(slack.app_token_env)
+        if (
+            slack.mode == "socket"
+            and app is not None
+            and not app.get_secret_value().startswith(SLACK_APP_PREFIX)
+        ):
+            error(f"slack: the app-level token in {slack.app_token_env} must start with {SLACK_APP_PREFIX!r}")
     return found
 
 

@@ -53,10 +53,14 @@ def _cut(text: str, pos: int, budget: int) -> int:
     space = window.rfind(" ")
     if space >= budget // 4:
         return pos + space + 1
-    cut = max(end, pos + 1)
-    # A hard cut must not leave a backtick at the start of the next chunk, where it
-    # could read as a fence.
-    while cut > pos + 1 and text[cut] == "`":
+    return max(end, pos + 1)
+
+
+def _not_before_a_fence(text: str, pos: int, cut: int) -> int:
+    """Move a mid-line cut back so the next chunk does not begin with spaces and
+    backticks: at the start of a message (or after a re-opened fence) they would read
+    as a fence line that the original text does not have there."""
+    while cut > pos + 1 and cut < len(text) and text[cut - 1] != "\n" and text[cut] in " `":
         cut -= 1
     return cut
 
@@ -72,7 +76,7 @@ def chunk_message(text: str, limit: int) -> list[Chunk]:
         opener = "" if not opened else f"{opened}\n" if len(opened) <= limit // 4 else f"{FENCE}\n"
         budget = limit - len(opener)
         while True:
-            cut = _cut(text, pos, budget)
+            cut = _not_before_a_fence(text, pos, _cut(text, pos, budget))
             after = _scan(text, pos, cut, opened)
             closer = f"\n{FENCE}" if after else ""
             if len(opener) + (cut - pos) + len(closer) <= limit:

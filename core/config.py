@@ -1,5 +1,8 @@
 """One TOML file -> frozen, typed configuration.
 
+Core owns its sections (agent, session, queue, store) and knows no platform: each
+adapter declares its own section as an `AdapterSettings` subclass (with the secrets it
+needs), and the CLI composes the full schema from the adapter registry (`compose`).
 Parsed once at startup. Unknown keys, wrong types and missing secrets are one
 `ConfigError` naming the file and the dotted key, before anything connects. Secrets
 live in environment variables named by the config (`token_env = "..."`); they are read
@@ -12,24 +15,29 @@ import difflib
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
 
 from core.keys import Scope
 
 DmPolicy = Literal["open", "allowlist", "disabled"]
 
 
-class _Section(BaseModel):
-    # strict: `port = "8765"` or `enabled = "yes"` is an error, never silently coerced.
-    # (The TOML is validated as JSON, where strict mode still takes arrays for tuples.)
+class Section(BaseModel):
+    """A frozen TOML table: unknown keys are errors, and so are values of the wrong type.
+
+    strict: `port = "8765"` or `enabled = "yes"` is an error, never silently coerced. (The
+    TOML is validated as JSON, where strict mode still takes arrays for tuples.)
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class OpenAISettings(_Section):
+class OpenAISettings(Section):
     base_url: str = "http://127.0.0.1:11434/v1"
     model: str = "llama3.2"
     api_key_env: str = "OPENAI_API_KEY"
@@ -39,7 +47,7 @@ class OpenAISettings(_Section):
     max_retries: Annotated[int, Field(ge=0)] = 2
 
 
-class AgentSettings(_Section):
+class AgentSettings(Section):
     id: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")] = "main"
     backend: Literal["echo", "openai"] = "echo"
     history_limit: Annotated[int, Field(ge=0, le=10_000)] = 40
@@ -50,20 +58,20 @@ class AgentSettings(_Section):
     openai: OpenAISettings = OpenAISettings()
 
 
-class ResetSettings(_Section):
+class ResetSettings(Section):
     mode: Literal["none", "idle", "daily"] = "none"
     idle_minutes: Annotated[int, Field(ge=0)] = 0
     at_hour: Annotated[int, Field(ge=0, le=23)] = 4
 
 
-class SessionSettings(_Section):
+class SessionSettings(Section):
     scope: Scope = "user-channel"
     threads: bool = True
     reset_commands: tuple[str, ...] = ("/new", "/reset")
     reset: ResetSettings = ResetSettings()
 
 
-class QueueSettings(_Section):
+class QueueSettings(Section):
     mode: Literal["followup", "collect", "interrupt"] = "followup"
     debounce_ms: Annotated[int, Field(ge=0, le=600_000)] = 0
     cap: Annotated[int, Field(ge=1, le=100_000)] = 20
@@ -72,7 +80,7 @@ class QueueSettings(_Section):
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
 
 
-class StoreSettings(_Section):
+class StoreSettings(Section):
     backend: Literal["files", "redis"] = "files"
     path: str = "state"
     url: str = "redis://127.0.0.1:6379/0"
@@ -82,21 +90,7 @@ class StoreSettings(_Section):
     turn_lock_ttl_s: Annotated[float, Field(gt=0)] = 30.0
 
 
-class HttpSettings(_Section):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8765
-    token_env: str = "CHATLANE_HTTP_TOKEN"
-    max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
-    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
-    """A connection must send a request's complete headers within this long (of opening,
-    or of its previous response), or it is closed."""
-    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    max_connections: Annotated[int, Field(ge=0)] = 0
-    """0: derived from the open-file limit (RLIMIT_NOFILE), keeping a quarter for the rest."""
-
-
-class Access(_Section):
+class Access(Section):
     """Who may talk to a bot. Empty allowlists allow everyone."""
 
     require_mention: bool = True
@@ -106,92 +100,72 @@ class Access(_Section):
     allow_channels: tuple[str, ...] = ()
 
 
-class DiscordSettings(Access):
+@dataclass(frozen=True, slots=True)
+class SecretNeed:
+    """A secret an adapter's settings call for: the field that names its env var."""
+
+    field: str
+    """The settings field holding the env var's name, e.g. "token_env"."""
+    required: bool
+    why: str = ""
+    """The reason it is required, as errors say it: "slack mode is socket"."""
+
+
+class AdapterSettings(Section):
+    """An adapter's own `[section]`: subclass it next to the adapter (bots/<platform>/settings.py).
+
+    Core never names a platform: the CLI composes the full config from `Config` and the
+    registered adapters' classes (`compose`), and `load_config` reads each section's
+    secrets from what `secret_needs` declares.
+    """
+
+    section: ClassVar[str]
+    """The TOML table name, e.g. "discord"."""
     enabled: bool = False
-    token_env: str = "DISCORD_BOT_TOKEN"
-    api_base_url: str = "https://discord.com/api/v10"
-    gateway_url: str = "wss://gateway.discord.gg/"
-    allow_guilds: tuple[str, ...] = ()
-    allow_roles: tuple[str, ...] = ()
-    mention_overrides: dict[str, bool] = {}
-    """Per guild or channel id: whether a mention is required there."""
-    reply_to: bool = True
-    ack_reaction: str = ""
-    shard_count: Annotated[int, Field(ge=1)] | None = None
-    shard_ids: tuple[Annotated[int, Field(ge=0)], ...] | None = None
-    guild_ready_timeout_s: Annotated[float, Field(ge=0)] = 2.0
-    """How long discord.py waits for more servers (GUILD_CREATE) before it is ready."""
-    ready_timeout_s: Annotated[float, Field(gt=0)] = 60.0
-    """start() waits this long for the gateway to be ready, then goes on connecting in the background."""
-    max_ratelimit_wait_s: Annotated[float, Field(ge=30)] | None = 60.0
-    """A send rate-limited for longer than this fails (logged) instead of holding its conversation."""
-    sync_commands: bool = True
-    """Register /new, /reset and /status with Discord at startup (one process per bot is enough)."""
 
-    @model_validator(mode="after")
-    def _shards_fit(self) -> DiscordSettings:
-        if self.shard_ids is not None:
-            if self.shard_count is None:
-                raise ValueError("shard_ids needs shard_count (the total number of shards)")
-            if not self.shard_ids or any(i >= self.shard_count for i in self.shard_ids):
-                raise ValueError(f"shard_ids must be a non-empty list of ids below {self.shard_count}")
-        return self
+    def secret_needs(self) -> tuple[SecretNeed, ...]:
+        """The secrets these settings call for (none by default); read by `load_config`."""
+        return ()
 
 
-class SlackSettings(Access):
-    enabled: bool = False
-    mode: Literal["socket", "http"] = "socket"
-    bot_token_env: str = "SLACK_BOT_TOKEN"
-    app_token_env: str = "SLACK_APP_TOKEN"
-    signing_secret_env: str = "SLACK_SIGNING_SECRET"
-    api_base_url: str = "https://slack.com/api/"
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 3000
-    path: str = "/slack/events"
-    reply_in_thread: bool = True
-    thread_replies_addressed: bool = True
-    ack_reaction: str = ""
-    slash_command: str = ""
+class Config(Section):
+    """The core sections; `compose` adds one field per adapter section."""
 
-
-class ConsoleSettings(_Section):
-    enabled: bool = False
-    user: str = "local"
-
-
-class Config(_Section):
     agent: AgentSettings = AgentSettings()
     session: SessionSettings = SessionSettings()
     queue: QueueSettings = QueueSettings()
     store: StoreSettings = StoreSettings()
-    http: HttpSettings = HttpSettings()
-    discord: DiscordSettings = DiscordSettings()
-    slack: SlackSettings = SlackSettings()
-    console: ConsoleSettings = ConsoleSettings()
 
 
-class Secrets(_Section):
-    """Values of the env vars the config names; None where unset or not needed."""
+def compose(adapters: Iterable[type[AdapterSettings]]) -> type[Config]:
+    """`Config` plus one `[section]` per adapter settings class, with its defaults."""
+    fields: dict[str, Any] = {}
+    for kind in adapters:
+        name = kind.section
+        if name in Config.model_fields or name in fields:
+            raise ValueError(f"two config sections named [{name}]")
+        fields[name] = (kind, kind())
+    return create_model("ComposedConfig", __base__=Config, **fields)
 
-    openai_api_key: SecretStr | None = None
-    http_token: SecretStr | None = None
-    discord_token: SecretStr | None = None
-    slack_bot_token: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
-    redis_password: SecretStr | None = None
+
+class Secrets(Section):
+    """Values of the env vars the config names and needs, by variable name; unset ones are absent."""
+
+    by_var: dict[str, SecretStr] = {}
+
+    def get(self, var: str) -> SecretStr | None:
+        """The value of env var `var` if it was needed and set, else None."""
+        return self.by_var.get(var) if var else None
 
     def values(self) -> list[str]:
         """Every secret value set, for scrubbing logs."""
-        out: list[str] = []
-        for name in type(self).model_fields:
-            secret = getattr(self, name)
-            if isinstance(secret, SecretStr) and secret.get_secret_value():
-                out.append(secret.get_secret_value())
-        return out
+        return [s.get_secret_value() for s in self.by_var.values() if s.get_secret_value()]
 
 
-class Loaded(_Section):
+S = TypeVar("S", bound=AdapterSettings)
+
+
+class Loaded(Section):
     path: Path
     config: Config
     secrets: Secrets
@@ -201,6 +175,13 @@ class Loaded(_Section):
         """`store.path`, resolved against the config file's folder when relative."""
         p = Path(self.config.store.path).expanduser()
         return p if p.is_absolute() else self.path.parent / p
+
+    def section(self, kind: type[S]) -> S:
+        """An adapter's settings, typed: `loaded.section(DiscordSettings)`."""
+        found = getattr(self.config, kind.section, None)
+        if not isinstance(found, kind):
+            raise LookupError(f"config has no [{kind.section}] section of {kind.__name__} (compose it in)")
+        return found
 
 
 class ConfigError(Exception):
@@ -212,8 +193,14 @@ class ConfigError(Exception):
         super().__init__(where + problem)
 
 
-def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Loaded:
-    """Read and validate `path`; read the secrets the enabled parts need from `env`."""
+def load_config(
+    path: Path | str, env: Mapping[str, str] | None = None, *, schema: type[Config] = Config
+) -> Loaded:
+    """Read and validate `path` against `schema`; read the secrets the enabled parts need from `env`.
+
+    `schema` is `Config` (core sections only) or one built by `compose` with the adapters'
+    sections; the CLI passes the latter (`bots.launcher.load_config`).
+    """
     path = Path(path)
     env = os.environ if env is None else env
     try:
@@ -229,13 +216,13 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Loade
     except (TypeError, ValueError):
         raise ConfigError(path, "", "dates and times are not valid values for any key") from None
     try:
-        config = Config.model_validate_json(as_json)
+        config = schema.model_validate_json(as_json)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         problem = err["msg"]
         if err["type"] == "extra_forbidden":
-            problem = "unknown key" + _did_you_mean(Config, err["loc"])
+            problem = "unknown key" + _did_you_mean(schema, err["loc"])
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(path, key, problem + more) from None
     return Loaded(path=path.resolve(), config=config, secrets=_read_secrets(path, config, env))
@@ -254,36 +241,24 @@ def _did_you_mean(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
 
 
 def _read_secrets(path: Path, config: Config, env: Mapping[str, str]) -> Secrets:
-    def optional(var: str) -> SecretStr | None:
+    found: dict[str, SecretStr] = {}
+    for var in (config.agent.openai.api_key_env, config.store.password_env):  # optional, core's own
         value = env.get(var, "") if var else ""
-        return SecretStr(value) if value else None
-
-    def required(key: str, var: str, why: str) -> SecretStr:
-        if not var:
-            raise ConfigError(path, key, f"must name an environment variable ({why})")
-        value = env.get(var, "")
-        if not value:
-            raise ConfigError(path, key, f"environment variable {var} is not set ({why})")
-        return SecretStr(value)
-
-    secrets: dict[str, SecretStr | None] = {
-        "openai_api_key": optional(config.agent.openai.api_key_env),
-        "http_token": optional(config.http.token_env) if config.http.enabled else None,
-        "redis_password": optional(config.store.password_env),
-    }
-    if config.discord.enabled:
-        secrets["discord_token"] = required(
-            "discord.token_env", config.discord.token_env, "discord is enabled"
-        )
-    if config.slack.enabled:
-        s = config.slack
-        secrets["slack_bot_token"] = required("slack.bot_token_env", s.bot_token_env, "slack is enabled")
-        if s.mode == "socket":
-            secrets["slack_app_token"] = required(
-                "slack.app_token_env", s.app_token_env, "slack mode is socket"
-            )
-        else:
-            secrets["slack_signing_secret"] = required(
-                "slack.signing_secret_env", s.signing_secret_env, "slack mode is http"
-            )
-    return Secrets(**secrets)
+        if value:
+            found[var] = SecretStr(value)
+    for name in type(config).model_fields:
+        section = getattr(config, name)
+        if not isinstance(section, AdapterSettings):
+            continue
+        for need in section.secret_needs():
+            key, var = f"{name}.{need.field}", getattr(section, need.field)
+            if not isinstance(var, str):
+                raise TypeError(f"{key} must be a str field naming an environment variable")
+            value = env.get(var, "") if var else ""
+            if need.required and not var:
+                raise ConfigError(path, key, f"must name an environment variable ({need.why})")
+            if need.required and not value:
+                raise ConfigError(path, key, f"environment variable {var} is not set ({need.why})")
+            if value:
+                found[var] = SecretStr(value)
+    return Secrets(by_var=found)

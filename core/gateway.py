@@ -5,11 +5,16 @@ and `status`; nothing else in core. Resets go through the conversation's lane li
 messages, so a `/new` never overtakes a message sent before it.
 
     submit: reset command? -> key -> lane
-    turn:   turn lock -> resolve (reserver) -> transcript tail -> agent streams the reply
-            -> append user + assistant records -> touch the entry -> deliver
+    turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> agent
+            streams the reply -> ONE fenced commit of the user + assistant records -> let go
+            of the lock -> deliver
+
+A refused commit (`Fenced`: another process holds a newer lease, or the key was reset
+there) stored nothing: the turn's messages go back to the front of their lane and are
+answered in a new turn that sees what the other process stored.
 
 Adapters gate messages (allowlists, mentions: see core/access.py) before `submit`.
-A reply is delivered only after its transcript records are durable. One error path:
+A reply is delivered only after its commit is durable. One error path:
 when the agent or the store fails, the user gets a short plain message, the log gets
 the details, and the user's message is kept in memory where the store allows it.
 """
@@ -19,17 +24,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from core.config import Config
 from core.keys import build_key, parse_key
-from core.lanes import Lanes, Pending
+from core.lanes import Lanes, Pending, Retry
 from core.metrics import Metrics
 from core.reserver import Freshness, Reserver
 from core.types import (
     Agent,
     ChatMessage,
+    Fenced,
     Inbound,
     Reply,
     Responder,
@@ -38,24 +44,19 @@ from core.types import (
     SessionStatus,
     SessionStore,
     StoreError,
+    TurnCommit,
     TurnInput,
+    TurnLease,
 )
 
 log = logging.getLogger("chatlane.gateway")
 
 RESET_TEXT = "Started a new conversation."
+MAX_FENCED_ATTEMPTS = 5
+"""A turn fenced out this many times in a row is answered with the store failure text."""
 STORE_FAILURE_TEXT = (
     "Sorry, I couldn't save this conversation just now, so I didn't answer. Please try again."
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a turn ended, for its log line and metrics."""
-
-    name: str
-    session_id: str = ""
-    turn: int = 0
 
 
 class Gateway:
@@ -134,39 +135,51 @@ class Gateway:
 
     async def _run_turn(self, key: SessionKey, batch: list[Pending]) -> None:
         started = time.perf_counter()
-        last = batch[-1].responder
         try:
-            if batch[0].reset:
-                outcome = await self._reset(key, batch[0])
-            else:
-                async with self.store.lock_turn(key), last.working():
-                    outcome = await self._turn_locked(key, batch)
+            async with batch[-1].responder.working():
+                outcome, reply = await self._turn(key, batch)
+        except Fenced as exc:
+            # Nothing of the turn was stored: its messages go back to the front of the lane.
+            self.metrics.fenced.inc()
+            self.metrics.turns.labels("fenced").inc()
+            attempts = max(p.fenced for p in batch) + 1
+            for p in batch:
+                p.fenced = attempts
+            if attempts < MAX_FENCED_ATTEMPTS:
+                log.warning("turn of %s fenced out (%s); answering its messages again", key, exc)
+                raise Retry from exc
+            log.error("turn of %s fenced out %d times in a row; not answered: %s", key, attempts, exc)
+            outcome, reply = "fenced", Reply(STORE_FAILURE_TEXT, "failure", key)
         except StoreError as exc:
             log.error("turn of %s not answered: the store failed: %s", key, exc)
-            outcome = Outcome("store_error")
-            await self._deliver(batch, Reply(STORE_FAILURE_TEXT, "failure", key))
+            outcome, reply = "store_error", Reply(STORE_FAILURE_TEXT, "failure", key)
+        # Delivered after the turn lock is let go: a commit that was stored is answered,
+        # whatever happens to the lease afterwards.
+        await self._deliver(batch, reply)
         elapsed = time.perf_counter() - started
-        self.metrics.turns.labels(outcome.name).inc()
+        self.metrics.turns.labels(outcome).inc()
         self.metrics.turn_latency.observe(elapsed)
         log.info(
             "turn key=%s session=%s turn=%d outcome=%s latency_ms=%d messages=%d",
             key,
-            outcome.session_id[:8] or "-",
-            outcome.turn,
-            outcome.name,
+            reply.session_id[:8] or "-",
+            reply.turn,
+            outcome,
             round(elapsed * 1000),
             len(batch),
         )
 
-    async def _reset(self, key: SessionKey, command: Pending) -> Outcome:
-        """A new session for the key, in order with the conversation's other messages."""
-        entry = await self.reserver.reset(key)
-        self.metrics.sessions_minted.inc()
-        log.info("session of %s reset to %s", key, entry.session_id)
-        await command.responder.send(Reply(RESET_TEXT, "notice", key, entry.session_id, 0))
-        return Outcome("reset", entry.session_id)
+    async def _turn(self, key: SessionKey, batch: list[Pending]) -> tuple[str, Reply]:
+        async with self.store.lock_turn(key) as lease:
+            if batch[0].reset:
+                entry = await self.reserver.reset(key)
+                self.metrics.sessions_minted.inc()
+                log.info("session of %s reset to %s", key, entry.session_id)
+                return "reset", Reply(RESET_TEXT, "notice", key, entry.session_id, 0)
+            return await self._answer(lease, batch)
 
-    async def _turn_locked(self, key: SessionKey, batch: list[Pending]) -> Outcome:
+    async def _answer(self, lease: TurnLease, batch: list[Pending]) -> tuple[str, Reply]:
+        key = lease.key
         entry, created = await self.reserver.resolve(key)
         (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
         history = await self.store.tail(entry.session_id, self.config.agent.history_limit)
@@ -189,51 +202,44 @@ class Gateway:
                 pieces.append(piece)
                 await batch[-1].responder.on_delta(piece)
         except asyncio.CancelledError:
-            await asyncio.shield(self._keep_interrupted(entry, fresh, new))
+            await asyncio.shield(self._keep_interrupted(lease, entry, fresh, new))
             raise
         except Exception as exc:  # any agent failure: one plain answer, details in the log
             # One line (the formatter adds the exception and its cause); the traceback at DEBUG.
             log.error("agent %s failed on %s", self.agent.name, key, exc_info=exc)
-            await self._record(entry, new, turns=1)
+            await self._commit(lease, entry, new, turns=turn.turn)
             for p in fresh:
                 p.recorded = True
-            reply = Reply(self.config.agent.failure_message, "failure", key, entry.session_id, turn.turn)
-            await self._deliver(batch, reply)
-            return Outcome("agent_error", entry.session_id, turn.turn)
+            return "agent_error", Reply(
+                self.config.agent.failure_message, "failure", key, entry.session_id, turn.turn
+            )
         answer = "".join(pieces)
-        await self._record(entry, [*new, ChatMessage("assistant", answer, self._clock())], turns=1)
-        await self._deliver(batch, Reply(answer, "answer", key, entry.session_id, turn.turn))
-        return Outcome("answered", entry.session_id, turn.turn)
+        await self._commit(lease, entry, [*new, ChatMessage("assistant", answer, self._clock())], turn.turn)
+        return "answered", Reply(answer, "answer", key, entry.session_id, turn.turn)
 
     async def _keep_interrupted(
-        self, entry: SessionEntry, fresh: list[Pending], new: list[ChatMessage]
+        self, lease: TurnLease, entry: SessionEntry, fresh: list[Pending], new: list[ChatMessage]
     ) -> None:
+        """Keep the messages of a cancelled turn in memory (as interrupted), fenced like
+        any commit: after a lost lease it is refused and they are answered afresh."""
         records = [ChatMessage(m.role, m.content, m.at, m.message_id, interrupted=True) for m in new]
+        if not records:
+            return
         try:
-            await self.store.append(entry.session_id, records)
-        except StoreError as exc:
-            log.error("interrupted turn of %s: could not keep its messages: %s", entry.key, exc)
+            await self._commit(lease, entry, records, turns=entry.turns)
+        except (StoreError, Fenced) as exc:
+            log.warning("interrupted turn of %s: its messages were not kept: %s", entry.key, exc)
             return
         for p in fresh:
             p.recorded = True
 
-    async def _record(self, entry: SessionEntry, records: Sequence[ChatMessage], turns: int) -> None:
-        """Store the turn's records and count it; both are durable before this returns.
-
-        The two writes touch different files, so their fsyncs run at the same time. A
-        crash between them can leave the count one ahead of the transcript; the reply
-        was not sent then, and no memory is lost.
-        """
-        appended, touched = await asyncio.gather(
-            self.store.append(entry.session_id, records),
-            self.store.touch(entry.key, entry.session_id, at=self._clock(), turns=turns),
-            return_exceptions=True,
+    async def _commit(
+        self, lease: TurnLease, entry: SessionEntry, records: Sequence[ChatMessage], turns: int
+    ) -> None:
+        """The turn's one write: its records and progress, whole or not at all (fenced)."""
+        await self.store.commit(
+            TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns)
         )
-        for outcome in (appended, touched):
-            if isinstance(outcome, BaseException):
-                raise outcome
-        if touched is None:
-            log.warning("session of %s was reset during a turn; the turn stays in the old one", entry.key)
 
     @staticmethod
     async def _deliver(batch: list[Pending], reply: Reply) -> None:

@@ -42,6 +42,13 @@ class Pending:
     """Already in the transcript: it was cut off by an interrupt and is answered again."""
     reset: bool = False
     """A reset command: it runs in order with the messages around it, never merged."""
+    fenced: int = 0
+    """How many turns of this message were fenced out (stored nothing) in a row."""
+
+
+class Retry(Exception):
+    """Raised by a turn that stored nothing and must be run again: its batch goes back
+    to the front of the lane."""
 
 
 SHUTDOWN_TEXT = "I'm restarting and couldn't answer this one. Please send it again in a minute."
@@ -133,6 +140,8 @@ class Lanes:
                         return
                     # Interrupted: answer its messages together with the rest (the turn
                     # marked those it already wrote to memory as recorded).
+                    lane.pending.extendleft(reversed(batch))
+                elif isinstance(turn.exception(), Retry):
                     lane.pending.extendleft(reversed(batch))
                 elif (exc := turn.exception()) is not None:
                     log.error("turn of %s failed", key, exc_info=exc)

@@ -21,6 +21,11 @@ class Metrics:
         self.reservations_adopted = Counter(
             "chatlane_reservations_adopted", "Turns that joined an existing session.", registry=r
         )
+        self.fenced = Counter(
+            "chatlane_turns_fenced",
+            "Turns refused at commit or stopped by a lost turn lock; their messages are answered again.",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "chatlane_queue_depth", "Messages waiting behind a running turn.", registry=r
         )

@@ -147,6 +147,40 @@ class Agent(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(slots=True)
+class TurnLease:
+    """A held turn lock of `key`. `token` is its fencing token: it grows with every
+    acquisition of that key's lock, so a commit can be refused when a newer holder exists.
+
+    `committing` is set by the store while the turn's commit is under way: from then on a
+    lost lease no longer cancels the turn (the fence decides, and a commit that reached
+    the store must be answered, not retried)."""
+
+    key: SessionKey
+    token: int
+    committing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCommit:
+    """Everything a turn stores, written by `SessionStore.commit` whole or not at all."""
+
+    lease: TurnLease
+    session_id: str
+    commit_id: str
+    """Unique per attempt: a commit retried after a dropped connection is stored once."""
+    records: Sequence[ChatMessage]
+    at: float
+    turns: int
+    """The session's turn count once this commit is stored (unchanged for a commit that
+    only keeps an interrupted message)."""
+
+
+class Fenced(Exception):
+    """A commit was refused, or the turn lock was lost: a newer holder of the key's turn
+    lock exists, or the key now maps to another session. Nothing of the turn was stored."""
+
+
 class AgentError(Exception):
     """The agent could not answer; the message is for the log, never for the user."""
 
@@ -165,8 +199,14 @@ class SessionStore(Protocol):
     Guarantees every backend gives:
       * `reserve` is atomic across every process using the store: callers racing on a
         key whose entry is missing or stale adopt one minted entry.
-      * `touch` is a compare-and-set on the session id, so it never reverts a reset.
-      * `lock_turn` excludes turns of one key across every process using the store.
+      * `lock_turn` excludes turns of one key across every process using the store and
+        hands out a `TurnLease` whose fencing token grows with every acquisition.
+      * `commit` is a turn's only write: its records and the entry's progress (turn
+        count, last interaction) are stored whole or not at all; it is fenced (refused
+        with `Fenced`, nothing written, unless the lease's token is still the key's
+        current one and the key still maps to the commit's session id) and idempotent
+        (a retried commit id is stored once).
+      * An entry's `turns` and `last_interaction_at` are those of its last commit.
     """
 
     async def get(self, key: SessionKey) -> SessionEntry | None: ...
@@ -174,12 +214,6 @@ class SessionStore(Protocol):
     async def reserve(
         self, key: SessionKey, is_fresh: FreshCheck, mint: Minter
     ) -> tuple[SessionEntry, bool]: ...
-
-    async def touch(
-        self, key: SessionKey, session_id: str, *, at: float, turns: int = 1
-    ) -> SessionEntry | None:
-        """Record `turns` more turns at `at`; None if the key no longer maps to it."""
-        ...
 
     async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry: ...
 
@@ -191,12 +225,15 @@ class SessionStore(Protocol):
         True if it was removed."""
         ...
 
-    async def append(self, session_id: str, records: Sequence[ChatMessage]) -> None:
-        """Durably append transcript records; returns only once they are stored."""
+    async def commit(self, commit: TurnCommit) -> None:
+        """Store a turn durably, whole or not at all; `Fenced` if refused, `StoreError` if
+        the store failed (and nothing was stored)."""
         ...
 
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]: ...
 
-    def lock_turn(self, key: SessionKey) -> AbstractAsyncContextManager[None]: ...
+    def lock_turn(self, key: SessionKey) -> AbstractAsyncContextManager[TurnLease]:
+        """Exclude other turns of `key`; raises `Fenced` out of the block if the lock is lost."""
+        ...
 
     async def close(self) -> None: ...

@@ -14,6 +14,7 @@ from discord import app_commands
 
 from bots.discord.inbound import read_interaction, refusal
 from bots.discord.reply import PlatformFailure, describe_failure
+from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime
 from core.responders import FutureResponder, confirm_reset
 from core.types import Closed, StoreError
@@ -29,7 +30,7 @@ RESET_FAILED_TEXT = "Sorry, I couldn't start a new conversation just now. Please
 def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.CommandTree[discord.Client]:
     """A command tree with /new, /reset and /status, attached to `client`."""
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
-    settings = runtime.loaded.config.discord
+    settings = runtime.loaded.section(DiscordSettings)
     gateway = runtime.gateway
 
     async def reset(interaction: discord.Interaction[discord.Client]) -> None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import discord
 
+from bots.discord.settings import DiscordSettings
 from core.access import Facts, admit
-from core.config import DiscordSettings
 from core.types import Inbound
 
 PLATFORM = "discord"

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import discord
 
+from bots.discord.settings import DiscordSettings
 from core.chunking import split_message
-from core.config import DiscordSettings
 from core.responders import QuietResponder
 from core.types import Reply
 

@@ -26,6 +26,7 @@ import yarl
 from bots.discord.commands import build_tree, sync_commands
 from bots.discord.inbound import ANSWERED_TYPES, read_message, refusal
 from bots.discord.reply import ALLOWED_MENTIONS, DiscordResponder
+from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime, StartupError
 from core.dedupe import RecentIds
 from core.types import Closed
@@ -61,7 +62,7 @@ class DiscordService:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.settings = runtime.loaded.config.discord
+        self.settings = runtime.loaded.section(DiscordSettings)
         self.client: discord.Client | None = None
         self._seen = RecentIds(SEEN_CAPACITY)
         self._connection: asyncio.Task[None] | None = None
@@ -76,7 +77,7 @@ class DiscordService:
         return f"{who} via {self.settings.gateway_url}" + (shards if self.settings.shard_count else "")
 
     async def start(self) -> None:
-        secret = self.runtime.loaded.secrets.discord_token
+        secret = self.runtime.loaded.secrets.get(self.settings.token_env)
         token = secret.get_secret_value().strip() if secret is not None else ""
         if not token:
             raise StartupError(

@@ -47,6 +47,7 @@ from bots.http import request as parsing
 from bots.http import wire
 from bots.http.errors import ApiError, openai_errors, shutting_down
 from bots.http.guard import ConnectionGuard, GuardedSite, derive_max_connections
+from bots.http.settings import HttpSettings
 from bots.runtime import Runtime, StartupError
 from core.keys import parse_key
 from core.responders import QuietResponder
@@ -107,9 +108,9 @@ class HttpService:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.settings = runtime.loaded.config.http
+        self.settings = runtime.loaded.section(HttpSettings)
         self.agent_id = runtime.loaded.config.agent.id
-        token = runtime.loaded.secrets.http_token
+        token = runtime.loaded.secrets.get(self.settings.token_env)
         self._token = f"Bearer {token.get_secret_value()}".encode() if token else None
         self._runner: web.AppRunner | None = None
         self._ids = itertools.count(1)

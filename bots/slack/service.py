@@ -40,6 +40,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.runtime import Runtime, StartupError
 from bots.slack.inbound import Identity, RecentThreads, SlackMessage, conversation_thread, read_message
 from bots.slack.reply import Poster, SlackResponder
+from bots.slack.settings import SlackSettings
 from core.access import Facts, admit
 from core.dedupe import RecentIds
 from core.responders import FutureResponder, confirm_reset
@@ -60,7 +61,7 @@ class SlackService:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.settings = runtime.loaded.config.slack
+        self.settings = runtime.loaded.section(SlackSettings)
         self.me = Identity("", "", "")
         self.url = ""
         """http mode: where the Events API endpoint listens, once started."""
@@ -76,14 +77,14 @@ class SlackService:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         s = self.settings
-        bot_token = self._secret("slack_bot_token", s.bot_token_env, "xoxb-", "bot token")
+        bot_token = self._secret("bot_token_env", s.bot_token_env, "xoxb-", "bot token")
         app_token = (
-            self._secret("slack_app_token", s.app_token_env, "xapp-", "app-level token")
+            self._secret("app_token_env", s.app_token_env, "xapp-", "app-level token")
             if s.mode == "socket"
             else ""
         )
         signing_secret = (
-            self._secret("slack_signing_secret", s.signing_secret_env, "", "signing secret")
+            self._secret("signing_secret_env", s.signing_secret_env, "", "signing secret")
             if s.mode == "http"
             else ""
         )
@@ -158,13 +159,13 @@ class SlackService:
             ) from None
         return Identity(str(who.get("user_id", "")), str(who.get("bot_id", "")), str(who.get("team_id", "")))
 
-    def _secret(self, name: str, env_var: str, prefix: str, what: str) -> str:
-        secret = getattr(self.runtime.loaded.secrets, name)
+    def _secret(self, key: str, env_var: str, prefix: str, what: str) -> str:
+        secret = self.runtime.loaded.secrets.get(env_var)
         value = secret.get_secret_value() if secret is not None else ""
         if not value:
             raise StartupError(
                 f"slack: the {what} is missing: set the environment variable {env_var or '(unnamed)'}"
-                f" (named by [slack] {name.removeprefix('slack_')}_env)"
+                f" (named by [slack] {key})"
             )
         if prefix and not value.startswith(prefix):
             raise StartupError(f"slack: the {what} in {env_var} must start with {prefix!r}")

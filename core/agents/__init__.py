@@ -11,7 +11,7 @@ def make_agent(loaded: Loaded) -> Agent:
     if settings.backend == "openai":
         from core.agents.openai import OpenAIAgent
 
-        key = loaded.secrets.openai_api_key
+        key = loaded.secrets.get(settings.openai.api_key_env)
         return OpenAIAgent(settings, key.get_secret_value() if key else None)
     from core.agents.echo import EchoAgent
 

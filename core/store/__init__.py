@@ -12,7 +12,7 @@ def open_store(loaded: Loaded) -> SessionStore:
     if settings.backend == "redis":
         from core.store.redis import RedisStore
 
-        password = loaded.secrets.redis_password
+        password = loaded.secrets.get(settings.password_env)
         return RedisStore.from_settings(settings, password.get_secret_value() if password else None)
     from core.store.files import FileStore
 

@@ -4,18 +4,28 @@ Layout under the state directory (dirs 0700, files 0600):
 
     sessions/ab/cd/<sha256(key)>.json   the entry; the key itself is stored inside
     locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
-    locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key
-    transcripts/<id[:2]>/<id>.jsonl     memory of one session id
+    locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key; holds
+                                        the key's fencing counter
+    transcripts/<id[:2]>/<id>.jsonl     memory of one session id: one line per commit
     quarantine/                         damaged entries moved aside, never overwritten
 
 Every operation touches a fixed number of files, so it costs the same at 100 sessions
-and at 100,000. Writes are atomic (temp file, fsync, os.replace, fsync of the folder):
-after a kill -9 at any point every entry is either the old or the new one.
+and at 100,000. Entry writes are atomic (temp file, fsync, os.replace, fsync of the
+folder) and happen only when a session is minted or reset: after a kill -9 at any
+point every entry is either the old or the new one.
+
+A turn's only write is its commit: one line appended to the session's transcript and
+fdatasync'd (jsonl.py), cut back off if the write fails, so a turn is stored whole or
+not at all. The entry's turn count and last interaction are read from the last commit
+line, so they always equal what was committed and need no write of their own.
 
 Exclusion: callers in one process are serialised per key by the reserver's asyncio
-locks and the lanes; across processes, each critical section takes a *new* FileLock
-instance, which opens its own file description, so flock excludes even two threads
-of one process (a shared instance would be re-entrant and let both in).
+locks and the lanes; across processes, each critical section takes a lock on a file
+description of its own (a new FileLock, or a descriptor opened per turn), so flock
+excludes even two tasks of one process. The turn lock is an OS lock that dies with its
+process, so it needs no expiry: a paused holder keeps it, and nobody else commits for
+that key meanwhile. Its fencing token (a counter in the lock file, raised on every
+acquisition) is still checked at commit, so the commit is fenced on every backend.
 """
 
 from __future__ import annotations
@@ -29,25 +39,28 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from filelock import FileLock, Timeout
+from filelock import FileLock, lock_descriptor, unlock_descriptor
 
 from core.store import jsonl
 from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, find_key, recover_entry
 from core.types import (
     ChatMessage,
     Damaged,
+    Fenced,
     FreshCheck,
     Listing,
     Minter,
     SessionEntry,
     SessionKey,
     StoreError,
+    TurnCommit,
+    TurnLease,
 )
 
 log = logging.getLogger("chatlane.store")
@@ -78,10 +91,8 @@ class FileStore:
         # conversations). No call blocks for long: turn locks are polled, and a key lock
         # is held only for one read-and-write.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatlane-store")
-        # Turn locks are taken and released on this one thread: filelock keeps a
-        # per-thread registry of held locks, which a release on another thread would
-        # never clear (one leaked entry per key ever seen).
-        self._turn_lock_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatlane-turn-lock")
+        self._held: dict[str, int] = {}
+        """Key -> the descriptor of its turn lock file, while this process holds it."""
         try:
             for d in (self.root, self._sessions, self._locks, self._transcripts, self._quarantine):
                 _mkdirs(d)
@@ -137,18 +148,21 @@ class FileStore:
             return fn()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._run_on(self._pool, fn, *args)
-
-    async def _run_on(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except OSError as exc:
             log.error("store I/O failed: %s", exc, exc_info=True)
             raise StoreError(f"store I/O failed: {exc.strerror or exc}") from exc
 
     # ---------------------------------------------------------- entry file I/O
     def _read(self, path: Path | str, key: str | None = None) -> SessionEntry | None:
-        """The entry at `path` (which must belong to `key` when given); None if absent."""
+        """The entry at `path` (which must belong to `key` when given) as its last commit
+        left it; None if absent."""
+        entry = self._read_stored(path, key)
+        return None if entry is None else self._with_progress(entry)
+
+    def _read_stored(self, path: Path | str, key: str | None = None) -> SessionEntry | None:
+        """The entry file at `path` as written at its mint or reset; None if absent."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -167,6 +181,18 @@ class FileStore:
         if not belongs:
             raise CorruptEntry(Path(path), "entry holds a key that does not belong in this file", raw)
         return entry
+
+    def _with_progress(self, entry: SessionEntry) -> SessionEntry:
+        """The entry as its last commit left it (turn count, last interaction)."""
+        progress = jsonl.last_progress(self._transcript_file(entry.session_id))
+        if progress is None:
+            return entry  # no commit yet (or an older transcript format: the entry counted)
+        return replace(
+            entry,
+            turns=progress.turns,
+            last_interaction_at=progress.at,
+            updated_at=max(entry.updated_at, progress.at),
+        )
 
     def _write(self, path: str, entry: SessionEntry) -> None:
         data = json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
@@ -240,25 +266,6 @@ class FileStore:
 
         return await self._run(op)
 
-    async def touch(
-        self, key: SessionKey, session_id: str, *, at: float, turns: int = 1
-    ) -> SessionEntry | None:
-        def op() -> SessionEntry | None:
-            with self._key_lock(key):
-                current = self._load_locked(key)
-                if current is None or current.session_id != session_id:
-                    return None
-                updated = replace(
-                    current,
-                    last_interaction_at=at,
-                    updated_at=time.time(),
-                    turns=current.turns + turns,
-                )
-                self._write(self._entry_file(key), updated)
-                return updated
-
-        return await self._run(op)
-
     async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
         def op() -> SessionEntry:
             with self._key_lock(key):
@@ -307,56 +314,82 @@ class FileStore:
             damaged.append(Damaged(str(path), "quarantined", find_key(raw)))
         return Listing(entries, damaged)
 
-    async def append(self, session_id: str, records: Sequence[ChatMessage]) -> None:
-        path = self._transcript_file(session_id)
+    async def commit(self, commit: TurnCommit) -> None:
+        key = commit.lease.key
+        line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records)
+        path = self._transcript_file(commit.session_id)
 
         def op() -> None:
-            self._in_dir(os.path.dirname(path), lambda: jsonl.append(path, records))
+            self._check_fence(commit)
+            self._in_dir(os.path.dirname(path), lambda: jsonl.append_commit(path, line, commit.commit_id))
 
-        await self._run(op)
+        commit.lease.committing = True
+        try:
+            await self._run(op)
+        except Fenced:
+            log.warning("commit of a turn of %s refused (fenced at token %d)", key, commit.lease.token)
+            raise
+
+    def _check_fence(self, commit: TurnCommit) -> None:
+        """`Fenced` unless this process holds the key's turn lock at the commit's token and
+        the key still maps to the commit's session."""
+        key = commit.lease.key
+        fd = self._held.get(key)
+        current = _read_token(fd) if fd is not None else None
+        if current != commit.lease.token:
+            raise Fenced(f"turn lock of {key} is at token {current}, the commit holds {commit.lease.token}")
+        try:
+            entry = self._read_stored(self._entry_file(key), key)
+        except CorruptEntry as bad:
+            with self._key_lock(key):
+                entry = self._quarantine_and_recover(key, bad)
+        if entry is None or entry.session_id != commit.session_id:
+            raise Fenced(f"{key} no longer maps to session {commit.session_id}")
 
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
         return await self._run(jsonl.tail, self._transcript_file(session_id), n)
 
     @contextlib.asynccontextmanager
-    async def lock_turn(self, key: SessionKey) -> AsyncIterator[None]:
+    async def lock_turn(self, key: SessionKey) -> AsyncIterator[TurnLease]:
         path = self._lock_path(key, "turn")
-
-        def try_acquire() -> FileLock | None:
-            self._ensure_dir(os.path.dirname(path))
-            lock = FileLock(path, mode=0o600, thread_local=False)
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                return None
-            return lock
-
-        # Poll instead of blocking a worker thread: a turn can last minutes, and a
-        # blocked thread per waiting key would starve the pool.
+        # Poll with non-blocking attempts: a turn can last minutes, and a thread blocked
+        # per waiting key would starve the pool. An attempt is an open and a flock that
+        # never waits, cheap enough for the event loop.
         delay = 0.001
-        while True:
-            attempt = asyncio.ensure_future(self._run_on(self._turn_lock_thread, try_acquire))
-            try:
-                lock = await asyncio.shield(attempt)
-            except asyncio.CancelledError:
-                # The attempt may still win the lock in its thread. Release it here rather
-                # than trust FileLock.__del__ (a lingering reference would keep it held).
-                won = await attempt
-                if won is not None:
-                    await self._run_on(self._turn_lock_thread, won.release)
-                raise
-            if lock is not None:
-                break
+        while (held := self._try_turn_lock(path)) is None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+        fd, token = held
+        self._held[key] = fd
         try:
-            yield
+            yield TurnLease(key, token)
         finally:
-            await asyncio.shield(self._run_on(self._turn_lock_thread, lock.release))
+            del self._held[key]
+            try:
+                unlock_descriptor(fd)
+            finally:
+                os.close(fd)
+
+    def _try_turn_lock(self, path: str) -> tuple[int, int] | None:
+        """(descriptor, fencing token) if the lock was free; None if it is held."""
+        try:
+            fd = self._in_dir(os.path.dirname(path), lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StoreError(f"cannot open turn lock {os.path.basename(path)}: {exc.strerror}") from exc
+        try:
+            if not lock_descriptor(fd, blocking=False):
+                os.close(fd)
+                return None
+            # Not fsync'd: after a power loss no holder is left alive to be fenced out.
+            token = (_read_token(fd) or 0) + 1
+            os.pwrite(fd, b"%020d" % token, 0)
+        except BaseException:
+            os.close(fd)  # closing the descriptor also drops a lock taken on it
+            raise
+        return fd, token
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._turn_lock_thread.shutdown(wait=True)
 
 
 def _mkdirs(d: Path) -> None:
@@ -366,3 +399,8 @@ def _mkdirs(d: Path) -> None:
     _mkdirs(d.parent)
     with contextlib.suppress(FileExistsError):
         d.mkdir(mode=0o700)
+
+
+def _read_token(fd: int) -> int | None:
+    raw = os.pread(fd, 20, 0)
+    return int(raw) if raw.isdigit() else None

@@ -1,10 +1,15 @@
 """Per-session memory as JSON Lines, one file per session id.
 
-These are blocking functions; the file store runs them off the event loop. An append
-is durable (fsync) before it returns, so a reply is only sent after its records are on
-disk. A kill -9 mid-append can leave a torn last line: readers skip it (with a
-warning), and the next append first closes it with a newline so a new record is never
-glued onto a fragment. Garbage in the middle of a file is skipped the same way.
+One line is one commit: a turn's records, its commit id, the session's turn count and
+the time, `{"commit": id, "turns": n, "at": t, "records": [...]}`. A line is the unit
+that is either whole or not there, so a turn is all-or-nothing: a kill -9 mid-write
+leaves a torn last line that readers skip (with a warning), and the next append first
+closes it with a newline so a new line is never glued onto a fragment. A failed write
+(full disk, read-only remount) is cut off again before the error is reported. Lines of
+the older format (one record per line) are still read. Garbage in the middle of a file
+is skipped the same way as a torn line.
+
+These are blocking functions; the file store runs them off the event loop.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +29,11 @@ from core.types import ChatMessage
 log = logging.getLogger("chatlane.transcript")
 
 _BLOCK = 64 * 1024
-_SLACK = 8
 _ROLES = frozenset({"system", "user", "assistant"})
 
 
-def encode(record: ChatMessage) -> bytes:
-    obj: dict[str, Any] = {"role": record.role, "content": record.content, "at": record.at}
-    if record.message_id:
-        obj["messageId"] = record.message_id
-    if record.interrupted:
-        obj["interrupted"] = True
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace") + b"\n"
-
-
-def decode(line: bytes) -> ChatMessage:
-    """One record; ValueError when the line is not a valid record."""
-    obj = json.loads(line)
+def _record(obj: Any) -> ChatMessage:
+    """One record from its JSON object; ValueError when it is not a valid record."""
     if not isinstance(obj, dict) or obj.get("role") not in _ROLES:
         raise ValueError("not a transcript record")
     content, at = obj.get("content"), obj.get("at", 0.0)
@@ -53,32 +48,125 @@ def decode(line: bytes) -> ChatMessage:
     )
 
 
-def _name(path: str | Path) -> str:
-    return os.path.basename(path)
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What the last commit of a session says: for the entry's derived fields."""
+
+    commit_id: str
+    turns: int
+    at: float
 
 
-def append(path: str | Path, records: Sequence[ChatMessage]) -> None:
-    if not records:
-        return
-    data = b"".join(encode(r) for r in records)
+def _record_obj(record: ChatMessage) -> dict[str, Any]:
+    obj: dict[str, Any] = {"role": record.role, "content": record.content, "at": record.at}
+    if record.message_id:
+        obj["messageId"] = record.message_id
+    if record.interrupted:
+        obj["interrupted"] = True
+    return obj
+
+
+def encode_commit(commit_id: str, turns: int, at: float, records: Sequence[ChatMessage]) -> bytes:
+    """One commit as one line (without the newline)."""
+    obj = {"commit": commit_id, "turns": turns, "at": at, "records": [_record_obj(r) for r in records]}
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+
+
+def decode_line(line: bytes) -> tuple[list[ChatMessage], Progress | None]:
+    """The records of one line and, for a commit line, its progress; ValueError if invalid."""
+    obj = json.loads(line)
+    if isinstance(obj, dict) and "records" in obj:
+        commit, turns, at, records = obj.get("commit"), obj.get("turns"), obj.get("at"), obj["records"]
+        if (
+            not isinstance(commit, str)
+            or not isinstance(turns, int)
+            or isinstance(turns, bool)
+            or not isinstance(at, int | float)
+            or not isinstance(records, list)
+        ):
+            raise ValueError("transcript commit has wrong field types")
+        return [_record(r) for r in records], Progress(commit, turns, float(at))
+    return [_record(obj)], None
+
+
+def append_commit(path: str, line: bytes, commit_id: str) -> bool:
+    """Append one commit line durably; False (and nothing written) if the last line of the
+    file already is that commit. On any error the file is cut back to where it was."""
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            log.warning(
-                "transcript %s ended in a torn line; closing it before appending", os.path.basename(path)
-            )
-            data = b"\n" + data
+        data = line + b"\n"
+        if size:
+            if os.pread(fd, 1, size - 1) != b"\n":
+                log.warning(
+                    "transcript %s ended in a torn line; closing it before appending", os.path.basename(path)
+                )
+                data = b"\n" + data
+            else:
+                last = last_progress_fd(fd, size)
+                if last is not None and last.commit_id == commit_id:
+                    return False
         try:
             write_all(fd, data)
-            os.fsync(fd)
+            os.fdatasync(fd)
         except OSError:
             # The caller hears it failed, so no fragment of it may stay behind either.
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
             raise
+        return True
     finally:
         os.close(fd)
+
+
+def last_progress(path: str) -> Progress | None:
+    """The progress of the last whole commit line of `path` (None if none or no file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return last_progress_fd(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def last_progress_fd(fd: int, size: int) -> Progress | None:
+    """Reads backwards only as far as the last readable line: O(that line)."""
+    for line in _lines_backwards(fd, size):
+        try:
+            _records, progress = decode_line(line)
+        except (ValueError, UnicodeDecodeError):
+            continue  # a damaged line: the one before it counts
+        return progress
+    return None
+
+
+def _lines_backwards(fd: int, size: int, *, name: str = "") -> Iterator[bytes]:
+    """The whole lines of the file, last first. What follows the last newline is empty or
+    a torn line (a write cut by a crash): it is skipped. Reads only as far back as the
+    caller consumes, and copies each byte once."""
+    pos = size
+    held: list[bytes] = []  # pieces of the line being read, last piece first
+    after_last_newline = True
+    while pos > 0:
+        step = min(_BLOCK, pos)
+        pos -= step
+        parts = os.pread(fd, step, pos).split(b"\n")
+        held.append(parts[-1])
+        if len(parts) == 1:
+            continue
+        for line in (b"".join(reversed(held)), *reversed(parts[1:-1])):
+            if after_last_newline:
+                after_last_newline = False
+                if line.strip():
+                    log.warning("transcript %s has a torn last line (%d bytes); skipped", name, len(line))
+            elif line.strip():
+                yield line
+        held = [parts[0]]
+    first = b"".join(reversed(held))
+    if not after_last_newline and first.strip():
+        yield first
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -92,42 +180,31 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def tail(path: str | Path, n: int) -> list[ChatMessage]:
-    """The last `n` readable records, reading backwards from the end of the file."""
+def tail(path: str, n: int) -> list[ChatMessage]:
+    """The last `n` readable records: reads backwards, only as far as those records."""
     if n <= 0:
         return []
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below; a with block would nest deeply
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return []
-    with f:
-        end = f.seek(0, os.SEEK_END)
-        pos, buf = end, b""
-        # A few lines more than asked, so a skipped bad line does not shorten memory.
-        while pos > 0 and buf.count(b"\n") <= n + _SLACK:
-            step = min(_BLOCK, pos)
-            pos -= step
-            f.seek(pos)
-            buf = f.read(step) + buf
-    lines = buf.split(b"\n")
-    torn = lines.pop()  # after the last newline: empty, or a record cut by a crash
-    if torn.strip():
-        log.warning(
-            "transcript %s has a torn last line (%d bytes); skipped", os.path.basename(path), len(torn)
-        )
-    if pos > 0:
-        lines = lines[1:]  # the first line may start mid-record
-    records: list[ChatMessage] = []
-    for line in lines[-(n + _SLACK) :]:
-        if not line.strip():
-            continue
-        try:
-            records.append(decode(line))
-        except (ValueError, UnicodeDecodeError):
-            log.warning(
-                "transcript %s has an unreadable line (%d bytes); skipped", os.path.basename(path), len(line)
-            )
-    return records[-n:]
+    name = os.path.basename(path)
+    found: list[list[ChatMessage]] = []
+    count = 0
+    try:
+        for line in _lines_backwards(fd, os.fstat(fd).st_size, name=name):
+            try:
+                records, _progress = decode_line(line)
+            except (ValueError, UnicodeDecodeError):
+                log.warning("transcript %s has an unreadable line (%d bytes); skipped", name, len(line))
+                continue
+            found.append(records)
+            count += len(records)
+            if count >= n:
+                break
+    finally:
+        os.close(fd)
+    return [r for records in reversed(found) for r in records][-n:]
 
 
 def read_all(path: Path) -> tuple[list[ChatMessage], int]:
@@ -142,7 +219,7 @@ def read_all(path: Path) -> tuple[list[ChatMessage], int]:
         if not line.strip():
             continue
         try:
-            records.append(decode(line))
+            records.extend(decode_line(line)[0])
         except (ValueError, UnicodeDecodeError):
             bad += 1
     return records, bad

@@ -5,8 +5,20 @@ unvalidated input ever becomes part of a name):
 
     <prefix>:entry:<sha256(key)>            the entry, JSON (the file store's field names)
     <prefix>:turn:<sha256(key)>             the turn lock: a random token, with an expiry
-    <prefix>:transcript:<sessionId>         memory: a list of JSON records, oldest first
+    <prefix>:fence:<sha256(key)>            the key's fencing counter (INCR on every lock)
+    <prefix>:transcript:<sessionId>         memory: a list of commits (JSON), oldest first
+    <prefix>:commit:<commitId>              a stored commit's id, for a day: retries store once
     <prefix>:quarantine:<sha256(key)>:<ns>  a damaged entry moved aside, never overwritten
+
+The commit (a turn's only write) is one Lua script: it stores nothing unless the
+caller's fencing token is still the key's counter and the entry still maps the key to
+the commit's session; then it appends the commit and marks its id. A commit id already
+marked is success without a second write, so redis-py's retry of a command whose reply
+was lost stores it once. The entry's turn count and last interaction are read from the
+last commit (`get` is one script too), so they always equal what was committed; the
+entry itself is written only when a session is minted or reset. These scripts read
+keys they derive from values (the transcript of the entry's session), which a Redis
+Cluster would refuse: the store needs one Redis (or a primary with replicas).
 
 Atomicity. `reserve`, `touch` and `reset` are one WATCH/MULTI loop: WATCH the entry,
 read it, decide in Python, then MULTI/SET/EXEC, which Redis refuses if anyone wrote
@@ -24,8 +36,7 @@ The turn lock (core/store/redis_lock.py) is a renewed `SET NX PX` with a random 
 
 Connection loss: commands are retried with exponential backoff (about 2.5 s in all);
 after that, and for every other Redis error, the operation raises `StoreError` naming
-the URL without its password. A retried transcript append whose first attempt reached
-Redis before the connection broke can store its records twice (at-least-once).
+the URL without its password.
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -57,12 +68,15 @@ from core.store.redis_lock import TurnLocks, redis_errors
 from core.types import (
     ChatMessage,
     Damaged,
+    Fenced,
     FreshCheck,
     Listing,
     Minter,
     SessionEntry,
     SessionKey,
     StoreError,
+    TurnCommit,
+    TurnLease,
 )
 
 log = logging.getLogger("chatlane.store")
@@ -71,8 +85,37 @@ R = TypeVar("R")
 Decide = Callable[[SessionEntry | None], tuple[SessionEntry | None, R]]
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_COMMIT_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_ATTEMPTS = 100
 _SCAN_COUNT = 500
+_COMMIT_MARK_S = 86_400
+
+# KEYS[1] entry; ARGV[1] transcript name prefix. The entry and its last commit.
+_GET = """
+local raw = redis.call('get', KEYS[1])
+if not raw then return {false, false} end
+local ok, obj = pcall(cjson.decode, raw)
+if ok and type(obj) == 'table' and type(obj.sessionId) == 'string'
+    and string.match(obj.sessionId, '^[0-9a-f]+$') and #obj.sessionId == 32 then
+  return {raw, redis.call('lindex', ARGV[1] .. obj.sessionId, -1)}
+end
+return {raw, false}
+"""
+
+# KEYS[1] entry, KEYS[2] fence, KEYS[3] transcript, KEYS[4] commit mark;
+# ARGV[1] token, ARGV[2] session id, ARGV[3] the commit, ARGV[4] transcript_max, ARGV[5] mark ttl s.
+_COMMIT = """
+if redis.call('exists', KEYS[4]) == 1 then return 'stored' end
+if tonumber(redis.call('get', KEYS[2]) or '-1') ~= tonumber(ARGV[1]) then return 'fenced' end
+local raw = redis.call('get', KEYS[1])
+if not raw then return 'moved' end
+local ok, obj = pcall(cjson.decode, raw)
+if not ok or type(obj) ~= 'table' or obj.sessionId ~= ARGV[2] then return 'moved' end
+redis.call('rpush', KEYS[3], ARGV[3])
+redis.call('ltrim', KEYS[3], -tonumber(ARGV[4]), -1)
+redis.call('set', KEYS[4], '1', 'EX', ARGV[5])
+return 'ok'
+"""
 
 
 def safe_url(url: str) -> str:
@@ -124,6 +167,8 @@ class RedisStore:
         self.transcript_max = transcript_max
         self.turn_lock_ttl_s = turn_lock_ttl_s
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
+        self._get_script = client.register_script(_GET)
+        self._commit_script = client.register_script(_COMMIT)
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, password: str | None) -> RedisStore:
@@ -170,6 +215,14 @@ class RedisStore:
     def lock_name(self, key: str) -> str:
         return f"{self.prefix}:turn:{_digest(key)}"
 
+    def fence_name(self, key: str) -> str:
+        return f"{self.prefix}:fence:{_digest(key)}"
+
+    def commit_name(self, commit_id: str) -> str:
+        if not _COMMIT_ID.fullmatch(commit_id):
+            raise ValueError(f"malformed commit id {commit_id[:40]!r}")
+        return f"{self.prefix}:commit:{commit_id}"
+
     def transcript_name(self, session_id: str) -> str:
         if not SESSION_ID.fullmatch(session_id):
             raise ValueError(f"malformed session id {session_id[:40]!r}")
@@ -188,6 +241,24 @@ class RedisStore:
             raise ValueError("entry holds a key that does not belong here")
         return entry
 
+    @staticmethod
+    def _with_progress(entry: SessionEntry, last: bytes | None) -> SessionEntry:
+        """The entry as its last commit (`last`, a transcript element) left it."""
+        if not last:
+            return entry
+        try:
+            _records, progress = jsonl.decode_line(last)
+        except (ValueError, UnicodeDecodeError):
+            return entry
+        if progress is None:
+            return entry  # an older transcript format: the entry counted its turns
+        return replace(
+            entry,
+            turns=progress.turns,
+            last_interaction_at=progress.at,
+            updated_at=max(entry.updated_at, progress.at),
+        )
+
     # --------------------------------------------------------------- protocol
     async def ping(self) -> None:
         """`StoreError` unless Redis answers."""
@@ -197,7 +268,9 @@ class RedisStore:
     async def get(self, key: SessionKey) -> SessionEntry | None:
         with self._errors("get"):
             try:
-                raw = await self._r.get(self.entry_name(key))
+                raw, last = await self._get_script(
+                    keys=[self.entry_name(key)], args=[f"{self.prefix}:transcript:"]
+                )
             except ResponseError as exc:
                 if "WRONGTYPE" not in str(exc):
                     raise
@@ -205,7 +278,7 @@ class RedisStore:
         if raw is None:
             return None
         try:
-            return self._parse(key, raw)
+            return self._with_progress(self._parse(key, raw), last)
         except ValueError:
             # Reported and quarantined by the next write of this key, which re-reads
             # first: a concurrent rewrite may already have mended it.
@@ -219,19 +292,6 @@ class RedisStore:
             return entry, (entry, True)
 
         return await self._update(key, decide, "reserve")
-
-    async def touch(
-        self, key: SessionKey, session_id: str, *, at: float, turns: int = 1
-    ) -> SessionEntry | None:
-        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry | None]:
-            if current is None or current.session_id != session_id:
-                return None, None
-            updated = replace(
-                current, last_interaction_at=at, updated_at=time.time(), turns=current.turns + turns
-            )
-            return updated, updated
-
-        return await self._update(key, decide, "touch")
 
     async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
         def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry]:
@@ -285,6 +345,12 @@ class RedisStore:
                                 current = self._parse(key, raw)
                             except ValueError as exc:
                                 damage = str(exc)
+                            else:
+                                last = await cast(
+                                    "Awaitable[bytes | None]",
+                                    pipe.lindex(self.transcript_name(current.session_id), -1),
+                                )
+                                current = self._with_progress(current, last)
                         if damage is not None:
                             current = recover_entry(key, raw or b"")
                         new, result = decide(current)
@@ -340,40 +406,59 @@ class RedisStore:
                         )
                         continue
                     entries.append(entry)
+            if entries:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for entry in entries:
+                        pipe.lindex(self.transcript_name(entry.session_id), -1)
+                    lasts = await pipe.execute()
+                entries = [self._with_progress(e, last) for e, last in zip(entries, lasts, strict=True)]
             async for name in self._r.scan_iter(match=f"{self.prefix}:quarantine:*", count=_SCAN_COUNT):
                 raw = await self._r.get(name) if await self._r.type(name) == b"string" else None
                 damaged.append(Damaged(name.decode("utf-8", "replace"), "quarantined", find_key(raw or b"")))
         entries.sort(key=lambda e: e.key)
         return Listing(entries, damaged)
 
-    async def append(self, session_id: str, records: Sequence[ChatMessage]) -> None:
-        name = self.transcript_name(session_id)
-        if not records:
-            return
-        with self._errors("transcript append"):
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.rpush(name, *(jsonl.encode(r).rstrip(b"\n") for r in records))
-                pipe.ltrim(name, -self.transcript_max, -1)
-                await pipe.execute()
+    async def commit(self, commit: TurnCommit) -> None:
+        key = commit.lease.key
+        line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records)
+        names = [
+            self.entry_name(key),
+            self.fence_name(key),
+            self.transcript_name(commit.session_id),
+            self.commit_name(commit.commit_id),
+        ]
+        commit.lease.committing = True
+        with self._errors("commit"):
+            outcome = await self._commit_script(
+                keys=names,
+                args=[commit.lease.token, commit.session_id, line, self.transcript_max, _COMMIT_MARK_S],
+            )
+        if outcome == b"stored":
+            log.info("commit %s of %s was already stored (a retry); stored once", commit.commit_id, key)
+        elif outcome != b"ok":
+            why = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+            log.warning("commit of a turn of %s refused (%s at token %d)", key, why, commit.lease.token)
+            raise Fenced(f"commit of {key} refused: {why}")
 
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
         name = self.transcript_name(session_id)
         if n <= 0:
             return []
         with self._errors("transcript read"):
-            # redis-py types list commands as sync-or-async; this client is async.
+            # redis-py types list commands as sync-or-async; this client is async. A commit
+            # holds one record or more, so the last n commits hold the last n records.
             lines = await cast("Awaitable[list[bytes]]", self._r.lrange(name, -n, -1))
         records: list[ChatMessage] = []
         for line in lines:
             try:
-                records.append(jsonl.decode(line))
+                records.extend(jsonl.decode_line(line)[0])
             except (ValueError, UnicodeDecodeError):
                 log.warning("transcript %s has an unreadable record (%d bytes); skipped", name, len(line))
-        return records
+        return records[-n:]
 
-    def lock_turn(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[None]:
-        """Hold the key's turn lock across every host; `StoreError` if it cannot be kept."""
-        return self._turn_locks.hold(key, self.lock_name(key))
+    def lock_turn(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[TurnLease]:
+        """Hold the key's turn lock across every host; `Fenced` if it cannot be kept."""
+        return self._turn_locks.hold(key, self.lock_name(key), self.fence_name(key))
 
     async def close(self) -> None:
         await self._r.aclose()

@@ -1,10 +1,18 @@
 """The Redis turn lock: turns of one key never overlap, across every host.
 
-`SET NX PX` with a random token, renewed every third of its TTL by a task the lock
-owns. A crashed host's lock expires after the TTL; a live turn's lock does not. If
-renewal fails for a whole TTL (Redis unreachable, or the lock was taken from us), the
-turn is cancelled and the lock raises `StoreError`, the way `asyncio.timeout` turns its
-own cancellation into `TimeoutError`. Release is a token compare in Lua, so a late
+`SET NX PX` with a random token, and in the same script an `INCR` of the key's fencing
+counter: the lease's fencing token, which the commit script checks. The lock is renewed
+every third of its TTL by a task the lock owns. A crashed host's lock expires after the
+TTL; a live turn's lock does not.
+
+A lease knows its own deadline: it runs out one TTL after the last renewal that was
+*sent* and succeeded. Every lock command waits at most until then (a stalled socket
+never raises by itself), so when the deadline passes without a renewal the lease is
+lost at that moment: the turn is cancelled (it stops calling the model for nothing) and
+the lock raises `Fenced`, the way `asyncio.timeout` turns its own cancellation into
+`TimeoutError`. Once the turn's commit is under way a lost lease no longer cancels it:
+the fence decides. A paused process (GC, SIGSTOP) that resumes past its deadline may
+still try to commit; the fence refuses it. Release is a token compare in Lua, so a late
 release never frees someone else's lock.
 """
 
@@ -22,7 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from core.types import SessionKey, StoreError
+from core.types import Fenced, SessionKey, StoreError, TurnLease
 
 log = logging.getLogger("chatlane.store")
 
@@ -32,6 +40,13 @@ _LOCK_POLL_MAX_S = 0.05
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# KEYS[1] lock, KEYS[2] fencing counter; ARGV[1] token, ARGV[2] ttl in ms.
+_ACQUIRE = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('incr', KEYS[2])
 end
 return 0
 """
@@ -58,7 +73,11 @@ class _Holding:
 
     key: SessionKey
     name: str
+    fence: str
     token: str
+    lease: TurnLease | None = None
+    deadline: float = 0.0
+    """monotonic time at which the lock expires unless renewed before."""
     lost: bool = False
 
 
@@ -70,25 +89,26 @@ class TurnLocks:
         self.ttl_s = ttl_s
         self._r = client
         self._ttl_ms = max(1, round(ttl_s * 1000))
+        self._acquire_script = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: SessionKey, name: str) -> AsyncIterator[None]:
-        """Hold lock `name` for the turn of `key`; `StoreError` if it cannot be kept."""
-        holding = _Holding(key, name, uuid.uuid4().hex)
-        await self._acquire(holding)
+    async def hold(self, key: SessionKey, name: str, fence: str) -> AsyncIterator[TurnLease]:
+        """Hold lock `name` for the turn of `key`, raising counter `fence`; `Fenced` out of
+        the block if the lease runs out before the turn's commit began."""
+        holding = _Holding(key, name, fence, uuid.uuid4().hex)
+        lease = await self._acquire(holding)
         owner = asyncio.current_task()
         if owner is None:
             raise RuntimeError("lock_turn needs to run in an asyncio task")
         keeper = asyncio.create_task(self._keep(holding, owner), name=f"turn lock {key}")
         try:
-            yield
+            yield lease
         except asyncio.CancelledError:
             if holding.lost and owner.uncancel() == 0:
-                raise StoreError(
-                    f"Redis at {self.url}: lost the turn lock of {key}: not renewed "
-                    f"within {self.ttl_s:g} s; the turn was stopped"
+                raise Fenced(
+                    f"lost the turn lock of {key}: not renewed within {self.ttl_s:g} s; the turn was stopped"
                 ) from None
             raise
         finally:
@@ -98,24 +118,39 @@ class TurnLocks:
             finally:
                 await asyncio.shield(self._let_go(holding))
 
-    async def _acquire(self, holding: _Holding) -> None:
+    async def _acquire(self, holding: _Holding) -> TurnLease:
         delay = 0.002
         with redis_errors(self.url, "turn lock"):
             while True:
-                attempt = asyncio.ensure_future(
-                    self._r.set(holding.name, holding.token, nx=True, px=self._ttl_ms)
-                )
+                sent = time.monotonic()
+                attempt = asyncio.ensure_future(self._try(holding))
                 try:
-                    won = await asyncio.shield(attempt)
+                    token = await asyncio.shield(attempt)
                 except asyncio.CancelledError:
                     # The request may already be in Redis and win the lock: wait for its
                     # answer and give the lock back, or the key would be stuck for a TTL.
                     await asyncio.shield(self._undo(attempt, holding))
                     raise
-                if won:
-                    return
+                if token:
+                    holding.deadline = sent + self.ttl_s
+                    holding.lease = TurnLease(holding.key, token)
+                    return holding.lease
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _LOCK_POLL_MAX_S)
+
+    async def _try(self, holding: _Holding) -> int:
+        """One attempt, bounded: a stalled connection must not hold the waiter forever.
+        The fencing token, or 0 if the lock is held (or the attempt timed out)."""
+        try:
+            async with asyncio.timeout(self.ttl_s / 2):
+                won = await self._acquire_script(
+                    keys=[holding.name, holding.fence], args=[holding.token, self._ttl_ms]
+                )
+        except TimeoutError:
+            # If it did reach Redis, the lock expires by itself after one TTL.
+            log.warning("taking the turn lock of %s timed out; trying again", holding.key)
+            return 0
+        return int(won)
 
     async def _undo(self, attempt: asyncio.Future[Any], holding: _Holding) -> None:
         try:
@@ -126,23 +161,34 @@ class TurnLocks:
             await self._let_go(holding)
 
     async def _keep(self, holding: _Holding, owner: asyncio.Task[Any]) -> None:
-        """Renew the lock every third of its TTL; cancel `owner` if it cannot be kept."""
-        ttl = self.ttl_s
-        kept_at = time.monotonic()
+        """Renew the lock every third of its TTL; at the lease's deadline without a
+        renewal, cancel `owner` (unless its commit is already under way)."""
         while True:
-            await asyncio.sleep(ttl / 3)
+            await asyncio.sleep(self.ttl_s / 3)
+            sent = time.monotonic()
+            renewed = 0
             try:
-                renewed = await self._renew(keys=[holding.name], args=[holding.token, self._ttl_ms])
+                async with asyncio.timeout(max(0.0, holding.deadline - sent)):
+                    renewed = await self._renew(keys=[holding.name], args=[holding.token, self._ttl_ms])
+            except TimeoutError:
+                pass  # the deadline passed while waiting: lost below
             except (RedisError, OSError) as exc:
-                if time.monotonic() - kept_at < ttl:
+                if time.monotonic() < holding.deadline:
                     log.warning("could not renew the turn lock of %s yet: %s", holding.key, exc)
                     continue
-                renewed = 0
             if renewed:
-                kept_at = time.monotonic()
+                holding.deadline = sent + self.ttl_s
                 continue
+            # Not renewed by the deadline, or the lock is gone (expired, taken, flushed).
             holding.lost = True
-            log.error("turn lock of %s lost (expired or taken); stopping the turn", holding.key)
+            if holding.lease is not None and holding.lease.committing:
+                log.warning(
+                    "turn lock of %s lost while its commit is under way; the fence decides", holding.key
+                )
+                return
+            log.warning(
+                "turn lock of %s lost (not renewed in time, or taken); stopping the turn", holding.key
+            )
             owner.cancel()
             return
 

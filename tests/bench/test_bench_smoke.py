@@ -6,6 +6,7 @@ regression it detects (two sessions for one key, a lost turn) turns CI red here.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -17,11 +18,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 240
+WITHOUT_TESTS = "import sys; sys.modules['tests'] = None; from bench.__main__ import main; sys.exit(main())"
+"""`python -m bench`, with the `tests` package made unimportable: bench must run without it."""
 
 
 def run_bench(name: str, tmp_path: Path) -> tuple[int, dict[str, Any], str]:
     done = subprocess.run(
-        [sys.executable, "-m", "bench", name, "--quick", "--json", "--workdir", str(tmp_path)],
+        [sys.executable, "-c", WITHOUT_TESTS, name, "--quick", "--json", "--workdir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -46,6 +49,27 @@ def test_benchmark_runs_and_its_correctness_checks_pass(name: str, tmp_path: Pat
     assert all(m["n"] > 0 and m["median"] is not None for m in report["metrics"]), report["metrics"]
     assert doc["machine"]["cpu_count"] == os.cpu_count()
     assert list(tmp_path.iterdir()) == [], "the benchmark left temporary state behind"
+
+
+def imported_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("package", ["bench", "core", "bots"])
+def test_benchmarks_and_the_shipped_package_import_nothing_from_tests(package: str) -> None:
+    """bench/ runs from an installed chatlane, where tests/ does not exist; what it shares
+    with the tests (agents, the process runner, redis-server) is in `core.testing`."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(m for m in imported_modules(path) if m.split(".")[0] == "tests")
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+    assert {path: found for path, found in offenders.items() if found} == {}
 
 
 def test_a_failed_check_makes_the_exit_code_non_zero(

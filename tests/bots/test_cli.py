@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import start_process
+from core.testing import ChatlaneProcess, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,14 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def chatlane(
     *args: str, cwd: Path | None = None, stdin: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bots", *args],
-        cwd=cwd or ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(*args, cwd=cwd or ROOT, stdin=stdin, timeout=timeout)
 
 
 def config(tmp_path: Path, extra: str = "") -> Path:
@@ -123,7 +116,7 @@ def test_several_chat_processes_with_one_user_write_one_conversation(tmp_path: P
 
 
 async def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    child = await start_process(config(tmp_path), tmp_path / "run.log")
+    child = await ChatlaneProcess.start(config(tmp_path), tmp_path / "run.log")
     code = await child.terminate()
     log = child.stderr()
     assert code == 0, log

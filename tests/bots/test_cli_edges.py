@@ -7,13 +7,14 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from core.reserver import new_session_id
 from core.store.files import FileStore
-from core.types import ChatMessage, SessionEntry, SessionKey
+from core.types import ChatMessage, SessionEntry, SessionKey, TurnCommit
 from tests.bots.test_cli import ROOT, chatlane, config
 
 
@@ -143,8 +144,10 @@ def _seed(state: Path, rows: list[tuple[str, float]], records: int = 0) -> list[
                     return SessionEntry(k, new_session_id(), "http", at, at, at, at, 1)
 
                 entry, _ = await store.reserve(SessionKey(key), lambda e: True, mint)
-                if records:
-                    await store.append(entry.session_id, [ChatMessage("user", f"said in {key}", at)])
+                if records:  # one turn, committed at `at`, as the gateway would
+                    async with store.lock_turn(SessionKey(key)) as lease:
+                        said = [ChatMessage("user", f"said in {key}", at)]
+                        await store.commit(TurnCommit(lease, entry.session_id, uuid.uuid4().hex, said, at, 1))
                 out.append(entry)
         finally:
             await store.close()

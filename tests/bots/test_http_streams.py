@@ -15,7 +15,8 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from bots.http.service import SESSION_HEADER
-from tests.bots.http_harness import Served, eventually, serve
+from core.testing import eventually
+from tests.support.http import Api, serve
 
 END_S = 10.0
 """A stream that has not ended after this long is a stream that never ends."""
@@ -61,7 +62,7 @@ class Stream:
         assert [c.choices[0].finish_reason for c in self.chunks[:-1]] == [None] * (len(self.chunks) - 1)
 
 
-async def stream(s: Served, body: dict[str, Any], headers: dict[str, str] | None = None) -> Stream:
+async def stream(s: Api, body: dict[str, Any], headers: dict[str, str] | None = None) -> Stream:
     async with (
         aiohttp.ClientSession() as http,
         asyncio.timeout(END_S),
@@ -91,7 +92,7 @@ async def test_concurrent_streams_of_one_conversation_all_end_in_every_queue_mod
     tmp_path: Path, mode: str
 ) -> None:
     extra = f'[queue]\nmode = "{mode}"\ndebounce_ms = 50'
-    async with serve(tmp_path, agent="echo_delay_ms = 300", extra=extra) as s:
+    async with serve(tmp_path, agent_toml="echo_delay_ms = 300", extra=extra) as s:
         first = asyncio.create_task(stream(s, _body("one", user="c")))
         await eventually(lambda: s.runtime.gateway.lanes.waiting(_key("c"))[1])
         rest = [asyncio.create_task(stream(s, _body(t, user="c"))) for t in ("two", "three")]
@@ -106,7 +107,7 @@ async def test_interrupt_mode_never_streams_a_cut_off_answer_as_final(tmp_path: 
     """s1 is interrupted by s2: the s1 stream ends with the same merged answer a
     non-streaming client gets, never with the cut-off "echo: s1" of the cancelled turn."""
     extra = '[queue]\nmode = "interrupt"'
-    async with serve(tmp_path, agent="echo_delay_ms = 1500", extra=extra) as s:
+    async with serve(tmp_path, agent_toml="echo_delay_ms = 1500", extra=extra) as s:
         s1 = asyncio.create_task(stream(s, _body("s1", user="i")))
         await eventually(lambda: s.runtime.gateway.lanes.waiting(_key("i"))[1])
         await asyncio.sleep(0.4)
@@ -125,7 +126,7 @@ async def test_a_stream_cut_off_by_shutdown_ends_with_an_error_a_finish_chunk_an
     tmp_path: Path,
 ) -> None:
     extra = "[queue]\nshutdown_timeout_s = 0.2"
-    async with serve(tmp_path, agent="echo_delay_ms = 5000", extra=extra) as s:
+    async with serve(tmp_path, agent_toml="echo_delay_ms = 5000", extra=extra) as s:
         task = asyncio.create_task(stream(s, _body("slow", user="d")))
         await eventually(lambda: s.runtime.gateway.lanes.waiting(_key("d"))[1])
         await asyncio.sleep(0.1)  # the first piece is out: the stream has begun
@@ -140,7 +141,7 @@ async def test_a_stream_cut_off_by_shutdown_ends_with_an_error_a_finish_chunk_an
 async def test_queued_streams_refused_before_their_first_byte_get_a_status(tmp_path: Path) -> None:
     """A full queue is a 429 with Retry-After; shutdown a 503 with Retry-After: never a hang."""
     extra = '[queue]\ncap = 1\ndrop = "newest"'
-    async with serve(tmp_path, agent="echo_delay_ms = 500", extra=extra) as s:
+    async with serve(tmp_path, agent_toml="echo_delay_ms = 500", extra=extra) as s:
         running = asyncio.create_task(stream(s, _body("one", user="q")))
         await eventually(lambda: s.runtime.gateway.lanes.waiting(_key("q"))[1])
         waiting = asyncio.create_task(stream(s, _body("two", user="q")))

@@ -14,11 +14,12 @@ import openai
 import pytest
 
 from bots.http.service import SESSION_HEADER, HttpService
+from bots.launcher import load_config
 from bots.runtime import Runtime, StartupError
-from core.config import load_config
+from core.testing import eventually
 from core.types import AgentError, TurnInput
-from tests.bots.http_harness import eventually, serve
 from tests.fakes.fake_llm import FakeLLM
+from tests.support.http import serve
 
 TOKEN = "s3cret-token"
 
@@ -155,7 +156,7 @@ async def test_reset_command_over_http_starts_a_new_session(tmp_path: Path) -> N
 
 async def test_same_key_burst_is_one_session_of_ordered_turns_each_seeing_the_earlier(tmp_path: Path) -> None:
     """10 concurrent requests, one key, slow model: every later call was shown every earlier turn."""
-    async with FakeLLM(delay_s=0.05) as llm, serve(tmp_path, agent=_openai_agent(llm)) as s:
+    async with FakeLLM(delay_s=0.05) as llm, serve(tmp_path, agent_toml=_openai_agent(llm)) as s:
         async with s.client() as client:
 
             async def ask(i: int) -> str:
@@ -185,7 +186,7 @@ async def test_same_key_burst_is_one_session_of_ordered_turns_each_seeing_the_ea
 
 async def test_second_request_mid_turn_lands_in_the_same_session_and_sees_the_first(tmp_path: Path) -> None:
     """The follow-up sent 100 ms into the first turn waits for it and is shown it."""
-    async with FakeLLM(delay_s=0.4) as llm, serve(tmp_path, agent=_openai_agent(llm)) as s:
+    async with FakeLLM(delay_s=0.4) as llm, serve(tmp_path, agent_toml=_openai_agent(llm)) as s:
         key = "agent:main:http:dave:api"
         async with s.client() as client:
 
@@ -214,7 +215,7 @@ async def test_second_request_mid_turn_lands_in_the_same_session_and_sees_the_fi
 @pytest.mark.parametrize("stream", [False, True])
 async def test_client_disconnect_mid_turn_still_stores_the_turn(tmp_path: Path, stream: bool) -> None:
     """The lanes own the turn: a vanished client does not cancel it; the next request sees it."""
-    async with serve(tmp_path, agent="echo_delay_ms = 500") as s, aiohttp.ClientSession() as http:
+    async with serve(tmp_path, agent_toml="echo_delay_ms = 500") as s, aiohttp.ClientSession() as http:
         body = {
             "model": "main",
             "messages": [{"role": "user", "content": "gone"}],
@@ -403,7 +404,7 @@ async def test_shutdown_answers_503(tmp_path: Path) -> None:
 
 async def test_agent_failure_is_a_502_that_forbids_retry_and_keeps_the_message(tmp_path: Path) -> None:
     """Choice: a 502 error (not a 200 with failure text); the message stays in memory."""
-    async with FakeLLM(fail_first=1) as llm, serve(tmp_path, agent=_openai_agent(llm)) as s:
+    async with FakeLLM(fail_first=1) as llm, serve(tmp_path, agent_toml=_openai_agent(llm)) as s:
         async with s.client(max_retries=2) as client:
             with pytest.raises(openai.APIStatusError) as caught:
                 await client.chat.completions.create(
@@ -424,7 +425,7 @@ async def test_agent_failure_before_streaming_is_a_plain_502(tmp_path: Path) -> 
     """Streaming: a failure before the first piece is a plain 502, never a broken stream."""
     async with (
         FakeLLM(fail_first=1) as llm,
-        serve(tmp_path, agent=_openai_agent(llm)) as s,
+        serve(tmp_path, agent_toml=_openai_agent(llm)) as s,
         s.client() as client,
     ):
 
@@ -456,8 +457,7 @@ class _FailsMidStream:
 async def test_agent_failure_after_the_first_piece_ends_the_stream_with_an_error_event(
     tmp_path: Path,
 ) -> None:
-    async with serve(tmp_path) as s, s.client() as client:
-        s.runtime.gateway.agent = _FailsMidStream()
+    async with serve(tmp_path, agent=_FailsMidStream()) as s, s.client() as client:
         seen: list[str] = []
 
         async def consume() -> None:
@@ -475,7 +475,7 @@ async def test_agent_failure_after_the_first_piece_ends_the_stream_with_an_error
 
 async def test_a_message_dropped_from_a_full_queue_is_a_429(tmp_path: Path) -> None:
     extra = '[queue]\ncap = 1\ndrop = "newest"'
-    async with serve(tmp_path, agent="echo_delay_ms = 300", extra=extra) as s, s.client() as client:
+    async with serve(tmp_path, agent_toml="echo_delay_ms = 300", extra=extra) as s, s.client() as client:
 
         async def ask(text: str) -> int:
             try:

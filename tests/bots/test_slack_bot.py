@@ -12,22 +12,18 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
-import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from bots.launcher import load_config
 from bots.runtime import Runtime, StartupError
-from bots.slack.service import SlackService, create
+from bots.slack.service import create
 from core.chunking import chunk_message, join_chunks
-from core.config import Secrets, load_config
-from core.types import Agent, Inbound
-from tests.fakes.agents import FixedAgent
+from core.config import Secrets
+from core.testing import FixedAgent
+from core.types import Inbound
 from tests.fakes.fake_slack import (
     BOT_USER,
     DM,
@@ -36,63 +32,15 @@ from tests.fakes.fake_slack import (
     ApiCall,
     FakeSlack,
     Fault,
-    Json,
     event_callback,
-    form_body,
     mention_twin,
     message_event,
     post,
     signed_headers,
-    slash_command,
 )
+from tests.support.slack import ENV, SECRET, Transport, mention, running, submitted
 
-SECRET = "test-signing-secret"
-ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test", "SLACK_SIGNING_SECRET": SECRET}
-Transport = Literal["socket", "http"]
 TURN = re.compile(r"turn (\d+) of session ([0-9a-f]{8})")
-
-
-@dataclass
-class Bot:
-    fake: FakeSlack
-    runtime: Runtime
-    service: SlackService
-    http: aiohttp.ClientSession
-    transport: Transport
-
-    async def deliver(self, event: Json, *, event_id: str | None = None, retry: int = 0) -> bool:
-        """Deliver `event` as Slack does over this transport; True once it was acked."""
-        payload = event_callback(event, event_id)
-        if self.transport == "socket":
-            envelope = await self.fake.push("events_api", payload, retry_attempt=retry)
-            return await self.fake.wait_for_ack(envelope) == {"envelope_id": envelope}
-        body = json.dumps(payload)
-        headers = signed_headers(SECRET, body)
-        if retry:
-            headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
-        status, _ = await post(self.http, self.service.url, body, headers)
-        return status == 200
-
-    async def command(self, text: str, channel: str = GENERAL) -> str:
-        """Run the slash command; the text of its (ephemeral) acknowledgement."""
-        fields = slash_command("/chatlane", text, channel=channel)
-        if self.transport == "socket":
-            envelope = await self.fake.push("slash_commands", dict(fields))
-            ack = await self.fake.wait_for_ack(envelope)
-            return str(ack["payload"]["text"])
-        body = form_body(fields)
-        headers = signed_headers(SECRET, body, content_type="application/x-www-form-urlencoded")
-        status, text_body = await post(self.http, self.service.url, body, headers)
-        assert status == 200
-        return text_body  # Bolt answers a text-only ack with a plain-text body
-
-
-def submitted(bot: Bot) -> int:
-    """Messages the adapter handed to the gateway. The gateway counts them as it takes
-    them, and a later delivery's hand-off runs after every earlier one's, so once a
-    sentinel's reply arrived this is final for everything delivered before it."""
-    value = bot.runtime.metrics.registry.get_sample_value("chatlane_messages_in_total", {"platform": "slack"})
-    return int(value or 0)
 
 
 def turn_of(call: ApiCall) -> tuple[int, str]:
@@ -102,48 +50,10 @@ def turn_of(call: ApiCall) -> tuple[int, str]:
     return int(found[1]), found[2]
 
 
-@asynccontextmanager
-async def running(
-    tmp_path: Path,
-    transport: Transport,
-    *,
-    slack: str = "",
-    extra: str = "",
-    delay_ms: int = 0,
-    agent: Agent | None = None,
-) -> AsyncIterator[Bot]:
-    fake = await FakeSlack().start()
-    config = tmp_path / "chatlane.toml"
-    config.write_text(
-        f'[agent]\necho_delay_ms = {delay_ms}\n[store]\npath = "{tmp_path / "state"}"\n'
-        "[http]\nenabled = false\n"
-        f'[slack]\nenabled = true\nmode = "{transport}"\napi_base_url = "{fake.api_base}"\nport = 0\n'
-        f"{slack}\n{extra}\n",
-        encoding="utf-8",
-    )
-    runtime = Runtime.build(load_config(config, env=ENV))
-    if agent is not None:
-        runtime.agent = runtime.gateway.agent = agent
-    bot = Bot(fake, runtime, create(runtime), aiohttp.ClientSession(), transport)
-    try:
-        await bot.service.start()
-        yield bot
-    finally:
-        await runtime.gateway.close(timeout=2)
-        await bot.service.stop()  # the one running now (a test may restart it)
-        await runtime.close()
-        await bot.http.close()
-        await fake.close()
-
-
 @pytest.fixture(params=["socket", "http"])
 def transport(request: pytest.FixtureRequest) -> Transport:
     mode: Transport = request.param
     return mode
-
-
-def mention(text: str, **kw: Any) -> Json:
-    return message_event(f"<@{BOT_USER}> {text}", kind="app_mention", **kw)
 
 
 async def test_mention_is_answered_in_its_thread(tmp_path: Path, transport: Transport) -> None:
@@ -333,12 +243,12 @@ async def test_a_rate_limited_post_is_retried(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mode", "secrets", "problem"),
     [
-        ("socket", {"slack_app_token": "xapp-test"}, "SLACK_BOT_TOKEN"),
-        ("socket", {"slack_bot_token": "xoxp-user", "slack_app_token": "xapp-test"}, "start with 'xoxb-'"),
-        ("socket", {"slack_bot_token": "xoxb-test"}, "SLACK_APP_TOKEN"),
-        ("socket", {"slack_bot_token": "xoxb-test", "slack_app_token": "xoxb-test"}, "start with 'xapp-'"),
-        ("http", {"slack_bot_token": "xoxb-test"}, "SLACK_SIGNING_SECRET"),
-        ("http", {"slack_bot_token": "xoxb-revoked", "slack_signing_secret": SECRET}, "invalid_auth"),
+        ("socket", {"SLACK_APP_TOKEN": "xapp-test"}, "SLACK_BOT_TOKEN"),
+        ("socket", {"SLACK_BOT_TOKEN": "xoxp-user", "SLACK_APP_TOKEN": "xapp-test"}, "start with 'xoxb-'"),
+        ("socket", {"SLACK_BOT_TOKEN": "xoxb-test"}, "SLACK_APP_TOKEN"),
+        ("socket", {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xoxb-test"}, "start with 'xapp-'"),
+        ("http", {"SLACK_BOT_TOKEN": "xoxb-test"}, "SLACK_SIGNING_SECRET"),
+        ("http", {"SLACK_BOT_TOKEN": "xoxb-revoked", "SLACK_SIGNING_SECRET": SECRET}, "invalid_auth"),
     ],
 )
 async def test_missing_or_wrong_tokens_are_startup_errors(
@@ -352,7 +262,9 @@ async def test_missing_or_wrong_tokens_are_startup_errors(
         encoding="utf-8",
     )
     loaded = load_config(config, env=ENV)
-    loaded = loaded.model_copy(update={"secrets": Secrets(**{k: SecretStr(v) for k, v in secrets.items()})})
+    loaded = loaded.model_copy(
+        update={"secrets": Secrets(by_var={k: SecretStr(v) for k, v in secrets.items()})}
+    )
     runtime = Runtime.build(loaded)
     service = create(runtime)
     try:

@@ -24,7 +24,7 @@ line = st.one_of(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=500)
 @given(st.lists(line, max_size=60), st.sampled_from([32, 100, 2000, 4000]))
 def test_chunks_carry_the_text_within_the_limit_with_fences_balanced(lines: list[str], limit: int) -> None:
     text = "\n".join(lines)

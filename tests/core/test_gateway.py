@@ -14,8 +14,8 @@ from core.config import Config, QueueSettings
 from core.gateway import Gateway
 from core.lanes import DROPPED_TEXT
 from core.store.files import FileStore
+from core.testing import Inbox, RecordingAgent, eventually
 from core.types import Inbound, SessionKey
-from tests.fakes.agents import Inbox, RecordingAgent
 
 Factory = Callable[..., Gateway]
 
@@ -174,9 +174,7 @@ async def test_idle_lanes_are_forgotten(make_gateway: Factory) -> None:
     gw = make_gateway()
     inboxes = [inbox for u in range(200) for inbox in await say(gw, "hi", user=f"user{u}")]
     await answered(*inboxes)
-    async with asyncio.timeout(5):
-        while len(gw.lanes) or gw.reserver.active_locks:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: not len(gw.lanes) and not gw.reserver.active_locks)
 
 
 async def test_a_reset_command_starts_a_new_session_and_keeps_the_old_transcript(

@@ -12,7 +12,6 @@ Adapted from /work/shared/reference/fakes/fake_discord.py.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -24,6 +23,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from core.testing import eventually
 from tests.fakes.server import serve_on_loopback
 
 JSON = dict[str, Any]
@@ -125,7 +125,6 @@ class FakeDiscord:
         self._ws: web.WebSocketResponse | None = None
         self._zctx: Any = None
         self._seq = 0
-        self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ URLs
@@ -442,7 +441,6 @@ class FakeDiscord:
 
     def _record(self, call: Call) -> None:
         self.calls.append(call)
-        self._changed.set()
 
     # ------------------------------------------------------------ inspection
     def calls_to(self, method: str, path_regex: str) -> list[Call]:
@@ -454,14 +452,8 @@ class FakeDiscord:
         return [m for m in self._messages_sent if m["channel_id"] == channel_id]
 
     async def wait_until(self, check: Any, timeout: float = 5.0) -> None:
-        """Wait until `check()` is true (re-checked after every REST call)."""
-
-        async def _wait() -> None:
-            while not check():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(_wait(), timeout)
+        """Wait until `check()` is true."""
+        await eventually(check, timeout=timeout)
 
     async def wait_for_call(self, method: str, path_regex: str, timeout: float = 5.0) -> Call:
         await self.wait_until(lambda: self.calls_to(method, path_regex), timeout)
@@ -521,7 +513,6 @@ class FakeDiscord:
                 for data in replay:
                     await self.dispatch("MESSAGE_CREATE", data)
                 await self.dispatch("RESUMED", {})
-                self._changed.set()
             # op 3 presence, op 8 request members: ignored
         if self._ws is ws:
             self._ws = None

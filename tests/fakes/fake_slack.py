@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
+from core.testing import eventually
 from tests.fakes.server import serve_on_loopback
 
 TEAM, BOT_USER, BOT_ID, APP_ID, HUMAN = "T0TEST", "U0BOT", "B0BOT", "A0APP", "U0HUMAN"
@@ -70,7 +71,6 @@ class FakeSlack:
     faults: list[Fault] = field(default_factory=list)
     port: int = 0
     ws_connected: asyncio.Event = field(default_factory=asyncio.Event)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _ws: web.WebSocketResponse | None = None
     _runner: web.AppRunner | None = None
 
@@ -109,7 +109,6 @@ class FakeSlack:
             None,
         )
         self.calls.append(ApiCall(method, args, token, fault.error if fault else None))
-        self._changed.set()
         if fault is not None:
             fault.times -= 1
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
@@ -152,15 +151,15 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ waiting
     async def wait_for(self, probe: Callable[[], T | None], timeout: float = 5.0) -> T:
-        """Wait until `probe()` returns something other than None."""
+        """Wait until `probe()` returns something other than None; that."""
 
-        async def poll() -> T:
-            while (hit := probe()) is None:
-                self._changed.clear()
-                await self._changed.wait()
-            return hit
+        def found() -> tuple[T] | None:
+            hit = probe()
+            return None if hit is None else (hit,)
 
-        return await asyncio.wait_for(poll(), timeout)
+        hit = await eventually(found, timeout=timeout)
+        assert hit is not None  # eventually returns only a truthy value
+        return hit[0]
 
     async def wait_for_posts(self, n: int, timeout: float = 5.0, **match: Any) -> list[ApiCall]:
         """The first `n` successful chat.postMessage calls whose args match `match`."""
@@ -193,7 +192,6 @@ class FakeSlack:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 self.acks.append(json.loads(msg.data))
-                self._changed.set()
         return ws
 
     async def push(self, kind: str, payload: Json, *, retry_attempt: int = 0) -> str:

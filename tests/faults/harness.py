@@ -1,225 +1,28 @@
-"""Shared helpers for the fault suite: real chatlane processes, an in-process API with a
-misbehaving agent, and checks that read the state directory the way a restart would."""
+"""Helpers of the fault suite: checks that read the state directory the way a restart
+would, and real filesystem faults (mounts, a full disk).
+
+The processes, the in-process API and the test agents it attacks with are shared
+support: `core.testing` (ChatlaneProcess, FlakyAgent, ...) and `tests/support/`."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
-import hashlib
-import io
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from bots.http.service import HttpService
-from bots.runtime import Runtime
-from core.config import load_config
 from core.keys import validate_key
 from core.store import jsonl
-from core.types import Agent, AgentError, ChatMessage, TurnInput
+from core.testing import eventually
+from core.types import ChatMessage
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPLETIONS = "/v1/chat/completions"
-_UP = re.compile(rb"OpenAI-compatible API at http://127\.0\.0\.1:(\d+)/v1")
-
-
-def write_config(tmp_path: Path, extra: str = "", *, state: Path | None = None) -> Path:
-    """A minimal config: HTTP on a free port, echo agent, files store under `state`."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "chatlane.toml"
-    where = state if state is not None else tmp_path / "state"
-    path.write_text(f'[store]\npath = "{where}"\n[http]\nport = 0\n{extra}\n', encoding="utf-8")
-    return path
-
-
-def body(text: str, user: str | None = None, **more: Any) -> dict[str, Any]:
-    """A chat-completions request body with one user message."""
-    out: dict[str, Any] = {"model": "main", "messages": [{"role": "user", "content": text}], **more}
-    if user is not None:
-        out["user"] = user
-    return out
-
-
-# ---------------------------------------------------------------- real processes
-@dataclass(slots=True)
-class Process:
-    """A `python -m bots run` child; its stderr goes to a file so it can never block."""
-
-    proc: asyncio.subprocess.Process
-    log: Path
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stderr(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    async def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(self.proc.wait(), 10)
-
-    async def terminate(self, timeout: float = 30) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), timeout)
-
-
-async def start_process(
-    config: Path,
-    log: Path,
-    env: Mapping[str, str] | None = None,
-    timeout: float = 20,
-    options: tuple[str, ...] = (),
-    preexec_fn: Callable[[], object] | None = None,
-) -> Process:
-    """Start `chatlane run` and wait until it serves; fails with its stderr if it dies."""
-    err = log.open("ab")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bots",
-            *options,
-            "run",
-            "--config",
-            str(config),
-            cwd=ROOT,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err,
-            env={**os.environ, **(env or {})},
-            preexec_fn=preexec_fn,
-        )
-    finally:
-        err.close()
-    child = Process(proc, log)
-    start = _size(log)
-    async with asyncio.timeout(timeout):
-        while True:
-            text = _read_from(log, start)
-            if b"chatlane is up" in text and (m := _UP.search(text)):
-                child.port = int(m.group(1))
-                return child
-            if proc.returncode is not None:
-                raise AssertionError(f"chatlane exited {proc.returncode}:\n{child.stderr()}")
-            await asyncio.sleep(0.02)
-
-
-def _size(path: Path) -> int:
-    return path.stat().st_size
-
-
-def _read_from(path: Path, offset: int) -> bytes:
-    return path.read_bytes()[offset:]
-
-
-# ------------------------------------------------------------ in-process API
-class FlakyAgent:
-    """An agent boundary that fails or is slow on a deterministic share of turns.
-
-    Whether a turn fails or is slow is drawn from a hash of its newest message, so a
-    run is reproducible and a test can predict which replies must be failures.
-    """
-
-    name = "flaky"
-
-    def __init__(
-        self, fail: float = 0.0, slow: float = 0.0, slow_s: float = 0.05, delay_s: float = 0.0
-    ) -> None:
-        self.fail, self.slow, self.slow_s, self.delay_s = fail, slow, slow_s, delay_s
-        self.calls = 0
-        self.running = 0
-
-    @staticmethod
-    def draw(text: str, salt: str) -> float:
-        digest = hashlib.blake2b(f"{salt}:{text}".encode("utf-8", "surrogatepass"), digest_size=8)
-        return int.from_bytes(digest.digest(), "big") / 2**64
-
-    def fails(self, text: str) -> bool:
-        return self.draw(text, "fail") < self.fail
-
-    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
-        self.calls += 1
-        self.running += 1
-        try:
-            said = turn.new_messages[-1].content
-            wait = self.delay_s + (self.slow_s if self.draw(said, "slow") < self.slow else 0.0)
-            if wait:
-                await asyncio.sleep(wait)
-            if self.fails(said):
-                raise AgentError("upstream model returned 500 (fake)")
-            yield f"ok: {said} (turn {turn.turn})"
-        finally:
-            self.running -= 1
-
-    async def close(self) -> None:
-        return None
-
-
-@dataclass(slots=True)
-class Api:
-    """A real HttpService in this process, and an aiohttp client session for it."""
-
-    runtime: Runtime
-    service: HttpService
-    http: aiohttp.ClientSession
-    statuses: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.service.port}"
-
-    async def post(
-        self, payload: Any, headers: Mapping[str, str] | None = None
-    ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
-        """POST a body (JSON-encoded unless bytes); the status, parsed JSON and headers."""
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        hdrs = {"Content-Type": "application/json", **(headers or {})}
-        # aiohttp warns that a large bytes body blocks the loop; a file object streams.
-        sent: bytes | io.BytesIO = io.BytesIO(data) if len(data) > 64 * 1024 else data
-        async with self.http.post(self.url + COMPLETIONS, data=sent, headers=hdrs) as resp:
-            raw = await resp.read()
-            self.statuses[resp.status] = self.statuses.get(resp.status, 0) + 1
-            if resp.content_type == "text/event-stream":  # `"stream": true` was asked for
-                return resp.status, {"stream": raw.decode()}, resp.headers
-            return resp.status, json.loads(raw) if raw else {}, resp.headers
-
-
-@contextlib.asynccontextmanager
-async def serve(
-    tmp_path: Path,
-    *,
-    agent: Agent | None = None,
-    extra: str = "",
-    env: Mapping[str, str] | None = None,
-    state: Path | None = None,
-) -> AsyncIterator[Api]:
-    """The HTTP API over a temporary store, with `agent` in place of the configured one."""
-    loaded = load_config(write_config(tmp_path, extra, state=state), env=dict(env or {}))
-    runtime = Runtime.build(loaded, agent=agent)
-    service = HttpService(runtime)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=200)) as http:
-        try:
-            await service.start()
-            yield Api(runtime, service, http)
-        finally:
-            await runtime.gateway.close()
-            await service.stop()
-            await runtime.close()
 
 
 # ------------------------------------------------------------ state checks
@@ -305,20 +108,26 @@ def mounted(target: Path, *options: str) -> Iterator[bool]:
         subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
 
 
-def remount(target: Path, mode: str) -> None:
+async def remount(target: Path, mode: str) -> None:
     """Make a bind mount read-only (`ro`) or writable (`rw`) again.
 
     Going read-only fails with EBUSY while any file on it is open for writing; a turn
-    lock is released just after its reply is sent, so retry for a moment.
+    lock is released just after its reply is sent, so retry for a moment (on the event
+    loop's time: the release runs on it).
     """
-    for _ in range(100):
+    tried: list[subprocess.CompletedProcess[str]] = []
+
+    def attempt() -> bool:
         done = subprocess.run(
             ["mount", "-o", f"remount,bind,{mode}", str(target)], capture_output=True, text=True, check=False
         )
-        if done.returncode == 0:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"cannot remount {target} {mode}: {done.stderr}")
+        tried.append(done)
+        return done.returncode == 0
+
+    try:
+        await eventually(attempt, timeout=2.0, interval=0.02)
+    except TimeoutError:
+        raise AssertionError(f"cannot remount {target} {mode}: {tried[-1].stderr}") from None
 
 
 def fill_disk(where: Path) -> Path:

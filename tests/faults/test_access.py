@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import stat
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,14 +14,13 @@ import pytest
 from aiohttp import web
 
 from core.responders import FutureResponder
+from core.testing import ChatlaneProcess, run_cli, write_config
 from core.types import Inbound
-from tests.bots.test_discord_bot import StartBot, fake, start_bot
-from tests.bots.test_slack_bot import Bot, mention, running, submitted
 from tests.fakes.fake_discord import JSON, FakeDiscord, user_obj
 from tests.fakes.fake_slack import DM, GENERAL, HUMAN, FakeSlack, message_event
-from tests.faults.harness import COMPLETIONS, ROOT, body, serve, start_process, write_config
-
-__all__ = ["fake", "start_bot"]  # fixtures borrowed from the Discord adapter's tests
+from tests.support.discord import StartBot
+from tests.support.http import COMPLETIONS, body, serve
+from tests.support.slack import Bot, mention, running, submitted
 
 SECRETS = {
     "CHATLANE_HTTP_TOKEN": "httptok-7f3a9c1e5b20",
@@ -38,15 +34,7 @@ SECRETS = {
 # ------------------------------------------------------------------ HTTP token
 def test_the_api_refuses_to_listen_off_loopback_without_a_token(tmp_path: Path) -> None:
     config = write_config(tmp_path, 'host = "0.0.0.0"')  # lands in [http]
-    env = {k: v for k, v in os.environ.items() if k != "CHATLANE_HTTP_TOKEN"}
-    done = subprocess.run(
-        [sys.executable, "-m", "bots", "run", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    done = run_cli("run", "--config", str(config), env={"CHATLANE_HTTP_TOKEN": None})
     assert done.returncode == 1, done.stderr
     assert "refusing to listen on '0.0.0.0' without a token" in done.stderr
     assert "Traceback" not in done.stderr
@@ -59,9 +47,9 @@ async def test_without_the_right_token_nothing_but_healthz_is_served(tmp_path: P
             status, payload, _ = await api.post(body("hi", user="eve"), given)
             assert status == 401 and token not in json.dumps(payload)
         for path in ("/v1/models", "/metrics"):
-            async with api.http.get(api.url + path) as resp:
+            async with api.http.get(api.url(path)) as resp:
                 assert resp.status == 401
-        async with api.http.get(api.url + "/healthz") as resp:
+        async with api.http.get(api.url("/healthz")) as resp:
             assert resp.status == 200
         assert (await api.runtime.store.list()).entries == [], "a refused request made no session"
         status, _, _ = await api.post(body("hi", user="ann"), {"Authorization": f"Bearer {token}"})
@@ -141,7 +129,7 @@ async def test_no_secret_reaches_a_real_processs_logs_or_any_reply(
     log.touch()
     replies: list[str] = []
     try:
-        child = await start_process(config, log, SECRETS, options=("--log-level", "DEBUG"))
+        child = await ChatlaneProcess.start(config, log, env=SECRETS, options=("--log-level", "DEBUG"))
         try:
             async with aiohttp.ClientSession() as http:
                 token = SECRETS["CHATLANE_HTTP_TOKEN"]

@@ -16,17 +16,10 @@ import pytest
 
 from core.gateway import STORE_FAILURE_TEXT
 from core.store.files import FileStore
+from core.testing import run_cli, write_config
 from core.types import SessionKey
-from tests.faults.harness import (
-    ROOT,
-    body,
-    fill_disk,
-    inspect_state,
-    mounted,
-    remount,
-    serve,
-    write_config,
-)
+from tests.faults.harness import ROOT, fill_disk, inspect_state, mounted, remount
+from tests.support.http import body, serve
 
 
 def key(user: str) -> SessionKey:
@@ -34,9 +27,7 @@ def key(user: str) -> SessionKey:
 
 
 def chatlane(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bots", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+    return run_cli(*args, cwd=ROOT, timeout=timeout)
 
 
 def answer(data: dict[str, object]) -> str:
@@ -179,12 +170,12 @@ async def test_a_read_only_state_directory_fails_clearly_and_recovers(tmp_path: 
             assert "Read-only file system" in done.stderr
         async with serve(tmp_path, state=state) as api:
             assert (await api.post(body("before", user="ann")))[0] == 200
-            remount(state, "ro")
+            await remount(state, "ro")
             status, data, _ = await api.post(body("while read-only", user="ann"))
             assert status == 502 and data["error"]["message"] == STORE_FAILURE_TEXT
             status, data, _ = await api.post(body("new person", user="bob"))
             assert status == 502 and "Errno" not in json.dumps(data)
-            remount(state, "rw")
+            await remount(state, "rw")
             status, data, _ = await api.post(body("after", user="ann"))
             assert status == 200 and "turn 2 " in answer(data) and "'before'" in answer(data)
         report = inspect_state(state)
@@ -220,30 +211,34 @@ async def test_a_full_disk_fails_the_turn_cleanly_and_recovers_when_space_return
 
 
 SHORT_WRITER = r"""
-import asyncio, resource, signal, sys, time
+import asyncio, resource, signal, sys, time, uuid
 from core.reserver import Reserver
 from core.store.files import FileStore
-from core.types import ChatMessage, SessionKey, StoreError
+from core.types import ChatMessage, SessionKey, StoreError, TurnCommit
 
 async def main(root):
     store = FileStore(root)
+    reserver = Reserver(store)
     key = SessionKey("agent:main:http:ann:api")
-    entry, _ = await Reserver(store).resolve(key)
-    await store.append(entry.session_id, [ChatMessage("user", "kept", 1.0)])
-    size = store.transcript_path(entry.session_id).stat().st_size
-    # Every write past size + 40 bytes is cut short, then refused (EFBIG): a real
-    # kernel error, the same short write a full disk gives.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.RLIM_INFINITY))
-    for name, op in (
-        ("touch", store.touch(key, entry.session_id, at=time.time())),
-        ("append", store.append(entry.session_id, [ChatMessage("user", "y" * 500, 2.0)])),
-    ):
-        try:
-            await op
-            print(name, "stored")
-        except StoreError as exc:
-            print(name, "refused:", exc)
+    async with store.lock_turn(key) as lease:
+        entry, _ = await reserver.resolve(key)
+        await store.commit(TurnCommit(lease, entry.session_id, uuid.uuid4().hex,
+                                      [ChatMessage("user", "kept", 1.0)], 1.0, 1))
+        size = store.transcript_path(entry.session_id).stat().st_size
+        # Every write past size + 40 bytes is cut short, then refused (EFBIG): a real
+        # kernel error, the same short write a full disk gives. Entries are ~300 bytes.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.RLIM_INFINITY))
+        for name, op in (
+            ("entry write", reserver.reset(key)),
+            ("commit", store.commit(TurnCommit(lease, entry.session_id, uuid.uuid4().hex,
+                                               [ChatMessage("user", "y" * 500, 2.0)], 2.0, 2))),
+        ):
+            try:
+                await op
+                print(name, "stored")
+            except StoreError as exc:
+                print(name, "refused:", exc)
     await store.close()
 
 asyncio.run(main(sys.argv[1]))
@@ -263,8 +258,8 @@ def test_short_writes_never_replace_an_entry_or_leave_a_torn_record(tmp_path: Pa
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "touch refused: store I/O failed: File too large" in done.stdout
-    assert "append refused: store I/O failed: File too large" in done.stdout
+    assert "entry write refused: store I/O failed: File too large" in done.stdout
+    assert "commit refused: store I/O failed: File too large" in done.stdout
     report = inspect_state(root)
     assert report.damaged == [] and list(report.entries) == [key("ann")]
     assert report.bad_lines == 0

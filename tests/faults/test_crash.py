@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.faults.harness import COMPLETIONS, ROOT, body, inspect_state, start_process, write_config
+from core.testing import ChatlaneProcess, run_cli, write_config
+from tests.faults.harness import inspect_state
+from tests.support.http import COMPLETIONS, body
 
 KILLS = 30
 CLIENTS = 6
@@ -51,7 +51,7 @@ async def test_sigkill_during_same_key_bursts_keeps_every_acknowledged_reply_and
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         for round_ in range(KILLS):
-            child = await start_process(config, log)
+            child = await ChatlaneProcess.start(config, log)
             async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
                 for c in range(CLIENTS):
                     tg.create_task(_burst(http, child.url, round_, c, received))
@@ -76,13 +76,6 @@ async def test_sigkill_during_same_key_bursts_keeps_every_acknowledged_reply_and
     assert state.bad_lines <= KILLS, "at most one torn line per kill"
     assert state.stray == []
 
-    listed = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "bots", "sessions", "list", "--json", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listed = await asyncio.to_thread(run_cli, "sessions", "list", "--json", "--config", str(config))
     assert listed.returncode == 0, listed.stderr
     assert [row["key"] for row in json.loads(listed.stdout)] == [KEY]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.faults.harness import COMPLETIONS, body, start_process, write_config
+from core.testing import ChatlaneProcess, write_config
+from tests.support.http import COMPLETIONS, body
 
 LIMIT = 1024
 HALF_OPEN = 1100
@@ -55,7 +56,7 @@ async def test_half_open_connections_under_a_1024_file_limit_do_not_starve_turns
     want = min(hard, 8192) if hard != resource.RLIM_INFINITY else 8192
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))  # this test's own sockets
     config = write_config(tmp_path, f"header_timeout_s = {HEADER_TIMEOUT_S}\n[agent]\necho_delay_ms = 50")
-    proc = await start_process(config, tmp_path / "chatlane.log", preexec_fn=_limit_descriptors)
+    proc = await ChatlaneProcess.start(config, tmp_path / "chatlane.log", preexec_fn=_limit_descriptors)
     answered: list[int] = []
     failures: list[str] = []
     conns: list[Conn] = []

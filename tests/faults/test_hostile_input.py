@@ -21,16 +21,16 @@ from hypothesis import strategies as st
 from core.keys import validate_key
 from core.store import jsonl
 from core.store.files import FileStore
+from core.testing import eventually
 from core.types import SessionKey
-from tests.bots.test_discord_bot import Bot as DiscordBot
-from tests.bots.test_discord_bot import StartBot, fake, start_bot
-from tests.bots.test_slack_bot import Bot as SlackBot
-from tests.bots.test_slack_bot import mention, running
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_slack import BOT_USER, DM, HUMAN, Json, message_event
-from tests.faults.harness import COMPLETIONS, Api, body, serve
+from tests.support.discord import Bot as DiscordBot
+from tests.support.discord import StartBot
+from tests.support.http import COMPLETIONS, Api, body, serve
+from tests.support.slack import Bot as SlackBot
+from tests.support.slack import mention, running
 
-__all__ = ["fake", "start_bot"]  # fixtures borrowed from the Discord adapter's tests
 _SENTINELS = itertools.count()
 
 FUZZ = settings(
@@ -433,8 +433,6 @@ async def test_discord_one_malformed_event_does_not_end_the_connection_for_good(
     await fake.dispatch("MESSAGE_CREATE", payload)
     # discord.py's own parser raises on it and drops the connection; the adapter must
     # connect again (a fresh IDENTIFY) and answer what comes next.
-    async with asyncio.timeout(10):
-        while fake.received_ops.count(2) == identified:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: fake.received_ops.count(2) > identified, timeout=10)
     await fake.send_message("sentinel", mention=True)
     await fake.wait_for_sent(fake.channel_id, timeout=5)

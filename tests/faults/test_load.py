@@ -16,7 +16,9 @@ from pathlib import Path
 
 from core.lanes import Lanes
 from core.store.files import FileStore
-from tests.faults.harness import Api, FlakyAgent, body, inspect_state, serve
+from core.testing import FlakyAgent, eventually
+from tests.faults.harness import inspect_state
+from tests.support.http import Api, body, serve
 
 FULL = os.environ.get("CHATLANE_FULL_LOAD") == "1"
 MESSAGES, KEYS = (10_000, 1_000) if FULL else (1_000, 100)
@@ -52,9 +54,7 @@ async def test_load_with_a_flaky_model_loses_nothing_and_forgets_idle_keys(tmp_p
             await asyncio.gather(*(_send(api, gate, text, user, results) for text, user in plan))
         gateway, reserver = api.runtime.gateway, api.runtime.gateway.reserver
         # A reply is sent from inside its turn; the turn lock is released just after.
-        async with asyncio.timeout(10):
-            while len(gateway.lanes) or reserver.active_locks:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: not len(gateway.lanes) and not reserver.active_locks, timeout=10)
         assert len(gateway.lanes) == 0 and _workers(gateway.lanes) == 0, "idle lanes are forgotten"
         assert reserver.active_locks == 0, "idle key locks are forgotten"
         store = api.runtime.store

@@ -11,13 +11,16 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.faults.harness import COMPLETIONS, ROOT, body, start_process, write_config
+from core.testing import ChatlaneProcess, write_config
+from tests.support.http import COMPLETIONS, body
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_a_second_ctrl_c_during_shutdown_still_answers_every_waiting_client(tmp_path: Path) -> None:
     """Before: the second SIGINT killed the process; waiting clients got no response at all."""
     config = write_config(tmp_path, "[agent]\necho_delay_ms = 3000\n[queue]\nshutdown_timeout_s = 60\n")
-    child = await start_process(config, tmp_path / "run.log")
+    child = await ChatlaneProcess.start(config, tmp_path / "run.log")
     outcomes: list[tuple[int, str]] = []
     async with aiohttp.ClientSession() as http:
 

@@ -16,7 +16,9 @@ import aiohttp
 import pytest
 
 from core.lanes import INTERRUPTED_TEXT
-from tests.faults.harness import COMPLETIONS, Process, body, inspect_state, start_process, write_config
+from core.testing import ChatlaneProcess, eventually, write_config
+from tests.faults.harness import inspect_state
+from tests.support.http import COMPLETIONS, body
 
 SINGLE, DOUBLE = 80, 10  # 80 keys with one message, 10 with two: 100 messages
 MESSAGES = SINGLE + 2 * DOUBLE
@@ -26,7 +28,7 @@ Outcome = tuple[int, str]
 """HTTP status (0: the connection ended without a response) and the reply or error text."""
 
 
-async def _ask(http: aiohttp.ClientSession, child: Process, text: str, user: str) -> Outcome:
+async def _ask(http: aiohttp.ClientSession, child: ChatlaneProcess, text: str, user: str) -> Outcome:
     try:
         async with http.post(child.url + COMPLETIONS, json=body(text, user=user)) as resp:
             data = await resp.json()
@@ -37,15 +39,15 @@ async def _ask(http: aiohttp.ClientSession, child: Process, text: str, user: str
         return 0, type(exc).__name__
 
 
-async def _all_accepted(http: aiohttp.ClientSession, child: Process) -> None:
+async def _all_accepted(http: aiohttp.ClientSession, child: ChatlaneProcess) -> None:
     """Wait until the gateway has taken every message (its own counter says so)."""
-    async with asyncio.timeout(30):
-        while True:
-            async with http.get(child.url + "/metrics") as resp:
-                found = _IN.search(await resp.text())
-            if found and int(float(found.group(1))) >= MESSAGES:
-                return
-            await asyncio.sleep(0.02)
+
+    async def all_in() -> bool:
+        async with http.get(child.url + "/metrics") as resp:
+            found = _IN.search(await resp.text())
+        return found is not None and int(float(found.group(1))) >= MESSAGES
+
+    await eventually(all_in, timeout=30, interval=0.02)
 
 
 @pytest.mark.slow
@@ -64,7 +66,7 @@ async def test_sigterm_during_100_turns_finishes_or_stores_them_as_interrupted(
     )
     log = tmp_path / "stderr.log"
     log.touch()
-    child = await start_process(config, log)
+    child = await ChatlaneProcess.start(config, log)
     asks = [(f"only {k}", f"s{k}") for k in range(SINGLE)]
     asks += [(f"{n} {k}", f"d{k}") for k in range(DOUBLE) for n in ("first", "second")]
     # No connection limit: /metrics must not wait behind the 100 requests.

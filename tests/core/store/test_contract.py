@@ -18,8 +18,9 @@ from core.config import StoreSettings
 from core.reserver import Freshness, Reserver, new_session_id
 from core.store.files import FileStore
 from core.store.redis import RedisStore
-from core.types import ChatMessage, SessionEntry, SessionKey, SessionStore
-from tests.redis_server import RedisServer, unique_prefix
+from core.testing import RedisServer, unique_prefix
+from core.types import ChatMessage, Fenced, SessionEntry, SessionKey, SessionStore, TurnCommit
+from tests.core.store.turns import store_turn
 
 KEY = SessionKey("agent:main:test:alice:general")
 OTHER = SessionKey("agent:main:test:bob:general")
@@ -98,52 +99,92 @@ async def test_entries_round_trip_every_field(store: SessionStore) -> None:
     assert await store.get(OTHER) is None
 
 
-async def test_touch_counts_turns_only_for_the_current_session(store: SessionStore) -> None:
-    entry, _ = await store.reserve(KEY, always, mint_at(1.0))
-    touched = await store.touch(KEY, entry.session_id, at=50.0, turns=2)
-    assert touched is not None
-    assert (touched.turns, touched.last_interaction_at) == (2, 50.0)
-    assert touched.session_id == entry.session_id
-    assert await store.get(KEY) == touched
-    assert await store.touch(KEY, new_session_id(), at=60.0) is None
-    assert await store.get(KEY) == touched
-    assert await store.touch(OTHER, entry.session_id, at=60.0) is None
+async def test_a_commit_stores_the_turn_and_advances_the_entry(store: SessionStore) -> None:
+    first = await store_turn(
+        store, KEY, [ChatMessage("user", "hi", 1.0), ChatMessage("assistant", "yo", 2.0)]
+    )
+    assert first.turns == 1
+    second = await store_turn(store, KEY, [ChatMessage("user", "again", 3.0)], at=60.0)
+    assert (second.turns, second.last_interaction_at) == (2, 60.0)
+    assert second.session_id == first.session_id
+    assert [m.content for m in await store.tail(first.session_id, 10)] == ["hi", "yo", "again"]
     assert await store.get(OTHER) is None
 
 
-async def test_touch_after_reset_does_not_revert_it(store: SessionStore) -> None:
+async def test_a_commit_with_a_stale_fencing_token_is_refused_and_stores_nothing(
+    open_store: OpenStore,
+) -> None:
+    """The holder of an older lease (a paused or cut-off process) can no longer write."""
+    a, b = await open_store(), await open_store()
+    entry, _ = await a.reserve(KEY, always, mint_at(1.0))
+    async with a.lock_turn(KEY) as old:
+        pass
+    async with b.lock_turn(KEY) as new:
+        assert new.token > old.token
+        stale = TurnCommit(old, entry.session_id, new_session_id(), [ChatMessage("user", "late")], 2.0, 1)
+        with pytest.raises(Fenced):
+            await a.commit(stale)
+        await b.commit(
+            TurnCommit(new, entry.session_id, new_session_id(), [ChatMessage("user", "now")], 3.0, 1)
+        )
+    assert [m.content for m in await a.tail(entry.session_id, 10)] == ["now"]
+    stored = await a.get(KEY)
+    assert stored is not None and stored.turns == 1
+
+
+async def test_a_commit_after_a_reset_is_refused(store: SessionStore) -> None:
+    """A turn that started before a reset (in another process) must not land in either session."""
     old, _ = await store.reserve(KEY, always, mint_at(1.0))
-    new = await store.reset(KEY, mint_at(2.0))
-    assert new.session_id != old.session_id
-    assert await store.touch(KEY, old.session_id, at=3.0) is None
+    async with store.lock_turn(KEY) as lease:
+        new = await store.reset(KEY, mint_at(2.0))
+        with pytest.raises(Fenced):
+            await store.commit(
+                TurnCommit(lease, old.session_id, new_session_id(), [ChatMessage("user", "x")], 3.0, 1)
+            )
+    assert await store.tail(old.session_id, 5) == []
     assert await store.get(KEY) == new
 
 
-async def test_concurrent_touches_all_count(open_store: OpenStore) -> None:
-    """Touch is a read-modify-write: racing touches from two stores lose no turn."""
+async def test_a_retried_commit_is_stored_once(store: SessionStore) -> None:
+    entry, _ = await store.reserve(KEY, always, mint_at(1.0))
+    async with store.lock_turn(KEY) as lease:
+        commit = TurnCommit(lease, entry.session_id, new_session_id(), [ChatMessage("user", "once")], 2.0, 1)
+        await store.commit(commit)
+        await store.commit(commit)
+    assert [m.content for m in await store.tail(entry.session_id, 10)] == ["once"]
+    stored = await store.get(KEY)
+    assert stored is not None and stored.turns == 1
+
+
+async def test_turns_from_two_stores_all_count(open_store: OpenStore) -> None:
+    """Every committed turn counts, from whichever process it came."""
     a, b = await open_store(), await open_store()
-    entry, _ = await a.reserve(KEY, always, mint_at(1.0))
-    async with asyncio.timeout(30):
-        await asyncio.gather(*(s.touch(KEY, entry.session_id, at=2.0) for s in [a, b] * 20))
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(store_turn(s, KEY, [ChatMessage("user", "t")]) for s in [a, b] * 10))
     final = await a.get(KEY)
-    assert final is not None and final.turns == 40
+    assert final is not None and final.turns == 20
+    assert len(await a.tail(final.session_id, 100)) == 20
 
 
 async def test_list_shows_every_entry(store: SessionStore) -> None:
     assert (await store.list()).entries == []
-    a, _ = await store.reserve(KEY, always, mint_at(1.0))
+    a = await store_turn(store, KEY, [ChatMessage("user", "hi")])
+    assert a.turns == 1
     b, _ = await store.reserve(OTHER, always, mint_at(2.0))
     listing = await store.list()
     assert sorted(listing.entries, key=lambda e: e.key) == [a, b]
     assert listing.damaged == []
 
 
-async def test_append_then_tail_returns_the_newest_records_in_order(store: SessionStore) -> None:
+async def test_commits_then_tail_returns_the_newest_records_in_order(store: SessionStore) -> None:
     sid = new_session_id()
     assert await store.tail(sid, 10) == []
-    await store.append(sid, [ChatMessage("user", f"m{i}", float(i)) for i in range(5)])
-    await store.append(sid, [])
-    await store.append(sid, [ChatMessage("assistant", "a5", 5.0)])
+    await store_turn(store, KEY, [ChatMessage("user", f"m{i}", float(i)) for i in range(5)])
+    await store_turn(store, KEY, [], count=False)
+    await store_turn(store, KEY, [ChatMessage("assistant", "a5", 5.0)])
+    entry = await store.get(KEY)
+    assert entry is not None
+    sid = entry.session_id
     tail = await store.tail(sid, 3)
     assert [m.content for m in tail] == ["m3", "m4", "a5"]
     assert [m.content for m in await store.tail(sid, 100)] == ["m0", "m1", "m2", "m3", "m4", "a5"]
@@ -152,19 +193,18 @@ async def test_append_then_tail_returns_the_newest_records_in_order(store: Sessi
 
 
 async def test_transcript_records_keep_every_field(store: SessionStore) -> None:
-    sid = new_session_id()
     records = [
         ChatMessage("user", 'héllo\nwörld 🎉 "quoted"', 1.25, "msg-1"),
         ChatMessage("user", "cut off", 2.5, "msg-2", interrupted=True),
         ChatMessage("system", "", 3.0),
     ]
-    await store.append(sid, records)
-    assert await store.tail(sid, 10) == records
+    entry = await store_turn(store, KEY, records)
+    assert await store.tail(entry.session_id, 10) == records
 
 
 async def test_a_malformed_session_id_is_refused(store: SessionStore) -> None:
     with pytest.raises(ValueError, match="malformed session id"):
-        await store.append("../../etc/passwd", [ChatMessage("user", "x")])
+        await store.tail("../../etc/passwd", 5)
     with pytest.raises(ValueError, match="malformed session id"):
         await store.tail("*", 5)
 
@@ -269,14 +309,3 @@ async def test_a_reset_racing_50_resolves_wins(open_store: OpenStore) -> None:
     assert not any(created for _, created in after)
     stored = await reservers[0].store.get(KEY)
     assert stored is not None and stored.session_id == reset.session_id
-
-
-async def test_a_reset_is_not_reverted_by_a_touch_of_a_turn_still_running(store: SessionStore) -> None:
-    """A turn that started before /new finishes after it: its touch must not win."""
-    reserver = Reserver(store)
-    entry, _ = await reserver.resolve(KEY)
-    fresh = await reserver.reset(KEY)
-    assert await store.touch(KEY, entry.session_id, at=time.time()) is None
-    stored = await store.get(KEY)
-    assert stored is not None
-    assert stored == fresh

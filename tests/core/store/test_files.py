@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from core.reserver import Reserver
 from core.store.files import FileStore
 from core.types import ChatMessage, SessionKey
+from tests.core.store.turns import store_turn
 
 KEY = SessionKey("agent:main:test:alice:general")
 
@@ -32,8 +32,7 @@ async def test_entry_file_name_is_a_hash_and_the_key_lives_inside(store: FileSto
 
 
 async def test_files_are_0600_and_dirs_0700(store: FileStore) -> None:
-    entry, _ = await Reserver(store).resolve(KEY)
-    await store.append(entry.session_id, [ChatMessage("user", "hi", 1.0)])
+    await store_turn(store, KEY, [ChatMessage("user", "hi", 1.0)])
     for path in store.root.rglob("*"):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), path
@@ -41,7 +40,7 @@ async def test_files_are_0600_and_dirs_0700(store: FileStore) -> None:
 
 async def test_a_session_id_that_is_not_hex_never_becomes_a_path(store: FileStore) -> None:
     with pytest.raises(ValueError, match="malformed session id"):
-        await store.append("../../etc/passwd", [ChatMessage("user", "x")])
+        store.transcript_path("../../etc/passwd")
 
 
 @pytest.mark.parametrize(
@@ -88,43 +87,35 @@ async def test_listing_reports_damaged_entries(store: FileStore) -> None:
 async def test_a_torn_last_transcript_line_is_skipped_and_then_closed(
     store: FileStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    entry, _ = await Reserver(store).resolve(KEY)
+    entry = await store_turn(
+        store, KEY, [ChatMessage("user", "one", 1.0), ChatMessage("assistant", "two", 2.0)]
+    )
     sid = entry.session_id
-    await store.append(sid, [ChatMessage("user", "one", 1.0), ChatMessage("assistant", "two", 2.0)])
     with store.transcript_path(sid).open("ab") as f:
-        f.write(b'{"role":"user","content":"cut of')
+        f.write(b'{"commit":"c","turns":2,"records":[{"role":"user","content":"cut of')
     with caplog.at_level(logging.WARNING, "chatlane.transcript"):
         assert [m.content for m in await store.tail(sid, 10)] == ["one", "two"]
-        await store.append(sid, [ChatMessage("user", "three", 3.0)])
+        assert (await store.get(KEY)) == entry  # the torn commit never happened
+        after = await store_turn(store, KEY, [ChatMessage("user", "three", 3.0)])
     assert "torn" in caplog.text
+    assert after.turns == 2
     assert [m.content for m in await store.tail(sid, 10)] == ["one", "two", "three"]
 
 
 async def test_garbage_in_the_middle_of_a_transcript_is_skipped(store: FileStore) -> None:
-    entry, _ = await Reserver(store).resolve(KEY)
+    entry = await store_turn(store, KEY, [ChatMessage("user", "one", 1.0)])
     sid = entry.session_id
-    await store.append(sid, [ChatMessage("user", "one", 1.0)])
     with store.transcript_path(sid).open("ab") as f:
         f.write(b"\x00\x01 not json\n")
-    await store.append(sid, [ChatMessage("user", "two", 2.0)])
+    await store_turn(store, KEY, [ChatMessage("user", "two", 2.0)])
     assert [m.content for m in await store.tail(sid, 10)] == ["one", "two"]
 
 
 async def test_tail_reads_only_the_end_of_a_long_transcript(store: FileStore) -> None:
-    entry, _ = await Reserver(store).resolve(KEY)
-    big = [ChatMessage("user", f"m{i} " + "x" * 500, float(i)) for i in range(2000)]
-    await store.append(entry.session_id, big)
+    for i in range(2000):
+        entry = await store_turn(store, KEY, [ChatMessage("user", f"m{i} " + "x" * 500, float(i))])
     last = await store.tail(entry.session_id, 3)
     assert [m.content.split()[0] for m in last] == ["m1997", "m1998", "m1999"]
-
-
-async def test_touch_is_a_compare_and_set_on_the_session_id(store: FileStore) -> None:
-    reserver = Reserver(store)
-    old, _ = await reserver.resolve(KEY)
-    new = await reserver.reset(KEY)
-    assert await store.touch(KEY, old.session_id, at=time.time()) is None
-    touched = await store.touch(KEY, new.session_id, at=time.time())
-    assert touched is not None and touched.turns == 1
 
 
 async def test_turn_lock_excludes_two_tasks_of_one_process(store: FileStore) -> None:
@@ -188,10 +179,10 @@ def test_four_processes_racing_on_ten_keys_make_exactly_ten_sessions(tmp_path: P
 
 
 WRITER = r"""
-import asyncio, sys, time
+import asyncio, sys, time, uuid
 from core.reserver import Reserver
 from core.store.files import FileStore
-from core.types import ChatMessage, SessionKey
+from core.types import ChatMessage, Fenced, SessionKey, TurnCommit
 
 async def main(root, ack_path):
     store = FileStore(root)
@@ -200,10 +191,17 @@ async def main(root, ack_path):
     i = 0
     while True:
         key = SessionKey(f"agent:main:test:u{i % 7}:c")
-        entry, _ = await reserver.resolve(key)
-        await store.append(entry.session_id, [ChatMessage("user", f"msg {i}", time.time())])
-        if await store.touch(key, entry.session_id, at=time.time()) is not None:
-            ack.write(f"{key} {entry.session_id} msg {i}\n")
+        async with store.lock_turn(key) as lease:
+            entry, _ = await reserver.resolve(key)
+            try:
+                await store.commit(TurnCommit(
+                    lease, entry.session_id, uuid.uuid4().hex,
+                    [ChatMessage("user", f"msg {i}", time.time())], time.time(), entry.turns + 1,
+                ))
+            except Fenced:
+                pass
+            else:
+                ack.write(f"{key} {entry.session_id} msg {i}\n")
         if i % 5 == 0:
             fresh = await reserver.reset(key)
             ack.write(f"{key} {fresh.session_id} reset\n")

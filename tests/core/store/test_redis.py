@@ -28,9 +28,9 @@ from core.gateway import STORE_FAILURE_TEXT, Gateway
 from core.reserver import Reserver, new_session_id
 from core.responders import QuietResponder
 from core.store.redis import RedisStore, safe_url
-from core.types import ChatMessage, Inbound, Reply, SessionKey, StoreError, TurnInput
-from tests.fakes.agents import Inbox, RecordingAgent
-from tests.redis_server import RedisServer, free_port, unique_prefix
+from core.testing import Inbox, RecordingAgent, RedisServer, eventually, free_port, unique_prefix
+from core.types import ChatMessage, Fenced, Inbound, Reply, SessionKey, StoreError, TurnInput
+from tests.core.store.turns import store_turn
 
 KEY = SessionKey("agent:main:test:alice:general")
 ROOT = Path(__file__).resolve().parents[3]
@@ -96,12 +96,11 @@ def test_no_piece_of_a_password_with_url_delimiters_is_ever_printed(password: st
 async def test_every_redis_key_has_the_prefix_and_no_raw_session_key(
     redis_server: RedisServer, store: RedisStore
 ) -> None:
-    entry, _ = await Reserver(store).resolve(KEY)
-    await store.append(entry.session_id, [ChatMessage("user", "hi")])
+    await store_turn(store, KEY, [ChatMessage("user", "hi")])
     async with store.lock_turn(KEY):
         with redis_server.client() as r:
             names = [n.decode() for n in r.scan_iter(match=f"{store.prefix}:*")]
-    assert sorted(n.split(":")[1] for n in names) == ["entry", "transcript", "turn"]
+    assert sorted(n.split(":")[1] for n in names) == ["commit", "entry", "fence", "transcript", "turn"]
     assert not any("alice" in n or "general" in n for n in names)
 
 
@@ -121,9 +120,9 @@ async def test_two_prefixes_on_one_redis_do_not_see_each_other(redis_server: Red
 async def test_transcripts_are_trimmed_to_transcript_max(redis_server: RedisServer) -> None:
     s = RedisStore.from_settings(settings(redis_server, transcript_max=5), None)
     try:
-        sid = new_session_id()
         for i in range(8):
-            await s.append(sid, [ChatMessage("user", f"m{i}")])
+            entry = await store_turn(s, KEY, [ChatMessage("user", f"m{i}")])
+        sid = entry.session_id
         assert [m.content for m in await s.tail(sid, 100)] == ["m3", "m4", "m5", "m6", "m7"]
         with redis_server.client() as r:
             assert r.llen(s.transcript_name(sid)) == 5
@@ -193,8 +192,7 @@ async def test_a_live_turn_keeps_its_lock_beyond_the_ttl(redis_server: RedisServ
     try:
         async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
             tg.create_task(long_turn())
-            while not events:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: events)
             async with b.lock_turn(KEY):
                 events.append("b in")
         assert events == ["a in", "a out", "b in"]
@@ -207,7 +205,7 @@ async def test_a_lost_turn_lock_stops_the_turn_and_frees_nobody_elses_lock(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The lock vanishes under a live turn (as after a long pause): the turn is stopped
-    with StoreError, and its release leaves the new owner's lock alone."""
+    with Fenced, and its release leaves the new owner's lock alone."""
     s = settings(redis_server, turn_lock_ttl_s=1.5)
     a, b = RedisStore.from_settings(s, None), RedisStore.from_settings(s, None)
     b_holds, b_done = asyncio.Event(), asyncio.Event()
@@ -227,12 +225,12 @@ async def test_a_lost_turn_lock_stops_the_turn_and_frees_nobody_elses_lock(
 
     try:
         async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
-            with pytest.raises(StoreError, match="lost the turn lock"):
+            with pytest.raises(Fenced, match="lost the turn lock"):
                 await a_turn(tg)
             with redis_server.client() as r:
                 assert r.exists(a.lock_name(KEY)) == 1  # still b's
             b_done.set()
-        assert "lost (expired or taken)" in caplog.text
+        assert "lost (not renewed in time, or taken)" in caplog.text
     finally:
         await a.close()
         await b.close()
@@ -277,7 +275,7 @@ async def test_redis_down_is_a_store_error_and_the_store_recovers(
             with pytest.raises(StoreError, match=r"Redis at redis://127\.0\.0\.1:\d+/0: get failed"):
                 await s.get(KEY)
             with pytest.raises(StoreError):
-                await s.append(new_session_id(), [ChatMessage("user", "lost")])
+                await store_turn(s, KEY, [ChatMessage("user", "lost")])
             private_redis_server.restart()
             assert await s.get(KEY) is None  # the server kept nothing: --save ""
             entry, created = await Reserver(s).resolve(KEY)
@@ -322,7 +320,6 @@ class Worker:
     def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
         self.proc, self.stderr = proc, stderr
         self.events: list[Event] = []
-        self._changed = asyncio.Condition()
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -345,22 +342,20 @@ class Worker:
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         async for line in self.proc.stdout:
-            async with self._changed:
-                self.events.append(json.loads(line))
-                self._changed.notify_all()
-        async with self._changed:
-            self.events.append({"event": "exit"})
-            self._changed.notify_all()
+            self.events.append(json.loads(line))
+        self.events.append({"event": "exit"})
 
-    async def wait_for(self, match: Callable[[Event], bool], count: int = 1) -> list[Event]:
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: (
-                    len([e for e in self.events if match(e)]) >= count
-                    or any(e["event"] == "exit" for e in self.events)
-                )
-            )
-            found = [e for e in self.events if match(e)]
+    async def wait_for(
+        self, match: Callable[[Event], bool], count: int = 1, timeout: float = 60
+    ) -> list[Event]:
+        await eventually(
+            lambda: (
+                len([e for e in self.events if match(e)]) >= count
+                or any(e["event"] == "exit" for e in self.events)
+            ),
+            timeout=timeout,
+        )
+        found = [e for e in self.events if match(e)]
         if len(found) < count:
             raise AssertionError(f"worker exited early: {self.stderr.read_text()[-2000:]}")
         return found

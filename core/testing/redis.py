@@ -1,22 +1,16 @@
 """A real `redis-server` on a free loopback port, for tests and benchmarks.
 
-    with RedisServer.start() as server:      # or the `redis_server` fixtures below
+    with RedisServer.start() as server:      # tests: the fixtures in tests/support/redis.py
         url = server.url                     # redis://127.0.0.1:<port>/0
         server.stop(); server.restart()      # same port, empty again (no persistence)
 
 The server runs with `--save "" --appendonly no` in a temporary folder and is stopped
-(SIGTERM, then SIGKILL) when the block or fixture ends. Without `redis-server` on PATH
-`require_redis_server()` skips the test, except in CI (`CI=true`), where a missing
-server is a failure: a green CI must mean the Redis tests ran.
-
-Fixtures (import them into a conftest.py: `from tests.redis_server import redis_server`):
-  redis_server          one server for the whole test session; isolate with `unique_prefix()`
-  private_redis_server  a server of the test's own, free to stop and restart
+(SIGTERM, then SIGKILL) when the block ends. `find_redis_server()` says whether one is
+installed; `RedisServer.start()` without it raises `FileNotFoundError`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -24,25 +18,18 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-import pytest
 import redis
 
 START_TIMEOUT_S = 10.0
+NOT_INSTALLED = "redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
 
 
-def require_redis_server() -> str:
-    """The path of `redis-server`; skips the test without it (fails it in CI)."""
-    path = shutil.which("redis-server")
-    if path is None:
-        why = "redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
-    return path
+def find_redis_server() -> str | None:
+    """The path of `redis-server` on PATH, or None."""
+    return shutil.which("redis-server")
 
 
 def free_port() -> int:
@@ -53,7 +40,7 @@ def free_port() -> int:
 
 
 def unique_prefix() -> str:
-    """A `store.prefix` no other test uses, so tests can share one server."""
+    """A `store.prefix` no other user of the server has, so tests can share one server."""
     return f"t{uuid.uuid4().hex[:12]}"
 
 
@@ -71,7 +58,9 @@ class RedisServer:
     @classmethod
     def start(cls, binary: str | None = None) -> RedisServer:
         """Start on a free port (retrying if another process grabbed it first)."""
-        binary = binary or require_redis_server()
+        binary = binary or find_redis_server()
+        if binary is None:
+            raise FileNotFoundError(NOT_INSTALLED)
         workdir = Path(tempfile.mkdtemp(prefix="chatlane-redis-"))
         last: Exception | None = None
         for _ in range(5):
@@ -86,7 +75,11 @@ class RedisServer:
         raise RuntimeError(f"could not start redis-server: {last}")
 
     def restart(self) -> None:
-        """(Re)start on the same port and wait until it answers PING."""
+        """(Re)start on the same port and wait until it answers PING.
+
+        A blocking wait (not `eventually`): the fixtures and benchmarks that start a
+        server are synchronous.
+        """
         if self.proc is not None and self.proc.poll() is None:
             return
         log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115 - owned by the process
@@ -159,17 +152,3 @@ class RedisServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """One server shared by the session; give each test its own `unique_prefix()`."""
-    with RedisServer.start() as server:
-        yield server
-
-
-@pytest.fixture
-def private_redis_server() -> Iterator[RedisServer]:
-    """A server of this test's own, which the test may stop and restart."""
-    with RedisServer.start() as server:
-        yield server

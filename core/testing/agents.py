@@ -1,12 +1,19 @@
-"""Test agents and responders: doubles at the agent boundary, never of our code under test."""
+"""Test agents: doubles at the agent boundary (the model), never of chatlane's own code.
+
+RecordingAgent  echo, but records every turn; can be held, slowed or made to fail
+FixedAgent      the same answer to every turn
+FlakyAgent      fails or is slow on a deterministic share of turns (load and fault tests)
+Inbox           a responder that collects every reply of one message
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 from core.agents.echo import EchoAgent
-from core.responders import FutureResponder, QuietResponder
+from core.responders import QuietResponder
 from core.types import AgentError, Reply, TurnInput
 
 
@@ -61,6 +68,48 @@ class FixedAgent:
         return None
 
 
+class FlakyAgent:
+    """An agent boundary that fails or is slow on a deterministic share of turns.
+
+    Whether a turn fails or is slow is drawn from a hash of its newest message, so a
+    run is reproducible and a test can predict which replies must be failures.
+    """
+
+    name = "flaky"
+
+    def __init__(
+        self, fail: float = 0.0, slow: float = 0.0, slow_s: float = 0.05, delay_s: float = 0.0
+    ) -> None:
+        self.fail, self.slow, self.slow_s, self.delay_s = fail, slow, slow_s, delay_s
+        self.calls = 0
+        self.running = 0
+
+    @staticmethod
+    def draw(text: str, salt: str) -> float:
+        digest = hashlib.blake2b(f"{salt}:{text}".encode("utf-8", "surrogatepass"), digest_size=8)
+        return int.from_bytes(digest.digest(), "big") / 2**64
+
+    def fails(self, text: str) -> bool:
+        return self.draw(text, "fail") < self.fail
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        self.calls += 1
+        self.running += 1
+        try:
+            said = turn.new_messages[-1].content
+            wait = self.delay_s + (self.slow_s if self.draw(said, "slow") < self.slow else 0.0)
+            if wait:
+                await asyncio.sleep(wait)
+            if self.fails(said):
+                raise AgentError("upstream model returned 500 (fake)")
+            yield f"ok: {said} (turn {turn.turn})"
+        finally:
+            self.running -= 1
+
+    async def close(self) -> None:
+        return None
+
+
 class Inbox(QuietResponder):
     """Collects every reply and queued notice for one message."""
 
@@ -75,6 +124,3 @@ class Inbox(QuietResponder):
 
     async def on_queued(self) -> None:
         self.queued += 1
-
-
-__all__ = ["FixedAgent", "FutureResponder", "Inbox", "RecordingAgent"]

@@ -1,4 +1,4 @@
-"""Fixtures of the store tests: a shared real `redis-server` (see tests/redis_server.py)."""
+"""Fixtures of the fault suite: a shared real `redis-server` (see tests/redis_server.py)."""
 
 from __future__ import annotations
 

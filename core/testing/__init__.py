@@ -1,0 +1,38 @@
+"""Test support that ships with chatlane, shared by its tests and its benchmarks.
+
+Like `structlog.testing`, this is public code a user's own tests may import too. It
+needs nothing beyond chatlane's runtime dependencies (no pytest), so `bench/` runs from
+an installed package without the `tests/` folder.
+
+  agents    test agents at the agent boundary: RecordingAgent, FixedAgent, FlakyAgent;
+            Inbox, a responder that collects replies
+  polling   `eventually(check)`: wait until a condition holds
+  process   `ChatlaneProcess`: a real `chatlane run` child process; `run_cli` for the
+            one-shot commands; `write_config` for a minimal config
+  redis     `RedisServer`: a throw-away `redis-server` on a free loopback port
+
+The pytest fixtures built on these live in `tests/support/`.
+"""
+
+from __future__ import annotations
+
+from core.testing.agents import FixedAgent, FlakyAgent, Inbox, RecordingAgent
+from core.testing.polling import eventually
+from core.testing.process import ChatlaneProcess, read_status, run_cli, write_config
+from core.testing.redis import RedisServer, find_redis_server, free_port, unique_prefix
+
+__all__ = [
+    "ChatlaneProcess",
+    "FixedAgent",
+    "FlakyAgent",
+    "Inbox",
+    "RecordingAgent",
+    "RedisServer",
+    "eventually",
+    "find_redis_server",
+    "free_port",
+    "read_status",
+    "run_cli",
+    "unique_prefix",
+    "write_config",
+]

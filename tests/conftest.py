@@ -1,0 +1,5 @@
+"""Fixtures every test may use, from `tests/support/` (shipped helpers: `core.testing`)."""
+
+from __future__ import annotations
+
+pytest_plugins = ["tests.support.discord", "tests.support.redis"]
