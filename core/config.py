@@ -236,7 +236,7 @@ def _did_you_mean(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
         if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
             return ""
         model = inner
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.75)
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 

@@ -15,6 +15,13 @@ So the API keeps descriptors for the rest of the process:
     deadline, in the request handler);
   * what was shed or timed out is logged as one summary line per interval, never one
     line per connection, so an attack cannot flood the log either.
+
+The site accepts connections itself rather than through `loop.create_server`: asyncio
+accepts up to `backlog` connections in one go before any of them runs, so a burst over
+the cap would hold one descriptor per refused connection until the next loop turn (and
+hit EMFILE, logged once per connection by asyncio). Here a refused connection gets its
+503 and is closed at once, inside the accept loop, and accept() failing for want of
+descriptors pauses accepting briefly instead of spinning.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -30,6 +38,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from bots.http import wire
 from bots.http.errors import RETRY_AFTER_S, ApiError
+from core.tasks import TaskSet
 
 log = logging.getLogger("chatlane.http")
 
@@ -63,13 +72,11 @@ def _busy_response() -> bytes:
     return head.encode() + body
 
 
-class _Shed(asyncio.Protocol):
-    """A connection over the cap: answered 503 and closed without reading it."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_busy_response())
-        transport.close()
+BUSY_RESPONSE = _busy_response()
+ACCEPT_BURST = 64
+"""Connections accepted per readiness event before other work runs."""
+ACCEPT_PAUSE_S = 0.1
+"""How long to stop accepting when accept() fails for want of descriptors."""
 
 
 class _Guarded(asyncio.Protocol):
@@ -120,20 +127,28 @@ class ConnectionGuard:
     def open_connections(self) -> int:
         return len(self._live)
 
-    def protocol(self) -> asyncio.BaseProtocol:
-        """The listening socket's protocol factory."""
-        assert self._server is not None
-        # Count accepted-but-not-yet-made connections too: asyncio accepts a burst
-        # before it runs any connection_made.
-        if len(self._live) + self._pending >= self.max_connections:
-            self.shed += 1
-            return _Shed()
-        self._pending += 1
-        asyncio.get_running_loop().call_soon(self._made)
-        return _Guarded(self, self._server(), asyncio.get_running_loop().time())
+    def full(self) -> bool:
+        return len(self._live) + self._pending >= self.max_connections
 
-    def _made(self) -> None:
-        self._pending -= 1
+    def refuse(self, conn: socket.socket) -> None:
+        """503 and close, now: the descriptor is free again before the next accept."""
+        self.shed += 1
+        with contextlib.suppress(OSError):
+            conn.send(BUSY_RESPONSE)  # a fresh socket's buffer takes it whole, or we don't care
+        conn.close()
+
+    async def admit(self, conn: socket.socket) -> None:
+        """Hand an accepted connection to aiohttp (counted as pending until it is made)."""
+        assert self._server is not None
+        server = self._server
+        self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.connect_accepted_socket(lambda: _Guarded(self, server(), loop.time()), sock=conn)
+        except OSError:
+            conn.close()
+        finally:
+            self._pending -= 1
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: ApiHandler) -> web.StreamResponse:
@@ -193,11 +208,15 @@ class ConnectionGuard:
 
 
 class GuardedSite(web.BaseSite):
-    """A TCP site whose connections go through a `ConnectionGuard`."""
+    """A TCP site whose connections go through a `ConnectionGuard` (its own accept loop)."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard) -> None:
         super().__init__(runner)
         self._host, self._port, self._guard = host, port, guard
+        self._sock: socket.socket | None = None
+        self._admitting = TaskSet("http accept")
+        self._paused = False
+        self.accept_failures = 0
         self.bound_port = port
 
     @property
@@ -207,12 +226,66 @@ class GuardedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         assert self._runner.server is not None
-        self._guard.start(self._runner.server)
-        self._server = await asyncio.get_running_loop().create_server(
-            self._guard.protocol, self._host, self._port, backlog=BACKLOG, reuse_address=True
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        self.bound_port = self._server.sockets[0].getsockname()[1]
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self.bound_port = sock.getsockname()[1]
+        self._guard.start(self._runner.server)
+        loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        for _ in range(ACCEPT_BURST):
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE/ENFILE/ENOBUFS: stop accepting for a moment
+                self.accept_failures += 1
+                if self.accept_failures == 1 or self.accept_failures % 1000 == 0:
+                    log.error(
+                        "http: cannot accept connections: %s (%d times)", exc.strerror, self.accept_failures
+                    )
+                self._pause()
+                return
+            if self._guard.full():
+                self._guard.refuse(conn)
+                continue
+            conn.setblocking(False)
+            self._admitting.spawn(self._guard.admit(conn), name="http admit")
+
+    def _pause(self) -> None:
+        if self._paused or self._sock is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._sock.fileno())
+        self._paused = True
+
+        def resume() -> None:
+            self._paused = False
+            if self._sock is not None:
+                loop.add_reader(self._sock.fileno(), self._accept)
+
+        loop.call_later(ACCEPT_PAUSE_S, resume)
 
     async def stop(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        await self._admitting.close()
         await super().stop()
         await self._guard.stop()

@@ -23,6 +23,9 @@ from tests.support.http import COMPLETIONS, body
 LIMIT = 1024
 HALF_OPEN = 1100
 HEADER_TIMEOUT_S = 2.0
+CLOSED_WITHIN_S = HEADER_TIMEOUT_S + 13.0
+"""A connection the kernel could not queue at once (a full accept queue under the burst)
+reaches the server only when its SYN-ACK is retried (1, 2, 4 s...): give those time."""
 
 
 def _limit_descriptors() -> None:
@@ -87,7 +90,7 @@ async def test_half_open_connections_under_a_1024_file_limit_do_not_starve_turns
                 await turn(i)
                 i += 1
             closed = list(
-                await asyncio.gather(*(_closed_by_server(r, HEADER_TIMEOUT_S * 3) for r, _ in conns))
+                await asyncio.gather(*(_closed_by_server(r, CLOSED_WITHIN_S) for r, _ in conns))
             )
         async with (  # a brand-new client, after the flood
             aiohttp.ClientSession() as fresh,
@@ -103,11 +106,13 @@ async def test_half_open_connections_under_a_1024_file_limit_do_not_starve_turns
     log = proc.stderr().splitlines()
     print(
         f"\nhalf-open: {HALF_OPEN} opened, {len(conns)} connected, {sum(closed)} closed by the server; "
-        f"steady client: {len(answered)} turns answered, {len(failures)} failed; log: {len(log)} lines"
+        f"steady client: {len(answered)} turns answered, {len(failures)} failed; "
+        f"log: {len(log)} lines ({len(answered) + 1} of them one per turn)"
     )
     assert failures == []
     assert answered == list(range(len(answered))) and len(answered) >= 3
     assert all(closed), f"{closed.count(False)} half-open connections were never closed"
     assert code == 0
     assert not any("Too many open files" in line for line in log), log
-    assert len(log) < 40, "\n".join(log)
+    about_the_flood = [line for line in log if "chatlane.gateway: turn " not in line]  # one per turn
+    assert len(about_the_flood) < 30, "\n".join(about_the_flood)
