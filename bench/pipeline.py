@@ -8,12 +8,20 @@ conversations:
   burst   100 requests on one key, all at once (they queue in that key's lane)
 It reports requests/s and latency as the client saw them, the server's peak RSS
 (VmHWM), and checks correctness from the replies and from the store.
+
+Each run also drives the floor server (`bench.floor`: an aiohttp handler that appends
+each turn to one log with group-committed fdatasync) with the same main plan, in the
+same run, and reports chatlane / floor: absolute figures move by a third on these
+machines, the ratio much less.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from bench.common import Options, scratch, server_config, sessions_list, start_server
 from bench.loadgen import run_plan
@@ -21,8 +29,10 @@ from bench.report import Report
 from bench.verify import Conversation, check_replies, check_store
 from core.keys import build_key
 
-RPS_TARGET = 500.0
-P99_TARGET_MS = 50.0
+RPS_TARGET = 1000.0
+P99_TARGET_MS = 20.0
+FLOOR_RPS_RATIO_TARGET = 0.40
+FLOOR_P99_RATIO_TARGET = 4.0
 RSS_TARGET_MB = 150.0
 WARMUP = 20
 
@@ -51,6 +61,10 @@ async def run(opts: Options) -> Report:
     burst_s: list[float] = []
     burst_latency: list[float] = []
     peak_mb: list[float] = []
+    floor_rps: list[float] = []
+    floor_latency: list[float] = []
+    rps_ratio: list[float] = []
+    p99_ratio: list[float] = []
     for r in range(opts.runs):
         with scratch(opts, "pipeline") as root:
             label = f"run {r + 1}"
@@ -65,6 +79,7 @@ async def run(opts: Options) -> Report:
                     for i in range(sz.requests)
                 ]
                 burst = [(http_key("burst"), f"burst-{j}") for j in range(sz.burst)]
+                floor = await _floor(root, main, warm, sz.concurrency)
                 got_warm = await run_plan(_plan(base, warm, 10, ordered=True))
                 got_main = await run_plan(_plan(base, main, sz.concurrency, ordered=True))
                 got_burst = await run_plan(_plan(base, burst, sz.burst, ordered=False))
@@ -73,7 +88,13 @@ async def run(opts: Options) -> Report:
                 code = await server.stop()
             report.check(f"{label}: server stopped cleanly on SIGTERM", code == 0, f"exit code {code}")
             rps.append(sz.requests / got_main["wall_s"])
-            latency.extend(row[1] for row in got_main["results"] if row)
+            run_latency = [row[1] for row in got_main["results"] if row]
+            latency.extend(run_latency)
+            floor_rps.append(sz.requests / floor["wall_s"])
+            run_floor_latency = [row[1] for row in floor["results"] if row]
+            floor_latency.extend(run_floor_latency)
+            rps_ratio.append(rps[-1] / floor_rps[-1])
+            p99_ratio.append(_p99(run_latency) / _p99(run_floor_latency))
             burst_s.append(got_burst["wall_s"] * 1000)
             burst_latency.extend(row[1] for row in got_burst["results"] if row)
             peak_mb.append(status["VmHWM"] / 1024)
@@ -91,6 +112,10 @@ async def run(opts: Options) -> Report:
         "higher",
     )
     report.metric("main: latency", "ms", latency, P99_TARGET_MS, on="p99")
+    report.metric("floor: requests/s (same plan, same run)", "/s", floor_rps, better="higher")
+    report.metric("floor: latency", "ms", floor_latency)
+    report.metric("chatlane / floor requests/s", "x", rps_ratio, FLOOR_RPS_RATIO_TARGET, "higher")
+    report.metric("chatlane / floor p99 latency", "x", p99_ratio, FLOOR_P99_RATIO_TARGET)
     report.metric(f"burst: {sz.burst} same-key requests, total", "ms", burst_s)
     report.metric("burst: latency", "ms", burst_latency)
     report.metric("server peak RSS (VmHWM)", "MB", peak_mb, RSS_TARGET_MB)
@@ -99,6 +124,33 @@ async def run(opts: Options) -> Report:
         f"warm-up of {WARMUP} one-message conversations not counted; queue.cap = {sz.burst + 20}"
     )
     return report
+
+
+async def _floor(
+    root: Path, main: list[tuple[str, str]], warm: list[tuple[str, str]], concurrency: int
+) -> dict[str, Any]:
+    """The main plan against the floor server (after the same warm-up); its results."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.floor", str(root / "floor.log"),
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        if not line.startswith("floor is up at "):
+            raise RuntimeError(f"the floor server did not start: {line!r}")
+        base = line.removeprefix("floor is up at ").strip()
+        await run_plan(_plan(base, warm, 10, ordered=True))
+        return await run_plan(_plan(base, main, concurrency, ordered=True))
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
 
 
 def _plan(

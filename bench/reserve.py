@@ -3,6 +3,8 @@
 Per backend (files; Redis when `--redis-url` is given or `redis-server` is installed):
   hot resolve      resolve of a key whose entry exists and is fresh (the common case)
   durable mint     resolve of a new key: lock, re-read, mint, persist (fsync for files)
+  turn commit      a turn's store work on a stored key: turn lock, resolve, one fenced
+                   commit of two records (durable), release
   same-key burst   N concurrent resolves of one new key in one process: mints must be 1
   distinct mints   mints/s over many new keys, resolved concurrently
   4 processes      4 OS processes resolve the same 100 new keys at once: 100 sessions
@@ -15,13 +17,14 @@ import multiprocessing
 import queue
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from bench.common import Options, Stores, StoreSpec, bench_key, redis_url, scratch, timed_us
 from bench.report import Report
 from core.reserver import Reserver
-from core.types import SessionKey
+from core.types import ChatMessage, SessionKey, SessionStore, TurnCommit
 
 HOT_TARGET_US = 100.0
 MINT_TARGET_MS = 2.0
@@ -72,9 +75,10 @@ async def run(opts: Options) -> Report:
 
 async def _backend(report: Report, stores: Stores, sizes: Sizes, runs: int) -> None:
     b = stores.backend
-    hot, mint = await _latencies(stores.fresh(), sizes)
+    hot, mint, commit = await _latencies(stores.fresh(), sizes)
     report.metric(f"{b}: hot resolve", "us", hot, HOT_TARGET_US)
     report.metric(f"{b}: durable mint", "ms", [x / 1000 for x in mint], MINT_TARGET_MS)
+    report.metric(f"{b}: turn commit", "ms", [x / 1000 for x in commit])
 
     burst_ms: list[float] = []
     rates: list[float] = []
@@ -88,8 +92,8 @@ async def _backend(report: Report, stores: Stores, sizes: Sizes, runs: int) -> N
     report.metric(f"{b}: {PROCESSES} procs x {sizes.shared_keys} keys", "ms", contend_ms)
 
 
-async def _latencies(spec: StoreSpec, sizes: Sizes) -> tuple[list[float], list[float]]:
-    """Per-call microseconds: resolves of existing fresh keys, then of new keys."""
+async def _latencies(spec: StoreSpec, sizes: Sizes) -> tuple[list[float], list[float], list[float]]:
+    """Per-call microseconds: resolves of existing fresh keys, of new keys, and turns' commits."""
     store = spec.open()
     try:
         reserver = Reserver(store)
@@ -100,9 +104,20 @@ async def _latencies(spec: StoreSpec, sizes: Sizes) -> tuple[list[float], list[f
             await reserver.resolve(k)
         hot = [await timed_us(reserver.resolve(keys[i % len(keys)])) for i in range(sizes.hot_resolves)]
         mint = [await timed_us(reserver.resolve(bench_key(f"new{i}"))) for i in range(sizes.mints)]
-        return hot, mint
+        commit = [await timed_us(_turn(store, reserver, keys[i % len(keys)])) for i in range(sizes.mints)]
+        return hot, mint, commit
     finally:
         await store.close()
+
+
+async def _turn(store: SessionStore, reserver: Reserver, key: SessionKey) -> None:
+    async with store.lock_turn(key) as lease:
+        entry, _ = await reserver.resolve(key)
+        now = time.time()
+        records = [ChatMessage("user", "hello", now), ChatMessage("assistant", "echo: hello", now)]
+        await store.commit(
+            TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, now, entry.turns + 1)
+        )
 
 
 async def _same_key_burst(report: Report, spec: StoreSpec, n: int, label: str) -> float:

@@ -1,1 +1,11 @@
-"""Platform adapters (Discord, Slack, an OpenAI-compatible HTTP API, a console) and the CLI."""
+"""Platform adapters and the CLI: thin translators at the edge, talking to core only
+through `core.gateway.Gateway`.
+
+    runtime.py     Runtime (config, store, agent, gateway, metrics), Service, StartupError
+    launcher.py    the adapter registry; builds the config schema; runs enabled bots
+    discord/       discord.py: service, inbound, reply, commands, settings
+    slack/         slack-bolt (Socket Mode, HTTP Events API): service, inbound, reply, settings
+    http/          aiohttp: the OpenAI-compatible API (service, settings)
+    console.py     terminal chat
+    __main__.py    the `chatlane` CLI: run, chat, check, sessions
+"""

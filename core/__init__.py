@@ -1,1 +1,19 @@
-"""chatlane's platform-free core: keys, config, store, reservation, lanes, the turn pipeline."""
+"""chatlane's platform-free core. It never imports `bots` or a platform SDK.
+
+The layers, outside in (each module only calls the ones below it):
+
+    gateway.py      the ONE door: submit(inbound, responder), reset(key), status(key);
+                    the turn pipeline (lock -> resolve -> tail -> agent -> one commit -> deliver)
+    lanes.py        one lane per session key: turns of a key in order; queue modes
+    reserver.py     key -> session: hot read, else reserve (lock, re-check, mint) once
+    store/          SessionStore backends: files.py (+ jsonl.py transcripts), redis.py
+                    (+ redis_lock.py); entries.py is the entry format both share
+    agents/         the Agent protocol's built-ins: echo (offline), openai
+    types.py        the contracts everything builds on (Inbound, Reply, SessionEntry,
+                    TurnLease, TurnCommit, the Agent and SessionStore protocols)
+
+Beside them: keys.py (session key grammar), config.py (TOML -> frozen config; adapters
+add their own sections), access.py (allowlists), chunking.py, dedupe.py, tasks.py
+(owned tasks), responders.py, metrics.py, logs.py, and testing/ (fake agents, a
+process runner and a redis-server runner, shipped for tests and bench).
+"""

@@ -7,6 +7,7 @@ what it can out of a damaged one so memory is not cut off.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any
@@ -65,6 +66,20 @@ _KEY_IN_RAW = re.compile(rb'"key"\s*:\s*"(agent:[A-Za-z0-9._@*:-]{1,600})"')
 _ID_IN_RAW = re.compile(rb'"sessionId"\s*:\s*"([0-9a-f]{32})"')
 _TURNS_IN_RAW = re.compile(rb'"turns"\s*:\s*(\d{1,9})')
 _T_IN_RAW = re.compile(rb'"sessionStartedAt"\s*:\s*([0-9.]{1,20})')
+
+
+log = logging.getLogger("chatlane.store")
+
+
+def report_quarantine(where: str, reason: str, moved_to: str, recovered: SessionEntry | None) -> None:
+    """The one log line every backend writes when it moves a damaged entry aside."""
+    log.error(
+        "session entry %s is damaged (%s); moved to %s; %s",
+        where,
+        reason,
+        moved_to,
+        f"recovered session {recovered.session_id}" if recovered else "nothing recoverable",
+    )
 
 
 def find_key(raw: bytes) -> str | None:

@@ -48,7 +48,14 @@ from typing import Any, TypeVar
 from filelock import FileLock, lock_descriptor, unlock_descriptor
 
 from core.store import jsonl
-from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, find_key, recover_entry
+from core.store.entries import (
+    SESSION_ID,
+    entry_from_json,
+    entry_to_json,
+    find_key,
+    recover_entry,
+    report_quarantine,
+)
 from core.types import (
     ChatMessage,
     Damaged,
@@ -234,13 +241,7 @@ class FileStore:
         moved = self._quarantine / f"{bad.path.name}.{time.time_ns()}"
         os.replace(bad.path, moved)
         recovered = recover_entry(key, bad.raw)
-        log.error(
-            "session entry %s is damaged (%s); moved to %s; %s",
-            bad.path.name,
-            bad.reason,
-            moved,
-            f"recovered session {recovered.session_id}" if recovered else "nothing recoverable",
-        )
+        report_quarantine(bad.path.name, bad.reason, str(moved), recovered)
         if recovered is not None:
             self._write(str(bad.path), recovered)
         return recovered

@@ -63,7 +63,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.config import StoreSettings
 from core.store import jsonl
-from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, find_key, recover_entry
+from core.store.entries import (
+    SESSION_ID,
+    entry_from_json,
+    entry_to_json,
+    find_key,
+    recover_entry,
+    report_quarantine,
+)
 from core.store.redis_lock import TurnLocks, redis_errors
 from core.types import (
     ChatMessage,
@@ -367,13 +374,7 @@ class RedisStore:
                     except WatchError:
                         continue
                 if damage is not None:
-                    log.error(
-                        "session entry %s is damaged (%s); moved to %s; %s",
-                        name,
-                        damage,
-                        moved,
-                        f"recovered session {current.session_id}" if current else "nothing recoverable",
-                    )
+                    report_quarantine(name, damage, moved, current)
                 return result
         raise StoreError(f"Redis at {self.url}: {what} of {key} lost {_MAX_ATTEMPTS} races in a row")
 

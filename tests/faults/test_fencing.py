@@ -28,10 +28,12 @@ from core.config import StoreSettings
 from core.gateway import STORE_FAILURE_TEXT
 from core.reserver import Reserver
 from core.store.redis import RedisStore
+from core.testing.process import ChatlaneProcess, write_config
+from core.testing.redis import RedisServer, unique_prefix
 from core.types import ChatMessage, SessionKey, TurnCommit
-from tests.faults.harness import COMPLETIONS, Process, body, fill_disk, mounted, start_process, write_config
+from tests.faults.harness import fill_disk, mounted
 from tests.faults.tcp_proxy import proxy_to
-from tests.redis_server import RedisServer, unique_prefix
+from tests.support.http import COMPLETIONS, body
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +99,7 @@ def redis_commits(server: RedisServer, prefix: str, key: str) -> list[dict[str, 
         return [json.loads(x) for x in r.lrange(f"{prefix}:transcript:{sid}", 0, -1)]
 
 
-async def ask(http: aiohttp.ClientSession, proc: Process, text: str, user: str) -> tuple[int, str]:
+async def ask(http: aiohttp.ClientSession, proc: ChatlaneProcess, text: str, user: str) -> tuple[int, str]:
     async with http.post(proc.url + COMPLETIONS, json=body(text, user=user)) as resp:
         data = await resp.json()
         if resp.status == 200:
@@ -140,8 +142,8 @@ async def test_a_holder_paused_past_its_lease_never_writes_after_the_next_holder
     A's turn is fenced out and answered again after B's, seeing it."""
     prefix = unique_prefix()
     config = redis_config(tmp_path, redis_server.url, prefix, delay_ms=600)
-    a = await start_process(config, tmp_path / "a.log")
-    b = await start_process(config, tmp_path / "b.log")
+    a = await ChatlaneProcess.start(config, tmp_path / "a.log")
+    b = await ChatlaneProcess.start(config, tmp_path / "b.log")
     tally = Tally()
     try:
         for trial in range(10):
@@ -149,12 +151,12 @@ async def test_a_holder_paused_past_its_lease_never_writes_after_the_next_holder
             key = f"agent:main:http:{user}:api"
             first = asyncio.create_task(ask(http, a, f"first {trial}", user))
             await lock_held(redis_server, prefix, key)
-            os.kill(a.proc.pid, signal.SIGSTOP)
+            os.kill(a.pid, signal.SIGSTOP)
             try:
                 await asyncio.sleep(TTL_S * 1.5)
                 second = await ask(http, b, f"second {trial}", user)
             finally:
-                os.kill(a.proc.pid, signal.SIGCONT)
+                os.kill(a.pid, signal.SIGCONT)
             replies = {f"first {trial}": await first, f"second {trial}": second}
             tally.trials += 1
             count_commits(redis_commits(redis_server, prefix, key), replies, tally)
@@ -176,8 +178,10 @@ async def test_a_holder_whose_redis_connection_stalls_past_its_lease_is_fenced_o
     prefix = unique_prefix()
     tally = Tally()
     async with proxy_to(redis_server.port) as proxy:
-        a = await start_process(redis_config(tmp_path / "a", proxy.url, prefix, 1500), tmp_path / "a.log")
-        b = await start_process(
+        a = await ChatlaneProcess.start(
+            redis_config(tmp_path / "a", proxy.url, prefix, 1500), tmp_path / "a.log"
+        )
+        b = await ChatlaneProcess.start(
             redis_config(tmp_path / "b", redis_server.url, prefix, 300), tmp_path / "b.log"
         )
         try:
@@ -245,7 +249,7 @@ async def test_a_disk_that_fills_during_a_two_process_burst_stores_whole_turns_o
         if not ok:
             pytest.skip("this host does not allow mounting a tmpfs")
         config = write_config(tmp_path, "[agent]\necho_delay_ms = 5\n", state=disk / "state")
-        procs = [await start_process(config, tmp_path / f"p{i}.log") for i in range(2)]
+        procs = [await ChatlaneProcess.start(config, tmp_path / f"p{i}.log") for i in range(2)]
         replies: dict[str, tuple[int, str]] = {}
         user = "burst"
         try:
