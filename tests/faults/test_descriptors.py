@@ -89,9 +89,7 @@ async def test_half_open_connections_under_a_1024_file_limit_do_not_starve_turns
             while time.monotonic() - started < HEADER_TIMEOUT_S * 1.5:  # ... and while it sits there
                 await turn(i)
                 i += 1
-            closed = list(
-                await asyncio.gather(*(_closed_by_server(r, CLOSED_WITHIN_S) for r, _ in conns))
-            )
+            closed = list(await asyncio.gather(*(_closed_by_server(r, CLOSED_WITHIN_S) for r, _ in conns)))
         async with (  # a brand-new client, after the flood
             aiohttp.ClientSession() as fresh,
             fresh.post(proc.url + COMPLETIONS, json=body("after", user="new")) as r,
