@@ -52,10 +52,10 @@ def inspect(loaded: Loaded) -> list[Finding]:
         if (why := _unwritable(loaded.state_dir)) is not None:
             error(f"store.path {loaded.state_dir}: {why}")
     else:
-        from core.store.redis import BAD_URL_HINT, safe_url
+        from core.store.redis import safe_url, url_problem
 
         if not _redis_url_parses(c.store.url):
-            error(f"store.url {safe_url(c.store.url)!r} is not a valid Redis URL: {BAD_URL_HINT}")
+            error(f"store.url {safe_url(c.store.url)!r} is not a Redis URL: {url_problem(c.store.url)}")
     if c.agent.backend == "openai":
         o = c.agent.openai
         parts = urlsplit(o.base_url)

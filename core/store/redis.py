@@ -150,6 +150,15 @@ BAD_URL_HINT = (
     "percent-encode any / ? # @ : in the password (e.g. # as %23), or put the password in the "
     "environment variable named by store.password_env"
 )
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def url_problem(url: str) -> str:
+    """Why redis-py would refuse `url`, in words that quote no part of it."""
+    scheme = url.partition("://")[0].lower()
+    if scheme not in REDIS_SCHEMES:
+        return "it must start with redis://, rediss:// (TLS) or unix://"
+    return BAD_URL_HINT
 
 
 def _digest(key: str) -> str:
@@ -195,9 +204,7 @@ class RedisStore:
                 probe.ping()
         except ValueError:
             # redis-py's message can quote a piece of the password as a "port": never print it.
-            raise StoreError(
-                f"store.url {safe_url(url)!r} is not a valid Redis URL: {BAD_URL_HINT}"
-            ) from None
+            raise StoreError(f"store.url {safe_url(url)!r} is not a Redis URL: {url_problem(url)}") from None
         except RedisError as exc:
             raise StoreError(f"cannot reach Redis at {safe_url(url)}: {exc}") from None
         client = aioredis.Redis.from_url(

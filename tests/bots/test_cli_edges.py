@@ -72,7 +72,7 @@ REFUSED = {
     "state-path-under-a-file": ('[store]\npath = "afile/state"\n', "is a file"),
     "redis-url-unparsable": (
         '[store]\nbackend = "redis"\nurl = "redis://:pa#ss@127.0.0.1:1/0"\n',
-        "not a valid",
+        "not a Redis URL",
     ),
     "nothing-enabled": ("[http]\nenabled = false\n", "nothing to run"),
     "openai-url-not-http": (
