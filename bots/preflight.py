@@ -8,6 +8,7 @@ and `check` says so.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ def inspect(loaded: Loaded) -> list[Finding]:
         error(why)
     if c.store.backend == "files":
         if (why := _unwritable(loaded.state_dir)) is not None:
-            error(f"store.path {loaded.state_dir}: {why}")
+            error(f"store.path: cannot use state directory {loaded.state_dir}: {why}")
     else:
         from core.store.redis import safe_url, url_problem
 
@@ -90,22 +91,26 @@ def inspect(loaded: Loaded) -> list[Finding]:
 
 
 def _unwritable(state: Path) -> str | None:
-    """Why the files store could not use `state` (None if it can): checked without creating it."""
+    """Why the files store could not use `state` (None if it can), checked without creating
+    anything, in the words the store itself would use (the OS's error text)."""
     if state.exists() and not state.is_dir():
-        return "is a file, not a folder"
+        return os.strerror(errno.ENOTDIR)
     probe = state
     while not probe.exists():
         if probe.parent == probe:
-            return "no folder on its path exists"
+            return os.strerror(errno.ENOENT)
         probe = probe.parent
     if not probe.is_dir():
-        return f"{probe} is a file, so the folder cannot be made"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable by this user (or is on a read-only filesystem)"
-    for sub in ("sessions", "transcripts", "locks"):
-        inner = state / sub
-        if inner.exists() and not (inner.is_dir() and os.access(inner, os.W_OK | os.X_OK)):
-            return f"{inner} is not a writable folder"
+        return os.strerror(errno.ENOTDIR)
+    for folder in (probe, *(state / sub for sub in ("sessions", "transcripts", "locks"))):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            return f"{folder}: {os.strerror(errno.ENOTDIR)}"
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return os.strerror(errno.EACCES)
     return None
 
 

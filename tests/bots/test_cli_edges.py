@@ -68,8 +68,8 @@ def test_one_info_line_per_turn_with_key_session_outcome_and_latency(tmp_path: P
 # ------------------------------------------------------------------ check agrees with run
 REFUSED = {
     "public-host-no-token": ('[http]\nhost = "0.0.0.0"\n', "without a token"),
-    "state-path-is-a-file": ('[store]\npath = "afile"\n', "is a file"),
-    "state-path-under-a-file": ('[store]\npath = "afile/state"\n', "is a file"),
+    "state-path-is-a-file": ('[store]\npath = "afile"\n', "Not a directory"),
+    "state-path-under-a-file": ('[store]\npath = "afile/state"\n', "Not a directory"),
     "redis-url-unparsable": (
         '[store]\nbackend = "redis"\nurl = "redis://:pa#ss@127.0.0.1:1/0"\n',
         "not a Redis URL",
