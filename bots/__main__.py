@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from bots import eventloop
 from bots.launcher import load_config
 from core.config import ConfigError, Loaded
 from core.logs import setup_logging
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bots.terminal import interactive
 
             return interactive(loaded, args.user or loaded.section(ConsoleSettings).user)
-        return asyncio.run(_dispatch(args, loaded))
+        return eventloop.run(_dispatch(args, loaded))
     except KeyboardInterrupt:
         return 130
     except StoreError as exc:  # e.g. an unusable state directory: a sentence, not a traceback

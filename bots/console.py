@@ -71,6 +71,11 @@ ANSWERED = ("answer", "merged", "notice")
 
 
 def inbound_for(user: str, text: str) -> Inbound:
+    """One line typed by `user`, as the gateway takes it.
+
+    Not gated by core/access.py: the console is the local user at this machine's
+    terminal, with no platform allowlists or mentions to judge.
+    """
     return Inbound(
         platform="console",
         user=user,

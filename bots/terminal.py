@@ -18,6 +18,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TextIO, TypeVar
 
+from bots import eventloop
 from bots.console import ANSWERED, inbound_for
 from bots.runtime import Runtime
 from core.config import Loaded
@@ -56,7 +57,7 @@ class _Queued(QuietResponder):
 class Terminal:
     def __init__(self, loaded: Loaded, user: str, out: TextIO = sys.stdout) -> None:
         self.loaded, self.user, self.out = loaded, user, out
-        self.loop = asyncio.new_event_loop()
+        self.loop = (eventloop.loop_factory() or asyncio.new_event_loop)()
         self.thread = threading.Thread(target=self.loop.run_forever, name="chatlane-loop", daemon=True)
         self.runtime: Runtime | None = None
         c = loaded.config

@@ -13,7 +13,7 @@ The layers, outside in (each module only calls the ones below it):
                     TurnLease, TurnCommit, the Agent and SessionStore protocols)
 
 Beside them: keys.py (session key grammar), config.py (TOML -> frozen config; adapters
-add their own sections), access.py (allowlists), chunking.py, dedupe.py, tasks.py
+add their own sections), access.py (allowlists: Seen, Facts, admit), chunking.py, dedupe.py, tasks.py
 (owned tasks), responders.py, metrics.py, logs.py, and testing/ (fake agents, a
 process runner and a redis-server runner, shipped for tests and bench).
 """

@@ -1,7 +1,8 @@
 """Who may talk to a bot: allowlists, DM policy, mention rules, bots.
 
-Adapters describe a message with platform-neutral facts and ask `admit`; a message it
-refuses creates no session and no transcript record. Threads are checked against their
+Adapters translate a platform event into a `Seen` (the `Inbound` and the platform-neutral
+`Facts` about it) in their inbound module, and ask `admit` once; a message it refuses
+creates no session and no transcript record. Threads are checked against their
 parent channel's allowlist entry too, so a thread cannot be used to slip past it.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from core.config import Access
+from core.types import Inbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,14 @@ class Facts:
     roles: Collection[str] = field(default_factory=tuple)
     require_mention: bool | None = None
     """An override of the policy's rule for this place (e.g. a per-channel setting)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One platform event, translated: the message for the gateway and the facts to gate it by."""
+
+    inbound: Inbound
+    facts: Facts
 
 
 def admit(

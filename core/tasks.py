@@ -43,8 +43,12 @@ class TaskSet:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
     async def close(self, timeout: float = 0.0) -> None:
-        """Wait up to `timeout` s, then cancel what is left and wait for it to end."""
-        await self.wait(timeout)
+        """Wait up to `timeout` s, then cancel what is left and wait for it to end.
+
+        With no timeout, tasks are cancelled at once: one not started yet never runs.
+        """
+        if timeout > 0:
+            await self.wait(timeout)
         late = set(self._tasks)
         for task in late:
             task.cancel()

@@ -8,14 +8,16 @@ handled by the gateway itself (`session.reset_commands`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import discord
 from discord import app_commands
 
-from bots.discord.inbound import read_interaction, refusal
+from bots.discord.inbound import read_interaction
 from bots.discord.reply import PlatformFailure, describe_failure
 from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime
+from core.access import Facts, Seen
 from core.responders import FutureResponder, confirm_reset
 from core.types import Closed, StoreError
 
@@ -27,17 +29,29 @@ COMMAND_WAIT_S = 2.0
 RESET_FAILED_TEXT = "Sorry, I couldn't start a new conversation just now. Please try again."
 
 
-def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.CommandTree[discord.Client]:
-    """A command tree with /new, /reset and /status, attached to `client`."""
+def build_tree(
+    client: discord.Client, runtime: Runtime, refusal: Callable[[Facts], str | None]
+) -> app_commands.CommandTree[discord.Client]:
+    """A command tree with /new, /reset and /status, attached to `client`.
+
+    `refusal` is the service's gate (the same as for messages): why a caller may not
+    use the bot here, or None.
+    """
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
     settings = runtime.loaded.section(DiscordSettings)
     gateway = runtime.gateway
 
-    async def reset(interaction: discord.Interaction[discord.Client]) -> None:
+    async def admitted(interaction: discord.Interaction[discord.Client]) -> Seen | None:
+        """The command's caller, translated, or None (and told so) when refused here."""
         seen = read_interaction(interaction, settings)
-        if (why := refusal(settings, seen.facts)) is not None:
+        if (why := refusal(seen.facts)) is not None:
             log.debug("discord: /%s from %s refused: %s", _name(interaction), seen.inbound.user, why)
             await _answer(interaction, NOT_HERE_TEXT, ephemeral=True)
+            return None
+        return seen
+
+    async def reset(interaction: discord.Interaction[discord.Client]) -> None:
+        if (seen := await admitted(interaction)) is None:
             return
         key = gateway.key_for(seen.inbound)
         responder = FutureResponder()
@@ -50,10 +64,7 @@ def build_tree(client: discord.Client, runtime: Runtime) -> app_commands.Command
         await _answer(interaction, text, ephemeral=not shared)
 
     async def status(interaction: discord.Interaction[discord.Client]) -> None:
-        seen = read_interaction(interaction, settings)
-        if (why := refusal(settings, seen.facts)) is not None:
-            log.debug("discord: /status from %s refused: %s", seen.inbound.user, why)
-            await _answer(interaction, NOT_HERE_TEXT, ephemeral=True)
+        if (seen := await admitted(interaction)) is None:
             return
         key = gateway.key_for(seen.inbound)
         try:

@@ -8,26 +8,17 @@ before `gateway.submit` could let a later message overtake an earlier one.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import discord
 
 from bots.discord.settings import DiscordSettings
-from core.access import Facts, admit
+from core.access import Facts, Seen
 from core.types import Inbound
 
 PLATFORM = "discord"
 
 ANSWERED_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
 """Messages people write; joins, pins, thread-created notices and the like are not."""
-
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """One Discord message, translated."""
-
-    inbound: Inbound
-    facts: Facts
 
 
 def read_message(message: discord.Message, me: discord.ClientUser, settings: DiscordSettings) -> Seen:
@@ -87,11 +78,6 @@ def read_interaction(interaction: discord.Interaction[discord.Client], settings:
         roles=_roles(interaction.user),
     )
     return Seen(inbound, facts)
-
-
-def refusal(settings: DiscordSettings, facts: Facts) -> str | None:
-    """Why the bot must not answer (for the log), or None when it may."""
-    return admit(settings, facts, allow_spaces=settings.allow_guilds, allow_roles=settings.allow_roles)
 
 
 def addressed_text(message: discord.Message, me: discord.ClientUser) -> tuple[bool, str]:

@@ -1,9 +1,10 @@
 """The Discord adapter (discord.py), enabled by `[discord] enabled = true`.
 
-A thin translator: each gateway message becomes an `Inbound` (bots/discord_inbound.py),
-is gated (core/access.py), de-duplicated (a gateway RESUME can replay a MESSAGE_CREATE)
-and handed to the gateway with a `DiscordResponder` (bots/discord_reply.py), which
-turns the `Reply` into Discord messages. Slash commands live in bots/discord_commands.py.
+A thin translator: each gateway message becomes a `Seen` (its `Inbound` and access
+facts, bots/discord/inbound.py), is gated once (`refusal`, core/access.py),
+de-duplicated (a gateway RESUME can replay a MESSAGE_CREATE) and handed to the gateway
+with a `DiscordResponder` (bots/discord/reply.py), which turns the `Reply` into Discord
+messages. Slash commands live in bots/discord/commands.py and are gated the same way.
 
 Ordering belongs to the core: `on_message` does not await anything before
 `gateway.submit`, so messages reach their lanes in the order Discord sent them.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -24,21 +24,23 @@ import discord.http
 import yarl
 
 from bots.discord.commands import build_tree, sync_commands
-from bots.discord.inbound import ANSWERED_TYPES, read_message, refusal
+from bots.discord.inbound import ANSWERED_TYPES, read_message
 from bots.discord.reply import ALLOWED_MENTIONS, DiscordResponder
 from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime, StartupError
+from core.access import Facts, admit
 from core.dedupe import RecentIds
+from core.tasks import TaskSet
 from core.types import Closed
 
 log = logging.getLogger("chatlane.discord")
 
 SEEN_CAPACITY = 10_000
+"""Message ids remembered to drop replays; replays come within seconds, so plenty."""
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 60.0
 FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
 """Gateway closes a retry cannot fix: bad token, shard or intent settings."""
-"""Message ids remembered to drop replays; replays come within seconds, so plenty."""
 
 
 def intents() -> discord.Intents:
@@ -66,7 +68,7 @@ class DiscordService:
         self.client: discord.Client | None = None
         self._seen = RecentIds(SEEN_CAPACITY)
         self._connection: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("discord")
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
         self._stopping = False
 
@@ -86,7 +88,7 @@ class DiscordService:
             )
         self._use_endpoints()
         client = self.client = self._build_client()
-        tree = build_tree(client, self.runtime)
+        tree = build_tree(client, self.runtime, self.refusal)
         try:
             await client.login(token)
         except discord.LoginFailure as exc:
@@ -102,15 +104,13 @@ class DiscordService:
             ) from exc
         self._connection = asyncio.create_task(self._stay_connected(client), name="discord gateway")
         if self.settings.sync_commands:
-            self._spawn(sync_commands(tree), "discord command sync")
+            self._tasks.spawn(sync_commands(tree), name="discord command sync")
         await self._wait_ready(client, self._connection)
         self._connection.add_done_callback(self._on_connection_end)
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         await self._close_client()
         if self._connection is not None:
             await asyncio.gather(self._connection, return_exceptions=True)
@@ -129,7 +129,7 @@ class DiscordService:
             return
         seen = read_message(message, me, self.settings)
         inbound = seen.inbound
-        if (why := refusal(self.settings, seen.facts)) is not None:
+        if (why := self.refusal(seen.facts)) is not None:
             log.debug("discord: not answering message %s in %s: %s", message.id, inbound.channel, why)
             return
         if not inbound.text:
@@ -142,6 +142,11 @@ class DiscordService:
             await self.runtime.gateway.submit(inbound, DiscordResponder(message, self.settings))
         except Closed:
             log.info("discord: shutting down; message %s not taken", message.id)
+
+    def refusal(self, facts: Facts) -> str | None:
+        """Why the bot must not answer (for the log), or None when it may: the one gate."""
+        s = self.settings
+        return admit(s, facts, allow_spaces=s.allow_guilds, allow_roles=s.allow_roles)
 
     async def on_error(self, event: str, /, *args: Any, **kwargs: Any) -> None:
         # discord.py calls this from inside the `except` of a failed handler.
@@ -264,11 +269,6 @@ class DiscordService:
         if self._stopping or task.cancelled():
             return
         log.error("discord: the gateway connection ended for good: %s", _connection_problem(task.exception()))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _close_client(self) -> None:
         if self.client is not None and not self.client.is_closed():

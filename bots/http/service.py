@@ -182,6 +182,11 @@ class HttpService:
             )
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
+        """One chat completion: one message submitted to the gateway.
+
+        Not gated by core/access.py: the API has no platform allowlists, mentions or
+        DMs to judge; the bearer token (`_authorize`) is its access rule.
+        """
         self._authorize(request)
         chat = parsing.parse(await self._body(request))
         n = next(self._ids)

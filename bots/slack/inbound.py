@@ -1,4 +1,6 @@
-"""Slack event payloads -> platform-free facts. Pure functions: no I/O, no Bolt objects.
+"""Slack payloads -> platform-neutral facts: an `Inbound` and the `Facts` gating needs.
+
+Pure functions: no I/O, no Bolt objects.
 
 Which Slack messages are people talking: plain messages, thread broadcasts, file
 shares with text and (when `allow_bots`) other bots' messages. Edits, deletions,
@@ -9,12 +11,18 @@ bot's own messages.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-PERSON_SUBTYPES = frozenset({"", "thread_broadcast", "file_share", "me_message"})
+from bots.slack.settings import SlackSettings
+from core.access import Facts, Seen
+from core.dedupe import RecentSet
+from core.types import Inbound
+
+PLATFORM = "slack"
+
+ANSWERED_SUBTYPES = frozenset({"", "thread_broadcast", "file_share", "me_message"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +47,11 @@ class SlackMessage:
     author_is_bot: bool
     team: str | None
 
-    @property
-    def identity(self) -> str:
-        """One message, whichever event carried it: an `app_mention` and its
-        `message.channels` twin share it, and so does every redelivery."""
-        return f"{self.channel}:{self.ts}"
+
+def place(channel: str, ts: str) -> str:
+    """One message (or the thread rooted at it), whichever event carried it: an
+    `app_mention` and its `message.channels` twin share it, and so does every redelivery."""
+    return f"{channel}:{ts}"
 
 
 def strip_mention(text: str, bot_user_id: str) -> str:
@@ -52,7 +60,7 @@ def strip_mention(text: str, bot_user_id: str) -> str:
     return re.sub(r"[ \t]{2,}", " ", cleaned).strip()
 
 
-def read_message(event: Mapping[str, Any], me: Identity, *, via_mention: bool = False) -> SlackMessage | str:
+def parse_message(event: Mapping[str, Any], me: Identity, *, via_mention: bool = False) -> SlackMessage | str:
     """The message in a `message` / `app_mention` event, or why it is not one to answer."""
     subtype = str(event.get("subtype") or "")
     bot_id = event.get("bot_id")
@@ -60,7 +68,7 @@ def read_message(event: Mapping[str, Any], me: Identity, *, via_mention: bool = 
     if user == me.user_id or (bot_id is not None and bot_id == me.bot_id):
         return "the bot's own message"
     author_is_bot = bool(bot_id) or subtype == "bot_message"
-    if subtype not in PERSON_SUBTYPES and subtype != "bot_message":
+    if subtype not in ANSWERED_SUBTYPES and subtype != "bot_message":
         return f"subtype {subtype!r} is not a message from someone"
     sender = user or bot_id
     channel, ts = event.get("channel"), event.get("ts")
@@ -101,19 +109,53 @@ def conversation_thread(msg: SlackMessage, reply_in_thread: bool) -> str | None:
     return None
 
 
-class RecentThreads:
-    """Threads the bot takes part in (bounded; the oldest are forgotten first)."""
+def read_message(
+    event: Mapping[str, Any],
+    me: Identity,
+    settings: SlackSettings,
+    threads: RecentSet,
+    *,
+    via_mention: bool = False,
+) -> Seen | str:
+    """A `message` / `app_mention` event translated, or why it is not one to answer.
 
-    def __init__(self, capacity: int = 10_000) -> None:
-        self.capacity = capacity
-        self._threads: OrderedDict[str, None] = OrderedDict()
+    A reply in one of the bot's `threads` counts as addressed to the bot when
+    `thread_replies_addressed`.
+    """
+    msg = parse_message(event, me, via_mention=via_mention)
+    if isinstance(msg, str):
+        return msg
+    in_known_thread = msg.thread_ts is not None and place(msg.channel, msg.thread_ts) in threads
+    inbound = Inbound(
+        platform=PLATFORM,
+        user=msg.user,
+        channel=msg.channel,
+        text=msg.text,
+        message_id=msg.ts,
+        thread=conversation_thread(msg, settings.reply_in_thread),
+        is_direct=msg.is_direct,
+        mentioned_bot=msg.mentioned,
+    )
+    facts = Facts(
+        user=msg.user,
+        channel=msg.channel,
+        is_direct=msg.is_direct,
+        mentioned_bot=msg.mentioned or (settings.thread_replies_addressed and in_known_thread),
+        author_is_bot=msg.author_is_bot,
+        space=msg.team,
+    )
+    return Seen(inbound, facts)
 
-    def add(self, channel: str, thread_ts: str) -> None:
-        key = f"{channel}:{thread_ts}"
-        self._threads[key] = None
-        self._threads.move_to_end(key)
-        if len(self._threads) > self.capacity:
-            self._threads.popitem(last=False)
 
-    def __contains__(self, item: tuple[str, str]) -> bool:
-        return f"{item[0]}:{item[1]}" in self._threads
+def read_command(command: Mapping[str, Any]) -> Seen:
+    """A slash command's caller: a command is always addressed to the bot; its text is the action."""
+    user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
+    action = str(command.get("text", "")).strip().lower()
+    is_direct = channel.startswith("D")
+    inbound = Inbound(PLATFORM, user, channel, action, "", None, is_direct, True)
+    return Seen(inbound, Facts(user, channel, is_direct, mentioned_bot=True, space=command.get("team_id")))
+
+
+def is_thread_reply(inbound: Inbound) -> bool:
+    """Whether the message was written in an existing thread (not one the bot roots at it)."""
+    return inbound.thread is not None and inbound.thread != inbound.message_id

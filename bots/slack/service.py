@@ -1,8 +1,9 @@
 """Slack adapter on slack-bolt: Socket Mode (default) or the HTTP Events API.
 
-Events -> `Inbound` -> `gateway.submit`. Bolt runs each listener before it acks
-(`process_before_response`), and the listeners only do synchronous work (read the
-event, gate it, drop duplicates) before handing the submit to a task this service
+Events -> `Seen` (the `Inbound` and its access facts, bots/slack/inbound.py) -> one
+gate (`refusal`, core/access.py) -> `gateway.submit`. Bolt runs each listener before
+it acks (`process_before_response`), and the listeners only do synchronous work (read
+the event, gate it, drop duplicates) before handing the submit to a task this service
 owns, so every event is acked within milliseconds however long its turn takes.
 
 What is answered: `app_mention` in channels, every DM (`message.im`), channel
@@ -19,10 +20,8 @@ the root and the thread's replies share one session.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -38,18 +37,22 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import Runtime, StartupError
-from bots.slack.inbound import Identity, RecentThreads, SlackMessage, conversation_thread, read_message
+from bots.slack.inbound import Identity, is_thread_reply, place, read_command, read_message
 from bots.slack.reply import Poster, SlackResponder
 from bots.slack.settings import SlackSettings
 from core.access import Facts, admit
-from core.dedupe import RecentIds
+from core.dedupe import RecentIds, RecentSet
 from core.responders import FutureResponder, confirm_reset
+from core.tasks import TaskSet
 from core.types import Closed, Inbound, StoreError
 
 log = logging.getLogger("chatlane.slack")
 
-PLATFORM = "slack"
+SEEN_CAPACITY = 10_000
+"""Message and thread ids remembered; redeliveries come within minutes, so plenty."""
 USAGE = "Usage: {command} new | reset | status"
+NOT_HERE_TEXT = "Sorry, I can't help with that here."
+COMMAND_FAILED_TEXT = "Sorry, that didn't work just now. Please try again."
 COMMAND_WAIT_S = 2.0
 """Slack wants a slash command acknowledged within 3 s."""
 
@@ -65,9 +68,10 @@ class SlackService:
         self.me = Identity("", "", "")
         self.url = ""
         """http mode: where the Events API endpoint listens, once started."""
-        self._seen = RecentIds(10_000)
-        self._threads = RecentThreads(10_000)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._seen = RecentIds(SEEN_CAPACITY)
+        self._threads = RecentSet(SEEN_CAPACITY)
+        """Threads the bot takes part in (`place(channel, thread_ts)`)."""
+        self._tasks = TaskSet("slack")
         self._session: aiohttp.ClientSession | None = None
         self._client: AsyncWebClient | None = None
         self._poster: Poster | None = None
@@ -179,10 +183,7 @@ class SlackService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        tasks = set(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -201,71 +202,52 @@ class SlackService:
 
     def _take(self, event: dict[str, Any], *, via_mention: bool) -> None:
         """Gate one message event; synchronous, so a duplicate is dropped before the ack."""
-        s = self.settings
-        msg = read_message(event, self.me, via_mention=via_mention)
-        if isinstance(msg, str):
-            log.debug("slack: ignored event in %s: %s", event.get("channel"), msg)
+        seen = read_message(event, self.me, self.settings, self._threads, via_mention=via_mention)
+        if isinstance(seen, str):
+            log.debug("slack: ignored event in %s: %s", event.get("channel"), seen)
             return
-        in_known_thread = msg.thread_ts is not None and (msg.channel, msg.thread_ts) in self._threads
-        addressed = msg.mentioned or (s.thread_replies_addressed and in_known_thread)
-        facts = Facts(
-            user=msg.user,
-            channel=msg.channel,
-            is_direct=msg.is_direct,
-            mentioned_bot=addressed,
-            author_is_bot=msg.author_is_bot,
-            space=msg.team,
-        )
-        reason = admit(s, facts)
+        inbound = seen.inbound
+        reason = self.refusal(seen.facts)
         if reason is None:
-            self._accept(msg)
+            self._accept(inbound)
         elif (
-            msg.thread_ts is not None
-            and s.thread_replies_addressed
-            and admit(s, dataclasses.replace(facts, mentioned_bot=True)) is None
+            is_thread_reply(inbound)
+            and self.settings.thread_replies_addressed
+            and self.refusal(dataclasses.replace(seen.facts, mentioned_bot=True)) is None
         ):
             # Not known here (e.g. after a restart): the store knows whether this is one of ours.
-            self._spawn(self._accept_if_known_thread(msg))
+            self._tasks.spawn(self._accept_if_known_thread(inbound), name=f"slack thread {inbound.thread}")
         else:
-            log.debug("slack: not answering %s in %s: %s", msg.ts, msg.channel, reason)
+            log.debug("slack: not answering %s in %s: %s", inbound.message_id, inbound.channel, reason)
 
-    def _inbound(self, msg: SlackMessage) -> Inbound:
-        return Inbound(
-            platform=PLATFORM,
-            user=msg.user,
-            channel=msg.channel,
-            text=msg.text,
-            message_id=msg.ts,
-            thread=conversation_thread(msg, self.settings.reply_in_thread),
-            is_direct=msg.is_direct,
-            mentioned_bot=msg.mentioned,
-        )
+    def refusal(self, facts: Facts) -> str | None:
+        """Why the bot must not answer (for the log), or None when it may: the one gate."""
+        return admit(self.settings, facts)
 
-    def _accept(self, msg: SlackMessage) -> None:
-        if not self._seen.first_time(msg.identity):
-            log.debug("slack: %s in %s already taken (duplicate delivery)", msg.ts, msg.channel)
+    def _accept(self, inbound: Inbound) -> None:
+        ts, channel = inbound.message_id, inbound.channel
+        if not self._seen.first_time(place(channel, ts)):
+            log.debug("slack: %s in %s already taken (duplicate delivery)", ts, channel)
             return
         if self._poster is None:  # stopped
             return
-        inbound = self._inbound(msg)
-        if inbound.thread is not None and not msg.is_direct:
-            self._threads.add(msg.channel, inbound.thread)
-        responder = SlackResponder(
-            self._poster, msg.channel, msg.ts, inbound.thread, self.settings.ack_reaction
-        )
-        self._spawn(self._submit(inbound, responder))
+        if inbound.thread is not None and not inbound.is_direct:
+            self._threads.add(place(channel, inbound.thread))
+        responder = SlackResponder(self._poster, channel, ts, inbound.thread, self.settings.ack_reaction)
+        self._tasks.spawn(self._submit(inbound, responder), name=f"slack message {ts}")
 
-    async def _accept_if_known_thread(self, msg: SlackMessage) -> None:
+    async def _accept_if_known_thread(self, inbound: Inbound) -> None:
         session = self.runtime.loaded.config.session
         if not session.threads or session.scope == "user":
             return  # the key would not name the thread
         try:
-            known = await self.runtime.store.get(self.runtime.gateway.key_for(self._inbound(msg))) is not None
+            gateway = self.runtime.gateway
+            known = (await gateway.status(gateway.key_for(inbound))).entry is not None
         except (ValueError, StoreError) as exc:
-            log.warning("slack: cannot tell whether thread %s is ours: %s", msg.thread_ts, exc)
+            log.warning("slack: cannot tell whether thread %s is ours: %s", inbound.thread, exc)
             return
         if known:
-            self._accept(msg)
+            self._accept(inbound)
 
     async def _submit(self, inbound: Inbound, responder: SlackResponder) -> None:
         try:
@@ -275,30 +257,17 @@ class SlackService:
         except Closed:
             log.info("slack: message %s arrived during shutdown; not answered", inbound.message_id)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("slack: handling a message failed", exc_info=exc)
-
     # ------------------------------------------------------------ slash command
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         """`/chatlane new | reset | status` for the conversation outside threads here."""
-        user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
-        action = str(command.get("text", "")).strip().lower()
+        seen = read_command(command)
+        inbound, action = seen.inbound, seen.inbound.text
         name = self.settings.slash_command
-        is_direct = channel.startswith("D")
-        facts = Facts(user, channel, is_direct, mentioned_bot=True, space=command.get("team_id"))
-        if (reason := admit(self.settings, facts)) is not None:
-            log.info("slack: %s from %s in %s refused: %s", name, user, channel, reason)
-            await ack(text="Sorry, I can't help with that here.")
+        if (reason := self.refusal(seen.facts)) is not None:
+            log.info("slack: %s from %s in %s refused: %s", name, inbound.user, inbound.channel, reason)
+            await ack(text=NOT_HERE_TEXT)
             return
         gateway = self.runtime.gateway
-        inbound = Inbound(PLATFORM, user, channel, action, "", None, is_direct, True)
         try:
             key = gateway.key_for(inbound)
             if action in ("new", "reset"):
@@ -316,7 +285,7 @@ class SlackService:
                 text = USAGE.format(command=name)
         except (ValueError, StoreError, Closed) as exc:
             log.error("slack: %s %s failed: %s", name, action, exc)
-            text = "Sorry, that didn't work just now. Please try again."
+            text = COMMAND_FAILED_TEXT
         await ack(text=text)
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ import logging
 import os
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -48,6 +49,7 @@ from typing import Any, TypeVar
 from filelock import FileLock, lock_descriptor, unlock_descriptor
 
 from core.store import jsonl
+from core.store.committer import Committer
 from core.store.entries import (
     SESSION_ID,
     entry_from_json,
@@ -56,6 +58,7 @@ from core.store.entries import (
     recover_entry,
     report_quarantine,
 )
+from core.store.tails import Tails
 from core.types import (
     ChatMessage,
     Damaged,
@@ -71,6 +74,9 @@ from core.types import (
 )
 
 log = logging.getLogger("chatlane.store")
+
+ENTRY_CACHE = 4096
+"""Entries remembered by their file's stat signature (minted/reset files are replaced)."""
 
 T = TypeVar("T")
 
@@ -99,6 +105,11 @@ class FileStore:
         # is held only for one read-and-write.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatlane-store")
         self._held: dict[str, int] = {}
+        self._committer = Committer(self._ensure_dir)
+        self._tails = Tails()
+        """Recently used transcripts' tails (used on the event loop only)."""
+        self._entries: OrderedDict[str, tuple[tuple[int, int, int], SessionEntry]] = OrderedDict()
+        """Key -> (stat signature, entry) of recently read entry files (event loop only)."""
         """Key -> the descriptor of its turn lock file, while this process holds it."""
         try:
             for d in (self.root, self._sessions, self._locks, self._transcripts, self._quarantine):
@@ -158,8 +169,7 @@ class FileStore:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except OSError as exc:
-            log.error("store I/O failed: %s", exc, exc_info=True)
-            raise StoreError(f"store I/O failed: {exc.strerror or exc}") from exc
+            raise _store_error(exc) from exc
 
     # ---------------------------------------------------------- entry file I/O
     def _read(self, path: Path | str, key: str | None = None) -> SessionEntry | None:
@@ -190,16 +200,8 @@ class FileStore:
         return entry
 
     def _with_progress(self, entry: SessionEntry) -> SessionEntry:
-        """The entry as its last commit left it (turn count, last interaction)."""
-        progress = jsonl.last_progress(self._transcript_file(entry.session_id))
-        if progress is None:
-            return entry  # no commit yet (or an older transcript format: the entry counted)
-        return replace(
-            entry,
-            turns=progress.turns,
-            last_interaction_at=progress.at,
-            updated_at=max(entry.updated_at, progress.at),
-        )
+        """The entry as its last commit left it (from any thread: reads the file)."""
+        return _advanced(entry, jsonl.last_progress(self._transcript_file(entry.session_id)))
 
     def _write(self, path: str, entry: SessionEntry) -> None:
         data = json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
@@ -248,12 +250,39 @@ class FileStore:
 
     # --------------------------------------------------------------- protocol
     async def get(self, key: SessionKey) -> SessionEntry | None:
+        # On the loop: two stats when nothing changed, small page-cache reads when it did.
         try:
-            return await self._run(self._read, self._entry_file(key), key)
+            entry = self._stored_entry(key)
+            if entry is None:
+                return None
+            _records, progress = self._tails.read(self._transcript_file(entry.session_id), 0)
         except CorruptEntry:
             # Reported and quarantined by the next locked operation on this key,
             # which re-reads first: a concurrent rewrite may already have mended it.
             return None
+        except OSError as exc:
+            raise _store_error(exc) from exc
+        return _advanced(entry, progress)
+
+    def _stored_entry(self, key: str) -> SessionEntry | None:
+        """The entry file of `key` as minted or reset, re-read only when it was replaced."""
+        path = self._entry_file(key)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._entries.pop(key, None)
+            return None
+        sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._entries.get(key)
+        if cached is not None and cached[0] == sig:
+            self._entries.move_to_end(key)
+            return cached[1]
+        entry = self._read_stored(path, key)
+        if entry is not None:
+            self._entries[key] = (sig, entry)
+            if len(self._entries) > ENTRY_CACHE:
+                self._entries.popitem(last=False)
+        return entry
 
     async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
         def op() -> tuple[SessionEntry, bool]:
@@ -317,19 +346,24 @@ class FileStore:
 
     async def commit(self, commit: TurnCommit) -> None:
         key = commit.lease.key
-        line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records)
         path = self._transcript_file(commit.session_id)
-
-        def op() -> None:
-            self._check_fence(commit)
-            self._in_dir(os.path.dirname(path), lambda: jsonl.append_commit(path, line, commit.commit_id))
-
-        commit.lease.committing = True
+        line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records)
         try:
-            await self._run(op)
+            self._check_fence(commit)  # on the loop: a pread and a cached entry
         except Fenced:
             log.warning("commit of a turn of %s refused (fenced at token %d)", key, commit.lease.token)
             raise
+        except OSError as exc:
+            raise _store_error(exc) from exc
+        commit.lease.committing = True
+        try:
+            done = await self._committer.append(path, line, commit.commit_id)
+        except OSError as exc:
+            self._tails.forget(path)
+            raise _store_error(exc) from exc
+        if done.stored:
+            progress = jsonl.Progress(commit.commit_id, commit.turns, commit.at)
+            self._tails.committed(path, done.start, done.end, commit.records, progress)
 
     def _check_fence(self, commit: TurnCommit) -> None:
         """`Fenced` unless this process holds the key's turn lock at the commit's token and
@@ -340,7 +374,7 @@ class FileStore:
         if current != commit.lease.token:
             raise Fenced(f"turn lock of {key} is at token {current}, the commit holds {commit.lease.token}")
         try:
-            entry = self._read_stored(self._entry_file(key), key)
+            entry = self._stored_entry(key)
         except CorruptEntry as bad:
             with self._key_lock(key):
                 entry = self._quarantine_and_recover(key, bad)
@@ -348,7 +382,11 @@ class FileStore:
             raise Fenced(f"{key} no longer maps to session {commit.session_id}")
 
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
-        return await self._run(jsonl.tail, self._transcript_file(session_id), n)
+        path = self._transcript_file(session_id)
+        try:
+            return self._tails.read(path, n)[0]
+        except OSError as exc:
+            raise _store_error(exc) from exc
 
     @contextlib.asynccontextmanager
     async def lock_turn(self, key: SessionKey) -> AsyncIterator[TurnLease]:
@@ -390,6 +428,7 @@ class FileStore:
         return fd, token
 
     async def close(self) -> None:
+        await asyncio.to_thread(self._committer.close)
         self._pool.shutdown(wait=True)
 
 
@@ -400,6 +439,23 @@ def _mkdirs(d: Path) -> None:
     _mkdirs(d.parent)
     with contextlib.suppress(FileExistsError):
         d.mkdir(mode=0o700)
+
+
+def _store_error(exc: OSError) -> StoreError:
+    log.error("store I/O failed: %s", exc, exc_info=True)
+    return StoreError(f"store I/O failed: {exc.strerror or exc}")
+
+
+def _advanced(entry: SessionEntry, progress: jsonl.Progress | None) -> SessionEntry:
+    """The entry as its last commit left it (turn count, last interaction)."""
+    if progress is None:
+        return entry  # no commit yet (or an older transcript format: the entry counted)
+    return replace(
+        entry,
+        turns=progress.turns,
+        last_interaction_at=progress.at,
+        updated_at=max(entry.updated_at, progress.at),
+    )
 
 
 def _read_token(fd: int) -> int | None:

@@ -28,7 +28,8 @@ from core.types import ChatMessage
 
 log = logging.getLogger("chatlane.transcript")
 
-_BLOCK = 64 * 1024
+_BLOCK = 256 * 1024
+_FIRST_READ = 4096
 _ROLES = frozenset({"system", "user", "assistant"})
 
 
@@ -66,8 +67,13 @@ def _record_obj(record: ChatMessage) -> dict[str, Any]:
     return obj
 
 
+def commit_prefix(commit_id: str) -> bytes:
+    """How the line of commit `commit_id` begins (`encode_commit` puts the id first)."""
+    return b'{"commit":' + json.dumps(commit_id).encode() + b","
+
+
 def encode_commit(commit_id: str, turns: int, at: float, records: Sequence[ChatMessage]) -> bytes:
-    """One commit as one line (without the newline)."""
+    """One commit as one line (without the newline); it begins with `commit_prefix`."""
     obj = {"commit": commit_id, "turns": turns, "at": at, "records": [_record_obj(r) for r in records]}
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
 
@@ -89,34 +95,100 @@ def decode_line(line: bytes) -> tuple[list[ChatMessage], Progress | None]:
     return [_record(obj)], None
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A commit line written (not yet synced): the file's size before and after."""
+
+    start: int
+    end: int
+    stored: bool
+    """False when the file's last line already was this commit (a retry): nothing written."""
+
+
+def write_commit(fd: int, line: bytes, commit_id: str) -> Written:
+    """Append one commit line to the open file `fd` (O_APPEND), closing a torn last line
+    first; the caller makes it durable. On an error the file is cut back to where it was."""
+    size = os.fstat(fd).st_size
+    data = line + b"\n"
+    if size:
+        if os.pread(fd, 1, size - 1) != b"\n":
+            log.warning("transcript fd %d ended in a torn line; closing it before appending", fd)
+            data = b"\n" + data
+        elif last_line_starts_with(fd, size, commit_prefix(commit_id)):
+            return Written(size, size, stored=False)
+    try:
+        write_all(fd, data)
+    except OSError:
+        # The caller hears it failed, so no fragment of it may stay behind either.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+    return Written(size, size + len(data), stored=True)
+
+
 def append_commit(path: str, line: bytes, commit_id: str) -> bool:
-    """Append one commit line durably; False (and nothing written) if the last line of the
-    file already is that commit. On any error the file is cut back to where it was."""
+    """Append one commit line durably (see `write_commit`); False if it was already there."""
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        size = os.fstat(fd).st_size
-        data = line + b"\n"
-        if size:
-            if os.pread(fd, 1, size - 1) != b"\n":
-                log.warning(
-                    "transcript %s ended in a torn line; closing it before appending", os.path.basename(path)
-                )
-                data = b"\n" + data
-            else:
-                last = last_progress_fd(fd, size)
-                if last is not None and last.commit_id == commit_id:
-                    return False
-        try:
-            write_all(fd, data)
-            os.fdatasync(fd)
-        except OSError:
-            # The caller hears it failed, so no fragment of it may stay behind either.
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
-            raise
-        return True
+        w = write_commit(fd, line, commit_id)
+        if w.stored:
+            try:
+                os.fdatasync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, w.start)
+                raise
+        return w.stored
     finally:
         os.close(fd)
+
+
+def read_forward(fd: int, start: int, end: int) -> tuple[list[ChatMessage], Progress | None, int]:
+    """The records of the whole lines in bytes [start, end) (which begins at a line start),
+    the progress of the last commit among them, and where the last whole line ends."""
+    data = os.pread(fd, end - start, start)
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        return [], None, start
+    records: list[ChatMessage] = []
+    progress: Progress | None = None
+    for line in data[:cut].split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            got, p = decode_line(line)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("transcript fd %d has an unreadable line (%d bytes); skipped", fd, len(line))
+            continue
+        records.extend(got)
+        progress = p or progress
+    return records, progress, start + cut + 1
+
+
+def tail_fd(fd: int, size: int, n: int, *, name: str = "") -> tuple[list[ChatMessage], Progress | None, bool]:
+    """The last `n` readable records of the file (reading backwards only as far as they
+    go), the progress of its last commit, and whether the records are the whole file."""
+    found: list[list[ChatMessage]] = []
+    count = 0
+    progress: Progress | None = None
+    seen_progress = False
+    whole = True
+    for line in _lines_backwards(fd, size, name=name):
+        if count >= n and seen_progress:
+            whole = False
+            break
+        try:
+            records, p = decode_line(line)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("transcript %s has an unreadable line (%d bytes); skipped", name, len(line))
+            continue
+        if not seen_progress:
+            progress, seen_progress = p, True
+        if count < n:
+            found.append(records)
+            count += len(records)
+    flat = [r for records in reversed(found) for r in records]
+    return flat[-n:] if n > 0 else [], progress, whole and count <= n
 
 
 def last_progress(path: str) -> Progress | None:
@@ -145,28 +217,45 @@ def last_progress_fd(fd: int, size: int) -> Progress | None:
 def _lines_backwards(fd: int, size: int, *, name: str = "") -> Iterator[bytes]:
     """The whole lines of the file, last first. What follows the last newline is empty or
     a torn line (a write cut by a crash): it is skipped. Reads only as far back as the
-    caller consumes, and copies each byte once."""
+    caller consumes (small reads first, since most callers want the last line or few),
+    and copies each byte a bounded number of times."""
     pos = size
-    held: list[bytes] = []  # pieces of the line being read, last piece first
+    chunk, end = b"", 0  # chunk[:end] is not consumed yet
+    held: list[bytes] = []  # pieces of the line being read when it spans chunks, last first
+    step = _FIRST_READ
     after_last_newline = True
-    while pos > 0:
-        step = min(_BLOCK, pos)
-        pos -= step
-        parts = os.pread(fd, step, pos).split(b"\n")
-        held.append(parts[-1])
-        if len(parts) == 1:
+    while True:
+        nl = chunk.rfind(b"\n", 0, end)
+        if nl < 0:
+            held.append(chunk[:end])
+            if pos == 0:
+                break
+            step = min(step * 2, _BLOCK, pos) if chunk else min(step, pos)
+            pos -= step
+            chunk = os.pread(fd, step, pos)
+            end = len(chunk)
             continue
-        for line in (b"".join(reversed(held)), *reversed(parts[1:-1])):
-            if after_last_newline:
-                after_last_newline = False
-                if line.strip():
-                    log.warning("transcript %s has a torn last line (%d bytes); skipped", name, len(line))
-            elif line.strip():
-                yield line
-        held = [parts[0]]
+        line = chunk[nl + 1 : end]
+        if held:
+            line += b"".join(reversed(held))
+            held = []
+        end = nl
+        if after_last_newline:
+            after_last_newline = False
+            if line.strip():
+                log.warning("transcript %s has a torn last line (%d bytes); skipped", name, len(line))
+        elif line.strip():
+            yield line
     first = b"".join(reversed(held))
     if not after_last_newline and first.strip():
         yield first
+
+
+def last_line_starts_with(fd: int, size: int, prefix: bytes) -> bool:
+    """Whether the last whole line of the file begins with `prefix` (no parsing)."""
+    for line in _lines_backwards(fd, size):
+        return line.startswith(prefix)
+    return False
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -188,23 +277,10 @@ def tail(path: str, n: int) -> list[ChatMessage]:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return []
-    name = os.path.basename(path)
-    found: list[list[ChatMessage]] = []
-    count = 0
     try:
-        for line in _lines_backwards(fd, os.fstat(fd).st_size, name=name):
-            try:
-                records, _progress = decode_line(line)
-            except (ValueError, UnicodeDecodeError):
-                log.warning("transcript %s has an unreadable line (%d bytes); skipped", name, len(line))
-                continue
-            found.append(records)
-            count += len(records)
-            if count >= n:
-                break
+        return tail_fd(fd, os.fstat(fd).st_size, n, name=os.path.basename(path))[0]
     finally:
         os.close(fd)
-    return [r for records in reversed(found) for r in records][-n:]
 
 
 def read_all(path: Path) -> tuple[list[ChatMessage], int]:
