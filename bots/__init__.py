@@ -3,7 +3,7 @@ through `core.gateway.Gateway`.
 
     runtime.py     Runtime (config, store, agent, gateway, metrics), Service, StartupError
     launcher.py    the adapter registry; builds the config schema; runs enabled bots
-    discord/       discord.py: service, inbound, reply, commands, settings
+    discord/       discord.py: service, inbound, reply, commands (+ model_command), settings
     slack/         slack-bolt (Socket Mode, HTTP Events API): service, inbound, reply, settings
     http/          aiohttp: the OpenAI-compatible API (service, settings)
     console.py     terminal chat

@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return interactive(loaded, args.user or loaded.section(ConsoleSettings).user)
         return eventloop.run(_dispatch(args, loaded))
+    except ConfigError as exc:  # e.g. a plugin agent whose factory cannot be imported
+        print(f"chatlane: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except StoreError as exc:  # e.g. an unusable state directory: a sentence, not a traceback
@@ -100,7 +103,7 @@ async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:
     if args.command == "run":
         return await launcher.run(loaded)
     if args.command == "check":
-        return _check(loaded)
+        return await _check(loaded)
     runtime = Runtime.build(loaded)
     try:
         if args.command == "chat":
@@ -112,7 +115,7 @@ async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:
         await runtime.close()
 
 
-def _check(loaded: Loaded) -> int:
+async def _check(loaded: Loaded) -> int:
     from bots.launcher import plan
     from bots.preflight import inspect
 
@@ -124,8 +127,9 @@ def _check(loaded: Loaded) -> int:
     if errors:
         print(f"config NOT OK: {loaded.path}: `chatlane run` would refuse to start ({len(errors)} problems)")
         return 1
+    agents = await _check_agents(loaded)
     print(f"config OK: {loaded.path}")
-    print(f"agent: id={c.agent.id} backend={c.agent.backend}")
+    print("\n".join(agents))
     if c.store.backend == "redis":
         from core.store.redis import safe_url
 
@@ -137,6 +141,34 @@ def _check(loaded: Loaded) -> int:
         print(f"{adapter.settings.section}: {'would start' if enabled else 'disabled'} ({why})")
     print("not checked (needs a connection): ports in use, tokens the platforms reject, Redis reachable")
     return 0
+
+
+async def _check_agents(loaded: Loaded) -> list[str]:
+    """Make every agent once (so a plugin that cannot be made fails here, naming its key);
+    the lines describing the agents and the routing table. Rules that never match are
+    warned about on stderr."""
+    from core.agents import make_agents
+    from core.routing import Router
+
+    agents = make_agents(loaded)  # ConfigError names the key
+    for agent in agents.values():
+        await agent.close()
+    router = Router(loaded.config)
+    lines = []
+    for agent_id, settings in router.agents.items():
+        extra = f" factory={settings.factory}" if settings.factory else ""
+        models = f" models={','.join(settings.models)}" if settings.models else ""
+        compact = (
+            f" compact_after_tokens={settings.compact_after_tokens}" if settings.compact_after_tokens else ""
+        )
+        default = " (default)" if agent_id == router.default else ""
+        lines.append(f"agent: {agent_id} backend={settings.backend}{extra}{models}{compact}{default}")
+    lines.append("routing (first match wins):")
+    for route in router.table():
+        lines.append(f"  {route.rule} -> {route.agent}")
+        if route.warning:
+            print(f"chatlane: warning: binding {route.rule}: {route.warning}", file=sys.stderr)
+    return lines
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from core.attachments import placeholder
+
 from core.keys import parse_key, validate_key
 from core.responders import FutureResponder
 from core.store.entries import SESSION_ID
@@ -170,20 +172,40 @@ async def _show(args: argparse.Namespace, runtime: Runtime, entry: SessionEntry)
         print(f"chatlane: no transcript for session {session_id}", file=sys.stderr)
         return 1
     if args.json:
-        out = {**_entry_json(entry), "shownSessionId": session_id}
+        out = {**_entry_json(entry), "model": entry.model, "shownSessionId": session_id}
         out["transcript"] = [
-            {"role": r.role, "content": r.content, "at": iso(r.at), "interrupted": r.interrupted}
+            {
+                "role": r.role,
+                "content": r.content,
+                "at": iso(r.at),
+                "interrupted": r.interrupted,
+                **({"summary": True, "keeps": r.keeps} if r.summary else {}),
+                "backfill": r.backfill,
+                "author": r.author,
+                "attachments": [
+                    {"name": a.name, "mime": a.mime, "size": a.size, "sha256": a.sha256}
+                    for a in r.attachments
+                ],
+            }
             for r in records
         ]
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
     print(f"key:        {entry.key}\nsession:    {entry.session_id}\nturns:      {entry.turns}")
     print(f"created:    {iso(entry.created_at)}\nlast:       {iso(entry.last_interaction_at)}")
+    if entry.model is not None:
+        print(f"model:      {entry.model}")
     if session_id != entry.session_id:
         print(f"showing:    earlier session {session_id}")
     for r in records:
+        if r.summary:
+            print(f"=== summary: the agent sees this instead of the records above, except the last {r.keeps}")
         mark = " (interrupted)" if r.interrupted else ""
-        print(f"--- {r.role} {iso(r.at)}{mark}\n{r.content}")
+        mark += f" (backfill: {r.author or 'someone'})" if r.backfill else ""
+        files = "".join(
+            f"\n{placeholder(a)} {a.mime}, {a.size:,} bytes, sha256 {a.sha256[:12]}" for a in r.attachments
+        )
+        print(f"--- {r.role} {iso(r.at)}{mark}\n{r.content}{files}")
     return 0
 
 

@@ -102,12 +102,8 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
             await service.start()
             started.append(service)
             log.info("%s: running (%s)", service.name, service.describe())
-        log.info(
-            "chatlane is up: agent %r (%s), store %s; Ctrl-C stops",
-            loaded.config.agent.id,
-            loaded.config.agent.backend,
-            loaded.config.store.backend,
-        )
+        agents = ", ".join(f"{a} ({s.backend})" for a, s in loaded.config.agent_table().items())
+        log.info("chatlane is up: agents %s, store %s; Ctrl-C stops", agents, loaded.config.store.backend)
         await stop.wait()
         log.info(
             "stopping: finishing in-flight turns (up to %ss; Ctrl-C again to stop them now)",

@@ -6,10 +6,10 @@ Adapters import this module, never the launcher that loads them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.agents import make_agent
+from core.agents import make_agents
 from core.config import Loaded
 from core.gateway import Gateway
 from core.metrics import Metrics
@@ -42,21 +42,30 @@ class Runtime:
     loaded: Loaded
     store: SessionStore
     agent: Agent
+    """The default agent."""
     gateway: Gateway
     metrics: Metrics
+    agents: dict[str, Agent] = field(default_factory=dict)
+    """Every agent by id (one object may serve several ids when handed in)."""
 
     @classmethod
     def build(
         cls, loaded: Loaded, *, agent: Agent | None = None, store: SessionStore | None = None
     ) -> Runtime:
-        """Everything from the config; tests and embedders may hand in their own agent or store."""
+        """Everything from the config; tests and embedders may hand in their own agent
+        (it then serves every agent id) or store. A plugin agent that cannot be made is a
+        `ConfigError` naming its key."""
+        agents = dict.fromkeys(loaded.config.agent_table(), agent) if agent else make_agents(loaded)
         store = store or open_store(loaded)
-        agent = agent or make_agent(loaded)
         metrics = Metrics()
-        gateway = Gateway(loaded.config, store, agent, metrics=metrics)
-        return cls(loaded, store, agent, gateway, metrics)
+        gateway = Gateway(loaded.config, store, agents, metrics=metrics)
+        return cls(loaded, store, gateway.agent, gateway, metrics, gateway.agents)
 
     async def close(self) -> None:
         await self.gateway.close()
-        await self.agent.close()
+        closed: set[int] = set()
+        for agent in [*self.gateway.agents.values(), self.agent]:
+            if id(agent) not in closed:  # one object may serve several agent ids
+                closed.add(id(agent))
+                await agent.close()
         await self.store.close()

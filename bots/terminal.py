@@ -22,7 +22,7 @@ from bots import eventloop
 from bots.console import ANSWERED, inbound_for
 from bots.runtime import Runtime
 from core.config import Loaded
-from core.keys import build_key
+from core.keys import parse_key
 from core.responders import QuietResponder
 from core.types import Reply, SessionKey
 
@@ -60,8 +60,7 @@ class Terminal:
         self.loop = (eventloop.loop_factory() or asyncio.new_event_loop)()
         self.thread = threading.Thread(target=self.loop.run_forever, name="chatlane-loop", daemon=True)
         self.runtime: Runtime | None = None
-        c = loaded.config
-        self.key: SessionKey = build_key(c.agent.id, "console", user, "local", None, scope=c.session.scope)
+        self.key = SessionKey("")
 
     def call(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -71,10 +70,12 @@ class Terminal:
 
         self.thread.start()
         try:
-            self.runtime = self.call(_build(self.loaded)).result()
+            self.runtime = runtime = self.call(_build(self.loaded)).result()
+            # The conversation's key as the gateway makes it (bindings may choose the agent).
+            self.key = runtime.gateway.key_for(inbound_for(self.user, ""))
             self._say(
-                f"chatlane chat as {self.user!r} with agent {self.loaded.config.agent.id!r} "
-                f"({self.loaded.config.agent.backend}); /help for commands, /new starts over, Ctrl-D quits"
+                f"chatlane chat as {self.user!r} with agent {parse_key(self.key).agent!r}; "
+                "/help for commands, /new starts over, Ctrl-D quits"
             )
             return self._prompt_loop()
         finally:

@@ -2,13 +2,18 @@
 
 The layers, outside in (each module only calls the ones below it):
 
-    gateway.py      the ONE door: submit(inbound, responder), reset(key), status(key);
-                    the turn pipeline (lock -> resolve -> tail -> agent -> one commit -> deliver)
+    gateway.py      the ONE door: submit(inbound, responder), reset(key), choose_model(key),
+                    status(key); the turn pipeline (lock -> resolve -> tail -> compaction? ->
+                    agent -> one commit -> deliver)
+    routing.py      which agent answers: [[bindings]], first match wins, else the default
+    compaction.py   summary + recent records once a history passes its budget
+    model_choice.py /model: the texts and rules of a conversation's model choice
     lanes.py        one lane per session key: turns of a key in order; queue modes
     reserver.py     key -> session: hot read, else reserve (lock, re-check, mint) once
     store/          SessionStore backends: files.py (+ jsonl.py transcripts), redis.py
                     (+ redis_lock.py); entries.py is the entry format both share
-    agents/         the Agent protocol's built-ins: echo (offline), openai
+    agents/         the public agent API (`core.agents`: Agent, TurnInput, PROTOCOL_VERSION),
+                    built-ins echo (offline) and openai, plugins (factory, entry points)
     types.py        the contracts everything builds on (Inbound, Reply, SessionEntry,
                     TurnLease, TurnCommit, the Agent and SessionStore protocols)
 

@@ -14,13 +14,24 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from core.keys import Scope
 
@@ -47,15 +58,71 @@ class OpenAISettings(Section):
     max_retries: Annotated[int, Field(ge=0)] = 2
 
 
+AGENT_ID = r"^[a-z0-9_-]{1,64}$"
+FACTORY = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
+BUILTIN_BACKENDS = ("echo", "openai", "python")
+
+
 class AgentSettings(Section):
-    id: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")] = "main"
-    backend: Literal["echo", "openai"] = "echo"
+    id: Annotated[str, Field(pattern=AGENT_ID)] = "main"
+    backend: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "echo"
+    """echo | openai | python (with `factory`) | a name registered in the `chatlane.agents` entry points."""
+    factory: str = ""
+    """backend "python": `package.module:callable`, called with `options` (a dict) to make the agent."""
+    options: dict[str, Any] = {}
+    """Passed as a dict to a plugin agent's factory (backend "python" or an entry point)."""
+    default: bool = False
+    """The agent for messages no `[[bindings]]` rule matches (else `main`, else the first agent)."""
     history_limit: Annotated[int, Field(ge=0, le=10_000)] = 40
     system_prompt: str = "You are a helpful assistant."
     echo_delay_ms: Annotated[int, Field(ge=0, le=600_000)] = 0
     """echo backend only: wait this long before answering (demos, tests of queueing)."""
     failure_message: str = "Sorry, I couldn't answer that just now. Please try again."
+    models: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = ()
+    """What `/model NAME` may choose for one conversation; empty: no `/model` for this agent."""
+    compact_after_tokens: Annotated[int, Field(ge=0)] = 0
+    """Summarise the older history once the history to send passes this many (estimated)
+    tokens; 0 = never."""
+    compact_keep_recent: Annotated[int, Field(ge=0, le=10_000)] = 6
+    """Records kept word for word after a summary."""
     openai: OpenAISettings = OpenAISettings()
+
+    @model_validator(mode="after")
+    def _factory_fits_backend(self) -> AgentSettings:
+        if self.backend == "python":
+            if not self.factory:
+                raise ValueError('backend "python" needs factory = "package.module:callable"')
+            if not re.fullmatch(FACTORY, self.factory):
+                raise ValueError(f'factory {self.factory!r} must look like "package.module:callable"')
+        elif self.factory:
+            raise ValueError(f'factory is only used with backend "python" (backend is {self.backend!r})')
+        return self
+
+
+def _one_or_many(value: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+Names = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_one_or_many)]
+"""A string or a list of strings; any of them matches."""
+
+
+class Binding(Section):
+    """One `[[bindings]]` rule: every condition given must hold; the first matching rule wins."""
+
+    agent: Annotated[str, Field(pattern=AGENT_ID)]
+    platform: Names = ()
+    guild: Names = ()
+    """Discord server ids."""
+    team: Names = ()
+    """Slack workspace (team) ids."""
+    channel: Names = ()
+    """Channel ids; a Discord thread matches its parent channel."""
+    dm: bool | None = None
+    """true: direct messages only; false: never direct messages."""
+    user: Names = ()
+    role: Names = ()
+    """Discord role ids: the sender has any of them."""
 
 
 class ResetSettings(Section):
@@ -69,6 +136,10 @@ class SessionSettings(Section):
     threads: bool = True
     reset_commands: tuple[str, ...] = ("/new", "/reset")
     reset: ResetSettings = ResetSettings()
+    model_command: str = "/model"
+    """Shows or switches the conversation's model (agents with `models` only); "" turns it off."""
+    keep_model_on_reset: bool = True
+    """A reset (`/new`) keeps the conversation's `/model` choice."""
 
 
 class QueueSettings(Section):
@@ -132,9 +203,44 @@ class Config(Section):
     """The core sections; `compose` adds one field per adapter section."""
 
     agent: AgentSettings = AgentSettings()
+    """The single agent of older configs; it is agent `agent.id` ("main") beside `[agents.*]`."""
+    agents: dict[str, AgentSettings] = {}
+    bindings: tuple[Binding, ...] = ()
     session: SessionSettings = SessionSettings()
     queue: QueueSettings = QueueSettings()
     store: StoreSettings = StoreSettings()
+
+    @field_validator("agents", mode="after")
+    @classmethod
+    def _ids_from_tables(cls, agents: dict[str, AgentSettings]) -> dict[str, AgentSettings]:
+        out = {}
+        for name, settings in agents.items():
+            if not re.fullmatch(AGENT_ID, name):
+                raise ValueError(f"agent id {name!r} must match [a-z0-9_-]{{1,64}}")
+            if "id" in settings.model_fields_set and settings.id != name:
+                raise ValueError(
+                    f"[agents.{name}] has id = {settings.id!r}; leave id out (the table names it)"
+                )
+            out[name] = settings.model_copy(update={"id": name})
+        return out
+
+    def agent_table(self) -> dict[str, AgentSettings]:
+        """Every agent by id, in file order: `[agent]` (when written, or when there is no
+        `[agents.*]`) first, then `[agents.*]`."""
+        table: dict[str, AgentSettings] = {}
+        if "agent" in self.model_fields_set or not self.agents:
+            table[self.agent.id] = self.agent
+        table.update(self.agents)
+        return table
+
+    def default_agent_id(self) -> str:
+        """The agent for messages no binding matches: the one marked `default`, else `main`,
+        else the first."""
+        table = self.agent_table()
+        marked = [a for a, s in table.items() if s.default]
+        if marked:
+            return marked[0]
+        return "main" if "main" in table else next(iter(table))
 
 
 def compose(adapters: Iterable[type[AdapterSettings]]) -> type[Config]:
@@ -225,6 +331,7 @@ def load_config(
             problem = "unknown key" + _did_you_mean(schema, err["loc"])
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(path, key, problem + more) from None
+    _check_agents(path, config)
     return Loaded(path=path.resolve(), config=config, secrets=_read_secrets(path, config, env))
 
 
@@ -240,9 +347,33 @@ def _did_you_mean(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
+def _check_agents(path: Path, config: Config) -> None:
+    """What one section cannot check alone: ids unique, bindings name agents, one default."""
+    if "agent" in config.model_fields_set and config.agent.id in config.agents:
+        raise ConfigError(
+            path, f"agents.{config.agent.id}", f"agent {config.agent.id!r} is also defined by [agent]"
+        )
+    table = config.agent_table()
+    defaults = [a for a, s in table.items() if s.default]
+    if len(defaults) > 1:
+        raise ConfigError(
+            path, f"agents.{defaults[1]}.default", f"only one agent can be the default ({defaults[0]!r} is)"
+        )
+    for i, rule in enumerate(config.bindings):
+        if rule.agent not in table:
+            raise ConfigError(
+                path, f"bindings.{i}.agent", f"no agent {rule.agent!r} (agents: {', '.join(table)})"
+            )
+
+
 def _read_secrets(path: Path, config: Config, env: Mapping[str, str]) -> Secrets:
     found: dict[str, SecretStr] = {}
-    for var in (config.agent.openai.api_key_env, config.store.password_env):  # optional, core's own
+    agent_keys = [a.openai.api_key_env for a in config.agent_table().values() if a.backend == "openai"]
+    for var in (
+        config.agent.openai.api_key_env,
+        *agent_keys,
+        config.store.password_env,
+    ):  # optional, core's own
         value = env.get(var, "") if var else ""
         if value:
             found[var] = SecretStr(value)

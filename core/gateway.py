@@ -4,10 +4,15 @@ Adapters call `submit` (a message), `reset` (a new session: slash commands, the 
 and `status`; nothing else in core. Resets go through the conversation's lane like
 messages, so a `/new` never overtakes a message sent before it.
 
-    submit: reset command? -> key -> lane
-    turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> agent
-            streams the reply -> ONE fenced commit of the user + assistant records -> let go
-            of the lock -> deliver
+    submit: agent (bindings, core/routing.py) -> key -> reset or /model command? -> lane
+    turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail ->
+            compaction? (a summary record, core/compaction.py) -> the key's agent streams
+            the reply -> ONE fenced commit of the summary + user + assistant records ->
+            let go of the lock -> deliver
+
+The agent id is the key's first part; every agent of the config has its own `Agent`
+(or one object serves them all, when a single one is handed in). `/model` is a
+command with a turn of its own in the lane, like a reset (core/model_choice.py).
 
 A refused commit (`Fenced`: another process holds a newer lease, or the key was reset
 there) stored nothing: the turn's messages go back to the front of their lane and are
@@ -25,13 +30,17 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 
-from core.config import Config
+from core import model_choice
+from core.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
+from core.config import AgentSettings, Config
 from core.keys import build_key, parse_key
 from core.lanes import Lanes, Pending, Retry
 from core.metrics import Metrics
 from core.reserver import Freshness, Reserver
+from core.routing import Router
 from core.types import (
     Agent,
     ChatMessage,
@@ -52,6 +61,7 @@ from core.types import (
 log = logging.getLogger("chatlane.gateway")
 
 RESET_TEXT = "Started a new conversation."
+DEFAULT_MODEL_COMMAND = "/model"
 MAX_FENCED_ATTEMPTS = 5
 """A turn fenced out this many times in a row is answered with the store failure text."""
 STORE_FAILURE_TEXT = (
@@ -64,14 +74,21 @@ class Gateway:
         self,
         config: Config,
         store: SessionStore,
-        agent: Agent,
+        agent: Agent | Mapping[str, Agent],
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.store = store
-        self.agent = agent
+        self.router = Router(config)
+        # One Agent object given: it serves every configured agent id (tests, embedders).
+        self.agents: dict[str, Agent] = (
+            dict(agent) if isinstance(agent, Mapping) else dict.fromkeys(self.router.agents, agent)
+        )
+        missing = [a for a in self.router.agents if a not in self.agents]
+        if missing:
+            raise ValueError(f"no Agent given for agent ids {missing}")
         # Built here from the config, so no caller can forget `session.reset`.
         self.reserver = Reserver(store, Freshness.from_settings(config.session.reset), clock=clock)
         self._clock = clock
@@ -79,11 +96,28 @@ class Gateway:
         self.lanes = Lanes(self._run_turn, config.queue)
         self.metrics.watch_queue(lambda: self.lanes.depth)
 
+    @property
+    def agent(self) -> Agent:
+        """The default agent."""
+        return self.agents[self.router.default]
+
+    @agent.setter
+    def agent(self, agent: Agent) -> None:
+        self.agents[self.router.default] = agent
+
+    def agent_ids(self) -> list[str]:
+        """Every configured agent id, in config order."""
+        return list(self.router.agents)
+
     def key_for(self, inbound: Inbound) -> SessionKey:
-        """The session key of the conversation `inbound` belongs to (ValueError if invalid)."""
+        """The session key of the conversation `inbound` belongs to (ValueError if invalid).
+
+        The agent is chosen by `[[bindings]]` (or `inbound.agent`), and its id is the
+        key's first part, so each agent keeps its own memory of a conversation.
+        """
         s = self.config.session
         return build_key(
-            self.config.agent.id,
+            self.router.choose(inbound),
             inbound.platform,
             inbound.user,
             inbound.channel,
@@ -103,7 +137,8 @@ class Gateway:
         key = self.key_for(inbound)
         self.metrics.messages_in.labels(inbound.platform).inc()
         reset = self.is_reset_command(inbound.text)
-        await self.lanes.submit(key, Pending(inbound, responder, reset=reset))
+        model = not reset and self._is_model_command(key, inbound.text)
+        await self.lanes.submit(key, Pending(inbound, responder, reset=reset, model_command=model))
         return key
 
     async def reset(self, key: SessionKey, responder: Responder) -> None:
@@ -115,6 +150,15 @@ class Gateway:
         parts = parse_key(key)
         command = Inbound(parts.platform, parts.user, parts.channel, "", "", parts.thread)
         await self.lanes.submit(key, Pending(command, responder, reset=True))
+
+    async def choose_model(self, key: SessionKey, name: str, responder: Responder) -> None:
+        """Show (`name` "") or switch the model of `key`'s conversation, in order with its
+        messages (slash commands). Returns once queued; `responder` gets a `notice` (or a
+        `failure`). Raises ValueError for a malformed key and `Closed` during shutdown."""
+        parts = parse_key(key)
+        text = f"{self.config.session.model_command or DEFAULT_MODEL_COMMAND} {name}".strip()
+        command = Inbound(parts.platform, parts.user, parts.channel, text, "", parts.thread)
+        await self.lanes.submit(key, Pending(command, responder, model_command=True))
 
     async def status(self, key: SessionKey) -> SessionStatus:
         """The stored session of `key` and what its lane is doing (read only)."""
@@ -172,49 +216,114 @@ class Gateway:
     async def _turn(self, key: SessionKey, batch: list[Pending]) -> tuple[str, Reply]:
         async with self.store.lock_turn(key) as lease:
             if batch[0].reset:
-                entry = await self.reserver.reset(key)
+                keep: str | None = None
+                if self.config.session.keep_model_on_reset:
+                    old = await self.store.get(key)
+                    keep = old.model if old is not None else None
+                entry = await self.reserver.reset(key, model=keep)
                 self.metrics.sessions_minted.inc()
                 log.info("session of %s reset to %s", key, entry.session_id)
                 return "reset", Reply(RESET_TEXT, "notice", key, entry.session_id, 0)
+            if batch[0].model_command:
+                return await self._model_command(key, batch[0])
             return await self._answer(lease, batch)
+
+    def _settings(self, key: SessionKey) -> tuple[str, AgentSettings]:
+        agent_id = parse_key(key).agent
+        return agent_id, self.router.settings(agent_id)
+
+    def _is_model_command(self, key: SessionKey, text: str) -> bool:
+        command = self.config.session.model_command
+        return bool(self._settings(key)[1].models) and model_choice.parse_command(text, command) is not None
+
+    async def _model_command(self, key: SessionKey, command: Pending) -> tuple[str, Reply]:
+        """`/model` shows the conversation's model; `/model NAME` switches it (in the lane,
+        under the turn lock, so no turn of this conversation runs meanwhile)."""
+        _, settings = self._settings(key)
+        word = self.config.session.model_command or DEFAULT_MODEL_COMMAND
+        name = model_choice.parse_command(command.inbound.text, word) or ""
+        if not settings.models:
+            return "model", Reply(model_choice.NO_MODELS_TEXT, "notice", key)
+        entry = await self.store.get(key)
+        chosen = entry.model if entry is not None and self.reserver.freshness.is_fresh(entry) else None
+        if not name:
+            text = model_choice.describe(settings, chosen, word)
+        elif name not in settings.models:
+            text = model_choice.refusal(settings, name)
+        elif name == model_choice.effective(settings, chosen):
+            text = model_choice.MODEL_UNCHANGED_TEXT.format(model=name)
+        else:
+            updated = None
+            for _ in range(3):  # a reset from another process may slip in between
+                entry, _created = await self.reserver.resolve(key)
+                updated = await self.store.set_model(key, entry.session_id, name)
+                if updated is not None:
+                    break
+            if updated is None:
+                raise StoreError(f"the session of {key} kept changing while choosing a model")
+            entry = updated
+            log.info("conversation %s now uses model %s", key, name)
+            text = model_choice.MODEL_SET_TEXT.format(model=name)
+        sid, turns = (entry.session_id, entry.turns) if entry is not None else ("", 0)
+        return "model", Reply(text, "notice", key, sid, turns)
 
     async def _answer(self, lease: TurnLease, batch: list[Pending]) -> tuple[str, Reply]:
         key = lease.key
+        agent_id, settings = self._settings(key)
+        agent = self.agents[agent_id]
         entry, created = await self.reserver.resolve(key)
         (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
-        history = await self.store.tail(entry.session_id, self.config.agent.history_limit)
+        raw = await self.store.tail(entry.session_id, settings.history_limit)
+        history = visible(raw)
         now = self._clock()
         fresh = [p for p in batch if not p.recorded]
         new = [ChatMessage("user", p.inbound.text, now, p.inbound.message_id) for p in fresh]
         recorded_ids = {p.inbound.message_id for p in batch if p.recorded and p.inbound.message_id}
         # Messages cut off by an interrupt are already in memory: show them as new again.
-        carried = [m for m in history if m.role == "user" and m.message_id in recorded_ids]
+        carried = (
+            [m for m in history if m.role == "user" and m.message_id in recorded_ids] if recorded_ids else []
+        )
         turn = TurnInput(
             key,
             entry.session_id,
             entry.turns + 1,
-            [m for m in history if m not in carried],
+            [m for m in history if m not in carried] if carried else history,
             carried + new,
+            model_choice.effective(settings, entry.model),
         )
         pieces: list[str] = []
+        summary: list[ChatMessage] = []  # the summary record this turn made, if any
         try:
-            async for piece in self.agent.stream(turn):
-                pieces.append(piece)
-                await batch[-1].responder.on_delta(piece)
+            if needs_compaction(settings, raw, turn.history, turn.new_messages):
+                done = await compact(agent, settings, raw, turn.history, now=now, where=key)
+                if done is not None:
+                    turn = replace(turn, history=done.history)
+                    summary = [done.summary] if done.summary is not None else []
+            stream = agent.stream(turn)
+            try:
+                async for piece in stream:
+                    pieces.append(piece)
+                    await batch[-1].responder.on_delta(piece)
+            finally:
+                await _close_stream(stream)
         except asyncio.CancelledError:
             await asyncio.shield(self._keep_interrupted(lease, entry, fresh, new))
             raise
         except Exception as exc:  # any agent failure: one plain answer, details in the log
             # One line (the formatter adds the exception and its cause); the traceback at DEBUG.
-            log.error("agent %s failed on %s", self.agent.name, key, exc_info=exc)
-            await self._commit(lease, entry, new, turns=turn.turn)
+            log.error("agent %s failed on %s", agent.name, key, exc_info=exc)
+            await self._commit(lease, entry, [*summary, *new], turns=turn.turn)
             for p in fresh:
                 p.recorded = True
-            return "agent_error", Reply(
-                self.config.agent.failure_message, "failure", key, entry.session_id, turn.turn
-            )
+            told = f"{settings.failure_message}\n\n{COMPACTED_NOTE}" if summary else settings.failure_message
+            return "agent_error", Reply(told, "failure", key, entry.session_id, turn.turn)
         answer = "".join(pieces)
-        await self._commit(lease, entry, [*new, ChatMessage("assistant", answer, self._clock())], turn.turn)
+        records = [*summary, *new, ChatMessage("assistant", answer, self._clock())]
+        await self._commit(lease, entry, records, turn.turn)
+        if summary:  # said once, in the reply of the turn that summarised
+            note = f"\n\n{COMPACTED_NOTE}"
+            await batch[-1].responder.on_delta(note)
+            answer += note
         return "answered", Reply(answer, "answer", key, entry.session_id, turn.turn)
 
     async def _keep_interrupted(
@@ -236,10 +345,21 @@ class Gateway:
     async def _commit(
         self, lease: TurnLease, entry: SessionEntry, records: Sequence[ChatMessage], turns: int
     ) -> None:
-        """The turn's one write: its records and progress, whole or not at all (fenced)."""
-        await self.store.commit(
-            TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns)
-        )
+        """The turn's one write: its records and progress, whole or not at all (fenced).
+
+        Once sent, a commit is seen through: a cancel that lands meanwhile (an interrupt,
+        `/stop`) waits for its outcome, and a stored turn is then answered, not redone.
+        """
+        commit = TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns)
+        sent = asyncio.ensure_future(self.store.commit(commit))
+        try:
+            await asyncio.shield(sent)
+        except asyncio.CancelledError:
+            await sent  # stored, refused or failed: that outcome stands
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.info("a turn of %s was stopped after its commit went out; it is answered", entry.key)
 
     @staticmethod
     async def _deliver(batch: list[Pending], reply: Reply) -> None:
@@ -255,3 +375,24 @@ class Gateway:
     async def close(self, timeout: float | None = None) -> None:
         """Stop taking messages; let running turns finish within the timeout."""
         await self.lanes.close(self.config.queue.shutdown_timeout_s if timeout is None else timeout)
+
+
+async def _close_stream(stream: AsyncIterator[str]) -> None:
+    """Finish an agent's stream. A cancellation that hit while the stream waited at a
+    `yield` (e.g. during a slow send) is thrown into it, so every agent sees
+    `CancelledError` in its stream when its turn is interrupted or stopped."""
+    athrow = getattr(stream, "athrow", None)
+    frame_alive = getattr(stream, "ag_frame", None) is not None
+    if athrow is not None and frame_alive:
+        try:
+            await athrow(asyncio.CancelledError())
+        except (asyncio.CancelledError, StopAsyncIteration):
+            pass
+        except Exception:
+            log.exception("agent stream failed while being cancelled")
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except RuntimeError:  # it yielded again after the cancellation
+            log.warning("an agent stream went on after being cancelled")

@@ -42,8 +42,15 @@ class Pending:
     """Already in the transcript: it was cut off by an interrupt and is answered again."""
     reset: bool = False
     """A reset command: it runs in order with the messages around it, never merged."""
+    model_command: bool = False
+    """A `/model` command: like a reset, in order and never merged."""
     fenced: int = 0
     """How many turns of this message were fenced out (stored nothing) in a row."""
+
+    @property
+    def exclusive(self) -> bool:
+        """A command with a turn of its own: never merged, never interrupted by a message."""
+        return self.reset or self.model_command
 
 
 class Retry(Exception):
@@ -126,7 +133,7 @@ class Lanes:
                     await self._quiet(lane)
                 async with self._slots:
                     batch = self._take(lane)
-                    lane.resetting = batch[0].reset
+                    lane.resetting = batch[0].exclusive
                     lane.turn = asyncio.create_task(self._run_turn(key, batch), name=f"turn {key}")
                     try:
                         await asyncio.wait({lane.turn})
@@ -172,9 +179,9 @@ class Lanes:
     def _take(self, lane: _Lane) -> list[Pending]:
         """The next turn's messages: one, or (collect/interrupt) all up to a reset."""
         batch = [lane.pending.popleft()]
-        if self._settings.mode == "followup" or batch[0].reset:
+        if self._settings.mode == "followup" or batch[0].exclusive:
             return batch
-        while lane.pending and not lane.pending[0].reset:
+        while lane.pending and not lane.pending[0].exclusive:
             batch.append(lane.pending.popleft())
         return batch
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from core.config import ResetSettings
@@ -126,10 +126,15 @@ class Reserver:
             self.adoptions += 1
         return entry, created
 
-    async def reset(self, key: SessionKey) -> SessionEntry:
-        """A new session for `key` (for /new and /reset); racing resolves adopt it."""
+    async def reset(self, key: SessionKey, *, model: str | None = None) -> SessionEntry:
+        """A new session for `key` (for /new and /reset); racing resolves adopt it.
+        `model`: the conversation's `/model` choice, carried into the new session."""
+
+        def mint(k: SessionKey) -> SessionEntry:
+            return replace(self.mint(k), model=model)
+
         async with self._locks.hold(key):
-            entry = await self.store.reset(key, self.mint)
+            entry = await self.store.reset(key, mint)
         self.mints += 1
         return entry
 

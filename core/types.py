@@ -32,6 +32,14 @@ class Inbound:
     is_direct: bool = False
     mentioned_bot: bool = False
     display_name: str = ""
+    space: str | None = None
+    """Discord guild / Slack team the message was sent in (None in a DM or over HTTP)."""
+    parent_channel: str | None = None
+    """For a Discord thread: the channel it belongs to (bindings match it)."""
+    roles: tuple[str, ...] = ()
+    """The sender's role ids (Discord)."""
+    agent: str | None = None
+    """An agent asked for by name (the HTTP API's `model`); overrides `[[bindings]]`."""
 
 
 ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown"]
@@ -61,6 +69,10 @@ class ChatMessage:
     at: float = 0.0
     message_id: str = ""
     interrupted: bool = False
+    summary: bool = False
+    """A compaction summary: it stands for the records before it, except the last `keeps`."""
+    keeps: int = 0
+    """For a summary: how many records just before it are still sent verbatim after it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +85,8 @@ class SessionEntry:
     last_interaction_at: float
     updated_at: float
     turns: int = 0
+    model: str | None = None
+    """The model this conversation chose with `/model` (None: the agent's default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +149,8 @@ class TurnInput:
     turn: int
     history: Sequence[ChatMessage]
     new_messages: Sequence[ChatMessage]
+    model: str | None = None
+    """The model this conversation chose with `/model`; None: use the agent's default."""
 
 
 class Agent(Protocol):
@@ -145,6 +161,12 @@ class Agent(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Summarizer(Protocol):
+    """Optional for an agent: what compaction asks to summarise the older part of a history."""
+
+    async def summarize(self, records: Sequence[ChatMessage]) -> str: ...
 
 
 @dataclass(slots=True)
@@ -216,6 +238,11 @@ class SessionStore(Protocol):
     ) -> tuple[SessionEntry, bool]: ...
 
     async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry: ...
+
+    async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
+        """Store the conversation's `/model` choice on its entry (compare-and-set on the
+        session id, like `touch`); None if the key no longer maps to `session_id`."""
+        ...
 
     async def list(self) -> Listing: ...
 

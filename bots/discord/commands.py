@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 
 from bots.discord.inbound import read_interaction
+from bots.discord.model_command import add_model_command
 from bots.discord.reply import PlatformFailure, describe_failure
 from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime
@@ -87,6 +88,7 @@ def build_tree(
         ("status", "Show this conversation's session and turn count", status),
     ):
         tree.add_command(app_commands.Command(name=name, description=about, callback=callback))
+    add_model_command(tree, runtime, admitted)
 
     @tree.error
     async def on_tree_error(

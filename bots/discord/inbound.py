@@ -37,6 +37,9 @@ def read_message(message: discord.Message, me: discord.ClientUser, settings: Dis
         is_direct=guild is None,
         mentioned_bot=mentioned,
         display_name=author.display_name,
+        space=str(guild.id) if guild is not None else None,
+        parent_channel=str(parent) if parent is not None else None,
+        roles=_roles(author),
     )
     facts = Facts(
         user=inbound.user,
@@ -44,9 +47,9 @@ def read_message(message: discord.Message, me: discord.ClientUser, settings: Dis
         is_direct=inbound.is_direct,
         mentioned_bot=mentioned,
         author_is_bot=author.bot or message.webhook_id is not None,
-        parent_channel=str(parent) if parent is not None else None,
-        space=str(guild.id) if guild is not None else None,
-        roles=_roles(author),
+        parent_channel=inbound.parent_channel,
+        space=inbound.space,
+        roles=inbound.roles,
         require_mention=mention_rule(settings, inbound.channel, parent, guild),
     )
     return Seen(inbound, facts)
@@ -66,6 +69,9 @@ def read_interaction(interaction: discord.Interaction[discord.Client], settings:
         is_direct=guild_id is None,
         mentioned_bot=True,
         display_name=interaction.user.display_name,
+        space=str(guild_id) if guild_id is not None else None,
+        parent_channel=str(parent) if parent is not None else None,
+        roles=_roles(interaction.user),
     )
     facts = Facts(
         user=inbound.user,
@@ -73,9 +79,9 @@ def read_interaction(interaction: discord.Interaction[discord.Client], settings:
         is_direct=inbound.is_direct,
         mentioned_bot=True,
         author_is_bot=interaction.user.bot,
-        parent_channel=str(parent) if parent is not None else None,
-        space=str(guild_id) if guild_id is not None else None,
-        roles=_roles(interaction.user),
+        parent_channel=inbound.parent_channel,
+        space=inbound.space,
+        roles=inbound.roles,
     )
     return Seen(inbound, facts)
 

@@ -21,6 +21,8 @@ class ChatRequest:
     stream: bool
     user: str | None
     """The body's `user` (a session of its own per user), None when absent."""
+    model: str | None = None
+    """The body's `model` (an agent id), None when absent or empty."""
 
 
 def decode(raw: bytes) -> Any:
@@ -52,9 +54,10 @@ def parse(body: Any) -> ChatRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "'stream' must be true or false", code="invalid_type")
-    if not isinstance(body.get("model", ""), str):
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
         raise ApiError(400, "'model' must be a string", code="invalid_type")
-    return ChatRequest(_last_user_text(messages), stream, _user(body.get("user")))
+    return ChatRequest(_last_user_text(messages), stream, _user(body.get("user")), model or None)
 
 
 def _user(user: Any) -> str | None:

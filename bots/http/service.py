@@ -1,14 +1,16 @@
 """An OpenAI-compatible HTTP API in front of the gateway (aiohttp).
 
     POST /v1/chat/completions   JSON, or SSE with `"stream": true`
-    GET  /v1/models             the configured agent, as the one model
+    GET  /v1/models             the configured agents, one model each
     GET  /healthz               liveness, never needs the token
     GET  /metrics               Prometheus text
 
-Memory lives on the server: only the LAST user message of `messages` is the new
-input, the rest of the request's history is ignored and the session's transcript is
-used instead. Which session: the `X-Session-Key` header (a full `http` key of this agent,
-interpreted under `session.scope`; another platform's key is a 403), else the body's `user`
+The request's `model` chooses the agent (an agent id, as listed by /v1/models); without
+one, `[[bindings]]` and the default agent decide. Memory lives on the server: only the
+LAST user message of `messages` is the new input, the rest of the request's history is
+ignored and the session's transcript is used instead. Which session: the
+`X-Session-Key` header (a full `http` key of one of the agents, interpreted under
+`session.scope`; another platform's key is a 403), else the body's `user`
 (`agent:<agent>:http:<user>:api`), else a fresh session for this request alone. Every
 answer names its key in the `X-Session-Key` response header, so a client can go on in
 that session.
@@ -109,7 +111,8 @@ class HttpService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.settings = runtime.loaded.section(HttpSettings)
-        self.agent_id = runtime.loaded.config.agent.id
+        self.agent_id = runtime.gateway.router.default
+        """The default agent: what `/healthz` names and keys without a `model` use."""
         token = runtime.loaded.secrets.get(self.settings.token_env)
         self._token = f"Bearer {token.get_secret_value()}".encode() if token else None
         self._runner: web.AppRunner | None = None
@@ -193,6 +196,7 @@ class HttpService:
         inbound = self._inbound(request, chat, f"http-{self._instance}-{n}")
         try:
             key = self.runtime.gateway.key_for(inbound)
+            model = parse_key(key).agent
         except ValueError as exc:  # the ids make no valid session key
             raise ApiError(400, str(exc), code="invalid_session_key") from None
         events = _Events(live=not chat.stream or self.runtime.loaded.config.queue.mode != "interrupt")
@@ -209,7 +213,7 @@ class HttpService:
             if (problem := _reply_error(reply)) is not None:
                 return problem.response()
             return web.Response(
-                body=wire.completion(ident, self.agent_id, reply.text),
+                body=wire.completion(ident, model, reply.text),
                 content_type="application/json",
                 headers={SESSION_HEADER: key},
             )
@@ -223,7 +227,7 @@ class HttpService:
     ) -> web.StreamResponse:
         """SSE from the first piece on; ends with a finish chunk and [DONE], whatever the reply."""
         resp = web.StreamResponse(headers={**wire.SSE_HEADERS, SESSION_HEADER: key})
-        model = self.agent_id
+        model = parse_key(key).agent
         try:
             await resp.prepare(request)
             streamed = False
@@ -269,19 +273,40 @@ class HttpService:
             ) from None
         return parsing.decode(raw)
 
+    def _agent_asked(self, model: str | None) -> str | None:
+        """The agent the body's `model` names (None: none named); 404 for an unknown one."""
+        if not model:
+            return None
+        agents = self.runtime.gateway.agent_ids()
+        if model not in agents:
+            raise ApiError(
+                404,
+                f"no model {model!r}: the models here are the agents {', '.join(agents)} (GET /v1/models)",
+                code="model_not_found",
+            )
+        return model
+
     def _inbound(self, request: web.Request, chat: parsing.ChatRequest, message_id: str) -> Inbound:
         header = request.headers.get(SESSION_HEADER)
+        asked = self._agent_asked(chat.model)
         if header is not None:
             try:
                 parts = parse_key(header.strip())
             except ValueError as exc:
                 raise ApiError(400, f"{SESSION_HEADER}: {exc}", code="invalid_session_key") from None
-            if parts.agent != self.agent_id:
+            agents = self.runtime.gateway.agent_ids()
+            if parts.agent not in agents:
                 raise ApiError(
                     400,
                     f"{SESSION_HEADER}: the key belongs to agent {parts.agent!r}; "
-                    f"this server serves agent {self.agent_id!r}",
+                    f"this server serves the agents {', '.join(agents)}",
                     code="invalid_session_key",
+                )
+            if asked is not None and asked != parts.agent:
+                raise ApiError(
+                    400,
+                    f"{SESSION_HEADER} belongs to agent {parts.agent!r} but 'model' asks for {asked!r}",
+                    code="model_mismatch",
                 )
             if parts.platform != PLATFORM:
                 # Another platform's conversation is guarded by that platform's allowlists
@@ -295,25 +320,35 @@ class HttpService:
                     "foreign_platform_key",
                 )
             return Inbound(
-                PLATFORM, parts.user, parts.channel, chat.text, message_id, parts.thread, True, True
+                PLATFORM,
+                parts.user,
+                parts.channel,
+                chat.text,
+                message_id,
+                parts.thread,
+                True,
+                True,
+                agent=parts.agent,
             )
         user = chat.user
         if user is None:
             user = f"{STATELESS_PREFIX}{uuid.uuid4().hex}"  # stateless: a session of its own, deleted after
         # Under scope "channel" the user part is dropped: keep HTTP users apart anyway.
         channel = user if self.runtime.loaded.config.session.scope == "channel" else CHANNEL
-        return Inbound(PLATFORM, user, channel, chat.text, message_id, None, True, True, user)
+        return Inbound(PLATFORM, user, channel, chat.text, message_id, None, True, True, user, agent=asked)
 
     async def _models(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        return web.Response(body=wire.model_list(self.agent_id), content_type="application/json")
+        agents = self.runtime.gateway.agent_ids()
+        return web.Response(body=wire.model_list(agents), content_type="application/json")
 
     async def _model(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        if request.match_info["model"] != self.agent_id:
-            raise ApiError(404, f"no model {request.match_info['model']!r}", code="model_not_found")
+        model = request.match_info["model"]
+        if model not in self.runtime.gateway.agent_ids():
+            raise ApiError(404, f"no model {model!r}", code="model_not_found")
         return web.Response(
-            body=wire.model(self.agent_id).model_dump_json().encode(), content_type="application/json"
+            body=wire.model(model).model_dump_json().encode(), content_type="application/json"
         )
 
     async def _healthz(self, request: web.Request) -> web.Response:

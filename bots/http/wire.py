@@ -9,6 +9,7 @@ tests, not in a user's client.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from openai.types import Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
@@ -78,5 +79,6 @@ def model(agent_id: str) -> Model:
     return Model(id=agent_id, object="model", created=0, owned_by="chatlane")
 
 
-def model_list(agent_id: str) -> bytes:
-    return b'{"object":"list","data":[' + model(agent_id).model_dump_json().encode() + b"]}"
+def model_list(agent_ids: Sequence[str]) -> bytes:
+    data = b",".join(model(a).model_dump_json().encode() for a in agent_ids)
+    return b'{"object":"list","data":[' + data + b"]}"

@@ -135,6 +135,7 @@ def read_message(
         thread=conversation_thread(msg, settings.reply_in_thread),
         is_direct=msg.is_direct,
         mentioned_bot=msg.mentioned,
+        space=msg.team or me.team_id or None,
     )
     facts = Facts(
         user=msg.user,
@@ -148,11 +149,14 @@ def read_message(
 
 
 def read_command(command: Mapping[str, Any]) -> Seen:
-    """A slash command's caller: a command is always addressed to the bot; its text is the action."""
+    """A slash command's caller: a command is always addressed to the bot; its text (as
+    written, trimmed) is the action and its argument."""
     user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
-    action = str(command.get("text", "")).strip().lower()
+    action = str(command.get("text", "")).strip()
     is_direct = channel.startswith("D")
-    inbound = Inbound(PLATFORM, user, channel, action, "", None, is_direct, True)
+    team = command.get("team_id")
+    space = str(team) if team else None
+    inbound = Inbound(PLATFORM, user, channel, action, "", None, is_direct, True, space=space)
     return Seen(inbound, Facts(user, channel, is_direct, mentioned_bot=True, space=command.get("team_id")))
 
 

@@ -20,6 +20,7 @@ the root and the thread's replies share one session.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -50,7 +51,8 @@ log = logging.getLogger("chatlane.slack")
 
 SEEN_CAPACITY = 10_000
 """Message and thread ids remembered; redeliveries come within minutes, so plenty."""
-USAGE = "Usage: {command} new | reset | status"
+USAGE = "Usage: {command} new | reset | status | model [NAME]"
+MODEL_QUEUED_TEXT = "I'll switch the model as soon as I've answered what's before it."
 NOT_HERE_TEXT = "Sorry, I can't help with that here."
 COMMAND_FAILED_TEXT = "Sorry, that didn't work just now. Please try again."
 COMMAND_WAIT_S = 2.0
@@ -259,9 +261,11 @@ class SlackService:
 
     # ------------------------------------------------------------ slash command
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        """`/chatlane new | reset | status` for the conversation outside threads here."""
+        """`/chatlane new | reset | status | model [NAME]` for the conversation outside threads here."""
         seen = read_command(command)
-        inbound, action = seen.inbound, seen.inbound.text
+        inbound = seen.inbound
+        words = inbound.text.split(maxsplit=1)  # the model name keeps its case
+        action = words[0].lower() if words else ""
         name = self.settings.slash_command
         if (reason := self.refusal(seen.facts)) is not None:
             log.info("slack: %s from %s in %s refused: %s", name, inbound.user, inbound.channel, reason)
@@ -274,6 +278,13 @@ class SlackService:
                 responder = FutureResponder()
                 text = await confirm_reset(gateway.reset(key, responder), responder, COMMAND_WAIT_S)
                 text += " (In a thread, say `/new` there.)"
+            elif action == "model":
+                responder = FutureResponder()
+                await gateway.choose_model(key, words[1] if len(words) > 1 else "", responder)
+                try:
+                    text = (await asyncio.wait_for(asyncio.shield(responder.reply), COMMAND_WAIT_S)).text
+                except TimeoutError:
+                    text = MODEL_QUEUED_TEXT
             elif action == "status":
                 found = (await gateway.status(key)).entry
                 text = (

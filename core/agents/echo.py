@@ -8,9 +8,11 @@ that a follow-up landed in the same session.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
-from core.types import TurnInput
+from core.types import ChatMessage, TurnInput
+
+SUMMARY_LIMIT = 600
 
 
 class EchoAgent:
@@ -26,8 +28,21 @@ class EchoAgent:
         yield f"echo: {said}"
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        remembered = f"first thing I remember you saying: {_clip(first)!r}" if earlier else "new session"
-        yield f"\n(turn {turn.turn} of session {turn.session_id[:8]}; {remembered})"
+        summary = next((m.content for m in turn.history if m.summary), None)
+        if summary is not None:
+            remembered = f"from the summary: {_clip(summary)!r}"
+        else:
+            remembered = f"first thing I remember you saying: {_clip(first)!r}" if earlier else "new session"
+        model = f"; model {turn.model}" if turn.model else ""
+        yield f"\n(turn {turn.turn} of session {turn.session_id[:8]}; {remembered}{model})"
+
+    async def summarize(self, records: Sequence[ChatMessage]) -> str:
+        """Deterministic: an earlier summary, then what the person said, clipped."""
+        parts = [m.content for m in records if m.summary]
+        said = [_clip(m.content, 40) for m in records if m.role == "user" and not m.summary]
+        if said:
+            parts.append("you said: " + " / ".join(said))
+        return _clip("; ".join(parts), SUMMARY_LIMIT)
 
     async def close(self) -> None:
         return None

@@ -13,7 +13,7 @@ own retries (`max_retries`, with backoff) run before that.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import openai
@@ -23,6 +23,11 @@ from openai.types.chat import ChatCompletionMessageParam
 from core.config import AgentSettings
 from core.types import AgentError, ChatMessage, TurnInput
 
+SUMMARY_PROMPT = "You summarise conversations for a chat assistant that will continue them."
+SUMMARY_REQUEST = (
+    "Summarise the conversation above in a few sentences: the facts, names, decisions and "
+    "open questions the assistant needs to go on. Reply with the summary only."
+)
 NO_KEY = "not-needed"
 """Sent when no key is configured: local servers ignore it, the client insists on one."""
 
@@ -54,13 +59,31 @@ class OpenAIAgent:
         out.extend(_message(m) for m in turn.new_messages)
         return out
 
+    async def summarize(self, records: Sequence[ChatMessage]) -> str:
+        """One non-streamed request: the records, then the request to summarise them."""
+        o = self.settings.openai
+        messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": SUMMARY_PROMPT}]
+        messages.extend(_message(m) for m in records)
+        messages.append({"role": "user", "content": SUMMARY_REQUEST})
+        try:
+            done = await self._client.chat.completions.create(
+                model=o.model, messages=messages, **self._options
+            )
+        except openai.OpenAIError as exc:
+            raise AgentError(f"{o.base_url} (model {o.model}): summary failed: {type(exc).__name__}") from exc
+        text = done.choices[0].message.content if done.choices else None
+        if not isinstance(text, str) or not text.strip():
+            raise AgentError(f"{o.base_url} (model {o.model}): empty summary")
+        return text
+
     async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
         o = self.settings.openai
-        where = f"{o.base_url} (model {o.model})"
+        model = turn.model or o.model
+        where = f"{o.base_url} (model {model})"
         answered = False
         try:
             stream = await self._client.chat.completions.create(
-                model=o.model, messages=self.messages(turn), stream=True, **self._options
+                model=model, messages=self.messages(turn), stream=True, **self._options
             )
             async with stream:
                 async for chunk in stream:

@@ -1,30 +1,26 @@
-"""Group commit for the file store: one thread appends commit lines and makes them
-durable, many turns per round.
+"""Group commit for the file store: many turns made durable by one round of syncs.
 
-A turn hands its line to the committer and waits (its one hand-off to a thread). The
-committer takes everything that is ready, appends each line to its transcript, then
-fdatasyncs each file written, and only then answers every turn of the round. Turns of
-different conversations that become ready while a round's syncs run share the next
-round; a turn that arrives when nothing else is pending starts a round at once (there
-is no timer). A failed write or sync cuts that file back to where it was and fails
-only that file's turns: what they were told failed is not on disk.
+A turn's commit line is appended on the event loop (a small page-cache write), then
+the turn waits for a sync round. One round at a time runs on the sync thread, which
+fdatasyncs every file written since the last round; turns whose lines were written
+while a round ran share the next one. A turn that commits when nothing else is pending
+starts a round at once (there is no timer). So a turn costs at most one hand-off to a
+thread, and a round's hand-off is shared by every turn in it.
+
+A failed write or sync cuts that file back to where it was and fails only that file's
+turns: what they are told failed is not on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import logging
 import os
-import threading
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from core.store import jsonl
-
-log = logging.getLogger("chatlane.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,56 +34,43 @@ class Appended:
 
 
 @dataclass(slots=True)
-class _Item:
-    path: str
-    line: bytes
-    commit_id: str
-    done: concurrent.futures.Future[Appended] = field(default_factory=concurrent.futures.Future)
+class _Pending:
+    fd: int
+    written: jsonl.Written
+    done: asyncio.Future[None]
 
 
 class Committer:
-    """One committer thread per store; `close` drains it."""
+    """Used from one event loop; `close` waits for the round under way."""
 
-    def __init__(self, ensure_dir: Callable[[str], None], name: str = "chatlane-commit") -> None:
+    def __init__(self, ensure_dir: Callable[[str], None]) -> None:
         self._ensure_dir = ensure_dir
         """Makes a missing folder (a new fan-out folder, or a state folder removed while running)."""
-        self._name = name
-        self._queue: deque[_Item] = deque()
-        self._ready = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._pending: list[_Pending] = []
+        self._round: asyncio.Task[None] | None = None
+        self._sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatlane-sync")
 
     async def append(self, path: str, line: bytes, commit_id: str) -> Appended:
-        """Append `line` durably to `path`; OSError if it could not be (nothing left behind)."""
-        item = _Item(path, line, commit_id)
-        with self._ready:
-            if self._closed:
-                raise RuntimeError("the store is closed")
-            self._queue.append(item)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            self._ready.notify()
-        return await asyncio.wrap_future(item.done)
+        """Append `line` durably to `path`; OSError if it could not be (nothing left behind).
 
-    def close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
-
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._queue and not self._closed:
-                    self._ready.wait()
-                if not self._queue:
-                    return
-                batch = list(self._queue)
-                self._queue.clear()
-            self._round(batch)
+        If the caller is cancelled while waiting, the line is still synced (or cut off)
+        by its round; callers that must know the outcome shield this call.
+        """
+        fd = self._open(path)
+        try:
+            written = jsonl.write_commit(fd, line, commit_id)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not written.stored:
+            os.close(fd)
+            return Appended(written.start, written.end, stored=False)
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(fd, written, done))
+        if self._round is None:
+            self._round = asyncio.create_task(self._rounds(), name="chatlane group commit")
+        await done
+        return Appended(written.start, written.end, stored=True)
 
     def _open(self, path: str) -> int:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
@@ -97,30 +80,42 @@ class Committer:
             self._ensure_dir(os.path.dirname(path))
             return os.open(path, flags, 0o600)
 
-    def _round(self, batch: list[_Item]) -> None:
-        """Write every line, then sync every file written, then answer."""
-        written: list[tuple[_Item, int, jsonl.Written]] = []
-        for item in batch:
-            try:
-                fd = self._open(item.path)
-            except OSError as exc:
-                item.done.set_exception(exc)
-                continue
-            try:
-                written.append((item, fd, jsonl.write_commit(fd, item.line, item.commit_id)))
-            except OSError as exc:
-                os.close(fd)
-                item.done.set_exception(exc)
-        for item, fd, w in written:
-            try:
-                if w.stored:
-                    os.fdatasync(fd)
-            except OSError as exc:
-                # Not durable, so not stored: cut it off again before saying so.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, w.start)
-                item.done.set_exception(exc)
-            else:
-                item.done.set_result(Appended(w.start, w.end, w.stored))
-            finally:
-                os.close(fd)
+    async def _rounds(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                # Shielded: a round that started finishes (its files are synced or cut
+                # back and closed) even when the store closes mid-round.
+                failures = await asyncio.shield(loop.run_in_executor(self._sync_thread, _sync, batch))
+                for item, failure in zip(batch, failures, strict=True):
+                    if item.done.done():
+                        continue  # its turn was cancelled; the outcome stands on disk
+                    if failure is None:
+                        item.done.set_result(None)
+                    else:
+                        item.done.set_exception(failure)
+        finally:
+            self._round = None
+
+    async def close(self) -> None:
+        while self._round is not None:
+            await asyncio.wait({self._round})
+        self._sync_thread.shutdown(wait=True)
+
+
+def _sync(batch: list[_Pending]) -> list[OSError | None]:
+    """On the sync thread: make every written file durable, or cut it back; close them."""
+    out: list[OSError | None] = []
+    for item in batch:
+        try:
+            os.fdatasync(item.fd)
+            out.append(None)
+        except OSError as exc:
+            # Not durable, so not stored: cut it off again before saying so.
+            with contextlib.suppress(OSError):
+                os.ftruncate(item.fd, item.written.start)
+            out.append(exc)
+        finally:
+            os.close(item.fd)
+    return out

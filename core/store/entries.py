@@ -20,7 +20,7 @@ _FORMAT = 1
 
 
 def entry_to_json(entry: SessionEntry) -> dict[str, Any]:
-    return {
+    obj = {
         "format": _FORMAT,
         "key": entry.key,
         "sessionId": entry.session_id,
@@ -31,6 +31,9 @@ def entry_to_json(entry: SessionEntry) -> dict[str, Any]:
         "updatedAt": entry.updated_at,
         "turns": entry.turns,
     }
+    if entry.model is not None:  # written only when chosen, so older readers see what they know
+        obj["model"] = entry.model
+    return obj
 
 
 def entry_from_json(obj: Any) -> SessionEntry:
@@ -47,6 +50,7 @@ def entry_from_json(obj: Any) -> SessionEntry:
             last_interaction_at=float(_typed(obj, "lastInteractionAt", (int, float))),
             updated_at=float(_typed(obj, "updatedAt", (int, float))),
             turns=_typed(obj, "turns", int),
+            model=_typed(obj, "model", str) if obj.get("model") is not None else None,
         )
     except KeyError as exc:
         raise ValueError(f"entry lacks field {exc.args[0]!r}") from None
@@ -65,6 +69,7 @@ def _typed(obj: dict[str, Any], name: str, kind: type[Any] | tuple[type[Any], ..
 _KEY_IN_RAW = re.compile(rb'"key"\s*:\s*"(agent:[A-Za-z0-9._@*:-]{1,600})"')
 _ID_IN_RAW = re.compile(rb'"sessionId"\s*:\s*"([0-9a-f]{32})"')
 _TURNS_IN_RAW = re.compile(rb'"turns"\s*:\s*(\d{1,9})')
+_MODEL_IN_RAW = re.compile(rb'"model"\s*:\s*"([A-Za-z0-9._:/@-]{1,200})"')
 _T_IN_RAW = re.compile(rb'"sessionStartedAt"\s*:\s*([0-9.]{1,20})')
 
 
@@ -95,6 +100,7 @@ def recover_entry(key: SessionKey, raw: bytes) -> SessionEntry | None:
     if sid is None:
         return None
     turns = _TURNS_IN_RAW.search(raw)
+    model = _MODEL_IN_RAW.search(raw)
     started = _T_IN_RAW.search(raw)
     now = time.time()
     try:
@@ -110,4 +116,5 @@ def recover_entry(key: SessionKey, raw: bytes) -> SessionEntry | None:
         last_interaction_at=now,
         updated_at=now,
         turns=int(turns.group(1)) if turns else 0,
+        model=model.group(1).decode() if model else None,
     )

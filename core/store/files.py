@@ -20,12 +20,13 @@ not at all. The entry's turn count and last interaction are read from the last c
 line, so they always equal what was committed and need no write of their own.
 
 Exclusion: callers in one process are serialised per key by the reserver's asyncio
-locks and the lanes; across processes, each critical section takes a lock on a file
-description of its own (a new FileLock, or a descriptor opened per turn), so flock
-excludes even two tasks of one process. The turn lock is an OS lock that dies with its
-process, so it needs no expiry: a paused holder keeps it, and nobody else commits for
-that key meanwhile. Its fencing token (a counter in the lock file, raised on every
-acquisition) is still checked at commit, so the commit is fenced on every backend.
+locks and the lanes; across processes, each critical section takes filelock's lock on a
+descriptor opened for it alone (`lock_descriptor`: no lock object, path handling or
+fork tracking per call), so flock excludes even two threads or tasks of one process.
+The turn lock is an OS lock that dies with its process, so it needs no expiry: a
+paused holder keeps it, and nobody else commits for that key meanwhile. Its fencing
+token (a counter in the lock file, raised on every acquisition) is still checked at
+commit, so the commit is fenced on every backend.
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ import os
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from filelock import FileLock, lock_descriptor, unlock_descriptor
+from filelock import lock_descriptor, unlock_descriptor
 
 from core.store import jsonl
 from core.store.committer import Committer
@@ -226,10 +227,20 @@ class FileStore:
         finally:
             os.close(dfd)
 
-    def _key_lock(self, key: str) -> FileLock:
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        """The key's entry lock, on a descriptor of its own (so it excludes threads of this
+        process too); blocking, so only for threads off the loop (or a rare repair)."""
         path = self._lock_path(key, "lock")
-        self._ensure_dir(os.path.dirname(path))
-        return FileLock(path, mode=0o600, thread_local=False)
+        fd = self._in_dir(os.path.dirname(path), lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        try:
+            lock_descriptor(fd, poll_interval=0.001)
+            try:
+                yield
+            finally:
+                unlock_descriptor(fd)
+        finally:
+            os.close(fd)
 
     def _load_locked(self, key: SessionKey) -> SessionEntry | None:
         """Read under the key's file lock; a damaged entry is quarantined and recovered."""
@@ -293,6 +304,18 @@ class FileStore:
                 entry = mint(key)
                 self._write(self._entry_file(key), entry)
                 return entry, True
+
+        return await self._run(op)
+
+    async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
+        def op() -> SessionEntry | None:
+            with self._key_lock(key):
+                current = self._load_locked(key)
+                if current is None or current.session_id != session_id:
+                    return None
+                updated = replace(current, model=model, updated_at=time.time())
+                self._write(self._entry_file(key), updated)
+                return updated
 
         return await self._run(op)
 
@@ -428,7 +451,7 @@ class FileStore:
         return fd, token
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._committer.close)
+        await self._committer.close()
         self._pool.shutdown(wait=True)
 
 

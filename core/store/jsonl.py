@@ -46,6 +46,8 @@ def _record(obj: Any) -> ChatMessage:
         at=float(at),
         message_id=str(obj.get("messageId", "")),
         interrupted=bool(obj.get("interrupted", False)),
+        summary=obj.get("summary") is True,
+        keeps=keeps if isinstance(keeps := obj.get("keeps", 0), int) and keeps >= 0 else 0,
     )
 
 
@@ -64,6 +66,9 @@ def _record_obj(record: ChatMessage) -> dict[str, Any]:
         obj["messageId"] = record.message_id
     if record.interrupted:
         obj["interrupted"] = True
+    if record.summary:
+        obj["summary"] = True
+        obj["keeps"] = record.keeps
     return obj
 
 

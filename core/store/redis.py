@@ -307,6 +307,15 @@ class RedisStore:
 
         return await self._update(key, decide, "reserve")
 
+    async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
+        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry | None]:
+            if current is None or current.session_id != session_id:
+                return None, None
+            updated = replace(current, model=model, updated_at=time.time())
+            return updated, updated
+
+        return await self._update(key, decide, "model choice")
+
     async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
         def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry]:
             entry = mint(key)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from core.agents.echo import EchoAgent
 from core.responders import QuietResponder
-from core.types import AgentError, Reply, TurnInput
+from core.types import AgentError, ChatMessage, Reply, TurnInput
 
 
 class RecordingAgent:
@@ -30,6 +30,8 @@ class RecordingAgent:
         self.fail_on: set[str] = set()
         self.running = 0
         self.most_running = 0
+        self.summarized: list[list[ChatMessage]] = []
+        self.fail_summaries = False
         self._echo = EchoAgent()
 
     async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
@@ -48,6 +50,13 @@ class RecordingAgent:
                 yield piece
         finally:
             self.running -= 1
+
+    async def summarize(self, records: Sequence[ChatMessage]) -> str:
+        """The echo agent's deterministic summary; records what it was asked to summarise."""
+        self.summarized.append(list(records))
+        if self.fail_summaries:
+            raise AgentError("the summary model is down")
+        return await self._echo.summarize(records)
 
     async def close(self) -> None:
         return None

@@ -263,7 +263,7 @@ async def test_slash_status_shows_key_session_and_turns_ephemerally(
 async def test_slash_commands_are_synced_at_startup(start_bot: StartBot, fake: FakeDiscord) -> None:
     await start_bot()
     call = await fake.wait_for_call("PUT", rf"/applications/{fake.app_id}/commands")
-    assert sorted(c["name"] for c in call.json) == ["new", "reset", "status"]
+    assert sorted(c["name"] for c in call.json) == ["model", "new", "reset", "status"]
 
 
 async def test_failed_command_sync_is_logged_and_the_bot_still_answers(

@@ -298,9 +298,15 @@ class FakeDiscord:
         return d
 
     async def send_interaction(
-        self, name: str, *, user: str | None = None, channel: str | None = None, dm: bool = False
+        self,
+        name: str,
+        *,
+        user: str | None = None,
+        channel: str | None = None,
+        dm: bool = False,
+        options: dict[str, str] | None = None,
     ) -> JSON:
-        """Dispatch an INTERACTION_CREATE for the slash command `/name`."""
+        """Dispatch an INTERACTION_CREATE for the slash command `/name` (with string `options`)."""
         uid = user or self.alice_id
         cid = self.dm_ids[uid] if dm else channel or self.channel_id
         d: JSON = {
@@ -309,7 +315,12 @@ class FakeDiscord:
             "type": 2,
             "token": f"itoken-{snowflake()}",
             "version": 1,
-            "data": {"id": snowflake(), "name": name, "type": 1},
+            "data": {
+                "id": snowflake(),
+                "name": name,
+                "type": 1,
+                "options": [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()],
+            },
             "channel_id": cid,
             "locale": "en-US",
             "app_permissions": str(0x7FFFFFFFFFFF),
