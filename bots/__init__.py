@@ -3,9 +3,10 @@ through `core.gateway.Gateway`.
 
     runtime.py     Runtime (config, store, agent, gateway, metrics), Service, StartupError
     launcher.py    the adapter registry; builds the config schema; runs enabled bots
-    discord/       discord.py: service, inbound, reply, commands (+ model_command), settings
-    slack/         slack-bolt (Socket Mode, HTTP Events API): service, inbound, reply, settings
-    http/          aiohttp: the OpenAI-compatible API (service, settings)
+    discord/       discord.py: service, inbound, reply, commands (+ model_command), settings, history
+    slack/         slack-bolt (Socket Mode, HTTP Events API): service, inbound, reply, settings,
+                   history (thread backfill, files)
+    http/          aiohttp: the OpenAI-compatible API (service, settings, content parts)
     console.py     terminal chat
     __main__.py    the `chatlane` CLI: run, chat, check, sessions
 """

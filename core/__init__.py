@@ -3,15 +3,18 @@
 The layers, outside in (each module only calls the ones below it):
 
     gateway.py      the ONE door: submit(inbound, responder), reset(key), choose_model(key),
-                    status(key); the turn pipeline (lock -> resolve -> tail -> compaction? ->
-                    agent -> one commit -> deliver)
+                    status(key); the turn pipeline (lock -> resolve -> tail -> backfill? ->
+                    compaction? -> agent -> one commit -> deliver)
     routing.py      which agent answers: [[bindings]], first match wins, else the default
     compaction.py   summary + recent records once a history passes its budget
     model_choice.py /model: the texts and rules of a conversation's model choice
+    context.py      what a turn knows besides its messages: thread backfill on a session's
+                    first turn, attachments read (attachments.py, fetch.py) and their blobs
     lanes.py        one lane per session key: turns of a key in order; queue modes
     reserver.py     key -> session: hot read, else reserve (lock, re-check, mint) once
-    store/          SessionStore backends: files.py (+ jsonl.py transcripts), redis.py
-                    (+ redis_lock.py); entries.py is the entry format both share
+    store/          SessionStore backends: files.py (+ jsonl.py transcripts, blobs.py
+                    attachment bytes), redis.py (+ redis_lock.py, redis_blobs.py);
+                    entries.py is the entry format both share
     agents/         the public agent API (`core.agents`: Agent, TurnInput, PROTOCOL_VERSION),
                     built-ins echo (offline) and openai, plugins (factory, entry points)
     types.py        the contracts everything builds on (Inbound, Reply, SessionEntry,

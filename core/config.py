@@ -56,6 +56,8 @@ class OpenAISettings(Section):
     max_tokens: Annotated[int, Field(gt=0)] | None = None
     timeout: Annotated[float, Field(gt=0)] = 60.0
     max_retries: Annotated[int, Field(ge=0)] = 2
+    vision: bool = False
+    """The model accepts images: they are sent as `image_url` parts, else as a short placeholder."""
 
 
 AGENT_ID = r"^[a-z0-9_-]{1,64}$"
@@ -151,6 +153,20 @@ class QueueSettings(Section):
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
 
 
+class AttachmentSettings(Section):
+    """Files on incoming messages (Discord attachments, Slack files, HTTP content parts)."""
+
+    max_attachment_bytes: Annotated[int, Field(ge=1, le=1 << 30)] = 8 * 1024 * 1024
+    max_attachments: Annotated[int, Field(ge=0, le=100)] = 4
+    """Per message; 0 reads none."""
+    fetch_timeout_s: Annotated[float, Field(gt=0, le=600)] = 20.0
+    """All of one message's downloads together."""
+    max_text_chars: Annotated[int, Field(ge=0)] = 20_000
+    """A text file is shown to the agent up to this many characters, with a note past it."""
+    history_bytes: Annotated[int, Field(ge=0)] = 32 * 1024 * 1024
+    """Bytes of earlier attachments read back per turn (newest first); older ones are placeholders."""
+
+
 class StoreSettings(Section):
     backend: Literal["files", "redis"] = "files"
     path: str = "state"
@@ -159,6 +175,8 @@ class StoreSettings(Section):
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.-]{1,64}$")] = "chatlane"
     transcript_max: Annotated[int, Field(ge=1)] = 10_000
     turn_lock_ttl_s: Annotated[float, Field(gt=0)] = 30.0
+    blobs_max: Annotated[int, Field(ge=1)] = 64
+    """redis: attachments kept per session (the oldest are dropped first)."""
 
 
 class Access(Section):
@@ -209,6 +227,7 @@ class Config(Section):
     session: SessionSettings = SessionSettings()
     queue: QueueSettings = QueueSettings()
     store: StoreSettings = StoreSettings()
+    attachments: AttachmentSettings = AttachmentSettings()
 
     @field_validator("agents", mode="after")
     @classmethod

@@ -5,10 +5,11 @@ and `status`; nothing else in core. Resets go through the conversation's lane li
 messages, so a `/new` never overtakes a message sent before it.
 
     submit: agent (bindings, core/routing.py) -> key -> reset or /model command? -> lane
-    turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail ->
+    turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> first turn
+            of the session? read the thread (backfill) -> read attachments (blobs) ->
             compaction? (a summary record, core/compaction.py) -> the key's agent streams
-            the reply -> ONE fenced commit of the summary + user + assistant records ->
-            let go of the lock -> deliver
+            the reply -> ONE fenced commit of the (summary +) (backfill +) user + assistant
+            records -> let go of the lock -> deliver
 
 The agent id is the key's first part; every agent of the config has its own `Agent`
 (or one object serves them all, when a single one is handed in). `/model` is a
@@ -33,7 +34,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 
-from core import model_choice
+from core import context, model_choice
 from core.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
 from core.config import AgentSettings, Config
 from core.keys import build_key, parse_key
@@ -275,24 +276,48 @@ class Gateway:
         (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
         raw = await self.store.tail(entry.session_id, settings.history_limit)
         history = visible(raw)
-        now = self._clock()
+        backfill: list[ChatMessage] = []
+        if context.wants_backfill(entry.turns, raw):
+            batch_ids = {p.inbound.message_id for p in batch}
+            backfill = await context.fetch_backfill(batch[0].responder, batch_ids)
         fresh = [p for p in batch if not p.recorded]
-        new = [ChatMessage("user", p.inbound.text, now, p.inbound.message_id) for p in fresh]
+        intakes = [
+            await context.read_attachments(self.store, entry.session_id, p.inbound, self.config.attachments)
+            for p in fresh
+        ]
+        now = self._clock()
+        new = [
+            ChatMessage("user", p.inbound.text, now, p.inbound.message_id, attachments=i.refs)
+            for p, i in zip(fresh, intakes, strict=True)
+        ]
         recorded_ids = {p.inbound.message_id for p in batch if p.recorded and p.inbound.message_id}
         # Messages cut off by an interrupt are already in memory: show them as new again.
         carried = (
             [m for m in history if m.role == "user" and m.message_id in recorded_ids] if recorded_ids else []
         )
+        earlier = backfill + ([m for m in history if m not in carried] if carried else list(history))
+        blobs = await context.load_blobs(
+            self.store,
+            entry.session_id,
+            [*earlier, *carried, *new],
+            {ref.sha256: data for i in intakes for ref, data in i.files},
+            self.config.attachments.history_bytes if getattr(agent, "reads_attachments", True) else 0,
+        )
         turn = TurnInput(
             key,
             entry.session_id,
             entry.turns + 1,
-            [m for m in history if m not in carried] if carried else history,
+            earlier,
             carried + new,
-            model_choice.effective(settings, entry.model),
+            model=model_choice.effective(settings, entry.model),
+            blobs=blobs,
         )
+        new = backfill + new  # stored with this turn's commit, so no other turn reads the thread again
         pieces: list[str] = []
         summary: list[ChatMessage] = []  # the summary record this turn made, if any
+        if problems := [line for i in intakes for line in i.problems]:
+            pieces.append("\n".join(problems) + "\n\n")
+            await batch[-1].responder.on_delta(pieces[0])
         try:
             if needs_compaction(settings, raw, turn.history, turn.new_messages):
                 done = await compact(agent, settings, raw, turn.history, now=now, where=key)
@@ -331,7 +356,7 @@ class Gateway:
     ) -> None:
         """Keep the messages of a cancelled turn in memory (as interrupted), fenced like
         any commit: after a lost lease it is refused and they are answered afresh."""
-        records = [ChatMessage(m.role, m.content, m.at, m.message_id, interrupted=True) for m in new]
+        records = [m if m.backfill else replace(m, interrupted=True) for m in new]
         if not records:
             return
         try:

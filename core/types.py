@@ -8,15 +8,43 @@ gateway keeps memory in a `SessionStore` and asks an `Agent` for the answer.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, NewType, Protocol
+from typing import Literal, NewType, Protocol, runtime_checkable
 
 SessionKey = NewType("SessionKey", str)
 """A canonical, validated key: `agent:<agentId>:<platform>:<user>:<channel>[:<thread>]`."""
 
 Role = Literal["system", "user", "assistant"]
+
+
+class FileSource(Protocol):
+    """A file attached to an incoming message, not yet read (see core/attachments.py).
+
+    Adapters build these without any I/O; the gateway reads them inside the turn, under
+    the caps of `[attachments]`. Implementations must not show secrets in `repr`.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def declared_size(self) -> int | None:
+        """The size the platform announced, if any (checked before downloading)."""
+        ...
+
+    async def fetch(self, max_bytes: int) -> bytes:
+        """The bytes; `FileTooLarge` past `max_bytes`, `FileUnavailable` when unreadable."""
+        ...
+
+
+class FileTooLarge(Exception):
+    """A file is larger than the configured cap."""
+
+
+class FileUnavailable(Exception):
+    """A file could not be read; the message is a short reason fit for a person."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +68,8 @@ class Inbound:
     """The sender's role ids (Discord)."""
     agent: str | None = None
     """An agent asked for by name (the HTTP API's `model`); overrides `[[bindings]]`."""
+    attachments: tuple[FileSource, ...] = ()
+    """Files on the message, read by the gateway during the turn."""
 
 
 ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown"]
@@ -60,6 +90,24 @@ class Reply:
     turn: int = 0
 
 
+AttachmentKind = Literal["image", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRef:
+    """What a transcript keeps of a file: a reference; the bytes live in the store's blobs."""
+
+    name: str
+    mime: str
+    """Sniffed from the bytes, never taken from the name or the sender."""
+    size: int
+    sha256: str
+    kind: AttachmentKind
+    width: int = 0
+    height: int = 0
+    lines: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     """One transcript record."""
@@ -73,6 +121,11 @@ class ChatMessage:
     """A compaction summary: it stands for the records before it, except the last `keeps`."""
     keeps: int = 0
     """For a summary: how many records just before it are still sent verbatim after it."""
+    attachments: tuple[AttachmentRef, ...] = ()
+    author: str = ""
+    """Who wrote it, by display name (backfilled records; empty for the session's own)."""
+    backfill: bool = False
+    """Read from the channel or thread when the session began, not said to the bot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +204,9 @@ class TurnInput:
     new_messages: Sequence[ChatMessage]
     model: str | None = None
     """The model this conversation chose with `/model`; None: use the agent's default."""
+    blobs: Mapping[str, bytes] = field(default_factory=dict)
+    """Bytes of the attachments in `history` and `new_messages`, by sha256, as far as the
+    turn's budget allows; a reference without bytes here is shown as a placeholder."""
 
 
 class Agent(Protocol):
@@ -167,6 +223,39 @@ class Summarizer(Protocol):
     """Optional for an agent: what compaction asks to summarise the older part of a history."""
 
     async def summarize(self, records: Sequence[ChatMessage]) -> str: ...
+
+
+@runtime_checkable
+class HistorySource(Protocol):
+    """What a responder offers when its conversation has earlier messages to read.
+
+    The gateway calls it inside the turn lock, only on the first turn of a session, so a
+    thread is read once per session however many processes share the store.
+    """
+
+    async def fetch_history(self) -> Sequence[ChatMessage]:
+        """Earlier messages (oldest first, marked `backfill`), up to the adapter's limit.
+
+        Raises nothing: a missing permission or an error is logged and gives `[]`.
+        """
+        ...
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Attachment bytes, content-addressed per session (stores that keep files offer it)."""
+
+    async def put_blobs(self, session_id: str, blobs: Mapping[str, bytes]) -> None:
+        """Store each blob under its sha256 (idempotent); durable before it returns."""
+        ...
+
+    async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
+        """The blobs found (missing or pruned ones are left out)."""
+        ...
+
+    async def prune_session(self, session_id: str) -> None:
+        """Forget a session's transcript and every blob of it."""
+        ...
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ import discord
 
 from bots.discord.settings import DiscordSettings
 from core.access import Facts, Seen
+from core.attachments import UrlSource
 from core.types import Inbound
 
 PLATFORM = "discord"
@@ -40,6 +41,7 @@ def read_message(message: discord.Message, me: discord.ClientUser, settings: Dis
         space=str(guild.id) if guild is not None else None,
         parent_channel=str(parent) if parent is not None else None,
         roles=_roles(author),
+        attachments=attachments(message),
     )
     facts = Facts(
         user=inbound.user,
@@ -53,6 +55,11 @@ def read_message(message: discord.Message, me: discord.ClientUser, settings: Dis
         require_mention=mention_rule(settings, inbound.channel, parent, guild),
     )
     return Seen(inbound, facts)
+
+
+def attachments(message: discord.Message) -> tuple[UrlSource, ...]:
+    """The message's files, to be read during its turn (Discord's CDN needs no token)."""
+    return tuple(UrlSource(a.filename, a.url, declared_size=a.size) for a in message.attachments)
 
 
 def read_interaction(interaction: discord.Interaction[discord.Client], settings: DiscordSettings) -> Seen:

@@ -24,8 +24,9 @@ import discord.http
 import yarl
 
 from bots.discord.commands import build_tree, sync_commands
+from bots.discord.history import BackfillingResponder
 from bots.discord.inbound import ANSWERED_TYPES, read_message
-from bots.discord.reply import ALLOWED_MENTIONS, DiscordResponder
+from bots.discord.reply import ALLOWED_MENTIONS
 from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime, StartupError
 from core.access import Facts, admit
@@ -132,14 +133,14 @@ class DiscordService:
         if (why := self.refusal(seen.facts)) is not None:
             log.debug("discord: not answering message %s in %s: %s", message.id, inbound.channel, why)
             return
-        if not inbound.text:
-            log.debug("discord: message %s has no text to answer", message.id)
+        if not inbound.text and not inbound.attachments:
+            log.debug("discord: message %s has no text or files to answer", message.id)
             return
         if not self._seen.first_time(inbound.message_id):
             log.info("discord: message %s delivered again (gateway replay); answered once", message.id)
             return
         try:
-            await self.runtime.gateway.submit(inbound, DiscordResponder(message, self.settings))
+            await self.runtime.gateway.submit(inbound, BackfillingResponder(message, self.settings, me.id))
         except Closed:
             log.info("discord: shutting down; message %s not taken", message.id)
 

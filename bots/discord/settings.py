@@ -31,6 +31,8 @@ class DiscordSettings(AdapterSettings, Access):
     """A send rate-limited for longer than this fails (logged) instead of holding its conversation."""
     sync_commands: bool = True
     """Register /new, /reset and /status with Discord at startup (one process per bot is enough)."""
+    history_backfill: Annotated[int, Field(ge=0, le=100)] = 20
+    """On a session's first turn, read this many earlier messages of the channel/thread (0: off)."""
 
     @model_validator(mode="after")
     def _shards_fit(self) -> DiscordSettings:

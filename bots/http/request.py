@@ -11,7 +11,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bots.http.content import ContentError, read_content
 from bots.http.errors import ApiError
+from core.types import FileSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,8 @@ class ChatRequest:
     """The body's `user` (a session of its own per user), None when absent."""
     model: str | None = None
     """The body's `model` (an agent id), None when absent or empty."""
+    files: tuple[FileSource, ...] = ()
+    """Images and files of the last user message (content parts), for the gateway to fetch."""
 
 
 def decode(raw: bytes) -> Any:
@@ -57,7 +61,8 @@ def parse(body: Any) -> ChatRequest:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise ApiError(400, "'model' must be a string", code="invalid_type")
-    return ChatRequest(_last_user_text(messages), stream, _user(body.get("user")), model or None)
+    text, files = _last_user_message(messages)
+    return ChatRequest(text, stream, _user(body.get("user")), model or None, files)
 
 
 def _user(user: Any) -> str | None:
@@ -74,35 +79,18 @@ def _user(user: Any) -> str | None:
     return _utf8(user, "'user'")
 
 
-def _last_user_text(messages: list[Any]) -> str:
+def _last_user_message(messages: list[Any]) -> tuple[str, tuple[FileSource, ...]]:
     for m in reversed(messages):
         if not isinstance(m, dict):
             raise ApiError(
                 400, "each message must be an object with 'role' and 'content'", code="invalid_type"
             )
         if m.get("role") == "user":
-            text = _text(m.get("content"))
-            if not text.strip():
+            try:
+                text, files = read_content(m.get("content"))
+            except ContentError as exc:
+                raise ApiError(400, str(exc), code=exc.code) from None
+            if not text.strip() and not files:
                 raise ApiError(400, "the last user message is empty", code="empty_message")
-            return _utf8(text, "the last user message")
+            return _utf8(text, "the last user message"), files
     raise ApiError(400, "'messages' has no message with role 'user'", code="no_user_message")
-
-
-def _text(content: Any) -> str:
-    """A message's text: a string, or an array of `{"type": "text", "text": ...}` parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise ApiError(400, "only text content parts are supported", code="invalid_content")
-            texts.append(part["text"])
-        return "\n".join(texts)
-    raise ApiError(
-        400, "a user message's 'content' must be a string or an array of text parts", code="invalid_type"
-    )

@@ -37,6 +37,7 @@ deleted from the store once it is answered.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import ipaddress
 import itertools
@@ -193,7 +194,9 @@ class HttpService:
         self._authorize(request)
         chat = parsing.parse(await self._body(request))
         n = next(self._ids)
-        inbound = self._inbound(request, chat, f"http-{self._instance}-{n}")
+        inbound = dataclasses.replace(
+            self._inbound(request, chat, f"http-{self._instance}-{n}"), attachments=chat.files
+        )
         try:
             key = self.runtime.gateway.key_for(inbound)
             model = parse_key(key).agent

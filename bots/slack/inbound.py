@@ -46,6 +46,8 @@ class SlackMessage:
     mentioned: bool
     author_is_bot: bool
     team: str | None
+    files: tuple[Mapping[str, Any], ...] = ()
+    """The event's file objects (read during the turn; see bots/slack/history.py)."""
 
 
 def place(channel: str, ts: str) -> str:
@@ -78,7 +80,8 @@ def parse_message(event: Mapping[str, Any], me: Identity, *, via_mention: bool =
     if not isinstance(raw, str):
         return "text is missing or not a string"
     text = strip_mention(raw, me.user_id)
-    if not text:
+    files = tuple(f for f in event.get("files") or () if isinstance(f, dict))
+    if not text and not files:
         return "no text"
     thread_ts = event.get("thread_ts")
     is_direct = event.get("channel_type") == "im" or channel.startswith("D")
@@ -92,6 +95,7 @@ def parse_message(event: Mapping[str, Any], me: Identity, *, via_mention: bool =
         mentioned=via_mention or f"<@{me.user_id}" in raw,
         author_is_bot=author_is_bot,
         team=event.get("team") if isinstance(event.get("team"), str) else None,
+        files=files,
     )
 
 

@@ -38,8 +38,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import Runtime, StartupError
+from bots.slack.history import BackfillingResponder, files_of
 from bots.slack.inbound import Identity, is_thread_reply, place, read_command, read_message
-from bots.slack.reply import Poster, SlackResponder
+from bots.slack.reply import Poster
 from bots.slack.settings import SlackSettings
 from core.access import Facts, admit
 from core.dedupe import RecentIds, RecentSet
@@ -209,6 +210,9 @@ class SlackService:
             log.debug("slack: ignored event in %s: %s", event.get("channel"), seen)
             return
         inbound = seen.inbound
+        if event.get("files") and self._client is not None:
+            files = [f for f in event["files"] if isinstance(f, dict)]
+            inbound = dataclasses.replace(inbound, attachments=files_of(files, self._client))
         reason = self.refusal(seen.facts)
         if reason is None:
             self._accept(inbound)
@@ -235,7 +239,17 @@ class SlackService:
             return
         if inbound.thread is not None and not inbound.is_direct:
             self._threads.add(place(channel, inbound.thread))
-        responder = SlackResponder(self._poster, channel, ts, inbound.thread, self.settings.ack_reaction)
+        responder = BackfillingResponder(
+            self._poster,
+            channel,
+            ts,
+            inbound.thread,
+            self.settings.ack_reaction,
+            me=self.me,
+            limit=self.settings.history_backfill,
+            in_thread=inbound.thread if is_thread_reply(inbound) else None,
+            is_direct=inbound.is_direct,
+        )
         self._tasks.spawn(self._submit(inbound, responder), name=f"slack message {ts}")
 
     async def _accept_if_known_thread(self, inbound: Inbound) -> None:
@@ -251,7 +265,7 @@ class SlackService:
         if known:
             self._accept(inbound)
 
-    async def _submit(self, inbound: Inbound, responder: SlackResponder) -> None:
+    async def _submit(self, inbound: Inbound, responder: BackfillingResponder) -> None:
         try:
             await self.runtime.gateway.submit(inbound, responder)
         except ValueError as exc:

@@ -24,6 +24,8 @@ class SlackSettings(AdapterSettings, Access):
     thread_replies_addressed: bool = True
     ack_reaction: str = ""
     slash_command: str = ""
+    history_backfill: Annotated[int, Field(ge=0, le=1000)] = 20
+    """On a session's first turn, read this many earlier messages of the thread or DM (0: off)."""
 
     def secret_needs(self) -> tuple[SecretNeed, ...]:
         """The bot token always; the app token in socket mode, the signing secret in http mode."""

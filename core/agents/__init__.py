@@ -66,7 +66,11 @@ def _make(loaded: Loaded, settings: AgentSettings, section: str) -> Agent:
         from core.agents.openai import OpenAIAgent
 
         secret = loaded.secrets.get(settings.openai.api_key_env)
-        return OpenAIAgent(settings, secret.get_secret_value() if secret else None)
+        return OpenAIAgent(
+            settings,
+            secret.get_secret_value() if secret else None,
+            max_text_chars=loaded.config.attachments.max_text_chars,
+        )
     if settings.backend == "echo":
         from core.agents.echo import EchoAgent
 

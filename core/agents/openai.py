@@ -13,13 +13,16 @@ own retries (`max_retries`, with backoff) run before that.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import base64
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import openai
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionUserMessageParam
 
+from core.attachments import inline_text, placeholder
 from core.config import AgentSettings
 from core.types import AgentError, ChatMessage, TurnInput
 
@@ -30,13 +33,18 @@ SUMMARY_REQUEST = (
 )
 NO_KEY = "not-needed"
 """Sent when no key is configured: local servers ignore it, the client insists on one."""
+BACKFILL_INTRO = (
+    "Earlier messages in this conversation, from before you were addressed "
+    "(read for context; each starts with its author's name and time):"
+)
 
 
 class OpenAIAgent:
     name = "openai"
 
-    def __init__(self, settings: AgentSettings, api_key: str | None) -> None:
+    def __init__(self, settings: AgentSettings, api_key: str | None, *, max_text_chars: int = 20_000) -> None:
         self.settings = settings
+        self.max_text_chars = max_text_chars
         o = settings.openai
         self._client = AsyncOpenAI(
             base_url=o.base_url,
@@ -55,15 +63,19 @@ class OpenAIAgent:
         out: list[ChatCompletionMessageParam] = []
         if self.settings.system_prompt:
             out.append({"role": "system", "content": self.settings.system_prompt})
-        out.extend(_message(m) for m in turn.history)
-        out.extend(_message(m) for m in turn.new_messages)
+        introduced = False
+        for m in [*turn.history, *turn.new_messages]:
+            if m.backfill and not introduced:
+                out.append({"role": "system", "content": BACKFILL_INTRO})
+                introduced = True
+            out.append(self._message(m, turn.blobs))
         return out
 
     async def summarize(self, records: Sequence[ChatMessage]) -> str:
         """One non-streamed request: the records, then the request to summarise them."""
         o = self.settings.openai
         messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": SUMMARY_PROMPT}]
-        messages.extend(_message(m) for m in records)
+        messages.extend(_message(m, m.content) for m in records)
         messages.append({"role": "user", "content": SUMMARY_REQUEST})
         try:
             done = await self._client.chat.completions.create(
@@ -75,6 +87,30 @@ class OpenAIAgent:
         if not isinstance(text, str) or not text.strip():
             raise AgentError(f"{o.base_url} (model {o.model}): empty summary")
         return text
+
+    def _message(self, m: ChatMessage, blobs: Mapping[str, bytes]) -> ChatCompletionMessageParam:
+        text = backfill_line(m) if m.backfill and m.role == "user" else m.content
+        if m.role != "user" or not m.attachments:
+            return _message(m, text)
+        texts: list[str] = [text] if text else []
+        images: list[Any] = []
+        for ref in m.attachments:
+            data = blobs.get(ref.sha256)
+            if data is None:
+                texts.append(placeholder(ref))
+            elif ref.kind == "text":
+                texts.append(inline_text(ref, data, self.max_text_chars))
+            elif self.settings.openai.vision:
+                url = f"data:{ref.mime};base64,{base64.b64encode(data).decode('ascii')}"
+                images.append({"type": "image_url", "image_url": {"url": url}})
+            else:
+                texts.append(placeholder(ref))
+        joined = "\n\n".join(texts)
+        if not images:
+            return {"role": "user", "content": joined}
+        parts: list[Any] = [{"type": "text", "text": joined}] if joined else []
+        message: ChatCompletionUserMessageParam = {"role": "user", "content": [*parts, *images]}
+        return message
 
     async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
         o = self.settings.openai
@@ -111,12 +147,18 @@ class OpenAIAgent:
         await self._client.close()
 
 
-def _message(m: ChatMessage) -> ChatCompletionMessageParam:
+def _message(m: ChatMessage, text: str) -> ChatCompletionMessageParam:
     if m.role == "assistant":
-        return {"role": "assistant", "content": m.content}
+        return {"role": "assistant", "content": text}
     if m.role == "system":
-        return {"role": "system", "content": m.content}
-    return {"role": "user", "content": m.content}
+        return {"role": "system", "content": text}
+    return {"role": "user", "content": text}
+
+
+def backfill_line(m: ChatMessage) -> str:
+    """An earlier message of the thread as the model sees it: "alice (2026-12-01 10:02 UTC): text"."""
+    when = f" ({datetime.fromtimestamp(m.at, UTC):%Y-%m-%d %H:%M} UTC)" if m.at > 0 else ""
+    return f"{m.author or 'someone'}{when}: {m.content}"
 
 
 def _status_hint(status: int) -> str:

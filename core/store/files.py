@@ -7,6 +7,7 @@ Layout under the state directory (dirs 0700, files 0600):
     locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key; holds
                                         the key's fencing counter
     transcripts/<id[:2]>/<id>.jsonl     memory of one session id: one line per commit
+    blobs/<id[:2]>/<id>/<sha256>        attachment bytes of one session (core/store/blobs.py)
     quarantine/                         damaged entries moved aside, never overwritten
 
 Every operation touches a fixed number of files, so it costs the same at 100 sessions
@@ -41,7 +42,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -49,7 +50,7 @@ from typing import Any, TypeVar
 
 from filelock import lock_descriptor, unlock_descriptor
 
-from core.store import jsonl
+from core.store import blobs, jsonl
 from core.store.committer import Committer
 from core.store.entries import (
     SESSION_ID,
@@ -98,6 +99,7 @@ class FileStore:
         self._locks = self.root / "locks"
         self._transcripts = self.root / "transcripts"
         self._quarantine = self.root / "quarantine"
+        self._blobs = self.root / "blobs"
         self._locks_str = str(self._locks)
         self._transcripts_str = str(self._transcripts)
         # Few threads: each store call is short, and more threads mostly fight over the
@@ -449,6 +451,29 @@ class FileStore:
             os.close(fd)  # closing the descriptor also drops a lock taken on it
             raise
         return fd, token
+
+    # ------------------------------------------------------------ attachments
+    async def put_blobs(self, session_id: str, data: Mapping[str, bytes]) -> None:
+        if data:
+            await self._run(blobs.put, self._blobs, session_id, data, self._ensure_blob_dir)
+
+    def _ensure_blob_dir(self, d: Path) -> None:
+        self._ensure_dir(str(d))
+
+    async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
+        if not digests:
+            return {}
+        return await self._run(blobs.get, self._blobs, session_id, digests)
+
+    async def prune_session(self, session_id: str) -> None:
+        path = self._transcript_file(session_id)
+
+        def op() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            blobs.prune(self._blobs, session_id)
+
+        await self._run(op)
 
     async def close(self) -> None:
         await self._committer.close()

@@ -19,18 +19,20 @@ import errno
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.types import ChatMessage
+from core.types import AttachmentRef, ChatMessage
 
 log = logging.getLogger("chatlane.transcript")
 
 _BLOCK = 256 * 1024
 _FIRST_READ = 4096
 _ROLES = frozenset({"system", "user", "assistant"})
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _record(obj: Any) -> ChatMessage:
@@ -48,6 +50,9 @@ def _record(obj: Any) -> ChatMessage:
         interrupted=bool(obj.get("interrupted", False)),
         summary=obj.get("summary") is True,
         keeps=keeps if isinstance(keeps := obj.get("keeps", 0), int) and keeps >= 0 else 0,
+        attachments=_refs(obj.get("attachments")),
+        author=str(obj.get("author", "")),
+        backfill=bool(obj.get("backfill", False)),
     )
 
 
@@ -69,12 +74,64 @@ def _record_obj(record: ChatMessage) -> dict[str, Any]:
     if record.summary:
         obj["summary"] = True
         obj["keeps"] = record.keeps
+    if record.author:
+        obj["author"] = record.author
+    if record.backfill:
+        obj["backfill"] = True
+    if record.attachments:
+        obj["attachments"] = [_ref_to_json(a) for a in record.attachments]
     return obj
 
 
 def commit_prefix(commit_id: str) -> bytes:
     """How the line of commit `commit_id` begins (`encode_commit` puts the id first)."""
     return b'{"commit":' + json.dumps(commit_id).encode() + b","
+
+
+def _ref_to_json(ref: AttachmentRef) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "name": ref.name,
+        "mime": ref.mime,
+        "size": ref.size,
+        "sha256": ref.sha256,
+        "kind": ref.kind,
+    }
+    for field in ("width", "height", "lines"):
+        if value := getattr(ref, field):
+            obj[field] = value
+    return obj
+
+
+def _refs(raw: Any) -> tuple[AttachmentRef, ...]:
+    """Attachment references of a record; records written before attachments have none.
+
+    A malformed reference is dropped (the record's text still counts), never guessed at.
+    """
+    if not isinstance(raw, list):
+        return ()
+    refs: list[AttachmentRef] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        try:
+            kind, sha = item["kind"], item["sha256"]
+            if kind not in ("image", "text") or not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+                continue
+            refs.append(
+                AttachmentRef(
+                    name=str(item["name"]),
+                    mime=str(item["mime"]),
+                    size=int(item["size"]),
+                    sha256=sha,
+                    kind=kind,
+                    width=int(item.get("width", 0)),
+                    height=int(item.get("height", 0)),
+                    lines=int(item.get("lines", 0)),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(refs)
 
 
 def encode_commit(commit_id: str, turns: int, at: float, records: Sequence[ChatMessage]) -> bytes:

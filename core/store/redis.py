@@ -9,6 +9,8 @@ unvalidated input ever becomes part of a name):
     <prefix>:transcript:<sessionId>         memory: a list of commits (JSON), oldest first
     <prefix>:commit:<commitId>              a stored commit's id, for a day: retries store once
     <prefix>:quarantine:<sha256(key)>:<ns>  a damaged entry moved aside, never overwritten
+    <prefix>:blobs:<sessionId>              attachment bytes, a hash sha256 -> bytes
+    <prefix>:blob-order:<sessionId>         their digests, oldest first (at most `blobs_max`)
 
 The commit (a turn's only write) is one Lua script: it stores nothing unless the
 caller's fencing token is still the key's counter and the entry still maps the key to
@@ -48,7 +50,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -71,6 +73,7 @@ from core.store.entries import (
     recover_entry,
     report_quarantine,
 )
+from core.store.redis_blobs import RedisBlobs
 from core.store.redis_lock import TurnLocks, redis_errors
 from core.types import (
     ChatMessage,
@@ -176,12 +179,15 @@ class RedisStore:
         prefix: str = "chatlane",
         transcript_max: int = 10_000,
         turn_lock_ttl_s: float = 30.0,
+        blobs_max: int = 64,
     ) -> None:
         self._r = client
         self.url = safe_url(url)
         self.prefix = prefix
         self.transcript_max = transcript_max
         self.turn_lock_ttl_s = turn_lock_ttl_s
+        self.blobs_max = blobs_max
+        self._blobs = RedisBlobs(client, prefix, blobs_max)
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
         self._get_script = client.register_script(_GET)
         self._commit_script = client.register_script(_COMMIT)
@@ -220,6 +226,7 @@ class RedisStore:
             prefix=settings.prefix,
             transcript_max=settings.transcript_max,
             turn_lock_ttl_s=settings.turn_lock_ttl_s,
+            blobs_max=settings.blobs_max,
         )
 
     # ------------------------------------------------------------------ names
@@ -472,6 +479,22 @@ class RedisStore:
             except (ValueError, UnicodeDecodeError):
                 log.warning("transcript %s has an unreadable record (%d bytes); skipped", name, len(line))
         return records[-n:]
+
+    # ------------------------------------------------------------ attachments
+    async def put_blobs(self, session_id: str, data: Mapping[str, bytes]) -> None:
+        """Store blobs (idempotent); keep the newest `blobs_max` (core/store/redis_blobs.py)."""
+        self.transcript_name(session_id)  # validates the id
+        with self._errors("blob write"):
+            await self._blobs.put(session_id, data)
+
+    async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
+        self.transcript_name(session_id)
+        with self._errors("blob read"):
+            return await self._blobs.get(session_id, digests)
+
+    async def prune_session(self, session_id: str) -> None:
+        with self._errors("prune"):
+            await self._r.delete(self.transcript_name(session_id), *self._blobs.names(session_id))
 
     def lock_turn(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[TurnLease]:
         """Hold the key's turn lock across every host; `Fenced` if it cannot be kept."""

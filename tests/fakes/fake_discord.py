@@ -106,6 +106,12 @@ class FakeDiscord:
         self.roles_of: dict[str, list[str]] = {self.alice_id: [self.role_id], self.bob_id: []}
 
         self.calls: list[Call] = []
+        self.history: dict[str, list[JSON]] = {}
+        """Every message of each channel, oldest first: dispatched, sent by the bot or seeded."""
+        self.files: dict[str, bytes] = {}
+        """Attachment bytes served at `/attachments/<id>/<name>`, by attachment id."""
+        self.forbidden_history: set[str] = set()
+        """Reading these channels' history gets 403 Missing Access (no Read Message History)."""
         self.forbidden_channels: set[str] = set()
         """Sends and typing in these channels get 403 Missing Permissions."""
         self.rate_limited_sends = 0
@@ -229,6 +235,7 @@ class FakeDiscord:
         roles: list[str] | None = None,
         mentions: list[JSON] | None = None,
         reply_to: JSON | None = None,
+        attachments: list[JSON] | None = None,
     ) -> JSON:
         d: JSON = {
             "id": snowflake(),
@@ -241,7 +248,7 @@ class FakeDiscord:
             "mention_everyone": False,
             "mentions": mentions or [],
             "mention_roles": [],
-            "attachments": [],
+            "attachments": attachments or [],
             "embeds": [],
             "pinned": False,
             "type": 0,
@@ -270,6 +277,7 @@ class FakeDiscord:
         mention: bool = False,
         reply_to: JSON | None = None,
         author: JSON | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> JSON:
         """Dispatch a MESSAGE_CREATE from `user` (alice by default); returns its payload.
 
@@ -287,6 +295,7 @@ class FakeDiscord:
             roles=self.roles_of.get(uid, []),
             mentions=[self.bot_user()] if mention else [],
             reply_to=reply_to,
+            attachments=[self.attachment(name, data) for name, data in (files or {}).items()],
         )
         addressed = mention or (reply_to is not None and reply_to["author"]["id"] == self.bot_id)
         intents = (self.identify or {}).get("intents", 0)
@@ -296,6 +305,35 @@ class FakeDiscord:
             d = d | {"content": "", "embeds": [], "attachments": [], "components": []}
         await self.dispatch("MESSAGE_CREATE", d)
         return d
+
+    def attachment(self, name: str, data: bytes, *, size: int | None = None) -> JSON:
+        """An attachment object whose bytes this fake serves (`size` may claim otherwise)."""
+        aid = snowflake()
+        self.files[aid] = data
+        url = f"http://127.0.0.1:{self.port}/attachments/{aid}/{name}"
+        return {
+            "id": aid,
+            "filename": name,
+            "size": len(data) if size is None else size,
+            "url": url,
+            "proxy_url": url,
+        }
+
+    def seed_history(self, channel: str, texts: list[str], *, user: str | None = None) -> list[JSON]:
+        """Messages said in `channel` before the test starts (not dispatched), oldest first."""
+        made = []
+        for text in texts:
+            uid = user or self.alice_id
+            d = self.message_payload(
+                text,
+                author=self.person(uid),
+                channel_id=channel,
+                in_guild=channel not in self.dm_ids.values(),
+                roles=self.roles_of.get(uid, []),
+            )
+            self.history.setdefault(channel, []).append(d)
+            made.append(d)
+        return made
 
     async def send_interaction(
         self,
@@ -381,6 +419,9 @@ class FakeDiscord:
             self._record(call)
             limits = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
             return jresp({"url": self.gateway_url, "shards": 1, "session_start_limit": limits})
+        listing = re.fullmatch(r"/channels/(\d+)/messages", p)
+        if m == "GET" and listing:
+            return self._channel_history(call, listing.group(1))
         channel = re.fullmatch(r"/channels/(\d+)/(typing|messages)", p)
         if m == "POST" and channel:
             return self._channel_post(call, channel.group(1), channel.group(2))
@@ -434,7 +475,24 @@ class FakeDiscord:
             in_guild=cid not in self.dm_ids.values(),
         )
         self._messages_sent.append(msg | {"request": body})
+        self.history.setdefault(cid, []).append(msg)
         return jresp(msg)
+
+    def _channel_history(self, call: Call, cid: str) -> web.Response:
+        """`GET /channels/{id}/messages?before=&limit=`: newest first, as Discord answers."""
+        self._record(call)
+        if cid in self.forbidden_history:
+            return jresp({"message": "Missing Access", "code": 50001}, status=403)
+        before = int(call.query.get("before", str(1 << 63)))
+        limit = min(int(call.query.get("limit", "50")), 100)
+        older = [m for m in self.history.get(cid, []) if int(m["id"]) < before]
+        return jresp(sorted(older, key=lambda m: int(m["id"]), reverse=True)[:limit])
+
+    async def _attachment(self, request: web.Request) -> web.StreamResponse:
+        data = self.files.get(request.match_info["aid"])
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
 
     def _command(self, c: JSON) -> JSON:
         return {
@@ -490,6 +548,9 @@ class FakeDiscord:
         self._seq += 1
         if event == "MESSAGE_CREATE":
             self._dispatched_messages.append(data)
+            known = self.history.setdefault(data["channel_id"], [])
+            if all(m["id"] != data["id"] for m in known):
+                known.append(data)
         await self._send({"op": 0, "t": event, "s": self._seq, "d": data})
 
     async def disconnect(self, code: int = 4000) -> None:
@@ -551,6 +612,7 @@ class FakeDiscord:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        app.router.add_get("/attachments/{aid}/{name}", self._attachment)
         self._runner, self.port = await serve_on_loopback(app)
         return self
 

@@ -69,6 +69,18 @@ class FakeSlack:
     calls: list[ApiCall] = field(default_factory=list)
     acks: list[Json] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    messages: dict[str, list[Json]] = field(default_factory=dict)
+    """Each channel's messages (thread replies included), oldest first: remembered or posted."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """File bytes served at `url_private`, by file id."""
+    file_tokens: tuple[str, ...] | None = None
+    """Tokens `url_private` accepts (None: the bot tokens); anything else gets a 403."""
+    people: dict[str, str] = field(default_factory=lambda: {HUMAN: "human"})
+    """Display names `users.info` knows, by user id."""
+    downloads: list[tuple[str, str | None]] = field(default_factory=list)
+    login_redirect: bool = False
+    """Answer a refused file download with a redirect to a sign-in page instead of a 403."""
+    """(file id, token) of every download attempt."""
     port: int = 0
     ws_connected: asyncio.Event = field(default_factory=asyncio.Event)
     _ws: web.WebSocketResponse | None = None
@@ -144,10 +156,115 @@ class FakeSlack:
                 "bot_id": BOT_ID,
                 "ts": ts,
             }
+            stored = {**message, "channel": args.get("channel")}
+            if args.get("thread_ts"):
+                stored["thread_ts"] = args["thread_ts"]
+            self.remember(stored)
             return {"ok": True, "channel": args.get("channel"), "ts": ts, "message": message}
         if method in ("reactions.add", "reactions.remove"):
             return {"ok": True}
+        if method == "users.info":
+            name = self.people.get(str(args.get("user")))
+            if name is None:
+                return {"ok": False, "error": "user_not_found"}
+            return {
+                "ok": True,
+                "user": {"id": args.get("user"), "name": name, "profile": {"display_name": name}},
+            }
+        if method == "conversations.replies":
+            return self._replies(args)
+        if method == "conversations.history":
+            return self._history(args)
         return {"ok": False, "error": "unknown_method"}
+
+    # ------------------------------------------------------------- conversations
+    def remember(self, event: Json) -> Json:
+        """Keep a message event in its channel's history (as Slack does for what people say)."""
+        self.messages.setdefault(str(event["channel"]), []).append(event)
+        return event
+
+    def seed(
+        self, channel: str, texts: list[str], *, thread_ts: str | None = None, user: str = HUMAN
+    ) -> list[Json]:
+        """Messages said before the test starts, oldest first (a thread's root is its first)."""
+        out = []
+        for text in texts:
+            ts = next_ts()
+            msg: Json = {"type": "message", "text": text, "user": user, "ts": ts}
+            if thread_ts is not None:
+                msg["thread_ts"] = thread_ts
+            out.append(self.remember({**msg, "channel": channel}))
+        return out
+
+    def _window(self, found: list[Json], args: Json) -> list[Json]:
+        latest, oldest = float(args.get("latest") or "inf"), float(args.get("oldest") or 0)
+        inclusive = str(args.get("inclusive", "false")).lower() in ("1", "true")
+        return [
+            m
+            for m in found
+            if (oldest < float(m["ts"]) < latest) or (inclusive and float(m["ts"]) in (latest, oldest))
+        ]
+
+    def _replies(self, args: Json) -> Json:
+        """`conversations.replies`: the root and its replies, oldest first, paged by cursor."""
+        root = str(args.get("ts"))
+        thread = [
+            m
+            for m in self.messages.get(str(args.get("channel")), [])
+            if root in (m["ts"], m.get("thread_ts"))
+        ]
+        found = self._window(sorted(thread, key=lambda m: float(m["ts"])), args)
+        start = int(args.get("cursor") or 0)
+        limit = int(args.get("limit") or 1000)
+        page = found[start : start + limit]
+        more = start + limit < len(found)
+        meta = {"next_cursor": str(start + limit) if more else ""}
+        return {"ok": True, "messages": page, "has_more": more, "response_metadata": meta}
+
+    def _history(self, args: Json) -> Json:
+        """`conversations.history`: top-level messages, newest first."""
+        top = [
+            m
+            for m in self.messages.get(str(args.get("channel")), [])
+            if m.get("thread_ts") in (None, m["ts"])
+        ]
+        found = sorted(self._window(top, args), key=lambda m: float(m["ts"]), reverse=True)
+        limit = int(args.get("limit") or 100)
+        return {"ok": True, "messages": found[:limit], "has_more": len(found) > limit}
+
+    def file(self, name: str, data: bytes, *, size: int | None = None) -> Json:
+        """A file object for a message's `files`, served at its `url_private` (token required)."""
+        fid = f"F{uuid.uuid4().hex[:10].upper()}"
+        self.files[fid] = data
+        url = f"http://127.0.0.1:{self.port}/files-pri/{TEAM}-{fid}/{name}"
+        return {
+            "id": fid,
+            "name": name,
+            "mimetype": "application/octet-stream",
+            "size": len(data) if size is None else size,
+            "url_private": url,
+            "url_private_download": url + "?download=1",
+        }
+
+    async def _signin(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text="<!DOCTYPE html><html><body>Sign in to Slack</body></html>", content_type="text/html"
+        )
+
+    async def _file(self, request: web.Request) -> web.Response:
+        fid = request.match_info["fid"]
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth else None
+        self.downloads.append((fid, token))
+        allowed = self.bot_tokens if self.file_tokens is None else self.file_tokens
+        if token not in allowed:
+            if self.login_redirect:  # as real Slack does: a redirect to an HTML sign-in page
+                raise web.HTTPFound(f"http://127.0.0.1:{self.port}/signin")
+            return web.Response(status=403, text="forbidden")
+        data = self.files.get(fid)
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
 
     # ------------------------------------------------------------------ waiting
     async def wait_for(self, probe: Callable[[], T | None], timeout: float = 5.0) -> T:
@@ -216,6 +333,8 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self._link)
+        app.router.add_get("/files-pri/{team}-{fid}/{name}", self._file)
+        app.router.add_get("/signin", self._signin)
         self._runner, self.port = await serve_on_loopback(app)
         return self
 
