@@ -105,7 +105,11 @@ def _one_or_many(value: Any) -> Any:
     return (value,) if isinstance(value, str) else value
 
 
-Names = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_one_or_many)]
+Names = Annotated[
+    tuple[Annotated[str, Field(min_length=1, strict=True)], ...],
+    BeforeValidator(_one_or_many),
+    Field(strict=False),  # the validator's tuple is not a JSON array: lax for the container only
+]
 """A string or a list of strings; any of them matches."""
 
 
