@@ -1,8 +1,8 @@
 """`python -m bench NAME [--json] [--quick]`: run benchmarks, print a table, check correctness.
 
-NAME is reserve, scale, pipeline, memory, backfill or all. The exit code is 1 when any
-benchmark's correctness checks failed (a fast wrong answer is not a result), 2 on a
-usage error. With `--json` the table goes to stderr and stdout gets one JSON document.
+NAME is reserve, scale, pipeline, memory, backfill, deliveries, streaming or all. The exit
+code is 1 when any benchmark's correctness checks failed (a fast wrong answer is not a
+result), 2 on a usage error. With `--json` the table goes to stderr and stdout gets one JSON document.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import backfill, memory, pipeline, reserve, scale
+from bench import backfill, deliveries, memory, pipeline, reserve, scale, streaming
 from bench.common import Options
 from bench.report import Report, machine, machine_line
 
@@ -26,6 +26,8 @@ BENCHMARKS: dict[str, Callable[[Options], Coroutine[Any, Any, Report]]] = {
     "pipeline": pipeline.run,
     "memory": memory.run,
     "backfill": backfill.run,
+    "deliveries": deliveries.run,
+    "streaming": streaming.run,
 }
 
 

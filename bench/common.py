@@ -112,12 +112,21 @@ SERVER_ENV: dict[str, str | None] = {"CHATLANE_HTTP_TOKEN": None}
 """The benchmarked server's environment: a token in the caller's shell must not turn on auth."""
 
 
-def server_config(folder: Path, *, queue_cap: int, max_concurrent_turns: int = 16) -> Path:
-    """The benchmarked `chatlane run`: HTTP on a free port, echo agent, file store in `folder`/state."""
+def server_config(
+    folder: Path, *, queue_cap: int, max_concurrent_turns: int = 16, redis_url: str | None = None
+) -> Path:
+    """The benchmarked `chatlane run`: HTTP on a free port, echo agent, file store in
+    `folder`/state (or Redis at `redis_url`, under a prefix of its own)."""
     extra = (
         f'[agent]\nbackend = "echo"\n'
         f"[queue]\ncap = {queue_cap}\nmax_concurrent_turns = {max_concurrent_turns}\n"
     )
+    if redis_url is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "chatlane.toml"
+        store = f'[store]\nbackend = "redis"\nurl = "{redis_url}"\nprefix = "bench{uuid.uuid4().hex[:8]}"\n'
+        path.write_text(f"{store}[http]\nport = 0\n{extra}", encoding="utf-8")
+        return path
     return write_config(folder, extra)
 
 

@@ -28,6 +28,7 @@ from bench.loadgen import run_plan
 from bench.report import Report
 from bench.verify import Conversation, check_replies, check_store
 from core.keys import build_key
+from core.testing.redis import RedisServer, find_redis_server
 
 RPS_TARGET = 1000.0
 P99_TARGET_MS = 20.0
@@ -123,7 +124,50 @@ async def run(opts: Options) -> Report:
         f"{opts.runs} runs, a fresh server each; latency pooled over runs as the client saw it; "
         f"warm-up of {WARMUP} one-message conversations not counted; queue.cap = {sz.burst + 20}"
     )
+    await _redis_part(report, opts, sz)
     return report
+
+
+async def _redis_part(report: Report, opts: Options, sz: Sizes) -> None:
+    """The main plan with the Redis store (redis-server with appendfsync always), each run
+    beside a floor run of its own; skipped with --quick or without redis-server."""
+    binary = find_redis_server()
+    if opts.quick or binary is None:
+        report.note("redis: skipped (--quick, or no redis-server on PATH)")
+        return
+    rps: list[float] = []
+    latency: list[float] = []
+    ratio: list[float] = []
+    p99_ratio: list[float] = []
+    with RedisServer.start(binary, durable=True) as redis:
+        for r in range(opts.runs):
+            with scratch(opts, "pipeline-redis") as root:
+                warm = [(http_key(f"rwarm{r}-{i}"), f"warm {i}") for i in range(WARMUP)]
+                main = [
+                    (http_key(f"rload{r}-{i % sz.keys}"), f"k{i % sz.keys}-m{i // sz.keys + 1}")
+                    for i in range(sz.requests)
+                ]
+                floor = await _floor(root, main, warm, sz.concurrency)
+                config = server_config(root, queue_cap=sz.burst + 20, redis_url=redis.url)
+                server = await start_server(config)
+                try:
+                    got_warm = await run_plan(_plan(server.base_url, warm, 10, ordered=True))
+                    got_main = await run_plan(_plan(server.base_url, main, sz.concurrency, ordered=True))
+                finally:
+                    await server.stop()
+            label = f"redis run {r + 1}"
+            check_replies(report, f"{label} warm-up", warm, got_warm["results"], ordered=True)
+            check_replies(report, f"{label} main", main, got_main["results"], ordered=True)
+            rps.append(sz.requests / got_main["wall_s"])
+            run_latency = [row[1] for row in got_main["results"] if row]
+            latency.extend(run_latency)
+            floor_rps = sz.requests / floor["wall_s"]
+            ratio.append(rps[-1] / floor_rps)
+            p99_ratio.append(_p99(run_latency) / _p99([row[1] for row in floor["results"] if row]))
+    report.metric("redis main: requests/s (appendfsync always)", "/s", rps, RPS_TARGET, "higher")
+    report.metric("redis main: latency", "ms", latency, P99_TARGET_MS, on="p99")
+    report.metric("redis / floor requests/s", "x", ratio, FLOOR_RPS_RATIO_TARGET, "higher")
+    report.metric("redis / floor p99 latency", "x", p99_ratio, FLOOR_P99_RATIO_TARGET)
 
 
 async def _floor(

@@ -6,7 +6,7 @@ through `core.gateway.Gateway`.
     discord/       discord.py: service, inbound, reply, commands (+ model_command), settings, history
     slack/         slack-bolt (Socket Mode, HTTP Events API): service, inbound, reply, settings,
                    history (thread backfill, files)
-    http/          aiohttp: the OpenAI-compatible API (service, settings, content parts)
+    http/          aiohttp: the OpenAI-compatible API (service, settings, content parts, idempotency)
     console.py     terminal chat
     __main__.py    the `chatlane` CLI: run, chat, check, sessions
 """

@@ -1,14 +1,14 @@
 """Terminal chat: `chatlane chat`. Session key `agent:<agent>:console:<user>:local`.
 
-On a terminal it is interactive: `readline` line editing and history, the answer shown
-as it is written, `/help`, `/status` and `/new` handled here (never sent to the agent),
-Ctrl-C at the prompt clears the line, Ctrl-C during an answer says the answer is still
-coming (and shows it), a second one quits (the answer is still stored), Ctrl-D quits.
-
-Otherwise it reads one message per line, prints each reply, and exits after the last
-reply at end of input: 0, or 1 if any message was not answered. Several such processes
-with one `--user` on one store are several writers of one conversation: the store's
-reservation and turn lock keep them in one session with turns that never overlap.
+`chatlane chat` on a terminal is bots/terminal.py (readline, /help, /status, /new,
+Ctrl-C); here, as `chatlane run`'s console or from a pipe, it reads one message per
+line, prints each reply, and exits after the last reply at end of input: 0, or 1 if any
+message was not answered. Answers print as they stream, piece
+by piece; lines are taken while an answer prints (they queue in the conversation's
+lane), so `/stop` stops the answer in progress, which then ends with "(stopped)".
+Several such processes with one `--user` on one store are several writers of one
+conversation: the store's reservation and turn lock keep them in one session with
+turns that never overlap.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import ClassVar, TextIO
 from bots.runtime import Runtime
 from core.config import AdapterSettings
 from core.responders import FutureResponder
-from core.types import Inbound, Reply
+from core.types import Inbound
 
 log = logging.getLogger("chatlane.console")
 
@@ -56,18 +56,65 @@ async def _lines(stream: TextIO) -> AsyncIterator[str]:
         transport.close()
 
 
+CUT_OFF_NOTES = {"stopped": "(stopped)", "merged": "(interrupted: see the answer below)"}
+"""How an answer that stopped printing half-way ends, by the kind of its reply."""
+
+
 async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
-    """Line by line from a pipe or file (see `interactive` for a terminal)."""
+    interactive = stdin.isatty()
+    if interactive:
+        out.write(f"chatlane console as {user!r} (agent {runtime.gateway.router.default}); Ctrl-D quits\n")
+        out.write("you> ")
+        out.flush()
+    answers: asyncio.Queue[FutureResponder | None] = asyncio.Queue()
+    printer = asyncio.create_task(_print_answers(answers, out, interactive), name="console printer")
     unanswered = 0
-    async for raw in _lines(stdin):
-        text = raw.rstrip("\r\n")
-        if text.strip():
-            reply = await _say(runtime, user, text, out)
-            unanswered += reply.kind not in ANSWERED
-    return 1 if unanswered else 0
+    try:
+        async for raw in _lines(stdin):
+            text = raw.rstrip("\r\n")
+            if text.strip():
+                answers.put_nowait(await _say(runtime, user, text))
+            elif interactive:
+                out.write("you> ")
+                out.flush()
+        answers.put_nowait(None)
+        unanswered = await printer
+    finally:
+        printer.cancel()
+        await asyncio.gather(printer, return_exceptions=True)
+    if interactive:
+        out.write("\n")
+    return 1 if unanswered else 0  # scripts can tell that a message was not answered
 
 
-ANSWERED = ("answer", "merged", "notice")
+async def _print_answers(answers: asyncio.Queue[FutureResponder | None], out: TextIO, prompt: bool) -> int:
+    """Print each message's answer, in the order the messages were sent, as it streams;
+    how many messages were not answered."""
+    unanswered = 0
+    while (responder := await answers.get()) is not None:
+        deltas = responder.deltas
+        shown = ""
+        while deltas is not None and (piece := await deltas.get()) is not None:
+            out.write(piece)
+            out.flush()
+            shown += piece
+        reply = await responder.reply
+        unanswered += reply.kind not in ANSWERED
+        if not shown:
+            if reply.text:  # an empty `limited` reply: already told to slow down
+                out.write(f"{reply.text}\n")
+        elif reply.kind == "answer" and reply.text == shown:
+            out.write("\n")
+        else:  # cut off (stopped, interrupted) or failed after it began
+            out.write(f"\n{CUT_OFF_NOTES.get(reply.kind, reply.text)}\n")
+        if prompt:
+            out.write("you> ")
+        out.flush()
+    return unanswered
+
+
+ANSWERED = ("answer", "merged", "notice", "stopped")
+"""Reply kinds that answer a message (the rest: failed, dropped, refused, shutting down)."""
 
 
 def inbound_for(user: str, text: str) -> Inbound:
@@ -88,13 +135,12 @@ def inbound_for(user: str, text: str) -> Inbound:
     )
 
 
-async def _say(runtime: Runtime, user: str, text: str, out: TextIO) -> Reply:
+async def _say(runtime: Runtime, user: str, text: str) -> FutureResponder:
+    """Hand one line to the gateway as `user`; its responder streams the answer."""
     responder = FutureResponder()
+    responder.stream()
     await runtime.gateway.submit(inbound_for(user, text), responder)
-    reply = await responder.reply
-    out.write(f"{reply.text}\n")
-    out.flush()
-    return reply
+    return responder
 
 
 class ConsoleService:

@@ -5,6 +5,9 @@ The layers, outside in (each module only calls the ones below it):
     gateway.py      the ONE door: submit(inbound, responder), reset(key), choose_model(key),
                     status(key); the turn pipeline (lock -> resolve -> tail -> backfill? ->
                     compaction? -> agent -> one commit -> deliver)
+    dedupe.py       at the door: a platform delivery answered once across processes
+                    (Deliveries), arrival order kept (InOrder), retried requests (Requests)
+    limits.py       at the door: `[limits]` per sender, counted in the store
     routing.py      which agent answers: [[bindings]], first match wins, else the default
     compaction.py   summary + recent records once a history passes its budget
     model_choice.py /model: the texts and rules of a conversation's model choice
@@ -13,15 +16,16 @@ The layers, outside in (each module only calls the ones below it):
     lanes.py        one lane per session key: turns of a key in order; queue modes
     reserver.py     key -> session: hot read, else reserve (lock, re-check, mint) once
     store/          SessionStore backends: files.py (+ jsonl.py transcripts, blobs.py
-                    attachment bytes), redis.py (+ redis_lock.py, redis_blobs.py);
-                    entries.py is the entry format both share
+                    attachment bytes, deliveries.py markers and counters), redis.py
+                    (+ redis_lock.py, redis_blobs.py, redis_deliveries.py); entries.py is
+                    the entry format both share
     agents/         the public agent API (`core.agents`: Agent, TurnInput, PROTOCOL_VERSION),
                     built-ins echo (offline) and openai, plugins (factory, entry points)
     types.py        the contracts everything builds on (Inbound, Reply, SessionEntry,
                     TurnLease, TurnCommit, the Agent and SessionStore protocols)
 
 Beside them: keys.py (session key grammar), config.py (TOML -> frozen config; adapters
-add their own sections), access.py (allowlists: Seen, Facts, admit), chunking.py, dedupe.py, tasks.py
+add their own sections), access.py (allowlists: Seen, Facts, admit), chunking.py, tasks.py
 (owned tasks), responders.py, metrics.py, logs.py, and testing/ (fake agents, a
 process runner and a redis-server runner, shipped for tests and bench).
 """

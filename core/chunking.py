@@ -97,3 +97,8 @@ def split_message(text: str, limit: int) -> list[str]:
 def join_chunks(chunks: list[Chunk]) -> str:
     """The original text, without the fence lines that splitting added."""
     return "".join(c.text[len(c.opener) : len(c.text) - len(c.closer)] for c in chunks)
+
+
+def open_fence(text: str) -> str | None:
+    """The opening line of the ``` block `text` ends inside, or None when it ends outside one."""
+    return _scan(text, 0, len(text), None)

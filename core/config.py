@@ -141,6 +141,8 @@ class SessionSettings(Section):
     scope: Scope = "user-channel"
     threads: bool = True
     reset_commands: tuple[str, ...] = ("/new", "/reset")
+    stop_commands: tuple[str, ...] = ("/stop",)
+    """Messages that stop the answer in progress (in any process on the store)."""
     reset: ResetSettings = ResetSettings()
     model_command: str = "/model"
     """Shows or switches the conversation's model (agents with `models` only); "" turns it off."""
@@ -155,6 +157,8 @@ class QueueSettings(Section):
     drop: Literal["oldest", "newest"] = "oldest"
     max_concurrent_turns: Annotated[int, Field(ge=1, le=10_000)] = 16
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
+    stop_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.25
+    """How often a running turn checks the store for a `/stop` taken by another process."""
 
 
 class AttachmentSettings(Section):
@@ -193,6 +197,18 @@ class Access(Section):
     allow_channels: tuple[str, ...] = ()
 
 
+class StreamSettings(Section):
+    """How a chat adapter shows an answer while the agent produces it (core/streaming.py)."""
+
+    stream_edit_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 1.2
+    """Edits of a streamed message (and new messages of it) at most this often."""
+    stream_first_post_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    """A first short piece is posted at once if it has `stream_first_chars`, else after this long."""
+    stream_first_chars: Annotated[int, Field(ge=1, le=2000)] = 24
+    status_reactions: bool = False
+    """React ⏳ while a message waits, 👀 while it is answered, ✅ once answered, ⚠️ on failure."""
+
+
 @dataclass(frozen=True, slots=True)
 class SecretNeed:
     """A secret an adapter's settings call for: the field that names its env var."""
@@ -221,6 +237,20 @@ class AdapterSettings(Section):
         return ()
 
 
+class DedupeSettings(Section):
+    window_s: Annotated[float, Field(gt=0)] = 3600.0
+    """How long a platform delivery (Slack event and message, Discord message id, HTTP
+    Idempotency-Key) is remembered in the store, by every process: a copy that arrives
+    within it is not answered again."""
+
+
+class LimitsSettings(Section):
+    """Messages per sender (platform user id; HTTP: `user` or API token); 0 = no limit."""
+
+    per_minute: Annotated[int, Field(ge=0)] = 0
+    per_day: Annotated[int, Field(ge=0)] = 0
+
+
 class Config(Section):
     """The core sections; `compose` adds one field per adapter section."""
 
@@ -232,6 +262,8 @@ class Config(Section):
     queue: QueueSettings = QueueSettings()
     store: StoreSettings = StoreSettings()
     attachments: AttachmentSettings = AttachmentSettings()
+    dedupe: DedupeSettings = DedupeSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @field_validator("agents", mode="after")
     @classmethod

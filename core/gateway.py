@@ -1,10 +1,12 @@
 """The one door into core, and the turn pipeline every adapter shares.
 
-Adapters call `submit` (a message), `reset` (a new session: slash commands, the CLI)
-and `status`; nothing else in core. Resets go through the conversation's lane like
-messages, so a `/new` never overtakes a message sent before it.
+Adapters call `submit` (a message), `reset` (a new session: slash commands, the CLI),
+`stop` (cancel the running answer: `/stop`) and `status`; nothing else in core. Resets
+go through the conversation's lane like messages, so a `/new` never overtakes a message
+sent before it; a stop does not queue (it is about the turn running now).
 
-    submit: agent (bindings, core/routing.py) -> key -> reset or /model command? -> lane
+    submit: agent (bindings, core/routing.py) -> key -> first delivery? (core/dedupe.py)
+            -> within [limits]? (core/limits.py) -> reset or /model command? -> lane
     turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> first turn
             of the session? read the thread (backfill) -> read attachments (blobs) ->
             compaction? (a summary record, core/compaction.py) -> the key's agent streams
@@ -28,6 +30,7 @@ the details, and the user's message is kept in memory where the store allows it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -37,8 +40,10 @@ from dataclasses import replace
 from core import context, model_choice
 from core.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
 from core.config import AgentSettings, Config
+from core.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.keys import build_key, parse_key
 from core.lanes import Lanes, Pending, Retry
+from core.limits import Limits
 from core.metrics import Metrics
 from core.reserver import Freshness, Reserver
 from core.routing import Router
@@ -63,6 +68,11 @@ log = logging.getLogger("chatlane.gateway")
 
 RESET_TEXT = "Started a new conversation."
 DEFAULT_MODEL_COMMAND = "/model"
+STOPPED_HERE_TEXT = "Stopped the answer in progress."
+STOP_SENT_TEXT = (
+    "Asked to stop the answer in progress (nothing was running here; another process may run it)."
+)
+STOP_FAILED_TEXT = "Sorry, I couldn't pass on the stop just now. Please try again."
 MAX_FENCED_ATTEMPTS = 5
 """A turn fenced out this many times in a row is answered with the store failure text."""
 STORE_FAILURE_TEXT = (
@@ -95,7 +105,13 @@ class Gateway:
         self._clock = clock
         self.metrics = metrics or Metrics()
         self.lanes = Lanes(self._run_turn, config.queue)
+        self._streaming: set[SessionKey] = set()
+        """Keys whose agent is producing an answer here: what `stop` can cancel."""
         self.metrics.watch_queue(lambda: self.lanes.depth)
+        self.deliveries = Deliveries(store, config.dedupe.window_s, self.metrics)
+        self.limits = Limits(config.limits, store, self.metrics)
+        self.requests = Requests(store, config.dedupe.window_s, self.metrics)
+        self._in_order = InOrder()
 
     @property
     def agent(self) -> Agent:
@@ -129,18 +145,50 @@ class Gateway:
     def is_reset_command(self, text: str) -> bool:
         return text.strip().lower() in self.config.session.reset_commands
 
-    async def submit(self, inbound: Inbound, responder: Responder) -> SessionKey:
+    def is_stop_command(self, text: str) -> bool:
+        return text.strip().lower() in self.config.session.stop_commands
+
+    async def submit(
+        self, inbound: Inbound, responder: Responder, *, delivery: Sequence[Delivery] = ()
+    ) -> SessionKey:
         """Take one gated message. Returns once it is queued, before it is answered.
+
+        `delivery` names the platform delivery (see `core.dedupe.Delivery`): a copy of a
+        message any process on the store already took is dropped silently. A sender over
+        `[limits]` gets a `limited` reply instead of a turn. Messages of one key reach
+        their lane in the order `submit` was called, whatever these checks cost. A stop
+        command is not queued: it stops the running answer at once (`stop`) and
+        `responder` gets the confirmation.
 
         Raises ValueError when the message's ids do not make a valid key, and `Closed`
         during shutdown.
         """
         key = self.key_for(inbound)
+        if delivery and self.deliveries.seen_here(inbound.platform, delivery):
+            return key
+        if not delivery and not self.limits.enabled:
+            await self._queue(key, inbound, responder)
+            return key
+        ticket = self._in_order.ticket(key)
+        try:
+            go = not delivery or await self.deliveries.first_in_store(inbound.platform, delivery)
+            if go and self.limits.enabled:
+                go = await self.limits.admit(inbound, key, responder)
+            await ticket.wait()
+            if go:
+                await self._queue(key, inbound, responder)
+        finally:
+            ticket.done()
+        return key
+
+    async def _queue(self, key: SessionKey, inbound: Inbound, responder: Responder) -> None:
         self.metrics.messages_in.labels(inbound.platform).inc()
+        if self.is_stop_command(inbound.text):
+            await responder.send(Reply(await self.stop_text(key), "notice", key))
+            return
         reset = self.is_reset_command(inbound.text)
         model = not reset and self._is_model_command(key, inbound.text)
         await self.lanes.submit(key, Pending(inbound, responder, reset=reset, model_command=model))
-        return key
 
     async def reset(self, key: SessionKey, responder: Responder) -> None:
         """Start a new session for `key` once the messages queued before it are answered.
@@ -160,6 +208,28 @@ class Gateway:
         text = f"{self.config.session.model_command or DEFAULT_MODEL_COMMAND} {name}".strip()
         command = Inbound(parts.platform, parts.user, parts.channel, text, "", parts.thread)
         await self.lanes.submit(key, Pending(command, responder, model_command=True))
+
+    async def stop(self, key: SessionKey) -> bool:
+        """Stop the answer of `key` that is being produced: here at once (True), else by
+        asking the store, which every process running a turn of `key` polls (False).
+
+        Its messages stay in memory (marked interrupted), their partial answers are
+        marked as stopped, and messages queued behind it still get their turns. Raises
+        `StoreError` when the request cannot reach the store.
+        """
+        if key in self._streaming and self.lanes.stop(key):
+            log.info("turn of %s stopped on request", key)
+            return True
+        await self.store.request_stop(key)
+        return False
+
+    async def stop_text(self, key: SessionKey) -> str:
+        """`stop`, phrased for the person who asked."""
+        try:
+            return STOPPED_HERE_TEXT if await self.stop(key) else STOP_SENT_TEXT
+        except StoreError as exc:
+            log.error("stop of %s not passed on: the store failed: %s", key, exc)
+            return STOP_FAILED_TEXT
 
     async def status(self, key: SessionKey) -> SessionStatus:
         """The stored session of `key` and what its lane is doing (read only)."""
@@ -192,6 +262,7 @@ class Gateway:
                 p.fenced = attempts
             if attempts < MAX_FENCED_ATTEMPTS:
                 log.warning("turn of %s fenced out (%s); answering its messages again", key, exc)
+                await batch[-1].responder.on_cancelled("retry")  # its stream starts over
                 raise Retry from exc
             log.error("turn of %s fenced out %d times in a row; not answered: %s", key, attempts, exc)
             outcome, reply = "fenced", Reply(STORE_FAILURE_TEXT, "failure", key)
@@ -268,6 +339,39 @@ class Gateway:
         sid, turns = (entry.session_id, entry.turns) if entry is not None else ("", 0)
         return "model", Reply(text, "notice", key, sid, turns)
 
+    @contextlib.asynccontextmanager
+    async def _stop_watch(self, key: SessionKey) -> AsyncIterator[None]:
+        """While the agent answers `key` here, poll the store's stop counter: a `/stop`
+        taken by another process (or host) advances it, and this process stops the turn.
+        Started under the turn lock, so a stop meant for another process's turn of the
+        key (which that process acts on) is already in the baseline."""
+        try:
+            seen = await self.store.stop_requests(key)
+        except StoreError as exc:
+            log.warning("turn of %s cannot be stopped from other processes: %s", key, exc)
+            yield
+            return
+
+        async def poll() -> None:
+            while True:
+                await asyncio.sleep(self.config.queue.stop_poll_s)
+                try:
+                    now = await self.store.stop_requests(key)
+                except StoreError as exc:
+                    log.warning("stop flag of %s unreadable: %s", key, exc)
+                    continue
+                # "Changed", not "grew": a Redis counter may expire and start again.
+                if now != seen and key in self._streaming and self.lanes.stop(key):
+                    log.info("turn of %s stopped on a request from another process", key)
+                    return
+
+        watcher = asyncio.create_task(poll(), name=f"stop watch {key}")
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
     async def _answer(self, lease: TurnLease, batch: list[Pending]) -> tuple[str, Reply]:
         key = lease.key
         agent_id, settings = self._settings(key)
@@ -318,23 +422,32 @@ class Gateway:
         if problems := [line for i in intakes for line in i.problems]:
             pieces.append("\n".join(problems) + "\n\n")
             await batch[-1].responder.on_delta(pieces[0])
+        self._streaming.add(key)
         try:
             if needs_compaction(settings, raw, turn.history, turn.new_messages):
                 done = await compact(agent, settings, raw, turn.history, now=now, where=key)
                 if done is not None:
                     turn = replace(turn, history=done.history)
                     summary = [done.summary] if done.summary is not None else []
-            stream = agent.stream(turn)
-            try:
-                async for piece in stream:
-                    pieces.append(piece)
-                    await batch[-1].responder.on_delta(piece)
-            finally:
-                await _close_stream(stream)
+            async with self._stop_watch(key):
+                stream = agent.stream(turn)
+                try:
+                    async for piece in stream:
+                        pieces.append(piece)
+                        await batch[-1].responder.on_delta(piece)
+                finally:
+                    await _close_stream(stream)
         except asyncio.CancelledError:
-            await asyncio.shield(self._keep_interrupted(lease, entry, fresh, new))
+            reason = self.lanes.cancel_reason(key)
+            await asyncio.shield(
+                asyncio.gather(
+                    self._keep_interrupted(lease, entry, fresh, new),
+                    batch[-1].responder.on_cancelled(reason),
+                )
+            )
             raise
         except Exception as exc:  # any agent failure: one plain answer, details in the log
+            self._streaming.discard(key)
             # One line (the formatter adds the exception and its cause); the traceback at DEBUG.
             log.error("agent %s failed on %s", agent.name, key, exc_info=exc)
             await self._commit(lease, entry, [*summary, *new], turns=turn.turn)
@@ -342,6 +455,8 @@ class Gateway:
                 p.recorded = True
             told = f"{settings.failure_message}\n\n{COMPACTED_NOTE}" if summary else settings.failure_message
             return "agent_error", Reply(told, "failure", key, entry.session_id, turn.turn)
+        finally:
+            self._streaming.discard(key)
         answer = "".join(pieces)
         records = [*summary, *new, ChatMessage("assistant", answer, self._clock())]
         await self._commit(lease, entry, records, turn.turn)

@@ -12,6 +12,10 @@ Queue modes, for a message that arrives while a turn of its key runs:
   interrupt  the running turn is cancelled (its partial answer is not sent; its user
              message stays in memory) and the next turn answers everything pending.
 More than `cap` waiting messages: the oldest or newest is dropped and its sender told.
+
+`stop` (the `/stop` command) cancels a key's running turn in any mode: its messages
+are not answered again (they stay in memory, marked interrupted) and their senders
+get a `stopped` reply; messages queued behind it still get their turns.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import QueueSettings
-from core.types import Closed, Inbound, Reply, Responder, SessionKey
+from core.types import CancelReason, Closed, Inbound, Reply, Responder, SessionKey
 
 log = logging.getLogger("chatlane.lanes")
 
@@ -63,6 +67,8 @@ INTERRUPTED_TEXT = (
     "I'm restarting and had to stop in the middle of answering this one. Please send it again in a minute."
 )
 
+STOPPED_TEXT = "Stopped."
+
 RunTurn = Callable[[SessionKey, list[Pending]], Coroutine[Any, Any, None]]
 
 
@@ -73,6 +79,8 @@ class _Lane:
     worker: asyncio.Task[None] | None = None
     turn: asyncio.Task[None] | None = None
     resetting: bool = False
+    stopping: bool = False
+    """`stop` cancelled the running turn: its messages are not answered again."""
 
 
 class Lanes:
@@ -91,6 +99,22 @@ class Lanes:
         """(messages waiting, whether a turn runs) for one key."""
         lane = self._lanes.get(key)
         return (0, False) if lane is None else (len(lane.pending), lane.turn is not None)
+
+    def stop(self, key: SessionKey) -> bool:
+        """Cancel the running turn of `key` (not a reset); False when none runs here."""
+        lane = self._lanes.get(key)
+        if lane is None or lane.turn is None or lane.resetting or lane.turn.done():
+            return False
+        lane.stopping = True
+        lane.turn.cancel()
+        return True
+
+    def cancel_reason(self, key: SessionKey) -> CancelReason:
+        """Why the running turn of `key` is being cancelled (asked from inside the turn)."""
+        lane = self._lanes.get(key)
+        if lane is not None and lane.stopping:
+            return "stopped"
+        return "shutdown" if self._closing else "interrupted"
 
     @property
     def depth(self) -> int:
@@ -142,7 +166,11 @@ class Lanes:
                         if not turn.done():  # this worker itself is being cancelled
                             turn.cancel()
                             await asyncio.wait({turn})
-                if turn.cancelled():
+                if turn.cancelled() and lane.stopping:
+                    lane.stopping = False
+                    for p in batch:
+                        await p.responder.send(Reply(STOPPED_TEXT, "stopped", key))
+                elif turn.cancelled():
                     if self._closing:
                         return
                     # Interrupted: answer its messages together with the rest (the turn

@@ -29,6 +29,18 @@ class Metrics:
         self.queue_depth = Gauge(
             "chatlane_queue_depth", "Messages waiting behind a running turn.", registry=r
         )
+        self.deliveries_deduplicated = Counter(
+            "chatlane_deliveries_deduplicated",
+            "Platform deliveries not answered because the message was already taken, by reason.",
+            ["platform", "reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "chatlane_rate_limited",
+            "Messages not answered: the sender was over [limits].",
+            ["platform"],
+            registry=r,
+        )
         self.turn_latency = Histogram(
             "chatlane_turn_latency_seconds",
             "Time from a turn's start to its delivered reply.",

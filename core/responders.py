@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
 
-from core.types import Reply
+from core.types import CancelReason, Reply
 
 
 class QuietResponder(abc.ABC):
@@ -24,6 +24,9 @@ class QuietResponder(abc.ABC):
         yield
 
     async def on_delta(self, text: str) -> None:
+        return None
+
+    async def on_cancelled(self, reason: CancelReason) -> None:
         return None
 
 

@@ -70,15 +70,26 @@ class Inbound:
     """An agent asked for by name (the HTTP API's `model`); overrides `[[bindings]]`."""
     attachments: tuple[FileSource, ...] = ()
     """Files on the message, read by the gateway during the turn."""
+    sender: str = ""
+    """Who `[limits]` counts this message against, when not `user` (HTTP: the API token of
+    an anonymous request)."""
 
 
-ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown"]
+ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown", "limited", "stopped"]
 """`answer`: the turn's reply. `merged`: this message was answered together with later
 ones (collect/interrupt modes) and `text` is that shared answer. `failure`: the agent
 or the store failed; `text` is a plain message for a person. `dropped`: the queue was
 full and this message will not be answered. `notice`: a command's confirmation (e.g. a
 reset). `shutdown`: the process is stopping and nothing of this message was stored, so
-it is safe to send again."""
+it is safe to send again. `limited`: the sender is over `[limits]`; nothing was stored;
+`text` is the "slow down" notice for the first such message of a window and empty for
+the others (send nothing then). `stopped`: someone sent `/stop` while this message was
+being answered; its turn was cancelled (the message stays in memory, marked interrupted)."""
+
+CancelReason = Literal["interrupted", "stopped", "shutdown", "retry"]
+"""Why a running turn was cancelled: a newer message (interrupt mode), `/stop`, shutdown,
+or `retry`: its commit was fenced out, nothing was stored, and the same message is
+answered again from the start (what was shown of the answer is void, not cut off)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +203,12 @@ class Responder(Protocol):
         """A streamed piece of the answer, before the whole `answer` reply."""
         ...
 
+    async def on_cancelled(self, reason: CancelReason) -> None:
+        """The turn streaming into this responder was cancelled: whatever it showed of the
+        answer will not be completed and must be marked as cut off (never left looking
+        finished). A reply for the message still follows (`stopped`, `merged`, ...)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TurnInput:
@@ -300,6 +317,21 @@ class StoreError(Exception):
     """The store could not complete an operation; nothing was reported as done."""
 
 
+Admission = Literal["allowed", "limited_first", "limited"]
+"""`count_message`: counted and allowed; over a limit and the first such message of its
+window (tell the sender); over a limit again (say nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestClaim:
+    """`claim_request`: `new` when this caller owns the request; else what the owner stored:
+    its `fingerprint` and, once it finished, its `answer` (None while it still runs)."""
+
+    new: bool
+    fingerprint: str = ""
+    answer: bytes | None = None
+
+
 Minter = Callable[[SessionKey], SessionEntry]
 FreshCheck = Callable[[SessionEntry], bool]
 
@@ -350,6 +382,39 @@ class SessionStore(Protocol):
 
     def lock_turn(self, key: SessionKey) -> AbstractAsyncContextManager[TurnLease]:
         """Exclude other turns of `key`; raises `Fenced` out of the block if the lock is lost."""
+        ...
+
+    async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
+        """Remember every id for `window_s`, in one atomic step shared by every process on
+        the store. 0 when none was remembered before (a first delivery), else the 1-based
+        index of the first that was (a duplicate)."""
+        ...
+
+    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
+        """Own `request_id` for `window_s` if nobody does (atomic across processes)."""
+        ...
+
+    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
+        """Store the owner's answer; later claims get it until `window_s` has passed."""
+        ...
+
+    async def release_request(self, request_id: str) -> None:
+        """Forget an owned request that stored nothing, so a retry may run it."""
+        ...
+
+    async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
+        """Count one message of `sender` against fixed windows that start at its first
+        message (0 = no limit), atomically across processes. A limited message is not
+        counted, so it never uses up budget."""
+        ...
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """Ask whichever process runs a turn of `key` to stop it (`/stop` across processes):
+        advances the key's stop counter, which `stop_requests` reads."""
+        ...
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        """How many stops were ever requested for `key` (0 if none); cheap, polled during turns."""
         ...
 
     async def close(self) -> None: ...

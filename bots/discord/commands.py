@@ -1,8 +1,9 @@
-"""Slash commands: `/new` and `/reset` start a new conversation, `/status` shows it.
+"""Slash commands: `/new` and `/reset` start a new conversation, `/status` shows it,
+`/stop` stops the answer in progress (in whichever process runs it).
 
 The same gating applies as for messages (allowlists, DM policy; a command is always
-addressed to the bot, so no mention is needed). `/new` and `/reset` typed as text are
-handled by the gateway itself (`session.reset_commands`).
+addressed to the bot, so no mention is needed). `/new`, `/reset` and `/stop` typed as
+text are handled by the gateway itself (`session.reset_commands`, `session.stop_commands`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ RESET_FAILED_TEXT = "Sorry, I couldn't start a new conversation just now. Please
 def build_tree(
     client: discord.Client, runtime: Runtime, refusal: Callable[[Facts], str | None]
 ) -> app_commands.CommandTree[discord.Client]:
-    """A command tree with /new, /reset and /status, attached to `client`.
+    """A command tree with /new, /reset, /status and /stop, attached to `client`.
 
     `refusal` is the service's gate (the same as for messages): why a caller may not
     use the bot here, or None.
@@ -64,6 +65,12 @@ def build_tree(
         shared = runtime.loaded.config.session.scope == "channel"
         await _answer(interaction, text, ephemeral=not shared)
 
+    async def stop(interaction: discord.Interaction[discord.Client]) -> None:
+        if (seen := await admitted(interaction)) is None:
+            return
+        text = await gateway.stop_text(gateway.key_for(seen.inbound))
+        await _answer(interaction, text, ephemeral=runtime.loaded.config.session.scope != "channel")
+
     async def status(interaction: discord.Interaction[discord.Client]) -> None:
         if (seen := await admitted(interaction)) is None:
             return
@@ -86,6 +93,7 @@ def build_tree(
         ("new", "Start a new conversation (forget this one)", reset),
         ("reset", "Start a new conversation (forget this one)", reset),
         ("status", "Show this conversation's session and turn count", status),
+        ("stop", "Stop the answer in progress", stop),
     ):
         tree.add_command(app_commands.Command(name=name, description=about, callback=callback))
     add_model_command(tree, runtime, admitted)

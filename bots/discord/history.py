@@ -28,9 +28,11 @@ HISTORY_HINT = "give the bot the 'Read Message History' permission there, or set
 class BackfillingResponder(DiscordResponder):
     """A `DiscordResponder` that can also read the channel's earlier messages."""
 
-    def __init__(self, message: discord.Message, settings: DiscordSettings, me_id: int) -> None:
-        super().__init__(message, settings)
-        self.me_id = me_id
+    def __init__(
+        self, message: discord.Message, settings: DiscordSettings, me: discord.abc.Snowflake
+    ) -> None:
+        super().__init__(message, settings, me)
+        self.me_id = me.id
 
     async def fetch_history(self) -> list[ChatMessage]:
         limit = self.settings.history_backfill

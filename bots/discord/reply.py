@@ -1,5 +1,12 @@
 """`Reply` -> Discord messages, typing and reactions, for one inbound message.
 
+With `stream = "edit"` (the default) the answer shows as it grows: `DraftStream`
+(core/streaming.py) posts it early and edits it in place through `DiscordSurface`
+(bots/discord/stream.py), rolling over at 2,000 characters; the final reply edits the
+messages to exactly the answer. A cut-off answer (interrupt, `/stop`, shutdown, agent
+failure) is edited to say so. With `status_reactions` the asker's message carries ⏳
+(waiting), 👀 (being answered), then ✅ or ⚠️.
+
 Every platform call here swallows and logs its own failure (a 403 for a missing
 permission, a rate limit longer than `max_ratelimit_wait_s`, a network error): a
 failed send must never break the lane that runs the conversation, nor the bot.
@@ -12,13 +19,17 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 import discord
 
+from bots.discord.failures import PlatformFailure, describe_failure
 from bots.discord.settings import DiscordSettings
+from bots.discord.stream import SEND_HINT, DiscordSurface
 from core.chunking import split_message
 from core.responders import QuietResponder
-from core.types import Reply
+from core.streaming import STATUS_WAITING, STATUS_WORKING, DraftStream, LiveAnswer, status_after
+from core.types import CancelReason, Reply
+
+__all__ = ["ALLOWED_MENTIONS", "MESSAGE_LIMIT", "DiscordResponder", "PlatformFailure", "describe_failure"]
 
 log = logging.getLogger("chatlane.discord")
 
@@ -28,42 +39,54 @@ TYPING_EVERY_S = 8.0
 """A typing indicator lasts about 10 s; refresh it before it lapses."""
 TYPING_START_TIMEOUT_S = 3.0
 """The first indicator is awaited so it shows before the answer, but never for longer."""
-
-PlatformFailure = (discord.DiscordException, aiohttp.ClientError, OSError)
-"""What a Discord call can raise when Discord, the network or a permission says no
-(TimeoutError is an OSError)."""
+REACT_HINT = "give the bot Add Reactions and Read Message History there"
 
 ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=True)
 """An agent's text never pings @everyone, roles or people; a reply pings its asker."""
 
 
-def describe_failure(exc: BaseException, hint: str) -> str:
-    """A log line's worth about a failed Discord call; `hint` says what would fix a 403."""
-    if isinstance(exc, discord.Forbidden):
-        return f"missing permission (403, Discord code {exc.code}: {exc.text}); {hint}"
-    if isinstance(exc, discord.RateLimited):
-        return (
-            f"rate limited for {exc.retry_after:.0f}s, longer than discord.max_ratelimit_wait_s; "
-            "the message was not sent"
-        )
-    if isinstance(exc, discord.HTTPException):
-        return f"HTTP {exc.status} (Discord code {exc.code}: {exc.text})"
-    return f"{type(exc).__name__}: {exc}"
-
-
 class DiscordResponder(QuietResponder):
     """Answers one Discord message: typing while its turn runs, the reply in chunks."""
 
-    def __init__(self, message: discord.Message, settings: DiscordSettings) -> None:
+    def __init__(
+        self, message: discord.Message, settings: DiscordSettings, me: discord.abc.Snowflake | None = None
+    ) -> None:
         self.message = message
         self.settings = settings
+        self.me = me
+        """The bot's user, whose status reactions are swapped (None: they are only added)."""
+        draft = None
+        if settings.stream == "edit":
+            draft = DraftStream(
+                DiscordSurface(message, reply_to=settings.reply_to),
+                limit=MESSAGE_LIMIT,
+                interval_s=settings.stream_edit_interval_s,
+                first_post_s=settings.stream_first_post_s,
+                first_chars=settings.stream_first_chars,
+            )
+        self.live = LiveAnswer(draft)
+        self._status: str | None = None
+        """The status reaction the message carries now (`status_reactions`)."""
 
     def _where(self) -> str:
         guild = f" (guild {self.message.guild.id})" if self.message.guild is not None else " (DM)"
         return f"channel {self.message.channel.id}{guild}"
 
+    async def on_delta(self, text: str) -> None:
+        self.live.add(text)
+
+    async def on_cancelled(self, reason: CancelReason) -> None:
+        await self.live.cancelled(reason)
+
     async def send(self, reply: Reply) -> None:
-        if reply.kind == "merged":  # the later message's reply answers this one too
+        await self._send(reply)
+        await self._set_status(status_after(reply.kind))
+
+    async def _send(self, reply: Reply) -> None:
+        # "merged": the later message's reply answers this one too.
+        if await self.live.deliver(reply) or reply.kind == "merged":
+            return
+        if reply.kind == "limited" and not reply.text:  # already told to slow down
             return
         chunks = [c for c in split_message(reply.text, MESSAGE_LIMIT) if c.strip()]
         if not chunks:
@@ -85,25 +108,45 @@ class DiscordResponder(QuietResponder):
                     reply.kind,
                     self.message.id,
                     self._where(),
-                    describe_failure(exc, "give the bot Send Messages (and Send Messages in Threads) there"),
+                    describe_failure(exc, SEND_HINT),
                 )
                 return
 
     async def on_queued(self) -> None:
-        if not self.settings.ack_reaction:
+        if self.settings.status_reactions:
+            await self._set_status(STATUS_WAITING)
+        elif self.settings.ack_reaction:
+            await self._react(self.settings.ack_reaction, add=True)
+
+    async def _set_status(self, emoji: str | None) -> None:
+        """Swap the status reaction (only with `status_reactions`)."""
+        if not self.settings.status_reactions or emoji == self._status:
             return
+        if self._status is not None and self.me is not None:
+            await self._react(self._status, add=False)
+        self._status = emoji
+        if emoji is not None:
+            await self._react(emoji, add=True)
+
+    async def _react(self, emoji: str, *, add: bool) -> None:
         try:
-            await self.message.add_reaction(self.settings.ack_reaction)
+            if add:
+                await self.message.add_reaction(emoji)
+            else:
+                await self.message.remove_reaction(emoji, self.me or discord.Object(0))
         except PlatformFailure as exc:
             log.warning(
-                "discord: could not react to message %s in %s: %s",
+                "discord: could not %s reaction %s on message %s in %s: %s",
+                "add" if add else "remove",
+                emoji,
                 self.message.id,
                 self._where(),
-                describe_failure(exc, "give the bot Add Reactions and Read Message History there"),
+                describe_failure(exc, REACT_HINT),
             )
 
     @contextlib.asynccontextmanager
     async def working(self) -> AsyncIterator[None]:
+        await self._set_status(STATUS_WORKING)
         refresh: asyncio.Task[None] | None = None
         if await self._type(timeout=TYPING_START_TIMEOUT_S):
             refresh = asyncio.create_task(self._keep_typing(), name=f"typing {self.message.id}")

@@ -13,6 +13,7 @@ Ordering belongs to the core: `on_message` does not await anything before
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -30,14 +31,11 @@ from bots.discord.reply import ALLOWED_MENTIONS
 from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime, StartupError
 from core.access import Facts, admit
-from core.dedupe import RecentIds
 from core.tasks import TaskSet
 from core.types import Closed
 
 log = logging.getLogger("chatlane.discord")
 
-SEEN_CAPACITY = 10_000
-"""Message ids remembered to drop replays; replays come within seconds, so plenty."""
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 60.0
 FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
@@ -67,7 +65,6 @@ class DiscordService:
         self.runtime = runtime
         self.settings = runtime.loaded.section(DiscordSettings)
         self.client: discord.Client | None = None
-        self._seen = RecentIds(SEEN_CAPACITY)
         self._connection: asyncio.Task[None] | None = None
         self._tasks = TaskSet("discord")
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
@@ -136,11 +133,13 @@ class DiscordService:
         if not inbound.text and not inbound.attachments:
             log.debug("discord: message %s has no text or files to answer", message.id)
             return
-        if not self._seen.first_time(inbound.message_id):
-            log.info("discord: message %s delivered again (gateway replay); answered once", message.id)
-            return
+        # A RESUME (or a shard moved to another process) can deliver a message again:
+        # the gateway answers its id once across every process on the store.
+        delivery = [("replay", f"message:{inbound.message_id}")]
         try:
-            await self.runtime.gateway.submit(inbound, BackfillingResponder(message, self.settings, me.id))
+            await self.runtime.gateway.submit(
+                inbound, BackfillingResponder(message, self.settings, me), delivery=delivery
+            )
         except Closed:
             log.info("discord: shutting down; message %s not taken", message.id)
 
@@ -253,6 +252,7 @@ class DiscordService:
                 problem: BaseException = exc
             except Exception as exc:
                 problem = exc
+            await _drop_socket(client)
             if self._stopping or client.is_closed():
                 return
             if time.monotonic() - started > RECONNECT_MAX_S:
@@ -274,6 +274,15 @@ class DiscordService:
     async def _close_client(self) -> None:
         if self.client is not None and not self.client.is_closed():
             await self.client.close()
+
+
+async def _drop_socket(client: discord.Client) -> None:
+    """Close the websocket of a `connect()` that raised: discord.py leaves it open, and its
+    heartbeat thread would keep a dead gateway session alive (and outlive the loop)."""
+    ws = getattr(client, "ws", None)
+    if ws is not None:
+        with contextlib.suppress(Exception):
+            await ws.close(code=4000)
 
 
 def _connection_problem(exc: BaseException | None) -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from core.config import Access, AdapterSettings, SecretNeed
+from core.config import Access, AdapterSettings, SecretNeed, StreamSettings
 
 
-class DiscordSettings(AdapterSettings, Access):
+class DiscordSettings(AdapterSettings, Access, StreamSettings):
     section: ClassVar[str] = "discord"
     enabled: bool = False
     token_env: str = "DISCORD_BOT_TOKEN"
@@ -30,9 +30,11 @@ class DiscordSettings(AdapterSettings, Access):
     max_ratelimit_wait_s: Annotated[float, Field(ge=30)] | None = 60.0
     """A send rate-limited for longer than this fails (logged) instead of holding its conversation."""
     sync_commands: bool = True
-    """Register /new, /reset and /status with Discord at startup (one process per bot is enough)."""
+    """Register /new, /reset, /status and /stop with Discord at startup (one process per bot is enough)."""
     history_backfill: Annotated[int, Field(ge=0, le=100)] = 20
     """On a session's first turn, read this many earlier messages of the channel/thread (0: off)."""
+    stream: Literal["edit", "off"] = "edit"
+    """edit: post the answer early and edit it as it grows; off: send it whole at the end."""
 
     @model_validator(mode="after")
     def _shards_fit(self) -> DiscordSettings:

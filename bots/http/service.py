@@ -41,6 +41,7 @@ import dataclasses
 import hmac
 import ipaddress
 import itertools
+import json
 import logging
 import uuid
 
@@ -50,12 +51,15 @@ from bots.http import request as parsing
 from bots.http import wire
 from bots.http.errors import ApiError, openai_errors, shutting_down
 from bots.http.guard import ConnectionGuard, GuardedSite, derive_max_connections
+from bots.http.idempotency import Idempotency, OwnerResponder, caller_of
 from bots.http.settings import HttpSettings
 from bots.runtime import Runtime, StartupError
 from core.keys import parse_key
+from core.limits import SLOW_DOWN_TEXT
 from core.responders import QuietResponder
+from core.streaming import STOPPED_MARK
 from core.tasks import TaskSet
-from core.types import Closed, Inbound, Reply, SessionKey
+from core.types import CancelReason, Closed, Inbound, Reply, SessionKey
 
 log = logging.getLogger("chatlane.http")
 
@@ -63,6 +67,8 @@ SESSION_HEADER = "X-Session-Key"
 PLATFORM = "http"
 CHANNEL = "api"
 STATELESS_PREFIX = "anon-"
+RETRY_TEXT = "\n\n[Cut off; answering again from the start:]\n\n"
+"""Streamed when a turn is cancelled to be answered again (its commit was fenced out)."""
 SUPERSEDED_TEXT = "\n\n[The text above was cut off; the answer, together with later messages:]\n\n"
 """Streamed before an answer that replaces what was streamed (should a mode ever allow it)."""
 
@@ -87,14 +93,19 @@ def refusal(host: str, token_set: bool, token_env: str) -> str | None:
 
 
 class _Events(QuietResponder):
-    """A request's view of its turn: streamed pieces (when `live`), then the one reply."""
+    """A request's view of its turn: streamed pieces (when `live`), then the one reply.
 
-    def __init__(self, live: bool) -> None:
-        self.live = live
+    With an `Idempotency-Key`, `owner` stores the reply (for retries) before it is handed on.
+    """
+
+    def __init__(self, live: bool, owner: OwnerResponder | None = None) -> None:
+        self.live, self.owner = live, owner
         self.queue: asyncio.Queue[str | Reply] = asyncio.Queue()
         self.reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
     async def send(self, reply: Reply) -> None:
+        if self.owner is not None:
+            await self.owner.send(reply)
         if not self.reply.done():
             self.reply.set_result(reply)
             self.queue.put_nowait(reply)
@@ -102,6 +113,12 @@ class _Events(QuietResponder):
     async def on_delta(self, text: str) -> None:
         if self.live and not self.reply.done():
             self.queue.put_nowait(text)
+
+    async def on_cancelled(self, reason: CancelReason) -> None:
+        # A fenced turn is answered again from the start: what was streamed of it must
+        # read as cut off. (Stopped and shut-down turns say so in the reply that follows.)
+        if self.live and reason == "retry" and not self.reply.done():
+            self.queue.put_nowait(RETRY_TEXT)
 
 
 class HttpService:
@@ -126,6 +143,13 @@ class HttpService:
         )
         self.host = self.settings.host
         self.port = 0
+        self._once = Idempotency(
+            runtime.gateway.requests,
+            self.settings.idempotency_wait_s,
+            completion=lambda ident, text, model: json.loads(wire.completion(ident, model, text)),
+            chunk=_chunk_of_delta,
+            reply_error=_reply_error,
+        )
 
     @property
     def base_url(self) -> str:
@@ -192,7 +216,8 @@ class HttpService:
         DMs to judge; the bearer token (`_authorize`) is its access rule.
         """
         self._authorize(request)
-        chat = parsing.parse(await self._body(request))
+        body = await self._body(request)
+        chat = parsing.parse(body)
         n = next(self._ids)
         inbound = dataclasses.replace(
             self._inbound(request, chat, f"http-{self._instance}-{n}"), attachments=chat.files
@@ -202,17 +227,26 @@ class HttpService:
             model = parse_key(key).agent
         except ValueError as exc:  # the ids make no valid session key
             raise ApiError(400, str(exc), code="invalid_session_key") from None
-        events = _Events(live=not chat.stream or self.runtime.loaded.config.queue.mode != "interrupt")
+        ident = f"chatcmpl-{self._instance}-{n}"
+        once = await self._once.begin(request, body, chat.stream, key, ident)  # Idempotency-Key
+        if isinstance(once, web.StreamResponse):  # a retry's stored answer, or an error
+            return once
+        owner = once if isinstance(once, OwnerResponder) else None
+        live = not chat.stream or self.runtime.loaded.config.queue.mode != "interrupt"
+        events = _Events(live, owner)
         try:
             await self.runtime.gateway.submit(inbound, events)
         except Closed:
+            if owner is not None:  # frees its Idempotency-Key for a retry
+                await owner.send(Reply("", "shutdown", key))
             return shutting_down().response()
         if chat.user is None and request.headers.get(SESSION_HEADER) is None:
             # Owned, not tied to this handler: a client that leaves must not leave its session behind.
             self._tasks.spawn(self._forget_after(key, events.reply), name=f"forget {key}")
-        ident = f"chatcmpl-{self._instance}-{n}"
         if not chat.stream:
             reply = await events.reply
+            if owner is not None and (stored := owner.response()) is not None:
+                return stored  # byte for byte what its retries get
             if (problem := _reply_error(reply)) is not None:
                 return problem.response()
             return web.Response(
@@ -244,6 +278,8 @@ class HttpService:
                 await resp.write(wire.error_event(problem.body()))
             elif not streamed:  # answered in one piece (notice, merged, interrupt mode)
                 await resp.write(wire.chunk(ident, model, reply.text, first=True))
+            elif reply.kind == "stopped":  # `/stop` cut it short: say so at its end
+                await resp.write(wire.chunk(ident, model, f"\n\n{STOPPED_MARK}"))
             elif reply.kind != "answer":  # what was streamed is not this reply's answer
                 await resp.write(wire.chunk(ident, model, SUPERSEDED_TEXT + reply.text))
             await resp.write(wire.chunk(ident, model, finish=True))
@@ -334,11 +370,15 @@ class HttpService:
                 agent=parts.agent,
             )
         user = chat.user
+        sender = ""
         if user is None:
             user = f"{STATELESS_PREFIX}{uuid.uuid4().hex}"  # stateless: a session of its own, deleted after
+            sender = caller_of(request)  # [limits] count anonymous requests per API token
         # Under scope "channel" the user part is dropped: keep HTTP users apart anyway.
         channel = user if self.runtime.loaded.config.session.scope == "channel" else CHANNEL
-        return Inbound(PLATFORM, user, channel, chat.text, message_id, None, True, True, user, agent=asked)
+        return Inbound(
+            PLATFORM, user, channel, chat.text, message_id, None, True, True, user, agent=asked, sender=sender
+        )
 
     async def _models(self, request: web.Request) -> web.Response:
         self._authorize(request)
@@ -366,13 +406,20 @@ class HttpService:
 
 def _reply_error(reply: Reply) -> ApiError | None:
     """None for a reply to return as content; the error to answer with otherwise."""
-    if reply.kind in ("answer", "merged", "notice"):
+    if reply.kind in ("answer", "merged", "notice", "stopped"):  # stopped: `/stop` cut it short
         return None
+    if reply.kind == "limited":  # every refused request needs an answer, not only the first
+        return ApiError(429, reply.text or SLOW_DOWN_TEXT, "rate_limit_error", "rate_limited")
     if reply.kind == "dropped":
         return ApiError(429, reply.text, "rate_limit_error", "queue_full")
     if reply.kind == "shutdown":  # nothing stored: safe to retry
         return shutting_down()
     return ApiError(502, reply.text, "server_error", "agent_failed")
+
+
+def _chunk_of_delta(ident: str, model: str, delta: dict[str, str], finish: str | None) -> bytes:
+    """`wire.chunk` in the shape bots/http/idempotency.py replays stored answers with."""
+    return wire.chunk(ident, model, delta.get("content"), first="role" in delta, finish=finish is not None)
 
 
 def create(runtime: Runtime) -> HttpService:

@@ -22,6 +22,9 @@ class HttpSettings(AdapterSettings):
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     max_connections: Annotated[int, Field(ge=0)] = 0
     """0: derived from the open-file limit (RLIMIT_NOFILE), keeping a quarter for the rest."""
+    idempotency_wait_s: Annotated[float, Field(gt=0)] = 300.0
+    """A retry with the `Idempotency-Key` of a request still running waits this long
+    for its answer, then gets a 409 (and may retry again)."""
 
     def secret_needs(self) -> tuple[SecretNeed, ...]:
         """The bearer token is optional: when set, requests must carry it."""

@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.inbound import ANSWERED_SUBTYPES, Identity, strip_mention
 from bots.slack.reply import Poster, SlackResponder
+from bots.slack.settings import SlackSettings
 from core.fetch import fetch_url
 from core.types import ChatMessage, FileUnavailable
 
@@ -56,8 +57,21 @@ class BackfillingResponder(SlackResponder):
         limit: int,
         in_thread: str | None,
         is_direct: bool,
+        settings: SlackSettings | None = None,
+        user: str = "",
+        team: str | None = None,
     ) -> None:
-        super().__init__(poster, channel, ts, thread_ts, reaction)
+        super().__init__(
+            poster,
+            channel,
+            ts,
+            thread_ts,
+            reaction,
+            settings=settings,
+            user=user,
+            team=team,
+            is_direct=is_direct,
+        )
         self.me = me
         self.limit = limit
         self.in_thread = in_thread

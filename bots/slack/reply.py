@@ -1,4 +1,12 @@
-"""Replies to Slack: chunked `chat.postMessage` in the conversation's thread, ack reactions.
+"""Replies to Slack: streamed or chunked messages in the conversation's thread, reactions.
+
+With `stream = "native"` (the default) an answer in a thread streams through Slack's
+own streaming methods, elsewhere (top-level DMs, or where Slack refuses them) and with
+`stream = "edit"` it is posted early and edited in place (bots/slack/stream.py), at
+most once per `stream_edit_interval_s`, rolling over at 4,000 characters; the last
+update is exactly the answer. In an assistant thread (a DM thread) the thread's status
+(`assistant.threads.setStatus`) says the bot is working until text shows; elsewhere
+the `ack_reaction` does. `status_reactions` adds ⏳ / 👀 / ✅ / ⚠️ to the asker's message.
 
 Every Web API failure (`not_in_channel`, `channel_not_found`, rate limits that
 outlast the client's retries, a network error) is logged here with what to do about
@@ -16,14 +24,35 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.settings import SlackSettings
+from bots.slack.stream import EditSurface, NativeSurface
 from core.chunking import split_message
 from core.responders import QuietResponder
-from core.types import Reply
+from core.streaming import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_WAITING,
+    STATUS_WORKING,
+    DraftStream,
+    LiveAnswer,
+    status_after,
+)
+from core.types import CancelReason, Reply
 
 log = logging.getLogger("chatlane.slack")
 
 MESSAGE_LIMIT = 4_000
 """Slack truncates `text` far later (40,000), but renders long messages badly past this."""
+
+WORKING_STATUS = "is thinking…"
+"""The assistant thread's status while nothing of the answer shows yet."""
+STATUS_NAMES = {
+    STATUS_WAITING: "hourglass_flowing_sand",
+    STATUS_WORKING: "eyes",
+    STATUS_DONE: "white_check_mark",
+    STATUS_FAILED: "warning",
+}
+"""Status reactions by their Slack names."""
 
 HINTS = {
     "not_in_channel": "invite the bot to the channel with /invite",
@@ -47,6 +76,22 @@ class Poster:
 
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
+        self.native_refused = False
+        """Slack refused native streaming once: this app streams by editing from then on."""
+        self.status_refused = False
+        """Slack refused assistant.threads.setStatus once: the ack reaction shows work instead."""
+
+    async def set_status(self, channel: str, thread_ts: str, status: str) -> bool:
+        """An assistant thread's status line ("" clears it); False when Slack refused."""
+        try:
+            await self.client.assistant_threads_setStatus(
+                channel_id=channel, thread_ts=thread_ts, status=status
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("slack: no assistant status in %s (%s); using reactions", channel, _describe(exc))
+            self.status_refused = True
+            return False
+        return True
 
     async def post(self, channel: str, text: str, thread_ts: str | None) -> bool:
         """Send `text` in chunks of at most 4,000 characters; False if any chunk failed."""
@@ -85,41 +130,105 @@ class Poster:
 
 
 class SlackResponder(QuietResponder):
-    """Answers one Slack message; reacts with `reaction` while it waits or is answered."""
+    """Answers one Slack message; see the module doc for streaming and reactions."""
 
     def __init__(
-        self, poster: Poster, channel: str, ts: str, thread_ts: str | None, reaction: str = ""
+        self,
+        poster: Poster,
+        channel: str,
+        ts: str,
+        thread_ts: str | None,
+        reaction: str = "",
+        *,
+        settings: SlackSettings | None = None,
+        user: str = "",
+        team: str | None = None,
+        is_direct: bool = False,
     ) -> None:
         self.poster = poster
         self.channel = channel
         self.ts = ts
         self.thread_ts = thread_ts
         self.reaction = reaction.strip(":")
+        self.settings = settings or SlackSettings(stream="off")
+        self.is_direct = is_direct
         self._reacted = False
         self._working = False
+        self._status: str | None = None
+        draft = None
+        s = self.settings
+        if s.stream != "off":
+            surface: NativeSurface | EditSurface
+            if s.stream == "native" and thread_ts is not None:
+                surface = NativeSurface(poster, channel, thread_ts, user=user, team=team)
+            else:
+                surface = EditSurface(poster, channel, thread_ts)
+            draft = DraftStream(
+                surface,
+                limit=MESSAGE_LIMIT,
+                interval_s=s.stream_edit_interval_s,
+                first_post_s=s.stream_first_post_s,
+                first_chars=s.stream_first_chars,
+            )
+        self.live = LiveAnswer(draft)
+
+    async def on_delta(self, text: str) -> None:
+        self.live.add(text)
+
+    async def on_cancelled(self, reason: CancelReason) -> None:
+        await self.live.cancelled(reason)
 
     async def send(self, reply: Reply) -> None:
-        # "merged": a later message's reply already answers this one.
-        if reply.kind != "merged":
+        # "merged": a later message's reply already answers this one; an empty
+        # "limited" reply: the sender was already told to slow down.
+        if not await self.live.deliver(reply) and reply.kind != "merged" and reply.text:
             await self.poster.post(self.channel, reply.text, self.thread_ts)
         if not self._working:
             await self._react(add=False)
+        await self._set_status(status_after(reply.kind))
 
     async def on_queued(self) -> None:
+        if self.settings.status_reactions:
+            await self._set_status(STATUS_WAITING)
         await self._react(add=True)
 
     @contextlib.asynccontextmanager
     async def working(self) -> AsyncIterator[None]:
-        await self._react(add=True)
+        await self._set_status(STATUS_WORKING)
+        status = self._assistant_thread() and await self.poster.set_status(
+            self.channel, str(self.thread_ts), WORKING_STATUS
+        )
+        if not status:
+            await self._react(add=True)
         self._working = True
         try:
             yield
         finally:
             self._working = False
+            if status:  # Slack clears it on a reply too; say so when nothing was posted
+                await self.poster.set_status(self.channel, str(self.thread_ts), "")
             await self._react(add=False)
 
+    def _assistant_thread(self) -> bool:
+        return (
+            self.settings.stream != "off"
+            and self.is_direct
+            and self.thread_ts is not None
+            and not self.poster.status_refused
+        )
+
+    async def _set_status(self, emoji: str | None) -> None:
+        if not self.settings.status_reactions or emoji == self._status:
+            return
+        if self._status is not None:
+            await self.poster.react(STATUS_NAMES[self._status], self.channel, self.ts, add=False)
+        self._status = emoji
+        if emoji is not None:
+            await self.poster.react(STATUS_NAMES[emoji], self.channel, self.ts, add=True)
+
     async def _react(self, *, add: bool) -> None:
-        if not self.reaction or self._reacted == add:
+        """The simple `ack_reaction` (status reactions, when on, replace it)."""
+        if not self.reaction or self.settings.status_reactions or self._reacted == add:
             return
         self._reacted = add
         await self.poster.react(self.reaction, self.channel, self.ts, add=add)

@@ -10,8 +10,9 @@ What is answered: `app_mention` in channels, every DM (`message.im`), channel
 messages without a mention when `require_mention = false`, and replies in a thread
 the bot takes part in when `thread_replies_addressed`. A mention arrives twice (as
 `app_mention` and as `message.channels`) and Slack redelivers events it thinks were
-not acked (HTTP retries, Socket Mode reconnects): one message gives one turn, by its
-channel and ts (`RecentIds`, bounded).
+not acked (HTTP retries, Socket Mode reconnects), possibly to another replica: one
+message gives one turn, by its `event_id` and its channel and ts, checked by the
+gateway in the store that every replica shares (core/dedupe.py).
 
 Conversations: user + channel, and with `session.threads` each thread on its own. A
 top-level mention answered in a thread starts a conversation keyed by its own ts, so
@@ -43,7 +44,7 @@ from bots.slack.inbound import Identity, is_thread_reply, place, read_command, r
 from bots.slack.reply import Poster
 from bots.slack.settings import SlackSettings
 from core.access import Facts, admit
-from core.dedupe import RecentIds, RecentSet
+from core.dedupe import Delivery, RecentSet
 from core.responders import FutureResponder, confirm_reset
 from core.tasks import TaskSet
 from core.types import Closed, Inbound, StoreError
@@ -51,8 +52,8 @@ from core.types import Closed, Inbound, StoreError
 log = logging.getLogger("chatlane.slack")
 
 SEEN_CAPACITY = 10_000
-"""Message and thread ids remembered; redeliveries come within minutes, so plenty."""
-USAGE = "Usage: {command} new | reset | status | model [NAME]"
+"""Threads remembered as ones the bot takes part in (the store is asked for the others)."""
+USAGE = "Usage: {command} new | reset | status | stop | model [NAME]"
 MODEL_QUEUED_TEXT = "I'll switch the model as soon as I've answered what's before it."
 NOT_HERE_TEXT = "Sorry, I can't help with that here."
 COMMAND_FAILED_TEXT = "Sorry, that didn't work just now. Please try again."
@@ -71,7 +72,6 @@ class SlackService:
         self.me = Identity("", "", "")
         self.url = ""
         """http mode: where the Events API endpoint listens, once started."""
-        self._seen = RecentIds(SEEN_CAPACITY)
         self._threads = RecentSet(SEEN_CAPACITY)
         """Threads the bot takes part in (`place(channel, thread_ts)`)."""
         self._tasks = TaskSet("slack")
@@ -197,13 +197,13 @@ class SlackService:
         return f"Events API on {self.url or self.settings.path} as {self.me.user_id or '?'}"
 
     # ------------------------------------------------------------------ events
-    async def _on_app_mention(self, event: dict[str, Any]) -> None:
-        self._take(event, via_mention=True)
+    async def _on_app_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        self._take(event, via_mention=True, event_id=str(body.get("event_id") or ""))
 
-    async def _on_message(self, event: dict[str, Any]) -> None:
-        self._take(event, via_mention=False)
+    async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        self._take(event, via_mention=False, event_id=str(body.get("event_id") or ""))
 
-    def _take(self, event: dict[str, Any], *, via_mention: bool) -> None:
+    def _take(self, event: dict[str, Any], *, via_mention: bool, event_id: str = "") -> None:
         """Gate one message event; synchronous, so a duplicate is dropped before the ack."""
         seen = read_message(event, self.me, self.settings, self._threads, via_mention=via_mention)
         if isinstance(seen, str):
@@ -215,14 +215,16 @@ class SlackService:
             inbound = dataclasses.replace(inbound, attachments=files_of(files, self._client))
         reason = self.refusal(seen.facts)
         if reason is None:
-            self._accept(inbound)
+            self._accept(inbound, event_id)
         elif (
             is_thread_reply(inbound)
             and self.settings.thread_replies_addressed
             and self.refusal(dataclasses.replace(seen.facts, mentioned_bot=True)) is None
         ):
             # Not known here (e.g. after a restart): the store knows whether this is one of ours.
-            self._tasks.spawn(self._accept_if_known_thread(inbound), name=f"slack thread {inbound.thread}")
+            self._tasks.spawn(
+                self._accept_if_known_thread(inbound, event_id), name=f"slack thread {inbound.thread}"
+            )
         else:
             log.debug("slack: not answering %s in %s: %s", inbound.message_id, inbound.channel, reason)
 
@@ -230,11 +232,8 @@ class SlackService:
         """Why the bot must not answer (for the log), or None when it may: the one gate."""
         return admit(self.settings, facts)
 
-    def _accept(self, inbound: Inbound) -> None:
+    def _accept(self, inbound: Inbound, event_id: str) -> None:
         ts, channel = inbound.message_id, inbound.channel
-        if not self._seen.first_time(place(channel, ts)):
-            log.debug("slack: %s in %s already taken (duplicate delivery)", ts, channel)
-            return
         if self._poster is None:  # stopped
             return
         if inbound.thread is not None and not inbound.is_direct:
@@ -248,11 +247,17 @@ class SlackService:
             me=self.me,
             limit=self.settings.history_backfill,
             in_thread=inbound.thread if is_thread_reply(inbound) else None,
+            settings=self.settings,
+            user=inbound.user,
+            team=self.me.team_id or None,  # native streams in channels name the recipient's team
             is_direct=inbound.is_direct,
         )
-        self._tasks.spawn(self._submit(inbound, responder), name=f"slack message {ts}")
+        # The message's own id comes last: all copies of it share that one (see Deliveries).
+        delivery = [("retry", f"event:{event_id}")] if event_id else []
+        delivery.append(("twin", f"message:{place(channel, ts)}"))
+        self._tasks.spawn(self._submit(inbound, responder, delivery), name=f"slack message {ts}")
 
-    async def _accept_if_known_thread(self, inbound: Inbound) -> None:
+    async def _accept_if_known_thread(self, inbound: Inbound, event_id: str) -> None:
         session = self.runtime.loaded.config.session
         if not session.threads or session.scope == "user":
             return  # the key would not name the thread
@@ -263,11 +268,13 @@ class SlackService:
             log.warning("slack: cannot tell whether thread %s is ours: %s", inbound.thread, exc)
             return
         if known:
-            self._accept(inbound)
+            self._accept(inbound, event_id)
 
-    async def _submit(self, inbound: Inbound, responder: BackfillingResponder) -> None:
+    async def _submit(
+        self, inbound: Inbound, responder: BackfillingResponder, delivery: list[Delivery]
+    ) -> None:
         try:
-            await self.runtime.gateway.submit(inbound, responder)
+            await self.runtime.gateway.submit(inbound, responder, delivery=delivery)
         except ValueError as exc:
             log.warning("slack: message %s not taken: %s", inbound.message_id, exc)
         except Closed:
@@ -275,7 +282,8 @@ class SlackService:
 
     # ------------------------------------------------------------ slash command
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        """`/chatlane new | reset | status | model [NAME]` for the conversation outside threads here."""
+        """`/chatlane new | reset | status | stop | model [NAME]` for the conversation
+        outside threads here."""
         seen = read_command(command)
         inbound = seen.inbound
         words = inbound.text.split(maxsplit=1)  # the model name keeps its case
@@ -299,6 +307,8 @@ class SlackService:
                     text = (await asyncio.wait_for(asyncio.shield(responder.reply), COMMAND_WAIT_S)).text
                 except TimeoutError:
                     text = MODEL_QUEUED_TEXT
+            elif action == "stop":
+                text = await gateway.stop_text(key) + " (In a thread, say `/stop` there.)"
             elif action == "status":
                 found = (await gateway.status(key)).entry
                 text = (

@@ -6,10 +6,10 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from core.config import Access, AdapterSettings, SecretNeed
+from core.config import Access, AdapterSettings, SecretNeed, StreamSettings
 
 
-class SlackSettings(AdapterSettings, Access):
+class SlackSettings(AdapterSettings, Access, StreamSettings):
     section: ClassVar[str] = "slack"
     enabled: bool = False
     mode: Literal["socket", "http"] = "socket"
@@ -26,6 +26,9 @@ class SlackSettings(AdapterSettings, Access):
     slash_command: str = ""
     history_backfill: Annotated[int, Field(ge=0, le=1000)] = 20
     """On a session's first turn, read this many earlier messages of the thread or DM (0: off)."""
+    stream: Literal["native", "edit", "off"] = "native"
+    """native: chat.startStream/appendStream/stopStream in threads (edits where refused or
+    outside a thread); edit: chat.postMessage then chat.update; off: the whole answer at the end."""
 
     def secret_needs(self) -> tuple[SecretNeed, ...]:
         """The bot token always; the app token in socket mode, the signing secret in http mode."""

@@ -6,9 +6,12 @@ Layout under the state directory (dirs 0700, files 0600):
     locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
     locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key; holds
                                         the key's fencing counter
+    locks/ab/<sha256(key)>.stop         one byte appended per `/stop`: its size is the stop counter
     transcripts/<id[:2]>/<id>.jsonl     memory of one session id: one line per commit
     blobs/<id[:2]>/<id>/<sha256>        attachment bytes of one session (core/store/blobs.py)
     quarantine/                         damaged entries moved aside, never overwritten
+    deliveries/, limits/                delivery markers and per-sender counters
+                                        (core/store/deliveries.py)
 
 Every operation touches a fixed number of files, so it costs the same at 100 sessions
 and at 100,000. Entry writes are atomic (temp file, fsync, os.replace, fsync of the
@@ -52,6 +55,7 @@ from filelock import lock_descriptor, unlock_descriptor
 
 from core.store import blobs, jsonl
 from core.store.committer import Committer
+from core.store.deliveries import FileDeliveries
 from core.store.entries import (
     SESSION_ID,
     entry_from_json,
@@ -62,12 +66,14 @@ from core.store.entries import (
 )
 from core.store.tails import Tails
 from core.types import (
+    Admission,
     ChatMessage,
     Damaged,
     Fenced,
     FreshCheck,
     Listing,
     Minter,
+    RequestClaim,
     SessionEntry,
     SessionKey,
     StoreError,
@@ -118,6 +124,7 @@ class FileStore:
             for d in (self.root, self._sessions, self._locks, self._transcripts, self._quarantine):
                 _mkdirs(d)
             self.root.chmod(0o700)
+            self._deliveries = FileDeliveries(self.root)
         except OSError as exc:
             raise StoreError(f"cannot use state directory {self.root}: {exc.strerror}") from exc
 
@@ -161,8 +168,7 @@ class FileStore:
         try:
             return fn()
         except FileNotFoundError:
-            if os.path.isdir(d):
-                raise
+            # Retried even if `d` exists by now: another thread may have just made it.
             if not self.root.is_dir():
                 log.warning("state directory %s was missing; made it again", self.root)
             self._ensure_dir(d)
@@ -475,9 +481,49 @@ class FileStore:
 
         await self._run(op)
 
+    # ------------------------------------- deliveries and limits (core/store/deliveries.py)
+    async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
+        return await self._run(self._deliveries.mark_delivered, list(ids), window_s)
+
+    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
+        return await self._run(self._deliveries.claim_request, request_id, fingerprint, window_s)
+
+    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
+        await self._run(self._deliveries.finish_request, request_id, fingerprint, answer)
+
+    async def release_request(self, request_id: str) -> None:
+        await self._run(self._deliveries.release_request, request_id)
+
+    async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
+        return await self._run(self._deliveries.count_message, sender, per_minute, per_day)
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """One byte appended (O_APPEND: atomic between processes); no fsync, it is a signal."""
+        path = self._lock_path(key, "stop")
+
+        def op() -> None:
+            self._ensure_dir(os.path.dirname(path))
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, b"s")
+            finally:
+                os.close(fd)
+
+        await self._run(op)
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        # One stat of a small file: cheap enough for the loop, and polled while a turn runs.
+        try:
+            return os.stat(self._lock_path(key, "stop")).st_size
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StoreError(f"cannot read the stop flag: {exc.strerror or exc}") from exc
+
     async def close(self) -> None:
         await self._committer.close()
         self._pool.shutdown(wait=True)
+        self._deliveries.close()
 
 
 def _mkdirs(d: Path) -> None:

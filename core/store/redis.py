@@ -50,7 +50,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -74,14 +74,17 @@ from core.store.entries import (
     report_quarantine,
 )
 from core.store.redis_blobs import RedisBlobs
-from core.store.redis_lock import TurnLocks, redis_errors
+from core.store.redis_deliveries import RedisDeliveries
+from core.store.redis_lock import TurnLocks, TurnReads, redis_errors
 from core.types import (
+    Admission,
     ChatMessage,
     Damaged,
     Fenced,
     FreshCheck,
     Listing,
     Minter,
+    RequestClaim,
     SessionEntry,
     SessionKey,
     StoreError,
@@ -98,7 +101,10 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 _COMMIT_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_ATTEMPTS = 100
 _SCAN_COUNT = 500
+_STOP_TTL_S = 86_400
 _COMMIT_MARK_S = 86_400
+_TAIL_HINT_MAX = 1000
+_SESSION_IN_RAW = re.compile(rb'"sessionId"\s*:\s*"([0-9a-f]{32})"')
 
 # KEYS[1] entry; ARGV[1] transcript name prefix. The entry and its last commit.
 _GET = """
@@ -190,7 +196,14 @@ class RedisStore:
         self._blobs = RedisBlobs(client, prefix, blobs_max)
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
         self._get_script = client.register_script(_GET)
+        self._reads: dict[str, TurnReads] = {}
+        """Key -> what its turn lock's script read, while this process holds that lock."""
+        self._tails_read: dict[str, TurnReads] = {}
+        """Session id -> the same reads, for `tail` (valid while the lock is held)."""
+        self._tail_hint = 64
+        """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
         self._commit_script = client.register_script(_COMMIT)
+        self._deliveries = RedisDeliveries(client, prefix)
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, password: str | None) -> RedisStore:
@@ -287,6 +300,8 @@ class RedisStore:
             await self._r.ping()
 
     async def get(self, key: SessionKey) -> SessionEntry | None:
+        if (found := self._reads.get(key)) is not None:
+            return self._entry_read_with_lock(key, found)
         with self._errors("get"):
             try:
                 raw, last = await self._get_script(
@@ -304,6 +319,16 @@ class RedisStore:
             # Reported and quarantined by the next write of this key, which re-reads
             # first: a concurrent rewrite may already have mended it.
             return None
+
+    def _entry_read_with_lock(self, key: SessionKey, found: TurnReads) -> SessionEntry | None:
+        if found.entry is None:
+            return None
+        try:
+            entry = self._parse(key, found.entry)
+        except ValueError:
+            return None  # quarantined by the next write of this key, as in `get`
+        self._tails_read[entry.session_id] = found
+        return self._with_progress(entry, found.commits[-1] if found.commits else None)
 
     async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
         def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, tuple[SessionEntry, bool]]:
@@ -354,6 +379,7 @@ class RedisStore:
 
     async def _update(self, key: SessionKey, decide: Decide[R], what: str) -> R:
         """Read the entry under WATCH, `decide`, write only if nobody wrote in between."""
+        self._forget_reads(key)  # the entry may change here
         name = self.entry_name(key)
         with self._errors(what):
             for _ in range(_MAX_ATTEMPTS):
@@ -444,6 +470,7 @@ class RedisStore:
 
     async def commit(self, commit: TurnCommit) -> None:
         key = commit.lease.key
+        self._forget_reads(key)
         line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records)
         names = [
             self.entry_name(key),
@@ -468,10 +495,15 @@ class RedisStore:
         name = self.transcript_name(session_id)
         if n <= 0:
             return []
-        with self._errors("transcript read"):
-            # redis-py types list commands as sync-or-async; this client is async. A commit
-            # holds one record or more, so the last n commits hold the last n records.
-            lines = await cast("Awaitable[list[bytes]]", self._r.lrange(name, -n, -1))
+        found = self._tails_read.get(session_id)
+        if found is not None and n <= found.asked:
+            lines = found.commits[-n:]  # read with the turn lock
+        else:
+            self._tail_hint = max(self._tail_hint, min(n, _TAIL_HINT_MAX))
+            with self._errors("transcript read"):
+                # redis-py types list commands as sync-or-async; this client is async. A
+                # commit holds one record or more, so the last n commits hold the last n records.
+                lines = await cast("Awaitable[list[bytes]]", self._r.lrange(name, -n, -1))
         records: list[ChatMessage] = []
         for line in lines:
             try:
@@ -496,9 +528,70 @@ class RedisStore:
         with self._errors("prune"):
             await self._r.delete(self.transcript_name(session_id), *self._blobs.names(session_id))
 
-    def lock_turn(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[TurnLease]:
-        """Hold the key's turn lock across every host; `Fenced` if it cannot be kept."""
-        return self._turn_locks.hold(key, self.lock_name(key), self.fence_name(key))
+    @contextlib.asynccontextmanager
+    async def lock_turn(self, key: SessionKey) -> AsyncIterator[TurnLease]:
+        """Hold the key's turn lock across every host; `Fenced` if it cannot be kept.
+
+        The lock's script also reads the entry and the last commits of its session, so a
+        turn's `get` and `tail` cost no round trip of their own: while this process holds
+        the lock, nobody else writes the key (a fenced writer is refused)."""
+        reads = (self.entry_name(key), f"{self.prefix}:transcript:", self._tail_hint)
+
+        def keep(found: TurnReads) -> None:
+            self._reads[key] = found
+
+        try:
+            async with self._turn_locks.hold(
+                key, self.lock_name(key), self.fence_name(key), reads=reads, on_reads=keep
+            ) as lease:
+                yield lease
+        finally:
+            self._forget_reads(key)
+
+    def _forget_reads(self, key: str) -> None:
+        found = self._reads.pop(key, None)
+        if found is not None and found.entry is not None:
+            sid = _SESSION_IN_RAW.search(found.entry)
+            if sid is not None:
+                self._tails_read.pop(sid.group(1).decode(), None)
+
+    # ----------------------------- deliveries and limits (core/store/redis_deliveries.py)
+    async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
+        with self._errors("delivery check"):
+            return await self._deliveries.mark_delivered(ids, window_s)
+
+    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
+        with self._errors("request claim"):
+            return await self._deliveries.claim_request(request_id, fingerprint, window_s)
+
+    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
+        with self._errors("request answer"):
+            await self._deliveries.finish_request(request_id, fingerprint, answer, window_s)
+
+    async def release_request(self, request_id: str) -> None:
+        with self._errors("request release"):
+            await self._deliveries.release_request(request_id)
+
+    async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
+        with self._errors("limit count"):
+            return await self._deliveries.count_message(sender, per_minute, per_day)
+
+    def stop_name(self, key: str) -> str:
+        return f"{self.prefix}:stop:{_digest(key)}"
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """INCR of the key's stop counter (kept a day: a turn polls it only while it runs)."""
+        name = self.stop_name(key)
+        with self._errors("stop request"):
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, _STOP_TTL_S)
+                await pipe.execute()
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        with self._errors("stop flag read"):
+            raw = await self._r.get(self.stop_name(key))
+        return int(raw) if raw is not None else 0
 
     async def close(self) -> None:
         await self._r.aclose()

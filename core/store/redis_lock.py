@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +43,32 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS[1] lock, KEYS[2] fencing counter; ARGV[1] token, ARGV[2] ttl in ms.
+# KEYS[1] lock, KEYS[2] fencing counter, KEYS[3] the entry; ARGV[1] token, ARGV[2] ttl in
+# ms, ARGV[3] transcript name prefix, ARGV[4] how many of the last commits to read.
+# Returns {0} when the lock is held, else {token, entry or false, last commits...}: the
+# turn's reads come with its lock, in one round trip. pcall: a damaged value must not
+# abort the script after the lock was taken.
 _ACQUIRE = """
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('incr', KEYS[2])
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0}
 end
-return 0
+local out = {redis.call('incr', KEYS[2])}
+local raw = redis.pcall('get', KEYS[3])
+if type(raw) ~= 'string' then
+  out[2] = false
+  return out
+end
+out[2] = raw
+local n = tonumber(ARGV[4])
+local ok, obj = pcall(cjson.decode, raw)
+if n > 0 and ok and type(obj) == 'table' and type(obj.sessionId) == 'string'
+    and string.match(obj.sessionId, '^[0-9a-f]+$') and #obj.sessionId == 32 then
+  local last = redis.pcall('lrange', ARGV[3] .. obj.sessionId, -n, -1)
+  if type(last) == 'table' and not last.err then
+    for i = 1, #last do out[i + 2] = last[i] end
+  end
+end
+return out
 """
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -67,6 +87,16 @@ def redis_errors(url: str, what: str) -> Iterator[None]:
         raise StoreError(f"Redis at {url}: {what} failed: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class TurnReads:
+    """What the lock's script read as it took the lock: the entry (None if there is none or
+    it could not be read) and up to `asked` last commits of its session, oldest first."""
+
+    entry: bytes | None
+    commits: list[bytes]
+    asked: int
+
+
 @dataclass(slots=True)
 class _Holding:
     """One held turn lock; `lost` is set by its keeper when the lock could not be kept."""
@@ -76,6 +106,11 @@ class _Holding:
     fence: str
     token: str
     lease: TurnLease | None = None
+    entry: str = ""
+    """The key's entry, read with the lock (see `TurnReads`)."""
+    transcripts: str = ""
+    tail: int = 0
+    reads: TurnReads | None = None
     deadline: float = 0.0
     """monotonic time at which the lock expires unless renewed before."""
     lost: bool = False
@@ -94,11 +129,24 @@ class TurnLocks:
         self._release = client.register_script(_RELEASE)
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: SessionKey, name: str, fence: str) -> AsyncIterator[TurnLease]:
+    async def hold(
+        self,
+        key: SessionKey,
+        name: str,
+        fence: str,
+        *,
+        reads: tuple[str, str, int],
+        on_reads: Callable[[TurnReads], None],
+    ) -> AsyncIterator[TurnLease]:
         """Hold lock `name` for the turn of `key`, raising counter `fence`; `Fenced` out of
-        the block if the lease runs out before the turn's commit began."""
+        the block if the lease runs out before the turn's commit began. `reads` is (entry
+        name, transcript name prefix, commits to read): what was read with the lock goes
+        to `on_reads` before the block runs."""
         holding = _Holding(key, name, fence, uuid.uuid4().hex)
+        holding.entry, holding.transcripts, holding.tail = reads
         lease = await self._acquire(holding)
+        if holding.reads is not None:
+            on_reads(holding.reads)
         owner = asyncio.current_task()
         if owner is None:
             raise RuntimeError("lock_turn needs to run in an asyncio task")
@@ -144,13 +192,18 @@ class TurnLocks:
         try:
             async with asyncio.timeout(self.ttl_s / 2):
                 won = await self._acquire_script(
-                    keys=[holding.name, holding.fence], args=[holding.token, self._ttl_ms]
+                    keys=[holding.name, holding.fence, holding.entry],
+                    args=[holding.token, self._ttl_ms, holding.transcripts, holding.tail],
                 )
         except TimeoutError:
             # If it did reach Redis, the lock expires by itself after one TTL.
             log.warning("taking the turn lock of %s timed out; trying again", holding.key)
             return 0
-        return int(won)
+        token = int(won[0])
+        if token:
+            entry = won[1] if len(won) > 1 and isinstance(won[1], bytes) else None
+            holding.reads = TurnReads(entry, list(won[2:]), holding.tail)
+        return token
 
     async def _undo(self, attempt: asyncio.Future[Any], holding: _Holding) -> None:
         try:

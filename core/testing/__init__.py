@@ -4,7 +4,8 @@ Like `structlog.testing`, this is public code a user's own tests may import too.
 needs nothing beyond chatlane's runtime dependencies (no pytest), so `bench/` runs from
 an installed package without the `tests/` folder.
 
-  agents    test agents at the agent boundary: RecordingAgent, FixedAgent, FlakyAgent;
+  agents    test agents at the agent boundary: RecordingAgent, FixedAgent, FlakyAgent,
+            SlowStreamAgent;
             Inbox, a responder that collects replies
   polling   `eventually(check)`: wait until a condition holds
   process   `ChatlaneProcess`: a real `chatlane run` child process; `run_cli` for the
@@ -16,7 +17,7 @@ The pytest fixtures built on these live in `tests/support/`.
 
 from __future__ import annotations
 
-from core.testing.agents import FixedAgent, FlakyAgent, Inbox, RecordingAgent
+from core.testing.agents import FixedAgent, FlakyAgent, Inbox, RecordingAgent, SlowStreamAgent
 from core.testing.polling import eventually
 from core.testing.process import ChatlaneProcess, read_status, run_cli, write_config
 from core.testing.redis import RedisServer, find_redis_server, free_port, unique_prefix
@@ -28,6 +29,7 @@ __all__ = [
     "Inbox",
     "RecordingAgent",
     "RedisServer",
+    "SlowStreamAgent",
     "eventually",
     "find_redis_server",
     "free_port",

@@ -3,6 +3,7 @@
 RecordingAgent  echo, but records every turn; can be held, slowed or made to fail
 FixedAgent      the same answer to every turn
 FlakyAgent      fails or is slow on a deterministic share of turns (load and fault tests)
+SlowStreamAgent streams a known answer in many small pieces (a model that types)
 Inbox           a responder that collects every reply of one message
 """
 
@@ -133,3 +134,47 @@ class Inbox(QuietResponder):
 
     async def on_queued(self) -> None:
         self.queued += 1
+
+
+class SlowStreamAgent:
+    """Streams a known answer in `pieces` pieces, `gap_s` apart (a model that types).
+
+    `text_for(turn, said)` is the whole answer of a turn, so a test can compare what a
+    platform ended up showing with the exact non-streamed reply. `fail_after` pieces
+    makes it raise `AgentError` mid-answer; `streaming` is set once the first piece is out.
+    """
+
+    name = "slow-stream"
+
+    def __init__(
+        self, pieces: int = 60, gap_s: float = 0.03, *, body: str = "", fail_after: int | None = None
+    ) -> None:
+        self.pieces = pieces
+        self.gap_s = gap_s
+        self.body = body
+        self.fail_after = fail_after
+        self.streaming = asyncio.Event()
+        self.turns: list[TurnInput] = []
+
+    def text_for(self, turn: int, said: str) -> str:
+        """The answer to `said` (the turn's new messages joined by " + ") in turn `turn`."""
+        head = f"Answer {turn} to {said!r}: "
+        return head + (self.body or " ".join(f"word{i}" for i in range(200)))
+
+    def split(self, text: str) -> list[str]:
+        size = -(-len(text) // self.pieces)
+        return [text[i : i + size] for i in range(0, len(text), size)]
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        self.turns.append(turn)
+        said = " + ".join(m.content for m in turn.new_messages)
+        for i, piece in enumerate(self.split(self.text_for(turn.turn, said))):
+            if self.fail_after is not None and i == self.fail_after:
+                raise AgentError("the model went away (secret detail)")
+            if i:
+                await asyncio.sleep(self.gap_s)
+            yield piece
+            self.streaming.set()
+
+    async def close(self) -> None:
+        return None

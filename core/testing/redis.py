@@ -47,8 +47,11 @@ def unique_prefix() -> str:
 class RedisServer:
     """One `redis-server` process bound to 127.0.0.1."""
 
-    def __init__(self, binary: str, port: int, workdir: Path) -> None:
+    def __init__(self, binary: str, port: int, workdir: Path, *, durable: bool = False) -> None:
         self.binary, self.port, self.workdir = binary, port, workdir
+        self.durable = durable
+        """`--appendonly yes --appendfsync always` (every write fsync'd), as for a benchmark
+        against a durable deployment; tests run without persistence."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,7 +59,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @classmethod
-    def start(cls, binary: str | None = None) -> RedisServer:
+    def start(cls, binary: str | None = None, *, durable: bool = False) -> RedisServer:
         """Start on a free port (retrying if another process grabbed it first)."""
         binary = binary or find_redis_server()
         if binary is None:
@@ -64,7 +67,7 @@ class RedisServer:
         workdir = Path(tempfile.mkdtemp(prefix="chatlane-redis-"))
         last: Exception | None = None
         for _ in range(5):
-            server = cls(binary, free_port(), workdir)
+            server = cls(binary, free_port(), workdir, durable=durable)
             try:
                 server.restart()
             except RuntimeError as exc:
@@ -90,7 +93,8 @@ class RedisServer:
                     "--port", str(self.port),
                     "--bind", "127.0.0.1",
                     "--save", "",
-                    "--appendonly", "no",
+                    *(["--appendonly", "yes", "--appendfsync", "always"] if self.durable else
+                      ["--appendonly", "no"]),
                     "--dir", str(self.workdir),
                     "--daemonize", "no",
                     *self._debug_option(),

@@ -18,11 +18,11 @@ import pytest
 from bots.discord.service import create as create_discord
 from bots.launcher import load_config
 from bots.runtime import Runtime
+from bots.testing.fake_discord import FakeDiscord
+from bots.testing.fake_slack import BOT_USER, DM, GENERAL, TEAM, message_event
 from core.compaction import COMPACTED_NOTE
 from core.testing.process import ChatlaneProcess, write_config
-from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_llm import FakeLLM
-from tests.fakes.fake_slack import BOT_USER, DM, GENERAL, TEAM, message_event
 from tests.fakes.plugin_agents import ENTRY_POINT, write_distribution
 from tests.support.http import body, serve
 from tests.support.slack import running

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -10,9 +11,9 @@ import discord.http
 import pytest
 
 from bots.runtime import StartupError
+from bots.testing.fake_discord import JSON, FakeDiscord, user_obj
 from core.chunking import FENCE, chunk_message, join_chunks
 from core.testing import FixedAgent
-from tests.fakes.fake_discord import JSON, FakeDiscord, user_obj
 from tests.support.discord import TOKEN_ENV, StartBot
 
 TURN = re.compile(r"turn (\d+) of session (\w+)")
@@ -251,6 +252,10 @@ async def test_slash_status_shows_key_session_and_turns_ephemerally(
     bot = await start_bot()
     await fake.send_message("count me", mention=True)
     await fake.wait_for_sent(fake.channel_id)
+    # A streamed answer shows before its turn is stored: wait for the lane to finish.
+    async with asyncio.timeout(5):
+        while len(bot.runtime.gateway.lanes):
+            await asyncio.sleep(0.01)
     [entry] = (await bot.runtime.store.list()).entries
     interaction = await fake.send_interaction("status")
     callback = await fake.wait_for_call("POST", rf"/interactions/{interaction['id']}/.+/callback")
@@ -263,7 +268,7 @@ async def test_slash_status_shows_key_session_and_turns_ephemerally(
 async def test_slash_commands_are_synced_at_startup(start_bot: StartBot, fake: FakeDiscord) -> None:
     await start_bot()
     call = await fake.wait_for_call("PUT", rf"/applications/{fake.app_id}/commands")
-    assert sorted(c["name"] for c in call.json) == ["model", "new", "reset", "status"]
+    assert sorted(c["name"] for c in call.json) == ["model", "new", "reset", "status", "stop"]
 
 
 async def test_failed_command_sync_is_logged_and_the_bot_still_answers(
@@ -308,7 +313,7 @@ async def test_rate_limit_longer_than_allowed_is_logged_not_waited_for(
     start_bot: StartBot, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.rate_limited_sends, fake.retry_after = 1, 3600.0
-    await start_bot("max_ratelimit_wait_s = 30")
+    await start_bot('max_ratelimit_wait_s = 30\nstream = "off"')  # the one-shot send path
     await fake.send_message("too fast", mention=True)
     await fake.send_message("later", mention=True)
     sent = await fake.wait_for_sent(fake.channel_id)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from bots.testing.fake_discord import FakeDiscord
 from core.agents.openai import BACKFILL_INTRO, OpenAIAgent
 from core.config import AgentSettings, OpenAISettings
 from tests.bots.test_discord_bot import reply_texts, turn_of
-from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.files import log_text, png
 from tests.support.discord import StartBot

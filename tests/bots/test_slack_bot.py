@@ -20,11 +20,7 @@ from pydantic import SecretStr
 from bots.launcher import load_config
 from bots.runtime import Runtime, StartupError
 from bots.slack.service import create
-from core.chunking import chunk_message, join_chunks
-from core.config import Secrets
-from core.testing import FixedAgent
-from core.types import Inbound
-from tests.fakes.fake_slack import (
+from bots.testing.fake_slack import (
     BOT_USER,
     DM,
     GENERAL,
@@ -38,6 +34,10 @@ from tests.fakes.fake_slack import (
     post,
     signed_headers,
 )
+from core.chunking import chunk_message, join_chunks
+from core.config import Secrets
+from core.testing import FixedAgent
+from core.types import Inbound
 from tests.support.slack import ENV, SECRET, Transport, mention, running, submitted
 
 TURN = re.compile(r"turn (\d+) of session ([0-9a-f]{8})")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from bots.slack.history import token_may_go_to
+from bots.testing.fake_slack import BOT_ID, BOT_USER, DM, GENERAL, Fault, message_event
 from core.agents.openai import BACKFILL_INTRO, OpenAIAgent
 from core.config import AgentSettings, OpenAISettings
 from tests.bots.test_slack_bot import transport, turn_of
 from tests.fakes.fake_llm import FakeLLM
-from tests.fakes.fake_slack import BOT_ID, BOT_USER, DM, GENERAL, Fault, message_event
 from tests.fakes.files import log_text, png
 from tests.support.slack import Transport, mention, running
 
@@ -80,7 +80,7 @@ async def test_a_first_dm_reads_the_dm_history_by_display_name_with_the_bots_own
                 "ts": "1.5",
             }
         )
-        bot.fake.messages[DM].sort(key=lambda m: float(m["ts"]))
+        bot.fake.channel_history[DM].sort(key=lambda m: float(m["ts"]))
         assert await bot.deliver(bot.fake.remember(message_event("so?", channel=DM)))
         await bot.fake.wait_for_posts(1)
         shown = [(m["role"], untimed(m["content"])) for m in llm.calls[0].messages]

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from bots.testing.server import serve_on_loopback
 from core.attachments import (
     TRUNCATED_NOTE,
     BytesSource,
@@ -24,7 +25,6 @@ from core.config import AttachmentSettings
 from core.fetch import NOT_HTTP, REFUSED_ADDRESS, fetch_url, is_public
 from core.types import FileTooLarge, FileUnavailable
 from tests.fakes.files import log_text, png
-from tests.fakes.server import serve_on_loopback
 
 
 def jpeg(width: int, height: int) -> bytes:

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import serve_on_loopback
+from bots.testing.server import serve_on_loopback
 
 Reply = Callable[[Sequence[dict[str, Any]]], str]
 

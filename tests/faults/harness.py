@@ -89,6 +89,7 @@ def inspect_state(root: Path) -> StateReport:
         for p in root.rglob("*")
         if p.is_file()
         and not (p.suffix in (".json", ".jsonl", ".lock", ".turn", ".tmp") or p.parent.name == "quarantine")
+        and p.relative_to(root).parts[0] not in ("deliveries", "limits")  # core/store/deliveries.py
     ]
     return StateReport(entries, damaged, transcripts, bad, stray)
 

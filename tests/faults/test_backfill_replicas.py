@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
+from bots.testing.fake_slack import GENERAL, FakeSlack, event_callback, post, signed_headers
 from core.testing import ChatlaneProcess, write_config
-from tests.fakes.fake_slack import GENERAL, FakeSlack, event_callback, post, signed_headers
 from tests.support.slack import SECRET, mention
 
 EVENTS_URL = re.compile(r"Events API on (http://127\.0\.0\.1:\d+/slack/events)")
@@ -39,7 +39,7 @@ async def test_two_processes_racing_on_the_first_mention_read_the_thread_once(tm
             processes.append(await ChatlaneProcess.start(config, tmp_path / f"{name}.log", env=ENV))
         urls = [await events_url(p) for p in processes]
         root, *_ = fake.seed(GENERAL, ["thread start", "one", "two", "three", "four"])
-        for m in fake.messages[GENERAL][1:]:
+        for m in fake.channel_history[GENERAL][1:]:
             m["thread_ts"] = root["ts"]
         event = fake.remember(mention("what's the plan?", thread_ts=root["ts"]))
         payload = json.dumps(event_callback(event))

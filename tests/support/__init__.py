@@ -12,5 +12,6 @@ Here, for pytest only:
   redis     fixtures `redis_server`, `private_redis_server`; `require_redis_server`
 
 The fixtures of `discord` and `redis` are registered for every test in tests/conftest.py.
-The fake platform servers stay in `tests/fakes/`.
+The fake Discord and Slack servers are shipped too, in `bots.testing`; the fake
+OpenAI-compatible server stays in `tests/fakes/`.
 """

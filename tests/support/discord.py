@@ -1,6 +1,6 @@
 """Fixtures for the Discord adapter: real discord.py against the local fake Discord.
 
-fake        a running FakeDiscord (tests/fakes/fake_discord.py)
+fake        a running FakeDiscord (bots/testing/fake_discord.py)
 start_bot   `await start_bot(discord_toml, ...)`: chatlane's DiscordService on it
 """
 
@@ -16,8 +16,8 @@ import pytest
 from bots.discord.service import DiscordService, create
 from bots.launcher import load_config
 from bots.runtime import Runtime
+from bots.testing.fake_discord import FakeDiscord
 from core.types import Agent
-from tests.fakes.fake_discord import FakeDiscord
 
 TOKEN_ENV = "CHATLANE_TEST_DISCORD_TOKEN"
 

@@ -19,8 +19,7 @@ import aiohttp
 from bots.launcher import load_config
 from bots.runtime import Runtime
 from bots.slack.service import SlackService, create
-from core.types import Agent
-from tests.fakes.fake_slack import (
+from bots.testing.fake_slack import (
     BOT_USER,
     GENERAL,
     FakeSlack,
@@ -32,6 +31,7 @@ from tests.fakes.fake_slack import (
     signed_headers,
     slash_command,
 )
+from core.types import Agent
 
 SECRET = "test-signing-secret"
 ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test", "SLACK_SIGNING_SECRET": SECRET}
@@ -90,14 +90,17 @@ async def running(
     extra: str = "",
     delay_ms: int = 0,
     agent: Agent | None = None,
+    stream: str = "off",
 ) -> AsyncIterator[Bot]:
+    """A running Slack bot. Streaming is off unless asked for: most tests are about
+    delivery, and streamed answers have their own (tests/bots/test_slack_streaming.py)."""
     fake = await FakeSlack().start()
     config = tmp_path / "chatlane.toml"
     config.write_text(
         f'[agent]\necho_delay_ms = {delay_ms}\n[store]\npath = "{tmp_path / "state"}"\n'
         "[http]\nenabled = false\n"
         f'[slack]\nenabled = true\nmode = "{transport}"\napi_base_url = "{fake.api_base}"\nport = 0\n'
-        f"{slack}\n{extra}\n",
+        f'stream = "{stream}"\n{slack}\n{extra}\n',
         encoding="utf-8",
     )
     runtime = Runtime.build(load_config(config, env=ENV), agent=agent)

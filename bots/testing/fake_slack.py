@@ -5,6 +5,12 @@ Real slack_sdk / slack_bolt code talks to it: point `AsyncWebClient` at
 `apps.connections.open` hands out `ws://127.0.0.1:PORT/link/`, where the fake sends
 `hello`, pushes envelopes and records every ack. Faults (`fail`) make a method answer
 with a Slack error (`not_in_channel`) or an HTTP 429 `ratelimited` with `Retry-After`.
+
+The bot's messages are kept: `chat.update` and `chat.delete` change them, and the
+native streaming methods (`chat.startStream` / `appendStream` / `stopStream`) build
+them from their markdown chunks; `native_refusal` makes those three answer with that
+error (`not_allowed`, `unknown_method`) as an app without the feature gets. Every call
+is recorded with its (monotonic) time; `shown` reads the messages as a person would.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
+from bots.testing.server import serve_on_loopback
 from core.testing import eventually
-from tests.fakes.server import serve_on_loopback
 
 TEAM, BOT_USER, BOT_ID, APP_ID, HUMAN = "T0TEST", "U0BOT", "B0BOT", "A0APP", "U0HUMAN"
 GENERAL, DM = "C0GENERAL", "D0HUMAN"
 
 _ts = itertools.count(1)
+STREAM_METHODS = frozenset({"chat.startStream", "chat.appendStream", "chat.stopStream"})
 T = TypeVar("T")
 Json = dict[str, Any]
 
@@ -48,6 +55,21 @@ class ApiCall:
     token: str | None
     error: str | None = None
     """The error the fake answered with, if it failed the call."""
+    at: float = field(default_factory=time.monotonic)
+    """When the fake received it (time.monotonic)."""
+
+
+@dataclass(slots=True)
+class Posted:
+    """One message of the bot, as it reads now."""
+
+    channel: str
+    ts: str
+    thread_ts: str | None
+    text: str
+    streaming: bool = False
+    deleted: bool = False
+    updates: int = 0
 
 
 @dataclass(slots=True)
@@ -69,7 +91,7 @@ class FakeSlack:
     calls: list[ApiCall] = field(default_factory=list)
     acks: list[Json] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
-    messages: dict[str, list[Json]] = field(default_factory=dict)
+    channel_history: dict[str, list[Json]] = field(default_factory=dict)
     """Each channel's messages (thread replies included), oldest first: remembered or posted."""
     files: dict[str, bytes] = field(default_factory=dict)
     """File bytes served at `url_private`, by file id."""
@@ -78,10 +100,13 @@ class FakeSlack:
     people: dict[str, str] = field(default_factory=lambda: {HUMAN: "human"})
     """Display names `users.info` knows, by user id."""
     downloads: list[tuple[str, str | None]] = field(default_factory=list)
+    """(file id, token) of every download attempt."""
     login_redirect: bool = False
     """Answer a refused file download with a redirect to a sign-in page instead of a 403."""
-    """(file id, token) of every download attempt."""
     port: int = 0
+    messages: list[Posted] = field(default_factory=list)
+    native_refusal: str | None = None
+    """Answer the native streaming methods with this error (e.g. "not_allowed")."""
     ws_connected: asyncio.Event = field(default_factory=asyncio.Event)
     _ws: web.WebSocketResponse | None = None
     _runner: web.AppRunner | None = None
@@ -95,6 +120,13 @@ class FakeSlack:
 
     def calls_of(self, method: str) -> list[ApiCall]:
         return [c for c in self.calls if c.method == method]
+
+    def shown(self, channel: str | None = None) -> list[str]:
+        """What the bot's messages (in `channel`) read now, oldest first; deleted ones gone."""
+        return [m.text for m in self.messages if not m.deleted and channel in (None, m.channel)]
+
+    def ok_calls(self, method: str) -> list[ApiCall]:
+        return [c for c in self.calls_of(method) if c.error is None]
 
     @property
     def posts(self) -> list[ApiCall]:
@@ -120,14 +152,46 @@ class FakeSlack:
             ),
             None,
         )
-        self.calls.append(ApiCall(method, args, token, fault.error if fault else None))
+        if fault is None and self.native_refusal and method in STREAM_METHODS:
+            fault = Fault(method, self.native_refusal)
+        call = ApiCall(method, args, token, fault.error if fault else None)
+        self.calls.append(call)
         if fault is not None:
             fault.times -= 1
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             return web.json_response(
                 {"ok": False, "error": fault.error}, status=fault.status, headers=headers
             )
-        return web.json_response(self._answer(method, args, token))
+        answer = self._answer(method, args, token)
+        if not answer.get("ok"):
+            self.calls[self.calls.index(call)] = ApiCall(
+                method, args, token, str(answer.get("error")), call.at
+            )
+        return web.json_response(answer)
+
+    def _message(self, channel: Any, ts: Any) -> Posted | None:
+        return next((m for m in self.messages if m.channel == channel and m.ts == ts and not m.deleted), None)
+
+    def _stream(self, method: str, args: Json) -> Json:
+        """chat.startStream / appendStream / stopStream on the kept messages."""
+        text = str(args.get("markdown_text") or "") + "".join(
+            str(c.get("text", "")) for c in args.get("chunks") or [] if c.get("type") == "markdown_text"
+        )
+        channel = args.get("channel")
+        if method == "chat.startStream":
+            if not args.get("thread_ts"):
+                return {"ok": False, "error": "invalid_arguments"}
+            ts = next_ts()
+            self.messages.append(Posted(str(channel), ts, str(args["thread_ts"]), text, streaming=True))
+            return {"ok": True, "channel": channel, "ts": ts}
+        message = self._message(channel, args.get("ts"))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        if not message.streaming:
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        message.text += text
+        message.streaming = method != "chat.stopStream"
+        return {"ok": True, "channel": channel, "ts": message.ts}
 
     def _answer(self, method: str, args: Json, token: str | None) -> Json:
         if method == "apps.connections.open":
@@ -147,20 +211,36 @@ class FakeSlack:
                 "bot_id": BOT_ID,
                 "is_enterprise_install": False,
             }
+        if method in STREAM_METHODS:
+            return self._stream(method, args)
+        if method in ("chat.update", "chat.delete"):
+            message = self._message(args.get("channel"), args.get("ts"))
+            if message is None:
+                return {"ok": False, "error": "message_not_found"}
+            if method == "chat.delete":
+                message.deleted = True
+            else:
+                message.text, message.updates = str(args.get("text") or ""), message.updates + 1
+                message.streaming = False
+            return {"ok": True, "channel": message.channel, "ts": message.ts}
+        if method == "assistant.threads.setStatus":
+            return {"ok": True}
         if method == "chat.postMessage":
             ts = next_ts()
-            message = {
+            thread = args.get("thread_ts")
+            self.messages.append(Posted(str(args.get("channel")), ts, thread, str(args.get("text") or "")))
+            payload = {
                 "type": "message",
                 "text": args.get("text"),
                 "user": BOT_USER,
                 "bot_id": BOT_ID,
                 "ts": ts,
             }
-            stored = {**message, "channel": args.get("channel")}
+            stored = {**payload, "channel": args.get("channel")}
             if args.get("thread_ts"):
                 stored["thread_ts"] = args["thread_ts"]
             self.remember(stored)
-            return {"ok": True, "channel": args.get("channel"), "ts": ts, "message": message}
+            return {"ok": True, "channel": args.get("channel"), "ts": ts, "message": payload}
         if method in ("reactions.add", "reactions.remove"):
             return {"ok": True}
         if method == "users.info":
@@ -180,7 +260,7 @@ class FakeSlack:
     # ------------------------------------------------------------- conversations
     def remember(self, event: Json) -> Json:
         """Keep a message event in its channel's history (as Slack does for what people say)."""
-        self.messages.setdefault(str(event["channel"]), []).append(event)
+        self.channel_history.setdefault(str(event["channel"]), []).append(event)
         return event
 
     def seed(
@@ -210,7 +290,7 @@ class FakeSlack:
         root = str(args.get("ts"))
         thread = [
             m
-            for m in self.messages.get(str(args.get("channel")), [])
+            for m in self.channel_history.get(str(args.get("channel")), [])
             if root in (m["ts"], m.get("thread_ts"))
         ]
         found = self._window(sorted(thread, key=lambda m: float(m["ts"])), args)
@@ -225,7 +305,7 @@ class FakeSlack:
         """`conversations.history`: top-level messages, newest first."""
         top = [
             m
-            for m in self.messages.get(str(args.get("channel")), [])
+            for m in self.channel_history.get(str(args.get("channel")), [])
             if m.get("thread_ts") in (None, m["ts"])
         ]
         found = sorted(self._window(top, args), key=lambda m: float(m["ts"]), reverse=True)

@@ -5,7 +5,9 @@ pointed at it through its `api_base_url` / `gateway_url` settings. It knows one 
 with two text channels, a public thread under the first, two people (alice has the
 "helpers" role) and the bot, plus DMs. It records every REST call, and can refuse sends
 (403), rate-limit them (429), reject the token (401), fail the command sync, drop the
-gateway connection and replay events on the RESUME that follows.
+gateway connection and replay events on the RESUME that follows. Messages the bot
+sent can be edited (PATCH) and deleted (DELETE); `rate_limit` answers any route with
+429s (`retry_after`), and every call is recorded with its (monotonic) time.
 
 Adapted from /work/shared/reference/fakes/fake_discord.py.
 """
@@ -16,15 +18,16 @@ import contextlib
 import itertools
 import json
 import re
+import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bots.testing.server import serve_on_loopback
 from core.testing import eventually
-from tests.fakes.server import serve_on_loopback
 
 JSON = dict[str, Any]
 
@@ -75,6 +78,20 @@ class Call:
     json: Any
     headers: dict[str, str]
     query: dict[str, str]
+    at: float = field(default_factory=time.monotonic)
+    """When the fake received it (time.monotonic)."""
+    status: int = 200
+    """What the fake answered (set once it decided)."""
+
+
+@dataclass
+class RouteLimit:
+    """Answer calls matching `method` + `path_regex` with 429 (`retry_after` s), `times` times."""
+
+    method: str
+    path_regex: str
+    times: int
+    retry_after: float = 0.05
 
 
 class FakeDiscord:
@@ -116,6 +133,7 @@ class FakeDiscord:
         """Sends and typing in these channels get 403 Missing Permissions."""
         self.rate_limited_sends = 0
         """The next N message sends get a 429 first."""
+        self.route_limits: list[RouteLimit] = []
         self.retry_after = 0.05
         self.fail_command_sync = False
         self.replay_on_resume = 0
@@ -129,6 +147,8 @@ class FakeDiscord:
         self._messages_sent: list[JSON] = []
         self._dispatched_messages: list[JSON] = []
         self._ws: web.WebSocketResponse | None = None
+        self._clients: list[web.WebSocketResponse] = []
+        """Every open gateway connection (several processes or shards may connect)."""
         self._zctx: Any = None
         self._seq = 0
         self._runner: web.AppRunner | None = None
@@ -419,10 +439,18 @@ class FakeDiscord:
             self._record(call)
             limits = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
             return jresp({"url": self.gateway_url, "shards": 1, "session_start_limit": limits})
+        if (limited := self._route_limit(call)) is not None:
+            return limited
         listing = re.fullmatch(r"/channels/(\d+)/messages", p)
         if m == "GET" and listing:
             return self._channel_history(call, listing.group(1))
         channel = re.fullmatch(r"/channels/(\d+)/(typing|messages)", p)
+        message = re.fullmatch(r"/channels/(\d+)/messages/(\d+)", p)
+        if m in ("PATCH", "DELETE") and message:
+            return self._message_change(call, message.group(1), message.group(2))
+        if m == "DELETE" and re.fullmatch(r"/channels/\d+/messages/\d+/reactions/[^/]+/@me", p):
+            self._record(call)
+            return web.Response(status=204)
         if m == "POST" and channel:
             return self._channel_post(call, channel.group(1), channel.group(2))
         if m == "PUT" and re.fullmatch(r"/channels/\d+/messages/\d+/reactions/[^/]+/@me", p):
@@ -494,6 +522,46 @@ class FakeDiscord:
             return web.Response(status=404)
         return web.Response(body=data, content_type="application/octet-stream")
 
+    def rate_limit(self, method: str, path_regex: str, times: int = 1, retry_after: float = 0.05) -> None:
+        """The next `times` calls of this route get a 429 with `retry_after` (per-route limit)."""
+        self.route_limits.append(RouteLimit(method, path_regex, times, retry_after))
+
+    def _route_limit(self, call: Call) -> web.Response | None:
+        for limit in self.route_limits:
+            if limit.times > 0 and limit.method == call.method and re.fullmatch(limit.path_regex, call.path):
+                limit.times -= 1
+                call.status = 429
+                self._record(call)
+                headers = {
+                    "Via": "1.1 google",
+                    "Retry-After": f"{limit.retry_after:.3f}",
+                    "X-RateLimit-Scope": "user",
+                    "X-RateLimit-Bucket": f"fake-{limit.method}-{limit.path_regex}",
+                }
+                data = {
+                    "message": "You are being rate limited.",
+                    "retry_after": limit.retry_after,
+                    "global": False,
+                }
+                return jresp(data, status=429, headers=headers)
+        return None
+
+    def _message_change(self, call: Call, cid: str, mid: str) -> web.Response:
+        self._record(call)
+        msg = next((x for x in self._messages_sent if x["id"] == mid and x["channel_id"] == cid), None)
+        if msg is None or msg.get("deleted"):
+            call.status = 404
+            return jresp({"message": "Unknown Message", "code": 10008}, status=404)
+        if call.method == "DELETE":
+            msg["deleted"] = True
+            return web.Response(status=204)
+        body = call.json or {}
+        if "content" in body:
+            msg["content"] = body["content"] or ""
+        msg["edited_timestamp"] = now_iso()
+        msg["edits"] = msg.get("edits", 0) + 1
+        return jresp({k: v for k, v in msg.items() if k not in ("request", "edits", "deleted")})
+
     def _command(self, c: JSON) -> JSON:
         return {
             "id": snowflake(),
@@ -519,6 +587,15 @@ class FakeDiscord:
         """The messages the bot sent successfully to a channel, oldest first; each has the
         request body under "request"."""
         return [m for m in self._messages_sent if m["channel_id"] == channel_id]
+
+    def shown_in(self, channel_id: str) -> list[str]:
+        """What the bot's messages in a channel read now (edits applied, deleted ones gone)."""
+        return [m["content"] for m in self.sent_to(channel_id) if not m.get("deleted")]
+
+    def edits_of(self, message_id: str) -> list[Call]:
+        """Successful PATCHes of one message, oldest first."""
+        path = rf"/channels/\d+/messages/{message_id}"
+        return [c for c in self.calls_to("PATCH", path) if c.status == 200]
 
     async def wait_until(self, check: Any, timeout: float = 5.0) -> None:
         """Wait until `check()` is true."""
@@ -553,6 +630,18 @@ class FakeDiscord:
                 known.append(data)
         await self._send({"op": 0, "t": event, "s": self._seq, "d": data})
 
+    async def broadcast(self, event: str, data: JSON) -> None:
+        """Dispatch one event to every connected client, as a replay across two shards or
+        processes delivers it (uncompressed connections only)."""
+        self._seq += 1
+        text = json.dumps({"op": 0, "t": event, "s": self._seq, "d": data})
+        for ws in list(self._clients):
+            await ws.send_str(text)
+
+    @property
+    def connections(self) -> int:
+        return len(self._clients)
+
     async def disconnect(self, code: int = 4000) -> None:
         """Close the gateway connection as Discord does before a RESUME."""
         if self._ws is not None:
@@ -562,6 +651,7 @@ class FakeDiscord:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._ws = ws
+        self._clients.append(ws)
         wants_zlib = request.query.get("compress") == "zlib-stream"
         self._zctx = zlib.compressobj() if self.compress and wants_zlib else None
         hello = {"heartbeat_interval": self.heartbeat_interval_ms}
@@ -586,6 +676,7 @@ class FakeDiscord:
                     await self.dispatch("MESSAGE_CREATE", data)
                 await self.dispatch("RESUMED", {})
             # op 3 presence, op 8 request members: ignored
+        self._clients.remove(ws)
         if self._ws is ws:
             self._ws = None
         return ws
