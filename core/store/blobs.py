@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import shutil
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from core.store import jsonl
+from core.store.atomic import write_atomically
 from core.store.entries import SESSION_ID
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -42,24 +40,7 @@ def put(root: Path, session_id: str, blobs: Mapping[str, bytes], mkdirs: Callabl
         if path.exists():
             continue
         mkdirs(d)
-        tmp = d / f".{digest}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            try:
-                jsonl.write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomically(str(path), data)
 
 
 def get(root: Path, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:

@@ -43,7 +43,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +53,7 @@ from typing import Any, TypeVar
 from filelock import lock_descriptor, unlock_descriptor
 
 from core.store import blobs, jsonl
+from core.store.atomic import write_atomically
 from core.store.committer import Committer
 from core.store.deliveries import FileDeliveries
 from core.store.entries import (
@@ -214,26 +214,8 @@ class FileStore:
 
     def _write(self, path: str, entry: SessionEntry) -> None:
         data = json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
-        folder, name = os.path.split(path)
-        tmp = f"{folder}/.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        fd = self._in_dir(folder, lambda: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        try:
-            try:
-                # A short write (full disk) must fail here, or a cut entry replaces a good one.
-                jsonl.write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        folder = os.path.dirname(path)
+        write_atomically(path, data, create=lambda tmp: self._in_dir(folder, lambda: _create_new(tmp)))
 
     @contextlib.contextmanager
     def _key_lock(self, key: str) -> Iterator[None]:
@@ -533,6 +515,10 @@ def _mkdirs(d: Path) -> None:
     _mkdirs(d.parent)
     with contextlib.suppress(FileExistsError):
         d.mkdir(mode=0o700)
+
+
+def _create_new(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
 
 def _store_error(exc: OSError) -> StoreError:

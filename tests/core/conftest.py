@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from core.config import Config
+from core.gateway import Gateway
 from core.store.files import FileStore
+from core.testing import RecordingAgent
+from core.types import Agent
+
+Gateways = Callable[..., Gateway]
+"""`gateways(config, agent=None, store=None)`: a gateway on the test's file store."""
 
 
 @pytest.fixture
@@ -16,3 +23,20 @@ async def store(tmp_path: Path) -> AsyncIterator[FileStore]:
     store = FileStore(tmp_path / "state")
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def gateways(tmp_path: Path) -> AsyncIterator[Gateways]:
+    """Gateways on one file store folder (several stand for several processes); each is
+    closed, with its store, after the test."""
+    made: list[Gateway] = []
+
+    def make(config: Config, agent: Agent | None = None, store: FileStore | None = None) -> Gateway:
+        gw = Gateway(config, store or FileStore(tmp_path / "state"), agent or RecordingAgent())
+        made.append(gw)
+        return gw
+
+    yield make
+    for gw in made:
+        await gw.close(timeout=5)
+        await gw.store.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,24 +16,17 @@ from core.lanes import DROPPED_TEXT
 from core.store.files import FileStore
 from core.testing import Inbox, RecordingAgent, eventually
 from core.types import Inbound, SessionKey
+from tests.core.conftest import Gateways
 
 Factory = Callable[..., Gateway]
 
 
 @pytest.fixture
-async def make_gateway(tmp_path: Path) -> AsyncIterator[Factory]:
-    made: list[Gateway] = []
-
+def make_gateway(gateways: Gateways) -> Factory:
     def make(agent: RecordingAgent | None = None, **queue: object) -> Gateway:
-        config = Config(queue=QueueSettings(**queue))  # type: ignore[arg-type]
-        gw = Gateway(config, FileStore(tmp_path / "state"), agent or RecordingAgent())
-        made.append(gw)
-        return gw
+        return gateways(Config(queue=QueueSettings(**queue)), agent)  # type: ignore[arg-type]
 
-    yield make
-    for gw in made:
-        await gw.close(timeout=5)
-        await gw.store.close()
+    return make
 
 
 def msg(text: str, user: str = "alice", channel: str = "general", n: list[int] = [0]) -> Inbound:  # noqa: B006

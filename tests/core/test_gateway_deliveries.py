@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from core.limits import SLOW_DOWN_TEXT
 from core.store.files import FileStore
 from core.testing import Inbox, RecordingAgent
 from core.types import Inbound
+from tests.core.conftest import Gateways
 
 Factory = Callable[..., Gateway]
 
@@ -34,19 +35,11 @@ class SlowFirstCheckStore(FileStore):
 
 
 @pytest.fixture
-async def make_gateway(tmp_path: Path) -> AsyncIterator[Factory]:
-    made: list[Gateway] = []
-
+def make_gateway(gateways: Gateways) -> Factory:
     def make(agent: RecordingAgent | None = None, store: FileStore | None = None, **limits: int) -> Gateway:
-        config = Config(limits=LimitsSettings(**limits))
-        gw = Gateway(config, store or FileStore(tmp_path / "state"), agent or RecordingAgent())
-        made.append(gw)
-        return gw
+        return gateways(Config(limits=LimitsSettings(**limits)), agent, store)
 
-    yield make
-    for gw in made:
-        await gw.close(timeout=5)
-        await gw.store.close()
+    return make
 
 
 def msg(text: str, n: int, user: str = "alice") -> Inbound:

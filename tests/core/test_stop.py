@@ -5,35 +5,27 @@ on one store here; tests/bots/test_stop.py does it with two real processes)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from core.config import Config, QueueSettings
 from core.gateway import STOP_SENT_TEXT, STOPPED_HERE_TEXT, Gateway
-from core.store.files import FileStore
 from core.testing import Inbox, SlowStreamAgent, eventually
 from core.types import Agent, Inbound, SessionKey
+from tests.core.conftest import Gateways
 
 Factory = Callable[..., Gateway]
 KEY = SessionKey("agent:main:test:alice:general")
 
 
 @pytest.fixture
-async def make_gateway(tmp_path: Path) -> AsyncIterator[Factory]:
-    made: list[Gateway] = []
-
+def make_gateway(gateways: Gateways) -> Factory:
     def make(agent: Agent, **queue: object) -> Gateway:
-        config = Config(queue=QueueSettings(**{"stop_poll_s": 0.05, **queue}))  # type: ignore[arg-type]
-        gw = Gateway(config, FileStore(tmp_path / "state"), agent)
-        made.append(gw)
-        return gw
+        settings = QueueSettings(**{"stop_poll_s": 0.05, **queue})  # type: ignore[arg-type]
+        return gateways(Config(queue=settings), agent)
 
-    yield make
-    for gw in made:
-        await gw.close(timeout=5)
-        await gw.store.close()
+    return make
 
 
 def msg(text: str, n: list[int] = [0]) -> Inbound:  # noqa: B006
