@@ -20,6 +20,9 @@ from core.types import ChatMessage
 
 DEFAULT_KEEP = 64
 """Records kept per transcript; grows to the largest `n` asked for (history_limit)."""
+DEFAULT_BUDGET = 64 * 1024 * 1024
+"""Characters of record content kept over all transcripts: a few conversations of huge
+messages must not hold the memory that thousands of ordinary ones would use."""
 
 
 @dataclass(slots=True)
@@ -29,13 +32,18 @@ class _Tail:
     """Bytes of the file read so far (always at a line end)."""
     records: deque[ChatMessage]
     progress: jsonl.Progress | None
+    weight: int = 0
+    """Characters of content in `records`."""
 
 
 class Tails:
-    def __init__(self, capacity: int = 2048) -> None:
+    def __init__(self, capacity: int = 2048, budget: int = DEFAULT_BUDGET) -> None:
         self.capacity = capacity
+        self.budget = budget
         self.keep = DEFAULT_KEEP
         self._tails: OrderedDict[str, _Tail] = OrderedDict()
+        self._weight = 0
+        """Sum of the remembered tails' weights."""
 
     def __len__(self) -> int:
         return len(self._tails)
@@ -46,19 +54,20 @@ class Tails:
         if n > self.keep:
             self.keep = n
             self._tails.clear()  # kept too few records for this caller
+            self._weight = 0
         tail = self._tails.get(path)
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            self._tails.pop(path, None)
+            self.forget(path)
             return [], None
         if tail is None or tail.inode != st.st_ino or tail.size != st.st_size:
             tail = self._refresh(path, tail)
         else:
             self._tails.move_to_end(path)
-        if n <= 0:
-            return [], tail.progress
-        return list(tail.records)[-n:], tail.progress
+        records = list(tail.records)[-n:] if n > 0 else []
+        self._trim()
+        return records, tail.progress
 
     def committed(
         self, path: str, start: int, end: int, records: Sequence[ChatMessage], progress: jsonl.Progress
@@ -68,12 +77,15 @@ class Tails:
         if tail is None:
             return
         if tail.size != start:
-            del self._tails[path]  # someone else wrote in between: read it again next time
+            self.forget(path)  # someone else wrote in between: read it again next time
             return
         self._extend(tail, list(records), progress, end)
+        self._trim()
 
     def forget(self, path: str) -> None:
-        self._tails.pop(path, None)
+        tail = self._tails.pop(path, None)
+        if tail is not None:
+            self._weight -= tail.weight
 
     def _refresh(self, path: str, tail: _Tail | None) -> _Tail:
         """Bring `tail` up to the file: read only what was appended, or all of the end."""
@@ -102,12 +114,25 @@ class Tails:
         tail.records.extend(records)
         tail.progress = progress or tail.progress
         tail.size = end
+        self._reweigh(tail)
 
     def _remember(self, path: str, tail: _Tail) -> None:
+        self.forget(path)
         self._tails[path] = tail
-        self._tails.move_to_end(path)
-        while len(self._tails) > self.capacity:
-            self._tails.popitem(last=False)
+        tail.weight = 0
+        self._reweigh(tail)
+
+    def _reweigh(self, tail: _Tail) -> None:
+        weight = sum(len(r.content) for r in tail.records)
+        self._weight += weight - tail.weight
+        tail.weight = weight
+
+    def _trim(self) -> None:
+        """Forget the least recently used tails past `capacity` or `budget` (the newest
+        one too, when it alone is over the budget: it is read from the file each time)."""
+        while self._tails and (len(self._tails) > self.capacity or self._weight > self.budget):
+            _, tail = self._tails.popitem(last=False)
+            self._weight -= tail.weight
 
 
 def _last_line_end(fd: int, size: int) -> int:
