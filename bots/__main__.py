@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bots import eventloop
 from bots.launcher import load_config
-from core.attachments import placeholder
 from core.config import ConfigError, Loaded
-from core.keys import validate_key
 from core.logs import setup_logging
-from core.responders import FutureResponder
 from core.types import StoreError
-
-if TYPE_CHECKING:
-    from bots.runtime import Runtime
 
 DEFAULT_CONFIG = Path("chatlane.toml")
 EXIT_USAGE = 2
-SHOW_RECORDS = 10_000
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+def _version() -> str:
+    try:
+        return version("chatlane")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown"
 
 
 def _load(path: str | None) -> Loaded:
@@ -45,27 +41,24 @@ def _load(path: str | None) -> Loaded:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from bots import admin
+
     p = argparse.ArgumentParser(prog="chatlane", description=__doc__)
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--version", action="version", version=f"chatlane {_version()}")
+    # Logging options work before the subcommand and after it: `chatlane run --log-level DEBUG`.
+    p.add_argument("--log-level", default=None, choices=LOG_LEVELS)
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", help="TOML config file (default ./chatlane.toml)")
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS)
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
     sub = p.add_subparsers(dest="command", required=True)
-
-    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--config", "-c", help="TOML config file (default ./chatlane.toml)")
-        return sp
-
-    with_config(sub.add_parser("run", help="run every enabled bot until Ctrl-C / SIGTERM"))
-    chat = with_config(sub.add_parser("chat", help="talk to the agent in this terminal"))
+    sub.add_parser("run", parents=[common], help="run every enabled bot until Ctrl-C / SIGTERM")
+    chat = sub.add_parser("chat", parents=[common], help="talk to the agent in this terminal")
     chat.add_argument("--user", default=None, help="your user name in the session key")
-    with_config(sub.add_parser("check", help="validate the config and say what would start"))
-    sessions = sub.add_parser("sessions", help="inspect and reset stored sessions")
-    ssub = sessions.add_subparsers(dest="action", required=True)
-    ls = with_config(ssub.add_parser("list", help="one row per session key"))
-    ls.add_argument("--json", action="store_true")
-    show = with_config(ssub.add_parser("show", help="a session's entry and transcript"))
-    show.add_argument("key")
-    show.add_argument("--json", action="store_true")
-    reset = with_config(ssub.add_parser("reset", help="start a new session for KEY"))
-    reset.add_argument("key")
+    sub.add_parser("check", parents=[common], help="validate the config and say what would start")
+    sessions = sub.add_parser("sessions", help="inspect, reset and prune stored sessions")
+    admin.add_parsers(sessions.add_subparsers(dest="action", required=True), common)
     return p
 
 
@@ -76,11 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chatlane: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    quiet = args.command in ("sessions", "chat") and args.log_level == "INFO"
-    setup_logging("WARNING" if quiet else args.log_level, loaded.secrets.values())
+    level = args.log_level
+    if level is None:  # the commands that print their own output stay quiet by default
+        level = "WARNING" if args.command in ("sessions", "chat", "check") else "INFO"
+    setup_logging(level, loaded.secrets.values(), args.log_format)
     if args.command != "sessions" or not getattr(args, "json", False):
         print(f"chatlane: using config {loaded.path}", file=sys.stderr)
     try:
+        if args.command == "chat" and sys.stdin.isatty():
+            from bots.console import ConsoleSettings
+            from bots.terminal import interactive
+
+            return interactive(loaded, args.user or loaded.section(ConsoleSettings).user)
         return eventloop.run(_dispatch(args, loaded))
     except ConfigError as exc:  # e.g. a plugin agent whose factory cannot be imported
         print(f"chatlane: config error: {exc}", file=sys.stderr)
@@ -90,10 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:  # e.g. an unusable state directory: a sentence, not a traceback
         print(f"chatlane: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `chatlane sessions list | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush does not fail again
+        return 0
 
 
 async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:
-    from bots import launcher
+    from bots import admin, launcher
     from bots.runtime import Runtime
 
     if args.command == "run":
@@ -106,15 +110,23 @@ async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:
             from bots.console import ConsoleSettings, chat
 
             return await chat(runtime, args.user or loaded.section(ConsoleSettings).user)
-        return await _sessions(args, runtime)
+        return await admin.run(args, runtime)
     finally:
         await runtime.close()
 
 
 async def _check(loaded: Loaded) -> int:
     from bots.launcher import plan
+    from bots.preflight import inspect
 
     c = loaded.config
+    findings = inspect(loaded)
+    errors = [f for f in findings if f.level == "error"]
+    for f in findings:
+        print(f"{f.level}: {f.text}", file=sys.stderr)
+    if errors:
+        print(f"config NOT OK: {loaded.path}: `chatlane run` would refuse to start ({len(errors)} problems)")
+        return 1
     agents = await _check_agents(loaded)
     print(f"config OK: {loaded.path}")
     print("\n".join(agents))
@@ -127,6 +139,7 @@ async def _check(loaded: Loaded) -> int:
     print(f"store: {c.store.backend} at {where}")
     for adapter, enabled, why in plan(loaded):
         print(f"{adapter.settings.section}: {'would start' if enabled else 'disabled'} ({why})")
+    print("not checked (needs a connection): ports in use, tokens the platforms reject, Redis reachable")
     return 0
 
 
@@ -156,108 +169,6 @@ async def _check_agents(loaded: Loaded) -> list[str]:
         if route.warning:
             print(f"chatlane: warning: binding {route.rule}: {route.warning}", file=sys.stderr)
     return lines
-
-
-async def _sessions(args: argparse.Namespace, runtime: Runtime) -> int:
-    store = runtime.store
-    if args.action == "list":
-        listing = await store.list()
-        rows = sorted(listing.entries, key=lambda e: e.last_interaction_at, reverse=True)
-        if args.json:
-            print(
-                json.dumps(
-                    [
-                        {
-                            "key": e.key,
-                            "sessionId": e.session_id,
-                            "turns": e.turns,
-                            "createdAt": _iso(e.created_at),
-                            "lastInteractionAt": _iso(e.last_interaction_at),
-                        }
-                        for e in rows
-                    ],
-                    indent=2,
-                )
-            )
-        else:
-            print(f"{'KEY':<60} {'SESSION':<32} {'TURNS':>5}  {'CREATED':<25} LAST")
-            for e in rows:
-                print(
-                    f"{e.key:<60} {e.session_id:<32} {e.turns:>5}  "
-                    f"{_iso(e.created_at):<25} {_iso(e.last_interaction_at)}"
-                )
-            print(f"{len(rows)} sessions")
-        for d in listing.damaged:
-            print(f"damaged: {d.key or '(key unknown)'} at {d.where}: {d.reason}", file=sys.stderr)
-        return 0
-    try:
-        key = validate_key(args.key)
-    except ValueError as exc:
-        print(f"chatlane: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.action == "reset":
-        responder = FutureResponder()
-        await runtime.gateway.reset(key, responder)
-        reply = await responder.reply
-        if reply.kind != "notice":
-            print(f"chatlane: {key}: {reply.text}", file=sys.stderr)
-            return 1
-        print(f"{key}: new session {reply.session_id}")
-        return 0
-    found = await store.get(key)
-    if found is None:
-        print(f"chatlane: no session for {key}", file=sys.stderr)
-        return 1
-    entry = found
-    records = await store.tail(entry.session_id, SHOW_RECORDS)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "key": entry.key,
-                    "sessionId": entry.session_id,
-                    "platform": entry.platform,
-                    "turns": entry.turns,
-                    "createdAt": _iso(entry.created_at),
-                    "sessionStartedAt": _iso(entry.session_started_at),
-                    "lastInteractionAt": _iso(entry.last_interaction_at),
-                    "model": entry.model,
-                    "transcript": [
-                        {
-                            "role": r.role,
-                            "content": r.content,
-                            "at": _iso(r.at),
-                            "interrupted": r.interrupted,
-                            **({"summary": True, "keeps": r.keeps} if r.summary else {}),
-                            "backfill": r.backfill,
-                            "author": r.author,
-                            "attachments": [
-                                {"name": a.name, "mime": a.mime, "size": a.size, "sha256": a.sha256}
-                                for a in r.attachments
-                            ],
-                        }
-                        for r in records
-                    ],
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
-        return 0
-    print(f"key:        {entry.key}\nsession:    {entry.session_id}\nturns:      {entry.turns}")
-    print(f"created:    {_iso(entry.created_at)}\nlast:       {_iso(entry.last_interaction_at)}")
-    if entry.model is not None:
-        print(f"model:      {entry.model}")
-    for r in records:
-        if r.summary:
-            print(f"=== summary: the agent sees this instead of the records above, except the last {r.keeps}")
-        mark = " (interrupted)" if r.interrupted else ""
-        mark += f" (backfill: {r.author or 'someone'})" if r.backfill else ""
-        files = "".join(
-            f"\n{placeholder(a)} {a.mime}, {a.size:,} bytes, sha256 {a.sha256[:12]}" for a in r.attachments
-        )
-        print(f"--- {r.role} {_iso(r.at)}{mark}\n{r.content}{files}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Terminal chat: `chatlane chat`. Session key `agent:<agent>:console:<user>:local`.
 
-On a terminal it prompts; otherwise it reads one message per line, prints each reply,
-and exits 0 after the last reply at end of input. Answers print as they stream, piece
+`chatlane chat` on a terminal is bots/terminal.py (readline, /help, /status, /new,
+Ctrl-C); here, as `chatlane run`'s console or from a pipe, it reads one message per
+line, prints each reply, and exits after the last reply at end of input: 0, or 1 if any
+message was not answered. Answers print as they stream, piece
 by piece; lines are taken while an answer prints (they queue in the conversation's
 lane), so `/stop` stops the answer in progress, which then ends with "(stopped)".
 Several such processes with one `--user` on one store are several writers of one
@@ -66,6 +68,7 @@ async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: Text
         out.flush()
     answers: asyncio.Queue[FutureResponder | None] = asyncio.Queue()
     printer = asyncio.create_task(_print_answers(answers, out, interactive), name="console printer")
+    unanswered = 0
     try:
         async for raw in _lines(stdin):
             text = raw.rstrip("\r\n")
@@ -75,17 +78,19 @@ async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: Text
                 out.write("you> ")
                 out.flush()
         answers.put_nowait(None)
-        await printer
+        unanswered = await printer
     finally:
         printer.cancel()
         await asyncio.gather(printer, return_exceptions=True)
     if interactive:
         out.write("\n")
-    return 0
+    return 1 if unanswered else 0  # scripts can tell that a message was not answered
 
 
-async def _print_answers(answers: asyncio.Queue[FutureResponder | None], out: TextIO, prompt: bool) -> None:
-    """Print each message's answer, in the order the messages were sent, as it streams."""
+async def _print_answers(answers: asyncio.Queue[FutureResponder | None], out: TextIO, prompt: bool) -> int:
+    """Print each message's answer, in the order the messages were sent, as it streams;
+    how many messages were not answered."""
+    unanswered = 0
     while (responder := await answers.get()) is not None:
         deltas = responder.deltas
         shown = ""
@@ -94,6 +99,7 @@ async def _print_answers(answers: asyncio.Queue[FutureResponder | None], out: Te
             out.flush()
             shown += piece
         reply = await responder.reply
+        unanswered += reply.kind not in ANSWERED
         if not shown:
             if reply.text:  # an empty `limited` reply: already told to slow down
                 out.write(f"{reply.text}\n")
@@ -104,15 +110,20 @@ async def _print_answers(answers: asyncio.Queue[FutureResponder | None], out: Te
         if prompt:
             out.write("you> ")
         out.flush()
+    return unanswered
 
 
-async def _say(runtime: Runtime, user: str, text: str) -> FutureResponder:
-    """Hand one line to the gateway as `user`; its responder streams the answer.
+ANSWERED = ("answer", "merged", "notice", "stopped")
+"""Reply kinds that answer a message (the rest: failed, dropped, refused, shutting down)."""
+
+
+def inbound_for(user: str, text: str) -> Inbound:
+    """One line typed by `user`, as the gateway takes it.
 
     Not gated by core/access.py: the console is the local user at this machine's
     terminal, with no platform allowlists or mentions to judge.
     """
-    inbound = Inbound(
+    return Inbound(
         platform="console",
         user=user,
         channel="local",
@@ -122,9 +133,13 @@ async def _say(runtime: Runtime, user: str, text: str) -> FutureResponder:
         mentioned_bot=True,
         display_name=user,
     )
+
+
+async def _say(runtime: Runtime, user: str, text: str) -> FutureResponder:
+    """Hand one line to the gateway as `user`; its responder streams the answer."""
     responder = FutureResponder()
     responder.stream()
-    await runtime.gateway.submit(inbound, responder)
+    await runtime.gateway.submit(inbound_for(user, text), responder)
     return responder
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from bots.console import ConsoleSettings
 from bots.discord.settings import DiscordSettings
 from bots.http.settings import HttpSettings
+from bots.preflight import inspect
 from bots.runtime import Runtime, Service, StartupError
 from bots.slack.settings import SlackSettings
 from core import config
@@ -78,6 +79,11 @@ def create_services(runtime: Runtime) -> list[Service]:
 
 async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or `stop`); the process exit code."""
+    findings = inspect(loaded)  # the very checks `chatlane check` makes
+    for finding in findings:
+        (log.error if finding.level == "error" else log.warning)("%s", finding.text)
+    if any(f.level == "error" for f in findings):
+        return 1
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -100,7 +106,7 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
         log.info("chatlane is up: agents %s, store %s; Ctrl-C stops", agents, loaded.config.store.backend)
         await stop.wait()
         log.info(
-            "stopping: finishing in-flight turns (up to %ss)",
+            "stopping: finishing in-flight turns (up to %ss; Ctrl-C again to stop them now)",
             loaded.config.queue.shutdown_timeout_s,
         )
         return 0
@@ -108,13 +114,35 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
         log.error("%s", exc)
         return 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await runtime.gateway.close()
+        await _close_gateway(runtime, loop)
         for service in reversed(started):
             try:
                 await service.stop()
             except Exception:
                 log.exception("%s did not stop cleanly", service.name)
         await runtime.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         log.info("stopped")
+
+
+async def _close_gateway(runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
+    """Let running turns finish; a second Ctrl-C / SIGTERM cancels them at once instead.
+
+    Either way every waiting sender is still answered (the adapters are stopped only
+    after this): a cut-off or queued message gets its "send it again" reply, which the
+    HTTP API sends as a 503, rather than a dropped connection.
+    """
+    hurry = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, hurry.set)
+    closing = asyncio.ensure_future(runtime.gateway.close())
+    hurried = asyncio.ensure_future(hurry.wait())
+    try:
+        await asyncio.wait({closing, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        if not closing.done():
+            log.warning("stopping now: cancelling the turns still running; their senders are told")
+            await runtime.gateway.close(timeout=0)
+        await closing
+    finally:
+        hurried.cancel()

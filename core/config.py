@@ -11,6 +11,8 @@ here and nowhere else, and held as `SecretStr` so they never print.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
 import tomllib
@@ -37,9 +39,13 @@ DmPolicy = Literal["open", "allowlist", "disabled"]
 
 
 class Section(BaseModel):
-    """A frozen TOML table: unknown keys are errors."""
+    """A frozen TOML table: unknown keys are errors, and so are values of the wrong type.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    strict: `port = "8765"` or `enabled = "yes"` is an error, never silently coerced. (The
+    TOML is validated as JSON, where strict mode still takes arrays for tuples.)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class OpenAISettings(Section):
@@ -99,7 +105,11 @@ def _one_or_many(value: Any) -> Any:
     return (value,) if isinstance(value, str) else value
 
 
-Names = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_one_or_many)]
+Names = Annotated[
+    tuple[Annotated[str, Field(min_length=1, strict=True)], ...],
+    BeforeValidator(_one_or_many),
+    Field(strict=False),  # the validator's tuple is not a JSON array: lax for the container only
+]
 """A string or a list of strings; any of them matches."""
 
 
@@ -363,15 +373,33 @@ def load_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
     try:
-        config = schema.model_validate(raw)
+        as_json = json.dumps(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(path, "", "dates and times are not valid values for any key") from None
+    try:
+        config = schema.model_validate_json(as_json)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        problem = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problem = err["msg"]
+        if err["type"] == "extra_forbidden":
+            problem = "unknown key" + _did_you_mean(schema, err["loc"])
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(path, key, problem + more) from None
     _check_agents(path, config)
     return Loaded(path=path.resolve(), config=config, secrets=_read_secrets(path, config, env))
+
+
+def _did_you_mean(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """` (did you mean `backend`?)` for a misspelt key, from the fields of its section."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        inner = field.annotation if field is not None else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return ""
+        model = inner
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.75)
+    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 def _check_agents(path: Path, config: Config) -> None:

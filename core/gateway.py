@@ -237,6 +237,17 @@ class Gateway:
         waiting, running = self.lanes.waiting(key)
         return SessionStatus(key, entry, waiting, running)
 
+    async def forget(self, key: SessionKey, *, idle_before: float | None = None) -> bool:
+        """Delete the key's session (entry and transcript) once no turn of it runs, in any
+        process: for one-off API requests and `chatlane sessions prune`. With `idle_before`,
+        only if its last interaction is still older than that (re-checked under the lock,
+        so a conversation that just came back to life is kept). True if deleted."""
+        async with self.store.lock_turn(key):
+            entry = await self.store.get(key)
+            if entry is None or (idle_before is not None and entry.last_interaction_at >= idle_before):
+                return False
+            return await self.store.delete(key, entry.session_id)
+
     async def _run_turn(self, key: SessionKey, batch: list[Pending]) -> None:
         started = time.perf_counter()
         try:
@@ -261,8 +272,18 @@ class Gateway:
         # Delivered after the turn lock is let go: a commit that was stored is answered,
         # whatever happens to the lease afterwards.
         await self._deliver(batch, reply)
+        elapsed = time.perf_counter() - started
         self.metrics.turns.labels(outcome).inc()
-        self.metrics.turn_latency.observe(time.perf_counter() - started)
+        self.metrics.turn_latency.observe(elapsed)
+        log.info(
+            "turn key=%s session=%s turn=%d outcome=%s latency_ms=%d messages=%d",
+            key,
+            reply.session_id[:8] or "-",
+            reply.turn,
+            outcome,
+            round(elapsed * 1000),
+            len(batch),
+        )
 
     async def _turn(self, key: SessionKey, batch: list[Pending]) -> tuple[str, Reply]:
         async with self.store.lock_turn(key) as lease:
@@ -425,9 +446,10 @@ class Gateway:
                 )
             )
             raise
-        except Exception:  # any agent failure: one plain answer, details in the log
+        except Exception as exc:  # any agent failure: one plain answer, details in the log
             self._streaming.discard(key)
-            log.exception("agent %s failed on %s", agent.name, key)
+            # One line (the formatter adds the exception and its cause); the traceback at DEBUG.
+            log.error("agent %s failed on %s", agent.name, key, exc_info=exc)
             await self._commit(lease, entry, [*summary, *new], turns=turn.turn)
             for p in fresh:
                 p.recorded = True

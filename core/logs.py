@@ -1,19 +1,29 @@
-"""Logging set-up, with every configured secret scrubbed from every record."""
+"""Logging set-up: one line per event, every configured secret scrubbed from every line.
+
+A failure is one line at ERROR: the message, then `: <ExceptionType>: <text>` of the
+exception (and of its cause, which usually names the real reason). Its traceback is
+printed only at `--log-level DEBUG`: a model that is down for an hour must not write a
+hundred lines per request. `--log-format json` writes one JSON object per line for log
+shippers, with the same fields, secrets scrubbed the same way.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from collections.abc import Iterable
+from typing import Literal
 
 REDACTED = "[redacted]"
+LogFormat = Literal["text", "json"]
 
 
-class RedactSecrets(logging.Filter):
-    """Replaces secret values in a record's final text (message, args and traceback)."""
+class RedactSecrets:
+    """Replaces secret values in text."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
         self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
@@ -21,23 +31,51 @@ class RedactSecrets(logging.Filter):
             text = text.replace(secret, REDACTED)
         return text
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        record.msg = self.scrub(record.getMessage())
-        record.args = None
-        if record.exc_info:
-            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        if record.stack_info:
-            record.stack_info = self.scrub(record.stack_info)
-        return True
+
+def exception_summary(exc: BaseException) -> str:
+    """`Type: text`, followed by `(cause: Type: text)` for a chained cause."""
+    out = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if cause is not None:
+        out += (
+            f" (cause: {type(cause).__name__}: {cause})"
+            if str(cause)
+            else f" (cause: {type(cause).__name__})"
+        )
+    return out
 
 
-def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+class _Formatter(logging.Formatter):
+    def __init__(self, redact: RedactSecrets, tracebacks: bool, fmt: LogFormat) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.redact, self.tracebacks, self.fmt = redact, tracebacks, fmt
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            message += f": {exception_summary(exc)}"
+        trace = self.formatException(record.exc_info) if record.exc_info and exc and self.tracebacks else ""
+        if self.fmt == "json":
+            obj = {
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                + f".{int(record.msecs):03d}Z",
+                "level": record.levelname,
+                "logger": record.name,
+                "message": message,
+            }
+            if trace:
+                obj["traceback"] = trace
+            return self.redact.scrub(json.dumps(obj, ensure_ascii=False))
+        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {message}"
+        if trace:
+            line += "\n" + trace
+        return self.redact.scrub(line)
+
+
+def setup_logging(level: str = "INFO", secrets: Iterable[str] = (), fmt: LogFormat = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secrets))
+    handler.setFormatter(_Formatter(RedactSecrets(secrets), tracebacks=level == "DEBUG", fmt=fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

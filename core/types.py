@@ -367,6 +367,12 @@ class SessionStore(Protocol):
 
     async def list(self) -> Listing: ...
 
+    async def delete(self, key: SessionKey, session_id: str) -> bool:
+        """Remove the key's entry and that session's transcript, only if the key still
+        maps to `session_id` (a compare-and-delete: never a session minted meanwhile).
+        True if it was removed."""
+        ...
+
     async def commit(self, commit: TurnCommit) -> None:
         """Store a turn durably, whole or not at all; `Fenced` if refused, `StoreError` if
         the store failed (and nothing was stored)."""

@@ -20,62 +20,57 @@ cancels only its wait; the turn completes and is stored. Rejected requests (toke
 size, JSON, key) are refused before anything reaches the gateway, so they never create
 a session. An agent failure is a 502 OpenAI-style error with `x-should-retry: false`:
 the user's message is already in memory, so an automatic retry would say it twice.
+
+Streaming (`"stream": true`) always ends: with a finish chunk and `data: [DONE]` for an
+answer, a merged answer (collect/interrupt) or a notice (`/new`); with an error event,
+a finish chunk and `[DONE]` when the turn fails after streaming began. A request refused
+before its first byte (queue full, shutting down, agent failed at once) gets the HTTP
+status instead (429/503/502), which the `openai` client turns into its own exceptions.
+In `queue.mode = "interrupt"` a running turn can be cancelled by the next message and its
+partial answer is never the answer, so streamed requests get their answer in one piece
+once their turn is complete: a streaming client never sees a cut-off answer as final.
+
+A request without a session (no `X-Session-Key`, no `user`) is a one-off: its session is
+deleted from the store once it is answered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import ipaddress
 import itertools
 import json
 import logging
-import time
 import uuid
-from typing import Any
 
 from aiohttp import web
 
-from bots.http.content import ContentError, read_content
+from bots.http import request as parsing
+from bots.http import wire
+from bots.http.errors import ApiError, openai_errors, shutting_down
+from bots.http.guard import ConnectionGuard, GuardedSite, derive_max_connections
 from bots.http.idempotency import Idempotency, OwnerResponder, caller_of
 from bots.http.settings import HttpSettings
 from bots.runtime import Runtime, StartupError
 from core.keys import parse_key
 from core.limits import SLOW_DOWN_TEXT
-from core.responders import FutureResponder
+from core.responders import QuietResponder
 from core.streaming import STOPPED_MARK
-from core.types import Closed, FileSource, Inbound, Reply
+from core.tasks import TaskSet
+from core.types import CancelReason, Closed, Inbound, Reply, SessionKey
 
 log = logging.getLogger("chatlane.http")
 
 SESSION_HEADER = "X-Session-Key"
 PLATFORM = "http"
 CHANNEL = "api"
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-_DONE = b"data: [DONE]\n\n"
-
-
-class ApiError(Exception):
-    """A request refused with an OpenAI-style error object."""
-
-    def __init__(
-        self, status: int, message: str, kind: str = "invalid_request_error", code: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
-
-    def response(self) -> web.Response:
-        body = {
-            "error": {"message": self.message, "type": self.kind, "param": None, "code": self.code or None}
-        }
-        headers = {"x-should-retry": "false"} if self.status == 502 else None
-        return _json(body, self.status, headers)
-
-
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=json.dumps(obj).encode(), status=status, content_type="application/json", headers=headers
-    )
+STATELESS_PREFIX = "anon-"
+RETRY_TEXT = "\n\n[Cut off; answering again from the start:]\n\n"
+"""Streamed when a turn is cancelled to be answered again (its commit was fenced out)."""
+SUPERSEDED_TEXT = "\n\n[The text above was cut off; the answer, together with later messages:]\n\n"
+"""Streamed before an answer that replaces what was streamed (should a mode ever allow it)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -85,6 +80,45 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name other than localhost may resolve anywhere
+
+
+def refusal(host: str, token_set: bool, token_env: str) -> str | None:
+    """Why the API must not start with these settings (`chatlane check` asks this too)."""
+    if token_set or is_loopback(host):
+        return None
+    return (
+        f"http: refusing to listen on {host!r} without a token: set the environment "
+        f'variable {token_env} (http.token_env), or use host = "127.0.0.1"'
+    )
+
+
+class _Events(QuietResponder):
+    """A request's view of its turn: streamed pieces (when `live`), then the one reply.
+
+    With an `Idempotency-Key`, `owner` stores the reply (for retries) before it is handed on.
+    """
+
+    def __init__(self, live: bool, owner: OwnerResponder | None = None) -> None:
+        self.live, self.owner = live, owner
+        self.queue: asyncio.Queue[str | Reply] = asyncio.Queue()
+        self.reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+    async def send(self, reply: Reply) -> None:
+        if self.owner is not None:
+            await self.owner.send(reply)
+        if not self.reply.done():
+            self.reply.set_result(reply)
+            self.queue.put_nowait(reply)
+
+    async def on_delta(self, text: str) -> None:
+        if self.live and not self.reply.done():
+            self.queue.put_nowait(text)
+
+    async def on_cancelled(self, reason: CancelReason) -> None:
+        # A fenced turn is answered again from the start: what was streamed of it must
+        # read as cut off. (Stopped and shut-down turns say so in the reply that follows.)
+        if self.live and reason == "retry" and not self.reply.done():
+            self.queue.put_nowait(RETRY_TEXT)
 
 
 class HttpService:
@@ -102,13 +136,18 @@ class HttpService:
         self._runner: web.AppRunner | None = None
         self._ids = itertools.count(1)
         self._instance = uuid.uuid4().hex[:12]  # ids unique across processes without a urandom call each
+        self._tasks = TaskSet("http")
+        self.guard = ConnectionGuard(
+            max_connections=self.settings.max_connections or derive_max_connections(),
+            header_timeout_s=self.settings.header_timeout_s,
+        )
         self.host = self.settings.host
         self.port = 0
         self._once = Idempotency(
             runtime.gateway.requests,
             self.settings.idempotency_wait_s,
-            completion=self._completion,
-            chunk=self._chunk,
+            completion=lambda ident, text, model: json.loads(wire.completion(ident, model, text)),
+            chunk=_chunk_of_delta,
             reply_error=_reply_error,
         )
 
@@ -119,7 +158,9 @@ class HttpService:
         return f"http://{host}:{self.port}/v1"
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app = web.Application(
+            client_max_size=self.settings.max_body_bytes, middlewares=[openai_errors, self.guard.middleware]
+        )
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model}", self._model)
@@ -129,31 +170,33 @@ class HttpService:
 
     async def start(self) -> None:
         s = self.settings
-        if self._token is None and not is_loopback(s.host):
-            raise StartupError(
-                f"http: refusing to listen on {s.host!r} without a token: set the environment "
-                f'variable {s.token_env} (http.token_env), or use host = "127.0.0.1"'
-            )
+        if (why := refusal(s.host, self._token is not None, s.token_env)) is not None:
+            raise StartupError(why)
         # handler_cancellation: a vanished client frees its handler at once; its turn
         # lives on in the lanes regardless.
         runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True, shutdown_timeout=5.0)
         await runner.setup()
+        site = GuardedSite(runner, s.host, s.port, self.guard)
         try:
-            await web.TCPSite(runner, s.host, s.port).start()
+            await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise StartupError(f"http: cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from exc
         self._runner = runner
-        self.port = runner.addresses[0][1]
+        self.port = site.bound_port
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self._tasks.close(timeout=5.0)
 
     def describe(self) -> str:
         auth = "Bearer token required" if self._token else "no token"
-        return f"OpenAI-compatible API at {self.base_url} ({auth})"
+        return (
+            f"OpenAI-compatible API at {self.base_url} ({auth}; "
+            f"up to {self.guard.max_connections} connections)"
+        )
 
     # ------------------------------------------------------------------ handlers
     def _authorize(self, request: web.Request) -> None:
@@ -172,83 +215,105 @@ class HttpService:
         Not gated by core/access.py: the API has no platform allowlists, mentions or
         DMs to judge; the bearer token (`_authorize`) is its access rule.
         """
+        self._authorize(request)
+        body = await self._body(request)
+        chat = parsing.parse(body)
+        n = next(self._ids)
+        inbound = dataclasses.replace(
+            self._inbound(request, chat, f"http-{self._instance}-{n}"), attachments=chat.files
+        )
         try:
-            self._authorize(request)
-            body = await self._body(request)
-            text, files, stream = _parse(body)
-            n = next(self._ids)
-            inbound = self._inbound(request, body, text, f"http-{self._instance}-{n}")
-            inbound = dataclasses.replace(inbound, attachments=files)
             key = self.runtime.gateway.key_for(inbound)
             model = parse_key(key).agent
-        except ApiError as err:
-            return err.response()
         except ValueError as exc:  # the ids make no valid session key
-            return ApiError(400, str(exc), code="invalid_session_key").response()
+            raise ApiError(400, str(exc), code="invalid_session_key") from None
         ident = f"chatcmpl-{self._instance}-{n}"
-        once = await self._once.begin(request, body, stream, key, ident)  # Idempotency-Key
+        once = await self._once.begin(request, body, chat.stream, key, ident)  # Idempotency-Key
         if isinstance(once, web.StreamResponse):  # a retry's stored answer, or an error
             return once
-        responder = once or FutureResponder()
-        deltas = responder.stream() if stream else None
+        owner = once if isinstance(once, OwnerResponder) else None
+        live = not chat.stream or self.runtime.loaded.config.queue.mode != "interrupt"
+        events = _Events(live, owner)
         try:
-            await self.runtime.gateway.submit(inbound, responder)
+            await self.runtime.gateway.submit(inbound, events)
         except Closed:
-            if isinstance(responder, OwnerResponder):  # frees its Idempotency-Key for a retry
-                await responder.send(Reply("", "shutdown", key))
-            return _shutting_down().response()
-        if deltas is None:
-            reply = await responder.reply
-            if isinstance(responder, OwnerResponder) and (stored := responder.response()) is not None:
+            if owner is not None:  # frees its Idempotency-Key for a retry
+                await owner.send(Reply("", "shutdown", key))
+            return shutting_down().response()
+        if chat.user is None and request.headers.get(SESSION_HEADER) is None:
+            # Owned, not tied to this handler: a client that leaves must not leave its session behind.
+            self._tasks.spawn(self._forget_after(key, events.reply), name=f"forget {key}")
+        if not chat.stream:
+            reply = await events.reply
+            if owner is not None and (stored := owner.response()) is not None:
                 return stored  # byte for byte what its retries get
             if (problem := _reply_error(reply)) is not None:
                 return problem.response()
-            return _json(self._completion(ident, reply.text, model), headers={SESSION_HEADER: key})
-        first = await deltas.get()
-        whole = first is None  # answered without streaming (notice, merged, failure...)
-        if first is None:
-            reply = responder.reply.result()
-            if (problem := _reply_error(reply)) is not None:
-                return problem.response()
-            first = reply.text
-        resp = web.StreamResponse(headers={**_SSE_HEADERS, SESSION_HEADER: key})
+            return web.Response(
+                body=wire.completion(ident, model, reply.text),
+                content_type="application/json",
+                headers={SESSION_HEADER: key},
+            )
+        first = await events.queue.get()
+        if isinstance(first, Reply) and (problem := _reply_error(first)) is not None:
+            return problem.response()  # nothing streamed yet: a real status
+        return await self._stream(request, events, first, ident, key)
+
+    async def _stream(
+        self, request: web.Request, events: _Events, first: str | Reply, ident: str, key: SessionKey
+    ) -> web.StreamResponse:
+        """SSE from the first piece on; ends with a finish chunk and [DONE], whatever the reply."""
+        resp = web.StreamResponse(headers={**wire.SSE_HEADERS, SESSION_HEADER: key})
+        model = parse_key(key).agent
         try:
             await resp.prepare(request)
-            await resp.write(self._chunk(ident, model, {"role": "assistant", "content": first}))
-            while not whole and (piece := await deltas.get()) is not None:
-                await resp.write(self._chunk(ident, model, {"content": piece}))
-            reply = responder.reply.result()
+            streamed = False
+            event = first
+            while isinstance(event, str):
+                await resp.write(wire.chunk(ident, model, event, first=not streamed))
+                streamed = True
+                event = await events.queue.get()
+            reply = event
             if (problem := _reply_error(reply)) is not None:  # failed after it began: too late for a status
-                error = {"message": problem.message, "type": problem.kind, "code": problem.code}
-                await resp.write(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
-            else:
-                if reply.kind == "stopped":  # `/stop` cut it short: say so at its end
-                    await resp.write(self._chunk(ident, model, {"content": f"\n\n{STOPPED_MARK}"}))
-                await resp.write(self._chunk(ident, model, {}, "stop"))
-            await resp.write(_DONE)
+                await resp.write(wire.error_event(problem.body()))
+            elif not streamed:  # answered in one piece (notice, merged, interrupt mode)
+                await resp.write(wire.chunk(ident, model, reply.text, first=True))
+            elif reply.kind == "stopped":  # `/stop` cut it short: say so at its end
+                await resp.write(wire.chunk(ident, model, f"\n\n{STOPPED_MARK}"))
+            elif reply.kind != "answer":  # what was streamed is not this reply's answer
+                await resp.write(wire.chunk(ident, model, SUPERSEDED_TEXT + reply.text))
+            await resp.write(wire.chunk(ident, model, finish=True))
+            await resp.write(wire.DONE)
             await resp.write_eof()
         except ConnectionResetError:  # the client left; the turn goes on without it
             log.debug("client of %s left mid-stream", key)
         return resp
 
-    async def _body(self, request: web.Request) -> Any:
+    async def _forget_after(self, key: SessionKey, reply: asyncio.Future[Reply]) -> None:
+        await reply
+        await self.runtime.gateway.forget(key)
+
+    async def _body(self, request: web.Request) -> object:
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, f"request body is over {limit} bytes (http.max_body_bytes)", code="too_large")
         try:
-            raw = await request.read()
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(
                 413, f"request body is over {limit} bytes (http.max_body_bytes)", code="too_large"
             ) from None
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        except TimeoutError:
+            raise ApiError(
+                408,
+                f"request body not received within {self.settings.body_timeout_s:g}s (http.body_timeout_s)",
+                code="timeout",
+            ) from None
+        return parsing.decode(raw)
 
-    def _agent_asked(self, body: dict[str, Any]) -> str | None:
+    def _agent_asked(self, model: str | None) -> str | None:
         """The agent the body's `model` names (None: none named); 404 for an unknown one."""
-        model = body.get("model")
         if not model:
             return None
         agents = self.runtime.gateway.agent_ids()
@@ -258,11 +323,11 @@ class HttpService:
                 f"no model {model!r}: the models here are the agents {', '.join(agents)} (GET /v1/models)",
                 code="model_not_found",
             )
-        return str(model)
+        return model
 
-    def _inbound(self, request: web.Request, body: dict[str, Any], text: str, message_id: str) -> Inbound:
+    def _inbound(self, request: web.Request, chat: parsing.ChatRequest, message_id: str) -> Inbound:
         header = request.headers.get(SESSION_HEADER)
-        asked = self._agent_asked(body)
+        asked = self._agent_asked(chat.model)
         if header is not None:
             try:
                 parts = parse_key(header.strip())
@@ -297,119 +362,46 @@ class HttpService:
                 PLATFORM,
                 parts.user,
                 parts.channel,
-                text,
+                chat.text,
                 message_id,
                 parts.thread,
                 True,
                 True,
                 agent=parts.agent,
             )
-        user = body.get("user")
+        user = chat.user
         sender = ""
-        if user is None or user == "":
-            user = f"anon-{uuid.uuid4().hex}"  # stateless: a session of its own
+        if user is None:
+            user = f"{STATELESS_PREFIX}{uuid.uuid4().hex}"  # stateless: a session of its own, deleted after
             sender = caller_of(request)  # [limits] count anonymous requests per API token
-        elif not isinstance(user, str):
-            raise ApiError(400, "'user' must be a string", code="invalid_type")
         # Under scope "channel" the user part is dropped: keep HTTP users apart anyway.
         channel = user if self.runtime.loaded.config.session.scope == "channel" else CHANNEL
         return Inbound(
-            PLATFORM, user, channel, text, message_id, None, True, True, user, agent=asked, sender=sender
+            PLATFORM, user, channel, chat.text, message_id, None, True, True, user, agent=asked, sender=sender
         )
 
-    def _completion(self, ident: str, text: str, model: str) -> dict[str, Any]:
-        return {
-            "id": ident,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-            ],
-        }
-
-    def _chunk(self, ident: str, model: str, delta: dict[str, str], finish: str | None = None) -> bytes:
-        chunk = {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
-        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
-    @staticmethod
-    def _model_object(agent_id: str) -> dict[str, Any]:
-        return {"id": agent_id, "object": "model", "created": 0, "owned_by": "chatlane"}
-
     async def _models(self, request: web.Request) -> web.Response:
-        try:
-            self._authorize(request)
-        except ApiError as err:
-            return err.response()
+        self._authorize(request)
         agents = self.runtime.gateway.agent_ids()
-        return _json({"object": "list", "data": [self._model_object(a) for a in agents]})
+        return web.Response(body=wire.model_list(agents), content_type="application/json")
 
     async def _model(self, request: web.Request) -> web.Response:
-        try:
-            self._authorize(request)
-        except ApiError as err:
-            return err.response()
+        self._authorize(request)
         model = request.match_info["model"]
         if model not in self.runtime.gateway.agent_ids():
-            return ApiError(404, f"no model {model!r}", code="model_not_found").response()
-        return _json(self._model_object(model))
+            raise ApiError(404, f"no model {model!r}", code="model_not_found")
+        return web.Response(
+            body=wire.model(model).model_dump_json().encode(), content_type="application/json"
+        )
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return _json({"status": "ok", "agent": self.agent_id})
+        return web.json_response({"status": "ok", "agent": self.agent_id})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        try:
-            self._authorize(request)
-        except ApiError as err:
-            return err.response()
+        self._authorize(request)
         return web.Response(
             body=self.runtime.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
-
-
-def _parse(body: Any) -> tuple[str, tuple[FileSource, ...], bool]:
-    """The new input (the last user message's text and files) and whether to stream; ApiError if malformed."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object", code="invalid_type")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' must be a non-empty array", code="invalid_type")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ApiError(400, "'stream' must be true or false", code="invalid_type")
-    if not isinstance(body.get("model", ""), str):
-        raise ApiError(400, "'model' must be a string", code="invalid_type")
-    for m in reversed(messages):
-        if not isinstance(m, dict):
-            raise ApiError(
-                400, "each message must be an object with 'role' and 'content'", code="invalid_type"
-            )
-        if m.get("role") == "user":
-            try:
-                text, files = read_content(m.get("content"))
-            except ContentError as exc:
-                raise ApiError(400, str(exc), code=exc.code) from None
-            if not text.strip() and not files:
-                raise ApiError(400, "the last user message is empty", code="empty_message")
-            return text, files, stream
-    raise ApiError(400, "'messages' has no message with role 'user'", code="no_user_message")
-
-
-def _shutting_down() -> ApiError:
-    return ApiError(
-        503, "the server is shutting down; send it again in a minute", "server_error", "shutting_down"
-    )
 
 
 def _reply_error(reply: Reply) -> ApiError | None:
@@ -421,8 +413,13 @@ def _reply_error(reply: Reply) -> ApiError | None:
     if reply.kind == "dropped":
         return ApiError(429, reply.text, "rate_limit_error", "queue_full")
     if reply.kind == "shutdown":  # nothing stored: safe to retry
-        return _shutting_down()
+        return shutting_down()
     return ApiError(502, reply.text, "server_error", "agent_failed")
+
+
+def _chunk_of_delta(ident: str, model: str, delta: dict[str, str], finish: str | None) -> bytes:
+    """`wire.chunk` in the shape bots/http/idempotency.py replays stored answers with."""
+    return wire.chunk(ident, model, delta.get("content"), first="role" in delta, finish=finish is not None)
 
 
 def create(runtime: Runtime) -> HttpService:

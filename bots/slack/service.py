@@ -157,6 +157,13 @@ class SlackService:
                 f"slack: auth.test via {self.settings.api_base_url} failed: {_why(exc)}"
                 f" (check the token in {self.settings.bot_token_env})"
             ) from None
+        except (AttributeError, TypeError, ValueError):
+            # slack_sdk fails inside its own response check when the body is not a JSON
+            # object (a proxy's error page, a wrong api_base_url): say that, in one line.
+            raise StartupError(
+                f"slack: auth.test via {self.settings.api_base_url} did not answer with Slack's JSON "
+                "(is slack.api_base_url right, e.g. https://slack.com/api/ ?)"
+            ) from None
         return Identity(str(who.get("user_id", "")), str(who.get("bot_id", "")), str(who.get("team_id", "")))
 
     def _secret(self, key: str, env_var: str, prefix: str, what: str) -> str:
@@ -322,7 +329,10 @@ class SlackService:
 
 def _why(exc: BaseException) -> str:
     if isinstance(exc, SlackApiError):
-        return str(exc.response.get("error", "unknown_error"))
+        data = getattr(exc.response, "data", None)
+        error = data.get("error") if isinstance(data, dict) else None
+        status = getattr(exc.response, "status_code", None) or getattr(exc.response, "status", "?")
+        return str(error or f"not a Slack API answer (HTTP {status})")
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -14,7 +14,6 @@ own retries (`max_retries`, with backoff) run before that.
 from __future__ import annotations
 
 import base64
-import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -26,8 +25,6 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionUserMess
 from core.attachments import inline_text, placeholder
 from core.config import AgentSettings
 from core.types import AgentError, ChatMessage, TurnInput
-
-log = logging.getLogger("chatlane.agents.openai")
 
 SUMMARY_PROMPT = "You summarise conversations for a chat assistant that will continue them."
 SUMMARY_REQUEST = (
@@ -129,23 +126,22 @@ class OpenAIAgent:
                     if chunk.choices and (piece := chunk.choices[0].delta.content):
                         answered = True
                         yield piece
+        # The AgentError carries the whole story; the gateway logs it as the failure's one line.
         except openai.APITimeoutError as exc:
-            log.error("%s: no answer within %ss (after %d retries)", where, o.timeout, o.max_retries)
-            raise AgentError(f"{where}: timed out") from exc
+            raise AgentError(
+                f"{where}: no answer within {o.timeout}s (after {o.max_retries} retries)"
+            ) from exc
         except openai.APIStatusError as exc:
-            log.error(
-                "%s: HTTP %d %s: %s", where, exc.status_code, _status_hint(exc.status_code), exc.message
-            )
-            raise AgentError(f"{where}: HTTP {exc.status_code}") from exc
+            hint = _status_hint(exc.status_code)
+            raise AgentError(
+                f"{where}: HTTP {exc.status_code} {hint}: {exc.message}".replace("  ", " ")
+            ) from exc
         except openai.APIConnectionError as exc:
-            log.error("%s: cannot connect: %s", where, exc.__cause__ or exc)
-            raise AgentError(f"{where}: connection failed") from exc
+            raise AgentError(f"{where}: cannot connect: {exc.__cause__ or exc}") from exc
         except openai.OpenAIError as exc:  # e.g. an error event in the middle of a stream
-            log.error("%s: %s: %s", where, type(exc).__name__, exc)
-            raise AgentError(f"{where}: {type(exc).__name__}") from exc
+            raise AgentError(f"{where}: {type(exc).__name__}: {exc}") from exc
         if not answered:
-            log.error("%s: the model returned an empty reply", where)
-            raise AgentError(f"{where}: empty reply")
+            raise AgentError(f"{where}: the model returned an empty reply")
 
     async def close(self) -> None:
         await self._client.close()

@@ -183,6 +183,19 @@ class FileStore(FileLayout):
 
         return await self._run(op)
 
+    async def delete(self, key: SessionKey, session_id: str) -> bool:
+        def op() -> bool:
+            with self._key_lock(key):
+                current = self._load_locked(key)
+                if current is None or current.session_id != session_id:
+                    return False
+                os.unlink(self._entry_file(key))
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._transcript_file(session_id))
+                return True
+
+        return await self._run(op)
+
     async def list(self) -> Listing:
         return await self._run(self._scan)
 

@@ -135,19 +135,39 @@ return 'ok'
 
 
 def safe_url(url: str) -> str:
-    """`url` without its password (in the user part or a `password=` query option)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = host + (f":{parts.port}" if parts.port else "")
-    except ValueError:
+    """`url` with no part of its userinfo (user or password) and no `password=` option.
+
+    The userinfo ends at the URL's LAST `@`: a password holding `#`, `?`, `/` or `@`
+    (not percent-encoded) would make a standard parser end the host early and print part
+    of the password as a "host" or "fragment".
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return "<unparsable URL>"
-    if parts.username:
-        netloc = f"{parts.username}@{netloc}"
+    _userinfo, at, rest = rest.rpartition("@")
+    masked = f"{scheme}://{'***@' if at else ''}{rest}"
+    try:
+        parts = urlsplit(masked)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number
+    except ValueError:
+        return f"{scheme}://{'***@' if at else ''}<unparsable host>"
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k.lower() != "password"])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+BAD_URL_HINT = (
+    "percent-encode any / ? # @ : in the password (e.g. # as %23), or put the password in the "
+    "environment variable named by store.password_env"
+)
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def url_problem(url: str) -> str:
+    """Why redis-py would refuse `url`, in words that quote no part of it."""
+    scheme = url.partition("://")[0].lower()
+    if scheme not in REDIS_SCHEMES:
+        return "it must start with redis://, rediss:// (TLS) or unix://"
+    return BAD_URL_HINT
 
 
 def _digest(key: str) -> str:
@@ -201,8 +221,9 @@ class RedisStore:
         try:
             with redis.Redis.from_url(url, **options) as probe:
                 probe.ping()
-        except ValueError as exc:
-            raise StoreError(f"store.url {safe_url(url)!r} is not a Redis URL: {exc}") from None
+        except ValueError:
+            # redis-py's message can quote a piece of the password as a "port": never print it.
+            raise StoreError(f"store.url {safe_url(url)!r} is not a Redis URL: {url_problem(url)}") from None
         except RedisError as exc:
             raise StoreError(f"cannot reach Redis at {safe_url(url)}: {exc}") from None
         client = aioredis.Redis.from_url(
@@ -333,6 +354,28 @@ class RedisStore:
             return entry, entry
 
         return await self._update(key, decide, "reset")
+
+    async def delete(self, key: SessionKey, session_id: str) -> bool:
+        name = self.entry_name(key)
+        with self._errors("delete"):
+            for _ in range(_MAX_ATTEMPTS):
+                async with self._r.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(name)
+                        raw = await pipe.get(name)
+                        try:
+                            current = self._parse(key, raw) if raw is not None else None
+                        except ValueError:
+                            current = None  # damaged: left for the next write to quarantine
+                        if current is None or current.session_id != session_id:
+                            return False
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.delete(name, self.transcript_name(session_id))
+                        await pipe.execute()
+                        return True
+                    except WatchError:
+                        continue
+        raise StoreError(f"Redis at {self.url}: delete of {key} lost {_MAX_ATTEMPTS} races in a row")
 
     async def _update(self, key: SessionKey, decide: Decide[R], what: str) -> R:
         """Read the entry under WATCH, `decide`, write only if nobody wrote in between."""

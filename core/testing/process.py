@@ -22,7 +22,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -95,12 +95,14 @@ class ChatlaneProcess:
         options: tuple[str, ...] = (),
         timeout: float = START_TIMEOUT_S,
         cwd: Path | None = None,
+        preexec_fn: Callable[[], object] | None = None,
     ) -> ChatlaneProcess:
         """Start it and wait until it logs that it is up; fails with its log if it exits first.
 
         `env` is laid over this process's environment; a None value removes that variable.
         `options` go before `run` (e.g. `("--log-level", "DEBUG")`). The log is appended to,
-        so one file can hold several runs of a restart loop.
+        so one file can hold several runs of a restart loop. `preexec_fn` runs in the
+        child before it starts (e.g. to lower its RLIMIT_NOFILE).
         """
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as err:
@@ -112,6 +114,7 @@ class ChatlaneProcess:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=err,
                 env=_environment(env),
+                preexec_fn=preexec_fn,
             )  # fmt: skip
         child = cls(proc, log, log_start)
         try:

@@ -96,8 +96,9 @@ async def test_openai_client_session_key_header_via_extra_headers(tmp_path: Path
         assert [e.key for e in await s.entries()] == [key]
 
 
-async def test_without_key_or_user_each_request_is_its_own_session(tmp_path: Path) -> None:
-    """Stateless requests get fresh sessions; the response header names each one."""
+async def test_without_key_or_user_each_request_is_its_own_session_deleted_after(tmp_path: Path) -> None:
+    """Stateless requests get fresh sessions (the response header names each one), and
+    leave nothing behind in the store once answered."""
     async with serve(tmp_path) as s, s.client() as client:
         keys = []
         for _ in range(2):
@@ -107,7 +108,13 @@ async def test_without_key_or_user_each_request_is_its_own_session(tmp_path: Pat
             assert "turn 1" in (raw.parse().choices[0].message.content or "")
             keys.append(raw.headers[SESSION_HEADER])
         assert keys[0] != keys[1]
-        assert sorted(e.key for e in await s.entries()) == sorted(keys)
+
+        async def store_is_empty() -> bool:
+            return not await s.entries()
+
+        # One-off sessions leave the store once answered: no entry, no transcript.
+        await eventually(store_is_empty)
+        assert not list((tmp_path / "state" / "transcripts").glob("*/*.jsonl"))
 
 
 async def test_only_the_last_user_message_is_new_input(tmp_path: Path) -> None:

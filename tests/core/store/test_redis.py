@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -59,7 +60,7 @@ def test_unreachable_redis_is_a_clear_startup_error_without_the_password() -> No
     with pytest.raises(StoreError) as caught:
         RedisStore.from_settings(StoreSettings(backend="redis", url=url), "also-secret")
     message = str(caught.value)
-    assert "cannot reach Redis at redis://bot@127.0.0.1:" in message
+    assert "cannot reach Redis at redis://***@127.0.0.1:" in message
     assert "hunter2" not in message and "also-secret" not in message
 
 
@@ -68,11 +69,25 @@ def test_a_url_that_is_not_redis_is_a_clear_error() -> None:
         RedisStore.from_settings(StoreSettings(backend="redis", url="http://127.0.0.1:1/"), None)
 
 
-def test_safe_url_drops_passwords_everywhere() -> None:
+def test_safe_url_drops_every_part_of_the_userinfo_and_password_options() -> None:
     assert safe_url("rediss://u:p4ss@host.example:6380/2?password=p4ss&ssl_cert_reqs=none") == (
-        "rediss://u@host.example:6380/2?ssl_cert_reqs=none"
+        "rediss://***@host.example:6380/2?ssl_cert_reqs=none"
     )
-    assert safe_url("redis://:p4ss@[::1]:6379") == "redis://[::1]:6379"
+    assert safe_url("redis://:p4ss@[::1]:6379") == "redis://***@[::1]:6379"
+    assert safe_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    "password", ["s3cr#et99", "s3cr?et99", "s3cr/et99", "s3cr@et99", "s3cr:et99", "s3#r@t/?:9"]
+)
+def test_no_piece_of_a_password_with_url_delimiters_is_ever_printed(password: str) -> None:
+    url = f"redis://user:{password}@127.0.0.1:1/0"
+    shown = safe_url(url)
+    pieces = {p for p in re.split(r"[#?/@:]", password) if len(p) >= 2}
+    assert not any(p in shown for p in pieces | {"user"}), shown
+    with pytest.raises(StoreError) as caught:
+        RedisStore.from_settings(StoreSettings(backend="redis", url=url), None)
+    assert not any(p in str(caught.value) for p in pieces), caught.value
 
 
 # ------------------------------------------------------------- keys and data

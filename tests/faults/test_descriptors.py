@@ -1,0 +1,116 @@
+"""Descriptor exhaustion: half-open connections must not starve admitted turns.
+
+A real `chatlane run` under RLIMIT_NOFILE 1024 (a common service default), 1,100
+connections that never finish their headers, and a client that keeps talking: its turns
+must all succeed, the half-open connections must be shed or timed out, and the log must
+stay a few lines long (before the guard: "couldn't save this conversation", clients
+timing out, and 129,622 "Too many open files" lines in 22 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import time
+from pathlib import Path
+
+import aiohttp
+
+from core.testing import ChatlaneProcess, write_config
+from tests.support.http import COMPLETIONS, body
+
+LIMIT = 1024
+HALF_OPEN = 1100
+HEADER_TIMEOUT_S = 2.0
+CLOSED_WITHIN_S = HEADER_TIMEOUT_S + 13.0
+"""A connection the kernel could not queue at once (a full accept queue under the burst)
+reaches the server only when its SYN-ACK is retried (1, 2, 4 s...): give those time."""
+
+
+def _limit_descriptors() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
+
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _half_open(port: int) -> Conn | None:
+    """A connection that sends part of a request's headers and then nothing."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return None
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: app")
+    return reader, writer
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    try:
+        async with asyncio.timeout(within):
+            await reader.read()  # until EOF: a 503, or nothing when timed out
+    except (TimeoutError, OSError):
+        return False
+    return True
+
+
+async def test_half_open_connections_under_a_1024_file_limit_do_not_starve_turns(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 8192) if hard != resource.RLIM_INFINITY else 8192
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))  # this test's own sockets
+    config = write_config(tmp_path, f"header_timeout_s = {HEADER_TIMEOUT_S}\n[agent]\necho_delay_ms = 50")
+    proc = await ChatlaneProcess.start(config, tmp_path / "chatlane.log", preexec_fn=_limit_descriptors)
+    answered: list[int] = []
+    failures: list[str] = []
+    conns: list[Conn] = []
+    closed: list[bool] = []
+    try:
+        connector = aiohttp.TCPConnector(limit=1)  # one keep-alive connection, made before the flood
+        async with aiohttp.ClientSession(connector=connector) as http:
+
+            async def turn(i: int) -> None:
+                async with http.post(proc.url + COMPLETIONS, json=body(f"m{i}", user="steady")) as r:
+                    payload = await r.json()
+                    if r.status != 200:
+                        failures.append(f"{r.status}: {payload}")
+                        return
+                    content = payload["choices"][0]["message"]["content"]
+                    assert content.startswith(f"echo: m{i}") and f"turn {i + 1} " in content
+                    answered.append(i)
+
+            await turn(0)
+            flood = asyncio.gather(*(_half_open(proc.port) for _ in range(HALF_OPEN)))
+            i = 1
+            while not flood.done():  # turns keep going while the flood arrives
+                await turn(i)
+                i += 1
+            conns = [c for c in await flood if c is not None]
+            started = time.monotonic()
+            while time.monotonic() - started < HEADER_TIMEOUT_S * 1.5:  # ... and while it sits there
+                await turn(i)
+                i += 1
+            closed = list(await asyncio.gather(*(_closed_by_server(r, CLOSED_WITHIN_S) for r, _ in conns)))
+        async with (  # a brand-new client, after the flood
+            aiohttp.ClientSession() as fresh,
+            fresh.post(proc.url + COMPLETIONS, json=body("after", user="new")) as r,
+        ):
+            assert r.status == 200
+        code = await proc.terminate()
+    finally:
+        for _, writer in conns:
+            writer.close()
+        with contextlib.suppress(ProcessLookupError):
+            await proc.kill()
+    log = proc.stderr().splitlines()
+    print(
+        f"\nhalf-open: {HALF_OPEN} opened, {len(conns)} connected, {sum(closed)} closed by the server; "
+        f"steady client: {len(answered)} turns answered, {len(failures)} failed; "
+        f"log: {len(log)} lines ({len(answered) + 1} of them one per turn)"
+    )
+    assert failures == []
+    assert answered == list(range(len(answered))) and len(answered) >= 3
+    assert all(closed), f"{closed.count(False)} half-open connections were never closed"
+    assert code == 0
+    assert not any("Too many open files" in line for line in log), log
+    about_the_flood = [line for line in log if "chatlane.gateway: turn " not in line]  # one per turn
+    assert len(about_the_flood) < 30, "\n".join(about_the_flood)
