@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from core.attachments import placeholder
-
 from core.keys import parse_key, validate_key
 from core.responders import FutureResponder
 from core.store.entries import SESSION_ID
