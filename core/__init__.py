@@ -3,8 +3,9 @@
 The layers, outside in (each module only calls the ones below it):
 
     gateway.py      the ONE door: submit(inbound, responder), reset(key), choose_model(key),
-                    status(key); the turn pipeline (lock -> resolve -> tail -> backfill? ->
-                    compaction? -> agent -> one commit -> deliver)
+                    stop(key), status(key), forget(key)
+    turns.py        the gateway's other half, the turn pipeline (lock -> resolve -> tail ->
+                    backfill? -> compaction? -> agent -> one fenced commit -> deliver)
     dedupe.py       at the door: a platform delivery answered once across processes
                     (Deliveries), arrival order kept (InOrder), retried requests (Requests)
     limits.py       at the door: `[limits]` per sender, counted in the store

@@ -7,19 +7,12 @@ sent before it; a stop does not queue (it is about the turn running now).
 
     submit: agent (bindings, core/routing.py) -> key -> first delivery? (core/dedupe.py)
             -> within [limits]? (core/limits.py) -> reset or /model command? -> lane
-    turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> first turn
-            of the session? read the thread (backfill) -> read attachments (blobs) ->
-            compaction? (a summary record, core/compaction.py) -> the key's agent streams
-            the reply -> ONE fenced commit of the (summary +) (backfill +) user + assistant
-            records -> let go of the lock -> deliver
+    turn:   see core/turns.py (lock -> resolve -> tail -> agent -> ONE fenced commit ->
+            deliver), the gateway's other half
 
 The agent id is the key's first part; every agent of the config has its own `Agent`
 (or one object serves them all, when a single one is handed in). `/model` is a
 command with a turn of its own in the lane, like a reset (core/model_choice.py).
-
-A refused commit (`Fenced`: another process holds a newer lease, or the key was reset
-there) stored nothing: the turn's messages go back to the front of their lane and are
-answered in a new turn that sees what the other process stored.
 
 Adapters gate messages (allowlists, mentions: see core/access.py) before `submit`.
 A reply is delivered only after its commit is durable. One error path:
@@ -29,58 +22,40 @@ the details, and the user's message is kept in memory where the store allows it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
 
-from core import context, model_choice
-from core.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
-from core.config import AgentSettings, Config
+from core.config import Config
 from core.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.keys import build_key, parse_key
-from core.lanes import Lanes, Pending, Retry
+from core.lanes import Lanes, Pending
 from core.limits import Limits
 from core.metrics import Metrics
 from core.reserver import Freshness, Reserver
 from core.routing import Router
+from core.turns import DEFAULT_MODEL_COMMAND, TurnPipeline
 from core.types import (
     Agent,
-    ChatMessage,
-    Fenced,
     Inbound,
     Reply,
     Responder,
-    SessionEntry,
     SessionKey,
     SessionStatus,
     SessionStore,
     StoreError,
-    TurnCommit,
-    TurnInput,
-    TurnLease,
 )
 
 log = logging.getLogger("chatlane.gateway")
 
-RESET_TEXT = "Started a new conversation."
-DEFAULT_MODEL_COMMAND = "/model"
 STOPPED_HERE_TEXT = "Stopped the answer in progress."
 STOP_SENT_TEXT = (
     "Asked to stop the answer in progress (nothing was running here; another process may run it)."
 )
 STOP_FAILED_TEXT = "Sorry, I couldn't pass on the stop just now. Please try again."
-MAX_FENCED_ATTEMPTS = 5
-"""A turn fenced out this many times in a row is answered with the store failure text."""
-STORE_FAILURE_TEXT = (
-    "Sorry, I couldn't save this conversation just now, so I didn't answer. Please try again."
-)
 
 
-class Gateway:
+class Gateway(TurnPipeline):
     def __init__(
         self,
         config: Config,
@@ -248,291 +223,6 @@ class Gateway:
                 return False
             return await self.store.delete(key, entry.session_id)
 
-    async def _run_turn(self, key: SessionKey, batch: list[Pending]) -> None:
-        started = time.perf_counter()
-        try:
-            async with batch[-1].responder.working():
-                outcome, reply = await self._turn(key, batch)
-        except Fenced as exc:
-            # Nothing of the turn was stored: its messages go back to the front of the lane.
-            self.metrics.fenced.inc()
-            self.metrics.turns.labels("fenced").inc()
-            attempts = max(p.fenced for p in batch) + 1
-            for p in batch:
-                p.fenced = attempts
-            if attempts < MAX_FENCED_ATTEMPTS:
-                log.warning("turn of %s fenced out (%s); answering its messages again", key, exc)
-                await batch[-1].responder.on_cancelled("retry")  # its stream starts over
-                raise Retry from exc
-            log.error("turn of %s fenced out %d times in a row; not answered: %s", key, attempts, exc)
-            outcome, reply = "fenced", Reply(STORE_FAILURE_TEXT, "failure", key)
-        except StoreError as exc:
-            log.error("turn of %s not answered: the store failed: %s", key, exc)
-            outcome, reply = "store_error", Reply(STORE_FAILURE_TEXT, "failure", key)
-        # Delivered after the turn lock is let go: a commit that was stored is answered,
-        # whatever happens to the lease afterwards.
-        await self._deliver(batch, reply)
-        elapsed = time.perf_counter() - started
-        self.metrics.turns.labels(outcome).inc()
-        self.metrics.turn_latency.observe(elapsed)
-        log.info(
-            "turn key=%s session=%s turn=%d outcome=%s latency_ms=%d messages=%d",
-            key,
-            reply.session_id[:8] or "-",
-            reply.turn,
-            outcome,
-            round(elapsed * 1000),
-            len(batch),
-        )
-
-    async def _turn(self, key: SessionKey, batch: list[Pending]) -> tuple[str, Reply]:
-        async with self.store.lock_turn(key) as lease:
-            if batch[0].reset:
-                keep: str | None = None
-                if self.config.session.keep_model_on_reset:
-                    old = await self.store.get(key)
-                    keep = old.model if old is not None else None
-                entry = await self.reserver.reset(key, model=keep)
-                self.metrics.sessions_minted.inc()
-                log.info("session of %s reset to %s", key, entry.session_id)
-                return "reset", Reply(RESET_TEXT, "notice", key, entry.session_id, 0)
-            if batch[0].model_command:
-                return await self._model_command(key, batch[0])
-            return await self._answer(lease, batch)
-
-    def _settings(self, key: SessionKey) -> tuple[str, AgentSettings]:
-        agent_id = parse_key(key).agent
-        return agent_id, self.router.settings(agent_id)
-
-    def _is_model_command(self, key: SessionKey, text: str) -> bool:
-        command = self.config.session.model_command
-        return bool(self._settings(key)[1].models) and model_choice.parse_command(text, command) is not None
-
-    async def _model_command(self, key: SessionKey, command: Pending) -> tuple[str, Reply]:
-        """`/model` shows the conversation's model; `/model NAME` switches it (in the lane,
-        under the turn lock, so no turn of this conversation runs meanwhile)."""
-        _, settings = self._settings(key)
-        word = self.config.session.model_command or DEFAULT_MODEL_COMMAND
-        name = model_choice.parse_command(command.inbound.text, word) or ""
-        if not settings.models:
-            return "model", Reply(model_choice.NO_MODELS_TEXT, "notice", key)
-        entry = await self.store.get(key)
-        chosen = entry.model if entry is not None and self.reserver.freshness.is_fresh(entry) else None
-        if not name:
-            text = model_choice.describe(settings, chosen, word)
-        elif name not in settings.models:
-            text = model_choice.refusal(settings, name)
-        elif name == model_choice.effective(settings, chosen):
-            text = model_choice.MODEL_UNCHANGED_TEXT.format(model=name)
-        else:
-            updated = None
-            for _ in range(3):  # a reset from another process may slip in between
-                entry, _created = await self.reserver.resolve(key)
-                updated = await self.store.set_model(key, entry.session_id, name)
-                if updated is not None:
-                    break
-            if updated is None:
-                raise StoreError(f"the session of {key} kept changing while choosing a model")
-            entry = updated
-            log.info("conversation %s now uses model %s", key, name)
-            text = model_choice.MODEL_SET_TEXT.format(model=name)
-        sid, turns = (entry.session_id, entry.turns) if entry is not None else ("", 0)
-        return "model", Reply(text, "notice", key, sid, turns)
-
-    @contextlib.asynccontextmanager
-    async def _stop_watch(self, key: SessionKey) -> AsyncIterator[None]:
-        """While the agent answers `key` here, poll the store's stop counter: a `/stop`
-        taken by another process (or host) advances it, and this process stops the turn.
-        Started under the turn lock, so a stop meant for another process's turn of the
-        key (which that process acts on) is already in the baseline."""
-        try:
-            seen = await self.store.stop_requests(key)
-        except StoreError as exc:
-            log.warning("turn of %s cannot be stopped from other processes: %s", key, exc)
-            yield
-            return
-
-        async def poll() -> None:
-            while True:
-                await asyncio.sleep(self.config.queue.stop_poll_s)
-                try:
-                    now = await self.store.stop_requests(key)
-                except StoreError as exc:
-                    log.warning("stop flag of %s unreadable: %s", key, exc)
-                    continue
-                # "Changed", not "grew": a Redis counter may expire and start again.
-                if now != seen and key in self._streaming and self.lanes.stop(key):
-                    log.info("turn of %s stopped on a request from another process", key)
-                    return
-
-        watcher = asyncio.create_task(poll(), name=f"stop watch {key}")
-        try:
-            yield
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-
-    async def _answer(self, lease: TurnLease, batch: list[Pending]) -> tuple[str, Reply]:
-        key = lease.key
-        agent_id, settings = self._settings(key)
-        agent = self.agents[agent_id]
-        entry, created = await self.reserver.resolve(key)
-        (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
-        raw = await self.store.tail(entry.session_id, settings.history_limit)
-        history = visible(raw)
-        backfill: list[ChatMessage] = []
-        if context.wants_backfill(entry.turns, raw):
-            batch_ids = {p.inbound.message_id for p in batch}
-            backfill = await context.fetch_backfill(batch[0].responder, batch_ids)
-        fresh = [p for p in batch if not p.recorded]
-        intakes = [
-            await context.read_attachments(self.store, entry.session_id, p.inbound, self.config.attachments)
-            for p in fresh
-        ]
-        now = self._clock()
-        new = [
-            ChatMessage("user", p.inbound.text, now, p.inbound.message_id, attachments=i.refs)
-            for p, i in zip(fresh, intakes, strict=True)
-        ]
-        recorded_ids = {p.inbound.message_id for p in batch if p.recorded and p.inbound.message_id}
-        # Messages cut off by an interrupt are already in memory: show them as new again.
-        carried = (
-            [m for m in history if m.role == "user" and m.message_id in recorded_ids] if recorded_ids else []
-        )
-        earlier = backfill + ([m for m in history if m not in carried] if carried else list(history))
-        blobs = await context.load_blobs(
-            self.store,
-            entry.session_id,
-            [*earlier, *carried, *new],
-            {ref.sha256: data for i in intakes for ref, data in i.files},
-            self.config.attachments.history_bytes if getattr(agent, "reads_attachments", True) else 0,
-        )
-        turn = TurnInput(
-            key,
-            entry.session_id,
-            entry.turns + 1,
-            earlier,
-            carried + new,
-            model=model_choice.effective(settings, entry.model),
-            blobs=blobs,
-        )
-        new = backfill + new  # stored with this turn's commit, so no other turn reads the thread again
-        pieces: list[str] = []
-        summary: list[ChatMessage] = []  # the summary record this turn made, if any
-        if problems := [line for i in intakes for line in i.problems]:
-            pieces.append("\n".join(problems) + "\n\n")
-            await batch[-1].responder.on_delta(pieces[0])
-        self._streaming.add(key)
-        try:
-            if needs_compaction(settings, raw, turn.history, turn.new_messages):
-                done = await compact(agent, settings, raw, turn.history, now=now, where=key)
-                if done is not None:
-                    turn = replace(turn, history=done.history)
-                    summary = [done.summary] if done.summary is not None else []
-            async with self._stop_watch(key):
-                stream = agent.stream(turn)
-                try:
-                    async for piece in stream:
-                        pieces.append(piece)
-                        await batch[-1].responder.on_delta(piece)
-                finally:
-                    await _close_stream(stream)
-        except asyncio.CancelledError:
-            reason = self.lanes.cancel_reason(key)
-            await asyncio.shield(
-                asyncio.gather(
-                    self._keep_interrupted(lease, entry, fresh, new),
-                    batch[-1].responder.on_cancelled(reason),
-                )
-            )
-            raise
-        except Exception as exc:  # any agent failure: one plain answer, details in the log
-            self._streaming.discard(key)
-            # One line (the formatter adds the exception and its cause); the traceback at DEBUG.
-            log.error("agent %s failed on %s", agent.name, key, exc_info=exc)
-            await self._commit(lease, entry, [*summary, *new], turns=turn.turn)
-            for p in fresh:
-                p.recorded = True
-            told = f"{settings.failure_message}\n\n{COMPACTED_NOTE}" if summary else settings.failure_message
-            return "agent_error", Reply(told, "failure", key, entry.session_id, turn.turn)
-        finally:
-            self._streaming.discard(key)
-        answer = "".join(pieces)
-        records = [*summary, *new, ChatMessage("assistant", answer, self._clock())]
-        await self._commit(lease, entry, records, turn.turn)
-        if summary:  # said once, in the reply of the turn that summarised
-            note = f"\n\n{COMPACTED_NOTE}"
-            await batch[-1].responder.on_delta(note)
-            answer += note
-        return "answered", Reply(answer, "answer", key, entry.session_id, turn.turn)
-
-    async def _keep_interrupted(
-        self, lease: TurnLease, entry: SessionEntry, fresh: list[Pending], new: list[ChatMessage]
-    ) -> None:
-        """Keep the messages of a cancelled turn in memory (as interrupted), fenced like
-        any commit: after a lost lease it is refused and they are answered afresh."""
-        records = [m if m.backfill else replace(m, interrupted=True) for m in new]
-        if not records:
-            return
-        try:
-            await self._commit(lease, entry, records, turns=entry.turns)
-        except (StoreError, Fenced) as exc:
-            log.warning("interrupted turn of %s: its messages were not kept: %s", entry.key, exc)
-            return
-        for p in fresh:
-            p.recorded = True
-
-    async def _commit(
-        self, lease: TurnLease, entry: SessionEntry, records: Sequence[ChatMessage], turns: int
-    ) -> None:
-        """The turn's one write: its records and progress, whole or not at all (fenced).
-
-        Once sent, a commit is seen through: a cancel that lands meanwhile (an interrupt,
-        `/stop`) waits for its outcome, and a stored turn is then answered, not redone.
-        """
-        commit = TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns)
-        sent = asyncio.ensure_future(self.store.commit(commit))
-        try:
-            await asyncio.shield(sent)
-        except asyncio.CancelledError:
-            await sent  # stored, refused or failed: that outcome stands
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            log.info("a turn of %s was stopped after its commit went out; it is answered", entry.key)
-
-    @staticmethod
-    async def _deliver(batch: list[Pending], reply: Reply) -> None:
-        """The reply to the last message; earlier ones of a merged batch hear it as merged."""
-        for p in batch[:-1]:
-            await p.responder.send(
-                reply
-                if reply.kind != "answer"
-                else Reply(reply.text, "merged", reply.session_key, reply.session_id, reply.turn)
-            )
-        await batch[-1].responder.send(reply)
-
     async def close(self, timeout: float | None = None) -> None:
         """Stop taking messages; let running turns finish within the timeout."""
         await self.lanes.close(self.config.queue.shutdown_timeout_s if timeout is None else timeout)
-
-
-async def _close_stream(stream: AsyncIterator[str]) -> None:
-    """Finish an agent's stream. A cancellation that hit while the stream waited at a
-    `yield` (e.g. during a slow send) is thrown into it, so every agent sees
-    `CancelledError` in its stream when its turn is interrupted or stopped."""
-    athrow = getattr(stream, "athrow", None)
-    frame_alive = getattr(stream, "ag_frame", None) is not None
-    if athrow is not None and frame_alive:
-        try:
-            await athrow(asyncio.CancelledError())
-        except (asyncio.CancelledError, StopAsyncIteration):
-            pass
-        except Exception:
-            log.exception("agent stream failed while being cancelled")
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except RuntimeError:  # it yielded again after the cancellation
-            log.warning("an agent stream went on after being cancelled")

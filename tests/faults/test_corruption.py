@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from core.gateway import STORE_FAILURE_TEXT
 from core.store.files import FileStore
 from core.testing import run_cli, write_config
+from core.turns import STORE_FAILURE_TEXT
 from core.types import SessionKey
 from tests.faults.harness import ROOT, fill_disk, inspect_state, mounted, remount
 from tests.support.http import body, serve

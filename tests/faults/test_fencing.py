@@ -25,11 +25,11 @@ import aiohttp
 import pytest
 
 from core.config import StoreSettings
-from core.gateway import STORE_FAILURE_TEXT
 from core.reserver import Reserver
 from core.store.redis import RedisStore
 from core.testing.process import ChatlaneProcess, write_config
 from core.testing.redis import RedisServer, unique_prefix
+from core.turns import STORE_FAILURE_TEXT
 from core.types import ChatMessage, SessionKey, TurnCommit
 from tests.faults.harness import fill_disk, mounted
 from tests.faults.tcp_proxy import proxy_to
