@@ -131,7 +131,7 @@ async def _check(loaded: Loaded) -> int:
     print(f"config OK: {loaded.path}")
     print("\n".join(agents))
     if c.store.backend == "redis":
-        from core.store.redis import safe_url
+        from core.store.redis_urls import safe_url
 
         where = safe_url(c.store.url)
     else:

@@ -22,17 +22,8 @@ entry itself is written only when a session is minted or reset. These scripts re
 keys they derive from values (the transcript of the entry's session), which a Redis
 Cluster would refuse: the store needs one Redis (or a primary with replicas).
 
-Atomicity. `reserve`, `touch` and `reset` are one WATCH/MULTI loop: WATCH the entry,
-read it, decide in Python, then MULTI/SET/EXEC, which Redis refuses if anyone wrote
-the entry after the WATCH; the loop then re-reads and decides again. This keeps the
-exact semantics of the file store, because freshness (`is_fresh`) and minting (`mint`)
-stay Python callables: a Lua script would have to re-implement the freshness policy
-(daily boundaries in local time) on the server, and Lua's cjson rounds timestamps to 14
-digits. The price is that `mint` may be called more than once under contention; only
-one minted entry is ever stored and returned as created, the others are discarded.
-Two hosts racing on a brand-new key therefore adopt one session id, and a reset is never
-reverted by a racing reserve (its SET makes the reserve's EXEC fail, and the retry
-sees the reset's entry).
+Entries (names, reads, the WATCH/MULTI loop that mints and resets, listing) are in
+core/store/redis_entries.py, URLs as printed in core/store/redis_urls.py.
 
 The turn lock (core/store/redis_lock.py) is a renewed `SET NX PX` with a random token.
 
@@ -45,45 +36,30 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
-import json
 import logging
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.config import StoreSettings
 from core.store import jsonl
-from core.store.entries import (
-    SESSION_ID,
-    entry_from_json,
-    entry_to_json,
-    find_key,
-    recover_entry,
-    report_quarantine,
-)
 from core.store.redis_blobs import RedisBlobs
 from core.store.redis_deliveries import RedisDeliveries
-from core.store.redis_lock import TurnLocks, TurnReads, redis_errors
+from core.store.redis_entries import GET_SCRIPT, RedisEntries, digest
+from core.store.redis_lock import TurnLocks, TurnReads
+from core.store.redis_urls import safe_url, url_problem
 from core.types import (
     Admission,
     ChatMessage,
-    Damaged,
     Fenced,
-    FreshCheck,
-    Listing,
-    Minter,
     RequestClaim,
     SessionEntry,
     SessionKey,
@@ -106,18 +82,6 @@ _COMMIT_MARK_S = 86_400
 _TAIL_HINT_MAX = 1000
 _SESSION_IN_RAW = re.compile(rb'"sessionId"\s*:\s*"([0-9a-f]{32})"')
 
-# KEYS[1] entry; ARGV[1] transcript name prefix. The entry and its last commit.
-_GET = """
-local raw = redis.call('get', KEYS[1])
-if not raw then return {false, false} end
-local ok, obj = pcall(cjson.decode, raw)
-if ok and type(obj) == 'table' and type(obj.sessionId) == 'string'
-    and string.match(obj.sessionId, '^[0-9a-f]+$') and #obj.sessionId == 32 then
-  return {raw, redis.call('lindex', ARGV[1] .. obj.sessionId, -1)}
-end
-return {raw, false}
-"""
-
 # KEYS[1] entry, KEYS[2] fence, KEYS[3] transcript, KEYS[4] commit mark;
 # ARGV[1] token, ARGV[2] session id, ARGV[3] the commit, ARGV[4] transcript_max, ARGV[5] mark ttl s.
 _COMMIT = """
@@ -134,47 +98,7 @@ return 'ok'
 """
 
 
-def safe_url(url: str) -> str:
-    """`url` with no part of its userinfo (user or password) and no `password=` option.
-
-    The userinfo ends at the URL's LAST `@`: a password holding `#`, `?`, `/` or `@`
-    (not percent-encoded) would make a standard parser end the host early and print part
-    of the password as a "host" or "fragment".
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "<unparsable URL>"
-    _userinfo, at, rest = rest.rpartition("@")
-    masked = f"{scheme}://{'***@' if at else ''}{rest}"
-    try:
-        parts = urlsplit(masked)
-        parts.port  # noqa: B018  # raises ValueError for a port that is not a number
-    except ValueError:
-        return f"{scheme}://{'***@' if at else ''}<unparsable host>"
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k.lower() != "password"])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-
-BAD_URL_HINT = (
-    "percent-encode any / ? # @ : in the password (e.g. # as %23), or put the password in the "
-    "environment variable named by store.password_env"
-)
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
-def url_problem(url: str) -> str:
-    """Why redis-py would refuse `url`, in words that quote no part of it."""
-    scheme = url.partition("://")[0].lower()
-    if scheme not in REDIS_SCHEMES:
-        return "it must start with redis://, rediss:// (TLS) or unix://"
-    return BAD_URL_HINT
-
-
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-class RedisStore:
+class RedisStore(RedisEntries):
     """`SessionStore` on Redis; safe for any number of processes on any number of hosts."""
 
     def __init__(
@@ -195,7 +119,7 @@ class RedisStore:
         self.blobs_max = blobs_max
         self._blobs = RedisBlobs(client, prefix, blobs_max)
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
-        self._get_script = client.register_script(_GET)
+        self._get_script = client.register_script(GET_SCRIPT)
         self._reads: dict[str, TurnReads] = {}
         """Key -> what its turn lock's script read, while this process holds that lock."""
         self._tails_read: dict[str, TurnReads] = {}
@@ -242,231 +166,11 @@ class RedisStore:
             blobs_max=settings.blobs_max,
         )
 
-    # ------------------------------------------------------------------ names
-    def entry_name(self, key: str) -> str:
-        return f"{self.prefix}:entry:{_digest(key)}"
-
-    def lock_name(self, key: str) -> str:
-        return f"{self.prefix}:turn:{_digest(key)}"
-
-    def fence_name(self, key: str) -> str:
-        return f"{self.prefix}:fence:{_digest(key)}"
-
-    def commit_name(self, commit_id: str) -> str:
-        if not _COMMIT_ID.fullmatch(commit_id):
-            raise ValueError(f"malformed commit id {commit_id[:40]!r}")
-        return f"{self.prefix}:commit:{commit_id}"
-
-    def transcript_name(self, session_id: str) -> str:
-        if not SESSION_ID.fullmatch(session_id):
-            raise ValueError(f"malformed session id {session_id[:40]!r}")
-        return f"{self.prefix}:transcript:{session_id}"
-
-    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
-        return redis_errors(self.url, what)
-
-    def _parse(self, key: SessionKey, raw: bytes) -> SessionEntry:
-        """ValueError with the reason when `raw` is not a valid entry of `key`."""
-        try:
-            entry = entry_from_json(json.loads(raw))
-        except UnicodeDecodeError:
-            raise ValueError("entry is not UTF-8") from None
-        if entry.key != key:
-            raise ValueError("entry holds a key that does not belong here")
-        return entry
-
-    @staticmethod
-    def _with_progress(entry: SessionEntry, last: bytes | None) -> SessionEntry:
-        """The entry as its last commit (`last`, a transcript element) left it."""
-        if not last:
-            return entry
-        try:
-            _records, progress = jsonl.decode_line(last)
-        except (ValueError, UnicodeDecodeError):
-            return entry
-        if progress is None:
-            return entry  # an older transcript format: the entry counted its turns
-        return replace(
-            entry,
-            turns=progress.turns,
-            last_interaction_at=progress.at,
-            updated_at=max(entry.updated_at, progress.at),
-        )
-
     # --------------------------------------------------------------- protocol
     async def ping(self) -> None:
         """`StoreError` unless Redis answers."""
         with self._errors("ping"):
             await self._r.ping()
-
-    async def get(self, key: SessionKey) -> SessionEntry | None:
-        if (found := self._reads.get(key)) is not None:
-            return self._entry_read_with_lock(key, found)
-        with self._errors("get"):
-            try:
-                raw, last = await self._get_script(
-                    keys=[self.entry_name(key)], args=[f"{self.prefix}:transcript:"]
-                )
-            except ResponseError as exc:
-                if "WRONGTYPE" not in str(exc):
-                    raise
-                return None  # damaged: quarantined by the next write of this key
-        if raw is None:
-            return None
-        try:
-            return self._with_progress(self._parse(key, raw), last)
-        except ValueError:
-            # Reported and quarantined by the next write of this key, which re-reads
-            # first: a concurrent rewrite may already have mended it.
-            return None
-
-    def _entry_read_with_lock(self, key: SessionKey, found: TurnReads) -> SessionEntry | None:
-        if found.entry is None:
-            return None
-        try:
-            entry = self._parse(key, found.entry)
-        except ValueError:
-            return None  # quarantined by the next write of this key, as in `get`
-        self._tails_read[entry.session_id] = found
-        return self._with_progress(entry, found.commits[-1] if found.commits else None)
-
-    async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
-        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, tuple[SessionEntry, bool]]:
-            if current is not None and is_fresh(current):
-                return None, (current, False)
-            entry = mint(key)
-            return entry, (entry, True)
-
-        return await self._update(key, decide, "reserve")
-
-    async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
-        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry | None]:
-            if current is None or current.session_id != session_id:
-                return None, None
-            updated = replace(current, model=model, updated_at=time.time())
-            return updated, updated
-
-        return await self._update(key, decide, "model choice")
-
-    async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
-        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry]:
-            entry = mint(key)
-            return entry, entry
-
-        return await self._update(key, decide, "reset")
-
-    async def delete(self, key: SessionKey, session_id: str) -> bool:
-        name = self.entry_name(key)
-        with self._errors("delete"):
-            for _ in range(_MAX_ATTEMPTS):
-                async with self._r.pipeline(transaction=True) as pipe:
-                    try:
-                        await pipe.watch(name)
-                        raw = await pipe.get(name)
-                        try:
-                            current = self._parse(key, raw) if raw is not None else None
-                        except ValueError:
-                            current = None  # damaged: left for the next write to quarantine
-                        if current is None or current.session_id != session_id:
-                            return False
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.delete(name, self.transcript_name(session_id))
-                        await pipe.execute()
-                        return True
-                    except WatchError:
-                        continue
-        raise StoreError(f"Redis at {self.url}: delete of {key} lost {_MAX_ATTEMPTS} races in a row")
-
-    async def _update(self, key: SessionKey, decide: Decide[R], what: str) -> R:
-        """Read the entry under WATCH, `decide`, write only if nobody wrote in between."""
-        self._forget_reads(key)  # the entry may change here
-        name = self.entry_name(key)
-        with self._errors(what):
-            for _ in range(_MAX_ATTEMPTS):
-                async with self._r.pipeline(transaction=True) as pipe:
-                    try:
-                        await pipe.watch(name)
-                        damage: str | None = None
-                        raw: bytes | None = None
-                        moved = ""
-                        try:
-                            raw = await pipe.get(name)
-                        except ResponseError as exc:
-                            if "WRONGTYPE" not in str(exc):
-                                raise
-                            damage = "the Redis value has the wrong type"
-                        current: SessionEntry | None = None
-                        if raw is not None:
-                            try:
-                                current = self._parse(key, raw)
-                            except ValueError as exc:
-                                damage = str(exc)
-                            else:
-                                last = await cast(
-                                    "Awaitable[bytes | None]",
-                                    pipe.lindex(self.transcript_name(current.session_id), -1),
-                                )
-                                current = self._with_progress(current, last)
-                        if damage is not None:
-                            current = recover_entry(key, raw or b"")
-                        new, result = decide(current)
-                        if new is None and damage is None:
-                            return result
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        if damage is not None:
-                            moved = f"{self.prefix}:quarantine:{_digest(key)}:{time.time_ns()}"
-                            pipe.rename(name, moved)
-                        written = new or current
-                        if written is not None:
-                            pipe.set(name, json.dumps(entry_to_json(written), separators=(",", ":")))
-                        await pipe.execute()
-                    except WatchError:
-                        continue
-                if damage is not None:
-                    report_quarantine(name, damage, moved, current)
-                return result
-        raise StoreError(f"Redis at {self.url}: {what} of {key} lost {_MAX_ATTEMPTS} races in a row")
-
-    async def list(self) -> Listing:
-        """Every entry under the prefix, by SCAN (never KEYS, which blocks Redis)."""
-        entries: list[SessionEntry] = []
-        damaged: list[Damaged] = []
-        head = f"{self.prefix}:entry:"
-        with self._errors("list"):
-            names = [n async for n in self._r.scan_iter(match=head + "*", count=_SCAN_COUNT)]
-            for i in range(0, len(names), _SCAN_COUNT):
-                batch = names[i : i + _SCAN_COUNT]
-                for name, raw in zip(batch, await self._r.mget(batch), strict=True):
-                    where = name.decode("utf-8", "replace")
-                    digest = where[len(head) :]
-                    if not _DIGEST.fullmatch(digest):
-                        continue  # another prefix that starts with ours
-                    if raw is None:
-                        if await self._r.type(name) != b"none":
-                            damaged.append(Damaged(where, "the Redis value has the wrong type"))
-                        continue
-                    try:
-                        entry = entry_from_json(json.loads(raw))
-                    except (ValueError, UnicodeDecodeError) as exc:
-                        damaged.append(Damaged(where, str(exc), find_key(raw)))
-                        continue
-                    if _digest(entry.key) != digest:
-                        damaged.append(
-                            Damaged(where, "entry holds a key that does not belong here", entry.key)
-                        )
-                        continue
-                    entries.append(entry)
-            if entries:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    for entry in entries:
-                        pipe.lindex(self.transcript_name(entry.session_id), -1)
-                    lasts = await pipe.execute()
-                entries = [self._with_progress(e, last) for e, last in zip(entries, lasts, strict=True)]
-            async for name in self._r.scan_iter(match=f"{self.prefix}:quarantine:*", count=_SCAN_COUNT):
-                raw = await self._r.get(name) if await self._r.type(name) == b"string" else None
-                damaged.append(Damaged(name.decode("utf-8", "replace"), "quarantined", find_key(raw or b"")))
-        entries.sort(key=lambda e: e.key)
-        return Listing(entries, damaged)
 
     async def commit(self, commit: TurnCommit) -> None:
         key = commit.lease.key
@@ -548,13 +252,6 @@ class RedisStore:
         finally:
             self._forget_reads(key)
 
-    def _forget_reads(self, key: str) -> None:
-        found = self._reads.pop(key, None)
-        if found is not None and found.entry is not None:
-            sid = _SESSION_IN_RAW.search(found.entry)
-            if sid is not None:
-                self._tails_read.pop(sid.group(1).decode(), None)
-
     # ----------------------------- deliveries and limits (core/store/redis_deliveries.py)
     async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
         with self._errors("delivery check"):
@@ -577,7 +274,7 @@ class RedisStore:
             return await self._deliveries.count_message(sender, per_minute, per_day)
 
     def stop_name(self, key: str) -> str:
-        return f"{self.prefix}:stop:{_digest(key)}"
+        return f"{self.prefix}:stop:{digest(key)}"
 
     async def request_stop(self, key: SessionKey) -> None:
         """INCR of the key's stop counter (kept a day: a turn polls it only while it runs)."""

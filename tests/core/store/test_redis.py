@@ -27,7 +27,8 @@ from core.config import Config, QueueSettings, StoreSettings
 from core.gateway import Gateway
 from core.reserver import Reserver, new_session_id
 from core.responders import QuietResponder
-from core.store.redis import RedisStore, safe_url
+from core.store.redis import RedisStore
+from core.store.redis_urls import safe_url
 from core.testing import Inbox, RecordingAgent, RedisServer, eventually, free_port, unique_prefix
 from core.turns import STORE_FAILURE_TEXT
 from core.types import ChatMessage, Fenced, Inbound, Reply, SessionKey, StoreError, TurnInput
