@@ -37,9 +37,8 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -61,7 +60,6 @@ from core.types import (
     ChatMessage,
     Fenced,
     RequestClaim,
-    SessionEntry,
     SessionKey,
     StoreError,
     TurnCommit,
@@ -70,17 +68,9 @@ from core.types import (
 
 log = logging.getLogger("chatlane.store")
 
-R = TypeVar("R")
-Decide = Callable[[SessionEntry | None], tuple[SessionEntry | None, R]]
-
-_DIGEST = re.compile(r"[0-9a-f]{64}")
-_COMMIT_ID = re.compile(r"[0-9a-f]{32}")
-_MAX_ATTEMPTS = 100
-_SCAN_COUNT = 500
 _STOP_TTL_S = 86_400
 _COMMIT_MARK_S = 86_400
 _TAIL_HINT_MAX = 1000
-_SESSION_IN_RAW = re.compile(rb'"sessionId"\s*:\s*"([0-9a-f]{32})"')
 
 # KEYS[1] entry, KEYS[2] fence, KEYS[3] transcript, KEYS[4] commit mark;
 # ARGV[1] token, ARGV[2] session id, ARGV[3] the commit, ARGV[4] transcript_max, ARGV[5] mark ttl s.
