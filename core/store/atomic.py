@@ -20,9 +20,13 @@ def _create(tmp: str) -> int:
     return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
 
-def write_atomically(path: str, data: bytes, *, create: Callable[[str], int] = _create) -> None:
+def write_atomically(
+    path: str, data: bytes, *, create: Callable[[str], int] = _create, sync_folder: bool = True
+) -> None:
     """Replace `path` with `data` (mode 0600). `create` opens the temporary file (the
-    file store passes one that makes a missing folder first)."""
+    file store passes one that makes a missing folder first). With `sync_folder` False
+    the caller takes over the folder's fsync (`sync_folder`), before anything that
+    depends on the rename is acknowledged."""
     folder, name = os.path.split(path)
     tmp = f"{folder}/.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     fd = create(tmp)
@@ -37,7 +41,13 @@ def write_atomically(path: str, data: bytes, *, create: Callable[[str], int] = _
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    if sync_folder:
+        sync_folder_of(path)
+
+
+def sync_folder_of(path: str) -> None:
+    """fsync the folder holding `path`, so a rename or a new name in it survives a power loss."""
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:

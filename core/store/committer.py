@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from core.store import jsonl
+from core.store.atomic import sync_folder_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,9 @@ class Committer:
         self._ensure_dir = ensure_dir
         """Makes a missing folder (a new fan-out folder, or a state folder removed while running)."""
         self._pending: list[_Pending] = []
+        self._folders: set[str] = set()
+        """Files whose folder (a rename or a new name in it) the next round must fsync
+        before it acknowledges anything."""
         self._round: asyncio.Task[None] | None = None
         self._sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatlane-sync")
 
@@ -72,6 +76,10 @@ class Committer:
         await done
         return Appended(written.start, written.end, stored=True)
 
+    def sync_before_next_round(self, path: str) -> None:
+        """The next round fsyncs the folder of `path` before it answers any turn."""
+        self._folders.add(path)
+
     def _open(self, path: str) -> int:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
         try:
@@ -85,9 +93,14 @@ class Committer:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                folders, self._folders = self._folders, set()
                 # Shielded: a round that started finishes (its files are synced or cut
                 # back and closed) even when the store closes mid-round.
-                failures = await asyncio.shield(loop.run_in_executor(self._sync_thread, _sync, batch))
+                failures = await asyncio.shield(
+                    loop.run_in_executor(self._sync_thread, _sync, batch, sorted(folders))
+                )
+                if folders and any(f is not None for f in failures):
+                    self._folders |= folders  # not known to be durable: the next round tries again
                 for item, failure in zip(batch, failures, strict=True):
                     if item.done.done():
                         continue  # its turn was cancelled; the outcome stands on disk
@@ -104,10 +117,25 @@ class Committer:
         self._sync_thread.shutdown(wait=True)
 
 
-def _sync(batch: list[_Pending]) -> list[OSError | None]:
-    """On the sync thread: make every written file durable, or cut it back; close them."""
+def _sync(batch: list[_Pending], folders: list[str]) -> list[OSError | None]:
+    """On the sync thread: make the pending folders, then every written file durable, or
+    cut the files back; close them. A folder that cannot be synced fails the round."""
     out: list[OSError | None] = []
+    folder_failure: OSError | None = None
+    for path in folders:
+        try:
+            sync_folder_of(path)
+        except FileNotFoundError:
+            pass  # the entry's folder is gone (state folder removed): nothing to keep
+        except OSError as exc:
+            folder_failure = exc
     for item in batch:
+        if folder_failure is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(item.fd, item.written.start)
+            os.close(item.fd)
+            out.append(folder_failure)
+            continue
         try:
             os.fdatasync(item.fd)
             out.append(None)

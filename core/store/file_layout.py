@@ -127,10 +127,11 @@ class FileLayout:
         """The entry as its last commit left it (from any thread: reads the file)."""
         return advanced(entry, jsonl.last_progress(self._transcript_file(entry.session_id)))
 
-    def _write(self, path: str, entry: SessionEntry) -> None:
+    def _write(self, path: str, entry: SessionEntry, *, sync_folder: bool = True) -> None:
         data = json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
         folder = os.path.dirname(path)
-        write_atomically(path, data, create=lambda tmp: self._in_dir(folder, lambda: _create_new(tmp)))
+        create: Callable[[str], int] = lambda tmp: self._in_dir(folder, lambda: _create_new(tmp))  # noqa: E731
+        write_atomically(path, data, create=create, sync_folder=sync_folder)
 
     @contextlib.contextmanager
     def _key_lock(self, key: str) -> Iterator[None]:

@@ -150,16 +150,25 @@ class FileStore(FileLayout):
         return entry
 
     async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
+        # A minted entry's folder is fsync'd by the sync round of the next commit (the
+        # first thing that depends on it being durable), not here: one fsync less on a
+        # new conversation's first turn, and the folder syncs of a round share one
+        # journal commit. The entry file itself is fsync'd before its rename.
+        path = self._entry_file(key)
+
         def op() -> tuple[SessionEntry, bool]:
             with self._key_lock(key):
                 current = self._load_locked(key)
                 if current is not None and is_fresh(current):
                     return current, False
                 entry = mint(key)
-                self._write(self._entry_file(key), entry)
+                self._write(path, entry, sync_folder=False)
                 return entry, True
 
-        return await self._run(op)
+        entry, created = await self._run(op)
+        if created:
+            self._committer.sync_before_next_round(path)
+        return entry, created
 
     async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
         def op() -> SessionEntry | None:
