@@ -15,8 +15,10 @@ Layout under the state directory (dirs 0700, files 0600):
 
 Every operation touches a fixed number of files, so it costs the same at 100 sessions
 and at 100,000. Entry writes are atomic (temp file, fsync, os.replace, fsync of the
-folder) and happen only when a session is minted or reset: after a kill -9 at any
-point every entry is either the old or the new one.
+folder; for a minted session the folder fsync is done by the first commit's sync round,
+before anything depending on it is acknowledged) and happen only when a session is
+minted or reset: after a kill -9 at any point every entry is either the old or the new
+one.
 
 A turn's only write is its commit: one line appended to the session's transcript and
 fdatasync'd (jsonl.py), cut back off if the write fails, so a turn is stored whole or
