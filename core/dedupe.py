@@ -49,10 +49,6 @@ class RecentSet:
         return len(self._seen)
 
 
-RecentIds = RecentSet
-"""The name adapters use for delivery ids."""
-
-
 Delivery = tuple[str, str]
 """One id of a platform delivery and the reason to give when it was seen before, e.g.
 `("retry", "event:Ev123")` or `("twin", "message:C1:1700000000.000100")`."""

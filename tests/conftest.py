@@ -2,4 +2,9 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.support.discord", "tests.support.redis"]
+pytest_plugins = [
+    "tests.support.discord",
+    "tests.support.llm",
+    "tests.support.plugins",
+    "tests.support.redis",
+]

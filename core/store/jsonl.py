@@ -188,23 +188,6 @@ def write_commit(fd: int, line: bytes, commit_id: str) -> Written:
     return Written(size, size + len(data), stored=True)
 
 
-def append_commit(path: str, line: bytes, commit_id: str) -> bool:
-    """Append one commit line durably (see `write_commit`); False if it was already there."""
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        w = write_commit(fd, line, commit_id)
-        if w.stored:
-            try:
-                os.fdatasync(fd)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, w.start)
-                raise
-        return w.stored
-    finally:
-        os.close(fd)
-
-
 def read_forward(fd: int, start: int, end: int) -> tuple[list[ChatMessage], Progress | None, int]:
     """The records of the whole lines in bytes [start, end) (which begins at a line start),
     the progress of the last commit among them, and where the last whole line ends."""

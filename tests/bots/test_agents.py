@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,20 +22,12 @@ from bots.testing.fake_slack import BOT_USER, DM, GENERAL, TEAM, message_event
 from core.compaction import COMPACTED_NOTE
 from core.testing.process import ChatlaneProcess, write_config
 from tests.fakes.fake_llm import FakeLLM
-from tests.fakes.plugin_agents import ENTRY_POINT, write_distribution
+from tests.fakes.plugin_agents import ENTRY_POINT
 from tests.support.http import body, serve
 from tests.support.slack import running
 
 PLUGIN = "tests.fakes.plugin_agents:make_shouting"
 TOKEN_ENV = "CHATLANE_TEST_DISCORD_TOKEN"
-
-
-@pytest.fixture
-def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    site = write_distribution(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("chatlane_testplug", None)
 
 
 # ------------------------------------------------------------------ HTTP

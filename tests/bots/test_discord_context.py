@@ -4,40 +4,17 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from bots.testing.fake_discord import FakeDiscord
-from core.agents.openai import BACKFILL_INTRO, OpenAIAgent
-from core.config import AgentSettings, OpenAISettings
+from core.agents.openai import BACKFILL_INTRO
 from tests.bots.test_discord_bot import reply_texts, turn_of
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.files import log_text, png
 from tests.support.discord import StartBot
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as server:
-        yield server
-
-
-WHEN = re.compile(r" \(\d{4}-\d\d-\d\d \d\d:\d\d UTC\):")
-
-
-def untimed(content: object) -> object:
-    """A backfilled line without its time (the fakes' times are all "now")."""
-    return WHEN.sub(":", content, count=1) if isinstance(content, str) else content
-
-
-def model_agent(llm: FakeLLM, *, vision: bool = False) -> OpenAIAgent:
-    settings = AgentSettings(
-        backend="openai", openai=OpenAISettings(base_url=llm.base_url, max_retries=0, vision=vision)
-    )
-    return OpenAIAgent(settings, None)
+from tests.support.llm import model_agent, untimed
 
 
 def history_reads(fake: FakeDiscord, channel: str) -> int:

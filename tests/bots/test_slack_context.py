@@ -4,43 +4,20 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bots.slack.history import token_may_go_to
 from bots.testing.fake_slack import BOT_ID, BOT_USER, DM, GENERAL, Fault, message_event
-from core.agents.openai import BACKFILL_INTRO, OpenAIAgent
-from core.config import AgentSettings, OpenAISettings
+from core.agents.openai import BACKFILL_INTRO
 from tests.bots.test_slack_bot import transport, turn_of
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.files import log_text, png
+from tests.support.llm import model_agent, untimed
 from tests.support.slack import Transport, mention, running
 
 __all__ = ["transport"]  # fixture used here
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as server:
-        yield server
-
-
-WHEN = re.compile(r" \(\d{4}-\d\d-\d\d \d\d:\d\d UTC\):")
-
-
-def untimed(content: object) -> object:
-    """A backfilled line without its time (the fakes' times are all "now")."""
-    return WHEN.sub(":", content, count=1) if isinstance(content, str) else content
-
-
-def model_agent(llm: FakeLLM, *, vision: bool = False) -> OpenAIAgent:
-    settings = AgentSettings(
-        backend="openai", openai=OpenAISettings(base_url=llm.base_url, max_retries=0, vision=vision)
-    )
-    return OpenAIAgent(settings, None)
 
 
 async def test_first_mention_in_a_thread_gives_the_model_the_last_20_of_30_earlier_messages_once(

@@ -1,19 +1,19 @@
-"""RecentIds: one event gives one turn, and memory stays bounded."""
+"""RecentSet: one event gives one turn, and memory stays bounded."""
 
 from __future__ import annotations
 
-from core.dedupe import RecentIds
+from core.dedupe import RecentSet
 
 
 def test_an_id_is_new_only_once() -> None:
-    seen = RecentIds()
+    seen = RecentSet()
     assert seen.first_time("m1")
     assert not seen.first_time("m1")
     assert not seen.first_time("m1")
 
 
 def test_memory_is_bounded_and_forgets_the_oldest() -> None:
-    seen = RecentIds(capacity=100)
+    seen = RecentSet(capacity=100)
     for i in range(10_000):
         seen.first_time(str(i))
     assert len(seen) == 100

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -32,12 +32,6 @@ def _turn(history: Sequence[ChatMessage] = (), *new: str) -> TurnInput:
 
 async def _answer(agent: OpenAIAgent, turn: TurnInput) -> list[str]:
     return [piece async for piece in agent.stream(turn)]
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as fake:
-        yield fake
 
 
 async def test_streams_the_reply_in_pieces(llm: FakeLLM) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,9 @@ from core.gateway import Gateway
 from core.store.files import FileStore
 from core.testing.agents import Inbox
 from core.types import Inbound, Reply
-from tests.fakes.plugin_agents import ShoutingAgent, write_distribution
+from tests.fakes.plugin_agents import ShoutingAgent
 
 PLUGIN = "tests.fakes.plugin_agents"
-
-
-@pytest.fixture
-def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A real distribution registering the `testplug` entry point, on sys.path."""
-    site = write_distribution(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("chatlane_testplug", None)
 
 
 def write(tmp_path: Path, text: str) -> Path:

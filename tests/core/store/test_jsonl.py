@@ -49,6 +49,10 @@ def test_tail_returns_the_last_records_across_commits_and_old_single_record_line
 def test_a_commit_already_last_in_the_file_is_not_written_again() -> None:
     path = os.path.join(tempfile.mkdtemp(), "t.jsonl")
     line = jsonl.encode_commit("c" * 32, 1, 1.0, [ChatMessage("user", "x", 1.0)])
-    assert jsonl.append_commit(path, line, "c" * 32) is True
-    assert jsonl.append_commit(path, line, "c" * 32) is False
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        assert jsonl.write_commit(fd, line, "c" * 32).stored
+        assert not jsonl.write_commit(fd, line, "c" * 32).stored
+    finally:
+        os.close(fd)
     assert [m.content for m in jsonl.tail(path, 10)] == ["x"]
