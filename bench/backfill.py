@@ -31,9 +31,9 @@ from bots.slack.inbound import Identity
 from bots.slack.reply import Poster
 from core.agents.echo import EchoAgent
 from core.config import Config
-from core.gateway import Gateway
-from core.store.files import FileStore
-from core.types import Inbound, Reply
+from core.door.gateway import Gateway
+from core.model.messages import Inbound, Reply
+from core.store.files.store import FileStore
 
 THREAD = 30
 LIMIT = 20

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from bots.testing import ChatlaneProcess, RedisServer, find_redis_server, run_cli, write_config
 from core.config import StoreSettings
-from core.keys import build_key
-from core.testing import ChatlaneProcess, RedisServer, find_redis_server, run_cli, write_config
-from core.types import SessionKey, SessionStore
+from core.model.keys import SessionKey, build_key
+from core.store.base import SessionStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +45,11 @@ class StoreSpec:
 
     def open(self) -> SessionStore:
         if self.backend == "redis":
-            from core.store.redis import RedisStore
+            from core.store.redis.store import RedisStore
 
             settings = StoreSettings(backend="redis", url=self.url, prefix=self.prefix)
             return RedisStore.from_settings(settings, None)
-        from core.store.files import FileStore
+        from core.store.files.store import FileStore
 
         return FileStore(self.path)
 

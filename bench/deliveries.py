@@ -20,10 +20,11 @@ from pathlib import Path
 
 from bench.common import Options, Stores, StoreSpec, redis_url, scratch, timed_us
 from bench.report import Report
+from core.agents.base import TurnInput
 from core.config import Config
-from core.gateway import Gateway
-from core.responders import QuietResponder
-from core.types import Inbound, Reply, TurnInput
+from core.door.gateway import Gateway
+from core.model.messages import Inbound, Reply
+from core.turn.responders import QuietResponder
 
 HOUR = 3600.0
 

@@ -20,7 +20,7 @@ from bench.loadgen import run_plan
 from bench.pipeline import http_key
 from bench.report import Report
 from bench.verify import Conversation, check_replies, check_store
-from core.testing import ChatlaneProcess
+from bots.testing import ChatlaneProcess
 
 CONCURRENCY = 16
 RSS_TARGET_MB = 150.0

@@ -27,8 +27,8 @@ from bench.common import Options, scratch, server_config, sessions_list, start_s
 from bench.loadgen import run_plan
 from bench.report import Report
 from bench.verify import Conversation, check_replies, check_store
-from core.keys import build_key
-from core.testing.redis import RedisServer, find_redis_server
+from bots.testing.redis import RedisServer, find_redis_server
+from core.model.keys import build_key
 
 RPS_TARGET = 1000.0
 P99_TARGET_MS = 20.0

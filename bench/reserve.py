@@ -23,8 +23,11 @@ from typing import Any
 
 from bench.common import Options, Stores, StoreSpec, bench_key, redis_url, scratch, timed_us
 from bench.report import Report
-from core.reserver import Reserver
-from core.types import ChatMessage, SessionKey, SessionStore, TurnCommit
+from core.conversation.reserver import Reserver
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
+from core.model.sessions import TurnCommit
+from core.store.base import SessionStore
 
 HOT_TARGET_US = 100.0
 MINT_TARGET_MS = 2.0

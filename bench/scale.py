@@ -24,10 +24,12 @@ from pathlib import Path
 
 from bench.common import Options, bench_key, scratch, timed_us
 from bench.report import Report
-from core.reserver import Reserver
+from core.conversation.reserver import Reserver
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
+from core.model.sessions import SessionEntry, TurnCommit
 from core.store.entries import entry_to_json
-from core.store.files import FileStore
-from core.types import ChatMessage, SessionEntry, SessionKey, TurnCommit
+from core.store.files.store import FileStore
 
 RATIO_TARGET = 1.5
 PREFILL_TARGET_S = 60.0

@@ -68,8 +68,8 @@ def _taken(runtime: Runtime, platform: str) -> Callable[[], int]:
 @contextlib.asynccontextmanager
 async def discord_bot(folder: Path, stream: str) -> AsyncIterator[Callable[[str, int], Any]]:
     from bots.discord.service import create
+    from bots.testing import SlowStreamAgent
     from bots.testing.fake_discord import FakeDiscord
-    from core.testing import SlowStreamAgent
 
     fake = await FakeDiscord().start()
     agent = SlowStreamAgent(PIECES, GAP_S)
@@ -119,8 +119,8 @@ async def discord_bot(folder: Path, stream: str) -> AsyncIterator[Callable[[str,
 @contextlib.asynccontextmanager
 async def slack_bot(folder: Path, stream: str) -> AsyncIterator[Callable[[str, int], Any]]:
     from bots.slack.service import create
+    from bots.testing import SlowStreamAgent
     from bots.testing.fake_slack import BOT_USER, GENERAL, FakeSlack, event_callback, message_event
-    from core.testing import SlowStreamAgent
 
     fake = await FakeSlack().start()
     agent = SlowStreamAgent(PIECES, GAP_S)

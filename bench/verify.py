@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Report
-from core.store.files import FileStore
+from core.store.files.store import FileStore
 
 
 @dataclass(slots=True)

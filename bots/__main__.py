@@ -12,8 +12,8 @@ from pathlib import Path
 from bots import eventloop
 from bots.launcher import load_config
 from core.config import ConfigError, Loaded
-from core.logs import setup_logging
-from core.types import StoreError
+from core.model import StoreError
+from core.ops import setup_logging
 
 DEFAULT_CONFIG = Path("chatlane.toml")
 EXIT_USAGE = 2
@@ -131,7 +131,7 @@ async def _check(loaded: Loaded) -> int:
     print(f"config OK: {loaded.path}")
     print("\n".join(agents))
     if c.store.backend == "redis":
-        from core.store.redis_urls import safe_url
+        from core.store import safe_url
 
         where = safe_url(c.store.url)
     else:
@@ -148,7 +148,7 @@ async def _check_agents(loaded: Loaded) -> list[str]:
     the lines describing the agents and the routing table. Rules that never match are
     warned about on stderr."""
     from core.agents import make_agents
-    from core.routing import Router
+    from core.conversation import Router
 
     agents = make_agents(loaded)  # ConfigError names the key
     for agent in agents.values():

@@ -14,11 +14,10 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from core.attachments import placeholder
-from core.keys import parse_key, validate_key
-from core.responders import FutureResponder
-from core.store.entries import SESSION_ID
-from core.types import SessionEntry
+from core.agents import placeholder
+from core.model import SessionEntry, parse_key, validate_key
+from core.store import SESSION_ID
+from core.turn import FutureResponder
 
 if TYPE_CHECKING:
     from bots.runtime import Runtime

@@ -23,8 +23,8 @@ from typing import ClassVar, TextIO
 
 from bots.runtime import Runtime
 from core.config import AdapterSettings
-from core.responders import FutureResponder
-from core.types import Inbound
+from core.model import Inbound
+from core.turn import FutureResponder
 
 log = logging.getLogger("chatlane.console")
 

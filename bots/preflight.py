@@ -53,7 +53,7 @@ def inspect(loaded: Loaded) -> list[Finding]:
         if (why := _unwritable(loaded.state_dir)) is not None:
             error(f"store.path: cannot use state directory {loaded.state_dir}: {why}")
     else:
-        from core.store.redis_urls import safe_url, url_problem
+        from core.store import safe_url, url_problem
 
         if not _redis_url_parses(c.store.url):
             error(f"store.url {safe_url(c.store.url)!r} is not a Redis URL: {url_problem(c.store.url)}")

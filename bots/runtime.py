@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.agents import make_agents
+from core.agents import Agent, make_agents
 from core.config import Loaded
-from core.gateway import Gateway
-from core.metrics import Metrics
-from core.store import open_store
-from core.types import Agent, SessionStore
+from core.door import Gateway
+from core.ops import Metrics
+from core.store import SessionStore, open_store
 
 
 class Service(Protocol):

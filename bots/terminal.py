@@ -22,9 +22,8 @@ from bots import eventloop
 from bots.console import ANSWERED, inbound_for
 from bots.runtime import Runtime
 from core.config import Loaded
-from core.keys import parse_key
-from core.responders import QuietResponder
-from core.types import Reply, SessionKey
+from core.model import Reply, SessionKey, parse_key
+from core.turn import QuietResponder
 
 T = TypeVar("T")
 

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.keys import Scope
+from core.model import Scope
 
 DmPolicy = Literal["open", "allowlist", "disabled"]
 

@@ -19,9 +19,9 @@ from bots.discord.model_command import add_model_command
 from bots.discord.reply import PlatformFailure, describe_failure
 from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime
-from core.access import Facts, Seen
-from core.responders import FutureResponder, confirm_reset
-from core.types import Closed, StoreError
+from core.door import Facts, Seen
+from core.model import Closed, StoreError
+from core.turn import FutureResponder, confirm_reset
 
 log = logging.getLogger("chatlane.discord")
 

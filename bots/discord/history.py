@@ -18,7 +18,7 @@ import discord
 from bots.discord.inbound import ANSWERED_TYPES
 from bots.discord.reply import DiscordResponder, PlatformFailure, describe_failure
 from bots.discord.settings import DiscordSettings
-from core.types import ChatMessage
+from core.model import ChatMessage
 
 log = logging.getLogger("chatlane.discord")
 

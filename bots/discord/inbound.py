@@ -12,9 +12,9 @@ import re
 import discord
 
 from bots.discord.settings import DiscordSettings
-from core.access import Facts, Seen
-from core.attachments import UrlSource
-from core.types import Inbound
+from core.door import Facts, Seen
+from core.model import Inbound
+from core.turn import UrlSource
 
 PLATFORM = "discord"
 

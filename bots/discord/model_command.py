@@ -16,9 +16,9 @@ from discord import app_commands
 
 from bots.discord.reply import PlatformFailure, describe_failure
 from bots.runtime import Runtime
-from core.access import Seen
-from core.responders import FutureResponder
-from core.types import Closed
+from core.door import Seen
+from core.model import Closed
+from core.turn import FutureResponder
 
 log = logging.getLogger("chatlane.discord")
 

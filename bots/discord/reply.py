@@ -24,10 +24,16 @@ import discord
 from bots.discord.failures import PlatformFailure, describe_failure
 from bots.discord.settings import DiscordSettings
 from bots.discord.stream import SEND_HINT, DiscordSurface
-from core.chunking import split_message
-from core.responders import QuietResponder
-from core.streaming import STATUS_WAITING, STATUS_WORKING, DraftStream, LiveAnswer, status_after
-from core.types import CancelReason, Reply
+from core.model import CancelReason, Reply
+from core.turn import (
+    STATUS_WAITING,
+    STATUS_WORKING,
+    DraftStream,
+    LiveAnswer,
+    QuietResponder,
+    split_message,
+    status_after,
+)
 
 __all__ = ["ALLOWED_MENTIONS", "MESSAGE_LIMIT", "DiscordResponder", "PlatformFailure", "describe_failure"]
 

@@ -30,9 +30,9 @@ from bots.discord.inbound import ANSWERED_TYPES, read_message
 from bots.discord.reply import ALLOWED_MENTIONS
 from bots.discord.settings import DiscordSettings
 from bots.runtime import Runtime, StartupError
-from core.access import Facts, admit
-from core.tasks import TaskSet
-from core.types import Closed
+from core.door import Facts, admit
+from core.model import Closed
+from core.ops import TaskSet
 
 log = logging.getLogger("chatlane.discord")
 

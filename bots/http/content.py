@@ -21,8 +21,8 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from core.attachments import BytesSource, UrlSource
-from core.types import FileSource
+from core.model import FileSource
+from core.turn import BytesSource, UrlSource
 
 _DATA_URL = re.compile(
     r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I

@@ -38,7 +38,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from bots.http import wire
 from bots.http.errors import RETRY_AFTER_S, ApiError
-from core.tasks import TaskSet
+from core.ops import TaskSet
 
 log = logging.getLogger("chatlane.http")
 

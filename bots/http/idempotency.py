@@ -24,9 +24,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from core.dedupe import Requests
-from core.responders import FutureResponder
-from core.types import Reply, StoreError
+from core.door import Requests
+from core.model import Reply, StoreError
+from core.turn import FutureResponder
 
 log = logging.getLogger("chatlane.http")
 

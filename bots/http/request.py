@@ -13,7 +13,7 @@ from typing import Any
 
 from bots.http.content import ContentError, read_content
 from bots.http.errors import ApiError
-from core.types import FileSource
+from core.model import FileSource
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,12 +54,10 @@ from bots.http.guard import ConnectionGuard, GuardedSite, derive_max_connections
 from bots.http.idempotency import Idempotency, OwnerResponder, caller_of
 from bots.http.settings import HttpSettings
 from bots.runtime import Runtime, StartupError
-from core.keys import parse_key
-from core.limits import SLOW_DOWN_TEXT
-from core.responders import QuietResponder
-from core.streaming import STOPPED_MARK
-from core.tasks import TaskSet
-from core.types import CancelReason, Closed, Inbound, Reply, SessionKey
+from core.door import SLOW_DOWN_TEXT
+from core.model import CancelReason, Closed, Inbound, Reply, SessionKey, parse_key
+from core.ops import TaskSet
+from core.turn import STOPPED_MARK, QuietResponder
 
 log = logging.getLogger("chatlane.http")
 

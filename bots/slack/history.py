@@ -27,8 +27,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack.inbound import ANSWERED_SUBTYPES, Identity, strip_mention
 from bots.slack.reply import Poster, SlackResponder
 from bots.slack.settings import SlackSettings
-from core.fetch import fetch_url
-from core.types import ChatMessage, FileUnavailable
+from core.model import ChatMessage, FileUnavailable
+from core.turn import fetch_url
 
 log = logging.getLogger("chatlane.slack")
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bots.slack.settings import SlackSettings
-from core.access import Facts, Seen
-from core.dedupe import RecentSet
-from core.types import Inbound
+from core.door import Facts, RecentSet, Seen
+from core.model import Inbound
 
 PLATFORM = "slack"
 

@@ -26,18 +26,18 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.settings import SlackSettings
 from bots.slack.stream import EditSurface, NativeSurface
-from core.chunking import split_message
-from core.responders import QuietResponder
-from core.streaming import (
+from core.model import CancelReason, Reply
+from core.turn import (
     STATUS_DONE,
     STATUS_FAILED,
     STATUS_WAITING,
     STATUS_WORKING,
     DraftStream,
     LiveAnswer,
+    QuietResponder,
+    split_message,
     status_after,
 )
-from core.types import CancelReason, Reply
 
 log = logging.getLogger("chatlane.slack")
 

@@ -43,11 +43,10 @@ from bots.slack.history import BackfillingResponder, files_of
 from bots.slack.inbound import Identity, is_thread_reply, place, read_command, read_message
 from bots.slack.reply import Poster
 from bots.slack.settings import SlackSettings
-from core.access import Facts, admit
-from core.dedupe import Delivery, RecentSet
-from core.responders import FutureResponder, confirm_reset
-from core.tasks import TaskSet
-from core.types import Closed, Inbound, StoreError
+from core.door import Delivery, Facts, RecentSet, admit
+from core.model import Closed, Inbound, StoreError
+from core.ops import TaskSet
+from core.turn import FutureResponder, confirm_reset
 
 log = logging.getLogger("chatlane.slack")
 

@@ -1,13 +1,43 @@
-"""Test support for the adapters, shipped with chatlane like `core.testing` (no pytest).
+"""The ONE shipped test kit, shared by chatlane's tests, its benchmarks and plugin authors.
 
-Local fake platforms that the real discord.py / slack-bolt code talks to over real
-HTTP and websockets, shared by the tests and the benchmarks (`python -m bench
-streaming` runs the adapters against them, from an installed chatlane too):
+Like `structlog.testing`, this is public code a user's own tests may import too. It
+needs nothing beyond chatlane's runtime dependencies (no pytest), so `bench/` runs from
+an installed package without the `tests/` folder. It lives under bots/ because the
+fake platforms speak (and fake_slack imports) platform SDKs, which core/ never does.
 
   fake_discord  FakeDiscord: REST v10 + gateway websocket; edits, deletes, per-route 429s
   fake_slack    FakeSlack: Web API (incl. native streaming), Socket Mode, signed Events API
   server        serve_on_loopback: an aiohttp app on a free 127.0.0.1 port
+  agents        test agents at the agent boundary: RecordingAgent, FixedAgent, FlakyAgent,
+                SlowStreamAgent; Inbox, a responder that collects replies
+  polling       `eventually(check)`: wait until a condition holds
+  process       `ChatlaneProcess`: a real `chatlane run` child process; `run_cli` for the
+                one-shot commands; `write_config` for a minimal config
+  redis         `RedisServer`: a throw-away `redis-server` on a free loopback port
 
-They live under bots/ because they speak (and fake_slack imports) platform SDKs, which
-core/ never does. The fake OpenAI-compatible server stays in tests/fakes/.
+The pytest fixtures built on these live in `tests/support/`.
 """
+
+from __future__ import annotations
+
+from bots.testing.agents import FixedAgent, FlakyAgent, Inbox, RecordingAgent, SlowStreamAgent
+from bots.testing.polling import eventually
+from bots.testing.process import ChatlaneProcess, read_status, run_cli, write_config
+from bots.testing.redis import RedisServer, find_redis_server, free_port, unique_prefix
+
+__all__ = [
+    "ChatlaneProcess",
+    "FixedAgent",
+    "FlakyAgent",
+    "Inbox",
+    "RecordingAgent",
+    "RedisServer",
+    "SlowStreamAgent",
+    "eventually",
+    "find_redis_server",
+    "free_port",
+    "read_status",
+    "run_cli",
+    "unique_prefix",
+    "write_config",
+]

@@ -26,8 +26,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bots.testing import eventually
 from bots.testing.server import serve_on_loopback
-from core.testing import eventually
 
 JSON = dict[str, Any]
 

@@ -29,8 +29,8 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
+from bots.testing import eventually
 from bots.testing.server import serve_on_loopback
-from core.testing import eventually
 
 TEAM, BOT_USER, BOT_ID, APP_ID, HUMAN = "T0TEST", "U0BOT", "B0BOT", "A0APP", "U0HUMAN"
 GENERAL, DM = "C0GENERAL", "D0HUMAN"

@@ -14,9 +14,12 @@ is looked up in the `chatlane.agents` entry points of installed packages.
 
 from __future__ import annotations
 
+from core.agents.base import Agent, Summarizer, TurnInput
+from core.agents.echo import EchoAgent
 from core.agents.plugins import ENTRY_POINT_GROUP, PluginError, import_factory, load_entry_point, make_plugin
+from core.agents.showing import decode_text, inline_text, placeholder
 from core.config import AgentSettings, ConfigError, Loaded
-from core.types import Agent, AgentError, ChatMessage, SessionKey, Summarizer, TurnInput
+from core.model import AgentError, ChatMessage, SessionKey
 
 PROTOCOL_VERSION = 1
 """Version 1: `stream(turn: TurnInput) -> AsyncIterator[str]`, `async close()`, `name`;
@@ -30,11 +33,15 @@ __all__ = [
     "Agent",
     "AgentError",
     "ChatMessage",
+    "EchoAgent",
     "SessionKey",
     "Summarizer",
     "TurnInput",
+    "decode_text",
+    "inline_text",
     "make_agent",
     "make_agents",
+    "placeholder",
 ]
 
 

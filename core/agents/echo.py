@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from core.attachments import placeholder
-from core.types import ChatMessage, TurnInput
+from core.agents.base import TurnInput
+from core.agents.showing import placeholder
+from core.model import ChatMessage
 
 SUMMARY_LIMIT = 600
 

@@ -22,9 +22,10 @@ import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionUserMessageParam
 
-from core.attachments import inline_text, placeholder
+from core.agents.base import TurnInput
+from core.agents.showing import inline_text, placeholder
 from core.config import AgentSettings
-from core.types import AgentError, ChatMessage, TurnInput
+from core.model import AgentError, ChatMessage
 
 SUMMARY_PROMPT = "You summarise conversations for a chat assistant that will continue them."
 SUMMARY_REQUEST = (

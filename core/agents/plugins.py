@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, cast
 
-from core.types import Agent
+from core.agents.base import Agent
 
 ENTRY_POINT_GROUP = "chatlane.agents"
 

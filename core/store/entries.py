@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from core.types import SessionEntry, SessionKey
+from core.model import SessionEntry, SessionKey
 
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
 """What every session id looks like; nothing else ever becomes part of a path or a key."""

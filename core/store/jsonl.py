@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.types import AttachmentRef, ChatMessage
+from core.model import AttachmentRef, ChatMessage
 
 log = logging.getLogger("chatlane.transcript")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.testing import ChatlaneProcess, run_cli
+from bots.testing import ChatlaneProcess, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from core.reserver import new_session_id
-from core.store.files import FileStore
-from core.types import ChatMessage, SessionEntry, SessionKey, TurnCommit
+from core.conversation.reserver import new_session_id
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
+from core.model.sessions import SessionEntry, TurnCommit
+from core.store.files.store import FileStore
 from tests.bots.test_cli import ROOT, chatlane, config
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from bots.console import chat
 from bots.launcher import load_config
 from bots.runtime import Runtime
-from core.testing import SlowStreamAgent
+from bots.testing import SlowStreamAgent
 
 
 class Screen(io.StringIO):

@@ -11,9 +11,9 @@ import discord.http
 import pytest
 
 from bots.runtime import StartupError
+from bots.testing import FixedAgent
 from bots.testing.fake_discord import JSON, FakeDiscord, user_obj
-from core.chunking import FENCE, chunk_message, join_chunks
-from core.testing import FixedAgent
+from core.turn.chunking import FENCE, chunk_message, join_chunks
 from tests.support.discord import TOKEN_ENV, StartBot
 
 TURN = re.compile(r"turn (\d+) of session (\w+)")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+from bots.testing import SlowStreamAgent
 from bots.testing.fake_discord import FakeDiscord
-from core.chunking import FENCE, chunk_message, join_chunks, split_message
-from core.streaming import CANCEL_MARKS, STOPPED_MARK
-from core.testing import SlowStreamAgent
+from core.turn.chunking import FENCE, chunk_message, join_chunks, split_message
+from core.turn.streaming import CANCEL_MARKS, STOPPED_MARK
 from tests.support.discord import Bot, StartBot
 
 INTERVAL = 0.25

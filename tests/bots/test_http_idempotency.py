@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from core.testing import FlakyAgent
+from bots.testing import FlakyAgent
 from tests.support.http import body, serve
 
 
@@ -84,7 +84,7 @@ async def test_anonymous_requests_count_against_their_api_tokens_limit(tmp_path:
 
 
 async def test_a_damaged_stored_claim_is_a_503_not_a_crash_or_a_second_turn(tmp_path: Path) -> None:
-    from core.store.deliveries import Markers
+    from core.store.files.deliveries import Markers
 
     agent = FlakyAgent()
     async with serve(tmp_path, agent=agent) as api:

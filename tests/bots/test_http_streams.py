@@ -15,7 +15,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from bots.http.service import SESSION_HEADER
-from core.testing import eventually
+from bots.testing import eventually
 from tests.support.http import Api, serve
 
 END_S = 10.0

@@ -16,8 +16,9 @@ import pytest
 from bots.http.service import SESSION_HEADER, HttpService
 from bots.launcher import load_config
 from bots.runtime import Runtime, StartupError
-from core.testing import eventually
-from core.types import AgentError, TurnInput
+from bots.testing import eventually
+from core.agents.base import TurnInput
+from core.model.errors import AgentError
 from tests.fakes.fake_llm import FakeLLM
 from tests.support.http import serve
 

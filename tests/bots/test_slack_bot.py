@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from bots.launcher import load_config
 from bots.runtime import Runtime, StartupError
 from bots.slack.service import create
+from bots.testing import FixedAgent
 from bots.testing.fake_slack import (
     BOT_USER,
     DM,
@@ -34,10 +35,9 @@ from bots.testing.fake_slack import (
     post,
     signed_headers,
 )
-from core.chunking import chunk_message, join_chunks
 from core.config import Secrets
-from core.testing import FixedAgent
-from core.types import Inbound
+from core.model.messages import Inbound
+from core.turn.chunking import chunk_message, join_chunks
 from tests.support.slack import ENV, SECRET, Transport, mention, running, submitted
 
 TURN = re.compile(r"turn (\d+) of session ([0-9a-f]{8})")
@@ -390,7 +390,7 @@ async def test_merged_replies_are_not_sent(tmp_path: Path) -> None:
 
 def test_inbound_of_a_top_level_mention_is_keyed_by_its_own_ts() -> None:
     """Slack ts values fit the key grammar as thread ids."""
-    from core.keys import build_key
+    from core.model.keys import build_key
 
     inbound = Inbound("slack", HUMAN, GENERAL, "hi", "1700000000.000100", thread="1700000000.000100")
     key = build_key("main", inbound.platform, inbound.user, inbound.channel, inbound.thread)

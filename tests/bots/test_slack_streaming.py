@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from bots.testing import SlowStreamAgent
 from bots.testing.fake_slack import DM, GENERAL, Fault, message_event
-from core.chunking import FENCE, split_message
-from core.streaming import CANCEL_MARKS, STOPPED_MARK
-from core.testing import SlowStreamAgent
+from core.turn.chunking import FENCE, split_message
+from core.turn.streaming import CANCEL_MARKS, STOPPED_MARK
 from tests.support.slack import Bot, mention, running, submitted
 
 INTERVAL = 0.25

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import aiohttp
 
-from core.store.files import FileStore
-from core.testing import ChatlaneProcess, RedisServer, SlowStreamAgent, unique_prefix
-from core.types import ChatMessage, SessionKey
+from bots.testing import ChatlaneProcess, RedisServer, SlowStreamAgent, unique_prefix
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
+from core.store.files.store import FileStore
 from tests.support.http import COMPLETIONS, body, serve
 
 KEY = SessionKey("agent:main:http:ann:api")
@@ -84,7 +85,7 @@ async def test_stop_taken_by_process_b_stops_the_turn_running_in_process_a_on_re
 ) -> None:
     import redis.asyncio as aioredis
 
-    from core.store.redis import RedisStore
+    from core.store.redis.store import RedisStore
 
     prefix = unique_prefix()
     store_toml = f'backend = "redis"\nurl = "{redis_server.url}"\nprefix = "{prefix}"'

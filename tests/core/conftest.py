@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bots.testing import RecordingAgent
+from core.agents.base import Agent
 from core.config import Config
-from core.gateway import Gateway
-from core.store.files import FileStore
-from core.testing import RecordingAgent
-from core.types import Agent
+from core.door.gateway import Gateway
+from core.store.files.store import FileStore
 
 Gateways = Callable[..., Gateway]
 """`gateways(config, agent=None, store=None)`: a gateway on the test's file store."""

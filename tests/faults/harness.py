@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.keys import validate_key
+from bots.testing import eventually
+from core.model.keys import validate_key
+from core.model.messages import ChatMessage
 from core.store import jsonl
-from core.testing import eventually
-from core.types import ChatMessage
 
 ROOT = Path(__file__).resolve().parents[2]
 

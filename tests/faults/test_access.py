@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bots.testing import ChatlaneProcess, run_cli, write_config
 from bots.testing.fake_discord import JSON, FakeDiscord, user_obj
 from bots.testing.fake_slack import DM, GENERAL, HUMAN, FakeSlack, message_event
-from core.responders import FutureResponder
-from core.testing import ChatlaneProcess, run_cli, write_config
-from core.types import Inbound
+from core.model.messages import Inbound
+from core.turn.responders import FutureResponder
 from tests.support.discord import StartBot
 from tests.support.http import COMPLETIONS, body, serve
 from tests.support.slack import Bot, mention, running, submitted

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
+from bots.testing import ChatlaneProcess, write_config
 from bots.testing.fake_slack import GENERAL, FakeSlack, event_callback, post, signed_headers
-from core.testing import ChatlaneProcess, write_config
 from tests.support.slack import SECRET, mention
 
 EVENTS_URL = re.compile(r"Events API on (http://127\.0\.0\.1:\d+/slack/events)")

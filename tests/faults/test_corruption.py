@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from core.store.files import FileStore
-from core.testing import run_cli, write_config
-from core.turns import STORE_FAILURE_TEXT
-from core.types import SessionKey
+from bots.testing import run_cli, write_config
+from core.model.keys import SessionKey
+from core.store.files.store import FileStore
+from core.turn.runner import STORE_FAILURE_TEXT
 from tests.faults.harness import ROOT, fill_disk, inspect_state, mounted, remount
 from tests.support.http import body, serve
 

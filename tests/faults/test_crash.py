@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from core.testing import ChatlaneProcess, run_cli, write_config
+from bots.testing import ChatlaneProcess, run_cli, write_config
 from tests.faults.harness import inspect_state
 from tests.support.http import COMPLETIONS, body
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-from core.testing import ChatlaneProcess, write_config
+from bots.testing import ChatlaneProcess, write_config
 from tests.support.http import COMPLETIONS, body
 
 LIMIT = 1024

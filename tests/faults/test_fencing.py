@@ -24,13 +24,15 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bots.testing.process import ChatlaneProcess, write_config
+from bots.testing.redis import RedisServer, unique_prefix
 from core.config import StoreSettings
-from core.reserver import Reserver
-from core.store.redis import RedisStore
-from core.testing.process import ChatlaneProcess, write_config
-from core.testing.redis import RedisServer, unique_prefix
-from core.turns import STORE_FAILURE_TEXT
-from core.types import ChatMessage, SessionKey, TurnCommit
+from core.conversation.reserver import Reserver
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
+from core.model.sessions import TurnCommit
+from core.store.redis.store import RedisStore
+from core.turn.runner import STORE_FAILURE_TEXT
 from tests.faults.harness import fill_disk, mounted
 from tests.faults.tcp_proxy import proxy_to
 from tests.support.http import COMPLETIONS, body

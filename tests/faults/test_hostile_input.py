@@ -18,13 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bots.testing import eventually
 from bots.testing.fake_discord import FakeDiscord
 from bots.testing.fake_slack import BOT_USER, DM, HUMAN, Json, message_event
-from core.keys import validate_key
+from core.model.keys import SessionKey, validate_key
 from core.store import jsonl
-from core.store.files import FileStore
-from core.testing import eventually
-from core.types import SessionKey
+from core.store.files.store import FileStore
 from tests.support.discord import Bot as DiscordBot
 from tests.support.discord import StartBot
 from tests.support.http import COMPLETIONS, Api, body, serve

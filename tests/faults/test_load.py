@@ -14,9 +14,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from core.lanes import Lanes
-from core.store.files import FileStore
-from core.testing import FlakyAgent, eventually
+from bots.testing import FlakyAgent, eventually
+from core.conversation.lanes import Lanes
+from core.store.files.store import FileStore
 from tests.faults.harness import inspect_state
 from tests.support.http import Api, body, serve
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from core.testing import ChatlaneProcess, write_config
+from bots.testing import ChatlaneProcess, write_config
 from tests.support.http import COMPLETIONS, body
 
 ROOT = Path(__file__).resolve().parents[2]

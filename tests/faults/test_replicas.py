@@ -19,6 +19,7 @@ import aiohttp
 import openai
 import pytest
 
+from bots.testing import ChatlaneProcess, RedisServer, unique_prefix
 from bots.testing.fake_discord import FakeDiscord
 from bots.testing.fake_slack import (
     BOT_USER,
@@ -30,9 +31,8 @@ from bots.testing.fake_slack import (
     signed_headers,
 )
 from core.config import StoreSettings
-from core.limits import SLOW_DOWN_TEXT
-from core.store.redis import RedisStore
-from core.testing import ChatlaneProcess, RedisServer, unique_prefix
+from core.door.limits import SLOW_DOWN_TEXT
+from core.store.redis.store import RedisStore
 from tests.support.http import COMPLETIONS, body
 
 pytestmark = pytest.mark.slow

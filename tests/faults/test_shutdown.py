@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from core.lanes import INTERRUPTED_TEXT
-from core.testing import ChatlaneProcess, eventually, write_config
+from bots.testing import ChatlaneProcess, eventually, write_config
+from core.conversation.lanes import INTERRUPTED_TEXT
 from tests.faults.harness import inspect_state
 from tests.support.http import COMPLETIONS, body
 

@@ -17,7 +17,7 @@ from bots.discord.service import DiscordService, create
 from bots.launcher import load_config
 from bots.runtime import Runtime
 from bots.testing.fake_discord import FakeDiscord
-from core.types import Agent
+from core.agents.base import Agent
 
 TOKEN_ENV = "CHATLANE_TEST_DISCORD_TOKEN"
 

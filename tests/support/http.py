@@ -16,8 +16,11 @@ from openai import AsyncOpenAI
 from bots.http.service import HttpService
 from bots.launcher import load_config
 from bots.runtime import Runtime
-from core.testing import write_config
-from core.types import Agent, ChatMessage, SessionEntry, SessionKey
+from bots.testing import write_config
+from core.agents.base import Agent
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
+from core.model.sessions import SessionEntry
 
 COMPLETIONS = "/v1/chat/completions"
 

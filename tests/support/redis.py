@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.testing.redis import NOT_INSTALLED, RedisServer, find_redis_server
+from bots.testing.redis import NOT_INSTALLED, RedisServer, find_redis_server
 
 
 def require_redis_server() -> str:

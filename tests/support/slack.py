@@ -31,7 +31,7 @@ from bots.testing.fake_slack import (
     signed_headers,
     slash_command,
 )
-from core.types import Agent
+from core.agents.base import Agent
 
 SECRET = "test-signing-secret"
 ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test", "SLACK_SIGNING_SECRET": SECRET}

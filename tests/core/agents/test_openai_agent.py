@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
+from core.agents.base import TurnInput
 from core.agents.openai import NO_KEY, OpenAIAgent
 from core.config import AgentSettings, OpenAISettings
-from core.types import AgentError, ChatMessage, SessionKey, TurnInput
+from core.model.errors import AgentError
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
 from tests.fakes.fake_llm import FakeLLM
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 
+from core.agents.base import TurnInput
 from core.agents.openai import BACKFILL_INTRO, OpenAIAgent
-from core.attachments import describe
 from core.config import AgentSettings, OpenAISettings
-from core.types import ChatMessage, SessionKey, TurnInput
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
+from core.turn.attachments import describe
 from tests.fakes.files import log_text, png
 
 AT = datetime(2026, 12, 1, 10, 2, tzinfo=UTC).timestamp()

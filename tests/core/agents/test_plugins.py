@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from bots.testing.agents import Inbox
 from core.agents import PROTOCOL_VERSION, make_agents
 from core.config import ConfigError, load_config
-from core.gateway import Gateway
-from core.store.files import FileStore
-from core.testing.agents import Inbox
-from core.types import Inbound, Reply
+from core.door.gateway import Gateway
+from core.model.messages import Inbound, Reply
+from core.store.files.store import FileStore
 from tests.fakes.plugin_agents import ShoutingAgent
 
 PLUGIN = "tests.fakes.plugin_agents"

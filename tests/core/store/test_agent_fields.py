@@ -4,9 +4,10 @@ it still load) and summary records in transcripts."""
 
 from __future__ import annotations
 
-from core.reserver import Reserver
+from core.conversation.reserver import Reserver
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
 from core.store.entries import entry_from_json, entry_to_json, recover_entry
-from core.types import ChatMessage, SessionKey
 from tests.core.store.test_contract import KEY, OpenStore, open_store
 from tests.core.store.turns import store_turn
 

@@ -14,12 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from bots.testing import RedisServer, unique_prefix
 from core.config import StoreSettings
-from core.reserver import Freshness, Reserver, new_session_id
-from core.store.files import FileStore
-from core.store.redis import RedisStore
-from core.testing import RedisServer, unique_prefix
-from core.types import ChatMessage, Fenced, SessionEntry, SessionKey, SessionStore, TurnCommit
+from core.conversation.reserver import Freshness, Reserver, new_session_id
+from core.model.errors import Fenced
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
+from core.model.sessions import SessionEntry, TurnCommit
+from core.store.base import SessionStore
+from core.store.files.store import FileStore
+from core.store.redis.store import RedisStore
 from tests.core.store.turns import store_turn
 
 KEY = SessionKey("agent:main:test:alice:general")

@@ -6,8 +6,11 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from core.reserver import Reserver
-from core.types import ChatMessage, SessionEntry, SessionKey, SessionStore, TurnCommit
+from core.conversation.reserver import Reserver
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
+from core.model.sessions import SessionEntry, TurnCommit
+from core.store.base import SessionStore
 
 
 async def store_turn(

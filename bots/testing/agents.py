@@ -1,0 +1,180 @@
+"""Test agents: doubles at the agent boundary (the model), never of chatlane's own code.
+
+RecordingAgent  echo, but records every turn; can be held, slowed or made to fail
+FixedAgent      the same answer to every turn
+FlakyAgent      fails or is slow on a deterministic share of turns (load and fault tests)
+SlowStreamAgent streams a known answer in many small pieces (a model that types)
+Inbox           a responder that collects every reply of one message
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+
+from core.agents import EchoAgent, TurnInput
+from core.model import AgentError, ChatMessage, Reply
+from core.turn import QuietResponder
+
+
+class RecordingAgent:
+    """Echo, but records every turn it was asked and can be held, slowed or made to fail."""
+
+    name = "recording"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.turns: list[TurnInput] = []
+        self.started = asyncio.Event()
+        self.release: asyncio.Event | None = None
+        self.fail_on: set[str] = set()
+        self.running = 0
+        self.most_running = 0
+        self.summarized: list[list[ChatMessage]] = []
+        self.fail_summaries = False
+        self._echo = EchoAgent()
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        self.turns.append(turn)
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        self.started.set()
+        try:
+            if self.release is not None:
+                await self.release.wait()
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            if any(m.content in self.fail_on for m in turn.new_messages):
+                raise AgentError("upstream said no (secret detail)")
+            async for piece in self._echo.stream(turn):
+                yield piece
+        finally:
+            self.running -= 1
+
+    async def summarize(self, records: Sequence[ChatMessage]) -> str:
+        """The echo agent's deterministic summary; records what it was asked to summarise."""
+        self.summarized.append(list(records))
+        if self.fail_summaries:
+            raise AgentError("the summary model is down")
+        return await self._echo.summarize(records)
+
+    async def close(self) -> None:
+        return None
+
+
+class FixedAgent:
+    """Answers every turn with the same text (e.g. a long reply for chunking tests)."""
+
+    name = "fixed"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        yield self.text
+
+    async def close(self) -> None:
+        return None
+
+
+class FlakyAgent:
+    """An agent boundary that fails or is slow on a deterministic share of turns.
+
+    Whether a turn fails or is slow is drawn from a hash of its newest message, so a
+    run is reproducible and a test can predict which replies must be failures.
+    """
+
+    name = "flaky"
+
+    def __init__(
+        self, fail: float = 0.0, slow: float = 0.0, slow_s: float = 0.05, delay_s: float = 0.0
+    ) -> None:
+        self.fail, self.slow, self.slow_s, self.delay_s = fail, slow, slow_s, delay_s
+        self.calls = 0
+        self.running = 0
+
+    @staticmethod
+    def draw(text: str, salt: str) -> float:
+        digest = hashlib.blake2b(f"{salt}:{text}".encode("utf-8", "surrogatepass"), digest_size=8)
+        return int.from_bytes(digest.digest(), "big") / 2**64
+
+    def fails(self, text: str) -> bool:
+        return self.draw(text, "fail") < self.fail
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        self.calls += 1
+        self.running += 1
+        try:
+            said = turn.new_messages[-1].content
+            wait = self.delay_s + (self.slow_s if self.draw(said, "slow") < self.slow else 0.0)
+            if wait:
+                await asyncio.sleep(wait)
+            if self.fails(said):
+                raise AgentError("upstream model returned 500 (fake)")
+            yield f"ok: {said} (turn {turn.turn})"
+        finally:
+            self.running -= 1
+
+    async def close(self) -> None:
+        return None
+
+
+class Inbox(QuietResponder):
+    """Collects every reply and queued notice for one message."""
+
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.queued = 0
+        self.done = asyncio.Event()
+
+    async def send(self, reply: Reply) -> None:
+        self.replies.append(reply)
+        self.done.set()
+
+    async def on_queued(self) -> None:
+        self.queued += 1
+
+
+class SlowStreamAgent:
+    """Streams a known answer in `pieces` pieces, `gap_s` apart (a model that types).
+
+    `text_for(turn, said)` is the whole answer of a turn, so a test can compare what a
+    platform ended up showing with the exact non-streamed reply. `fail_after` pieces
+    makes it raise `AgentError` mid-answer; `streaming` is set once the first piece is out.
+    """
+
+    name = "slow-stream"
+
+    def __init__(
+        self, pieces: int = 60, gap_s: float = 0.03, *, body: str = "", fail_after: int | None = None
+    ) -> None:
+        self.pieces = pieces
+        self.gap_s = gap_s
+        self.body = body
+        self.fail_after = fail_after
+        self.streaming = asyncio.Event()
+        self.turns: list[TurnInput] = []
+
+    def text_for(self, turn: int, said: str) -> str:
+        """The answer to `said` (the turn's new messages joined by " + ") in turn `turn`."""
+        head = f"Answer {turn} to {said!r}: "
+        return head + (self.body or " ".join(f"word{i}" for i in range(200)))
+
+    def split(self, text: str) -> list[str]:
+        size = -(-len(text) // self.pieces)
+        return [text[i : i + size] for i in range(0, len(text), size)]
+
+    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+        self.turns.append(turn)
+        said = " + ".join(m.content for m in turn.new_messages)
+        for i, piece in enumerate(self.split(self.text_for(turn.turn, said))):
+            if self.fail_after is not None and i == self.fail_after:
+                raise AgentError("the model went away (secret detail)")
+            if i:
+                await asyncio.sleep(self.gap_s)
+            yield piece
+            self.streaming.set()
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,227 @@
+"""One execution lane per session key: turns of a key run one at a time, in order.
+
+Adapters never lock or queue; they `submit` and return. A lane holds the messages of
+one key that wait for a turn and one worker task that runs them; different keys run
+concurrently up to `max_concurrent_turns`. A lane is forgotten as soon as it has
+nothing to do, so memory does not grow with the number of keys ever seen.
+
+Queue modes, for a message that arrives while a turn of its key runs:
+  followup   it gets its own turn after the running one (and sees it in memory);
+  collect    everything that arrived meanwhile is answered in one next turn, after
+             `debounce_ms` without a new message;
+  interrupt  the running turn is cancelled (its partial answer is not sent; its user
+             message stays in memory) and the next turn answers everything pending.
+More than `cap` waiting messages: the oldest or newest is dropped and its sender told.
+
+`stop` (the `/stop` command) cancels a key's running turn in any mode: its messages
+are not answered again (they stay in memory, marked interrupted) and their senders
+get a `stopped` reply; messages queued behind it still get their turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.config import QueueSettings
+from core.model import CancelReason, Closed, Inbound, Reply, Responder, SessionKey
+
+log = logging.getLogger("chatlane.lanes")
+
+DROPPED_TEXT = (
+    "Too many messages are waiting in this conversation, so this one was skipped. "
+    "Please send it again once I've caught up."
+)
+
+
+@dataclass(slots=True)
+class Pending:
+    inbound: Inbound
+    responder: Responder
+    recorded: bool = False
+    """Already in the transcript: it was cut off by an interrupt and is answered again."""
+    reset: bool = False
+    """A reset command: it runs in order with the messages around it, never merged."""
+    model_command: bool = False
+    """A `/model` command: like a reset, in order and never merged."""
+    fenced: int = 0
+    """How many turns of this message were fenced out (stored nothing) in a row."""
+
+    @property
+    def exclusive(self) -> bool:
+        """A command with a turn of its own: never merged, never interrupted by a message."""
+        return self.reset or self.model_command
+
+
+class Retry(Exception):
+    """Raised by a turn that stored nothing and must be run again: its batch goes back
+    to the front of the lane."""
+
+
+SHUTDOWN_TEXT = "I'm restarting and couldn't answer this one. Please send it again in a minute."
+INTERRUPTED_TEXT = (
+    "I'm restarting and had to stop in the middle of answering this one. Please send it again in a minute."
+)
+
+STOPPED_TEXT = "Stopped."
+
+RunTurn = Callable[[SessionKey, list[Pending]], Coroutine[Any, Any, None]]
+
+
+@dataclass(slots=True)
+class _Lane:
+    pending: deque[Pending] = field(default_factory=deque)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    worker: asyncio.Task[None] | None = None
+    turn: asyncio.Task[None] | None = None
+    resetting: bool = False
+    stopping: bool = False
+    """`stop` cancelled the running turn: its messages are not answered again."""
+
+
+class Lanes:
+    def __init__(self, run_turn: RunTurn, settings: QueueSettings) -> None:
+        self._run_turn = run_turn
+        self._settings = settings
+        self._lanes: dict[SessionKey, _Lane] = {}
+        self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
+        self._workers: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    def __len__(self) -> int:
+        return len(self._lanes)
+
+    def waiting(self, key: SessionKey) -> tuple[int, bool]:
+        """(messages waiting, whether a turn runs) for one key."""
+        lane = self._lanes.get(key)
+        return (0, False) if lane is None else (len(lane.pending), lane.turn is not None)
+
+    def stop(self, key: SessionKey) -> bool:
+        """Cancel the running turn of `key` (not a reset); False when none runs here."""
+        lane = self._lanes.get(key)
+        if lane is None or lane.turn is None or lane.resetting or lane.turn.done():
+            return False
+        lane.stopping = True
+        lane.turn.cancel()
+        return True
+
+    def cancel_reason(self, key: SessionKey) -> CancelReason:
+        """Why the running turn of `key` is being cancelled (asked from inside the turn)."""
+        lane = self._lanes.get(key)
+        if lane is not None and lane.stopping:
+            return "stopped"
+        return "shutdown" if self._closing else "interrupted"
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting for a turn, over all keys."""
+        return sum(len(lane.pending) for lane in self._lanes.values())
+
+    async def submit(self, key: SessionKey, item: Pending) -> None:
+        """Queue `item` on its key's lane; returns before the turn runs."""
+        if self._closing:
+            raise Closed("shutting down")
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        busy = lane.turn is not None or bool(lane.pending)
+        dropped: Pending | None = None
+        if len(lane.pending) >= self._settings.cap:
+            dropped = item if self._settings.drop == "newest" else lane.pending.popleft()
+        if dropped is not item:
+            lane.pending.append(item)
+            lane.arrived.set()
+        if lane.worker is None:
+            lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane {key}")
+            self._workers.add(lane.worker)
+            lane.worker.add_done_callback(self._workers.discard)
+        interrupt = self._settings.mode == "interrupt" and not lane.resetting
+        if interrupt and lane.turn is not None and dropped is not item:
+            lane.turn.cancel()
+        if dropped is not None:
+            log.warning("queue of %s is full (cap %d); dropped a message", key, self._settings.cap)
+            await dropped.responder.send(Reply(DROPPED_TEXT, "dropped", key))
+        if busy and dropped is not item:
+            await item.responder.on_queued()
+
+    async def _work(self, key: SessionKey, lane: _Lane) -> None:
+        batch: list[Pending] = []  # the running turn's messages, until its outcome is handled
+        turn: asyncio.Task[None] | None = None
+        try:
+            while lane.pending:
+                if self._settings.mode == "collect":
+                    await self._quiet(lane)
+                async with self._slots:
+                    batch = self._take(lane)
+                    lane.resetting = batch[0].exclusive
+                    lane.turn = asyncio.create_task(self._run_turn(key, batch), name=f"turn {key}")
+                    try:
+                        await asyncio.wait({lane.turn})
+                    finally:
+                        turn, lane.turn = lane.turn, None
+                        if not turn.done():  # this worker itself is being cancelled
+                            turn.cancel()
+                            await asyncio.wait({turn})
+                if turn.cancelled() and lane.stopping:
+                    lane.stopping = False
+                    for p in batch:
+                        await p.responder.send(Reply(STOPPED_TEXT, "stopped", key))
+                elif turn.cancelled():
+                    if self._closing:
+                        return
+                    # Interrupted: answer its messages together with the rest (the turn
+                    # marked those it already wrote to memory as recorded).
+                    lane.pending.extendleft(reversed(batch))
+                elif isinstance(turn.exception(), Retry):
+                    lane.pending.extendleft(reversed(batch))
+                elif (exc := turn.exception()) is not None:
+                    log.error("turn of %s failed", key, exc_info=exc)
+                batch = []
+        finally:
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+            if batch and turn is not None and turn.cancelled():  # cut off by shutdown
+                log.warning("shutdown: a turn of %s was cut off; its senders are told", key)
+                for p in batch:
+                    # Recorded: in memory as interrupted, so not "safe to send again" as is.
+                    text = INTERRUPTED_TEXT if p.recorded else SHUTDOWN_TEXT
+                    await p.responder.send(Reply(text, "failure" if p.recorded else "shutdown", key))
+            if lane.pending:  # only on shutdown
+                log.warning("shutdown: %d messages for %s not answered", len(lane.pending), key)
+                for p in lane.pending:
+                    await p.responder.send(Reply(SHUTDOWN_TEXT, "shutdown", key))
+
+    async def _quiet(self, lane: _Lane) -> None:
+        wait = self._settings.debounce_ms / 1000
+        while wait > 0:
+            lane.arrived.clear()
+            try:
+                await asyncio.wait_for(lane.arrived.wait(), wait)
+            except TimeoutError:
+                return
+
+    def _take(self, lane: _Lane) -> list[Pending]:
+        """The next turn's messages: one, or (collect/interrupt) all up to a reset."""
+        batch = [lane.pending.popleft()]
+        if self._settings.mode == "followup" or batch[0].exclusive:
+            return batch
+        while lane.pending and not lane.pending[0].exclusive:
+            batch.append(lane.pending.popleft())
+        return batch
+
+    async def close(self, timeout: float) -> None:
+        """Take no more messages; let running work finish for `timeout` s, then cancel it."""
+        self._closing = True
+        workers = set(self._workers)
+        if not workers:
+            return
+        _, late = await asyncio.wait(workers, timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("shutdown: cancelled %d conversations still running", len(late))
+            await asyncio.wait(late)

@@ -1,0 +1,22 @@
+"""The ONE way into core. Adapters call the `Gateway` (submit, reset, stop, status,
+choose_model); at the door a message is checked against duplicates of its platform
+delivery (dedupe), per-sender `[limits]`, and adapters gate it first (access).
+"""
+
+from __future__ import annotations
+
+from core.door.access import Facts, Seen, admit
+from core.door.dedupe import Delivery, RecentSet, Requests
+from core.door.gateway import Gateway
+from core.door.limits import SLOW_DOWN_TEXT
+
+__all__ = [
+    "SLOW_DOWN_TEXT",
+    "Delivery",
+    "Facts",
+    "Gateway",
+    "RecentSet",
+    "Requests",
+    "Seen",
+    "admit",
+]

@@ -1,0 +1,216 @@
+"""The one door into core, and the turn pipeline every adapter shares.
+
+Adapters call `submit` (a message), `reset` (a new session: slash commands, the CLI),
+`stop` (cancel the running answer: `/stop`) and `status`; nothing else in core. Resets
+go through the conversation's lane like messages, so a `/new` never overtakes a message
+sent before it; a stop does not queue (it is about the turn running now).
+
+    submit: agent (bindings, core/routing.py) -> key -> first delivery? (core/dedupe.py)
+            -> within [limits]? (core/limits.py) -> reset or /model command? -> lane
+    turn:   the gateway has a `TurnRunner` (core/turn/: lease -> resolve -> context ->
+            agent -> ONE fenced commit -> deliver), which owns the lanes
+
+The agent id is the key's first part; every agent of the config has its own `Agent`
+(or one object serves them all, when a single one is handed in). `/model` is a
+command with a turn of its own in the lane, like a reset (core/model_choice.py).
+
+Adapters gate messages (allowlists, mentions: see core/access.py) before `submit`.
+A reply is delivered only after its commit is durable. One error path:
+when the agent or the store fails, the user gets a short plain message, the log gets
+the details, and the user's message is kept in memory where the store allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from core.agents import Agent
+from core.config import Config
+from core.conversation import Freshness, Pending, Reserver, Router
+from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
+from core.door.limits import Limits
+from core.model import Inbound, Reply, Responder, SessionKey, SessionStatus, StoreError, build_key, parse_key
+from core.ops import Metrics
+from core.store import SessionStore
+from core.turn import DEFAULT_MODEL_COMMAND, TurnRunner
+
+log = logging.getLogger("chatlane.gateway")
+
+STOPPED_HERE_TEXT = "Stopped the answer in progress."
+STOP_SENT_TEXT = (
+    "Asked to stop the answer in progress (nothing was running here; another process may run it)."
+)
+STOP_FAILED_TEXT = "Sorry, I couldn't pass on the stop just now. Please try again."
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        store: SessionStore,
+        agent: Agent | Mapping[str, Agent],
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.router = Router(config)
+        # One Agent object given: it serves every configured agent id (tests, embedders).
+        self.agents: dict[str, Agent] = (
+            dict(agent) if isinstance(agent, Mapping) else dict.fromkeys(self.router.agents, agent)
+        )
+        missing = [a for a in self.router.agents if a not in self.agents]
+        if missing:
+            raise ValueError(f"no Agent given for agent ids {missing}")
+        # Built here from the config, so no caller can forget `session.reset`.
+        self.reserver = Reserver(store, Freshness.from_settings(config.session.reset), clock=clock)
+        self.metrics = metrics or Metrics()
+        self.turns = TurnRunner(config, store, self.router, self.agents, self.reserver, self.metrics, clock)
+        self.lanes = self.turns.lanes
+        self.metrics.watch_queue(lambda: self.lanes.depth)
+        self.deliveries = Deliveries(store, config.dedupe.window_s, self.metrics)
+        self.limits = Limits(config.limits, store, self.metrics)
+        self.requests = Requests(store, config.dedupe.window_s, self.metrics)
+        self._in_order = InOrder()
+
+    @property
+    def agent(self) -> Agent:
+        """The default agent."""
+        return self.agents[self.router.default]
+
+    @agent.setter
+    def agent(self, agent: Agent) -> None:
+        self.agents[self.router.default] = agent
+
+    def agent_ids(self) -> list[str]:
+        """Every configured agent id, in config order."""
+        return list(self.router.agents)
+
+    def key_for(self, inbound: Inbound) -> SessionKey:
+        """The session key of the conversation `inbound` belongs to (ValueError if invalid).
+
+        The agent is chosen by `[[bindings]]` (or `inbound.agent`), and its id is the
+        key's first part, so each agent keeps its own memory of a conversation.
+        """
+        s = self.config.session
+        return build_key(
+            self.router.choose(inbound),
+            inbound.platform,
+            inbound.user,
+            inbound.channel,
+            inbound.thread if s.threads else None,
+            scope=s.scope,
+        )
+
+    def is_reset_command(self, text: str) -> bool:
+        return text.strip().lower() in self.config.session.reset_commands
+
+    def is_stop_command(self, text: str) -> bool:
+        return text.strip().lower() in self.config.session.stop_commands
+
+    async def submit(
+        self, inbound: Inbound, responder: Responder, *, delivery: Sequence[Delivery] = ()
+    ) -> SessionKey:
+        """Take one gated message. Returns once it is queued, before it is answered.
+
+        `delivery` names the platform delivery (see `core.dedupe.Delivery`): a copy of a
+        message any process on the store already took is dropped silently. A sender over
+        `[limits]` gets a `limited` reply instead of a turn. Messages of one key reach
+        their lane in the order `submit` was called, whatever these checks cost. A stop
+        command is not queued: it stops the running answer at once (`stop`) and
+        `responder` gets the confirmation.
+
+        Raises ValueError when the message's ids do not make a valid key, and `Closed`
+        during shutdown.
+        """
+        key = self.key_for(inbound)
+        if delivery and self.deliveries.seen_here(inbound.platform, delivery):
+            return key
+        if not delivery and not self.limits.enabled:
+            await self._queue(key, inbound, responder)
+            return key
+        ticket = self._in_order.ticket(key)
+        try:
+            go = not delivery or await self.deliveries.first_in_store(inbound.platform, delivery)
+            if go and self.limits.enabled:
+                go = await self.limits.admit(inbound, key, responder)
+            await ticket.wait()
+            if go:
+                await self._queue(key, inbound, responder)
+        finally:
+            ticket.done()
+        return key
+
+    async def _queue(self, key: SessionKey, inbound: Inbound, responder: Responder) -> None:
+        self.metrics.messages_in.labels(inbound.platform).inc()
+        if self.is_stop_command(inbound.text):
+            await responder.send(Reply(await self.stop_text(key), "notice", key))
+            return
+        reset = self.is_reset_command(inbound.text)
+        model = not reset and self.turns.is_model_command(key, inbound.text)
+        await self.lanes.submit(key, Pending(inbound, responder, reset=reset, model_command=model))
+
+    async def reset(self, key: SessionKey, responder: Responder) -> None:
+        """Start a new session for `key` once the messages queued before it are answered.
+
+        Returns once queued; `responder` gets a `notice` (or a `failure`). Raises
+        ValueError for a malformed key and `Closed` during shutdown.
+        """
+        parts = parse_key(key)
+        command = Inbound(parts.platform, parts.user, parts.channel, "", "", parts.thread)
+        await self.lanes.submit(key, Pending(command, responder, reset=True))
+
+    async def choose_model(self, key: SessionKey, name: str, responder: Responder) -> None:
+        """Show (`name` "") or switch the model of `key`'s conversation, in order with its
+        messages (slash commands). Returns once queued; `responder` gets a `notice` (or a
+        `failure`). Raises ValueError for a malformed key and `Closed` during shutdown."""
+        parts = parse_key(key)
+        text = f"{self.config.session.model_command or DEFAULT_MODEL_COMMAND} {name}".strip()
+        command = Inbound(parts.platform, parts.user, parts.channel, text, "", parts.thread)
+        await self.lanes.submit(key, Pending(command, responder, model_command=True))
+
+    async def stop(self, key: SessionKey) -> bool:
+        """Stop the answer of `key` that is being produced: here at once (True), else by
+        asking the store, which every process running a turn of `key` polls (False).
+
+        Its messages stay in memory (marked interrupted), their partial answers are
+        marked as stopped, and messages queued behind it still get their turns. Raises
+        `StoreError` when the request cannot reach the store.
+        """
+        if self.turns.stop(key):
+            log.info("turn of %s stopped on request", key)
+            return True
+        await self.store.request_stop(key)
+        return False
+
+    async def stop_text(self, key: SessionKey) -> str:
+        """`stop`, phrased for the person who asked."""
+        try:
+            return STOPPED_HERE_TEXT if await self.stop(key) else STOP_SENT_TEXT
+        except StoreError as exc:
+            log.error("stop of %s not passed on: the store failed: %s", key, exc)
+            return STOP_FAILED_TEXT
+
+    async def status(self, key: SessionKey) -> SessionStatus:
+        """The stored session of `key` and what its lane is doing (read only)."""
+        entry = await self.store.get(key)
+        waiting, running = self.lanes.waiting(key)
+        return SessionStatus(key, entry, waiting, running)
+
+    async def forget(self, key: SessionKey, *, idle_before: float | None = None) -> bool:
+        """Delete the key's session (entry and transcript) once no turn of it runs, in any
+        process: for one-off API requests and `chatlane sessions prune`. With `idle_before`,
+        only if its last interaction is still older than that (re-checked under the lock,
+        so a conversation that just came back to life is kept). True if deleted."""
+        async with self.store.lock_turn(key):
+            entry = await self.store.get(key)
+            if entry is None or (idle_before is not None and entry.last_interaction_at >= idle_before):
+                return False
+            return await self.store.delete(key, entry.session_id)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop taking messages; let running turns finish within the timeout."""
+        await self.lanes.close(self.config.queue.shutdown_timeout_s if timeout is None else timeout)

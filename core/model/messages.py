@@ -1,0 +1,182 @@
+"""What travels between an adapter and the gateway: a message in, replies out, transcript
+records, and the `Responder` an adapter answers through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from core.model.keys import SessionKey
+
+Role = Literal["system", "user", "assistant"]
+
+
+class FileSource(Protocol):
+    """A file attached to an incoming message, not yet read (see core/attachments.py).
+
+    Adapters build these without any I/O; the gateway reads them inside the turn, under
+    the caps of `[attachments]`. Implementations must not show secrets in `repr`.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def declared_size(self) -> int | None:
+        """The size the platform announced, if any (checked before downloading)."""
+        ...
+
+    async def fetch(self, max_bytes: int) -> bytes:
+        """The bytes; `FileTooLarge` past `max_bytes`, `FileUnavailable` when unreadable."""
+        ...
+
+
+class FileTooLarge(Exception):
+    """A file is larger than the configured cap."""
+
+
+class FileUnavailable(Exception):
+    """A file could not be read; the message is a short reason fit for a person."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message from a person, stripped of everything platform-specific."""
+
+    platform: str
+    user: str
+    channel: str
+    text: str
+    message_id: str
+    thread: str | None = None
+    is_direct: bool = False
+    mentioned_bot: bool = False
+    display_name: str = ""
+    space: str | None = None
+    """Discord guild / Slack team the message was sent in (None in a DM or over HTTP)."""
+    parent_channel: str | None = None
+    """For a Discord thread: the channel it belongs to (bindings match it)."""
+    roles: tuple[str, ...] = ()
+    """The sender's role ids (Discord)."""
+    agent: str | None = None
+    """An agent asked for by name (the HTTP API's `model`); overrides `[[bindings]]`."""
+    attachments: tuple[FileSource, ...] = ()
+    """Files on the message, read by the gateway during the turn."""
+    sender: str = ""
+    """Who `[limits]` counts this message against, when not `user` (HTTP: the API token of
+    an anonymous request)."""
+
+
+ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown", "limited", "stopped"]
+"""`answer`: the turn's reply. `merged`: this message was answered together with later
+ones (collect/interrupt modes) and `text` is that shared answer. `failure`: the agent
+or the store failed; `text` is a plain message for a person. `dropped`: the queue was
+full and this message will not be answered. `notice`: a command's confirmation (e.g. a
+reset). `shutdown`: the process is stopping and nothing of this message was stored, so
+it is safe to send again. `limited`: the sender is over `[limits]`; nothing was stored;
+`text` is the "slow down" notice for the first such message of a window and empty for
+the others (send nothing then). `stopped`: someone sent `/stop` while this message was
+being answered; its turn was cancelled (the message stays in memory, marked interrupted)."""
+
+CancelReason = Literal["interrupted", "stopped", "shutdown", "retry"]
+"""Why a running turn was cancelled: a newer message (interrupt mode), `/stop`, shutdown,
+or `retry`: its commit was fenced out, nothing was stored, and the same message is
+answered again from the start (what was shown of the answer is void, not cut off)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    kind: ReplyKind
+    session_key: SessionKey
+    session_id: str = ""
+    turn: int = 0
+
+
+AttachmentKind = Literal["image", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRef:
+    """What a transcript keeps of a file: a reference; the bytes live in the store's blobs."""
+
+    name: str
+    mime: str
+    """Sniffed from the bytes, never taken from the name or the sender."""
+    size: int
+    sha256: str
+    kind: AttachmentKind
+    width: int = 0
+    height: int = 0
+    lines: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One transcript record."""
+
+    role: Role
+    content: str
+    at: float = 0.0
+    message_id: str = ""
+    interrupted: bool = False
+    summary: bool = False
+    """A compaction summary: it stands for the records before it, except the last `keeps`."""
+    keeps: int = 0
+    """For a summary: how many records just before it are still sent verbatim after it."""
+    attachments: tuple[AttachmentRef, ...] = ()
+    author: str = ""
+    """Who wrote it, by display name (backfilled records; empty for the session's own)."""
+    backfill: bool = False
+    """Read from the channel or thread when the session began, not said to the bot."""
+
+
+class Closed(Exception):
+    """The gateway is shutting down and takes no new messages."""
+
+
+class Responder(Protocol):
+    """How the gateway talks back to the adapter for one inbound message.
+
+    Every method must swallow and log its own platform errors: a failed send never
+    breaks the lane of other messages.
+    """
+
+    async def send(self, reply: Reply) -> None: ...
+
+    async def on_queued(self) -> None:
+        """The message waits behind a running turn of its conversation."""
+        ...
+
+    def working(self) -> AbstractAsyncContextManager[None]:
+        """Held for the whole turn that answers this message (typing indicator)."""
+        ...
+
+    async def on_delta(self, text: str) -> None:
+        """A streamed piece of the answer, before the whole `answer` reply."""
+        ...
+
+    async def on_cancelled(self, reason: CancelReason) -> None:
+        """The turn streaming into this responder was cancelled: whatever it showed of the
+        answer will not be completed and must be marked as cut off (never left looking
+        finished). A reply for the message still follows (`stopped`, `merged`, ...)."""
+        ...
+
+
+@runtime_checkable
+class HistorySource(Protocol):
+    """What a responder offers when its conversation has earlier messages to read.
+
+    The gateway calls it inside the turn lock, only on the first turn of a session, so a
+    thread is read once per session however many processes share the store.
+    """
+
+    async def fetch_history(self) -> Sequence[ChatMessage]:
+        """Earlier messages (oldest first, marked `backfill`), up to the adapter's limit.
+
+        Raises nothing: a missing permission or an error is logged and gives `[]`.
+        """
+        ...

@@ -1,0 +1,13 @@
+"""Keeping it running: logs, metrics and owned tasks."""
+
+from __future__ import annotations
+
+from core.ops.logs import setup_logging
+from core.ops.metrics import Metrics
+from core.ops.tasks import TaskSet
+
+__all__ = [
+    "Metrics",
+    "TaskSet",
+    "setup_logging",
+]

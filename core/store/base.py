@@ -1,0 +1,122 @@
+"""The store's protocols: what a backend implements (files/ and redis/ do)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
+
+from core.model import (
+    Admission,
+    ChatMessage,
+    FreshCheck,
+    Listing,
+    Minter,
+    RequestClaim,
+    SessionEntry,
+    SessionKey,
+    TurnCommit,
+    TurnLease,
+)
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Attachment bytes, content-addressed per session (stores that keep files offer it)."""
+
+    async def put_blobs(self, session_id: str, blobs: Mapping[str, bytes]) -> None:
+        """Store each blob under its sha256 (idempotent); durable before it returns."""
+        ...
+
+    async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
+        """The blobs found (missing or pruned ones are left out)."""
+        ...
+
+    async def prune_session(self, session_id: str) -> None:
+        """Forget a session's transcript and every blob of it."""
+        ...
+
+
+class SessionStore(Protocol):
+    """Sessions, transcripts and turn locks.
+
+    Guarantees every backend gives:
+      * `reserve` is atomic across every process using the store: callers racing on a
+        key whose entry is missing or stale adopt one minted entry.
+      * `lock_turn` excludes turns of one key across every process using the store and
+        hands out a `TurnLease` whose fencing token grows with every acquisition.
+      * `commit` is a turn's only write: its records and the entry's progress (turn
+        count, last interaction) are stored whole or not at all; it is fenced (refused
+        with `Fenced`, nothing written, unless the lease's token is still the key's
+        current one and the key still maps to the commit's session id) and idempotent
+        (a retried commit id is stored once).
+      * An entry's `turns` and `last_interaction_at` are those of its last commit.
+    """
+
+    async def get(self, key: SessionKey) -> SessionEntry | None: ...
+
+    async def reserve(
+        self, key: SessionKey, is_fresh: FreshCheck, mint: Minter
+    ) -> tuple[SessionEntry, bool]: ...
+
+    async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry: ...
+
+    async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
+        """Store the conversation's `/model` choice on its entry (compare-and-set on the
+        session id, like `touch`); None if the key no longer maps to `session_id`."""
+        ...
+
+    async def list(self) -> Listing: ...
+
+    async def delete(self, key: SessionKey, session_id: str) -> bool:
+        """Remove the key's entry and that session's transcript, only if the key still
+        maps to `session_id` (a compare-and-delete: never a session minted meanwhile).
+        True if it was removed."""
+        ...
+
+    async def commit(self, commit: TurnCommit) -> None:
+        """Store a turn durably, whole or not at all; `Fenced` if refused, `StoreError` if
+        the store failed (and nothing was stored)."""
+        ...
+
+    async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]: ...
+
+    def lock_turn(self, key: SessionKey) -> AbstractAsyncContextManager[TurnLease]:
+        """Exclude other turns of `key`; raises `Fenced` out of the block if the lock is lost."""
+        ...
+
+    async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
+        """Remember every id for `window_s`, in one atomic step shared by every process on
+        the store. 0 when none was remembered before (a first delivery), else the 1-based
+        index of the first that was (a duplicate)."""
+        ...
+
+    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
+        """Own `request_id` for `window_s` if nobody does (atomic across processes)."""
+        ...
+
+    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
+        """Store the owner's answer; later claims get it until `window_s` has passed."""
+        ...
+
+    async def release_request(self, request_id: str) -> None:
+        """Forget an owned request that stored nothing, so a retry may run it."""
+        ...
+
+    async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
+        """Count one message of `sender` against fixed windows that start at its first
+        message (0 = no limit), atomically across processes. A limited message is not
+        counted, so it never uses up budget."""
+        ...
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """Ask whichever process runs a turn of `key` to stop it (`/stop` across processes):
+        advances the key's stop counter, which `stop_requests` reads."""
+        ...
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        """How many stops were ever requested for `key` (0 if none); cheap, polled during turns."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,64 @@
+"""The files backend's attachment bytes: content-addressed, one folder per session.
+
+    blobs/<id[:2]>/<id>/<sha256>
+
+Blocking functions; the file store runs them off the event loop. A blob is written
+like an entry (temp file, fsync, os.replace, fsync of the folder; files 0600, folders
+0700), so a crash leaves the whole blob or none. Blobs are kept per session, not shared
+between sessions, so forgetting a session removes exactly its files. Names are checked
+(a session id is 32 hex digits, a digest 64): nothing else becomes part of a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from core.store.entries import SESSION_ID
+from core.store.files.atomic import write_atomically
+
+DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def folder(root: Path, session_id: str) -> Path:
+    if not SESSION_ID.fullmatch(session_id):
+        raise ValueError(f"malformed session id {session_id[:40]!r}")
+    return root / session_id[:2] / session_id
+
+
+def put(root: Path, session_id: str, blobs: Mapping[str, bytes], mkdirs: Callable[[Path], None]) -> None:
+    """Store each blob under its digest; one already there is left alone (same bytes)."""
+    d = folder(root, session_id)
+    for digest, data in blobs.items():
+        if not DIGEST.fullmatch(digest) or hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError("a blob must be stored under the sha256 of its bytes")
+        path = d / digest
+        if path.exists():
+            continue
+        mkdirs(d)
+        write_atomically(str(path), data)
+
+
+def get(root: Path, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
+    d = folder(root, session_id)
+    found: dict[str, bytes] = {}
+    for digest in digests:
+        if not DIGEST.fullmatch(digest) or digest in found:
+            continue
+        try:
+            data = (d / digest).read_bytes()
+        except FileNotFoundError:
+            continue
+        if hashlib.sha256(data).hexdigest() == digest:  # a damaged blob is not shown as the file
+            found[digest] = data
+    return found
+
+
+def prune(root: Path, session_id: str) -> None:
+    """Remove every blob of the session (nothing to do when it has none)."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(folder(root, session_id))

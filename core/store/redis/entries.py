@@ -1,0 +1,299 @@
+"""The Redis store's entries: names, reads (one script, or what the turn lock read),
+the WATCH/MULTI loop that mints, resets and changes them, and listing by SCAN.
+
+Atomicity. `reserve`, `set_model`, `reset` and `delete` are one WATCH/MULTI loop: WATCH
+the entry, read it, decide in Python, then MULTI/SET/EXEC, which Redis refuses if anyone
+wrote the entry after the WATCH; the loop then re-reads and decides again. Freshness
+(`is_fresh`) and minting (`mint`) stay Python callables, exactly as in the file store.
+`RedisEntries` is the first half of `core.store.redis.RedisStore`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, TypeVar, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError, WatchError
+
+from core.model import Damaged, FreshCheck, Listing, Minter, SessionEntry, SessionKey, StoreError
+from core.store import jsonl
+from core.store.entries import (
+    SESSION_ID,
+    entry_from_json,
+    entry_to_json,
+    find_key,
+    recover_entry,
+    report_quarantine,
+)
+from core.store.redis.lock import TurnReads, redis_errors
+
+log = logging.getLogger("chatlane.store")
+
+R = TypeVar("R")
+Decide = Callable[[SessionEntry | None], tuple[SessionEntry | None, R]]
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_COMMIT_ID = re.compile(r"[0-9a-f]{32}")
+_MAX_ATTEMPTS = 100
+_SCAN_COUNT = 500
+_SESSION_IN_RAW = re.compile(rb'"sessionId"\s*:\s*"([0-9a-f]{32})"')
+
+# KEYS[1] entry; ARGV[1] transcript name prefix. The entry and its last commit.
+GET_SCRIPT = """
+local raw = redis.call('get', KEYS[1])
+if not raw then return {false, false} end
+local ok, obj = pcall(cjson.decode, raw)
+if ok and type(obj) == 'table' and type(obj.sessionId) == 'string'
+    and string.match(obj.sessionId, '^[0-9a-f]+$') and #obj.sessionId == 32 then
+  return {raw, redis.call('lindex', ARGV[1] .. obj.sessionId, -1)}
+end
+return {raw, false}
+"""
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class RedisEntries:
+    _r: aioredis.Redis
+    url: str
+    prefix: str
+    _get_script: Any
+    _reads: dict[str, TurnReads]
+    _tails_read: dict[str, TurnReads]
+
+    # ------------------------------------------------------------------ names
+    def entry_name(self, key: str) -> str:
+        return f"{self.prefix}:entry:{digest(key)}"
+
+    def lock_name(self, key: str) -> str:
+        return f"{self.prefix}:turn:{digest(key)}"
+
+    def fence_name(self, key: str) -> str:
+        return f"{self.prefix}:fence:{digest(key)}"
+
+    def commit_name(self, commit_id: str) -> str:
+        if not _COMMIT_ID.fullmatch(commit_id):
+            raise ValueError(f"malformed commit id {commit_id[:40]!r}")
+        return f"{self.prefix}:commit:{commit_id}"
+
+    def transcript_name(self, session_id: str) -> str:
+        if not SESSION_ID.fullmatch(session_id):
+            raise ValueError(f"malformed session id {session_id[:40]!r}")
+        return f"{self.prefix}:transcript:{session_id}"
+
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return redis_errors(self.url, what)
+
+    def _parse(self, key: SessionKey, raw: bytes) -> SessionEntry:
+        """ValueError with the reason when `raw` is not a valid entry of `key`."""
+        try:
+            entry = entry_from_json(json.loads(raw))
+        except UnicodeDecodeError:
+            raise ValueError("entry is not UTF-8") from None
+        if entry.key != key:
+            raise ValueError("entry holds a key that does not belong here")
+        return entry
+
+    @staticmethod
+    def _with_progress(entry: SessionEntry, last: bytes | None) -> SessionEntry:
+        """The entry as its last commit (`last`, a transcript element) left it."""
+        if not last:
+            return entry
+        try:
+            _records, progress = jsonl.decode_line(last)
+        except (ValueError, UnicodeDecodeError):
+            return entry
+        if progress is None:
+            return entry  # an older transcript format: the entry counted its turns
+        return replace(
+            entry,
+            turns=progress.turns,
+            last_interaction_at=progress.at,
+            updated_at=max(entry.updated_at, progress.at),
+        )
+
+    async def get(self, key: SessionKey) -> SessionEntry | None:
+        if (found := self._reads.get(key)) is not None:
+            return self._entry_read_with_lock(key, found)
+        with self._errors("get"):
+            try:
+                raw, last = await self._get_script(
+                    keys=[self.entry_name(key)], args=[f"{self.prefix}:transcript:"]
+                )
+            except ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                return None  # damaged: quarantined by the next write of this key
+        if raw is None:
+            return None
+        try:
+            return self._with_progress(self._parse(key, raw), last)
+        except ValueError:
+            # Reported and quarantined by the next write of this key, which re-reads
+            # first: a concurrent rewrite may already have mended it.
+            return None
+
+    def _entry_read_with_lock(self, key: SessionKey, found: TurnReads) -> SessionEntry | None:
+        if found.entry is None:
+            return None
+        try:
+            entry = self._parse(key, found.entry)
+        except ValueError:
+            return None  # quarantined by the next write of this key, as in `get`
+        self._tails_read[entry.session_id] = found
+        return self._with_progress(entry, found.commits[-1] if found.commits else None)
+
+    async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
+        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, tuple[SessionEntry, bool]]:
+            if current is not None and is_fresh(current):
+                return None, (current, False)
+            entry = mint(key)
+            return entry, (entry, True)
+
+        return await self._update(key, decide, "reserve")
+
+    async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
+        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry | None]:
+            if current is None or current.session_id != session_id:
+                return None, None
+            updated = replace(current, model=model, updated_at=time.time())
+            return updated, updated
+
+        return await self._update(key, decide, "model choice")
+
+    async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
+        def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry]:
+            entry = mint(key)
+            return entry, entry
+
+        return await self._update(key, decide, "reset")
+
+    async def delete(self, key: SessionKey, session_id: str) -> bool:
+        name = self.entry_name(key)
+        with self._errors("delete"):
+            for _ in range(_MAX_ATTEMPTS):
+                async with self._r.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(name)
+                        raw = await pipe.get(name)
+                        try:
+                            current = self._parse(key, raw) if raw is not None else None
+                        except ValueError:
+                            current = None  # damaged: left for the next write to quarantine
+                        if current is None or current.session_id != session_id:
+                            return False
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.delete(name, self.transcript_name(session_id))
+                        await pipe.execute()
+                        return True
+                    except WatchError:
+                        continue
+        raise StoreError(f"Redis at {self.url}: delete of {key} lost {_MAX_ATTEMPTS} races in a row")
+
+    async def _update(self, key: SessionKey, decide: Decide[R], what: str) -> R:
+        """Read the entry under WATCH, `decide`, write only if nobody wrote in between."""
+        self._forget_reads(key)  # the entry may change here
+        name = self.entry_name(key)
+        with self._errors(what):
+            for _ in range(_MAX_ATTEMPTS):
+                async with self._r.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(name)
+                        damage: str | None = None
+                        raw: bytes | None = None
+                        moved = ""
+                        try:
+                            raw = await pipe.get(name)
+                        except ResponseError as exc:
+                            if "WRONGTYPE" not in str(exc):
+                                raise
+                            damage = "the Redis value has the wrong type"
+                        current: SessionEntry | None = None
+                        if raw is not None:
+                            try:
+                                current = self._parse(key, raw)
+                            except ValueError as exc:
+                                damage = str(exc)
+                            else:
+                                last = await cast(
+                                    "Awaitable[bytes | None]",
+                                    pipe.lindex(self.transcript_name(current.session_id), -1),
+                                )
+                                current = self._with_progress(current, last)
+                        if damage is not None:
+                            current = recover_entry(key, raw or b"")
+                        new, result = decide(current)
+                        if new is None and damage is None:
+                            return result
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        if damage is not None:
+                            moved = f"{self.prefix}:quarantine:{digest(key)}:{time.time_ns()}"
+                            pipe.rename(name, moved)
+                        written = new or current
+                        if written is not None:
+                            pipe.set(name, json.dumps(entry_to_json(written), separators=(",", ":")))
+                        await pipe.execute()
+                    except WatchError:
+                        continue
+                if damage is not None:
+                    report_quarantine(name, damage, moved, current)
+                return result
+        raise StoreError(f"Redis at {self.url}: {what} of {key} lost {_MAX_ATTEMPTS} races in a row")
+
+    async def list(self) -> Listing:
+        """Every entry under the prefix, by SCAN (never KEYS, which blocks Redis)."""
+        entries: list[SessionEntry] = []
+        damaged: list[Damaged] = []
+        head = f"{self.prefix}:entry:"
+        with self._errors("list"):
+            names = [n async for n in self._r.scan_iter(match=head + "*", count=_SCAN_COUNT)]
+            for i in range(0, len(names), _SCAN_COUNT):
+                batch = names[i : i + _SCAN_COUNT]
+                for name, raw in zip(batch, await self._r.mget(batch), strict=True):
+                    where = name.decode("utf-8", "replace")
+                    hashed = where[len(head) :]
+                    if not _DIGEST.fullmatch(hashed):
+                        continue  # another prefix that starts with ours
+                    if raw is None:
+                        if await self._r.type(name) != b"none":
+                            damaged.append(Damaged(where, "the Redis value has the wrong type"))
+                        continue
+                    try:
+                        entry = entry_from_json(json.loads(raw))
+                    except (ValueError, UnicodeDecodeError) as exc:
+                        damaged.append(Damaged(where, str(exc), find_key(raw)))
+                        continue
+                    if digest(entry.key) != hashed:
+                        damaged.append(
+                            Damaged(where, "entry holds a key that does not belong here", entry.key)
+                        )
+                        continue
+                    entries.append(entry)
+            if entries:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for entry in entries:
+                        pipe.lindex(self.transcript_name(entry.session_id), -1)
+                    lasts = await pipe.execute()
+                entries = [self._with_progress(e, last) for e, last in zip(entries, lasts, strict=True)]
+            async for name in self._r.scan_iter(match=f"{self.prefix}:quarantine:*", count=_SCAN_COUNT):
+                raw = await self._r.get(name) if await self._r.type(name) == b"string" else None
+                damaged.append(Damaged(name.decode("utf-8", "replace"), "quarantined", find_key(raw or b"")))
+        entries.sort(key=lambda e: e.key)
+        return Listing(entries, damaged)
+
+    def _forget_reads(self, key: str) -> None:
+        found = self._reads.pop(key, None)
+        if found is not None and found.entry is not None:
+            sid = _SESSION_IN_RAW.search(found.entry)
+            if sid is not None:
+                self._tails_read.pop(sid.group(1).decode(), None)

@@ -1,0 +1,284 @@
+"""The scale-out store: the `SessionStore` protocol on Redis, for many processes on many hosts.
+
+Keys (every name starts with `store.prefix`, so several bots can share one Redis; no
+unvalidated input ever becomes part of a name):
+
+    <prefix>:entry:<sha256(key)>            the entry, JSON (the file store's field names)
+    <prefix>:turn:<sha256(key)>             the turn lock: a random token, with an expiry
+    <prefix>:fence:<sha256(key)>            the key's fencing counter (INCR on every lock)
+    <prefix>:transcript:<sessionId>         memory: a list of commits (JSON), oldest first
+    <prefix>:commit:<commitId>              a stored commit's id, for a day: retries store once
+    <prefix>:quarantine:<sha256(key)>:<ns>  a damaged entry moved aside, never overwritten
+    <prefix>:blobs:<sessionId>              attachment bytes, a hash sha256 -> bytes
+    <prefix>:blob-order:<sessionId>         their digests, oldest first (at most `blobs_max`)
+
+The commit (a turn's only write) is one Lua script: it stores nothing unless the
+caller's fencing token is still the key's counter and the entry still maps the key to
+the commit's session; then it appends the commit and marks its id. A commit id already
+marked is success without a second write, so redis-py's retry of a command whose reply
+was lost stores it once. The entry's turn count and last interaction are read from the
+last commit (`get` is one script too), so they always equal what was committed; the
+entry itself is written only when a session is minted or reset. These scripts read
+keys they derive from values (the transcript of the entry's session), which a Redis
+Cluster would refuse: the store needs one Redis (or a primary with replicas).
+
+Entries (names, reads, the WATCH/MULTI loop that mints and resets, listing) are in
+core/store/redis_entries.py, URLs as printed in core/store/redis_urls.py.
+
+The turn lock (core/store/redis_lock.py) is a renewed `SET NX PX` with a random token.
+
+Connection loss: commands are retried with exponential backoff (about 2.5 s in all);
+after that, and for every other Redis error, the operation raises `StoreError` naming
+the URL without its password.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.config import StoreSettings
+from core.model import (
+    Admission,
+    ChatMessage,
+    Fenced,
+    RequestClaim,
+    SessionKey,
+    StoreError,
+    TurnCommit,
+    TurnLease,
+)
+from core.store import jsonl
+from core.store.redis.blobs import RedisBlobs
+from core.store.redis.deliveries import RedisDeliveries
+from core.store.redis.entries import GET_SCRIPT, RedisEntries, digest
+from core.store.redis.lock import TurnLocks, TurnReads
+from core.store.redis.urls import safe_url, url_problem
+
+log = logging.getLogger("chatlane.store")
+
+_STOP_TTL_S = 86_400
+_COMMIT_MARK_S = 86_400
+_TAIL_HINT_MAX = 1000
+
+# KEYS[1] entry, KEYS[2] fence, KEYS[3] transcript, KEYS[4] commit mark;
+# ARGV[1] token, ARGV[2] session id, ARGV[3] the commit, ARGV[4] transcript_max, ARGV[5] mark ttl s.
+_COMMIT = """
+if redis.call('exists', KEYS[4]) == 1 then return 'stored' end
+if tonumber(redis.call('get', KEYS[2]) or '-1') ~= tonumber(ARGV[1]) then return 'fenced' end
+local raw = redis.call('get', KEYS[1])
+if not raw then return 'moved' end
+local ok, obj = pcall(cjson.decode, raw)
+if not ok or type(obj) ~= 'table' or obj.sessionId ~= ARGV[2] then return 'moved' end
+redis.call('rpush', KEYS[3], ARGV[3])
+redis.call('ltrim', KEYS[3], -tonumber(ARGV[4]), -1)
+redis.call('set', KEYS[4], '1', 'EX', ARGV[5])
+return 'ok'
+"""
+
+
+class RedisStore(RedisEntries):
+    """`SessionStore` on Redis; safe for any number of processes on any number of hosts."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        url: str,
+        prefix: str = "chatlane",
+        transcript_max: int = 10_000,
+        turn_lock_ttl_s: float = 30.0,
+        blobs_max: int = 64,
+    ) -> None:
+        self._r = client
+        self.url = safe_url(url)
+        self.prefix = prefix
+        self.transcript_max = transcript_max
+        self.turn_lock_ttl_s = turn_lock_ttl_s
+        self.blobs_max = blobs_max
+        self._blobs = RedisBlobs(client, prefix, blobs_max)
+        self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
+        self._get_script = client.register_script(GET_SCRIPT)
+        self._reads: dict[str, TurnReads] = {}
+        """Key -> what its turn lock's script read, while this process holds that lock."""
+        self._tails_read: dict[str, TurnReads] = {}
+        """Session id -> the same reads, for `tail` (valid while the lock is held)."""
+        self._tail_hint = 64
+        """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
+        self._commit_script = client.register_script(_COMMIT)
+        self._deliveries = RedisDeliveries(client, prefix)
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings, password: str | None) -> RedisStore:
+        """Connect as `[store]` says; `StoreError` (URL without password) if Redis is unreachable.
+
+        The check is a blocking PING with a 5 s connect timeout, made once at startup
+        like the file store's folder checks, so a wrong URL fails before any bot connects.
+        """
+        url = settings.url
+        options: dict[str, Any] = {
+            "password": password or None,
+            "socket_connect_timeout": 5.0,
+            "socket_timeout": 10.0,
+        }
+        try:
+            with redis.Redis.from_url(url, **options) as probe:
+                probe.ping()
+        except ValueError:
+            # redis-py's message can quote a piece of the password as a "port": never print it.
+            raise StoreError(f"store.url {safe_url(url)!r} is not a Redis URL: {url_problem(url)}") from None
+        except RedisError as exc:
+            raise StoreError(f"cannot reach Redis at {safe_url(url)}: {exc}") from None
+        client = aioredis.Redis.from_url(
+            url,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=30,
+            **options,
+        )
+        return cls(
+            client,
+            url=url,
+            prefix=settings.prefix,
+            transcript_max=settings.transcript_max,
+            turn_lock_ttl_s=settings.turn_lock_ttl_s,
+            blobs_max=settings.blobs_max,
+        )
+
+    # --------------------------------------------------------------- protocol
+    async def ping(self) -> None:
+        """`StoreError` unless Redis answers."""
+        with self._errors("ping"):
+            await self._r.ping()
+
+    async def commit(self, commit: TurnCommit) -> None:
+        key = commit.lease.key
+        self._forget_reads(key)
+        line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records)
+        names = [
+            self.entry_name(key),
+            self.fence_name(key),
+            self.transcript_name(commit.session_id),
+            self.commit_name(commit.commit_id),
+        ]
+        commit.lease.committing = True
+        with self._errors("commit"):
+            outcome = await self._commit_script(
+                keys=names,
+                args=[commit.lease.token, commit.session_id, line, self.transcript_max, _COMMIT_MARK_S],
+            )
+        if outcome == b"stored":
+            log.info("commit %s of %s was already stored (a retry); stored once", commit.commit_id, key)
+        elif outcome != b"ok":
+            why = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+            log.warning("commit of a turn of %s refused (%s at token %d)", key, why, commit.lease.token)
+            raise Fenced(f"commit of {key} refused: {why}")
+
+    async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
+        name = self.transcript_name(session_id)
+        if n <= 0:
+            return []
+        found = self._tails_read.get(session_id)
+        if found is not None and n <= found.asked:
+            lines = found.commits[-n:]  # read with the turn lock
+        else:
+            self._tail_hint = max(self._tail_hint, min(n, _TAIL_HINT_MAX))
+            with self._errors("transcript read"):
+                # redis-py types list commands as sync-or-async; this client is async. A
+                # commit holds one record or more, so the last n commits hold the last n records.
+                lines = await cast("Awaitable[list[bytes]]", self._r.lrange(name, -n, -1))
+        records: list[ChatMessage] = []
+        for line in lines:
+            try:
+                records.extend(jsonl.decode_line(line)[0])
+            except (ValueError, UnicodeDecodeError):
+                log.warning("transcript %s has an unreadable record (%d bytes); skipped", name, len(line))
+        return records[-n:]
+
+    # ------------------------------------------------------------ attachments
+    async def put_blobs(self, session_id: str, data: Mapping[str, bytes]) -> None:
+        """Store blobs (idempotent); keep the newest `blobs_max` (core/store/redis_blobs.py)."""
+        self.transcript_name(session_id)  # validates the id
+        with self._errors("blob write"):
+            await self._blobs.put(session_id, data)
+
+    async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
+        self.transcript_name(session_id)
+        with self._errors("blob read"):
+            return await self._blobs.get(session_id, digests)
+
+    async def prune_session(self, session_id: str) -> None:
+        with self._errors("prune"):
+            await self._r.delete(self.transcript_name(session_id), *self._blobs.names(session_id))
+
+    @contextlib.asynccontextmanager
+    async def lock_turn(self, key: SessionKey) -> AsyncIterator[TurnLease]:
+        """Hold the key's turn lock across every host; `Fenced` if it cannot be kept.
+
+        The lock's script also reads the entry and the last commits of its session, so a
+        turn's `get` and `tail` cost no round trip of their own: while this process holds
+        the lock, nobody else writes the key (a fenced writer is refused)."""
+        reads = (self.entry_name(key), f"{self.prefix}:transcript:", self._tail_hint)
+
+        def keep(found: TurnReads) -> None:
+            self._reads[key] = found
+
+        try:
+            async with self._turn_locks.hold(
+                key, self.lock_name(key), self.fence_name(key), reads=reads, on_reads=keep
+            ) as lease:
+                yield lease
+        finally:
+            self._forget_reads(key)
+
+    # ----------------------------- deliveries and limits (core/store/redis_deliveries.py)
+    async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
+        with self._errors("delivery check"):
+            return await self._deliveries.mark_delivered(ids, window_s)
+
+    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
+        with self._errors("request claim"):
+            return await self._deliveries.claim_request(request_id, fingerprint, window_s)
+
+    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
+        with self._errors("request answer"):
+            await self._deliveries.finish_request(request_id, fingerprint, answer, window_s)
+
+    async def release_request(self, request_id: str) -> None:
+        with self._errors("request release"):
+            await self._deliveries.release_request(request_id)
+
+    async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
+        with self._errors("limit count"):
+            return await self._deliveries.count_message(sender, per_minute, per_day)
+
+    def stop_name(self, key: str) -> str:
+        return f"{self.prefix}:stop:{digest(key)}"
+
+    async def request_stop(self, key: SessionKey) -> None:
+        """INCR of the key's stop counter (kept a day: a turn polls it only while it runs)."""
+        name = self.stop_name(key)
+        with self._errors("stop request"):
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, _STOP_TTL_S)
+                await pipe.execute()
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        with self._errors("stop flag read"):
+            raw = await self._r.get(self.stop_name(key))
+        return int(raw) if raw is not None else 0
+
+    async def close(self) -> None:
+        await self._r.aclose()

@@ -1,0 +1,43 @@
+"""Running one lane item: the `TurnRunner` (lease -> resolve -> context -> agent -> commit
+-> deliver), what a turn reads besides its messages (context: backfill, attachments,
+fetch), compaction, `/model`, and the adapter-side helpers that show a reply as it
+grows (streaming, chunking, responders).
+"""
+
+from __future__ import annotations
+
+from core.turn.attachments import BytesSource, UrlSource
+from core.turn.chunking import split_message
+from core.turn.fetch import fetch_url
+from core.turn.responders import FutureResponder, QuietResponder, confirm_reset
+from core.turn.runner import DEFAULT_MODEL_COMMAND, TurnRunner
+from core.turn.streaming import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_WAITING,
+    STATUS_WORKING,
+    STOPPED_MARK,
+    DraftStream,
+    LiveAnswer,
+    status_after,
+)
+
+__all__ = [
+    "DEFAULT_MODEL_COMMAND",
+    "STATUS_DONE",
+    "STATUS_FAILED",
+    "STATUS_WAITING",
+    "STATUS_WORKING",
+    "STOPPED_MARK",
+    "BytesSource",
+    "DraftStream",
+    "FutureResponder",
+    "LiveAnswer",
+    "QuietResponder",
+    "TurnRunner",
+    "UrlSource",
+    "confirm_reset",
+    "fetch_url",
+    "split_message",
+    "status_after",
+]

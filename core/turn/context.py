@@ -1,0 +1,97 @@
+"""What a turn knows besides its own messages: thread history and attachment bytes.
+
+The gateway calls these inside the turn lock:
+
+* `fetch_backfill`: on the first turn of a session (no turns counted, nothing in its
+  transcript), the earlier messages of the channel or thread, from the adapter's
+  `HistorySource`. The records are stored with the turn's commit, so the next turn (in
+  this process or any other sharing the store) finds the session started and does not
+  read the thread again. After a reset the new session starts empty: it backfills again.
+* `read_attachments`: each new message's files (core/attachments.py), their bytes put
+  into the store's blobs (content-addressed, idempotent: a retried turn stores nothing
+  twice; a turn whose commit fails leaves only blobs no record points at, removed with
+  the session).
+* `load_blobs`: the bytes of attachments the agent may look at this turn, newest first
+  within `[attachments] history_bytes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from core.config import AttachmentSettings
+from core.model import ChatMessage, HistorySource, Inbound, Responder
+from core.store import BlobStore, SessionStore
+from core.turn.attachments import Intake, read_files
+
+log = logging.getLogger("chatlane.context")
+
+BACKFILL_TIMEOUT_S = 15.0
+
+
+def wants_backfill(turns: int, history: Sequence[ChatMessage]) -> bool:
+    """Only a session's first turn reads the thread: nothing counted and nothing stored yet."""
+    return turns == 0 and not history
+
+
+async def fetch_backfill(responder: Responder, skip_ids: set[str]) -> list[ChatMessage]:
+    """The conversation's earlier messages from the adapter, or [] (never raises)."""
+    if not isinstance(responder, HistorySource):
+        return []
+    try:
+        found = await asyncio.wait_for(responder.fetch_history(), BACKFILL_TIMEOUT_S)
+    except TimeoutError:
+        log.warning(
+            "reading the thread's earlier messages took over %.0fs; answering without", BACKFILL_TIMEOUT_S
+        )
+        return []
+    except Exception:  # an adapter bug must not fail the turn
+        log.exception("reading the thread's earlier messages failed; answering without")
+        return []
+    return [
+        m if m.backfill else replace(m, backfill=True)
+        for m in found
+        if not (m.message_id and m.message_id in skip_ids)
+    ]
+
+
+async def read_attachments(
+    store: SessionStore, session_id: str, inbound: Inbound, settings: AttachmentSettings
+) -> Intake:
+    """Read one message's files and keep their bytes in the store (when it keeps blobs)."""
+    if not inbound.attachments:
+        return Intake()
+    intake = await read_files(inbound.attachments, settings)
+    if intake.files and isinstance(store, BlobStore):
+        await store.put_blobs(session_id, {ref.sha256: data for ref, data in intake.files})
+    return intake
+
+
+async def load_blobs(
+    store: SessionStore,
+    session_id: str,
+    messages: Sequence[ChatMessage],
+    have: dict[str, bytes],
+    budget: int,
+) -> dict[str, bytes]:
+    """Bytes for the attachments of `messages` (newest first) within `budget` bytes."""
+    out: dict[str, bytes] = {}
+    wanted: list[str] = []
+    spent = 0
+    for m in reversed(messages):
+        for ref in m.attachments:
+            if ref.sha256 in out or ref.sha256 in wanted:
+                continue
+            if spent + ref.size > budget:
+                continue
+            spent += ref.size
+            if ref.sha256 in have:
+                out[ref.sha256] = have[ref.sha256]
+            else:
+                wanted.append(ref.sha256)
+    if wanted and isinstance(store, BlobStore):
+        out.update(await store.get_blobs(session_id, wanted))
+    return out

@@ -1,0 +1,68 @@
+"""Small `Responder` building blocks for adapters and tests."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+
+from core.model import CancelReason, Reply
+
+
+class QuietResponder(abc.ABC):
+    """No typing indicator, no queued notice, no streaming: adapters override what they use."""
+
+    @abc.abstractmethod
+    async def send(self, reply: Reply) -> None: ...
+
+    async def on_queued(self) -> None:
+        return None
+
+    @contextlib.asynccontextmanager
+    async def working(self) -> AsyncIterator[None]:
+        yield
+
+    async def on_delta(self, text: str) -> None:
+        return None
+
+    async def on_cancelled(self, reason: CancelReason) -> None:
+        return None
+
+
+class FutureResponder(QuietResponder):
+    """Resolves a future with the first reply: for callers that wait for their answer
+    (the HTTP API, the console, tests)."""
+
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.deltas: asyncio.Queue[str | None] | None = None
+
+    def stream(self) -> asyncio.Queue[str | None]:
+        """Receive the answer's pieces as they come; None marks the end."""
+        self.deltas = asyncio.Queue()
+        return self.deltas
+
+    async def send(self, reply: Reply) -> None:
+        if not self.reply.done():
+            self.reply.set_result(reply)
+        if self.deltas is not None:
+            self.deltas.put_nowait(None)
+
+    async def on_delta(self, text: str) -> None:
+        if self.deltas is not None:
+            self.deltas.put_nowait(text)
+
+
+RESET_QUEUED_TEXT = "I'll start a new conversation as soon as I've answered what's before it."
+
+
+async def confirm_reset(gateway_reset: Awaitable[None], responder: FutureResponder, wait_s: float) -> str:
+    """Queue a reset and wait up to `wait_s` for its confirmation (platform commands must be
+    answered within seconds); past that the reset still happens, in order, and the text says so."""
+    await gateway_reset
+    try:
+        reply = await asyncio.wait_for(asyncio.shield(responder.reply), wait_s)
+    except TimeoutError:
+        return RESET_QUEUED_TEXT
+    return reply.text

@@ -1,0 +1,428 @@
+"""The turn pipeline: what running one lane item does, for `core.gateway.Gateway`.
+
+    turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> first turn
+            of the session? read the thread (backfill) -> read attachments (blobs) ->
+            compaction? (a summary record, core/compaction.py) -> the key's agent streams
+            the reply (a stop watch polls the store for `/stop` from other processes) ->
+            ONE fenced commit of the (summary +) (backfill +) user + assistant records ->
+            let go of the lock -> deliver
+
+A refused commit (`Fenced`: another process holds a newer lease, or the key was reset
+there) stored nothing: the turn's messages go back to the front of their lane and are
+answered in a new turn that sees what the other process stored. A reply is delivered
+only after its commit is durable, and once a commit was sent its outcome stands.
+
+The gateway has one `TurnRunner`; the runner owns the lanes whose items it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+
+from core.agents import Agent, TurnInput
+from core.config import AgentSettings, Config
+from core.conversation import Lanes, Pending, Reserver, Retry, Router
+from core.model import (
+    ChatMessage,
+    Fenced,
+    Reply,
+    SessionEntry,
+    SessionKey,
+    StoreError,
+    TurnCommit,
+    TurnLease,
+    parse_key,
+)
+from core.ops import Metrics
+from core.store import SessionStore
+from core.turn import context, model_choice
+from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
+
+log = logging.getLogger("chatlane.gateway")
+
+RESET_TEXT = "Started a new conversation."
+DEFAULT_MODEL_COMMAND = "/model"
+MAX_FENCED_ATTEMPTS = 5
+"""A turn fenced out this many times in a row is answered with the store failure text."""
+STORE_FAILURE_TEXT = (
+    "Sorry, I couldn't save this conversation just now, so I didn't answer. Please try again."
+)
+
+
+@dataclass(slots=True)
+class _Made:
+    """What `_context` made for a turn."""
+
+    entry: SessionEntry
+    turn: TurnInput
+    raw: list[ChatMessage]
+    """The transcript tail as stored (compaction reads it)."""
+    fresh: list[Pending]
+    """The batch's messages not yet in memory."""
+    new: list[ChatMessage]
+    """The records this turn stores before the answer: backfill + the fresh messages."""
+    now: float
+    problems: list[str]
+    """One line per file that could not be read, said before the answer."""
+
+
+class _AgentFailed(Exception):
+    """The agent failed (its error is the cause); `summary` is what compaction made first."""
+
+    def __init__(self, summary: list[ChatMessage]) -> None:
+        super().__init__("the agent failed")
+        self.summary = summary
+
+
+class TurnRunner:
+    """Runs the turns of every conversation: owns the lanes that order them, and the set
+    of keys whose agent is answering here (what a stop can cancel)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: SessionStore,
+        router: Router,
+        agents: dict[str, Agent],
+        reserver: Reserver,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.router = router
+        self.agents = agents
+        """Shared with the gateway (which may swap the default agent)."""
+        self.reserver = reserver
+        self.metrics = metrics
+        self._clock = clock
+        self.lanes = Lanes(self.run, config.queue)
+        self.streaming: set[SessionKey] = set()
+        """Keys whose agent is producing an answer here: what `stop` can cancel."""
+
+    def stop(self, key: SessionKey) -> bool:
+        """Cancel the answer of `key` if its agent is producing it here (True)."""
+        return key in self.streaming and self.lanes.stop(key)
+
+    async def run(self, key: SessionKey, batch: list[Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            async with batch[-1].responder.working():
+                outcome, reply = await self._turn(key, batch)
+        except Fenced as exc:
+            # Nothing of the turn was stored: its messages go back to the front of the lane.
+            self.metrics.fenced.inc()
+            self.metrics.turns.labels("fenced").inc()
+            attempts = max(p.fenced for p in batch) + 1
+            for p in batch:
+                p.fenced = attempts
+            if attempts < MAX_FENCED_ATTEMPTS:
+                log.warning("turn of %s fenced out (%s); answering its messages again", key, exc)
+                await batch[-1].responder.on_cancelled("retry")  # its stream starts over
+                raise Retry from exc
+            log.error("turn of %s fenced out %d times in a row; not answered: %s", key, attempts, exc)
+            outcome, reply = "fenced", Reply(STORE_FAILURE_TEXT, "failure", key)
+        except StoreError as exc:
+            log.error("turn of %s not answered: the store failed: %s", key, exc)
+            outcome, reply = "store_error", Reply(STORE_FAILURE_TEXT, "failure", key)
+        # Delivered after the turn lock is let go: a commit that was stored is answered,
+        # whatever happens to the lease afterwards.
+        await self._deliver(batch, reply)
+        elapsed = time.perf_counter() - started
+        self.metrics.turns.labels(outcome).inc()
+        self.metrics.turn_latency.observe(elapsed)
+        log.info(
+            "turn key=%s session=%s turn=%d outcome=%s latency_ms=%d messages=%d",
+            key,
+            reply.session_id[:8] or "-",
+            reply.turn,
+            outcome,
+            round(elapsed * 1000),
+            len(batch),
+        )
+
+    async def _turn(self, key: SessionKey, batch: list[Pending]) -> tuple[str, Reply]:
+        async with self.store.lock_turn(key) as lease:
+            if batch[0].reset:
+                keep: str | None = None
+                if self.config.session.keep_model_on_reset:
+                    old = await self.store.get(key)
+                    keep = old.model if old is not None else None
+                entry = await self.reserver.reset(key, model=keep)
+                self.metrics.sessions_minted.inc()
+                log.info("session of %s reset to %s", key, entry.session_id)
+                return "reset", Reply(RESET_TEXT, "notice", key, entry.session_id, 0)
+            if batch[0].model_command:
+                return await self._model_command(key, batch[0])
+            return await self._answer(lease, batch)
+
+    def _settings(self, key: SessionKey) -> tuple[str, AgentSettings]:
+        agent_id = parse_key(key).agent
+        return agent_id, self.router.settings(agent_id)
+
+    def is_model_command(self, key: SessionKey, text: str) -> bool:
+        command = self.config.session.model_command
+        return bool(self._settings(key)[1].models) and model_choice.parse_command(text, command) is not None
+
+    async def _model_command(self, key: SessionKey, command: Pending) -> tuple[str, Reply]:
+        """`/model` shows the conversation's model; `/model NAME` switches it (in the lane,
+        under the turn lock, so no turn of this conversation runs meanwhile)."""
+        _, settings = self._settings(key)
+        word = self.config.session.model_command or DEFAULT_MODEL_COMMAND
+        name = model_choice.parse_command(command.inbound.text, word) or ""
+        if not settings.models:
+            return "model", Reply(model_choice.NO_MODELS_TEXT, "notice", key)
+        entry = await self.store.get(key)
+        chosen = entry.model if entry is not None and self.reserver.freshness.is_fresh(entry) else None
+        if not name:
+            text = model_choice.describe(settings, chosen, word)
+        elif name not in settings.models:
+            text = model_choice.refusal(settings, name)
+        elif name == model_choice.effective(settings, chosen):
+            text = model_choice.MODEL_UNCHANGED_TEXT.format(model=name)
+        else:
+            updated = None
+            for _ in range(3):  # a reset from another process may slip in between
+                entry, _created = await self.reserver.resolve(key)
+                updated = await self.store.set_model(key, entry.session_id, name)
+                if updated is not None:
+                    break
+            if updated is None:
+                raise StoreError(f"the session of {key} kept changing while choosing a model")
+            entry = updated
+            log.info("conversation %s now uses model %s", key, name)
+            text = model_choice.MODEL_SET_TEXT.format(model=name)
+        sid, turns = (entry.session_id, entry.turns) if entry is not None else ("", 0)
+        return "model", Reply(text, "notice", key, sid, turns)
+
+    @contextlib.asynccontextmanager
+    async def _stop_watch(self, key: SessionKey) -> AsyncIterator[None]:
+        """While the agent answers `key` here, poll the store's stop counter: a `/stop`
+        taken by another process (or host) advances it, and this process stops the turn.
+        Started under the turn lock, so a stop meant for another process's turn of the
+        key (which that process acts on) is already in the baseline."""
+        try:
+            seen = await self.store.stop_requests(key)
+        except StoreError as exc:
+            log.warning("turn of %s cannot be stopped from other processes: %s", key, exc)
+            yield
+            return
+
+        async def poll() -> None:
+            while True:
+                await asyncio.sleep(self.config.queue.stop_poll_s)
+                try:
+                    now = await self.store.stop_requests(key)
+                except StoreError as exc:
+                    log.warning("stop flag of %s unreadable: %s", key, exc)
+                    continue
+                # "Changed", not "grew": a Redis counter may expire and start again.
+                if now != seen and self.stop(key):
+                    log.info("turn of %s stopped on a request from another process", key)
+                    return
+
+        watcher = asyncio.create_task(poll(), name=f"stop watch {key}")
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _answer(self, lease: TurnLease, batch: list[Pending]) -> tuple[str, Reply]:
+        """A turn that answers messages, step by step: (lease, held by the caller) ->
+        resolve -> context -> agent -> commit; the caller delivers."""
+        key = lease.key
+        agent_id, settings = self._settings(key)
+        agent = self.agents[agent_id]
+        entry = await self._resolve(key)
+        made = await self._context(entry, settings, agent, batch)
+        try:
+            pieces, summary = await self._run_agent(agent, settings, lease, made, batch)
+        except _AgentFailed as exc:  # any agent failure: one plain answer, details in the log
+            log.error("agent %s failed on %s", agent.name, key, exc_info=exc.__cause__)
+            await self._commit(lease, entry, [*exc.summary, *made.new], turns=made.turn.turn)
+            for p in made.fresh:
+                p.recorded = True
+            told = settings.failure_message
+            if exc.summary:
+                told = f"{told}\n\n{COMPACTED_NOTE}"
+            return "agent_error", Reply(told, "failure", key, entry.session_id, made.turn.turn)
+        answer = "".join(pieces)
+        records = [*summary, *made.new, ChatMessage("assistant", answer, self._clock())]
+        await self._commit(lease, entry, records, made.turn.turn)
+        if summary:  # said once, in the reply of the turn that summarised
+            note = f"\n\n{COMPACTED_NOTE}"
+            await batch[-1].responder.on_delta(note)
+            answer += note
+        return "answered", Reply(answer, "answer", key, entry.session_id, made.turn.turn)
+
+    async def _resolve(self, key: SessionKey) -> SessionEntry:
+        """The conversation's session: adopted, or minted once across processes."""
+        entry, created = await self.reserver.resolve(key)
+        (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
+        return entry
+
+    async def _context(
+        self, entry: SessionEntry, settings: AgentSettings, agent: Agent, batch: list[Pending]
+    ) -> _Made:
+        """What the agent is shown: the transcript tail, the thread read on a session's
+        first turn (backfill), the new messages with their files, and their bytes."""
+        key = entry.key
+        raw = await self.store.tail(entry.session_id, settings.history_limit)
+        history = visible(raw)
+        backfill: list[ChatMessage] = []
+        if context.wants_backfill(entry.turns, raw):
+            batch_ids = {p.inbound.message_id for p in batch}
+            backfill = await context.fetch_backfill(batch[0].responder, batch_ids)
+        fresh = [p for p in batch if not p.recorded]
+        intakes = [
+            await context.read_attachments(self.store, entry.session_id, p.inbound, self.config.attachments)
+            for p in fresh
+        ]
+        now = self._clock()
+        new = [
+            ChatMessage("user", p.inbound.text, now, p.inbound.message_id, attachments=i.refs)
+            for p, i in zip(fresh, intakes, strict=True)
+        ]
+        recorded_ids = {p.inbound.message_id for p in batch if p.recorded and p.inbound.message_id}
+        # Messages cut off by an interrupt are already in memory: show them as new again.
+        carried = (
+            [m for m in history if m.role == "user" and m.message_id in recorded_ids] if recorded_ids else []
+        )
+        earlier = backfill + ([m for m in history if m not in carried] if carried else list(history))
+        blobs = await context.load_blobs(
+            self.store,
+            entry.session_id,
+            [*earlier, *carried, *new],
+            {ref.sha256: data for i in intakes for ref, data in i.files},
+            self.config.attachments.history_bytes if getattr(agent, "reads_attachments", True) else 0,
+        )
+        turn = TurnInput(
+            key,
+            entry.session_id,
+            entry.turns + 1,
+            earlier,
+            carried + new,
+            model=model_choice.effective(settings, entry.model),
+            blobs=blobs,
+        )
+        problems = [line for i in intakes for line in i.problems]
+        # backfill is stored with this turn's commit, so no other turn reads the thread again
+        return _Made(entry, turn, raw, fresh, backfill + new, now, problems)
+
+    async def _run_agent(
+        self, agent: Agent, settings: AgentSettings, lease: TurnLease, made: _Made, batch: list[Pending]
+    ) -> tuple[list[str], list[ChatMessage]]:
+        """Let the agent stream its answer into the last message's responder (compacting
+        a long history first). Returns the pieces and the summary record made, if any.
+        A cancel (interrupt, `/stop`, shutdown) keeps the messages in memory as
+        interrupted and propagates; an agent failure raises `_AgentFailed`."""
+        key = lease.key
+        turn = made.turn
+        pieces: list[str] = []
+        summary: list[ChatMessage] = []
+        if made.problems:
+            pieces.append("\n".join(made.problems) + "\n\n")
+            await batch[-1].responder.on_delta(pieces[0])
+        self.streaming.add(key)
+        try:
+            if needs_compaction(settings, made.raw, turn.history, turn.new_messages):
+                done = await compact(agent, settings, made.raw, turn.history, now=made.now, where=key)
+                if done is not None:
+                    turn = replace(turn, history=done.history)
+                    summary = [done.summary] if done.summary is not None else []
+            async with self._stop_watch(key):
+                stream = agent.stream(turn)
+                try:
+                    async for piece in stream:
+                        pieces.append(piece)
+                        await batch[-1].responder.on_delta(piece)
+                finally:
+                    await _close_stream(stream)
+        except asyncio.CancelledError:
+            reason = self.lanes.cancel_reason(key)
+            await asyncio.shield(
+                asyncio.gather(
+                    self._keep_interrupted(lease, made.entry, made.fresh, made.new),
+                    batch[-1].responder.on_cancelled(reason),
+                )
+            )
+            raise
+        except Exception as exc:
+            raise _AgentFailed(summary) from exc
+        finally:
+            self.streaming.discard(key)
+        return pieces, summary
+
+    async def _keep_interrupted(
+        self, lease: TurnLease, entry: SessionEntry, fresh: list[Pending], new: list[ChatMessage]
+    ) -> None:
+        """Keep the messages of a cancelled turn in memory (as interrupted), fenced like
+        any commit: after a lost lease it is refused and they are answered afresh."""
+        records = [m if m.backfill else replace(m, interrupted=True) for m in new]
+        if not records:
+            return
+        try:
+            await self._commit(lease, entry, records, turns=entry.turns)
+        except (StoreError, Fenced) as exc:
+            log.warning("interrupted turn of %s: its messages were not kept: %s", entry.key, exc)
+            return
+        for p in fresh:
+            p.recorded = True
+
+    async def _commit(
+        self, lease: TurnLease, entry: SessionEntry, records: Sequence[ChatMessage], turns: int
+    ) -> None:
+        """The turn's one write: its records and progress, whole or not at all (fenced).
+
+        Once sent, a commit is seen through: a cancel that lands meanwhile (an interrupt,
+        `/stop`) waits for its outcome, and a stored turn is then answered, not redone.
+        """
+        commit = TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns)
+        sent = asyncio.ensure_future(self.store.commit(commit))
+        try:
+            await asyncio.shield(sent)
+        except asyncio.CancelledError:
+            await sent  # stored, refused or failed: that outcome stands
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.info("a turn of %s was stopped after its commit went out; it is answered", entry.key)
+
+    @staticmethod
+    async def _deliver(batch: list[Pending], reply: Reply) -> None:
+        """The reply to the last message; earlier ones of a merged batch hear it as merged."""
+        for p in batch[:-1]:
+            await p.responder.send(
+                reply
+                if reply.kind != "answer"
+                else Reply(reply.text, "merged", reply.session_key, reply.session_id, reply.turn)
+            )
+        await batch[-1].responder.send(reply)
+
+
+async def _close_stream(stream: AsyncIterator[str]) -> None:
+    """Finish an agent's stream. A cancellation that hit while the stream waited at a
+    `yield` (e.g. during a slow send) is thrown into it, so every agent sees
+    `CancelledError` in its stream when its turn is interrupted or stopped."""
+    athrow = getattr(stream, "athrow", None)
+    frame_alive = getattr(stream, "ag_frame", None) is not None
+    if athrow is not None and frame_alive:
+        try:
+            await athrow(asyncio.CancelledError())
+        except (asyncio.CancelledError, StopAsyncIteration):
+            pass
+        except Exception:
+            log.exception("agent stream failed while being cancelled")
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except RuntimeError:  # it yielded again after the cancellation
+            log.warning("an agent stream went on after being cancelled")

@@ -1,0 +1,251 @@
+"""The embedded file store: layout, permissions, corruption handling, many processes, kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.conversation.reserver import Reserver
+from core.model.keys import SessionKey
+from core.model.messages import ChatMessage
+from core.store.files.store import FileStore
+from tests.core.store.turns import store_turn
+
+KEY = SessionKey("agent:main:test:alice:general")
+
+
+async def test_entry_file_name_is_a_hash_and_the_key_lives_inside(store: FileStore) -> None:
+    entry, created = await Reserver(store).resolve(KEY)
+    path = store.entry_path(KEY)
+    assert created and path.exists()
+    assert KEY not in str(path) and "alice" not in str(path)
+    assert json.loads(path.read_text())["key"] == KEY
+    assert json.loads(path.read_text())["sessionId"] == entry.session_id
+
+
+async def test_files_are_0600_and_dirs_0700(store: FileStore) -> None:
+    await store_turn(store, KEY, [ChatMessage("user", "hi", 1.0)])
+    for path in store.root.rglob("*"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), path
+
+
+async def test_a_session_id_that_is_not_hex_never_becomes_a_path(store: FileStore) -> None:
+    with pytest.raises(ValueError, match="malformed session id"):
+        store.transcript_path("../../etc/passwd")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"", b'{"key": "agent:main:te', b"\x00\xff\xfe garbage", b"[1, 2, 3]", b'{"key": 5}'],
+    ids=["empty", "truncated", "binary", "wrong-type", "wrong-schema"],
+)
+async def test_a_damaged_entry_is_quarantined_not_silently_overwritten(
+    store: FileStore, damage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    reserver = Reserver(store)
+    await reserver.resolve(KEY)
+    store.entry_path(KEY).write_bytes(damage)
+    with caplog.at_level(logging.ERROR, "chatlane.store"):
+        _, created = await reserver.resolve(KEY)
+    assert "damaged" in caplog.text
+    moved = list((store.root / "quarantine").iterdir())
+    assert len(moved) == 1 and moved[0].read_bytes() == damage
+    assert created and store.entry_path(KEY).exists()
+
+
+async def test_a_truncated_entry_keeps_its_session_id(store: FileStore) -> None:
+    """What can be recovered is kept: memory continues in the same session."""
+    reserver = Reserver(store)
+    entry, _ = await reserver.resolve(KEY)
+    raw = store.entry_path(KEY).read_bytes()
+    store.entry_path(KEY).write_bytes(raw[: raw.index(b"platform")])
+    again, _ = await reserver.resolve(KEY)
+    assert again.session_id == entry.session_id
+    assert len(list((store.root / "quarantine").iterdir())) == 1
+
+
+async def test_listing_reports_damaged_entries(store: FileStore) -> None:
+    reserver = Reserver(store)
+    await reserver.resolve(KEY)
+    other = SessionKey("agent:main:test:bob:general")
+    await reserver.resolve(other)
+    store.entry_path(other).write_bytes(b'{"key": "agent:main:test:bob:general", "sess')
+    listing = await store.list()
+    assert [e.key for e in listing.entries] == [KEY]
+    assert [d.key for d in listing.damaged] == [other]
+
+
+async def test_a_torn_last_transcript_line_is_skipped_and_then_closed(
+    store: FileStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = await store_turn(
+        store, KEY, [ChatMessage("user", "one", 1.0), ChatMessage("assistant", "two", 2.0)]
+    )
+    sid = entry.session_id
+    with store.transcript_path(sid).open("ab") as f:
+        f.write(b'{"commit":"c","turns":2,"records":[{"role":"user","content":"cut of')
+    with caplog.at_level(logging.WARNING, "chatlane.transcript"):
+        assert [m.content for m in await store.tail(sid, 10)] == ["one", "two"]
+        assert (await store.get(KEY)) == entry  # the torn commit never happened
+        after = await store_turn(store, KEY, [ChatMessage("user", "three", 3.0)])
+    assert "torn" in caplog.text
+    assert after.turns == 2
+    assert [m.content for m in await store.tail(sid, 10)] == ["one", "two", "three"]
+
+
+async def test_garbage_in_the_middle_of_a_transcript_is_skipped(store: FileStore) -> None:
+    entry = await store_turn(store, KEY, [ChatMessage("user", "one", 1.0)])
+    sid = entry.session_id
+    with store.transcript_path(sid).open("ab") as f:
+        f.write(b"\x00\x01 not json\n")
+    await store_turn(store, KEY, [ChatMessage("user", "two", 2.0)])
+    assert [m.content for m in await store.tail(sid, 10)] == ["one", "two"]
+
+
+async def test_tail_reads_only_the_end_of_a_long_transcript(store: FileStore) -> None:
+    for i in range(2000):
+        entry = await store_turn(store, KEY, [ChatMessage("user", f"m{i} " + "x" * 500, float(i))])
+    last = await store.tail(entry.session_id, 3)
+    assert [m.content.split()[0] for m in last] == ["m1997", "m1998", "m1999"]
+
+
+async def test_turn_lock_excludes_two_tasks_of_one_process(store: FileStore) -> None:
+    inside = 0
+    most = 0
+
+    async def turn() -> None:
+        nonlocal inside, most
+        async with store.lock_turn(KEY):
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.005)
+            inside -= 1
+
+    async with asyncio.timeout(20):
+        await asyncio.gather(*(turn() for _ in range(20)))
+    assert most == 1
+
+
+WORKER = r"""
+import asyncio, sys
+from core.reserver import Reserver
+from core.store.files import FileStore
+from core.types import SessionKey
+
+async def main(root, n, keys):
+    store = FileStore(root)
+    reserver = Reserver(store)
+    ids = []
+    for i in range(n):
+        entry, created = await reserver.resolve(SessionKey(f"agent:main:test:u{i % keys}:c"))
+        ids.append(f"{entry.key} {entry.session_id} {int(created)}")
+    await store.close()
+    print("\n".join(ids))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+@pytest.mark.slow
+def test_four_processes_racing_on_ten_keys_make_exactly_ten_sessions(tmp_path: Path) -> None:
+    root = str(tmp_path / "state")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, root, "50", "10"], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    lines = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        lines += out.split("\n")
+    by_key: dict[str, set[str]] = {}
+    mints = 0
+    for line in filter(None, lines):
+        key, sid, created = line.split()
+        by_key.setdefault(key, set()).add(sid)
+        mints += int(created)
+    assert len(by_key) == 10
+    assert all(len(ids) == 1 for ids in by_key.values())
+    assert mints == 10
+
+
+WRITER = r"""
+import asyncio, sys, time, uuid
+from core.reserver import Reserver
+from core.store.files import FileStore
+from core.types import ChatMessage, Fenced, SessionKey, TurnCommit
+
+async def main(root, ack_path):
+    store = FileStore(root)
+    reserver = Reserver(store)
+    ack = open(ack_path, "a", buffering=1)
+    i = 0
+    while True:
+        key = SessionKey(f"agent:main:test:u{i % 7}:c")
+        async with store.lock_turn(key) as lease:
+            entry, _ = await reserver.resolve(key)
+            try:
+                await store.commit(TurnCommit(
+                    lease, entry.session_id, uuid.uuid4().hex,
+                    [ChatMessage("user", f"msg {i}", time.time())], time.time(), entry.turns + 1,
+                ))
+            except Fenced:
+                pass
+            else:
+                ack.write(f"{key} {entry.session_id} msg {i}\n")
+        if i % 5 == 0:
+            fresh = await reserver.reset(key)
+            ack.write(f"{key} {fresh.session_id} reset\n")
+        i += 1
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.mark.slow
+async def test_kill_9_of_a_writer_never_leaves_a_torn_entry_or_loses_an_acknowledged_write(
+    tmp_path: Path,
+) -> None:
+    """25 writers killed at random moments: every entry parses, every acknowledged
+    transcript record is there, and each key's acknowledged session id survives (or a
+    newer one replaced it through a reset)."""
+    root = tmp_path / "state"
+    ack = tmp_path / "acks"
+    for round_ in range(25):
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, str(root), str(ack))
+        await asyncio.sleep(0.25 + (round_ % 5) * 0.05)
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 10)
+    store = FileStore(root)
+    try:
+        listing = await store.list()
+        assert listing.damaged == []
+        assert len(listing.entries) == 7
+        acked = [line.split(" ", 2) for line in ack.read_text().splitlines() if line.count(" ") >= 2]
+        assert len(acked) > 25
+        history: dict[str, list[str]] = {}
+        for key, sid, text in acked:
+            if text != "reset":
+                records = [m.content for m in await store.tail(sid, 100_000)]
+                assert text in records, (key, sid, text)
+            ids = history.setdefault(key, [])
+            if not ids or ids[-1] != sid:
+                ids.append(sid)
+        final: dict[str, str] = {e.key: e.session_id for e in listing.entries}
+        for key, ids in history.items():
+            # The latest acknowledged session, or a newer one minted after it.
+            assert final[key] not in ids[:-1], key
+        for path in root.rglob("*.tmp"):
+            os.unlink(path)  # leftovers of killed writers are only ever temp files
+    finally:
+        await store.close()

@@ -1,0 +1,198 @@
+"""`DraftStream` against recording surfaces (fakes at the platform boundary): however the
+answer is cut into pieces, the messages end up exactly as a non-streamed reply's, and an
+append-only surface is only ever asked to extend what it shows while the answer streams."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bots.testing import eventually
+from core.turn.chunking import FENCE, open_fence, split_message
+from core.turn.streaming import DraftStream
+
+LIMITS = st.integers(min_value=48, max_value=160)
+TEXTS = st.lists(
+    st.sampled_from(["word ", "longerword", "\n", "```py\n", "```\n", "`", " ", "x" * 30, "é"]),
+    max_size=80,
+).map("".join)
+
+
+class EditSurface:
+    """Messages that can be posted, edited and deleted."""
+
+    append_only = False
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.messages: list[str] = []
+        self.calls = 0
+        self.bad: list[str] = []
+        """Blank or over-long messages asked for."""
+
+    async def show(self, index: int, text: str, *, final: bool) -> bool:
+        self.calls += 1
+        if not text.strip() or len(text) > self.limit:
+            self.bad.append(text)  # recorded: the stream's flusher task makes these calls
+        if index == len(self.messages):
+            self.messages.append(text)
+        else:
+            self.messages[index] = text
+        return True
+
+    async def drop(self, index: int) -> bool:
+        del self.messages[index]
+        return True
+
+
+class AppendSurface(EditSurface):
+    """Messages that only grow while streaming (Slack native streams); a different text is
+    accepted only in the final flush (the surface's correction by an edit)."""
+
+    append_only = True
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.sealed: set[int] = set()
+        self.finishing = False
+        self.violations: list[str] = []
+        """Recorded, not raised: the stream's flusher task makes these calls."""
+
+    async def show(self, index: int, text: str, *, final: bool) -> bool:
+        if index < len(self.messages):
+            grows = text.startswith(self.messages[index])
+            if not self.finishing and (not grows or index in self.sealed):
+                self.violations.append(f"message {index} changed while streaming: {text!r}")
+        elif index > 0 and index - 1 not in self.sealed:
+            self.violations.append(f"message {index} posted before message {index - 1} was final")
+        if final:
+            self.sealed.add(index)
+        return await super().show(index, text, final=final)
+
+
+async def stream(surface: EditSurface, text: str, cuts: list[int], limit: int) -> DraftStream:
+    draft = DraftStream(surface, limit=limit, interval_s=0.0005, first_post_s=0, first_chars=1)
+    pos = 0
+    for cut in sorted(c % (len(text) + 1) for c in cuts):
+        draft.add(text[pos:cut])
+        pos = cut
+        await asyncio.sleep(0.001)  # let the flusher run between some pieces
+    draft.add(text[pos:])
+    await asyncio.sleep(0.002)
+    return draft
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=TEXTS, cuts=st.lists(st.integers(min_value=0), max_size=12), limit=LIMITS)
+def test_edited_messages_end_as_the_chunks_of_the_final_answer(
+    text: str, cuts: list[int], limit: int
+) -> None:
+    async def run() -> None:
+        surface = EditSurface(limit)
+        draft = await stream(surface, text, cuts, limit)
+        if await draft.finish(text):
+            assert surface.messages == split_message(text, limit)
+        else:
+            assert surface.messages == [] and not text.strip()
+        assert surface.bad == []
+
+    asyncio.run(run())
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=TEXTS, cuts=st.lists(st.integers(min_value=0), max_size=12), limit=LIMITS)
+def test_append_only_messages_only_grow_while_streaming_and_end_exact(
+    text: str, cuts: list[int], limit: int
+) -> None:
+    async def run() -> None:
+        surface = AppendSurface(limit)
+        draft = await stream(surface, text, cuts, limit)
+        surface.finishing = True
+        if await draft.finish(text):
+            assert surface.messages == split_message(text, limit)
+        assert surface.violations == []
+
+    asyncio.run(run())
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=TEXTS, limit=LIMITS)
+def test_a_marked_answer_ends_with_its_note_outside_any_code_block(text: str, limit: int) -> None:
+    async def run() -> None:
+        surface = EditSurface(limit)
+        draft = await stream(surface, text, [len(text) // 2], limit)
+        if await draft.mark("_(stopped)_"):
+            last = surface.messages[-1]
+            assert last.endswith("_(stopped)_")
+            assert all(open_fence(m) is None for m in surface.messages), "fences balanced per message"
+            assert all(len(m) <= limit for m in surface.messages)
+            assert FENCE not in last.rsplit("\n", 1)[-1]
+
+    asyncio.run(run())
+
+
+def test_a_stream_with_nothing_shown_leaves_the_reply_to_the_caller() -> None:
+    async def run() -> None:
+        surface = EditSurface(100)
+        draft = DraftStream(surface, limit=100, interval_s=0.5, first_post_s=5, first_chars=50)
+        draft.add("short")
+        assert await draft.finish("short") is False
+        assert surface.calls == 0
+
+    asyncio.run(run())
+
+
+class FlakySurface(EditSurface):
+    """Refuses its first `fails` edits (a platform answering 429 past the client's patience)."""
+
+    def __init__(self, limit: int, fails: int) -> None:
+        super().__init__(limit)
+        self.fails = fails
+        self.times: list[tuple[float, bool]] = []
+
+    async def show(self, index: int, text: str, *, final: bool) -> bool:
+        refused = index < len(self.messages) and self.fails > 0
+        self.times.append((asyncio.get_running_loop().time(), not refused))
+        if refused:
+            self.fails -= 1
+            return False
+        return await super().show(index, text, final=final)
+
+
+def test_failed_calls_make_the_stream_back_off_and_no_text_is_lost() -> None:
+    interval = 0.03
+
+    async def run() -> None:
+        surface = FlakySurface(500, fails=3)
+        draft = DraftStream(surface, limit=500, interval_s=interval, first_post_s=0, first_chars=1)
+        text = "".join(f"piece{i} " for i in range(40))
+        for i in range(40):
+            draft.add(f"piece{i} ")
+            await asyncio.sleep(0.01)
+        assert await draft.finish(text)
+        assert surface.messages == [text]
+        gaps = [(b - a, ok) for (a, ok), (b, _) in itertools.pairwise(surface.times)]
+        # After the 1st, 2nd and 3rd refusal the next try waits 2, 4 and 8 intervals.
+        waits = [gap for gap, ok in gaps if not ok]
+        assert len(waits) == 3
+        assert [w >= interval * f * 0.95 for w, f in zip(waits, (2, 4, 8), strict=True)] == [True] * 3
+        assert surface.times[-1][1], "the final edit went through"
+
+    asyncio.run(run())
+
+
+def test_finishing_an_answer_already_shown_whole_makes_no_call_and_does_not_wait() -> None:
+    async def run() -> None:
+        surface = EditSurface(500)
+        draft = DraftStream(surface, limit=500, interval_s=30, first_post_s=0, first_chars=1)
+        draft.add("all of it at once")
+        await eventually(lambda: surface.messages == ["all of it at once"])
+        calls = surface.calls
+        async with asyncio.timeout(5):  # far below the 30 s interval a needless edit would wait
+            assert await draft.finish("all of it at once")
+        assert surface.calls == calls
+
+    asyncio.run(run())
