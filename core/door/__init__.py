@@ -9,14 +9,18 @@ from core.door.access import Facts, Seen, admit
 from core.door.dedupe import Delivery, RecentSet, Requests
 from core.door.gateway import Gateway
 from core.door.limits import SLOW_DOWN_TEXT
+from core.door.targets import NoAdapter, TargetResponder, Targets
 
 __all__ = [
     "SLOW_DOWN_TEXT",
     "Delivery",
     "Facts",
     "Gateway",
+    "NoAdapter",
     "RecentSet",
     "Requests",
     "Seen",
+    "TargetResponder",
+    "Targets",
     "admit",
 ]

@@ -31,6 +31,7 @@ from core.config import Config
 from core.conversation import Freshness, Pending, Reserver, Router
 from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
+from core.door.targets import Targets
 from core.model import Inbound, Reply, Responder, SessionKey, SessionStatus, StoreError, build_key, parse_key
 from core.ops import Metrics
 from core.store import SessionStore
@@ -68,6 +69,8 @@ class Gateway:
         # Built here from the config, so no caller can forget `session.reset`.
         self.reserver = Reserver(store, Freshness.from_settings(config.session.reset), clock=clock)
         self.metrics = metrics or Metrics()
+        self.targets = Targets()
+        """Adapters register how to answer a stored `ReplyTarget` (resumed and proactive messages)."""
         self.turns = TurnRunner(config, store, self.router, self.agents, self.reserver, self.metrics, clock)
         self.lanes = self.turns.lanes
         self.metrics.watch_queue(lambda: self.lanes.depth)

@@ -31,6 +31,7 @@ from core.model.messages import (
     Inbound,
     Reply,
     ReplyKind,
+    ReplyTarget,
     Responder,
     Role,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "Minter",
     "Reply",
     "ReplyKind",
+    "ReplyTarget",
     "RequestClaim",
     "Responder",
     "Role",

@@ -4,7 +4,7 @@ records, and the `Responder` an adapter answers through.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -68,6 +68,63 @@ class Inbound:
     sender: str = ""
     """Who `[limits]` counts this message against, when not `user` (HTTP: the API token of
     an anonymous request)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTarget:
+    """Where the answer to a message goes, in a form any process can store and read back:
+    a process that never saw the platform event answers through it (the durable inbox,
+    schedules, approvals). Adapters turn a target back into a `Responder`.
+
+    `reply_to` is the platform message answered (None for a proactive message);
+    `answer_id` the bot message an answer is streaming into, once one exists (a resumed
+    answer edits it in place); `extra` holds what else an adapter needs (a Slack team,
+    a Discord guild), as strings.
+    """
+
+    platform: str
+    channel: str
+    thread: str | None = None
+    reply_to: str | None = None
+    answer_id: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "platform": self.platform,
+            "channel": self.channel,
+            "thread": self.thread,
+            "reply_to": self.reply_to,
+            "answer_id": self.answer_id,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, object]) -> ReplyTarget:
+        """ValueError when `obj` is not a stored target (a corrupt record)."""
+        platform, channel = obj.get("platform"), obj.get("channel")
+        if not isinstance(platform, str) or not isinstance(channel, str):
+            raise ValueError("a reply target needs a platform and a channel")
+
+        def text(name: str) -> str | None:
+            value = obj.get(name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"reply target {name} must be a string")
+            return value
+
+        extra = obj.get("extra") or {}
+        if not isinstance(extra, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
+        ):
+            raise ValueError("reply target extra must map strings to strings")
+        return cls(
+            platform,
+            channel,
+            text("thread"),
+            text("reply_to"),
+            text("answer_id"),
+            tuple(sorted(extra.items())),
+        )
 
 
 ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown", "limited", "stopped"]

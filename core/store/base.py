@@ -38,20 +38,11 @@ class BlobStore(Protocol):
         ...
 
 
-class SessionStore(Protocol):
-    """Sessions, transcripts and turn locks.
+class Sessions(Protocol):
+    """Conversations and their sessions: one entry per key.
 
-    Guarantees every backend gives:
-      * `reserve` is atomic across every process using the store: callers racing on a
-        key whose entry is missing or stale adopt one minted entry.
-      * `lock_turn` excludes turns of one key across every process using the store and
-        hands out a `TurnLease` whose fencing token grows with every acquisition.
-      * `commit` is a turn's only write: its records and the entry's progress (turn
-        count, last interaction) are stored whole or not at all; it is fenced (refused
-        with `Fenced`, nothing written, unless the lease's token is still the key's
-        current one and the key still maps to the commit's session id) and idempotent
-        (a retried commit id is stored once).
-      * An entry's `turns` and `last_interaction_at` are those of its last commit.
+    `reserve` is atomic across every process using the store: callers racing on a key
+    whose entry is missing or stale adopt one minted entry.
     """
 
     async def get(self, key: SessionKey) -> SessionEntry | None: ...
@@ -75,6 +66,19 @@ class SessionStore(Protocol):
         True if it was removed."""
         ...
 
+
+class Ledger(Protocol):
+    """A turn's lock and its one write.
+
+    `lock_turn` excludes turns of one key across every process using the store and hands
+    out a `TurnLease` whose fencing token grows with every acquisition. `commit` is a
+    turn's only write: its records and the entry's progress (turn count, last
+    interaction) are stored whole or not at all; it is fenced (refused with `Fenced`,
+    nothing written, unless the lease's token is still the key's current one and the key
+    still maps to the commit's session id) and idempotent (a retried commit id is stored
+    once). An entry's `turns` and `last_interaction_at` are those of its last commit.
+    """
+
     async def commit(self, commit: TurnCommit) -> None:
         """Store a turn durably, whole or not at all; `Fenced` if refused, `StoreError` if
         the store failed (and nothing was stored)."""
@@ -85,6 +89,12 @@ class SessionStore(Protocol):
     def lock_turn(self, key: SessionKey) -> AbstractAsyncContextManager[TurnLease]:
         """Exclude other turns of `key`; raises `Fenced` out of the block if the lock is lost."""
         ...
+
+
+class Deliveries(Protocol):
+    """Platform deliveries answered once, and retried requests (`Idempotency-Key`) run once,
+    across every process on the store.
+    """
 
     async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
         """Remember every id for `window_s`, in one atomic step shared by every process on
@@ -104,11 +114,19 @@ class SessionStore(Protocol):
         """Forget an owned request that stored nothing, so a retry may run it."""
         ...
 
+
+class SenderLimits(Protocol):
+    """`[limits]`: messages per sender, counted once across every process on the store."""
+
     async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
         """Count one message of `sender` against fixed windows that start at its first
         message (0 = no limit), atomically across processes. A limited message is not
         counted, so it never uses up budget."""
         ...
+
+
+class Signals(Protocol):
+    """Requests to whichever process runs a turn (`/stop` across processes)."""
 
     async def request_stop(self, key: SessionKey) -> None:
         """Ask whichever process runs a turn of `key` to stop it (`/stop` across processes):
@@ -118,5 +136,9 @@ class SessionStore(Protocol):
     async def stop_requests(self, key: SessionKey) -> int:
         """How many stops were ever requested for `key` (0 if none); cheap, polled during turns."""
         ...
+
+
+class SessionStore(Sessions, Ledger, Deliveries, SenderLimits, Signals, Protocol):
+    """Everything a backend gives, in parts a backend implements and tests one by one."""
 
     async def close(self) -> None: ...
