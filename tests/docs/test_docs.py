@@ -125,7 +125,9 @@ def test_every_config_block_loads_as_the_cli_loads_it(block: Block, tmp_path: Pa
     try:
         load_config(path, env=EveryVariableSet())
     except ConfigError as exc:
-        pytest.fail(f"{block.where}: {exc.key or 'config'}: {exc.problem}  (mark it {NOT_A_CONFIG} if it is not one)")
+        pytest.fail(
+            f"{block.where}: {exc.key or 'config'}: {exc.problem}  (mark it {NOT_A_CONFIG} if it is not one)"
+        )
 
 
 def test_the_config_check_refuses_a_wrong_key(tmp_path: Path) -> None:
@@ -168,7 +170,7 @@ def anchors(page: Path) -> set[str]:
 
 
 def _links(page: Path) -> list[tuple[int, str]]:
-    out = []
+    out: list[tuple[int, str]] = []
     for number, line in _parsed(page)[0]:
         for match in _LINK.finditer(_CODE_SPAN.sub("", line)):
             out.append((number, match.group(1)))
@@ -202,7 +204,10 @@ def test_every_docs_page_is_listed_in_the_index() -> None:
     [
         ("Thread history, images and files", "thread-history-images-and-files"),
         ("`Idempotency-Key` on the HTTP API", "idempotency-key-on-the-http-api"),
-        ("Worked example: Slack HTTP mode behind a load balancer", "worked-example-slack-http-mode-behind-a-load-balancer"),
+        (
+            "Worked example: Slack HTTP mode behind a load balancer",
+            "worked-example-slack-http-mode-behind-a-load-balancer",
+        ),
     ],
 )
 def test_slugs_are_githubs(heading: str, anchor: str) -> None:
@@ -214,13 +219,17 @@ def test_slugs_are_githubs(heading: str, anchor: str) -> None:
 
 def test_the_readme_is_a_front_door_not_the_manual() -> None:
     size = len(README.read_bytes())
-    assert size <= README_MAX_BYTES, f"README.md is {size:,} bytes (at most {README_MAX_BYTES:,}): move detail to docs/"
+    assert size <= README_MAX_BYTES, (
+        f"README.md is {size:,} bytes (at most {README_MAX_BYTES:,}): move detail to docs/"
+    )
 
 
 @pytest.mark.parametrize("command", [RUN_COMMAND, TEST_COMMAND])
 def test_the_readme_shows_the_run_and_test_commands_verbatim(command: str) -> None:
     """The two set-up commands are lines of a shell block, exactly as a person pastes them."""
-    lines = {line.strip() for b in _parsed(README)[1] if b.lang in SHELL_LANGUAGES for line in b.text.splitlines()}
+    lines = {
+        line.strip() for b in _parsed(README)[1] if b.lang in SHELL_LANGUAGES for line in b.text.splitlines()
+    }
     assert command in lines
 
 
@@ -329,7 +338,7 @@ def _command_path(args: list[str]) -> tuple[tuple[str, ...], list[str]]:
 
 
 def _shown_commands() -> list[tuple[str, list[str]]]:
-    out = []
+    out: list[tuple[str, list[str]]] = []
     for block in _blocks(*SHELL_LANGUAGES):
         for line in _shell_lines(block):
             try:
