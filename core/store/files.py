@@ -200,9 +200,12 @@ class FileStore(FileLayout):
                 current = self._load_locked(key)
                 if current is None or current.session_id != session_id:
                     return False
-                os.unlink(self._entry_file(key))
+                # The transcript goes first: once the entry is gone nothing of the session
+                # is left (a crash in between leaves an entry with an empty history, never
+                # a transcript that no entry points to).
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._transcript_file(session_id))
+                os.unlink(self._entry_file(key))
                 return True
 
         return await self._run(op)
