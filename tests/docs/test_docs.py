@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from bots.launcher import load_config
+from bots.testing import run_cli
 from core.config import ConfigError
-from core.testing import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
