@@ -9,7 +9,7 @@ fake platforms speak (and fake_slack imports) platform SDKs, which core/ never d
   fake_slack    FakeSlack: Web API (incl. native streaming), Socket Mode, signed Events API
   server        serve_on_loopback: an aiohttp app on a free 127.0.0.1 port
   agents        test agents at the agent boundary: RecordingAgent, FixedAgent, FlakyAgent,
-                SlowStreamAgent; Inbox, a responder that collects replies
+                SlowStreamAgent; Replies, a responder that collects replies
   polling       `eventually(check)`: wait until a condition holds
   process       `ChatlaneProcess`: a real `chatlane run` child process; `run_cli` for the
                 one-shot commands; `write_config` for a minimal config
@@ -20,7 +20,7 @@ The pytest fixtures built on these live in `tests/support/`.
 
 from __future__ import annotations
 
-from bots.testing.agents import FixedAgent, FlakyAgent, Inbox, RecordingAgent, SlowStreamAgent
+from bots.testing.agents import FixedAgent, FlakyAgent, RecordingAgent, Replies, SlowStreamAgent
 from bots.testing.polling import eventually
 from bots.testing.process import ChatlaneProcess, read_status, run_cli, write_config
 from bots.testing.redis import RedisServer, find_redis_server, free_port, unique_prefix
@@ -29,9 +29,9 @@ __all__ = [
     "ChatlaneProcess",
     "FixedAgent",
     "FlakyAgent",
-    "Inbox",
     "RecordingAgent",
     "RedisServer",
+    "Replies",
     "SlowStreamAgent",
     "eventually",
     "find_redis_server",

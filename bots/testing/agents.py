@@ -4,7 +4,7 @@ RecordingAgent  echo, but records every turn; can be held, slowed or made to fai
 FixedAgent      the same answer to every turn
 FlakyAgent      fails or is slow on a deterministic share of turns (load and fault tests)
 SlowStreamAgent streams a known answer in many small pieces (a model that types)
-Inbox           a responder that collects every reply of one message
+Replies           a responder that collects every reply of one message
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class FlakyAgent:
         return None
 
 
-class Inbox(QuietResponder):
+class Replies(QuietResponder):
     """Collects every reply and queued notice for one message."""
 
     def __init__(self) -> None:

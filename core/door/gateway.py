@@ -32,7 +32,17 @@ from core.conversation import Freshness, Pending, Reserver, Router
 from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
 from core.door.targets import Targets
-from core.model import Inbound, Reply, Responder, SessionKey, SessionStatus, StoreError, build_key, parse_key
+from core.model import (
+    Inbound,
+    Reply,
+    ReplyTarget,
+    Responder,
+    SessionKey,
+    SessionStatus,
+    StoreError,
+    build_key,
+    parse_key,
+)
 from core.ops import Metrics
 from core.store import SessionStore
 from core.turn import DEFAULT_MODEL_COMMAND, TurnRunner
@@ -115,9 +125,17 @@ class Gateway:
         return text.strip().lower() in self.config.session.stop_commands
 
     async def submit(
-        self, inbound: Inbound, responder: Responder, *, delivery: Sequence[Delivery] = ()
+        self,
+        inbound: Inbound,
+        responder: Responder,
+        *,
+        delivery: Sequence[Delivery] = (),
+        target: ReplyTarget | None = None,
     ) -> SessionKey:
         """Take one gated message. Returns once it is queued, before it is answered.
+
+        `target` says where the answer goes in a form any process can use (see
+        `ReplyTarget`); the durable inbox stores it with the message (issue 24).
 
         `delivery` names the platform delivery (see `core.dedupe.Delivery`): a copy of a
         message any process on the store already took is dropped silently. A sender over

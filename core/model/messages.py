@@ -222,6 +222,14 @@ class Responder(Protocol):
         finished). A reply for the message still follows (`stopped`, `merged`, ...)."""
         ...
 
+    @property
+    def answer_id(self) -> str | None:
+        """The platform message the answer is streaming into, once one was posted (None
+        before, and for responders that post nothing until the end). Core reads it after
+        `on_delta` and stores it with the message's `ReplyTarget`, so a process that
+        resumes the answer after a crash edits that same message instead of posting again."""
+        ...
+
 
 @runtime_checkable
 class HistorySource(Protocol):

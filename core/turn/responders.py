@@ -29,6 +29,10 @@ class QuietResponder(abc.ABC):
     async def on_cancelled(self, reason: CancelReason) -> None:
         return None
 
+    @property
+    def answer_id(self) -> str | None:
+        return None
+
 
 class FutureResponder(QuietResponder):
     """Resolves a future with the first reply: for callers that wait for their answer

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.testing.agents import Inbox
+from bots.testing.agents import Replies
 from core.agents import PROTOCOL_VERSION, make_agents
 from core.config import ConfigError, load_config
 from core.door.gateway import Gateway
@@ -44,7 +44,7 @@ async def gateway_for(tmp_path: Path, text: str) -> AsyncIterator[Gateway]:
 
 async def ask(gw: Gateway, text: str, n: list[int] = [0]) -> Reply:  # noqa: B006
     n[0] += 1
-    inbox = Inbox()
+    inbox = Replies()
     await gw.submit(Inbound("test", "alice", "general", text, f"m{n[0]}"), inbox)
     async with asyncio.timeout(10):
         await inbox.done.wait()
@@ -115,7 +115,7 @@ async def test_an_interrupt_delivers_cancelled_error_into_the_plugin_stream(tmp_
     async with gateway_for(tmp_path, toml) as gw:
         agent = gw.agents["loud"]
         assert isinstance(agent, ShoutingAgent)
-        first, second = Inbox(), Inbox()
+        first, second = Replies(), Replies()
         await gw.submit(Inbound("test", "alice", "general", "one", "m1"), first)
         await asyncio.wait_for(agent.started.wait(), 5)
         await gw.submit(Inbound("test", "alice", "general", "two", "m2"), second)
@@ -128,7 +128,7 @@ async def test_an_interrupt_delivers_cancelled_error_into_the_plugin_stream(tmp_
     assert second.replies[-1].text.startswith("HI ONE TWO")
 
 
-class SlowSender(Inbox):
+class SlowSender(Replies):
     """A responder whose streamed sends hang (a stalled platform): the cancel lands in it,
     while the agent's stream is suspended at a `yield`."""
 
@@ -147,7 +147,7 @@ async def test_a_cancel_during_a_slow_send_is_still_thrown_into_the_plugin_strea
     async with gateway_for(tmp_path, toml) as gw:
         agent = gw.agents["loud"]
         assert isinstance(agent, ShoutingAgent)
-        stalled, second = SlowSender(), Inbox()
+        stalled, second = SlowSender(), Replies()
         await gw.submit(Inbound("test", "alice", "general", "one", "m1"), stalled)
         await asyncio.wait_for(stalled.sending.wait(), 5)
         await gw.submit(Inbound("test", "alice", "general", "two", "m2"), second)
@@ -158,7 +158,7 @@ async def test_a_cancel_during_a_slow_send_is_still_thrown_into_the_plugin_strea
 async def test_turns_of_one_conversation_never_overlap_in_a_plugin(tmp_path: Path) -> None:
     toml = f'[agents.loud]\nbackend = "python"\nfactory = "{PLUGIN}:make_shouting"\n'
     async with gateway_for(tmp_path, toml) as gw:
-        inboxes = [Inbox() for _ in range(10)]
+        inboxes = [Replies() for _ in range(10)]
         for i, inbox in enumerate(inboxes):
             await gw.submit(Inbound("test", "alice", "general", f"m {i}", f"c{i}"), inbox)
         async with asyncio.timeout(10):
@@ -176,7 +176,7 @@ async def test_a_shutdown_that_cuts_a_turn_off_delivers_cancelled_error_into_the
     async with gateway_for(tmp_path, toml) as gw:
         agent = gw.agents["loud"]
         assert isinstance(agent, ShoutingAgent)
-        inbox = Inbox()
+        inbox = Replies()
         await gw.submit(Inbound("test", "alice", "general", "one", "m1"), inbox)
         await asyncio.wait_for(agent.started.wait(), 5)
         await gw.close(timeout=0.05)  # the turn never finishes on its own: it is cut off

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.testing import Inbox, RecordingAgent, eventually
+from bots.testing import RecordingAgent, Replies, eventually
 from core.config import Config, QueueSettings
 from core.conversation.lanes import DROPPED_TEXT
 from core.door.gateway import Gateway
@@ -35,16 +35,16 @@ def msg(text: str, user: str = "alice", channel: str = "general", n: list[int] =
     return Inbound("test", user, channel, text, message_id=f"m{n[0]}")
 
 
-async def say(gw: Gateway, *texts: str, user: str = "alice") -> list[Inbox]:
+async def say(gw: Gateway, *texts: str, user: str = "alice") -> list[Replies]:
     inboxes = []
     for text in texts:
-        inbox = Inbox()
+        inbox = Replies()
         await gw.submit(msg(text, user), inbox)
         inboxes.append(inbox)
     return inboxes
 
 
-async def answered(*inboxes: Inbox) -> None:
+async def answered(*inboxes: Replies) -> None:
     async with asyncio.timeout(20):
         for inbox in inboxes:
             await inbox.done.wait()
@@ -54,7 +54,7 @@ async def test_20_concurrent_same_key_messages_are_one_session_with_turns_1_to_2
     make_gateway: Factory,
 ) -> None:
     gw = make_gateway()
-    inboxes = [Inbox() for _ in range(20)]
+    inboxes = [Replies() for _ in range(20)]
     async with asyncio.timeout(30):
         await asyncio.gather(*(gw.submit(msg(f"q{i}"), inboxes[i]) for i in range(20)))
     await answered(*inboxes)
@@ -238,7 +238,7 @@ async def test_a_reset_through_the_door_waits_for_the_messages_sent_before_it(ma
     running, before = await say(gw, "first", "before")
     await asyncio.wait_for(agent.started.wait(), 5)
     key = gw.key_for(msg("x"))
-    reset = Inbox()
+    reset = Replies()
     await gw.reset(key, reset)
     (after,) = await say(gw, "after")
     status = await gw.status(key)

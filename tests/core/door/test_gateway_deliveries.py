@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.testing import Inbox, RecordingAgent
+from bots.testing import RecordingAgent, Replies
 from core.config import Config, LimitsSettings
 from core.door.gateway import Gateway
 from core.door.limits import SLOW_DOWN_TEXT
@@ -50,7 +50,7 @@ async def test_a_message_delivered_to_two_gateways_on_one_store_is_answered_once
     make_gateway: Factory,
 ) -> None:
     one, two = make_gateway(), make_gateway()
-    inboxes = [Inbox() for _ in range(4)]
+    inboxes = [Replies() for _ in range(4)]
     copies = [
         (one, [("retry", "event:E1"), ("twin", "message:C1:1.0")]),
         (two, [("retry", "event:E1"), ("twin", "message:C1:1.0")]),
@@ -82,7 +82,7 @@ async def test_messages_reach_their_lane_in_arrival_order_when_checks_finish_out
 ) -> None:
     agent = RecordingAgent()
     gw = make_gateway(agent, SlowFirstCheckStore(tmp_path / "state"))
-    inboxes = [Inbox() for _ in range(5)]
+    inboxes = [Replies() for _ in range(5)]
     tasks = [
         asyncio.create_task(gw.submit(msg(f"m{n}", n), inbox, delivery=[("replay", f"message:{n}")]))
         for n, inbox in enumerate(inboxes)
@@ -100,7 +100,7 @@ async def test_a_sender_over_the_limit_hears_slow_down_once_and_nothing_is_store
 ) -> None:
     agent = RecordingAgent()
     gw = make_gateway(agent, per_minute=5)
-    inboxes = [Inbox() for _ in range(8)]
+    inboxes = [Replies() for _ in range(8)]
     for n, inbox in enumerate(inboxes):
         await gw.submit(msg(f"m{n}", n), inbox)
     async with asyncio.timeout(10):
@@ -114,7 +114,7 @@ async def test_a_sender_over_the_limit_hears_slow_down_once_and_nothing_is_store
     stored = await gw.store.tail(entry.session_id, 100)
     assert [m.content for m in stored if m.role == "user"] == ["m0", "m1", "m2", "m3", "m4"]
     assert gw.metrics.registry.get_sample_value("chatlane_rate_limited_total", {"platform": "slack"}) == 3
-    other = Inbox()
+    other = Replies()
     await gw.submit(msg("hello", 99, user="bob"), other)
     await asyncio.wait_for(other.done.wait(), 10)
     assert other.replies[0].kind == "answer"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bots.testing import Inbox, SlowStreamAgent, eventually
+from bots.testing import Replies, SlowStreamAgent, eventually
 from core.agents.base import Agent
 from core.config import Config, QueueSettings
 from core.door.gateway import STOP_SENT_TEXT, STOPPED_HERE_TEXT, Gateway
@@ -40,7 +40,7 @@ async def test_stop_cancels_the_running_turn_and_the_messages_behind_it_still_ge
 ) -> None:
     agent = SlowStreamAgent(60, 0.02)
     gw = make_gateway(agent)
-    first, second, confirm = Inbox(), Inbox(), Inbox()
+    first, second, confirm = Replies(), Replies(), Replies()
     await gw.submit(msg("first"), first)
     await gw.submit(msg("second"), second)
     await agent.streaming.wait()
@@ -67,7 +67,7 @@ async def test_a_stop_taken_by_another_gateway_on_the_store_stops_the_turn_runni
 ) -> None:
     agent = SlowStreamAgent(60, 0.05)
     running, other = make_gateway(agent), make_gateway(SlowStreamAgent())
-    asked = Inbox()
+    asked = Replies()
     await running.submit(msg("long answer please"), asked)
     await agent.streaming.wait()
     assert await other.stop(KEY) is False  # not running there: passed on through the store
@@ -79,7 +79,7 @@ async def test_a_stop_from_before_the_turn_began_does_not_stop_it(make_gateway: 
     agent = SlowStreamAgent(10, 0.02)
     gw = make_gateway(agent)
     await gw.stop(KEY)  # nothing running: an old request in the store
-    asked = Inbox()
+    asked = Replies()
     await gw.submit(msg("now answer"), asked)
     async with asyncio.timeout(10):
         await asked.done.wait()

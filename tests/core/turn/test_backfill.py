@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import ClassVar
 
-from bots.testing import Inbox, RecordingAgent
+from bots.testing import RecordingAgent, Replies
 from core.config import Config
 from core.door.gateway import Gateway
 from core.model.keys import SessionKey
@@ -19,7 +19,7 @@ KEY = SessionKey("agent:main:test:alice:general")
 THREAD = [ChatMessage("user", f"earlier {i}", float(i), f"h{i}", author="bob") for i in range(5)]
 
 
-class HistoryInbox(Inbox):
+class HistoryInbox(Replies):
     """An adapter's responder that can read its conversation's earlier messages (slowly)."""
 
     reads: ClassVar[list[str]] = []
@@ -81,7 +81,7 @@ async def test_a_reset_session_backfills_again_on_its_next_turn(open_store: Open
             box = HistoryInbox(text)
             await gw.submit(inbound(text, f"r{i}"), box)
             await asyncio.wait_for(box.done.wait(), 10)
-        reset = Inbox()
+        reset = Replies()
         await gw.reset(KEY, reset)
         await asyncio.wait_for(reset.done.wait(), 10)
         box = HistoryInbox("three")

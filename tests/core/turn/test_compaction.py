@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.testing.agents import Inbox, RecordingAgent
+from bots.testing.agents import RecordingAgent, Replies
 from core.agents.echo import EchoAgent
 from core.config import AgentSettings, Config
 from core.door.gateway import Gateway
@@ -38,7 +38,7 @@ def gateway(store: FileStore, agent: RecordingAgent, **settings: object) -> Gate
 async def talk(gw: Gateway, n: int) -> list[Reply]:
     replies = []
     for i in range(n):
-        inbox = Inbox()
+        inbox = Replies()
         await gw.submit(Inbound("test", "alice", "general", f"message {i} {PAD}", f"m{i}"), inbox)
         async with asyncio.timeout(10):
             await inbox.done.wait()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bots.testing.agents import Inbox, RecordingAgent
+from bots.testing.agents import RecordingAgent, Replies
 from core.config import AgentSettings, Config
 from core.door.gateway import Gateway
 from core.model.messages import Inbound
@@ -19,7 +19,7 @@ async def test_model_applies_between_the_messages_around_it_even_while_a_turn_ru
     agent.release = asyncio.Event()  # the first turn is still running when the rest arrive
     store = FileStore(tmp_path / "state")
     gw = Gateway(Config(agent=AgentSettings(models=("small", "big"))), store, agent)
-    inboxes = [Inbox() for _ in range(4)]
+    inboxes = [Replies() for _ in range(4)]
     for i, text in enumerate(["first", "/model big", "second", "/model"]):
         await gw.submit(Inbound("test", "alice", "general", text, f"m{i}"), inboxes[i])
         if i == 0:
@@ -40,7 +40,7 @@ async def test_model_is_an_ordinary_message_for_an_agent_without_models(tmp_path
     agent = RecordingAgent()
     store = FileStore(tmp_path / "state")
     gw = Gateway(Config(), store, agent)
-    inbox = Inbox()
+    inbox = Replies()
     await gw.submit(Inbound("test", "alice", "general", "/model big", "m1"), inbox)
     await asyncio.wait_for(inbox.done.wait(), 5)
     await gw.close()

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from bots.testing import Inbox, RecordingAgent, RedisServer, eventually, free_port, unique_prefix
+from bots.testing import RecordingAgent, RedisServer, Replies, eventually, free_port, unique_prefix
 from core.agents.base import TurnInput
 from core.agents.echo import EchoAgent
 from core.config import Config, QueueSettings, StoreSettings
@@ -298,7 +298,7 @@ async def test_a_turn_whose_store_write_fails_is_reported_and_not_answered(
     gateway = Gateway(Config(), s, agent)
     try:
         async with asyncio.timeout(60):
-            first = Inbox()
+            first = Replies()
             await gateway.submit(inbound("hello"), first)
             await agent.started.wait()
             private_redis_server.stop()
@@ -306,7 +306,7 @@ async def test_a_turn_whose_store_write_fails_is_reported_and_not_answered(
             await first.done.wait()
             assert [(r.kind, r.text) for r in first.replies] == [("failure", STORE_FAILURE_TEXT)]
             private_redis_server.restart()
-            second = Inbox()
+            second = Replies()
             await gateway.submit(inbound("again"), second)
             await second.done.wait()
         assert [r.kind for r in second.replies] == ["answer"]
