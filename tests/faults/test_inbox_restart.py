@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from bots.testing import ChatlaneProcess, RedisServer, eventually, unique_prefix, write_config
+from bots.testing import ChatlaneProcess, RedisServer, eventually, run_cli, unique_prefix, write_config
 from core.store import jsonl
 from tests.support.http import COMPLETIONS, body
 
@@ -85,6 +86,10 @@ async def test_kill_9_mid_turn_then_the_retry_on_the_restarted_process_gets_the_
             assert (await request)[0] == 0  # the connection died with the process
         finally:
             await first.stop()
+        listed = await asyncio.to_thread(run_cli, "sessions", "list", "--json", "--config", str(config))
+        assert [row["pending"] for row in json.loads(listed.stdout)] == [1]
+        shown = await asyncio.to_thread(run_cli, "sessions", "show", KEY, "--json", "--config", str(config))
+        assert [i["text"] for i in json.loads(shown.stdout)["pending"]] == ["remember the milk"]
         async with await ChatlaneProcess.start(config, log) as second:
             text = await answer(http, second.url, "remember the milk", "k-1")
             assert text.startswith("echo: remember the milk")
