@@ -5,6 +5,7 @@ Two store objects on one folder / one Redis prefix stand for two processes.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -143,11 +144,11 @@ async def test_a_busy_conversations_inbox_file_is_rewritten_with_only_its_pendin
     try:
         waiting = await store.inbox.append(item("always waiting"))
         await store.inbox.note(KEY, waiting.item_id, attempt=True, answer_id="post-9")
-        path = Path(store.inbox._path(KEY))
+        path = store.inbox._path(KEY)
         for n in range(200):
             answered = await store.inbox.append(item(f"m{n} " + "x" * 400))
             await store.inbox.answered(KEY, [answered.item_id])
-        assert path.stat().st_size < 2 * 64 * 1024
+        assert os.stat(path).st_size < 2 * 64 * 1024
         other = FileStore(tmp_path / "state")
         try:
             view = await other.inbox.items(KEY)
