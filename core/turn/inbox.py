@@ -38,11 +38,12 @@ class InboxSteps:
         ids = [p.item_id for p in batch if p.item_id]
         if not ids:
             return
-        self.live.difference_update(ids)
         try:
             await self.store.inbox.settle(key, ids)
         except StoreError as exc:
             log.error("inbox of %s: %d answered items not marked done: %s", key, len(ids), exc)
+        finally:  # only now: the scan must not see them pending and not running here
+            self.live.difference_update(ids)
 
     async def park(self, key: SessionKey, poison: list[Pending]) -> None:
         """Set poison messages aside (kept in the inbox as parked) and tell their senders."""
@@ -50,11 +51,12 @@ class InboxSteps:
         log.error(
             "inbox of %s: %d messages parked after %d failed tries: %s", key, len(ids), POISON_ATTEMPTS, ids
         )
-        self.live.difference_update(ids)
         try:
             await self.store.inbox.settle(key, ids, park=True)
         except StoreError as exc:
             log.error("inbox of %s: poison messages not parked: %s", key, exc)
+        finally:
+            self.live.difference_update(ids)
         for p in poison:
             await p.responder.send(Reply(POISON_TEXT, "failure", key))
 
