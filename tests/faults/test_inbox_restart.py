@@ -116,7 +116,8 @@ async def test_sigterm_with_followups_queued_then_restart_answers_all_once_in_or
             await eventually(lambda: '"try"' in inbox_lines(state), timeout=15)
             assert await first.terminate(timeout=15) == 0
             statuses = [(await r)[0] for r in requests]
-            assert all(s in (0, 503) for s in statuses), statuses  # nobody was answered "send again"
+            # r1 may have finished within the drain on a slow machine; nobody heard "send again"
+            assert statuses[0] in (0, 200, 503) and all(s in (0, 503) for s in statuses[1:]), statuses
         finally:
             await first.stop()
         assert "Please send it again" not in first.stderr()
