@@ -1,9 +1,10 @@
 """The file store's durable inbox: one small append-only file per conversation with
 pending items, and the OS lock that says which process is alive.
 
-    inbox/ab/<sha256(key)>.jsonl     the conversation's inbox; exists only while it has
-                                     pending items, so the folder IS the index of keys
-                                     with pending items (a restart never lists sessions)
+    inbox/ab/<sha256(key)>.jsonl     the conversation's inbox; empty (truncated) once
+                                     nothing in it is pending and removed a minute later,
+                                     so the non-empty files ARE the index of keys with
+                                     pending items (a restart never lists sessions)
     inbox/parked/<sha256(key)>.jsonl items parked as poison, kept for `sessions show`
     inbox/owners/<owner>.lock        held (flock) by its process for its whole life
     quarantine/inbox-<hash>.<ns>     damaged inbox lines, moved aside and reported
@@ -17,7 +18,7 @@ Answered = committed: a turn's commit line in the transcript names the items it
 answered (`"answered": [...]`, written in the one durable append of the commit), so the
 pending set is the added items minus those named by `done`/`park` lines here minus
 those named by the recent commits of the key's current session. The `done` line the
-store appends after a commit is only a hint that lets the file be removed once
+store appends after a commit is only a hint that lets the file be emptied once
 nothing is pending; a crash before it changes nothing.
 
 Accept = durable: an `add` line is appended under an exclusive flock of the file (which
@@ -53,6 +54,10 @@ from core.store.files.layout import mkdirs
 
 log = logging.getLogger("chatlane.inbox")
 
+EMPTY_KEEP_S = 60.0
+"""An emptied inbox file is kept (truncated) this long before the scan removes it, so a
+busy conversation does not create and fsync a new name in the folder for every message;
+the index (`keys`) skips empty files."""
 COMPACT_BYTES = 64 * 1024
 """An inbox file that never empties (a conversation always busy) is rewritten with only
 its pending items once it grows past this, so reading it stays cheap."""
@@ -105,16 +110,16 @@ class FileInbox:
         self._hold_owner_lock()
         path = self._path(item.key)
         line = _line({"add": item.to_json(), "owner": self.owner})
+        fresh = not _exists(path)  # a new name in the folder: its fsync is due too
         async with self._locked(path, create=True) as fd:
             fold = _fold(fd)
             if item.item_id in fold.items:  # a retried append: stored once
                 return fold.items[item.item_id]
             seq = len(fold.items) + 1
             written = _append(fd, line)
-            fresh = written.start == 0
             dup = os.dup(fd)  # the committer closes its own descriptor after the sync
         if fresh:
-            self._committer.sync_before_next_round(path)  # the new file's name in its folder
+            self._committer.sync_before_next_round(path)
         try:
             await self._committer.sync(dup, written)
         except OSError as exc:
@@ -124,7 +129,16 @@ class FileInbox:
     async def keys(self) -> list[SessionKey]:
         def scan() -> list[SessionKey]:
             found: list[SessionKey] = []
+            now = time.time()
             for path in sorted(self.root.glob("[0-9a-f][0-9a-f]/*.jsonl")):
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                if st.st_size == 0:
+                    if now - st.st_mtime > EMPTY_KEEP_S:
+                        _remove_if_empty(str(path))
+                    continue
                 key = _first_key(path)
                 if key is not None:
                     found.append(key)
@@ -183,7 +197,7 @@ class FileInbox:
         # Not fsync'd: these survive a process crash (page cache); after a power loss an
         # answer is posted anew and an attempt is not counted, both harmless.
         async with self._locked(self._path(key)) as fd:
-            if fd >= 0:
+            if fd >= 0 and os.fstat(fd).st_size:  # an emptied inbox holds nothing to note
                 _append(fd, lines)
 
     async def settle(self, key: SessionKey, item_ids: Sequence[str], *, park: bool = False) -> None:
@@ -197,11 +211,12 @@ class FileInbox:
             if park:
                 parked = [fold.items[i] for i in item_ids if i in fold.items]
                 self._keep_parked(key, parked)
-            written = _append(fd, _line({"park" if park else "done": list(item_ids)}))
             fold.closed.update(item_ids)
-            if not fold.pending():
-                self._remove(path)
-                return
+            if fold.pending():
+                written = _append(fd, _line({"park" if park else "done": list(item_ids)}))
+            else:
+                os.ftruncate(fd, 0)  # nothing pending: out of the index
+                written = jsonl.Written(0, 0, stored=True)
             dup = os.dup(fd)
         try:
             await self._committer.sync(dup, written)
@@ -221,7 +236,7 @@ class FileInbox:
             fold.closed.update(item_ids)
             pending = fold.pending()
             if not pending:
-                self._remove(path)
+                os.ftruncate(fd, 0)  # out of the index; not fsync'd: the commit is the fact
             elif os.fstat(fd).st_size > COMPACT_BYTES:
                 _rewrite(path, pending)
             else:
@@ -269,10 +284,6 @@ class FileInbox:
                 with contextlib.suppress(OSError):
                     unlock_descriptor(fd)
                 os.close(fd)
-
-    def _remove(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
 
     def _parked(self, key: str) -> list[InboxItem]:
         try:
@@ -361,6 +372,25 @@ def _append(fd: int, data: bytes) -> jsonl.Written:
             os.ftruncate(fd, size)
         raise
     return jsonl.Written(size, size + len(data), stored=True)
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _remove_if_empty(path: str) -> None:
+    """Unlink an inbox file that is still empty under its lock (never one being written)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        if lock_descriptor(fd, blocking=False):
+            if os.fstat(fd).st_size == 0 and os.fstat(fd).st_nlink:
+                os.unlink(path)  # writers waiting for this lock see it unlinked and reopen
+            unlock_descriptor(fd)
+    finally:
+        os.close(fd)
 
 
 def _rewrite(path: str, pending: list[InboxItem]) -> None:
