@@ -157,6 +157,12 @@ class Resumer:
         for item in candidates:
             if item.item_id not in taken or item.item_id in self.runner.live or item.target is None:
                 continue
+            if not self.targets.admits(item.inbound):
+                log.info(
+                    "inbox: item %s of %s not answered: its sender is no longer allowed", item.item_id, key
+                )
+                await self.store.inbox.settle(key, [item.item_id])
+                continue
             try:
                 responder = self.targets.responder(replace(item.target, answer_id=item.answer_id))
             except NoAdapter:
