@@ -152,7 +152,11 @@ class Gateway:
         """Take one gated message. Returns once it is queued, before it is answered.
 
         `target` says where the answer goes in a form any process can use (see
-        `ReplyTarget`); the durable inbox stores it with the message (issue 24).
+        `ReplyTarget`). With a target, the message is in the durable inbox (fsync'd)
+        when this returns, so the adapter acknowledges it after: a crash or a deploy
+        from then on delays its answer but never loses it (core/door/resume.py). Without
+        one it lives in memory only, as before. Messages of a platform whose adapter just
+        registered its targets wait until that platform's stored messages are queued.
 
         `delivery` names the platform delivery (see `core.dedupe.Delivery`): a copy of a
         message any process on the store already took is dropped silently. A sender over
