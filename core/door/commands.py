@@ -82,7 +82,7 @@ class Command:
     name: str
     """The name adapters use (Discord's slash command, Slack's `/chatlane NAME`)."""
     about: str
-    """One line for menus and help (Discord's command list, Slack's usage, the terminal)."""
+    """One line for menus and help (Discord's command list, the terminal's /help)."""
     act: Act
     words: Callable[[SessionSettings], tuple[str, ...]]
     """The words that make a message this command (from `[session]`; empty: not by text)."""

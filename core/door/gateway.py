@@ -117,9 +117,6 @@ class Gateway:
     def is_reset_command(self, text: str) -> bool:
         return text.strip().lower() in self.config.session.reset_commands
 
-    def is_stop_command(self, text: str) -> bool:
-        return text.strip().lower() in self.config.session.stop_commands
-
     async def submit(
         self,
         inbound: Inbound,
