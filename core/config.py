@@ -146,6 +146,8 @@ class SessionSettings(Section):
     reset: ResetSettings = ResetSettings()
     model_command: str = "/model"
     """Shows or switches the conversation's model (agents with `models` only); "" turns it off."""
+    status_command: str = "/status"
+    """Says what the conversation has stored, running and waiting; "" lets the agent have it."""
     keep_model_on_reset: bool = True
     """A reset (`/new`) keeps the conversation's `/model` choice."""
 

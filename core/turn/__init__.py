@@ -9,7 +9,7 @@ from __future__ import annotations
 from core.turn.attachments import BytesSource, UrlSource
 from core.turn.chunking import split_message
 from core.turn.fetch import fetch_url
-from core.turn.responders import FutureResponder, QuietResponder, confirm_reset
+from core.turn.responders import FutureResponder, QuietResponder
 from core.turn.runner import DEFAULT_MODEL_COMMAND, TurnRunner
 from core.turn.streaming import (
     STATUS_DONE,
@@ -36,7 +36,6 @@ __all__ = [
     "QuietResponder",
     "TurnRunner",
     "UrlSource",
-    "confirm_reset",
     "fetch_url",
     "split_message",
     "status_after",
