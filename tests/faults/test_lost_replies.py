@@ -18,10 +18,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from bots.testing import eventually
+from bots.testing.process import ChatlaneProcess, write_config
 from bots.testing.redis import RedisServer, unique_prefix
 from core.config import StoreSettings
 from core.conversation.reserver import Reserver
@@ -32,6 +37,7 @@ from core.model.sessions import SessionEntry, TurnCommit
 from core.ops import Metrics
 from core.store.redis.store import RedisStore
 from tests.faults.tcp_proxy import TcpProxy, proxy_to
+from tests.support.http import COMPLETIONS, body
 
 TTL_S = 3.0
 HOUR = 3600.0
@@ -251,3 +257,59 @@ async def test_a_lost_reply_neither_loses_doubles_nor_blocks(redis_server: Redis
         assert proxy.dropped == 1, "exactly one reply was swallowed (else this proved nothing)"
         print(f"{name}: {problem or 'ok'}")
         assert problem is None, problem
+
+
+# ------------------------------------------------------------------ a dead owner
+@pytest.mark.slow
+async def test_a_request_whose_owner_died_mid_turn_is_run_by_a_retry_once_its_lease_lapsed(
+    tmp_path: Path,
+) -> None:
+    """Two processes on one state folder. A owns an `Idempotency-Key` request and is
+    killed -9 mid-turn: a retry on B gets 409 while A lives (A renews its lease past the
+    lease's length), then, once A's lease lapsed, runs the request and answers 200;
+    not a 409 for the whole window (an hour)."""
+    lease = 0.6
+    extra = f"idempotency_lease_s = {lease}\nidempotency_wait_s = 0.2\n[agent]\necho_delay_ms = 3000\n"
+    state = tmp_path / "state"
+    procs = [
+        await ChatlaneProcess.start(write_config(tmp_path / n, extra, state=state), tmp_path / f"{n}.log")
+        for n in ("a", "b")
+    ]
+    a, b = procs
+    request = body("run me once", user="erin")
+    headers = {"Idempotency-Key": "erin-1"}
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def post(p: ChatlaneProcess) -> tuple[int, Any]:
+                async with http.post(p.url + COMPLETIONS, json=request, headers=headers) as resp:
+                    return resp.status, await resp.json()
+
+            first = asyncio.create_task(post(a))
+            # A's claim: the files store's marker of the request (core/store/files/deliveries.py)
+            caller = "token-" + hashlib.sha256(b"").hexdigest()[:32]
+            marker = sha(f"r:http:{caller}:erin-1")
+            await eventually(lambda: (state / "deliveries" / marker[:2] / marker).exists(), timeout=10)
+            assert (await post(b))[0] == 409
+            await asyncio.sleep(lease * 2)  # past an unrenewed lease: A renews, B still waits
+            assert (await post(b))[0] == 409, "a live owner keeps its request by renewing"
+            await a.kill()
+            killed = time.monotonic()
+            assert first.done() or await asyncio.gather(first, return_exceptions=True)
+            status, answer = await eventually(lambda: _answered(post(b)), timeout=20)
+            took = time.monotonic() - killed
+        print(f"\ndead owner: retry answered {status} {took:.1f} s after the kill (lease {lease} s)")
+        assert answer["choices"][0]["message"]["content"].startswith("echo: run me once")
+    finally:
+        for p in procs:
+            await p.terminate()
+
+
+async def _status(call: Awaitable[tuple[int, Any]], want: int) -> bool:
+    return (await call)[0] == want
+
+
+async def _answered(call: Awaitable[tuple[int, Any]]) -> tuple[int, Any] | None:
+    status, answer = await call
+    assert status in (200, 409), (status, answer)
+    return (status, answer) if status == 200 else None
