@@ -222,13 +222,30 @@ def _host(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port with the scheme's default filled in); None if unparsable."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    default = {"https": 443, "http": 80}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port if port is not None else default
+
+
 def token_may_go_to(url: str, api_base_url: str) -> bool:
-    """Whether a file URL is Slack's: on slack.com (or a subdomain), or on the configured
-    Web API's host (a proxy, the tests' fake). The bot token is never sent anywhere else."""
-    host, api = _host(url), _host(api_base_url)
-    return urlsplit(url).scheme in ("https", "http") and (
-        host == api or host == "slack.com" or host.endswith(".slack.com")
-    )
+    """Whether the bot token may be sent to a file URL: only over https to Slack itself
+    (slack.com or a subdomain, port 443), or to exactly the configured Web API's origin
+    (scheme, host and port: a proxy, the tests' fake). Never over plain http to Slack,
+    never to another port on the API's host."""
+    where = _origin(url)
+    if where is None or not where[1]:
+        return False
+    if where == _origin(api_base_url):
+        return True
+    scheme, host, port = where
+    return scheme == "https" and port == 443 and (host == "slack.com" or host.endswith(".slack.com"))
 
 
 def files_of(files: Sequence[Mapping[str, Any]], client: AsyncWebClient) -> tuple[SlackFile, ...]:

@@ -251,12 +251,15 @@ class UrlSource:
         declared_size: int | None = None,
         headers: dict[str, str] | None = None,
         public_only: bool = False,
+        hosts: frozenset[str] | None = None,
     ) -> None:
         self._name = name
         self.url = url
         self._size = declared_size
         self._headers = dict(headers or {})
         self.public_only = public_only
+        self.hosts = hosts
+        """When set, the URL and its redirects must be on one of these hosts."""
 
     @property
     def name(self) -> str:
@@ -268,7 +271,11 @@ class UrlSource:
 
     async def fetch(self, max_bytes: int) -> bytes:
         return await fetch_url(
-            self.url, max_bytes=max_bytes, headers=self._headers, public_only=self.public_only
+            self.url,
+            max_bytes=max_bytes,
+            headers=self._headers,
+            public_only=self.public_only,
+            hosts=self.hosts,
         )
 
     def __repr__(self) -> str:
