@@ -11,6 +11,7 @@ is what the large file cost. Prints one line per kind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -50,10 +51,8 @@ def _peak() -> int:
 def _reset_peak() -> int:
     """Start the peak again at the current RSS (Linux: clear_refs 5); that RSS in KiB.
     Without it, the peak of the imports (pydantic, discord.py) would hide the file's."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
     return _peak()
 
 

@@ -28,7 +28,7 @@ from bots.slack.inbound import ANSWERED_SUBTYPES, Identity, strip_mention
 from bots.slack.reply import Poster, SlackResponder
 from bots.slack.settings import SlackSettings
 from core.model import ChatMessage, FileUnavailable
-from core.turn import fetch_url
+from core.turn import Write, fetch_url, stream_url
 
 log = logging.getLogger("chatlane.slack")
 
@@ -202,6 +202,15 @@ class SlackFile:
         return self._size
 
     async def fetch(self, max_bytes: int) -> bytes:
+        # No redirects: Slack answers a token it does not accept with a redirect to a login
+        # page, which would otherwise be read as a text file.
+        return await fetch_url(self.url, max_bytes=max_bytes, headers=self._headers(), redirects=0)
+
+    async def fetch_to(self, write: Write, max_bytes: int) -> None:
+        """`fetch`, chunk by chunk (a large file never sits in memory whole)."""
+        await stream_url(self.url, write, max_bytes=max_bytes, headers=self._headers(), redirects=0)
+
+    def _headers(self) -> dict[str, str]:
         if not token_may_go_to(self.url, self._client.base_url):
             log.warning(
                 "slack: file %r is not on Slack (%s); not sending the bot token there",
@@ -209,10 +218,7 @@ class SlackFile:
                 _host(self.url),
             )
             raise FileUnavailable(NOT_ON_SLACK)
-        headers = {"Authorization": f"Bearer {self._client.token}"} if self._client.token else {}
-        # No redirects: Slack answers a token it does not accept with a redirect to a login
-        # page, which would otherwise be read as a text file.
-        return await fetch_url(self.url, max_bytes=max_bytes, headers=headers, redirects=0)
+        return {"Authorization": f"Bearer {self._client.token}"} if self._client.token else {}
 
     def __repr__(self) -> str:
         return f"SlackFile({self._name!r}, {self.url!r})"
