@@ -150,7 +150,6 @@ class HttpService:
         self._once = Idempotency(
             runtime.gateway.requests,
             self.settings.idempotency_wait_s,
-            lease_s=self.settings.idempotency_lease_s,
             tasks=self._tasks,
             completion=lambda ident, text, model: json.loads(wire.completion(ident, model, text)),
             chunk=_chunk_of_delta,
