@@ -58,6 +58,9 @@ class OpenAISettings(Section):
     max_retries: Annotated[int, Field(ge=0)] = 2
     vision: bool = False
     """The model accepts images: they are sent as `image_url` parts, else as a short placeholder."""
+    stream_usage: bool = True
+    """Ask for the answer's token usage (`stream_options.include_usage`); false for a server
+    that rejects that field."""
 
 
 AGENT_ID = r"^[a-z0-9_-]{1,64}$"

@@ -28,13 +28,15 @@ _KINDS = {
 class ApiError(Exception):
     """A request refused with an OpenAI-style error object."""
 
-    def __init__(self, status: int, message: str, kind: str = "", code: str = "") -> None:
+    def __init__(
+        self, status: int, message: str, kind: str = "", code: str = "", param: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.param = status, message, code, param
         self.kind = kind or _KINDS.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
     def body(self) -> ErrorObject:
-        return wire.error_object(self.message, self.kind, self.code or None)
+        return wire.error_object(self.message, self.kind, self.code or None, self.param)
 
     def response(self) -> web.Response:
         headers: dict[str, str] = {}

@@ -34,6 +34,7 @@ from core.model.messages import (
     ReplyTarget,
     Responder,
     Role,
+    Usage,
 )
 from core.model.sessions import (
     Admission,
@@ -82,6 +83,7 @@ __all__ = [
     "StoreError",
     "TurnCommit",
     "TurnLease",
+    "Usage",
     "build_key",
     "format_key",
     "parse_key",

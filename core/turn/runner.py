@@ -37,6 +37,7 @@ from core.model import (
     StoreError,
     TurnCommit,
     TurnLease,
+    Usage,
     parse_key,
 )
 from core.ops import Metrics
@@ -70,6 +71,8 @@ class _Made:
     now: float
     problems: list[str]
     """One line per file that could not be read, said before the answer."""
+    usage: Usage | None = None
+    """What the agent's answer cost, summed from the `Usage` pieces it yielded (if any)."""
 
 
 class _AgentFailed(Exception):
@@ -260,7 +263,7 @@ class TurnRunner:
             note = f"\n\n{COMPACTED_NOTE}"
             await batch[-1].responder.on_delta(note)
             answer += note
-        return "answered", Reply(answer, "answer", key, entry.session_id, made.turn.turn)
+        return "answered", Reply(answer, "answer", key, entry.session_id, made.turn.turn, made.usage)
 
     async def _resolve(self, key: SessionKey) -> SessionEntry:
         """The conversation's session: adopted, or minted once across processes."""
@@ -341,6 +344,10 @@ class TurnRunner:
                 stream = agent.stream(turn)
                 try:
                     async for piece in stream:
+                        if not isinstance(piece, str):  # Usage; an unknown event is ignored
+                            if isinstance(piece, Usage):
+                                made.usage = piece if made.usage is None else made.usage + piece
+                            continue
                         pieces.append(piece)
                         await batch[-1].responder.on_delta(piece)
                 finally:
@@ -407,7 +414,7 @@ class TurnRunner:
         await batch[-1].responder.send(reply)
 
 
-async def _close_stream(stream: AsyncIterator[str]) -> None:
+async def _close_stream(stream: AsyncIterator[object]) -> None:
     """Finish an agent's stream. A cancellation that hit while the stream waited at a
     `yield` (e.g. during a slow send) is thrown into it, so every agent sees
     `CancelledError` in its stream when its turn is interrupted or stopped."""
