@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bots import eventloop
 from bots.launcher import load_config
-from core.config import ConfigError, Loaded
+from core.config import ConfigError, Loaded, plural
 from core.model import StoreError
 from core.ops import setup_logging
 
@@ -48,8 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     # Logging options work before the subcommand and after it: `chatlane run --log-level DEBUG`.
     p.add_argument("--log-level", default=None, choices=LOG_LEVELS)
     p.add_argument("--log-format", default="text", choices=["text", "json"])
+    # --config too: `chatlane --config X check` and `chatlane check --config X` both work
+    # (SUPPRESS below: a subcommand's default must not overwrite the value given before it).
+    p.add_argument("--config", "-c", default=None, help="TOML config file (default ./chatlane.toml)")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", "-c", help="TOML config file (default ./chatlane.toml)")
+    common.add_argument(
+        "--config", "-c", default=argparse.SUPPRESS, help="TOML config file (default ./chatlane.toml)"
+    )
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS)
     common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
     sub = p.add_subparsers(dest="command", required=True)
@@ -125,7 +130,8 @@ async def _check(loaded: Loaded) -> int:
     for f in findings:
         print(f"{f.level}: {f.text}", file=sys.stderr)
     if errors:
-        print(f"config NOT OK: {loaded.path}: `chatlane run` would refuse to start ({len(errors)} problems)")
+        count = plural(len(errors), "problem")
+        print(f"config NOT OK: {loaded.path}: `chatlane run` would refuse to start ({count})")
         return 1
     agents = await _check_agents(loaded)
     print(f"config OK: {loaded.path}")

@@ -6,6 +6,8 @@ line, prints each reply, and exits after the last reply at end of input: 0, or 1
 message was not answered. Answers print as they stream, piece
 by piece; lines are taken while an answer prints (they queue in the conversation's
 lane), so `/stop` stops the answer in progress, which then ends with "(stopped)".
+`/help` and `/status` are answered here, as on a terminal: they never reach the agent
+and are never stored as turns (their answer prints in order with the others).
 Several such processes with one `--user` on one store are several writers of one
 conversation: the store's reservation and turn lock keep them in one session with
 turns that never overlap.
@@ -18,12 +20,12 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import ClassVar, TextIO
 
 from bots.runtime import Runtime
 from core.config import AdapterSettings
-from core.model import Inbound
+from core.model import Inbound, SessionStatus
 from core.turn import FutureResponder
 
 log = logging.getLogger("chatlane.console")
@@ -56,6 +58,49 @@ async def _lines(stream: TextIO) -> AsyncIterator[str]:
         transport.close()
 
 
+HELP_COMMAND, STATUS_COMMAND = "/help", "/status"
+PIPED_HELP_TEXT = """\
+One message per line; each answer prints as it is written.
+  /new      start a new conversation (the old one is kept on disk)
+  /stop     stop the answer in progress
+  /status   this conversation's session, turns and last activity
+  /help     this help"""
+Local = Callable[[], Awaitable[str]]
+"""A line answered here (not by the agent), made when its turn to print comes."""
+
+
+def status_text(status: SessionStatus) -> str:
+    """What `/status` shows in a terminal or a pipe."""
+    entry = status.entry
+    if entry is None:
+        return f"{status.key}: no session yet (your first message starts one)"
+    from bots.admin import iso
+
+    return (
+        f"key:      {entry.key}\nsession:  {entry.session_id}\nturns:    {entry.turns}\n"
+        f"started:  {iso(entry.session_started_at)}\nlast:     {iso(entry.last_interaction_at)}"
+    )
+
+
+def local_answer(runtime: Runtime, user: str, text: str) -> Local | None:
+    """The answer to a line the console answers itself (`/help`, `/status`); None: the
+    line is a message for the gateway."""
+    command = text.strip()
+    if command == HELP_COMMAND:
+
+        async def show_help() -> str:
+            return PIPED_HELP_TEXT
+
+        return show_help
+    if command == STATUS_COMMAND:
+
+        async def show_status() -> str:
+            return status_text(await runtime.gateway.status(runtime.gateway.key_for(inbound_for(user, ""))))
+
+        return show_status
+    return None
+
+
 CUT_OFF_NOTES = {"stopped": "(stopped)", "merged": "(interrupted: see the answer below)"}
 """How an answer that stopped printing half-way ends, by the kind of its reply."""
 
@@ -66,13 +111,15 @@ async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: Text
         out.write(f"chatlane console as {user!r} (agent {runtime.gateway.router.default}); Ctrl-D quits\n")
         out.write("you> ")
         out.flush()
-    answers: asyncio.Queue[FutureResponder | None] = asyncio.Queue()
+    answers: asyncio.Queue[FutureResponder | Local | None] = asyncio.Queue()
     printer = asyncio.create_task(_print_answers(answers, out, interactive), name="console printer")
     unanswered = 0
     try:
         async for raw in _lines(stdin):
             text = raw.rstrip("\r\n")
-            if text.strip():
+            if (local := local_answer(runtime, user, text)) is not None:
+                answers.put_nowait(local)
+            elif text.strip():
                 answers.put_nowait(await _say(runtime, user, text))
             elif interactive:
                 out.write("you> ")
@@ -87,11 +134,19 @@ async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: Text
     return 1 if unanswered else 0  # scripts can tell that a message was not answered
 
 
-async def _print_answers(answers: asyncio.Queue[FutureResponder | None], out: TextIO, prompt: bool) -> int:
+async def _print_answers(
+    answers: asyncio.Queue[FutureResponder | Local | None], out: TextIO, prompt: bool
+) -> int:
     """Print each message's answer, in the order the messages were sent, as it streams;
     how many messages were not answered."""
     unanswered = 0
     while (responder := await answers.get()) is not None:
+        if not isinstance(responder, FutureResponder):  # answered here: /help, /status
+            out.write(await responder() + "\n")
+            if prompt:
+                out.write("you> ")
+            out.flush()
+            continue
         deltas = responder.deltas
         shown = ""
         while deltas is not None and (piece := await deltas.get()) is not None:

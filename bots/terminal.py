@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from typing import Any, TextIO, TypeVar
 
 from bots import eventloop
-from bots.console import ANSWERED, inbound_for
+from bots.console import ANSWERED, HELP_COMMAND, STATUS_COMMAND, inbound_for, status_text
 from bots.runtime import Runtime
 from core.config import Loaded
 from core.model import Reply, SessionKey, parse_key
@@ -98,9 +98,9 @@ class Terminal:
                 continue
             if text in QUIT_COMMANDS:
                 return 0
-            if text == "/help":
+            if text == HELP_COMMAND:
                 self._say(HELP_TEXT)
-            elif text == "/status":
+            elif text == STATUS_COMMAND:
                 self._status()
             else:
                 try:
@@ -115,17 +115,7 @@ class Terminal:
 
     def _status(self) -> None:
         assert self.runtime is not None
-        status = self.call(self.runtime.gateway.status(self.key)).result()
-        entry = status.entry
-        if entry is None:
-            self._say(f"{self.key}: no session yet (your first message starts one)")
-            return
-        from bots.admin import iso
-
-        self._say(
-            f"key:      {entry.key}\nsession:  {entry.session_id}\nturns:    {entry.turns}\n"
-            f"started:  {iso(entry.session_started_at)}\nlast:     {iso(entry.last_interaction_at)}"
-        )
+        self._say(status_text(self.call(self.runtime.gateway.status(self.key)).result()))
 
     def _turn(self, text: str) -> None:
         """Send one message (or /new) and show its answer as it comes.

@@ -9,7 +9,7 @@ gateway connection and replay events on the RESUME that follows. Messages the bo
 sent can be edited (PATCH) and deleted (DELETE); `rate_limit` answers any route with
 429s (`retry_after`), and every call is recorded with its (monotonic) time.
 
-Adapted from /work/shared/reference/fakes/fake_discord.py.
+How a plugin author uses it: docs/testing-your-agent.md.
 """
 
 from __future__ import annotations
