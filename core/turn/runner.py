@@ -243,8 +243,11 @@ class TurnRunner:
         key = lease.key
         agent_id, settings = self._settings(key)
         agent = self.agents[agent_id]
-        entry = await self._resolve(key)
-        made = await self._context(entry, settings, agent, batch)
+        entry, created = await self._resolve(key)
+        # A session this turn did not mint but finds empty was minted by a reset (`/new`):
+        # it starts at the reset, so its backfill holds only what was said after it.
+        since = None if created else entry.session_started_at
+        made = await self._context(entry, settings, agent, batch, since)
         try:
             pieces, summary = await self._run_agent(agent, settings, lease, made, batch)
         except _AgentFailed as exc:  # any agent failure: one plain answer, details in the log
@@ -265,24 +268,30 @@ class TurnRunner:
             answer += note
         return "answered", Reply(answer, "answer", key, entry.session_id, made.turn.turn, made.usage)
 
-    async def _resolve(self, key: SessionKey) -> SessionEntry:
-        """The conversation's session: adopted, or minted once across processes."""
+    async def _resolve(self, key: SessionKey) -> tuple[SessionEntry, bool]:
+        """The conversation's session (adopted, or minted once across processes) and
+        whether this call minted it."""
         entry, created = await self.reserver.resolve(key)
         (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
-        return entry
+        return entry, created
 
     async def _context(
-        self, entry: SessionEntry, settings: AgentSettings, agent: Agent, batch: list[Pending]
+        self,
+        entry: SessionEntry,
+        settings: AgentSettings,
+        agent: Agent,
+        batch: list[Pending],
+        since: float | None = None,
     ) -> _Made:
         """What the agent is shown: the transcript tail, the thread read on a session's
         first turn (backfill), the new messages with their files, and their bytes."""
         key = entry.key
         raw = await self.store.tail(entry.session_id, settings.history_limit)
-        history = visible(raw)
+        batch_ids = {p.inbound.message_id for p in batch}
+        history = context.without_answered(visible(raw), batch_ids)
         backfill: list[ChatMessage] = []
         if context.wants_backfill(entry.turns, raw):
-            batch_ids = {p.inbound.message_id for p in batch}
-            backfill = await context.fetch_backfill(batch[0].responder, batch_ids)
+            backfill = await context.fetch_backfill(batch[0].responder, batch_ids, since)
         fresh = [p for p in batch if not p.recorded]
         intakes = [
             await context.read_attachments(self.store, entry.session_id, p.inbound, self.config.attachments)
