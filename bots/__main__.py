@@ -13,7 +13,7 @@ from bots import eventloop
 from bots.launcher import load_config
 from core.config import ConfigError, Loaded, plural
 from core.model import StoreError
-from core.ops import setup_logging
+from core.ops import announce, setup_logging
 
 DEFAULT_CONFIG = Path("chatlane.toml")
 EXIT_USAGE = 2
@@ -72,14 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = _load(args.config)
     except ConfigError as exc:
-        print(f"chatlane: config error: {exc}", file=sys.stderr)
+        announce(f"config error: {exc}", args.log_format, level="ERROR", problems=exc.problems)
         return EXIT_USAGE
     level = args.log_level
     if level is None:  # the commands that print their own output stay quiet by default
         level = "WARNING" if args.command in ("sessions", "chat", "check") else "INFO"
     setup_logging(level, loaded.secrets.values(), args.log_format)
     if args.command != "sessions" or not getattr(args, "json", False):
-        print(f"chatlane: using config {loaded.path}", file=sys.stderr)
+        announce(f"using config {loaded.path}", args.log_format, config=str(loaded.path))
     try:
         if args.command == "chat" and sys.stdin.isatty():
             from bots.console import ConsoleSettings

@@ -49,7 +49,7 @@ from aiohttp import web
 
 from bots.http import request as parsing
 from bots.http import wire
-from bots.http.errors import ApiError, openai_errors, shutting_down
+from bots.http.errors import ApiError, RefusalLog, openai_errors, shutting_down
 from bots.http.guard import ConnectionGuard, GuardedSite, derive_max_connections
 from bots.http.idempotency import Idempotency, OwnerResponder, caller_of
 from bots.http.settings import HttpSettings
@@ -135,6 +135,8 @@ class HttpService:
         self._ids = itertools.count(1)
         self._instance = uuid.uuid4().hex[:12]  # ids unique across processes without a urandom call each
         self._tasks = TaskSet("http")
+        self.refusals = RefusalLog()
+        """One access-log line per refused request, rate-limited."""
         self.guard = ConnectionGuard(
             max_connections=self.settings.max_connections or derive_max_connections(),
             header_timeout_s=self.settings.header_timeout_s,
@@ -159,7 +161,8 @@ class HttpService:
 
     def app(self) -> web.Application:
         app = web.Application(
-            client_max_size=self.settings.max_body_bytes, middlewares=[openai_errors, self.guard.middleware]
+            client_max_size=self.settings.max_body_bytes,
+            middlewares=[self.refusals.middleware, openai_errors, self.guard.middleware],
         )
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
@@ -190,6 +193,10 @@ class HttpService:
             await self._runner.cleanup()
             self._runner = None
         await self._tasks.close(timeout=5.0)
+
+    async def ready(self) -> str | None:
+        """For /readyz: None while listening."""
+        return None if self._runner is not None else "not listening"
 
     def describe(self) -> str:
         auth = "Bearer token required" if self._token else "no token"

@@ -195,6 +195,14 @@ class SlackService:
             await self._session.close()
             self._session = None
 
+    async def ready(self) -> str | None:
+        """For /readyz: None once Slack can reach this bot (Socket Mode connected, or the
+        Events API listening); else why not."""
+        if self._socket is not None:
+            connected = await self._socket.client.is_connected()
+            return None if connected else "Socket Mode not connected"
+        return None if self._runner is not None else "not listening"
+
     def describe(self) -> str:
         if self.settings.mode == "socket":
             return f"Socket Mode as {self.me.user_id or '?'} (Web API {self.settings.api_base_url})"

@@ -40,7 +40,7 @@ from core.model import (
     Usage,
     parse_key,
 )
-from core.ops import Metrics
+from core.ops import Metrics, key_hash
 from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
@@ -115,13 +115,14 @@ class TurnRunner:
 
     async def run(self, key: SessionKey, batch: list[Pending]) -> None:
         started = time.perf_counter()
+        self.metrics.running_turns.inc()
         try:
             async with batch[-1].responder.working():
                 outcome, reply = await self._turn(key, batch)
         except Fenced as exc:
             # Nothing of the turn was stored: its messages go back to the front of the lane.
             self.metrics.fenced.inc()
-            self.metrics.turns.labels("fenced").inc()
+            self.metrics.outcome("fenced").inc()
             attempts = max(p.fenced for p in batch) + 1
             for p in batch:
                 p.fenced = attempts
@@ -134,20 +135,32 @@ class TurnRunner:
         except StoreError as exc:
             log.error("turn of %s not answered: the store failed: %s", key, exc)
             outcome, reply = "store_error", Reply(STORE_FAILURE_TEXT, "failure", key)
+        finally:
+            self.metrics.running_turns.dec()
         # Delivered after the turn lock is let go: a commit that was stored is answered,
         # whatever happens to the lease afterwards.
         await self._deliver(batch, reply)
         elapsed = time.perf_counter() - started
-        self.metrics.turns.labels(outcome).inc()
+        self.metrics.outcome(outcome).inc()
         self.metrics.turn_latency.observe(elapsed)
+        latency_ms = round(elapsed * 1000)
+        fields = {
+            "key_hash": key_hash(key),
+            "session": reply.session_id[:8],
+            "turn": reply.turn,
+            "outcome": outcome,
+            "latency_ms": latency_ms,
+            "messages": len(batch),
+        }
         log.info(
             "turn key=%s session=%s turn=%d outcome=%s latency_ms=%d messages=%d",
             key,
             reply.session_id[:8] or "-",
             reply.turn,
             outcome,
-            round(elapsed * 1000),
+            latency_ms,
             len(batch),
+            extra={"fields": fields},
         )
 
     async def _turn(self, key: SessionKey, batch: list[Pending]) -> tuple[str, Reply]:
@@ -248,9 +261,12 @@ class TurnRunner:
         # it starts at the reset, so its backfill holds only what was said after it.
         since = None if created else entry.session_started_at
         made = await self._context(entry, settings, agent, batch, since)
+        model = self.metrics.model(agent_id, parse_key(key).platform)
+        began = time.perf_counter()
         try:
             pieces, summary = await self._run_agent(agent, settings, lease, made, batch)
         except _AgentFailed as exc:  # any agent failure: one plain answer, details in the log
+            model.errors.inc()
             log.error("agent %s failed on %s", agent.name, key, exc_info=exc.__cause__)
             await self._commit(lease, entry, [*exc.summary, *made.new], turns=made.turn.turn)
             for p in made.fresh:
@@ -259,6 +275,7 @@ class TurnRunner:
             if exc.summary:
                 told = f"{told}\n\n{COMPACTED_NOTE}"
             return "agent_error", Reply(told, "failure", key, entry.session_id, made.turn.turn)
+        model.latency.observe(time.perf_counter() - began)
         answer = "".join(pieces)
         records = [*summary, *made.new, ChatMessage("assistant", answer, self._clock())]
         await self._commit(lease, entry, records, made.turn.turn)
