@@ -259,7 +259,7 @@ class HttpService:
             if owner is not None and (stored := owner.response()) is not None:
                 return stored  # byte for byte what its retries get
             if (problem := _reply_error(reply)) is not None:
-                return problem.response()
+                return _keyed(problem.response(), key)
             return web.Response(
                 body=wire.completion(ident, model, reply.text),
                 content_type="application/json",
@@ -267,7 +267,7 @@ class HttpService:
             )
         first = await events.queue.get()
         if isinstance(first, Reply) and (problem := _reply_error(first)) is not None:
-            return problem.response()  # nothing streamed yet: a real status
+            return _keyed(problem.response(), key)  # nothing streamed yet: a real status
         return await self._stream(request, events, first, ident, key)
 
     async def _stream(
@@ -413,6 +413,13 @@ class HttpService:
         return web.Response(
             body=self.runtime.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
+
+
+def _keyed(response: web.Response, key: SessionKey) -> web.Response:
+    """An error answer that still names the request's session (a failed turn's message is
+    in that session's memory: the client goes on there)."""
+    response.headers[SESSION_HEADER] = key
+    return response
 
 
 def _reply_error(reply: Reply) -> ApiError | None:

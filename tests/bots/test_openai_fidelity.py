@@ -141,3 +141,18 @@ async def test_a_stateless_client_keeps_one_conversation_with_the_key_it_chose(t
         records = await s.transcript(key)
     assert "turn 3" in (history[-1]["content"] or "")
     assert [r.content for r in records if r.role == "user"] == ["one", "two", "three"]
+
+
+async def test_a_failed_answer_still_names_its_session(tmp_path: Path) -> None:
+    """The failed message is in that session's memory: the 502 says which session it is."""
+    async with (
+        FakeLLM(fail_first=1) as llm,
+        serve(tmp_path, agent_toml=_openai_agent(llm)) as s,
+        s.client() as client,
+    ):
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(
+                model="main", messages=[{"role": "user", "content": "lost?"}], user="g"
+            )
+    assert caught.value.status_code == 502
+    assert caught.value.response.headers[SESSION_HEADER] == "agent:main:http:g:api"
