@@ -261,19 +261,27 @@ class HttpService:
             if (problem := _reply_error(reply)) is not None:
                 return _keyed(problem.response(), key)
             return web.Response(
-                body=wire.completion(ident, model, reply.text),
+                body=wire.completion(ident, model, reply.text, reply.usage),
                 content_type="application/json",
                 headers={SESSION_HEADER: key},
             )
         first = await events.queue.get()
         if isinstance(first, Reply) and (problem := _reply_error(first)) is not None:
             return _keyed(problem.response(), key)  # nothing streamed yet: a real status
-        return await self._stream(request, events, first, ident, key)
+        return await self._stream(request, events, first, ident, key, usage=chat.include_usage)
 
     async def _stream(
-        self, request: web.Request, events: _Events, first: str | Reply, ident: str, key: SessionKey
+        self,
+        request: web.Request,
+        events: _Events,
+        first: str | Reply,
+        ident: str,
+        key: SessionKey,
+        *,
+        usage: bool = False,
     ) -> web.StreamResponse:
-        """SSE from the first piece on; ends with a finish chunk and [DONE], whatever the reply."""
+        """SSE from the first piece on; ends with a finish chunk (`usage`: then a chunk with
+        the answer's usage) and [DONE], whatever the reply."""
         resp = web.StreamResponse(headers={**wire.SSE_HEADERS, SESSION_HEADER: key})
         model = parse_key(key).agent
         try:
@@ -294,6 +302,8 @@ class HttpService:
             elif reply.kind != "answer":  # what was streamed is not this reply's answer
                 await resp.write(wire.chunk(ident, model, SUPERSEDED_TEXT + reply.text))
             await resp.write(wire.chunk(ident, model, finish=True))
+            if usage:
+                await resp.write(wire.usage_chunk(ident, model, reply.usage))
             await resp.write(wire.DONE)
             await resp.write_eof()
         except ConnectionResetError:  # the client left; the turn goes on without it
