@@ -6,8 +6,9 @@ line, prints each reply, and exits after the last reply at end of input: 0, or 1
 message was not answered. Answers print as they stream, piece
 by piece; lines are taken while an answer prints (they queue in the conversation's
 lane), so `/stop` stops the answer in progress, which then ends with "(stopped)".
-`/help` and `/status` are answered here, as on a terminal: they never reach the agent
-and are never stored as turns (their answer prints in order with the others).
+`/help` is answered here, as on a terminal, and the conversation commands (`/status`,
+`/new`, `/stop`, ...) by the gateway's command registry: none reaches the agent or is
+stored as a turn (their answers print in order with the others).
 Several such processes with one `--user` on one store are several writers of one
 conversation: the store's reservation and turn lock keep them in one session with
 turns that never overlap.
@@ -25,7 +26,7 @@ from typing import ClassVar, TextIO
 
 from bots.runtime import Runtime
 from core.config import AdapterSettings
-from core.model import Inbound, SessionStatus
+from core.model import Inbound
 from core.turn import FutureResponder
 
 log = logging.getLogger("chatlane.console")
@@ -58,47 +59,23 @@ async def _lines(stream: TextIO) -> AsyncIterator[str]:
         transport.close()
 
 
-HELP_COMMAND, STATUS_COMMAND = "/help", "/status"
-PIPED_HELP_TEXT = """\
-One message per line; each answer prints as it is written.
-  /new      start a new conversation (the old one is kept on disk)
-  /stop     stop the answer in progress
-  /status   this conversation's session, turns and last activity
-  /help     this help"""
+HELP_COMMAND = "/help"
+PIPED_HELP_INTRO = "One message per line; each answer prints as it is written."
 Local = Callable[[], Awaitable[str]]
 """A line answered here (not by the agent), made when its turn to print comes."""
 
 
-def status_text(status: SessionStatus) -> str:
-    """What `/status` shows in a terminal or a pipe."""
-    entry = status.entry
-    if entry is None:
-        return f"{status.key}: no session yet (your first message starts one)"
-    from bots.admin import iso
+def local_answer(runtime: Runtime, text: str) -> Local | None:
+    """The answer to a line the console answers itself (`/help`: the conversation commands
+    of the registry); None: the line goes to the gateway (which answers `/status`, `/new`,
+    `/stop` as commands, never as a turn)."""
+    if text.strip() != HELP_COMMAND:
+        return None
 
-    return (
-        f"key:      {entry.key}\nsession:  {entry.session_id}\nturns:    {entry.turns}\n"
-        f"started:  {iso(entry.session_started_at)}\nlast:     {iso(entry.last_interaction_at)}"
-    )
+    async def show_help() -> str:
+        return "\n".join([PIPED_HELP_INTRO, *runtime.gateway.commands.help_lines(), "  /help     this help"])
 
-
-def local_answer(runtime: Runtime, user: str, text: str) -> Local | None:
-    """The answer to a line the console answers itself (`/help`, `/status`); None: the
-    line is a message for the gateway."""
-    command = text.strip()
-    if command == HELP_COMMAND:
-
-        async def show_help() -> str:
-            return PIPED_HELP_TEXT
-
-        return show_help
-    if command == STATUS_COMMAND:
-
-        async def show_status() -> str:
-            return status_text(await runtime.gateway.status(runtime.gateway.key_for(inbound_for(user, ""))))
-
-        return show_status
-    return None
+    return show_help
 
 
 CUT_OFF_NOTES = {"stopped": "(stopped)", "merged": "(interrupted: see the answer below)"}
@@ -117,7 +94,7 @@ async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: Text
     try:
         async for raw in _lines(stdin):
             text = raw.rstrip("\r\n")
-            if (local := local_answer(runtime, user, text)) is not None:
+            if (local := local_answer(runtime, text)) is not None:
                 answers.put_nowait(local)
             elif text.strip():
                 answers.put_nowait(await _say(runtime, user, text))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from core.model import (
@@ -27,6 +28,13 @@ class BlobStore(Protocol):
 
     async def put_blobs(self, session_id: str, blobs: Mapping[str, bytes]) -> None:
         """Store each blob under its sha256 (idempotent); durable before it returns."""
+        ...
+
+    async def put_blob_files(self, session_id: str, files: Mapping[str, Path]) -> None:
+        """Store each file's bytes under its sha256, like `put_blobs`, read from the file in
+        chunks where the backend can (files: bounded memory whatever the size; Redis keeps
+        values whole, so it holds one file at a time). The files stay the caller's; a
+        file whose bytes do not match its digest is refused (ValueError)."""
         ...
 
     async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:

@@ -36,10 +36,13 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
+import aiofiles
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -212,6 +215,17 @@ class RedisStore(RedisEntries):
         self.transcript_name(session_id)  # validates the id
         with self._errors("blob write"):
             await self._blobs.put(session_id, data)
+
+    async def put_blob_files(self, session_id: str, files: Mapping[str, Path]) -> None:
+        """`put_blobs` from files, one at a time: a Redis value is sent whole, so this holds
+        one file's bytes while it is stored (read off the loop with aiofiles)."""
+        for sha, src in files.items():
+            async with aiofiles.open(src, "rb") as f:
+                data = bytes(await f.read())
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise ValueError("a blob must be stored under the sha256 of its bytes")
+            await self.put_blobs(session_id, {sha: data})
+            del data
 
     async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
         self.transcript_name(session_id)
