@@ -35,6 +35,7 @@ from core.model.messages import (
     ReplyTarget,
     Responder,
     Role,
+    Usage,
 )
 from core.model.sessions import (
     Admission,
@@ -88,6 +89,7 @@ __all__ = [
     "StoreError",
     "TurnCommit",
     "TurnLease",
+    "Usage",
     "build_key",
     "format_key",
     "parse_key",
