@@ -31,6 +31,7 @@ from core.config import Config
 from core.conversation import Freshness, Pending, Reserver, Router
 from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
+from core.door.proactive import Mode, Proactive, Sent
 from core.door.targets import Targets
 from core.model import (
     Inbound,
@@ -88,6 +89,10 @@ class Gateway:
         self.limits = Limits(config.limits, store, self.metrics)
         self.requests = Requests(store, config.dedupe.window_s, self.metrics)
         self._in_order = InOrder()
+        self.proactive = Proactive(
+            config, store, self.lanes, self.targets, self.requests, self.metrics, clock=clock
+        )
+        """Proactive sends and `[[schedules]]` (core/door/proactive.py); `start` starts the scheduler."""
 
     @property
     def agent(self) -> Agent:
@@ -174,6 +179,16 @@ class Gateway:
         model = not reset and self.turns.is_model_command(key, inbound.text)
         await self.lanes.submit(key, Pending(inbound, responder, reset=reset, model_command=model))
 
+    def start(self) -> None:
+        """Begin the gateway's own work (firing schedules), once adapters registered targets."""
+        self.proactive.start()
+
+    async def send(
+        self, key: str, text: str, mode: Mode = "prompt", *, idempotency: tuple[str, str] | None = None
+    ) -> Sent:
+        """Speak first in a conversation: see `Proactive.send` (core/door/proactive.py)."""
+        return await self.proactive.send(key, text, mode, idempotency=idempotency)
+
     async def reset(self, key: SessionKey, responder: Responder) -> None:
         """Start a new session for `key` once the messages queued before it are answered.
 
@@ -233,5 +248,6 @@ class Gateway:
             return await self.store.delete(key, entry.session_id)
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop taking messages; let running turns finish within the timeout."""
+        """Stop taking messages and firing schedules; let running turns finish within the timeout."""
+        await self.proactive.close()
         await self.lanes.close(self.config.queue.shutdown_timeout_s if timeout is None else timeout)
