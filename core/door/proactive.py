@@ -187,10 +187,10 @@ class Proactive:
         speak in (or no running adapter for it), `IdempotencyConflict`, `StoreError`, `Closed`.
         """
         key = validate_key(key)
-        self._responder(key)  # refuse an unreachable key before claiming anything
+        _, inner = self._responder(key)  # refuse an unreachable key before claiming anything
         if idempotency is None:
             message_id = f"send-{uuid.uuid4().hex[:16]}"
-            await self._enqueue(key, text, mode, message_id)
+            await self._enqueue(key, text, mode, message_id, inner)
             return Sent(key, message_id, mode)
         request_id, fingerprint = idempotency
         claim = await self.requests.claim(f"send:{request_id}", fingerprint)
@@ -201,7 +201,7 @@ class Proactive:
             return Sent(key, str(stored.get("message_id", "")), mode, duplicate=True)
         message_id = "send-" + hashlib.sha256(request_id.encode()).hexdigest()[:16]
         try:
-            await self._enqueue(key, text, mode, message_id)
+            await self._enqueue(key, text, mode, message_id, inner)
         except BaseException:
             await self.requests.release(f"send:{request_id}")
             raise
@@ -209,9 +209,10 @@ class Proactive:
         await self.requests.finish(f"send:{request_id}", fingerprint, json.dumps(sent.to_json()).encode())
         return sent
 
-    async def _enqueue(self, key: SessionKey, text: str, mode: Mode, message_id: str) -> _Outcome:
+    async def _enqueue(
+        self, key: SessionKey, text: str, mode: Mode, message_id: str, inner: Responder | None
+    ) -> _Outcome:
         """The one place a proactive message is queued (see the module doc: the inbox)."""
-        _, inner = self._responder(key)
         parts = parse_key(key)
         inbound = Inbound(
             parts.platform, parts.user, parts.channel, text, message_id, parts.thread, origin=OPERATOR
@@ -230,7 +231,8 @@ class Proactive:
             )
             return "answered"
         try:
-            responder = await self._enqueue(key, schedule.text, schedule.mode, fire.id)
+            _, inner = self._responder(key)
+            responder = await self._enqueue(key, schedule.text, schedule.mode, fire.id, inner)
         except Unreachable as exc:
             log.error("schedule %s: cannot speak in %s: %s", schedule.name, key, exc)
             return "unreachable"
