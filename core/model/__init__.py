@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from core.model.errors import AgentError, Fenced, StoreError
 from core.model.fires import FireClaim, FireMark, FireState, fire_id
+from core.model.inbox import POISON_ATTEMPTS, GoneFile, InboxItem, InboxView, ItemKind
 from core.model.keys import (
     ANY,
     MAX_KEY_LENGTH,
@@ -52,6 +53,7 @@ from core.model.sessions import (
 __all__ = [
     "ANY",
     "MAX_KEY_LENGTH",
+    "POISON_ATTEMPTS",
     "Admission",
     "AgentError",
     "AttachmentKind",
@@ -68,8 +70,12 @@ __all__ = [
     "FireMark",
     "FireState",
     "FreshCheck",
+    "GoneFile",
     "HistorySource",
     "Inbound",
+    "InboxItem",
+    "InboxView",
+    "ItemKind",
     "KeyParts",
     "Listing",
     "Minter",
