@@ -9,6 +9,11 @@ body (or another `X-Session-Key`) is a 422. Keys are per API token. When the fir
 attempt stored nothing (shutdown, queue full, over `[limits]`), the key is released, so
 a retry runs. A retry that waited `http.idempotency_wait_s` in vain gets a 409, which
 clients (the openai library among them) retry.
+
+A request whose process stopped or died before answering stays in the durable inbox
+with its `ReplyTarget`, which names its claim (`Claim.extra`): the process that answers
+it later (after a restart, or one that adopted it) stores the answer under the same key
+(`Idempotency.late_responder`), so the client's retry gets it there.
 """
 
 from __future__ import annotations
@@ -20,13 +25,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 from aiohttp import web
 
 from core.door import Requests
 from core.model import Reply, StoreError
-from core.turn import FutureResponder
+from core.turn import FutureResponder, QuietResponder
 
 log = logging.getLogger("chatlane.http")
 
@@ -109,13 +114,41 @@ class Stored:
         return cls(int(d["status"]), d["body"], str(d["text"]), str(d["key"]), str(d["id"]))
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The `Idempotency-Key` a request owns, as its `ReplyTarget` keeps it."""
+
+    request_id: str
+    fingerprint: str
+    session_key: str
+    ident: str
+
+    def extra(self) -> dict[str, str]:
+        return {
+            "request": self.request_id,
+            "fingerprint": self.fingerprint,
+            "session": self.session_key,
+            "ident": self.ident,
+        }
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, str]) -> Claim | None:
+        """The claim named by a stored target's `extra` (None: the request had no key)."""
+        parts = [extra.get(name) for name in ("request", "fingerprint", "session", "ident")]
+        if not all(parts):
+            return None
+        request_id, fingerprint, session_key, ident = (str(p) for p in parts)
+        return cls(request_id, fingerprint, session_key, ident)
+
+
 class OwnerResponder(FutureResponder):
     """The first request's responder: stores the answer before handing it on. `stored`
     is then what every retry gets; the owner answers with exactly that too."""
 
-    def __init__(self, store_reply: Callable[[Reply], Awaitable[Stored | None]]) -> None:
+    def __init__(self, store_reply: Callable[[Reply], Awaitable[Stored | None]], claim: Claim) -> None:
         super().__init__()
         self._store_reply = store_reply
+        self.claim = claim
         self.stored: Stored | None = None
         self._kept = False
 
@@ -130,6 +163,23 @@ class OwnerResponder(FutureResponder):
     def response(self) -> web.Response | None:
         """The stored answer as a JSON response (None if nothing was stored)."""
         return None if self.stored is None else self.stored.response()
+
+
+class LateResponder(QuietResponder):
+    """Stores the one answer of a resumed request (see `Idempotency.late_responder`)."""
+
+    def __init__(
+        self, store_reply: Callable[[Reply], Awaitable[Stored | None]] | None, reply_to: str | None
+    ) -> None:
+        self._store_reply = store_reply
+        self.reply_to = reply_to
+        self._kept = False
+
+    async def send(self, reply: Reply) -> None:
+        log.info("http: request %s answered after a restart (%s)", self.reply_to, reply.kind)
+        if not self._kept and self._store_reply is not None:
+            self._kept = True
+            await self._store_reply(reply)
 
 
 class Idempotency:
@@ -173,9 +223,7 @@ class Idempotency:
             while True:
                 claim = await self.requests.claim(request_id, fingerprint)
                 if claim.new:
-                    return OwnerResponder(
-                        lambda reply: self._keep(request_id, fingerprint, session_key, ident, reply)
-                    )
+                    return self.late_responder(Claim(request_id, fingerprint, session_key, ident), owner=True)
                 if claim.fingerprint != fingerprint:
                     return _error(
                         422,
@@ -203,9 +251,33 @@ class Idempotency:
                 "server_error",
             )
 
-    async def _keep(
-        self, request_id: str, fingerprint: str, session_key: str, ident: str, reply: Reply
-    ) -> Stored | None:
+    @overload
+    def late_responder(self, claim: Claim, *, owner: Literal[True]) -> OwnerResponder: ...
+    @overload
+    def late_responder(self, claim: Claim | None, *, reply_to: str | None) -> LateResponder: ...
+    def late_responder(
+        self, claim: Claim | None, *, owner: bool = False, reply_to: str | None = None
+    ) -> OwnerResponder | LateResponder:
+        """The responder that stores the answer under `claim`'s key: the first request's own
+        (`owner`), or that of a request answered by a process that did not receive it (its
+        client is not connected; the answer waits for its retry; without a claim it is only
+        in the transcript)."""
+        if claim is None:
+            return LateResponder(None, reply_to)
+        kept = claim
+
+        async def keep(reply: Reply) -> Stored | None:
+            return await self._keep(kept, reply)
+
+        return OwnerResponder(keep, claim) if owner else LateResponder(keep, reply_to)
+
+    async def _keep(self, claim: Claim, reply: Reply) -> Stored | None:
+        request_id, fingerprint, session_key, ident = (
+            claim.request_id,
+            claim.fingerprint,
+            claim.session_key,
+            claim.ident,
+        )
         try:
             if reply.kind in NOTHING_STORED:
                 await self.requests.release(request_id)

@@ -52,11 +52,11 @@ from bots.http import conversations, wire
 from bots.http import request as parsing
 from bots.http.errors import ApiError, openai_errors, shutting_down
 from bots.http.guard import ConnectionGuard, GuardedSite, derive_max_connections
-from bots.http.idempotency import Idempotency, OwnerResponder, caller_of
+from bots.http.idempotency import Claim, Idempotency, OwnerResponder, caller_of
 from bots.http.settings import HttpSettings
 from bots.runtime import Runtime, StartupError
 from core.door import SLOW_DOWN_TEXT
-from core.model import CancelReason, Closed, Inbound, Reply, SessionKey, parse_key
+from core.model import CancelReason, Closed, Inbound, Reply, ReplyTarget, Responder, SessionKey, parse_key
 from core.ops import TaskSet
 from core.turn import STOPPED_MARK, QuietResponder
 
@@ -186,8 +186,16 @@ class HttpService:
             raise StartupError(f"http: cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from exc
         self._runner = runner
         self.port = site.bound_port
+        self.runtime.gateway.targets.register(PLATFORM, self._late_responder)
+
+    def _late_responder(self, target: ReplyTarget) -> Responder:
+        """A request answered after its process stopped: nobody is connected any more, so
+        the answer is stored for the client's retry with the same `Idempotency-Key` (it
+        is in the transcript either way)."""
+        return self._once.late_responder(Claim.from_extra(dict(target.extra)), reply_to=target.reply_to)
 
     async def stop(self) -> None:
+        self.runtime.gateway.targets.unregister(PLATFORM)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -236,8 +244,10 @@ class HttpService:
         owner = once if isinstance(once, OwnerResponder) else None
         live = not chat.stream or self.runtime.loaded.config.queue.mode != "interrupt"
         events = _Events(live, owner)
+        extra = tuple(sorted(owner.claim.extra().items())) if owner is not None else ()
+        target = ReplyTarget(PLATFORM, inbound.channel, None, inbound.message_id, extra=extra)
         try:
-            await self.runtime.gateway.submit(inbound, events)
+            await self.runtime.gateway.submit(inbound, events, target=target)
         except Closed:
             if owner is not None:  # frees its Idempotency-Key for a retry
                 await owner.send(Reply("", "shutdown", key))

@@ -17,6 +17,11 @@ gateway in the store that every replica shares (core/dedupe.py).
 Conversations: user + channel, and with `session.threads` each thread on its own. A
 top-level mention answered in a thread starts a conversation keyed by its own ts, so
 the root and the thread's replies share one session.
+
+Each message goes to the gateway with its `ReplyTarget` (channel, thread_ts, its ts),
+which the durable inbox stores; while connected, `gateway.targets` turns a stored target
+back into a responder (bots/slack/targets.py), so a message accepted before a restart
+is answered after it, in its thread.
 """
 
 from __future__ import annotations
@@ -40,11 +45,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import Runtime, StartupError
 from bots.slack.history import BackfillingResponder, files_of
-from bots.slack.inbound import Identity, is_thread_reply, place, read_command, read_message
+from bots.slack.inbound import (
+    PLATFORM,
+    Identity,
+    is_thread_reply,
+    place,
+    read_command,
+    read_message,
+    reply_target,
+)
 from bots.slack.reply import Poster
 from bots.slack.settings import SlackSettings
+from bots.slack.targets import Targets
 from core.door import Delivery, Facts, RecentSet, admit
-from core.model import Closed, Inbound, StoreError
+from core.model import Closed, Inbound, ReplyTarget, StoreError
 from core.ops import TaskSet
 from core.turn import FutureResponder, confirm_reset
 
@@ -115,6 +129,8 @@ class SlackService:
         )
         self._poster = Poster(self._client)
         self.me = await self._fetch_identity(self._client)
+        targets = Targets(lambda: self._poster, self.me, self.settings)
+        self.runtime.gateway.targets.register(PLATFORM, targets.responder)
         app = AsyncApp(
             client=self._client,
             signing_secret=signing_secret,
@@ -178,6 +194,7 @@ class SlackService:
         return str(value)
 
     async def stop(self) -> None:
+        self.runtime.gateway.targets.unregister(PLATFORM)
         self._poster = None  # take no more messages
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
@@ -254,7 +271,8 @@ class SlackService:
         # The message's own id comes last: all copies of it share that one (see Deliveries).
         delivery = [("retry", f"event:{event_id}")] if event_id else []
         delivery.append(("twin", f"message:{place(channel, ts)}"))
-        self._tasks.spawn(self._submit(inbound, responder, delivery), name=f"slack message {ts}")
+        target = reply_target(inbound, self.me.team_id or None)
+        self._tasks.spawn(self._submit(inbound, responder, delivery, target), name=f"slack message {ts}")
 
     async def _accept_if_known_thread(self, inbound: Inbound, event_id: str) -> None:
         session = self.runtime.loaded.config.session
@@ -270,10 +288,10 @@ class SlackService:
             self._accept(inbound, event_id)
 
     async def _submit(
-        self, inbound: Inbound, responder: BackfillingResponder, delivery: list[Delivery]
+        self, inbound: Inbound, responder: BackfillingResponder, delivery: list[Delivery], target: ReplyTarget
     ) -> None:
         try:
-            await self.runtime.gateway.submit(inbound, responder, delivery=delivery)
+            await self.runtime.gateway.submit(inbound, responder, delivery=delivery, target=target)
         except ValueError as exc:
             log.warning("slack: message %s not taken: %s", inbound.message_id, exc)
         except Closed:
