@@ -32,20 +32,27 @@ class Targets:
         poster = self.poster()
         if poster is None:
             raise RuntimeError("slack: stopped")
-        if target.platform != PLATFORM or target.reply_to is None:
-            raise ValueError(f"not a Slack message target: {target.platform!r}")
+        if target.platform != PLATFORM:
+            raise ValueError(f"not a Slack target: {target.platform!r}")
         extra = dict(target.extra)
-        ts, thread = target.reply_to, target.thread
+        # No `reply_to`: a message the bot says first (core/door/proactive.py), in the
+        # channel or the thread; there is no asker's message to react to.
+        proactive = target.reply_to is None
+        thread = target.thread
+        ts = target.reply_to or thread or ""
+        settings = (
+            self.settings.model_copy(update={"status_reactions": False}) if proactive else self.settings
+        )
         return BackfillingResponder(
             poster,
             target.channel,
             ts,
             thread,
-            self.settings.ack_reaction,
+            "" if proactive else self.settings.ack_reaction,
             me=self.me,
             limit=self.settings.history_backfill,
-            in_thread=thread if thread is not None and thread != ts else None,
-            settings=self.settings,
+            in_thread=thread if thread is not None and (proactive or thread != ts) else None,
+            settings=settings,
             user=extra.get("user", ""),
             team=extra.get("team") or self.me.team_id or None,
             is_direct=extra.get("direct") == "1",

@@ -170,6 +170,8 @@ class Proactive:
             return target, self.targets.responder(target)
         except NoAdapter as exc:
             raise Unreachable(f"{key}: {exc}") from None
+        except (ValueError, RuntimeError) as exc:  # the adapter refuses the ids, or is stopping
+            raise Unreachable(f"{key}: the {target.platform} bot cannot answer there: {exc}") from None
 
     async def send(
         self,
