@@ -218,7 +218,7 @@ class Scheduler:
         contiguous = True
         for due in slots_between(schedule, mark.due, now, MAX_SLOTS_PER_TICK):
             ident = fire_id(name, due)
-            if ident in self._running:
+            if ident in self._running or due < late_limit:  # too late: `_skip` passes it next tick
                 contiguous = False
                 continue
             token = uuid.uuid4().hex
@@ -250,6 +250,10 @@ class Scheduler:
             return None
         token = uuid.uuid4().hex
         claim = await self.ledger.claim_fire(name, first, token, self.settings.lease_s)
+        if claim.state == "done":  # fired in time by a process that had no chance to mark it
+            return await self.ledger.advance_fire_mark(
+                name, FireMark(first, fire_id(name, first), claim.outcome, now)
+            )
         if claim.state != "mine":
             return None
         ident = fire_id(name, last)

@@ -197,6 +197,14 @@ async def test_a_fire_due_while_every_process_was_down_runs_once_within_catch_up
                     await eventually(
                         lambda: b"schedule old: missed the fires" in p.log.read_bytes(), timeout=10
                     )
+                    async with (
+                        aiohttp.ClientSession() as http,
+                        http.get(p.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as resp,
+                    ):
+                        metrics = await resp.text()
+                    assert 'chatlane_schedule_misses_total{schedule="old"} 1.0' in metrics
+                    fired = 'chatlane_schedule_fires_total{outcome="answered",schedule="recent"} 1.0'
+                    assert fired in metrics
                 await asyncio.sleep(SETTLE_S)  # a second fire would be stored by now
         found = fires_in(await transcript(store, KEY), "recent")
         skipped = fires_in(await transcript(store, KEY), "old")

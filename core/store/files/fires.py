@@ -29,6 +29,7 @@ from typing import Any
 
 from core.model import FireClaim, FireMark, StoreError
 from core.store.files.atomic import write_atomically
+from core.store.files.layout import mkdirs
 
 MARK = "mark.json"
 
@@ -51,7 +52,7 @@ class FileFires:
     def __init__(self, root: Path | str) -> None:
         self.root = f"{root}/fires"
         self.saved = f"{self.root}/saved"
-        os.makedirs(self.saved, 0o700, exist_ok=True)
+        mkdirs(Path(self.saved))
 
     def _folder(self, schedule: str) -> str:
         h = _digest(schedule)
@@ -61,7 +62,7 @@ class FileFires:
     def _locked(self, schedule: str) -> Iterator[str]:
         folder = self._folder(schedule)
         if not os.path.isdir(folder):
-            os.makedirs(folder, 0o700, exist_ok=True)
+            mkdirs(Path(folder))
         fd = os.open(f"{folder}/.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
