@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -268,6 +267,12 @@ def parse_duration(text: str) -> float:
     return float(found.group(1)) * _UNIT_S[found.group(2)]
 
 
+def _cron_is_valid(expression: str) -> bool:
+    from croniter import croniter  # only a config with a cron schedule pays its import
+
+    return bool(croniter.is_valid(expression))
+
+
 def unreachable(key: str) -> str | None:
     """Why a proactive message cannot be sent to `key` (None if it can): a malformed key,
     or one with no channel to speak in (scope `user` keys end in `*`)."""
@@ -306,7 +311,7 @@ class ScheduleSettings(Section):
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{where}: unknown timezone {self.timezone!r} (e.g. Europe/Berlin)") from None
-        if self.cron and not croniter.is_valid(self.cron):
+        if self.cron and not _cron_is_valid(self.cron):
             raise ValueError(f"{where}: {self.cron!r} is not a cron expression (e.g. 0 9 * * 1-5)")
         try:
             if self.every and parse_duration(self.every) < 1.0:

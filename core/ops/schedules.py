@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
 from pydantic import ValidationError
 
 from core.config import SchedulerSettings, ScheduleSettings
@@ -91,6 +90,8 @@ def next_slot(schedule: ScheduleSettings, after: float) -> float | None:
     if schedule.every:
         step = schedule.interval_s
         return (math.floor(after / step) + 1) * step
+    from croniter import croniter  # imported on first use: most processes have no cron schedule
+
     tz = ZoneInfo(schedule.timezone)
     it = croniter(schedule.cron, datetime.fromtimestamp(after, tz))
     while True:
@@ -107,6 +108,8 @@ def prev_slot(schedule: ScheduleSettings, before: float) -> float | None:
     if schedule.every:
         step = schedule.interval_s
         return (math.ceil(before / step) - 1) * step
+    from croniter import croniter
+
     tz = ZoneInfo(schedule.timezone)
     it = croniter(schedule.cron, datetime.fromtimestamp(before, tz))
     while True:
