@@ -29,6 +29,7 @@ from core.agents import Agent, TurnInput
 from core.config import AgentSettings, Config
 from core.conversation import Lanes, Pending, Reserver, Retry, Router
 from core.model import (
+    POISON_ATTEMPTS,
     ChatMessage,
     Fenced,
     Reply,
@@ -47,6 +48,12 @@ from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visi
 log = logging.getLogger("chatlane.gateway")
 
 RESET_TEXT = "Started a new conversation."
+POISON_TEXT = (
+    "Sorry, I couldn't answer this message: each try to answer it made me fail, so I've set it "
+    "aside. Your next messages will be answered as usual."
+)
+"""Said once to the sender of a poison message (an inbox item parked after
+`POISON_ATTEMPTS` turns that ended in a crash)."""
 DEFAULT_MODEL_COMMAND = "/model"
 MAX_FENCED_ATTEMPTS = 5
 """A turn fenced out this many times in a row is answered with the store failure text."""
@@ -102,15 +109,35 @@ class TurnRunner:
         self.reserver = reserver
         self.metrics = metrics
         self._clock = clock
-        self.lanes = Lanes(self.run, config.queue)
+        self.lanes = Lanes(self.run, config.queue, self.settled)
         self.streaming: set[SessionKey] = set()
         """Keys whose agent is producing an answer here: what `stop` can cancel."""
+        self.live: set[str] = set()
+        """Inbox items queued or running here (the adoption scan leaves them alone)."""
+
+    async def settled(self, key: SessionKey, batch: list[Pending]) -> None:
+        """Messages that leave their lane without a commit naming them (a command's turn,
+        a drop, a stop, a failure): out of the durable inbox."""
+        ids = [p.item_id for p in batch if p.item_id]
+        if not ids:
+            return
+        self.live.difference_update(ids)
+        try:
+            await self.store.inbox.settle(key, ids)
+        except StoreError as exc:
+            log.error("inbox of %s: %d answered items not marked done: %s", key, len(ids), exc)
 
     def stop(self, key: SessionKey) -> bool:
         """Cancel the answer of `key` if its agent is producing it here (True)."""
         return key in self.streaming and self.lanes.stop(key)
 
     async def run(self, key: SessionKey, batch: list[Pending]) -> None:
+        poison = [p for p in batch if p.attempts >= POISON_ATTEMPTS]
+        if poison:
+            await self._park(key, poison)
+            batch = [p for p in batch if p.attempts < POISON_ATTEMPTS]
+            if not batch:
+                return
         started = time.perf_counter()
         try:
             async with batch[-1].responder.working():
@@ -133,6 +160,10 @@ class TurnRunner:
             outcome, reply = "store_error", Reply(STORE_FAILURE_TEXT, "failure", key)
         # Delivered after the turn lock is let go: a commit that was stored is answered,
         # whatever happens to the lease afterwards.
+        if outcome in ("answered", "agent_error"):
+            self.live.difference_update(p.item_id for p in batch)  # their commit marked them
+        else:  # commands and failures: no commit named them
+            await self.settled(key, batch)
         await self._deliver(batch, reply)
         elapsed = time.perf_counter() - started
         self.metrics.turns.labels(outcome).inc()
@@ -146,6 +177,46 @@ class TurnRunner:
             round(elapsed * 1000),
             len(batch),
         )
+
+    async def _park(self, key: SessionKey, poison: list[Pending]) -> None:
+        """Set poison messages aside (kept in the inbox as parked) and tell their senders."""
+        ids = [p.item_id for p in poison]
+        log.error(
+            "inbox of %s: %d messages parked after %d failed tries: %s", key, len(ids), POISON_ATTEMPTS, ids
+        )
+        self.live.difference_update(ids)
+        try:
+            await self.store.inbox.settle(key, ids, park=True)
+        except StoreError as exc:
+            log.error("inbox of %s: poison messages not parked: %s", key, exc)
+        for p in poison:
+            await p.responder.send(Reply(POISON_TEXT, "failure", key))
+
+    async def _count_attempt(self, key: SessionKey, batch: list[Pending]) -> None:
+        """A turn starts on these items: counted in the store, so a message that crashes
+        every process that tries it is parked instead of crashing them forever."""
+        for p in batch:
+            if p.item_id:
+                try:
+                    await self.store.inbox.note(key, p.item_id, attempt=True)
+                except StoreError as exc:
+                    log.warning("inbox of %s: attempt not counted: %s", key, exc)
+
+    async def _show(self, key: SessionKey, batch: list[Pending], piece: str) -> None:
+        """Stream a piece into the last message's responder; the first time the responder
+        names the platform message the answer streams into, store it with the item, so a
+        process that resumes this answer edits that message instead of posting again."""
+        last = batch[-1]
+        await last.responder.on_delta(piece)
+        if not last.item_id:
+            return
+        answer_id = last.responder.answer_id
+        if answer_id is not None and answer_id != last.answer_id:
+            last.answer_id = answer_id
+            try:
+                await self.store.inbox.note(key, last.item_id, answer_id=answer_id)
+            except StoreError as exc:
+                log.warning("inbox of %s: answer message not stored: %s", key, exc)
 
     async def _turn(self, key: SessionKey, batch: list[Pending]) -> tuple[str, Reply]:
         async with self.store.lock_turn(key) as lease:
@@ -242,11 +313,13 @@ class TurnRunner:
         agent = self.agents[agent_id]
         entry = await self._resolve(key)
         made = await self._context(entry, settings, agent, batch)
+        answered = tuple(p.item_id for p in batch if p.item_id)
+        await self._count_attempt(key, batch)
         try:
             pieces, summary = await self._run_agent(agent, settings, lease, made, batch)
         except _AgentFailed as exc:  # any agent failure: one plain answer, details in the log
             log.error("agent %s failed on %s", agent.name, key, exc_info=exc.__cause__)
-            await self._commit(lease, entry, [*exc.summary, *made.new], turns=made.turn.turn)
+            await self._commit(lease, entry, [*exc.summary, *made.new], made.turn.turn, answered)
             for p in made.fresh:
                 p.recorded = True
             told = settings.failure_message
@@ -255,10 +328,10 @@ class TurnRunner:
             return "agent_error", Reply(told, "failure", key, entry.session_id, made.turn.turn)
         answer = "".join(pieces)
         records = [*summary, *made.new, ChatMessage("assistant", answer, self._clock())]
-        await self._commit(lease, entry, records, made.turn.turn)
+        await self._commit(lease, entry, records, made.turn.turn, answered)
         if summary:  # said once, in the reply of the turn that summarised
             note = f"\n\n{COMPACTED_NOTE}"
-            await batch[-1].responder.on_delta(note)
+            await self._show(key, batch, note)
             answer += note
         return "answered", Reply(answer, "answer", key, entry.session_id, made.turn.turn)
 
@@ -329,7 +402,7 @@ class TurnRunner:
         summary: list[ChatMessage] = []
         if made.problems:
             pieces.append("\n".join(made.problems) + "\n\n")
-            await batch[-1].responder.on_delta(pieces[0])
+            await self._show(key, batch, pieces[0])
         self.streaming.add(key)
         try:
             if needs_compaction(settings, made.raw, turn.history, turn.new_messages):
@@ -342,14 +415,24 @@ class TurnRunner:
                 try:
                     async for piece in stream:
                         pieces.append(piece)
-                        await batch[-1].responder.on_delta(piece)
+                        await self._show(key, batch, piece)
                 finally:
                     await _close_stream(stream)
         except asyncio.CancelledError:
             reason = self.lanes.cancel_reason(key)
+            # Shutdown: messages in the durable inbox are not kept as interrupted; they stay
+            # pending and the next process answers them whole (and stores them then).
+            backfill = len(made.new) - len(made.fresh)
+            kept = [
+                (p, m)
+                for p, m in zip(made.fresh, made.new[backfill:], strict=True)
+                if not (reason == "shutdown" and p.item_id)
+            ]
+            fresh = [p for p, _ in kept]
+            new = [*made.new[:backfill], *(m for _, m in kept)]
             await asyncio.shield(
                 asyncio.gather(
-                    self._keep_interrupted(lease, made.entry, made.fresh, made.new),
+                    self._keep_interrupted(lease, made.entry, fresh, new),
                     batch[-1].responder.on_cancelled(reason),
                 )
             )
@@ -377,14 +460,21 @@ class TurnRunner:
             p.recorded = True
 
     async def _commit(
-        self, lease: TurnLease, entry: SessionEntry, records: Sequence[ChatMessage], turns: int
+        self,
+        lease: TurnLease,
+        entry: SessionEntry,
+        records: Sequence[ChatMessage],
+        turns: int,
+        answered: tuple[str, ...] = (),
     ) -> None:
         """The turn's one write: its records and progress, whole or not at all (fenced).
 
         Once sent, a commit is seen through: a cancel that lands meanwhile (an interrupt,
         `/stop`) waits for its outcome, and a stored turn is then answered, not redone.
         """
-        commit = TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns)
+        commit = TurnCommit(
+            lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns, answered
+        )
         sent = asyncio.ensure_future(self.store.commit(commit))
         try:
             await asyncio.shield(sent)
