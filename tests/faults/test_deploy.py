@@ -174,9 +174,10 @@ async def test_discord_deploy_or_crash_mid_answer_finishes_every_message_once_in
             await stop(first, how)
         restarted = time.monotonic()
         async with process(path, tmp_path / "second.log") as second:
-            await until(lambda: fake.shown_in(channel) == expected(), 30)
+            # r3 is answered last (one lane, in order): then everything is.
+            await until(lambda: expected()[-1] in fake.shown_in(channel), 30)
             took = time.monotonic() - restarted
-            assert await second.terminate() == 0  # nothing left: a deploy with nothing to drain
+            assert await second.terminate() == 0  # a deploy with nothing left to drain
         sent = fake.sent_to(channel)
         bodies = [str((c.json or {}).get("content", "")) for c in fake.calls if c.method in ("POST", "PATCH")]
         figures = Figures(
@@ -226,7 +227,7 @@ async def test_slack_deploy_or_crash_mid_answer_finishes_every_message_once_in_p
             await stop(first, how)
         restarted = time.monotonic()
         async with process(path, tmp_path / "second.log") as second:
-            await until(lambda: shown() == expected(), 30)
+            await until(lambda: expected()[-1] in shown(), 30)
             took = time.monotonic() - restarted
             assert await second.terminate() == 0
         kept = [m for m in fake.messages if not m.deleted]
