@@ -202,9 +202,14 @@ class Gateway:
                 raise Closed("shutting down")
             kind: ItemKind = "reset" if reset else "model" if model else "message"
             item = InboxItem(key, uuid.uuid4().hex, kind, inbound, target, self._clock())
-            stored = await self.store.inbox.append(item)  # durable before the adapter acks
-            pending.item_id, pending.seq = stored.item_id, stored.seq
-            self.turns.live.add(stored.item_id)
+            try:
+                stored = await self.store.inbox.append(item)  # durable before the adapter acks
+            except StoreError as exc:
+                # Still answered while this process lives; only a restart would lose it.
+                log.error("inbox of %s: message kept in memory only, the store failed: %s", key, exc)
+            else:
+                pending.item_id, pending.seq = stored.item_id, stored.seq
+                self.turns.live.add(stored.item_id)
         try:
             await self.lanes.submit(key, pending)
         except Closed:

@@ -33,6 +33,9 @@ log = logging.getLogger("chatlane.inbox")
 
 SCAN_KEYS_MAX = 1000
 """Conversations looked at per scan (the rest on the next): a scan stays cheap."""
+HEARTBEAT_S = 1.0
+"""How often the owner lease is renewed at least (Redis: `store.turn_lock_ttl_s` long),
+whatever `adopt_every_s` is: a live process must never look dead to the others."""
 READY_WAIT_S = 10.0
 """How long a new message waits for its platform's first scan before it is queued anyway."""
 
@@ -87,22 +90,24 @@ class Resumer:
         await self._tasks.close()
 
     async def _loop(self) -> None:
+        scanned = -float("inf")
         while True:
             platforms, self._waiting = self._waiting, set()
             self._wake.clear()
             try:
                 await self.store.inbox.heartbeat()
-                await self.scan()
+                if platforms or time.monotonic() - scanned >= self.every_s:
+                    scanned = time.monotonic()
+                    await self.scan()
             except StoreError as exc:
                 log.warning("inbox scan failed (retried in %ss): %s", self.every_s, exc)
             except Closed:
                 return
             finally:
-                self.scans += 1
                 for platform in platforms:
                     self._ready[platform].set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.every_s)
+                await asyncio.wait_for(self._wake.wait(), min(self.every_s, HEARTBEAT_S))
 
     async def scan(self) -> int:
         """One pass over the index; how many items were resumed here."""
@@ -116,6 +121,7 @@ class Resumer:
                 first = min(i.at for i in view.pending)
                 oldest = first if oldest is None else min(oldest, first)
             resumed += await self._take(key, view.pending)
+        self.scans += 1
         self.metrics.inbox_depth.set(depth)
         self.metrics.inbox_oldest_age.set(time.time() - oldest if oldest is not None else 0.0)
         return resumed

@@ -1,4 +1,4 @@
-"""The turn pipeline: what running one lane item does, for `core.gateway.Gateway`.
+"""The turn pipeline: what running one lane item does, for `core.door.Gateway`.
 
     turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> first turn
             of the session? read the thread (backfill) -> read attachments (blobs) ->
@@ -44,16 +44,11 @@ from core.ops import Metrics
 from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
+from core.turn.inbox import InboxSteps
 
 log = logging.getLogger("chatlane.gateway")
 
 RESET_TEXT = "Started a new conversation."
-POISON_TEXT = (
-    "Sorry, I couldn't answer this message: each try to answer it made me fail, so I've set it "
-    "aside. Your next messages will be answered as usual."
-)
-"""Said once to the sender of a poison message (an inbox item parked after
-`POISON_ATTEMPTS` turns that ended in a crash)."""
 DEFAULT_MODEL_COMMAND = "/model"
 MAX_FENCED_ATTEMPTS = 5
 """A turn fenced out this many times in a row is answered with the store failure text."""
@@ -109,23 +104,12 @@ class TurnRunner:
         self.reserver = reserver
         self.metrics = metrics
         self._clock = clock
-        self.lanes = Lanes(self.run, config.queue, self.settled)
+        self.inbox = InboxSteps(store)
+        self.lanes = Lanes(self.run, config.queue, self.inbox.settled)
         self.streaming: set[SessionKey] = set()
         """Keys whose agent is producing an answer here: what `stop` can cancel."""
-        self.live: set[str] = set()
+        self.live = self.inbox.live
         """Inbox items queued or running here (the adoption scan leaves them alone)."""
-
-    async def settled(self, key: SessionKey, batch: list[Pending]) -> None:
-        """Messages that leave their lane without a commit naming them (a command's turn,
-        a drop, a stop, a failure): out of the durable inbox."""
-        ids = [p.item_id for p in batch if p.item_id]
-        if not ids:
-            return
-        self.live.difference_update(ids)
-        try:
-            await self.store.inbox.settle(key, ids)
-        except StoreError as exc:
-            log.error("inbox of %s: %d answered items not marked done: %s", key, len(ids), exc)
 
     def stop(self, key: SessionKey) -> bool:
         """Cancel the answer of `key` if its agent is producing it here (True)."""
@@ -134,7 +118,7 @@ class TurnRunner:
     async def run(self, key: SessionKey, batch: list[Pending]) -> None:
         poison = [p for p in batch if p.attempts >= POISON_ATTEMPTS]
         if poison:
-            await self._park(key, poison)
+            await self.inbox.park(key, poison)
             batch = [p for p in batch if p.attempts < POISON_ATTEMPTS]
             if not batch:
                 return
@@ -163,7 +147,7 @@ class TurnRunner:
         if outcome in ("answered", "agent_error"):
             self.live.difference_update(p.item_id for p in batch)  # their commit marked them
         else:  # commands and failures: no commit named them
-            await self.settled(key, batch)
+            await self.inbox.settled(key, batch)
         await self._deliver(batch, reply)
         elapsed = time.perf_counter() - started
         self.metrics.turns.labels(outcome).inc()
@@ -177,46 +161,6 @@ class TurnRunner:
             round(elapsed * 1000),
             len(batch),
         )
-
-    async def _park(self, key: SessionKey, poison: list[Pending]) -> None:
-        """Set poison messages aside (kept in the inbox as parked) and tell their senders."""
-        ids = [p.item_id for p in poison]
-        log.error(
-            "inbox of %s: %d messages parked after %d failed tries: %s", key, len(ids), POISON_ATTEMPTS, ids
-        )
-        self.live.difference_update(ids)
-        try:
-            await self.store.inbox.settle(key, ids, park=True)
-        except StoreError as exc:
-            log.error("inbox of %s: poison messages not parked: %s", key, exc)
-        for p in poison:
-            await p.responder.send(Reply(POISON_TEXT, "failure", key))
-
-    async def _count_attempt(self, key: SessionKey, batch: list[Pending]) -> None:
-        """A turn starts on these items: counted in the store, so a message that crashes
-        every process that tries it is parked instead of crashing them forever."""
-        for p in batch:
-            if p.item_id:
-                try:
-                    await self.store.inbox.note(key, p.item_id, attempt=True)
-                except StoreError as exc:
-                    log.warning("inbox of %s: attempt not counted: %s", key, exc)
-
-    async def _show(self, key: SessionKey, batch: list[Pending], piece: str) -> None:
-        """Stream a piece into the last message's responder; the first time the responder
-        names the platform message the answer streams into, store it with the item, so a
-        process that resumes this answer edits that message instead of posting again."""
-        last = batch[-1]
-        await last.responder.on_delta(piece)
-        if not last.item_id:
-            return
-        answer_id = last.responder.answer_id
-        if answer_id is not None and answer_id != last.answer_id:
-            last.answer_id = answer_id
-            try:
-                await self.store.inbox.note(key, last.item_id, answer_id=answer_id)
-            except StoreError as exc:
-                log.warning("inbox of %s: answer message not stored: %s", key, exc)
 
     async def _turn(self, key: SessionKey, batch: list[Pending]) -> tuple[str, Reply]:
         async with self.store.lock_turn(key) as lease:
@@ -314,7 +258,7 @@ class TurnRunner:
         entry = await self._resolve(key)
         made = await self._context(entry, settings, agent, batch)
         answered = tuple(p.item_id for p in batch if p.item_id)
-        await self._count_attempt(key, batch)
+        await self.inbox.count_attempt(key, batch)
         try:
             pieces, summary = await self._run_agent(agent, settings, lease, made, batch)
         except _AgentFailed as exc:  # any agent failure: one plain answer, details in the log
@@ -331,7 +275,7 @@ class TurnRunner:
         await self._commit(lease, entry, records, made.turn.turn, answered)
         if summary:  # said once, in the reply of the turn that summarised
             note = f"\n\n{COMPACTED_NOTE}"
-            await self._show(key, batch, note)
+            await self.inbox.show(key, batch, note)
             answer += note
         return "answered", Reply(answer, "answer", key, entry.session_id, made.turn.turn)
 
@@ -402,7 +346,7 @@ class TurnRunner:
         summary: list[ChatMessage] = []
         if made.problems:
             pieces.append("\n".join(made.problems) + "\n\n")
-            await self._show(key, batch, pieces[0])
+            await self.inbox.show(key, batch, pieces[0])
         self.streaming.add(key)
         try:
             if needs_compaction(settings, made.raw, turn.history, turn.new_messages):
@@ -415,7 +359,7 @@ class TurnRunner:
                 try:
                     async for piece in stream:
                         pieces.append(piece)
-                        await self._show(key, batch, piece)
+                        await self.inbox.show(key, batch, piece)
                 finally:
                     await _close_stream(stream)
         except asyncio.CancelledError:

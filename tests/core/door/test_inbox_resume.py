@@ -16,7 +16,7 @@ from core.door.gateway import Gateway
 from core.model import Inbound, SessionKey
 from core.store import jsonl
 from core.store.files.store import FileStore
-from core.turn.runner import POISON_TEXT
+from core.turn import POISON_TEXT
 from tests.core.conftest import Gateways
 
 KEY = SessionKey("agent:main:test:alice:general")
