@@ -14,6 +14,7 @@ import discord
 from bots.discord.history import BackfillingResponder
 from bots.discord.inbound import PLATFORM
 from bots.discord.settings import DiscordSettings
+from core.door import NoAdapter
 from core.model import ReplyTarget
 
 
@@ -27,10 +28,10 @@ class Targets:
     def responder(self, target: ReplyTarget) -> BackfillingResponder:
         """A responder answering in the target's channel; ValueError for a target that is
         not a Discord one or whose ids are not snowflakes (a damaged record), and
-        RuntimeError before the client has logged in."""
+        `NoAdapter` before the client has logged in."""
         me = self.client.user
         if me is None:
-            raise RuntimeError("discord: not logged in yet")
+            raise NoAdapter("discord: not logged in yet")
         if target.platform != PLATFORM:
             raise ValueError(f"not a Discord target: {target.platform!r}")
         guild = dict(target.extra).get("guild")

@@ -4,16 +4,14 @@ The first request with a key owns it (atomically, in the store every process sha
 and runs the turn; its answer is stored when the gateway delivers it, even if that
 client has gone. A retry with the same key and the same request gets the stored
 answer (JSON or, if it asks to stream, the stored answer as one SSE chunk), or waits for
-it while the first still runs; it never starts a second turn. The same key with another
+it while the first still runs; it never starts a second turn. Such a request is kept in
+the durable inbox with a `ReplyTarget` naming its claim, so when the process that took
+it dies or drains, the process that resumes it stores the answer under the claim, and
+the client's retry (on a restarted process or another replica) gets it, stored once. The same key with another
 body (or another `X-Session-Key`) is a 422. Keys are per API token. When the first
 attempt stored nothing (shutdown, queue full, over `[limits]`), the key is released, so
 a retry runs. A retry that waited `http.idempotency_wait_s` in vain gets a 409, which
 clients (the openai library among them) retry.
-
-A request whose process stopped or died before answering stays in the durable inbox
-with its `ReplyTarget`, which names its claim (`Claim.extra`): the process that answers
-it later (after a restart, or one that adopted it) stores the answer under the same key
-(`Idempotency.late_responder`), so the client's retry gets it there.
 """
 
 from __future__ import annotations
@@ -25,12 +23,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from core.door import Requests
-from core.model import Reply, StoreError
+from core.model import Reply, ReplyTarget, Responder, StoreError
 from core.turn import FutureResponder, QuietResponder
 
 log = logging.getLogger("chatlane.http")
@@ -40,6 +38,9 @@ SESSION_HEADER = "X-Session-Key"
 MAX_KEY_LENGTH = 255
 POLL_FIRST_S = 0.005
 POLL_MAX_S = 0.1
+PLATFORM = "http"  # the same as bots/http/service.py's
+"""The platform of the API's `ReplyTarget`s: a request with an `Idempotency-Key` is kept
+in the durable inbox (channel: its session key) and answered after a restart."""
 NOTHING_STORED = frozenset({"shutdown", "dropped", "limited"})
 """Reply kinds after which a retry must run again: the first attempt stored nothing."""
 
@@ -114,43 +115,20 @@ class Stored:
         return cls(int(d["status"]), d["body"], str(d["text"]), str(d["key"]), str(d["id"]))
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The `Idempotency-Key` a request owns, as its `ReplyTarget` keeps it."""
-
-    request_id: str
-    fingerprint: str
-    session_key: str
-    ident: str
-
-    def extra(self) -> dict[str, str]:
-        return {
-            "request": self.request_id,
-            "fingerprint": self.fingerprint,
-            "session": self.session_key,
-            "ident": self.ident,
-        }
-
-    @classmethod
-    def from_extra(cls, extra: dict[str, str]) -> Claim | None:
-        """The claim named by a stored target's `extra` (None: the request had no key)."""
-        parts = [extra.get(name) for name in ("request", "fingerprint", "session", "ident")]
-        if not all(parts):
-            return None
-        request_id, fingerprint, session_key, ident = (str(p) for p in parts)
-        return cls(request_id, fingerprint, session_key, ident)
-
-
 class OwnerResponder(FutureResponder):
     """The first request's responder: stores the answer before handing it on. `stored`
     is then what every retry gets; the owner answers with exactly that too."""
 
-    def __init__(self, store_reply: Callable[[Reply], Awaitable[Stored | None]], claim: Claim) -> None:
+    def __init__(
+        self, store_reply: Callable[[Reply], Awaitable[Stored | None]], target: ReplyTarget | None = None
+    ) -> None:
         super().__init__()
         self._store_reply = store_reply
-        self.claim = claim
         self.stored: Stored | None = None
         self._kept = False
+        self.target = target
+        """Where the answer goes for a process that resumes the request from the durable
+        inbox: the request's claim, answered into the store (see `Idempotency.responder`)."""
 
     async def send(self, reply: Reply) -> None:
         # Not `self.reply.done()`: a client that went away cancels that future, and its
@@ -165,21 +143,17 @@ class OwnerResponder(FutureResponder):
         return None if self.stored is None else self.stored.response()
 
 
-class LateResponder(QuietResponder):
-    """Stores the one answer of a resumed request (see `Idempotency.late_responder`)."""
+class ResumedResponder(QuietResponder):
+    """A resumed request's responder: no client listens, so only the answer is kept."""
 
-    def __init__(
-        self, store_reply: Callable[[Reply], Awaitable[Stored | None]] | None, reply_to: str | None
-    ) -> None:
-        self._store_reply = store_reply
-        self.reply_to = reply_to
+    def __init__(self, keep: Callable[[Reply], Awaitable[Stored | None]]) -> None:
+        self._keep = keep
         self._kept = False
 
     async def send(self, reply: Reply) -> None:
-        log.info("http: request %s answered after a restart (%s)", self.reply_to, reply.kind)
-        if not self._kept and self._store_reply is not None:
+        if not self._kept:
             self._kept = True
-            await self._store_reply(reply)
+            await self._keep(reply)
 
 
 class Idempotency:
@@ -223,7 +197,14 @@ class Idempotency:
             while True:
                 claim = await self.requests.claim(request_id, fingerprint)
                 if claim.new:
-                    return self.late_responder(Claim(request_id, fingerprint, session_key, ident), owner=True)
+                    target = ReplyTarget(
+                        PLATFORM,
+                        session_key,
+                        extra=(("fingerprint", fingerprint), ("ident", ident), ("request", request_id)),
+                    )
+                    return OwnerResponder(
+                        lambda reply: self._keep(request_id, fingerprint, session_key, ident, reply), target
+                    )
                 if claim.fingerprint != fingerprint:
                     return _error(
                         422,
@@ -251,33 +232,19 @@ class Idempotency:
                 "server_error",
             )
 
-    @overload
-    def late_responder(self, claim: Claim, *, owner: Literal[True]) -> OwnerResponder: ...
-    @overload
-    def late_responder(self, claim: Claim | None, *, reply_to: str | None) -> LateResponder: ...
-    def late_responder(
-        self, claim: Claim | None, *, owner: bool = False, reply_to: str | None = None
-    ) -> OwnerResponder | LateResponder:
-        """The responder that stores the answer under `claim`'s key: the first request's own
-        (`owner`), or that of a request answered by a process that did not receive it (its
-        client is not connected; the answer waits for its retry; without a claim it is only
-        in the transcript)."""
-        if claim is None:
-            return LateResponder(None, reply_to)
-        kept = claim
-
-        async def keep(reply: Reply) -> Stored | None:
-            return await self._keep(kept, reply)
-
-        return OwnerResponder(keep, claim) if owner else LateResponder(keep, reply_to)
-
-    async def _keep(self, claim: Claim, reply: Reply) -> Stored | None:
-        request_id, fingerprint, session_key, ident = (
-            claim.request_id,
-            claim.fingerprint,
-            claim.session_key,
-            claim.ident,
+    def responder(self, target: ReplyTarget) -> Responder:
+        """Answer a request resumed from the durable inbox (its client's connection died
+        with the process that took it): the answer is stored under its claim, where the
+        client's retry with the same `Idempotency-Key`, on any replica, finds it."""
+        extra = dict(target.extra)
+        request_id, fingerprint, ident = extra["request"], extra["fingerprint"], extra["ident"]
+        return ResumedResponder(
+            lambda reply: self._keep(request_id, fingerprint, target.channel, ident, reply)
         )
+
+    async def _keep(
+        self, request_id: str, fingerprint: str, session_key: str, ident: str, reply: Reply
+    ) -> Stored | None:
         try:
             if reply.kind in NOTHING_STORED:
                 await self.requests.release(request_id)

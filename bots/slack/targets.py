@@ -14,6 +14,7 @@ from bots.slack.history import BackfillingResponder
 from bots.slack.inbound import PLATFORM, Identity
 from bots.slack.reply import Poster
 from bots.slack.settings import SlackSettings
+from core.door import NoAdapter
 from core.model import ReplyTarget
 
 
@@ -28,10 +29,11 @@ class Targets:
 
     def responder(self, target: ReplyTarget) -> BackfillingResponder:
         """A responder answering in the target's channel and thread; ValueError for a target
-        that is not a Slack one (or has no message to answer), RuntimeError once stopped."""
+        that is not a Slack one, `NoAdapter` once stopped. Without `reply_to` it is a
+        message the bot says first (core/door/proactive.py)."""
         poster = self.poster()
         if poster is None:
-            raise RuntimeError("slack: stopped")
+            raise NoAdapter("slack: stopped")
         if target.platform != PLATFORM:
             raise ValueError(f"not a Slack target: {target.platform!r}")
         extra = dict(target.extra)

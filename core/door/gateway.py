@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 from core.agents import Agent
@@ -32,9 +33,13 @@ from core.conversation import Freshness, Pending, Reserver, Router
 from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
 from core.door.proactive import Mode, Proactive, Sent
+from core.door.resume import Resumer
 from core.door.targets import Targets
 from core.model import (
+    Closed,
     Inbound,
+    InboxItem,
+    ItemKind,
     Reply,
     ReplyTarget,
     Responder,
@@ -80,10 +85,13 @@ class Gateway:
         # Built here from the config, so no caller can forget `session.reset`.
         self.reserver = Reserver(store, Freshness.from_settings(config.session.reset), clock=clock)
         self.metrics = metrics or Metrics()
-        self.targets = Targets()
+        self.targets = Targets(on_register=self._platform_registered)
         """Adapters register how to answer a stored `ReplyTarget` (resumed and proactive messages)."""
         self.turns = TurnRunner(config, store, self.router, self.agents, self.reserver, self.metrics, clock)
         self.lanes = self.turns.lanes
+        self.resumer = Resumer(store, self.targets, self.turns, self.metrics, config.queue.adopt_every_s)
+        """The durable inbox's scan: resumes pending items here (core/door/resume.py)."""
+        self._clock = clock
         self.metrics.watch_queue(lambda: self.lanes.depth)
         self.deliveries = Deliveries(store, config.dedupe.window_s, self.metrics)
         self.limits = Limits(config.limits, store, self.metrics)
@@ -93,6 +101,15 @@ class Gateway:
             config, store, self.lanes, self.targets, self.requests, self.metrics, clock=clock
         )
         """Proactive sends and `[[schedules]]` (core/door/proactive.py); `start` starts the scheduler."""
+
+    def _platform_registered(self, platform: str) -> None:
+        self.resumer.platform_registered(platform)
+
+    def start(self) -> None:
+        """Start resuming the durable inbox (items left by a restart or by dead processes).
+        Call once the event loop runs, before adapters take events; each adapter's
+        `targets.register` then resumes its platform's items before its new messages."""
+        self.resumer.start()
 
     @property
     def agent(self) -> Agent:
@@ -155,8 +172,10 @@ class Gateway:
         key = self.key_for(inbound)
         if delivery and self.deliveries.seen_here(inbound.platform, delivery):
             return key
+        if target is not None:
+            await self.resumer.ready(inbound.platform)
         if not delivery and not self.limits.enabled:
-            await self._queue(key, inbound, responder)
+            await self._queue(key, inbound, responder, target)
             return key
         ticket = self._in_order.ticket(key)
         try:
@@ -165,22 +184,45 @@ class Gateway:
                 go = await self.limits.admit(inbound, key, responder)
             await ticket.wait()
             if go:
-                await self._queue(key, inbound, responder)
+                await self._queue(key, inbound, responder, target)
         finally:
             ticket.done()
         return key
 
-    async def _queue(self, key: SessionKey, inbound: Inbound, responder: Responder) -> None:
+    async def _queue(
+        self, key: SessionKey, inbound: Inbound, responder: Responder, target: ReplyTarget | None
+    ) -> None:
+        """Into the durable inbox (when the message says where its answer goes), then the lane.
+
+        A stop is not queued: it acts at once on the running answer (its meaning)."""
         self.metrics.messages_in.labels(inbound.platform).inc()
         if self.is_stop_command(inbound.text):
             await responder.send(Reply(await self.stop_text(key), "notice", key))
             return
         reset = self.is_reset_command(inbound.text)
         model = not reset and self.turns.is_model_command(key, inbound.text)
-        await self.lanes.submit(key, Pending(inbound, responder, reset=reset, model_command=model))
+        pending = Pending(inbound, responder, reset=reset, model_command=model)
+        if target is not None:
+            if self.lanes.closing:
+                raise Closed("shutting down")
+            kind: ItemKind = "reset" if reset else "model" if model else "message"
+            item = InboxItem(key, uuid.uuid4().hex, kind, inbound, target, self._clock())
+            try:
+                stored = await self.store.inbox.append(item)  # durable before the adapter acks
+            except StoreError as exc:
+                # Still answered while this process lives; only a restart would lose it.
+                log.error("inbox of %s: message kept in memory only, the store failed: %s", key, exc)
+            else:
+                pending.item_id, pending.seq = stored.item_id, stored.seq
+                self.turns.live.add(stored.item_id)
+        try:
+            await self.lanes.submit(key, pending)
+        except Closed:
+            self.turns.live.discard(pending.item_id)
+            raise
 
-    def start(self) -> None:
-        """Begin the gateway's own work (firing schedules), once adapters registered targets."""
+    def start_schedules(self) -> None:
+        """Begin firing schedules, once the adapters registered their reply targets."""
         self.proactive.start()
 
     async def send(
@@ -248,6 +290,11 @@ class Gateway:
             return await self.store.delete(key, entry.session_id)
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop taking messages and firing schedules; let running turns finish within the timeout."""
+        """Stop taking messages and firing schedules; let running turns finish within the
+        timeout (`queue.drain_s`).
+
+        Messages in the durable inbox that were not answered by then stay there, and
+        nobody is told anything: the next process (or another one) answers them."""
         await self.proactive.close()
-        await self.lanes.close(self.config.queue.shutdown_timeout_s if timeout is None else timeout)
+        await self.resumer.close()
+        await self.lanes.close(self.config.queue.drain_timeout_s if timeout is None else timeout)

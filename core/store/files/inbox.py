@@ -53,6 +53,10 @@ from core.store.files.layout import mkdirs
 
 log = logging.getLogger("chatlane.inbox")
 
+COMPACT_BYTES = 64 * 1024
+"""An inbox file that never empties (a conversation always busy) is rewritten with only
+its pending items once it grows past this, so reading it stays cheap."""
+
 AnsweredOf = Callable[[SessionKey], set[str]]
 """Key -> item ids its current session's recent commits answered (reads the transcript)."""
 
@@ -215,10 +219,13 @@ class FileInbox:
                 return
             fold = _fold(fd)
             fold.closed.update(item_ids)
-            if fold.pending():
-                _append(fd, _line({"done": list(item_ids)}))
-            else:
+            pending = fold.pending()
+            if not pending:
                 self._remove(path)
+            elif os.fstat(fd).st_size > COMPACT_BYTES:
+                _rewrite(path, pending)
+            else:
+                _append(fd, _line({"done": list(item_ids)}))
 
     def close(self) -> None:
         if self._owner_fd is not None:
@@ -354,6 +361,31 @@ def _append(fd: int, data: bytes) -> jsonl.Written:
             os.ftruncate(fd, size)
         raise
     return jsonl.Written(size, size + len(data), stored=True)
+
+
+def _rewrite(path: str, pending: list[InboxItem]) -> None:
+    """Replace the inbox file (whose lock the caller holds) with one holding only `pending`.
+
+    Atomic (temp file, fsync, rename): a crash leaves the old file or the new one. Writers
+    waiting for the old file's lock find it unlinked and open the new one."""
+    data = b""
+    for item in pending:
+        data += _line({"add": item.to_json(), "owner": item.owner})
+        data += _line({"try": item.item_id}) * item.attempts
+        if item.answer_id is not None:
+            data += _line({"answer": item.item_id, "answer_id": item.answer_id})
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        jsonl.write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
 
 
 def _lines(fd: int) -> Iterator[bytes]:

@@ -142,8 +142,8 @@ async def test_a_reminder_made_at_runtime_fires_once_across_processes(
     config = Config(scheduler=SchedulerSettings(poll_s=0.1, lease_s=5))
     a = gateways(config, RecordingAgent())
     b = gateways(config, RecordingAgent(), FileStore(tmp_path / "state"))
-    a.start()
-    b.start()
+    a.start_schedules()
+    b.start_schedules()
     name = await a.proactive.remind(HTTP_KEY, "remember the milk", datetime.now(UTC))
     stored = await records(a, HTTP_KEY, 2)
 

@@ -5,6 +5,7 @@ Two store objects on one folder / one Redis prefix stand for two processes.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -130,5 +131,31 @@ async def test_a_damaged_record_is_quarantined_and_never_blocks(tmp_path: Path) 
         assert view.quarantined == 1
         assert list((tmp_path / "state" / "quarantine").glob("inbox-*"))
         assert (await store.inbox.items(KEY)).quarantined == 0  # moved aside once
+    finally:
+        await store.close()
+
+
+async def test_a_busy_conversations_inbox_file_is_rewritten_with_only_its_pending_items(
+    tmp_path: Path,
+) -> None:
+    """A conversation that always has a message waiting never empties its inbox file;
+    it is compacted instead, keeping what is pending (with its tries and answer message)."""
+    store = FileStore(tmp_path / "state")
+    try:
+        waiting = await store.inbox.append(item("always waiting"))
+        await store.inbox.note(KEY, waiting.item_id, attempt=True, answer_id="post-9")
+        path = store.inbox._path(KEY)
+        for n in range(200):
+            answered = await store.inbox.append(item(f"m{n} " + "x" * 400))
+            await store.inbox.answered(KEY, [answered.item_id])
+        assert os.stat(path).st_size < 2 * 64 * 1024
+        other = FileStore(tmp_path / "state")
+        try:
+            view = await other.inbox.items(KEY)
+        finally:
+            await other.close()
+        assert [(i.inbound.text, i.attempts, i.answer_id) for i in view.pending] == [
+            ("always waiting", 1, "post-9")
+        ]
     finally:
         await store.close()
