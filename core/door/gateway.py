@@ -207,14 +207,19 @@ class Gateway:
                 raise Closed("shutting down")
             kind: ItemKind = "reset" if reset else "model" if model else "message"
             item = InboxItem(key, uuid.uuid4().hex, kind, inbound, target, self._clock())
+            # Live before it is stored: the inbox scan must never take it for a leftover.
+            self.turns.live.add(item.item_id)
             try:
                 stored = await self.store.inbox.append(item)  # durable before the adapter acks
             except StoreError as exc:
                 # Still answered while this process lives; only a restart would lose it.
+                self.turns.live.discard(item.item_id)
                 log.error("inbox of %s: message kept in memory only, the store failed: %s", key, exc)
+            except BaseException:
+                self.turns.live.discard(item.item_id)
+                raise
             else:
                 pending.item_id, pending.seq = stored.item_id, stored.seq
-                self.turns.live.add(stored.item_id)
         try:
             await self.lanes.submit(key, pending)
         except Closed:
