@@ -98,7 +98,7 @@ class Gateway:
         self.requests = Requests(store, config.dedupe.window_s, self.metrics)
         self._in_order = InOrder()
         self.proactive = Proactive(
-            config, store, self.lanes, self.targets, self.requests, self.metrics, clock=clock
+            config, store, self.accept, self.targets, self.requests, self.metrics, clock=clock
         )
         """Proactive sends and `[[schedules]]` (core/door/proactive.py); `start` starts the scheduler."""
 
@@ -202,11 +202,27 @@ class Gateway:
         reset = self.is_reset_command(inbound.text)
         model = not reset and self.turns.is_model_command(key, inbound.text)
         pending = Pending(inbound, responder, reset=reset, model_command=model)
+        kind: ItemKind = "reset" if reset else "model" if model else "message"
+        await self.accept(key, pending, target, kind)
+
+    async def accept(
+        self,
+        key: SessionKey,
+        pending: Pending,
+        target: ReplyTarget | None,
+        kind: ItemKind,
+        *,
+        due_at: float | None = None,
+    ) -> None:
+        """Into the durable inbox (when there is a `target` to answer through), then the
+        lane: what `submit` does with a message after its checks, and proactive messages
+        and schedule fires (core/door/proactive.py) without them. `Closed` when stopping."""
         if target is not None:
             if self.lanes.closing:
                 raise Closed("shutting down")
-            kind: ItemKind = "reset" if reset else "model" if model else "message"
-            item = InboxItem(key, uuid.uuid4().hex, kind, inbound, target, self._clock())
+            item = InboxItem(
+                key, uuid.uuid4().hex, kind, pending.inbound, target, self._clock(), due_at=due_at
+            )
             # Live before it is stored: the inbox scan must never take it for a leftover.
             self.turns.live.add(item.item_id)
             try:
