@@ -239,7 +239,9 @@ class Gateway:
         try:
             await self.lanes.submit(key, pending)
         except Closed:
-            self.turns.live.discard(pending.item_id)
+            if pending.item_id:  # stored while the drain began: the next process answers it
+                log.info("inbox of %s: a message came in as the drain began; it stays in the inbox", key)
+                return
             raise
 
     def start_schedules(self) -> None:

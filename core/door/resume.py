@@ -91,6 +91,7 @@ class Resumer:
 
     async def _loop(self) -> None:
         scanned = -float("inf")
+        failing = False
         while True:
             platforms, self._waiting = self._waiting, set()
             self._wake.clear()
@@ -100,9 +101,15 @@ class Resumer:
                     scanned = time.monotonic()
                     await self.scan()
             except StoreError as exc:
-                log.warning("inbox scan failed (retried in %ss): %s", self.every_s, exc)
+                if not failing:  # once per outage, not once a second
+                    log.warning("inbox scan failed (retried until the store answers): %s", exc)
+                failing = True
             except Closed:
                 return
+            else:
+                if failing:
+                    log.info("inbox scan works again")
+                failing = False
             finally:
                 for platform in platforms:
                     self._ready[platform].set()
