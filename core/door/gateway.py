@@ -189,6 +189,8 @@ class Gateway:
     ) -> None:
         """Into the durable inbox (when the message says where its answer goes), then the lane.
 
+        During the drain (`close`) a message with a target is still stored, and left for the
+        next process instead of raising `Closed`: chat platforms do not deliver it again.
         A stop is not queued: it acts at once on the running answer (its meaning)."""
         self.metrics.messages_in.labels(inbound.platform).inc()
         if self.is_stop_command(inbound.text):
@@ -198,8 +200,6 @@ class Gateway:
         model = not reset and self.turns.is_model_command(key, inbound.text)
         pending = Pending(inbound, responder, reset=reset, model_command=model)
         if target is not None:
-            if self.lanes.closing:
-                raise Closed("shutting down")
             kind: ItemKind = "reset" if reset else "model" if model else "message"
             item = InboxItem(key, uuid.uuid4().hex, kind, inbound, target, self._clock())
             try:
@@ -214,7 +214,15 @@ class Gateway:
             await self.lanes.submit(key, pending)
         except Closed:
             self.turns.live.discard(pending.item_id)
-            raise
+            if not pending.item_id:
+                raise
+            # Draining: the platform will not send it again, but it is stored, so the
+            # process that starts next answers it (accept = store, even now).
+            log.info(
+                "inbox of %s: message %s taken while draining; answered after the restart",
+                key,
+                inbound.message_id,
+            )
 
     async def reset(self, key: SessionKey, responder: Responder) -> None:
         """Start a new session for `key` once the messages queued before it are answered.
