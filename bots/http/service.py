@@ -239,6 +239,8 @@ class HttpService:
         except ValueError as exc:  # the ids make no valid session key
             raise ApiError(400, str(exc), code="invalid_session_key") from None
         ident = f"chatcmpl-{self._instance}-{n}"
+        if self.runtime.gateway.lanes.closing:  # draining: a client retries elsewhere or later
+            return shutting_down().response()
         once = await self._once.begin(request, body, chat.stream, key, ident)  # Idempotency-Key
         if isinstance(once, web.StreamResponse):  # a retry's stored answer, or an error
             return once

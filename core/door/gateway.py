@@ -194,6 +194,8 @@ class Gateway:
     ) -> None:
         """Into the durable inbox (when the message says where its answer goes), then the lane.
 
+        During the drain (`close`) a message with a target is still stored, and left for the
+        next process instead of raising `Closed`: chat platforms do not deliver it again.
         A stop is not queued: it acts at once on the running answer (its meaning)."""
         self.metrics.messages_in.labels(inbound.platform).inc()
         if self.is_stop_command(inbound.text):
