@@ -192,8 +192,9 @@ class Gateway:
         During the drain (`close`) a message with a target is still stored, and left for the
         next process instead of raising `Closed`: chat platforms do not deliver it again.
         A stop is not queued: it acts at once on the running answer (its meaning)."""
-        self.metrics.messages_in.labels(inbound.platform).inc()
+        counted = self.metrics.messages_in.labels(inbound.platform)
         if self.is_stop_command(inbound.text):
+            counted.inc()
             await responder.send(Reply(await self.stop_text(key), "notice", key))
             return
         reset = self.is_reset_command(inbound.text)
@@ -210,6 +211,9 @@ class Gateway:
             else:
                 pending.item_id, pending.seq = stored.item_id, stored.seq
                 self.turns.live.add(stored.item_id)
+        # Counted once its lane has it (`submit` makes the lane before it awaits anything):
+        # whoever sees the count also sees the work, never the gap of the durable append.
+        counted.inc()
         try:
             await self.lanes.submit(key, pending)
         except Closed:
