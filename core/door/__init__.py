@@ -11,10 +11,11 @@ from core.door.access import Facts, Seen, admit
 from core.door.dedupe import Delivery, RecentSet, Requests
 from core.door.gateway import Gateway
 from core.door.limits import SLOW_DOWN_TEXT
-from core.door.targets import NoAdapter, TargetResponder, Targets
+from core.door.targets import Admits, NoAdapter, TargetResponder, Targets
 
 __all__ = [
     "SLOW_DOWN_TEXT",
+    "Admits",
     "Delivery",
     "Facts",
     "Gateway",

@@ -152,7 +152,11 @@ class Gateway:
         """Take one gated message. Returns once it is queued, before it is answered.
 
         `target` says where the answer goes in a form any process can use (see
-        `ReplyTarget`); the durable inbox stores it with the message (issue 24).
+        `ReplyTarget`). With a target, the message is in the durable inbox (fsync'd)
+        when this returns, so the adapter acknowledges it after: a crash or a deploy
+        from then on delays its answer but never loses it (core/door/resume.py). Without
+        one it lives in memory only, as before. Messages of a platform whose adapter just
+        registered its targets wait until that platform's stored messages are queued.
 
         `delivery` names the platform delivery (see `core.dedupe.Delivery`): a copy of a
         message any process on the store already took is dropped silently. A sender over
@@ -203,30 +207,29 @@ class Gateway:
         if target is not None:
             kind: ItemKind = "reset" if reset else "model" if model else "message"
             item = InboxItem(key, uuid.uuid4().hex, kind, inbound, target, self._clock())
+            # Live before it is stored: the inbox scan must never take it for a leftover.
+            self.turns.live.add(item.item_id)
             try:
                 stored = await self.store.inbox.append(item)  # durable before the adapter acks
             except StoreError as exc:
                 # Still answered while this process lives; only a restart would lose it.
+                self.turns.live.discard(item.item_id)
                 log.error("inbox of %s: message kept in memory only, the store failed: %s", key, exc)
+            except BaseException:
+                self.turns.live.discard(item.item_id)
+                raise
             else:
                 pending.item_id, pending.seq = stored.item_id, stored.seq
-                self.turns.live.add(stored.item_id)
         # Counted once its lane has it (`submit` makes the lane before it awaits anything):
         # whoever sees the count also sees the work, never the gap of the durable append.
         counted.inc()
         try:
             await self.lanes.submit(key, pending)
         except Closed:
-            self.turns.live.discard(pending.item_id)
-            if not pending.item_id:
-                raise
-            # Draining: the platform will not send it again, but it is stored, so the
-            # process that starts next answers it (accept = store, even now).
-            log.info(
-                "inbox of %s: message %s taken while draining; answered after the restart",
-                key,
-                inbound.message_id,
-            )
+            if pending.item_id:  # stored while the drain began: the next process answers it
+                log.info("inbox of %s: a message came in as the drain began; it stays in the inbox", key)
+                return
+            raise
 
     async def reset(self, key: SessionKey, responder: Responder) -> None:
         """Start a new session for `key` once the messages queued before it are answered.

@@ -80,9 +80,10 @@ from core.store.files.tails import Tails
 
 log = logging.getLogger("chatlane.store")
 
-INBOX_COMMITS_READ = 256
-"""Commits read back for item ids they answered: far more than a crash can leave between
-a commit and its `done` hint in the inbox file (one per conversation)."""
+INBOX_COMMITS_READ = 16
+"""Commits read back for item ids they answered. A crash can leave at most one commit per
+conversation without its `done` hint in the inbox file (the hint is written before the
+conversation's next turn), so a few are plenty."""
 ENTRY_CACHE = 4096
 """Entries remembered by their file's stat signature (minted/reset files are replaced)."""
 

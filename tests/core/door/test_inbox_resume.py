@@ -140,3 +140,39 @@ async def test_items_of_a_platform_without_an_adapter_here_stay_pending(gateways
     second.start()  # no "test" adapter registered
     await eventually(lambda: second.resumer.scans >= 3)
     assert [i.inbound.text for i in (await second.store.inbox.items(KEY)).pending] == ["r1"]
+
+
+async def test_a_busy_scan_never_takes_this_processes_own_messages_twice(gateways: Gateways) -> None:
+    """The scan runs constantly while messages arrive and are answered: each message is
+    still answered once and stored once (a message being stored or answered here is
+    never mistaken for a leftover of a dead process)."""
+    gw = gateways(Config(queue=QueueSettings(adopt_every_s=0.001)), RecordingAgent())
+    board = Board()
+    gw.targets.register("test", board.responder)
+    gw.start()
+    texts = [f"q{i}" for i in range(40)]
+    for text in texts:
+        await send(gw, board, text)
+    await eventually(lambda: all(board.answers(f"m-{t}") for t in texts), timeout=30)
+    await eventually(lambda: gw.resumer.scans >= 5)
+    assert [len(board.replies[f"m-{t}"]) for t in texts] == [1] * len(texts)
+    entry = await gw.store.get(KEY)
+    assert entry is not None
+    records = await gw.store.tail(entry.session_id, 1000)
+    assert [r.content for r in records if r.role == "user"] == texts
+
+
+async def test_a_sender_no_longer_allowed_is_not_answered_after_the_restart(gateways: Gateways) -> None:
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()
+    first = gateways(config(), agent)
+    board = Board()
+    await send(first, board, "r1")
+    await first.close(timeout=0)
+    await first.store.close()
+    second = gateways(config(), RecordingAgent())
+    second.start()
+    second.targets.register("test", board.responder, admits=lambda inbound: inbound.user != "alice")
+    await eventually(lambda: second.resumer.scans >= 2)
+    assert board.replies["m-r1"] == []
+    assert (await second.store.inbox.items(KEY)).pending == []  # settled, not waiting forever
