@@ -135,7 +135,7 @@ class SlackService:
         self._poster = Poster(self._client)
         self.me = await self._fetch_identity(self._client)
         targets = Targets(lambda: self._poster, self.me, self.settings)
-        self.runtime.gateway.targets.register(PLATFORM, targets.responder)
+        self.runtime.gateway.targets.register(PLATFORM, targets.responder, admits=self.still_admits)
         app = AsyncApp(
             client=self._client,
             signing_secret=signing_secret,
@@ -262,6 +262,15 @@ class SlackService:
     def refusal(self, facts: Facts) -> str | None:
         """Why the bot must not answer (for the log), or None when it may: the one gate."""
         return admit(self.settings, facts)
+
+    def still_admits(self, inbound: Inbound) -> bool:
+        """The gate again, for a stored message about to be resumed: the access rules of now
+        (allowlists, DM policy). Whether it addressed the bot was decided when it arrived."""
+        facts = Facts(inbound.user, inbound.channel, inbound.is_direct, True, space=inbound.space)
+        if (why := self.refusal(facts)) is not None:
+            log.info("slack: message %s is not answered after all: %s", inbound.message_id, why)
+            return False
+        return True
 
     def _accept(self, inbound: Inbound, event_id: str) -> asyncio.Task[None] | None:
         ts, channel = inbound.message_id, inbound.channel
