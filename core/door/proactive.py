@@ -17,7 +17,7 @@ fire is claimed by the scheduler (core/ops/schedules.py) and, when an earlier ow
 claim lapsed, first looked up in the transcript by its id (a fire's message id).
 
 Durable: a message for a Discord or Slack conversation is stored in the conversation's
-inbox (`Gateway.accept`: a `message` or `notice` item with its target and, for a fire,
+inbox (`Gateway.enqueue`: a `message` or `notice` item with its target and, for a fire,
 its slot as `due_at`) before it is queued, so a process that dies before answering it
 leaves it to the inbox's resume in another process or at the next start. A fire whose
 claim is taken over looks for its id in the transcript AND the inbox before firing.
@@ -46,7 +46,6 @@ from core.model import (
     CancelReason,
     Closed,
     Inbound,
-    ItemKind,
     Reply,
     ReplyTarget,
     Responder,
@@ -61,8 +60,8 @@ from core.turn import QuietResponder
 log = logging.getLogger("chatlane.proactive")
 
 Mode = Literal["prompt", "notice"]
-Accept = Callable[..., Awaitable[None]]
-"""`Gateway.accept(key, pending, target, kind, *, due_at)`: into the inbox, then the lane."""
+Enqueue = Callable[..., Awaitable[None]]
+"""`Gateway.enqueue(key, pending, target, *, due_at)`: into the inbox, then the lane."""
 OPERATOR = "operator"
 """The `origin` of a proactive message: said by the operator (or a schedule), not a person."""
 TRANSCRIPT_ONLY = ("http", "console")
@@ -144,7 +143,7 @@ class Proactive:
         self,
         config: Config,
         store: SessionStore,
-        accept: Accept,
+        enqueue: Enqueue,
         targets: Targets,
         requests: Requests,
         metrics: Metrics,
@@ -153,7 +152,7 @@ class Proactive:
     ) -> None:
         self.config = config
         self.store = store
-        self.accept = accept
+        self.enqueue = enqueue
         self.targets = targets
         self.requests = requests
         self.clock = clock
@@ -210,10 +209,11 @@ class Proactive:
         try:
             await self._enqueue(key, text, mode, message_id, inner, target)
         except BaseException:
-            await self.requests.release(f"send:{request_id}")
+            await self.requests.release(f"send:{request_id}", claim.owner)
             raise
         sent = Sent(key, message_id, mode)
-        await self.requests.finish(f"send:{request_id}", fingerprint, json.dumps(sent.to_json()).encode())
+        answer = json.dumps(sent.to_json()).encode()
+        await self.requests.finish(f"send:{request_id}", claim.owner, fingerprint, answer)
         return sent
 
     async def _enqueue(
@@ -233,9 +233,8 @@ class Proactive:
             parts.platform, parts.user, parts.channel, text, message_id, parts.thread, origin=OPERATOR
         )
         responder = _Outcome(inner)
-        notice = mode == "notice"
-        kind: ItemKind = "notice" if notice else "message"
-        await self.accept(key, Pending(inbound, responder, notice=notice), target, kind, due_at=due_at)
+        pending = Pending(inbound, responder, notice=mode == "notice")
+        await self.enqueue(key, pending, target, due_at=due_at)
         return responder
 
     async def fire(self, fire: Fire) -> str | None:

@@ -11,7 +11,9 @@ stored, a cut-off streamed answer is finished in place. One log line per resumed
 An adapter registering its platform wakes the scan at once, and the gateway holds that
 platform's new messages until the scan has queued the old ones, so a conversation's
 messages from before a restart are answered before those after it. An item whose
-platform has no adapter here stays pending for a process that has one (logged once).
+platform has no adapter here stays pending for a process that has one (logged once);
+one whose sender the adapter's access rules (`targets.register(..., admits=...)`) no
+longer allow is taken out unanswered (logged).
 """
 
 from __future__ import annotations
@@ -156,6 +158,12 @@ class Resumer:
         count = 0
         for item in candidates:
             if item.item_id not in taken or item.item_id in self.runner.live or item.target is None:
+                continue
+            if not self.targets.admits(item.inbound):
+                log.info(
+                    "inbox: item %s of %s not answered: its sender is no longer allowed", item.item_id, key
+                )
+                await self.store.inbox.settle(key, [item.item_id])
                 continue
             try:
                 responder = self.targets.responder(replace(item.target, answer_id=item.answer_id))

@@ -363,7 +363,7 @@ async def test_slash_command_new_reset_status(tmp_path: Path, transport: Transpo
         assert await bot.deliver(message_event("hello", channel=DM))
         [first] = await bot.fake.wait_for_posts(1)
         status = await bot.command("status", channel=DM)
-        assert f"session `{turn_of(first)[1]}`, 1 turns" in status
+        assert re.search(rf"Session `{turn_of(first)[1]}\w*`: 1 turns", status), status
         assert (await bot.command("new", channel=DM)).startswith("Started a new conversation.")
         assert await bot.deliver(message_event("again", channel=DM))
         replies = await bot.fake.wait_for_posts(2)
