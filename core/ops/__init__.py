@@ -1,15 +1,21 @@
-"""Keeping it running: logs, metrics and owned tasks."""
+"""Keeping it running: logs, metrics, owned tasks and the scheduler of `[[schedules]]`."""
 
 from __future__ import annotations
 
 from core.ops.logs import announce, key_hash, setup_logging
 from core.ops.metrics import Metrics
+from core.ops.schedules import Fire, FireLedger, Scheduler, next_slot, slots_between
 from core.ops.tasks import TaskSet
 
 __all__ = [
+    "Fire",
+    "FireLedger",
     "Metrics",
+    "Scheduler",
     "TaskSet",
     "announce",
     "key_hash",
+    "next_slot",
     "setup_logging",
+    "slots_between",
 ]
