@@ -56,7 +56,7 @@ async def test_damaged_entries_are_listed_quarantined_and_never_overwritten(tmp_
         store = api.runtime.store
         assert isinstance(store, FileStore)
         for user, damage in DAMAGE.items():
-            store.entry_path(key(user)).write_bytes(damage)
+            store.layout.entry_path(key(user)).write_bytes(damage)
 
     listed = chatlane("sessions", "list", "--json", "--config", str(tmp_path / "chatlane.toml"))
     assert listed.returncode == 0, listed.stderr
@@ -85,7 +85,7 @@ async def test_an_entry_path_that_is_a_directory_is_reported_and_does_not_hide_t
         assert (await api.post(body("hi", user="ann")))[0] == 200
         store = api.runtime.store
         assert isinstance(store, FileStore)
-        store.entry_path(key("blocked")).mkdir(parents=True)
+        store.layout.entry_path(key("blocked")).mkdir(parents=True)
         listing = await store.list()
         assert [e.key for e in listing.entries] == [key("ann")]
         assert len(listing.damaged) == 1 and "unreadable" in listing.damaged[0].reason
@@ -103,7 +103,7 @@ async def test_garbage_in_the_middle_of_a_transcript_is_skipped_and_memory_conti
         assert isinstance(store, FileStore)
         entry = await store.get(key("ann"))
         assert entry is not None
-        with store.transcript_path(entry.session_id).open("ab") as f:
+        with store.layout.transcript_path(entry.session_id).open("ab") as f:
             f.write(b'\x00\xff{"role": "user", "content": \n{"not": "a record"}\n\xc3\x28\n')
         status, data, _ = await api.post(body("and now?", user="ann"))
         assert status == 200
@@ -212,9 +212,9 @@ async def test_a_full_disk_fails_the_turn_cleanly_and_recovers_when_space_return
 
 SHORT_WRITER = r"""
 import asyncio, resource, signal, sys, time, uuid
-from core.reserver import Reserver
+from core.conversation import Reserver
 from core.store.files import FileStore
-from core.types import ChatMessage, SessionKey, StoreError, TurnCommit
+from core.model import ChatMessage, SessionKey, StoreError, TurnCommit
 
 async def main(root):
     store = FileStore(root)
@@ -224,7 +224,7 @@ async def main(root):
         entry, _ = await reserver.resolve(key)
         await store.commit(TurnCommit(lease, entry.session_id, uuid.uuid4().hex,
                                       [ChatMessage("user", "kept", 1.0)], 1.0, 1))
-        size = store.transcript_path(entry.session_id).stat().st_size
+        size = store.layout.transcript_path(entry.session_id).stat().st_size
         # Every write past size + 40 bytes is cut short, then refused (EFBIG): a real
         # kernel error, the same short write a full disk gives. Entries are ~300 bytes.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -236,7 +236,7 @@ async def test_any_message_text_is_stored_readably(api: Api, text: str) -> None:
     store = api.runtime.store
     assert isinstance(store, FileStore)
     entry = await store.get(SessionKey("agent:main:http:fuzz:api"))
-    records, bad = jsonl.read_all(store.transcript_path(_session(entry)))
+    records, bad = jsonl.read_all(store.layout.transcript_path(_session(entry)))
     assert bad == 0
     assert records[-2].content == text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bots.testing import eventually
 from core.conversation.reserver import Reserver
 from core.model.keys import SessionKey
 from core.model.messages import ChatMessage
@@ -25,7 +27,7 @@ KEY = SessionKey("agent:main:test:alice:general")
 
 async def test_entry_file_name_is_a_hash_and_the_key_lives_inside(store: FileStore) -> None:
     entry, created = await Reserver(store).resolve(KEY)
-    path = store.entry_path(KEY)
+    path = store.layout.entry_path(KEY)
     assert created and path.exists()
     assert KEY not in str(path) and "alice" not in str(path)
     assert json.loads(path.read_text())["key"] == KEY
@@ -41,7 +43,7 @@ async def test_files_are_0600_and_dirs_0700(store: FileStore) -> None:
 
 async def test_a_session_id_that_is_not_hex_never_becomes_a_path(store: FileStore) -> None:
     with pytest.raises(ValueError, match="malformed session id"):
-        store.transcript_path("../../etc/passwd")
+        store.layout.transcript_path("../../etc/passwd")
 
 
 @pytest.mark.parametrize(
@@ -54,21 +56,21 @@ async def test_a_damaged_entry_is_quarantined_not_silently_overwritten(
 ) -> None:
     reserver = Reserver(store)
     await reserver.resolve(KEY)
-    store.entry_path(KEY).write_bytes(damage)
+    store.layout.entry_path(KEY).write_bytes(damage)
     with caplog.at_level(logging.ERROR, "chatlane.store"):
         _, created = await reserver.resolve(KEY)
     assert "damaged" in caplog.text
     moved = list((store.root / "quarantine").iterdir())
     assert len(moved) == 1 and moved[0].read_bytes() == damage
-    assert created and store.entry_path(KEY).exists()
+    assert created and store.layout.entry_path(KEY).exists()
 
 
 async def test_a_truncated_entry_keeps_its_session_id(store: FileStore) -> None:
     """What can be recovered is kept: memory continues in the same session."""
     reserver = Reserver(store)
     entry, _ = await reserver.resolve(KEY)
-    raw = store.entry_path(KEY).read_bytes()
-    store.entry_path(KEY).write_bytes(raw[: raw.index(b"platform")])
+    raw = store.layout.entry_path(KEY).read_bytes()
+    store.layout.entry_path(KEY).write_bytes(raw[: raw.index(b"platform")])
     again, _ = await reserver.resolve(KEY)
     assert again.session_id == entry.session_id
     assert len(list((store.root / "quarantine").iterdir())) == 1
@@ -79,7 +81,7 @@ async def test_listing_reports_damaged_entries(store: FileStore) -> None:
     await reserver.resolve(KEY)
     other = SessionKey("agent:main:test:bob:general")
     await reserver.resolve(other)
-    store.entry_path(other).write_bytes(b'{"key": "agent:main:test:bob:general", "sess')
+    store.layout.entry_path(other).write_bytes(b'{"key": "agent:main:test:bob:general", "sess')
     listing = await store.list()
     assert [e.key for e in listing.entries] == [KEY]
     assert [d.key for d in listing.damaged] == [other]
@@ -92,7 +94,7 @@ async def test_a_torn_last_transcript_line_is_skipped_and_then_closed(
         store, KEY, [ChatMessage("user", "one", 1.0), ChatMessage("assistant", "two", 2.0)]
     )
     sid = entry.session_id
-    with store.transcript_path(sid).open("ab") as f:
+    with store.layout.transcript_path(sid).open("ab") as f:
         f.write(b'{"commit":"c","turns":2,"records":[{"role":"user","content":"cut of')
     with caplog.at_level(logging.WARNING, "chatlane.transcript"):
         assert [m.content for m in await store.tail(sid, 10)] == ["one", "two"]
@@ -106,7 +108,7 @@ async def test_a_torn_last_transcript_line_is_skipped_and_then_closed(
 async def test_garbage_in_the_middle_of_a_transcript_is_skipped(store: FileStore) -> None:
     entry = await store_turn(store, KEY, [ChatMessage("user", "one", 1.0)])
     sid = entry.session_id
-    with store.transcript_path(sid).open("ab") as f:
+    with store.layout.transcript_path(sid).open("ab") as f:
         f.write(b"\x00\x01 not json\n")
     await store_turn(store, KEY, [ChatMessage("user", "two", 2.0)])
     assert [m.content for m in await store.tail(sid, 10)] == ["one", "two"]
@@ -138,9 +140,9 @@ async def test_turn_lock_excludes_two_tasks_of_one_process(store: FileStore) -> 
 
 WORKER = r"""
 import asyncio, sys
-from core.reserver import Reserver
+from core.conversation import Reserver
 from core.store.files import FileStore
-from core.types import SessionKey
+from core.model import SessionKey
 
 async def main(root, n, keys):
     store = FileStore(root)
@@ -181,15 +183,15 @@ def test_four_processes_racing_on_ten_keys_make_exactly_ten_sessions(tmp_path: P
 
 WRITER = r"""
 import asyncio, sys, time, uuid
-from core.reserver import Reserver
+from core.conversation import Reserver
 from core.store.files import FileStore
-from core.types import ChatMessage, Fenced, SessionKey, TurnCommit
+from core.model import ChatMessage, Fenced, SessionKey, TurnCommit
 
-async def main(root, ack_path):
+async def main(root, ack_path, start):
     store = FileStore(root)
     reserver = Reserver(store)
     ack = open(ack_path, "a", buffering=1)
-    i = 0
+    i = start
     while True:
         key = SessionKey(f"agent:main:test:u{i % 7}:c")
         async with store.lock_turn(key) as lease:
@@ -208,7 +210,7 @@ async def main(root, ack_path):
             ack.write(f"{key} {fresh.session_id} reset\n")
         i += 1
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
 
@@ -221,9 +223,16 @@ async def test_kill_9_of_a_writer_never_leaves_a_torn_entry_or_loses_an_acknowle
     newer one replaced it through a reset)."""
     root = tmp_path / "state"
     ack = tmp_path / "acks"
+    ack.touch()
     for round_ in range(25):
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, str(root), str(ack))
-        await asyncio.sleep(0.25 + (round_ % 5) * 0.05)
+        # Each writer starts at another key (a slow start on a busy machine must not leave
+        # keys unvisited) and is killed once it is writing, at a moment that varies.
+        acked_before = ack.stat().st_size
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WRITER, str(root), str(ack), str(round_)
+        )
+        await eventually(functools.partial(_grew, ack, acked_before), timeout=30)
+        await asyncio.sleep((round_ % 5) * 0.02)  # the kill's moment, not a synchronization
         proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
     store = FileStore(root)
@@ -249,3 +258,7 @@ async def test_kill_9_of_a_writer_never_leaves_a_torn_entry_or_loses_an_acknowle
             os.unlink(path)  # leftovers of killed writers are only ever temp files
     finally:
         await store.close()
+
+
+def _grew(path: Path, size: int) -> bool:
+    return path.stat().st_size > size
