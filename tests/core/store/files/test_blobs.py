@@ -1,4 +1,5 @@
-"""Attachment bytes in the store (both backends) and attachment references in transcripts."""
+"""Attachment bytes, backend by backend (the `BlobStore` contract on both is in
+tests/core/store/test_blobs.py), and attachment references in transcripts."""
 
 from __future__ import annotations
 
@@ -17,14 +18,9 @@ from core.config import StoreSettings
 from core.conversation.reserver import new_session_id
 from core.model.messages import AttachmentRef, ChatMessage
 from core.store import jsonl
-from core.store.base import BlobStore
 from core.store.files.store import FileStore
 from core.store.redis.store import RedisStore
-from tests.core.store.test_contract import KEY, OTHER, OpenStore, open_store
-from tests.core.store.turns import store_turn
 from tests.fakes.files import png
-
-__all__ = ["open_store"]  # fixture used here
 
 
 def blob(data: bytes) -> dict[str, bytes]:
@@ -33,38 +29,6 @@ def blob(data: bytes) -> dict[str, bytes]:
 
 def ref_of(name: str, data: bytes) -> AttachmentRef:
     return AttachmentRef(name, "image/png", len(data), hashlib.sha256(data).hexdigest(), "image", 640, 480)
-
-
-async def test_blobs_round_trip_and_another_process_reads_them(open_store: OpenStore) -> None:
-    a, b = await open_store(), await open_store()
-    assert isinstance(a, BlobStore) and isinstance(b, BlobStore)
-    sid = new_session_id()
-    picture = png()
-    await a.put_blobs(sid, blob(picture))
-    await a.put_blobs(sid, blob(picture))  # idempotent: a retried turn stores it once
-    digest = hashlib.sha256(picture).hexdigest()
-    assert await b.get_blobs(sid, [digest, "0" * 64]) == {digest: picture}
-    assert await b.get_blobs(new_session_id(), [digest]) == {}  # per session
-
-
-async def test_pruning_a_session_removes_its_transcript_and_blobs_only(open_store: OpenStore) -> None:
-    store = await open_store()
-    assert isinstance(store, BlobStore)
-    picture = png(10, 10)
-    digest = hashlib.sha256(picture).hexdigest()
-    sids = []
-    for key in (KEY, OTHER):
-        record = ChatMessage("user", "look", 1.0, attachments=(ref_of("a.png", picture),))
-        entry = await store_turn(store, key, [record])
-        await store.put_blobs(entry.session_id, blob(picture))
-        sids.append(entry.session_id)
-    kept, pruned = sids
-    await store.prune_session(pruned)
-    assert await store.get_blobs(pruned, [digest]) == {}
-    assert await store.tail(pruned, 10) == []
-    assert await store.get_blobs(kept, [digest]) == {digest: picture}
-    [record] = await store.tail(kept, 10)
-    assert record.attachments == (ref_of("a.png", picture),)  # the reference survives the store
 
 
 async def test_a_blob_under_the_wrong_digest_is_refused(tmp_path: Path) -> None:

@@ -35,8 +35,18 @@ async def test_entry_file_name_is_a_hash_and_the_key_lives_inside(store: FileSto
 
 
 async def test_files_are_0600_and_dirs_0700(store: FileStore) -> None:
-    await store_turn(store, KEY, [ChatMessage("user", "hi", 1.0)])
-    for path in store.root.rglob("*"):
+    entry = await store_turn(store, KEY, [ChatMessage("user", "hi", 1.0)])
+    await store.request_stop(KEY)
+    made = list(store.root.rglob("*"))
+    expected = {
+        store.layout.entry_path(KEY),
+        store.layout.transcript_path(entry.session_id),
+        Path(store.layout.lock_file(KEY, "lock")),
+        Path(store.layout.lock_file(KEY, "turn")),
+        Path(store.layout.lock_file(KEY, "stop")),
+    }
+    assert expected <= {p for p in made if p.is_file()}  # the loop below checks them all
+    for path in [store.root, *made]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), path
 

@@ -1,0 +1,52 @@
+"""The `BlobStore` part of the store contract (attachment bytes), on every backend."""
+
+from __future__ import annotations
+
+import hashlib
+
+from core.conversation.reserver import new_session_id
+from core.model.messages import AttachmentRef, ChatMessage
+from core.store.base import BlobStore
+from tests.core.store.contract import KEY, OTHER, OpenStore
+from tests.core.store.turns import store_turn
+from tests.fakes.files import png
+
+
+def blob(data: bytes) -> dict[str, bytes]:
+    return {hashlib.sha256(data).hexdigest(): data}
+
+
+def ref_of(name: str, data: bytes) -> AttachmentRef:
+    return AttachmentRef(name, "image/png", len(data), hashlib.sha256(data).hexdigest(), "image", 640, 480)
+
+
+async def test_blobs_round_trip_and_another_process_reads_them(open_store: OpenStore) -> None:
+    a, b = await open_store(), await open_store()
+    assert isinstance(a, BlobStore) and isinstance(b, BlobStore)
+    sid = new_session_id()
+    picture = png()
+    await a.put_blobs(sid, blob(picture))
+    await a.put_blobs(sid, blob(picture))  # idempotent: a retried turn stores it once
+    digest = hashlib.sha256(picture).hexdigest()
+    assert await b.get_blobs(sid, [digest, "0" * 64]) == {digest: picture}
+    assert await b.get_blobs(new_session_id(), [digest]) == {}  # per session
+
+
+async def test_pruning_a_session_removes_its_transcript_and_blobs_only(open_store: OpenStore) -> None:
+    store = await open_store()
+    assert isinstance(store, BlobStore)
+    picture = png(10, 10)
+    digest = hashlib.sha256(picture).hexdigest()
+    sids = []
+    for key in (KEY, OTHER):
+        record = ChatMessage("user", "look", 1.0, attachments=(ref_of("a.png", picture),))
+        entry = await store_turn(store, key, [record])
+        await store.put_blobs(entry.session_id, blob(picture))
+        sids.append(entry.session_id)
+    kept, pruned = sids
+    await store.prune_session(pruned)
+    assert await store.get_blobs(pruned, [digest]) == {}
+    assert await store.tail(pruned, 10) == []
+    assert await store.get_blobs(kept, [digest]) == {digest: picture}
+    [record] = await store.tail(kept, 10)
+    assert record.attachments == (ref_of("a.png", picture),)  # the reference survives the store
