@@ -22,6 +22,7 @@ from bots.console import ConsoleSettings
 from bots.discord.settings import DiscordSettings
 from bots.http.settings import HttpSettings
 from bots.preflight import inspect
+from bots.readiness import UP
 from bots.runtime import Runtime, Service, StartupError
 from bots.slack.settings import SlackSettings
 from core import config
@@ -103,7 +104,7 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
             started.append(service)
             log.info("%s: running (%s)", service.name, service.describe())
         agents = ", ".join(f"{a} ({s.backend})" for a, s in loaded.config.agent_table().items())
-        log.info("chatlane is up: agents %s, store %s; Ctrl-C stops", agents, loaded.config.store.backend)
+        log.info("%s: agents %s, store %s; Ctrl-C stops", UP, agents, loaded.config.store.backend)
         await stop.wait()
         log.info(
             "stopping: finishing in-flight turns (up to %ss; Ctrl-C again to stop them now)",

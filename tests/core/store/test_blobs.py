@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
+from bots.testing.files import png
 from core.conversation.reserver import new_session_id
 from core.model.messages import AttachmentRef, ChatMessage
 from core.store.base import BlobStore
 from tests.core.store.contract import KEY, OTHER, OpenStore
 from tests.core.store.turns import store_turn
-from tests.fakes.files import png
 
 
 def blob(data: bytes) -> dict[str, bytes]:

@@ -14,13 +14,13 @@ import pytest
 import redis
 
 from bots.testing import RedisServer, unique_prefix
+from bots.testing.files import png
 from core.config import StoreSettings
 from core.conversation.reserver import new_session_id
 from core.model.messages import AttachmentRef, ChatMessage
 from core.store import jsonl
 from core.store.files.store import FileStore
 from core.store.redis.store import RedisStore
-from tests.fakes.files import png
 
 
 def blob(data: bytes) -> dict[str, bytes]:
