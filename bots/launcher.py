@@ -22,7 +22,7 @@ from bots.console import ConsoleSettings
 from bots.discord.settings import DiscordSettings
 from bots.http.settings import HttpSettings
 from bots.preflight import inspect
-from bots.readiness import UP
+from bots.readiness import STOPPING, UP
 from bots.runtime import Runtime, Service, StartupError
 from bots.slack.settings import SlackSettings
 from core import config
@@ -107,7 +107,8 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
         log.info("%s: agents %s, store %s; Ctrl-C stops", UP, agents, loaded.config.store.backend)
         await stop.wait()
         log.info(
-            "stopping: finishing in-flight turns (up to %ss; Ctrl-C again to stop them now)",
+            "%s (up to %ss; Ctrl-C again to stop them now)",
+            STOPPING,
             loaded.config.queue.shutdown_timeout_s,
         )
         return 0
