@@ -12,13 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from bots.testing import run_cli, write_config
 from core.model.keys import SessionKey
 from core.store.files.store import FileStore
 from core.turn.runner import STORE_FAILURE_TEXT
-from tests.faults.harness import ROOT, fill_disk, inspect_state, mounted, remount
+from tests.faults.harness import ROOT, fill_disk, inspect_state, mounted, mounted_or_skipped, remount
 from tests.support.http import body, serve
 
 
@@ -160,9 +158,7 @@ async def test_a_read_only_state_directory_fails_clearly_and_recovers(tmp_path: 
     writable again, the conversation goes on with its memory."""
     source, state = tmp_path / "source", tmp_path / "state"
     source.mkdir()
-    with mounted(state, "--bind", str(source)) as ok:
-        if not ok:
-            pytest.skip("bind mounts are not permitted here; the ENOTDIR test covers startup")
+    with mounted_or_skipped(state, "--bind", str(source)):
         with mounted(tmp_path / "ro", "--bind", "-o", "ro", str(source)) as ro_ok:
             assert ro_ok
             done = chatlane("run", "--config", str(write_config(tmp_path, state=tmp_path / "ro" / "s")))
@@ -190,9 +186,7 @@ async def test_a_full_disk_fails_the_turn_cleanly_and_recovers_when_space_return
     (a torn record). Now the turn fails with a plain message, no fragment is left, and
     the conversation goes on once space is free."""
     disk = tmp_path / "disk"
-    with mounted(disk, "-t", "tmpfs", "-o", "size=256k", "tmpfs") as ok:
-        if not ok:
-            pytest.skip("tmpfs mounts are not permitted here; the RLIMIT_FSIZE test covers short writes")
+    with mounted_or_skipped(disk, "-t", "tmpfs", "-o", "size=256k", "tmpfs"):
         state = disk / "state"
         async with serve(tmp_path, state=state) as api:
             assert (await api.post(body("small", user="ann")))[0] == 200

@@ -36,6 +36,7 @@ from core.store.redis.urls import safe_url
 from core.turn.responders import QuietResponder
 from core.turn.runner import STORE_FAILURE_TEXT
 from tests.core.store.turns import store_turn
+from tests.support.skips import cannot_run_here
 
 KEY = SessionKey("agent:main:test:alice:general")
 ROOT = Path(__file__).resolve().parents[4]
@@ -249,7 +250,10 @@ async def test_a_waiter_cancelled_while_its_lock_request_is_in_redis_gives_the_l
     it and release, or the key would be locked for a whole TTL (30 s here)."""
     with redis_server.client() as r:
         if not r.config_get("enable-debug-command"):
-            pytest.skip("this redis-server has no enable-debug-command option (before 7.0)")
+            cannot_run_here(
+                "this redis-server has no enable-debug-command option (Redis before 7.0), "
+                "so a stalled Redis cannot be made with DEBUG SLEEP"
+            )
     await store.ping()  # a warm connection, so the waiter's SET is sent at once
     async with asyncio.timeout(20):
         with redis_server.client() as r:
