@@ -2,7 +2,7 @@
 would, and real filesystem faults (mounts, a full disk).
 
 The processes, the in-process API and the test agents it attacks with are shared
-support: `core.testing` (ChatlaneProcess, FlakyAgent, ...) and `tests/support/`."""
+support: `bots.testing` (ChatlaneProcess, FlakyAgent, ...) and `tests/support/`."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def inspect_state(root: Path) -> StateReport:
         for p in root.rglob("*")
         if p.is_file()
         and not (p.suffix in (".json", ".jsonl", ".lock", ".turn", ".tmp") or p.parent.name == "quarantine")
-        and p.relative_to(root).parts[0] not in ("deliveries", "limits")  # core/store/deliveries.py
+        and p.relative_to(root).parts[0] not in ("deliveries", "limits")  # core/store/files/deliveries.py
     ]
     return StateReport(entries, damaged, transcripts, bad, stray)
 
