@@ -1,26 +1,20 @@
-"""Attachment bytes, backend by backend (the `BlobStore` contract on both is in
+"""The file store's attachment bytes (the `BlobStore` contract on both backends is in
 tests/core/store/test_blobs.py), and attachment references in transcripts."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import cast
 
 import pytest
-import redis
 
-from bots.testing import RedisServer, unique_prefix
 from bots.testing.files import png
-from core.config import StoreSettings
 from core.conversation.reserver import new_session_id
 from core.model.messages import AttachmentRef, ChatMessage
 from core.store import jsonl
 from core.store.files.store import FileStore
-from core.store.redis.store import RedisStore
 
 
 def blob(data: bytes) -> dict[str, bytes]:
@@ -67,22 +61,6 @@ async def test_a_damaged_file_blob_is_not_handed_out_as_the_file(tmp_path: Path)
         await store.close()
 
 
-async def test_redis_keeps_at_most_blobs_max_per_session_dropping_the_oldest(
-    redis_server: RedisServer,
-) -> None:
-    settings = StoreSettings(backend="redis", url=redis_server.url, prefix=unique_prefix(), blobs_max=3)
-    store = RedisStore.from_settings(settings, None)
-    sid = new_session_id()
-    datas = [f"file {i}".encode() for i in range(5)]
-    try:
-        for data in datas:
-            await store.put_blobs(sid, blob(data))
-        digests = [hashlib.sha256(d).hexdigest() for d in datas]
-        assert set(await store.get_blobs(sid, digests)) == set(digests[2:])
-    finally:
-        await store.close()
-
-
 def test_transcript_records_keep_attachments_author_and_backfill_and_old_records_still_read() -> None:
     record = ChatMessage(
         "user", "see", 2.0, "m1", attachments=(ref_of("cat.png", png()),), author="alice", backfill=True
@@ -92,25 +70,3 @@ def test_transcript_records_keep_attachments_author_and_backfill_and_old_records
     assert jsonl.decode_line(old)[0] == [ChatMessage("user", "hi", 1.0, "m0")]
     bad_ref = b'{"role":"user","content":"hi","at":1.0,"attachments":[{"name":"x","sha256":"../../etc"}]}'
     assert jsonl.decode_line(bad_ref)[0][0].attachments == ()
-
-
-async def test_redis_blob_hash_and_order_agree_after_concurrent_writers(redis_server: RedisServer) -> None:
-    settings = StoreSettings(backend="redis", url=redis_server.url, prefix=unique_prefix(), blobs_max=5)
-    stores = [RedisStore.from_settings(settings, None) for _ in range(2)]
-    sid = new_session_id()
-    try:
-        await asyncio.gather(
-            *(s.put_blobs(sid, blob(f"{n}-{i}".encode())) for n, s in enumerate(stores) for i in range(20))
-        )
-        r = redis.Redis.from_url(redis_server.url)
-        try:
-            hashed = {k.decode() for k in cast("list[bytes]", r.hkeys(f"{settings.prefix}:blobs:{sid}"))}
-            order = cast("list[bytes]", r.lrange(f"{settings.prefix}:blob-order:{sid}", 0, -1))
-            ordered = [d.decode() for d in order]
-        finally:
-            r.close()
-        assert len(ordered) == 5
-        assert hashed == set(ordered)
-    finally:
-        for s in stores:
-            await s.close()
