@@ -1,19 +1,12 @@
-"""chatlane's platform-free core. It never imports `bots` or a platform SDK.
+"""chatlane's platform-free core: rooms a message walks through, outside in.
 
-Rooms, in the order a message meets them (each imports only the rooms after it, and
-only through their package `__init__`; tests/test_import_contract.py checks it):
-
-    door/          the ONE way in: `Gateway` (submit, reset, stop, status, choose_model);
-                   access, dedupe of deliveries and requests, `[limits]`, reply targets
-    conversation/  key -> session (reserver), one lane per key (queue modes), routing
-    turn/          `TurnRunner`: lease -> resolve -> context -> agent -> commit -> deliver;
-                   attachments, fetch, compaction, /model, streaming, chunking, responders
-    agents/        the public agent API (`core.agents`), echo, openai, plugins
-    store/         protocols in parts (base.py); files/ and redis/ backends
+    door/          the ONE way in: Gateway (submit, reset, stop, status, choose_model), access, dedupe, limits
+    conversation/  one session per key (reserver), one order per key (lanes, queue modes), routing
+    turn/          TurnRunner: lease -> resolve -> context -> agent -> ONE fenced commit -> deliver
+    agents/        the Agent contract (base), echo, openai, plugins
+    store/         protocols in parts (base), files/ (embedded) and redis/ (scale-out) backends
     ops/           logs, metrics, owned tasks
-    model/         the shapes a message travels in (Inbound, Reply, ChatMessage, keys,
-                   errors); config.py parses the TOML once into frozen settings
-
-The shipped test kit (fakes, test agents, process and redis-server runners) is
-`bots.testing`.
+    model/         shapes every room shares: Inbound, Reply, ReplyTarget, ChatMessage, keys, errors
+    config.py      TOML -> frozen typed config; adapters add their own sections
+Rooms import downward only, through each other's __init__; core never imports bots or an SDK.
 """

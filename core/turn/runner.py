@@ -1,4 +1,4 @@
-"""The turn pipeline: what running one lane item does, for `core.gateway.Gateway`.
+"""The turn pipeline: what running one lane item does, for `core.door.Gateway`.
 
     turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> first turn
             of the session? read the thread (backfill) -> read attachments (blobs) ->
