@@ -2,6 +2,19 @@
 made on demand, the atomic entry write, damaged entries quarantined and recovered.
 Blocking functions: the store (which has a `FileLayout` as `store.layout`) runs them on
 its threads (or, for the cheap ones, on the loop).
+
+Layout under the state directory (dirs 0700, files 0600):
+
+    sessions/ab/cd/<sha256(key)>.json   the entry; the key itself is stored inside
+    locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
+    locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key; holds
+                                        the key's fencing counter
+    locks/ab/<sha256(key)>.stop         one byte appended per `/stop`: its size is the stop counter
+    transcripts/<id[:2]>/<id>.jsonl     memory of one session id: one line per commit
+    blobs/<id[:2]>/<id>/<sha256>        attachment bytes of one session (blobs.py)
+    quarantine/                         damaged entries moved aside, never overwritten
+    deliveries/, limits/                delivery markers and per-sender counters
+                                        (deliveries.py)
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
 """The embedded store: one JSON file per session key, `filelock` between processes.
 
-Layout under the state directory (dirs 0700, files 0600):
-
-    sessions/ab/cd/<sha256(key)>.json   the entry; the key itself is stored inside
-    locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
-    locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key; holds
-                                        the key's fencing counter
-    locks/ab/<sha256(key)>.stop         one byte appended per `/stop`: its size is the stop counter
-    transcripts/<id[:2]>/<id>.jsonl     memory of one session id: one line per commit
-    blobs/<id[:2]>/<id>/<sha256>        attachment bytes of one session (blobs.py)
-    quarantine/                         damaged entries moved aside, never overwritten
-    deliveries/, limits/                delivery markers and per-sender counters
-                                        (deliveries.py)
-
-Every operation touches a fixed number of files, so it costs the same at 100 sessions
-and at 100,000. Entry writes are atomic (temp file, fsync, os.replace, fsync of the
-folder; for a minted session the folder fsync is done by the first commit's sync round,
-before anything depending on it is acknowledged) and happen only when a session is
-minted or reset: after a kill -9 at any point every entry is either the old or the new
-one.
+The layout on disk is in layout.py. Every operation touches a fixed number of files, so
+it costs the same at 100 sessions and at 100,000. Entry writes are atomic (temp file,
+fsync, os.replace, fsync of the folder; for a minted session the folder fsync is done by
+the first commit's sync round, before anything depending on it is acknowledged) and
+happen only when a session is minted or reset: after a kill -9 at any point every entry
+is either the old or the new one.
 
 A turn's only write is its commit: one line appended to the session's transcript and
 fdatasync'd (jsonl.py), cut back off if the write fails, so a turn is stored whole or
