@@ -1,6 +1,6 @@
 """chatlane's platform-free core: rooms a message walks through, outside in.
 
-    door/          the ONE way in: Gateway (submit, reset, stop, status, choose_model), access, dedupe, limits
+    door/          the ONE way in: Gateway (submit, command, stop, status), commands, access, dedupe, limits
     conversation/  one session per key (reserver), one order per key (lanes, queue modes), routing
     turn/          TurnRunner: lease -> resolve -> context -> agent -> ONE fenced commit -> deliver
     agents/        the Agent contract (base), echo, openai, plugins

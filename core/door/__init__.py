@@ -1,18 +1,34 @@
-"""The ONE way into core. Adapters call the `Gateway` (submit, reset, stop, status,
-choose_model); at the door a message is checked against duplicates of its platform
-delivery (dedupe), per-sender `[limits]`, and adapters gate it first (access).
+"""The ONE way into core. Adapters call the `Gateway` (submit, command, stop, status);
+conversation commands are defined once (`Command`, the `COMMANDS` registry); at the
+door a message is checked against duplicates of its platform delivery (dedupe),
+per-sender `[limits]`, and adapters gate it first (access).
 """
 
 from __future__ import annotations
 
 from core.door.access import Facts, Seen, admit
+from core.door.commands import (
+    COMMAND_WAIT_S,
+    COMMANDS,
+    NOT_HERE_TEXT,
+    Answer,
+    Command,
+    Commands,
+    describe_status,
+)
 from core.door.dedupe import Delivery, RecentSet, Requests
 from core.door.gateway import Gateway
 from core.door.limits import SLOW_DOWN_TEXT
 from core.door.targets import NoAdapter, TargetResponder, Targets
 
 __all__ = [
+    "COMMANDS",
+    "COMMAND_WAIT_S",
+    "NOT_HERE_TEXT",
     "SLOW_DOWN_TEXT",
+    "Answer",
+    "Command",
+    "Commands",
     "Delivery",
     "Facts",
     "Gateway",
@@ -23,4 +39,5 @@ __all__ = [
     "TargetResponder",
     "Targets",
     "admit",
+    "describe_status",
 ]

@@ -1,12 +1,12 @@
 """The one door into core, and the turn pipeline every adapter shares.
 
-Adapters call `submit` (a message), `reset` (a new session: slash commands, the CLI),
-`stop` (cancel the running answer: `/stop`) and `status`; nothing else in core. Resets
+Adapters call `submit` (a message), `command` (a conversation command in the platform's
+own form: core/door/commands.py), `stop` and `status`; nothing else in core. Resets
 go through the conversation's lane like messages, so a `/new` never overtakes a message
 sent before it; a stop does not queue (it is about the turn running now).
 
     submit: agent (bindings, core/routing.py) -> key -> first delivery? (core/dedupe.py)
-            -> within [limits]? (core/limits.py) -> reset or /model command? -> lane
+            -> within [limits]? (core/limits.py) -> a command? (core/door/commands.py) -> lane
     turn:   the gateway has a `TurnRunner` (core/turn/: lease -> resolve -> context ->
             agent -> ONE fenced commit -> deliver), which owns the lanes
 
@@ -29,12 +29,12 @@ from collections.abc import Callable, Mapping, Sequence
 from core.agents import Agent
 from core.config import Config
 from core.conversation import Freshness, Pending, Reserver, Router
+from core.door.commands import STOP_FAILED_TEXT, STOP_SENT_TEXT, STOPPED_HERE_TEXT, Commands
 from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
 from core.door.targets import Targets
 from core.model import (
     Inbound,
-    Reply,
     ReplyTarget,
     Responder,
     SessionKey,
@@ -45,15 +45,9 @@ from core.model import (
 )
 from core.ops import Metrics
 from core.store import SessionStore
-from core.turn import DEFAULT_MODEL_COMMAND, TurnRunner
+from core.turn import TurnRunner
 
 log = logging.getLogger("chatlane.gateway")
-
-STOPPED_HERE_TEXT = "Stopped the answer in progress."
-STOP_SENT_TEXT = (
-    "Asked to stop the answer in progress (nothing was running here; another process may run it)."
-)
-STOP_FAILED_TEXT = "Sorry, I couldn't pass on the stop just now. Please try again."
 
 
 class Gateway:
@@ -88,6 +82,8 @@ class Gateway:
         self.limits = Limits(config.limits, store, self.metrics)
         self.requests = Requests(store, config.dedupe.window_s, self.metrics)
         self._in_order = InOrder()
+        self.commands = Commands(self)
+        """The conversation commands (/new, /stop, /model, /status), for text and native forms."""
 
     @property
     def agent(self) -> Agent:
@@ -120,9 +116,6 @@ class Gateway:
 
     def is_reset_command(self, text: str) -> bool:
         return text.strip().lower() in self.config.session.reset_commands
-
-    def is_stop_command(self, text: str) -> bool:
-        return text.strip().lower() in self.config.session.stop_commands
 
     async def submit(
         self,
@@ -167,31 +160,34 @@ class Gateway:
 
     async def _queue(self, key: SessionKey, inbound: Inbound, responder: Responder) -> None:
         self.metrics.messages_in.labels(inbound.platform).inc()
-        if self.is_stop_command(inbound.text):
-            await responder.send(Reply(await self.stop_text(key), "notice", key))
+        if (found := self.commands.find(key, inbound.text)) is not None:
+            command, arg = found  # /new, /stop, /model, /status typed as a message
+            await command.act(self, key, inbound, arg, responder)
             return
-        reset = self.is_reset_command(inbound.text)
-        model = not reset and self.turns.is_model_command(key, inbound.text)
-        await self.lanes.submit(key, Pending(inbound, responder, reset=reset, model_command=model))
+        await self.lanes.submit(key, Pending(inbound, responder))
+
+    async def command(self, key: SessionKey, name: str, arg: str, responder: Responder) -> None:
+        """Do the conversation command `name` (core/door/commands.py) for `key`: the door
+        every adapter's native command form (slash commands, the terminal) comes through.
+
+        Returns once done (`/stop`, `/status`) or queued in order with the messages before
+        it (`/new`, `/model`); `responder` gets a `notice` (or a `failure`). Raises
+        ValueError for an unknown command or a malformed key, and `Closed` during shutdown.
+        """
+        command = self.commands.get(name)
+        if command is None:
+            raise ValueError(f"no conversation command {name!r}")
+        parts = parse_key(key)
+        inbound = Inbound(parts.platform, parts.user, parts.channel, "", "", parts.thread)
+        await command.act(self, key, inbound, arg, responder)
 
     async def reset(self, key: SessionKey, responder: Responder) -> None:
-        """Start a new session for `key` once the messages queued before it are answered.
-
-        Returns once queued; `responder` gets a `notice` (or a `failure`). Raises
-        ValueError for a malformed key and `Closed` during shutdown.
-        """
-        parts = parse_key(key)
-        command = Inbound(parts.platform, parts.user, parts.channel, "", "", parts.thread)
-        await self.lanes.submit(key, Pending(command, responder, reset=True))
+        """`command(key, "new", ...)`: a new session once the messages queued before it are answered."""
+        await self.command(key, "new", "", responder)
 
     async def choose_model(self, key: SessionKey, name: str, responder: Responder) -> None:
-        """Show (`name` "") or switch the model of `key`'s conversation, in order with its
-        messages (slash commands). Returns once queued; `responder` gets a `notice` (or a
-        `failure`). Raises ValueError for a malformed key and `Closed` during shutdown."""
-        parts = parse_key(key)
-        text = f"{self.config.session.model_command or DEFAULT_MODEL_COMMAND} {name}".strip()
-        command = Inbound(parts.platform, parts.user, parts.channel, text, "", parts.thread)
-        await self.lanes.submit(key, Pending(command, responder, model_command=True))
+        """`command(key, "model", name, ...)`: show (`name` "") or switch the conversation's model."""
+        await self.command(key, "model", name, responder)
 
     async def stop(self, key: SessionKey) -> bool:
         """Stop the answer of `key` that is being produced: here at once (True), else by

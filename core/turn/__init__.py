@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from core.turn.attachments import BytesSource, UrlSource
 from core.turn.chunking import split_message
-from core.turn.fetch import fetch_url
-from core.turn.responders import FutureResponder, QuietResponder, confirm_reset
+from core.turn.fetch import Write, fetch_url, stream_url
+from core.turn.responders import FutureResponder, QuietResponder
 from core.turn.runner import DEFAULT_MODEL_COMMAND, TurnRunner
 from core.turn.streaming import (
     STATUS_DONE,
@@ -36,8 +36,9 @@ __all__ = [
     "QuietResponder",
     "TurnRunner",
     "UrlSource",
-    "confirm_reset",
+    "Write",
     "fetch_url",
     "split_message",
     "status_after",
+    "stream_url",
 ]

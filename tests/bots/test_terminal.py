@@ -89,7 +89,7 @@ def test_interactive_chat_edits_lines_streams_and_handles_commands_locally(tmp_p
         t.expect(r"/status .*\n")  # answered here: the agent never saw it (turn 2 is next)
         t.expect("you> ")
         t.type("/status\r")
-        t.expect(r"turns:\s+1\b")
+        t.expect(r"Session `\w+`: 1 turns")
         t.expect("you> ")
         t.type("again\r")
         t.expect(r"echo: again\n\(turn 2 ")
