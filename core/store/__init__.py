@@ -6,14 +6,19 @@ the entry and record formats both share.
 from __future__ import annotations
 
 from core.config import Loaded
-from core.store.base import BlobStore, SessionStore
+from core.store.base import BlobStore, Deliveries, Ledger, SenderLimits, Sessions, SessionStore, Signals
 from core.store.entries import SESSION_ID
 from core.store.redis.urls import safe_url, url_problem
 
 __all__ = [
     "SESSION_ID",
     "BlobStore",
+    "Deliveries",
+    "Ledger",
+    "SenderLimits",
     "SessionStore",
+    "Sessions",
+    "Signals",
     "open_store",
     "safe_url",
     "url_problem",
