@@ -80,7 +80,7 @@ async def test_a_restart_answers_every_queued_message_once_in_order_finishing_in
     assert len({a.session_id for a in answers}) == 1
     assert board.posts_made == 3  # r1's cut-off post was finished in place, not posted again
     assert board.posts[cut_post] == answers[0].text
-    records = jsonl.read_all(second.store.transcript_path(answers[0].session_id))[0]  # type: ignore[attr-defined]
+    records = jsonl.read_all(second.store.layout.transcript_path(answers[0].session_id))[0]  # type: ignore[attr-defined]
     assert [r.content for r in records if r.role == "user"] == ["r1", "r2", "r3"]
     assert (await second.store.inbox.keys()) == []
 
