@@ -169,6 +169,12 @@ class Resumer:
                 responder = self.targets.responder(replace(item.target, answer_id=item.answer_id))
             except NoAdapter:
                 continue
+            except ValueError as exc:  # a damaged target: parked, never blocks the scan
+                log.error(
+                    "inbox: item %s of %s parked: its reply target is unusable: %s", item.item_id, key, exc
+                )
+                await self.store.inbox.settle(key, [item.item_id], park=True)
+                continue
             queued = Pending(
                 item.inbound,
                 responder,

@@ -5,12 +5,15 @@ message; with an `answer_id` it rewrites that message in place instead of postin
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import discord
 
 from bots.discord.inbound import reply_target
 from bots.testing import eventually
 from bots.testing.fake_discord import FakeDiscord
-from core.model import Inbound, Reply, ReplyTarget, SessionKey
+from core.model import Inbound, InboxItem, Reply, ReplyTarget, SessionKey
 from core.turn.streaming import CANCEL_MARKS
 from tests.support.discord import Bot, StartBot
 
@@ -158,3 +161,24 @@ async def test_a_stored_message_is_gated_again_by_the_access_rules_of_now(
 
     assert targets.admits(stored(fake.bob_id))
     assert not targets.admits(stored(fake.alice_id))
+
+
+async def test_a_stored_target_with_damaged_ids_is_parked_and_the_others_are_still_resumed(
+    start_bot: StartBot, fake: FakeDiscord
+) -> None:
+    bot = await start_bot(STREAMING)
+    store, gateway = bot.runtime.store, bot.runtime.gateway
+
+    def item(channel: str, user: str) -> InboxItem:
+        key = SessionKey(f"agent:main:discord:{user}:{channel}")
+        inbound = Inbound("discord", user, channel, "hi", "1", mentioned_bot=True)
+        target = ReplyTarget("discord", channel, reply_to=None)
+        return InboxItem(key, uuid.uuid4().hex, "message", inbound, target, time.time())
+
+    damaged, fine = item("not-a-snowflake", "u1"), item(fake.channel_id, "u2")
+    await store.inbox.append(damaged)
+    await store.inbox.append(fine)
+    await gateway.resumer.scan()
+    await fake.wait_for_sent(fake.channel_id)  # the good one is answered
+    view = await store.inbox.items(damaged.key)
+    assert view.pending == [] and [p.item_id for p in view.parked] == [damaged.item_id]
