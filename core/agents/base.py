@@ -1,4 +1,10 @@
-"""The agent contract: what an agent is given for a turn (`TurnInput`) and what it does."""
+"""The agent contract: what an agent is given for a turn (`TurnInput`) and what it does.
+
+`stream()` yields `str` pieces of the answer and, since protocol version 2, may also
+yield the small events of core/model/events.py (`ToolStarted`, `ToolFinished`,
+`ToolFailed`, ...): the turn shows them as one status line and stores tool calls as
+records of the turn. An agent that yields only text works unchanged.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,63 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.model import ChatMessage, SessionKey
+from core.model import (
+    AgentEvent,
+    ApprovalDecided,
+    ApprovalWaiting,
+    ChatMessage,
+    Decision,
+    SessionKey,
+    ToolFailed,
+    ToolFinished,
+    ToolStarted,
+)
+
+__all__ = [
+    "Agent",
+    "AgentEvent",
+    "ApprovalDecided",
+    "ApprovalWaiting",
+    "Decision",
+    "Summarizer",
+    "ToolFailed",
+    "ToolFinished",
+    "ToolHost",
+    "ToolOutcome",
+    "ToolStarted",
+    "TurnInput",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """What one tool call came to, as stored while the turn runs (so a resumed turn reuses
+    it instead of running the tool again)."""
+
+    decision: Decision | None
+    """None: the tool needed no approval."""
+    text: str
+    """What the model is shown (already capped)."""
+    error: bool = False
+
+
+class ToolHost(Protocol):
+    """What the turn offers an agent that calls tools: approvals by a person and the
+    durable record of each call. Keys name a call within the turn (tool, arguments and
+    how often the same call came before), so a resumed turn finds its earlier calls."""
+
+    async def approve(self, call_key: str, tool: str, arguments: str) -> Decision:
+        """Ask a person (buttons where the platform has them); waits until someone with
+        the right decides or the timeout denies. Never raises for a platform failure."""
+        ...
+
+    async def recall(self, call_key: str) -> ToolOutcome | None:
+        """The outcome stored by an earlier run of this turn, if any."""
+        ...
+
+    async def remember(self, call_key: str, outcome: ToolOutcome) -> None:
+        """Store an outcome durably before the model sees it (a retried write stores once)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +85,16 @@ class TurnInput:
     blobs: Mapping[str, bytes] = field(default_factory=dict)
     """Bytes of the attachments in `history` and `new_messages`, by sha256, as far as the
     turn's budget allows; a reference without bytes here is shown as a placeholder."""
+    tools: ToolHost | None = None
+    """Approvals and durable tool records (None: run tools without either, e.g. in tests)."""
 
 
 class Agent(Protocol):
     name: str
 
-    def stream(self, turn: TurnInput) -> AsyncIterator[str]:
-        """Yield the answer in pieces; raise `AgentError` when it cannot answer."""
+    def stream(self, turn: TurnInput) -> AsyncIterator[str | AgentEvent]:
+        """Yield the answer in pieces (and, optionally, events); raise `AgentError` when it
+        cannot answer."""
         ...
 
     async def close(self) -> None: ...

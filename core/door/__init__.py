@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from core.door.access import Facts, Seen, admit
 from core.door.dedupe import Delivery, RecentSet, Requests
-from core.door.gateway import Gateway
+from core.door.gateway import Decided, Gateway
 from core.door.limits import SLOW_DOWN_TEXT
 from core.door.targets import NoAdapter, TargetResponder, Targets
 
 __all__ = [
     "SLOW_DOWN_TEXT",
+    "Decided",
     "Delivery",
     "Facts",
     "Gateway",

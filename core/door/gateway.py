@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from core.agents import Agent
 from core.config import Config
@@ -33,6 +35,8 @@ from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
 from core.door.targets import Targets
 from core.model import (
+    Approval,
+    Decision,
     Inbound,
     Reply,
     ReplyTarget,
@@ -54,6 +58,14 @@ STOP_SENT_TEXT = (
     "Asked to stop the answer in progress (nothing was running here; another process may run it)."
 )
 STOP_FAILED_TEXT = "Sorry, I couldn't pass on the stop just now. Please try again."
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """The outcome of a click on an approval (`Gateway.decide_approval`)."""
+
+    outcome: Literal["decided", "refused", "unknown"]
+    approval: Approval | None
 
 
 class Gateway:
@@ -214,6 +226,23 @@ class Gateway:
         except StoreError as exc:
             log.error("stop of %s not passed on: the store failed: %s", key, exc)
             return STOP_FAILED_TEXT
+
+    async def decide_approval(self, approval_id: str, decision: Decision, user: str) -> Decided:
+        """A person clicked Approve or Deny (on any process): decide the stored approval if
+        `user` may (the conversation's own user or one of the agent's `approvers`).
+
+        Returns what happened, for the adapter to show: `refused` (someone else clicked;
+        nothing changed), `unknown` (no such approval, e.g. long expired), or the approval
+        as decided (its `by` says who: an earlier click or the timeout may have won).
+        Raises `StoreError` when the store cannot be reached."""
+        found = await self.store.approvals.get_approval(approval_id)
+        if found is None:
+            return Decided("unknown", None)
+        if not found.may_decide(user):
+            log.info("approval %s: %s may not decide it", approval_id, user)
+            return Decided("refused", found)
+        decided = await self.store.approvals.decide_approval(approval_id, decision, user)
+        return Decided("decided", decided or found)
 
     async def status(self, key: SessionKey) -> SessionStatus:
         """The stored session of `key` and what its lane is doing (read only)."""

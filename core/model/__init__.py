@@ -7,6 +7,19 @@ the store keeps (`SessionEntry`, `TurnLease`, `TurnCommit`) and the shared error
 from __future__ import annotations
 
 from core.model.errors import AgentError, Fenced, StoreError
+from core.model.events import (
+    REDACTED,
+    AgentEvent,
+    Approval,
+    ApprovalDecided,
+    ApprovalWaiting,
+    Decision,
+    ToolFailed,
+    ToolFinished,
+    ToolStarted,
+    redact,
+    shown_arguments,
+)
 from core.model.keys import (
     ANY,
     MAX_KEY_LENGTH,
@@ -51,14 +64,20 @@ from core.model.sessions import (
 __all__ = [
     "ANY",
     "MAX_KEY_LENGTH",
+    "REDACTED",
     "Admission",
     "AgentError",
+    "AgentEvent",
+    "Approval",
+    "ApprovalDecided",
+    "ApprovalWaiting",
     "AttachmentKind",
     "AttachmentRef",
     "CancelReason",
     "ChatMessage",
     "Closed",
     "Damaged",
+    "Decision",
     "Fenced",
     "FileSource",
     "FileTooLarge",
@@ -80,10 +99,15 @@ __all__ = [
     "SessionKey",
     "SessionStatus",
     "StoreError",
+    "ToolFailed",
+    "ToolFinished",
+    "ToolStarted",
     "TurnCommit",
     "TurnLease",
     "build_key",
     "format_key",
     "parse_key",
+    "redact",
+    "shown_arguments",
     "validate_key",
 ]

@@ -9,7 +9,9 @@ from typing import Protocol, runtime_checkable
 
 from core.model import (
     Admission,
+    Approval,
     ChatMessage,
+    Decision,
     FreshCheck,
     Listing,
     Minter,
@@ -138,7 +140,39 @@ class Signals(Protocol):
         ...
 
 
+class Approvals(Protocol):
+    """Tool calls waiting for a person, and what each tool call of a turn came to.
+
+    Every write survives its own retry: opening an approval again with its id, deciding
+    it again with the same decision by the same person, or storing a tool outcome again
+    under its key changes nothing.
+    """
+
+    async def open_approval(self, approval: Approval) -> None:
+        """Store a pending approval (kept a day past its deadline)."""
+        ...
+
+    async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def decide_approval(self, approval_id: str, decision: Decision, by: str) -> Approval | None:
+        """Decide a pending approval, atomically across processes: the first decision
+        stands. Returns the approval as stored afterwards (whoever decided it), None when
+        there is no such approval."""
+        ...
+
+    async def put_tool_outcome(self, turn_id: str, call_key: str, outcome: Mapping[str, object]) -> None:
+        """Store what a tool call came to, durably, before the model is shown it."""
+        ...
+
+    async def get_tool_outcome(self, turn_id: str, call_key: str) -> dict[str, object] | None: ...
+
+
 class SessionStore(Sessions, Ledger, Deliveries, SenderLimits, Signals, Protocol):
     """Everything a backend gives, in parts a backend implements and tests one by one."""
+
+    @property
+    def approvals(self) -> Approvals:
+        """Approvals and tool outcomes (core/store/*/approvals.py)."""
+        ...
 
     async def close(self) -> None: ...

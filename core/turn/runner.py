@@ -23,12 +23,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from core.agents import Agent, TurnInput
 from core.config import AgentSettings, Config
 from core.conversation import Lanes, Pending, Reserver, Retry, Router
 from core.model import (
+    AgentEvent,
     ChatMessage,
     Fenced,
     Reply,
@@ -43,6 +44,7 @@ from core.ops import Metrics
 from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
+from core.turn.tools import tool_host, tool_records
 
 log = logging.getLogger("chatlane.gateway")
 
@@ -70,6 +72,8 @@ class _Made:
     now: float
     problems: list[str]
     """One line per file that could not be read, said before the answer."""
+    events: list[AgentEvent] = field(default_factory=list)
+    """What the agent did besides text (tool calls): stored as records of the turn."""
 
 
 class _AgentFailed(Exception):
@@ -246,7 +250,8 @@ class TurnRunner:
             pieces, summary = await self._run_agent(agent, settings, lease, made, batch)
         except _AgentFailed as exc:  # any agent failure: one plain answer, details in the log
             log.error("agent %s failed on %s", agent.name, key, exc_info=exc.__cause__)
-            await self._commit(lease, entry, [*exc.summary, *made.new], turns=made.turn.turn)
+            records = [*exc.summary, *made.new, *tool_records(made.events, self._clock())]
+            await self._commit(lease, entry, records, turns=made.turn.turn)
             for p in made.fresh:
                 p.recorded = True
             told = settings.failure_message
@@ -254,7 +259,8 @@ class TurnRunner:
                 told = f"{told}\n\n{COMPACTED_NOTE}"
             return "agent_error", Reply(told, "failure", key, entry.session_id, made.turn.turn)
         answer = "".join(pieces)
-        records = [*summary, *made.new, ChatMessage("assistant", answer, self._clock())]
+        done = [*tool_records(made.events, self._clock()), ChatMessage("assistant", answer, self._clock())]
+        records = [*summary, *made.new, *done]
         await self._commit(lease, entry, records, made.turn.turn)
         if summary:  # said once, in the reply of the turn that summarised
             note = f"\n\n{COMPACTED_NOTE}"
@@ -338,9 +344,22 @@ class TurnRunner:
                     turn = replace(turn, history=done.history)
                     summary = [done.summary] if done.summary is not None else []
             async with self._stop_watch(key):
-                stream = agent.stream(turn)
+                host = tool_host(
+                    self.store.approvals,
+                    settings,
+                    lease,
+                    made.entry.session_id,
+                    turn.turn,
+                    batch[-1].inbound.user,
+                    batch[-1].responder,
+                )
+                stream = agent.stream(replace(turn, tools=host))
                 try:
                     async for piece in stream:
+                        if not isinstance(piece, str):  # an event (protocol 2): status line, records
+                            made.events.append(piece)
+                            await batch[-1].responder.on_event(piece)
+                            continue
                         pieces.append(piece)
                         await batch[-1].responder.on_delta(piece)
                 finally:
@@ -407,7 +426,7 @@ class TurnRunner:
         await batch[-1].responder.send(reply)
 
 
-async def _close_stream(stream: AsyncIterator[str]) -> None:
+async def _close_stream(stream: AsyncIterator[str | AgentEvent]) -> None:
     """Finish an agent's stream. A cancellation that hit while the stream waited at a
     `yield` (e.g. during a slow send) is thrown into it, so every agent sees
     `CancelledError` in its stream when its turn is interrupted or stopped."""

@@ -68,10 +68,12 @@ from core.model import (
     TurnLease,
 )
 from core.store import jsonl
+from core.store.base import Approvals
 from core.store.entries import (
     find_key,
 )
 from core.store.files import blobs
+from core.store.files.approvals import AsyncFileApprovals, FileApprovals
 from core.store.files.committer import Committer
 from core.store.files.deliveries import FileDeliveries
 from core.store.files.layout import CorruptEntry, FileLayout, advanced, mkdirs
@@ -107,6 +109,7 @@ class FileStore(FileLayout):
                 mkdirs(d)
             self.root.chmod(0o700)
             self._deliveries = FileDeliveries(self.root)
+            self._approvals = AsyncFileApprovals(FileApprovals(self.root), self._run)
         except OSError as exc:
             raise StoreError(f"cannot use state directory {self.root}: {exc.strerror}") from exc
 
@@ -115,6 +118,10 @@ class FileStore(FileLayout):
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except OSError as exc:
             raise _store_error(exc) from exc
+
+    @property
+    def approvals(self) -> Approvals:
+        return self._approvals
 
     # --------------------------------------------------------------- protocol
     async def get(self, key: SessionKey) -> SessionEntry | None:

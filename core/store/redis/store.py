@@ -60,6 +60,8 @@ from core.model import (
     TurnLease,
 )
 from core.store import jsonl
+from core.store.base import Approvals
+from core.store.redis.approvals import RedisApprovals
 from core.store.redis.blobs import RedisBlobs
 from core.store.redis.deliveries import RedisDeliveries
 from core.store.redis.entries import GET_SCRIPT, RedisEntries, digest
@@ -118,6 +120,11 @@ class RedisStore(RedisEntries):
         """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
         self._commit_script = client.register_script(_COMMIT)
         self._deliveries = RedisDeliveries(client, prefix)
+        self._approvals = RedisApprovals(client, prefix, self.url)
+
+    @property
+    def approvals(self) -> Approvals:
+        return self._approvals
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, password: str | None) -> RedisStore:

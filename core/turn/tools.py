@@ -1,0 +1,171 @@
+"""What a turn offers an agent that calls tools (`TurnTools`, the agent contract's
+`ToolHost`), and the records its tool calls leave in the transcript.
+
+Approvals: the pending approval is stored first (any process may then take the click:
+`Gateway.decide_approval`), the responder is asked (`ask_approval`: buttons on Discord
+and Slack, y/n on the console, the HTTP API's pre-approval header), and the turn polls
+the store until someone with the right decides or `approval_timeout_s` passes (then it
+decides "timeout" itself; a click that won the race still stands). The approval id is
+derived from the turn and the call, so a resumed turn finds the same approval.
+
+Outcomes: each tool call's outcome is stored (keyed by the turn and the call) before the
+model sees it; a resumed turn (same session, same turn number) reuses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from core.agents import ToolHost, ToolOutcome
+from core.config import AgentSettings
+from core.model import (
+    AgentEvent,
+    Approval,
+    ApprovalDecided,
+    ApprovalWaiting,
+    ChatMessage,
+    Decision,
+    Responder,
+    StoreError,
+    ToolFailed,
+    ToolFinished,
+    TurnLease,
+)
+from core.store import Approvals
+
+log = logging.getLogger("chatlane.tools")
+
+APPROVAL_POLL_S = 0.2
+"""How often a waiting turn reads its approval (a click may land on any process)."""
+
+
+class TurnTools:
+    """The `ToolHost` of one turn. See the module doc."""
+
+    def __init__(
+        self,
+        approvals: Approvals,
+        settings: AgentSettings,
+        key: str,
+        turn_id: str,
+        asker: str,
+        responder: Responder,
+    ) -> None:
+        self.approvals = approvals
+        self.settings = settings
+        self.key = key
+        self.turn_id = turn_id
+        self.asker = asker
+        self.responder = responder
+
+    async def approve(self, call_key: str, tool: str, arguments: str) -> Decision:
+        approval_id = hashlib.sha256(f"{self.turn_id}|{call_key}".encode()).hexdigest()[:32]
+        try:
+            found = await self.approvals.get_approval(approval_id)
+            if found is None:
+                found = Approval(
+                    approval_id,
+                    self.key,
+                    self.asker,
+                    self.settings.approvers,
+                    tool,
+                    arguments,
+                    time.time() + self.settings.approval_timeout_s,
+                )
+                await self.approvals.open_approval(found)
+        except StoreError as exc:
+            log.error("approval for tool %s not stored, so denied: %s", tool, exc)
+            return "denied"
+        if found.decision is None:
+            waiting = ApprovalWaiting(
+                approval_id, tool, arguments, self.asker, self.settings.approval_timeout_s
+            )
+            await self.responder.on_event(waiting)
+            here = await _ask(self.responder, waiting)
+            if here is not None:  # decided where the turn runs (console, HTTP)
+                found = await self.approvals.decide_approval(approval_id, here, self.asker) or found
+            found = await self._wait(found)
+        decision = found.decision or "timeout"
+        log.info("tool %s on %s: %s by %s", tool, self.key, decision, found.by or "(timeout)")
+        await self.responder.on_event(ApprovalDecided(approval_id, tool, decision, found.by))
+        return decision
+
+    async def _wait(self, approval: Approval) -> Approval:
+        while approval.decision is None:
+            if time.time() >= approval.deadline:
+                decided = await self.approvals.decide_approval(approval.approval_id, "timeout", "")
+                return decided or approval
+            await asyncio.sleep(min(APPROVAL_POLL_S, max(0.0, approval.deadline - time.time())))
+            try:
+                approval = await self.approvals.get_approval(approval.approval_id) or approval
+            except StoreError as exc:
+                log.warning("approval %s unreadable for now: %s", approval.approval_id, exc)
+        return approval
+
+    async def recall(self, call_key: str) -> ToolOutcome | None:
+        try:
+            obj = await self.approvals.get_tool_outcome(self.turn_id, call_key)
+        except StoreError as exc:
+            log.warning("stored tool outcome unreadable: %s", exc)
+            return None
+        if obj is None:
+            return None
+        decision = obj.get("decision")
+        return ToolOutcome(
+            decision if decision in ("approved", "denied", "timeout") else None,
+            str(obj.get("text", "")),
+            bool(obj.get("error", False)),
+        )
+
+    async def remember(self, call_key: str, outcome: ToolOutcome) -> None:
+        obj: dict[str, Any] = {"decision": outcome.decision, "text": outcome.text, "error": outcome.error}
+        try:
+            await self.approvals.put_tool_outcome(self.turn_id, call_key, obj)
+        except StoreError as exc:  # the call ran; a resumed turn may run it again
+            log.error("tool outcome not stored: %s", exc)
+
+
+async def _ask(responder: Responder, waiting: ApprovalWaiting) -> Decision | None:
+    """The responder decides at once (console, HTTP), or None: a person clicks (buttons)."""
+    ask = getattr(responder, "ask_approval", None)
+    if ask is None:
+        return "denied"  # a responder that cannot ask anyone: a clear no
+    decision: Decision | None = await ask(waiting)
+    return decision
+
+
+def tool_host(
+    approvals: Approvals,
+    settings: AgentSettings,
+    lease: TurnLease,
+    session_id: str,
+    turn: int,
+    asker: str,
+    responder: Responder,
+) -> ToolHost:
+    """The turn's host; its calls are keyed by session and turn number (a resumed turn
+    has the same ones)."""
+    return TurnTools(approvals, settings, lease.key, f"{session_id}:{turn}", asker, responder)
+
+
+TOOL_LINE = "[tool {tool} {arguments}: {how}]"
+
+
+def tool_records(events: Sequence[AgentEvent], at: float) -> list[ChatMessage]:
+    """One short transcript record per finished or failed tool call, in order."""
+    out: list[ChatMessage] = []
+    for e in events:
+        if isinstance(e, ToolFinished):
+            how = f"ok, {e.summary}" + (" (stored result reused)" if e.reused else "")
+        elif isinstance(e, ToolFailed):
+            how = f"failed: {e.reason}"
+        else:
+            continue
+        line = TOOL_LINE.format(tool=e.tool, arguments=e.arguments or "{}", how=how)
+        out.append(ChatMessage("assistant", line, at, tool=e.tool, tool_arguments=e.arguments))
+    return out
