@@ -24,7 +24,7 @@ import discord
 from bots.discord.failures import PlatformFailure, describe_failure
 from bots.discord.settings import DiscordSettings
 from bots.discord.stream import SEND_HINT, DiscordSurface
-from core.model import CancelReason, Reply
+from core.model import AgentEvent, CancelReason, Reply
 from core.turn import (
     STATUS_WAITING,
     STATUS_WORKING,
@@ -80,6 +80,9 @@ class DiscordResponder(QuietResponder):
 
     async def on_delta(self, text: str) -> None:
         self.live.add(text)
+
+    async def on_event(self, event: AgentEvent) -> None:
+        self.live.event(event)
 
     async def on_cancelled(self, reason: CancelReason) -> None:
         await self.live.cancelled(reason)

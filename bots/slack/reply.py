@@ -26,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.settings import SlackSettings
 from bots.slack.stream import EditSurface, NativeSurface
-from core.model import CancelReason, Reply
+from core.model import AgentEvent, CancelReason, Reply
 from core.turn import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -174,6 +174,9 @@ class SlackResponder(QuietResponder):
 
     async def on_delta(self, text: str) -> None:
         self.live.add(text)
+
+    async def on_event(self, event: AgentEvent) -> None:
+        self.live.event(event)
 
     async def on_cancelled(self, reason: CancelReason) -> None:
         await self.live.cancelled(reason)

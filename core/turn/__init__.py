@@ -19,6 +19,7 @@ from core.turn.streaming import (
     STOPPED_MARK,
     DraftStream,
     LiveAnswer,
+    ToolStatus,
     status_after,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "FutureResponder",
     "LiveAnswer",
     "QuietResponder",
+    "ToolStatus",
     "TurnRunner",
     "UrlSource",
     "confirm_reset",

@@ -135,7 +135,10 @@ async def _ask(responder: Responder, waiting: ApprovalWaiting) -> Decision | Non
     ask = getattr(responder, "ask_approval", None)
     if ask is None:
         return "denied"  # a responder that cannot ask anyone: a clear no
-    decision: Decision | None = await ask(waiting)
+    try:  # past the timeout the waiting turn decides "timeout" itself
+        decision: Decision | None = await asyncio.wait_for(ask(waiting), waiting.timeout_s)
+    except TimeoutError:
+        return None
     return decision
 
 
