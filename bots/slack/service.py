@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from typing import Any
 
 import aiohttp
@@ -39,6 +40,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import Runtime, StartupError
+from bots.slack import approvals
 from bots.slack.history import BackfillingResponder, files_of
 from bots.slack.inbound import Identity, is_thread_reply, place, read_command, read_message
 from bots.slack.reply import Poster
@@ -46,7 +48,7 @@ from bots.slack.settings import SlackSettings
 from core.door import Delivery, Facts, RecentSet, admit
 from core.model import Closed, Inbound, StoreError
 from core.ops import TaskSet
-from core.turn import FutureResponder, confirm_reset
+from core.turn import APPROVAL_ACTION_PREFIX, FutureResponder, confirm_reset
 
 log = logging.getLogger("chatlane.slack")
 
@@ -124,6 +126,7 @@ class SlackService:
         )
         app.event("app_mention")(self._on_app_mention)
         app.event("message")(self._on_message)
+        app.action(re.compile(f"^{re.escape(APPROVAL_ACTION_PREFIX)}:"))(self._on_approval)
         if s.slash_command:
             app.command(s.slash_command)(self._on_command)
         app.error(self._on_error)
@@ -280,6 +283,10 @@ class SlackService:
             log.info("slack: message %s arrived during shutdown; not answered", inbound.message_id)
 
     # ------------------------------------------------------------ slash command
+    async def _on_approval(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        if self._client is not None:
+            await approvals.on_click(ack, body, self._client, self.runtime.gateway)
+
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         """`/chatlane new | reset | status | stop | model [NAME]` for the conversation
         outside threads here."""

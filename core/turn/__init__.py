@@ -22,9 +22,26 @@ from core.turn.streaming import (
     ToolStatus,
     status_after,
 )
+from core.turn.tools import (
+    ALREADY_GONE_TEXT,
+    APPROVAL_ACTION_PREFIX,
+    APPROVAL_QUESTION_TEXT,
+    APPROVE_LABEL,
+    DENY_LABEL,
+    NOT_YOURS_TEXT,
+    approval_action,
+    decision_text,
+    parse_approval_action,
+)
 
 __all__ = [
+    "ALREADY_GONE_TEXT",
+    "APPROVAL_ACTION_PREFIX",
+    "APPROVAL_QUESTION_TEXT",
+    "APPROVE_LABEL",
     "DEFAULT_MODEL_COMMAND",
+    "DENY_LABEL",
+    "NOT_YOURS_TEXT",
     "STATUS_DONE",
     "STATUS_FAILED",
     "STATUS_WAITING",
@@ -38,8 +55,11 @@ __all__ = [
     "ToolStatus",
     "TurnRunner",
     "UrlSource",
+    "approval_action",
     "confirm_reset",
+    "decision_text",
     "fetch_url",
+    "parse_approval_action",
     "split_message",
     "status_after",
 ]

@@ -40,6 +40,41 @@ from core.store import Approvals
 
 log = logging.getLogger("chatlane.tools")
 
+APPROVAL_QUESTION_TEXT = "🔐 May I use **{tool}** with `{arguments}`? (asked by {asker})"
+APPROVE_LABEL, DENY_LABEL = "Approve", "Deny"
+DECISION_TEXTS = {
+    "approved": "✅ **{tool}** approved by {by}",
+    "denied": "🚫 **{tool}** denied by {by}",
+    "timeout": "⌛ **{tool}**: nobody decided in time, so it was not used",
+}
+"""What the question turns into once decided (its buttons gone); `{by}` is a mention."""
+NOT_YOURS_TEXT = "Only the person who asked (or an approver) can decide this."
+ALREADY_GONE_TEXT = "This question is no longer open."
+APPROVAL_ACTION_PREFIX = "chatlane-approval"
+"""Buttons' ids: `chatlane-approval:approved:<id>` / `chatlane-approval:denied:<id>`."""
+
+
+def approval_action(decision: Decision, approval_id: str) -> str:
+    return f"{APPROVAL_ACTION_PREFIX}:{decision}:{approval_id}"
+
+
+def parse_approval_action(action: str) -> tuple[Decision, str] | None:
+    """(decision, approval id) of a button id, None when it is not one of ours."""
+    prefix, _, rest = action.partition(":")
+    decision, _, approval_id = rest.partition(":")
+    if prefix != APPROVAL_ACTION_PREFIX or not approval_id:
+        return None
+    if decision == "approved":
+        return "approved", approval_id
+    if decision == "denied":
+        return "denied", approval_id
+    return None
+
+
+def decision_text(tool: str, decision: Decision, by: str) -> str:
+    return DECISION_TEXTS[decision].format(tool=tool, by=by)
+
+
 APPROVAL_POLL_S = 0.2
 """How often a waiting turn reads its approval (a click may land on any process)."""
 
