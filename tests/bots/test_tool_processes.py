@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bots.testing import ChatlaneProcess, write_config
+from bots.testing import ChatlaneProcess, run_cli, write_config
 from bots.testing.mcp_server import meaning
 from tests.fakes.fake_llm import FakeLLM, tool_then_answer
 from tests.support.tools import SERVER, counted
@@ -91,3 +91,11 @@ async def test_the_console_shows_the_status_and_asks_y_or_n(tmp_path: Path) -> N
     assert "🔧 Used delete_file" in shown
     assert "A person denied this tool call" in shown
     assert counted(calls) == ["delete_file"]
+
+
+async def test_check_lists_each_mcp_servers_tools(tmp_path: Path) -> None:
+    async with FakeLLM() as llm:
+        config = write_config(tmp_path, _agent_toml(llm, tmp_path / "calls"))
+        done = await asyncio.to_thread(run_cli, "check", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert "  mcp test: lookup, delete_file, crash, hang, huge" in done.stdout
