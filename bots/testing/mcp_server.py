@@ -18,7 +18,7 @@ from mcp.server.fastmcp import FastMCP
 
 HUGE_BYTES = 10 * 1024 * 1024
 
-server = FastMCP("chatlane-test-tools")
+server = FastMCP("chatlane-test-tools", log_level="WARNING")  # no line per request
 
 
 def _count(tool: str) -> None:
