@@ -1,5 +1,5 @@
 """Platform adapters and the CLI: thin translators at the edge, talking to core only
-through `core.gateway.Gateway`.
+through `core.door.Gateway`.
 
     runtime.py     Runtime (config, store, agent, gateway, metrics), Service, StartupError
     launcher.py    the adapter registry; builds the config schema; runs enabled bots

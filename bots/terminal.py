@@ -57,12 +57,20 @@ class Terminal:
     def __init__(self, loaded: Loaded, user: str, out: TextIO = sys.stdout) -> None:
         self.loaded, self.user, self.out = loaded, user, out
         self.loop = (eventloop.loop_factory() or asyncio.new_event_loop)()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="chatlane-loop", daemon=True)
+        self.thread = threading.Thread(target=self._run_loop, name="chatlane-loop", daemon=True)
         self.runtime: Runtime | None = None
         self.key = SessionKey("")
 
     def call(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def _run_loop(self) -> None:
+        """The event loop's thread. Ctrl-C must reach the main thread: the kernel hands a
+        process's SIGINT to any thread that does not block it, and one landing here would
+        leave readline waiting in select() until the next key press. Threads started from
+        here (to_thread) inherit the mask."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        self.loop.run_forever()
 
     def run(self) -> int:
         import readline  # noqa: F401  # input() gets line editing and history

@@ -1,4 +1,4 @@
-"""Fixtures every test may use, from `tests/support/` (shipped helpers: `core.testing`)."""
+"""Fixtures every test may use, from `tests/support/` (shipped helpers: `bots.testing`)."""
 
 from __future__ import annotations
 

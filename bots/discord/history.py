@@ -1,7 +1,7 @@
 """Earlier messages of a Discord channel or thread, for a session's first turn.
 
 `BackfillingResponder` is the `DiscordResponder` of a message that also offers
-`fetch_history` (core.types.HistorySource): the gateway calls it inside the turn lock
+`fetch_history` (core.model.HistorySource): the gateway calls it inside the turn lock
 when the message starts a session, and stores what it returns with the turn. It reads
 `history_backfill` messages before the triggering one (`GET /channels/{id}/messages
 ?before=`), which needs the Read Message History permission; without it, the log says

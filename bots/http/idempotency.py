@@ -4,7 +4,10 @@ The first request with a key owns it (atomically, in the store every process sha
 and runs the turn; its answer is stored when the gateway delivers it, even if that
 client has gone. A retry with the same key and the same request gets the stored
 answer (JSON or, if it asks to stream, the stored answer as one SSE chunk), or waits for
-it while the first still runs; it never starts a second turn. The same key with another
+it while the first still runs; it never starts a second turn. Such a request is kept in
+the durable inbox with a `ReplyTarget` naming its claim, so when the process that took
+it dies or drains, the process that resumes it stores the answer under the claim, and
+the client's retry (on a restarted process or another replica) gets it, stored once. The same key with another
 body (or another `X-Session-Key`) is a 422. Keys are per API token. When the first
 attempt stored nothing (shutdown, queue full, over `[limits]`), the key is released, so
 a retry runs. A retry that waited `http.idempotency_wait_s` in vain gets a 409, which
@@ -25,8 +28,8 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from core.door import Requests
-from core.model import Reply, StoreError
-from core.turn import FutureResponder
+from core.model import Reply, ReplyTarget, Responder, StoreError
+from core.turn import FutureResponder, QuietResponder
 
 log = logging.getLogger("chatlane.http")
 
@@ -35,6 +38,9 @@ SESSION_HEADER = "X-Session-Key"
 MAX_KEY_LENGTH = 255
 POLL_FIRST_S = 0.005
 POLL_MAX_S = 0.1
+PLATFORM = "http"  # the same as bots/http/service.py's
+"""The platform of the API's `ReplyTarget`s: a request with an `Idempotency-Key` is kept
+in the durable inbox (channel: its session key) and answered after a restart."""
 NOTHING_STORED = frozenset({"shutdown", "dropped", "limited"})
 """Reply kinds after which a retry must run again: the first attempt stored nothing."""
 
@@ -113,11 +119,16 @@ class OwnerResponder(FutureResponder):
     """The first request's responder: stores the answer before handing it on. `stored`
     is then what every retry gets; the owner answers with exactly that too."""
 
-    def __init__(self, store_reply: Callable[[Reply], Awaitable[Stored | None]]) -> None:
+    def __init__(
+        self, store_reply: Callable[[Reply], Awaitable[Stored | None]], target: ReplyTarget | None = None
+    ) -> None:
         super().__init__()
         self._store_reply = store_reply
         self.stored: Stored | None = None
         self._kept = False
+        self.target = target
+        """Where the answer goes for a process that resumes the request from the durable
+        inbox: the request's claim, answered into the store (see `Idempotency.responder`)."""
 
     async def send(self, reply: Reply) -> None:
         # Not `self.reply.done()`: a client that went away cancels that future, and its
@@ -130,6 +141,19 @@ class OwnerResponder(FutureResponder):
     def response(self) -> web.Response | None:
         """The stored answer as a JSON response (None if nothing was stored)."""
         return None if self.stored is None else self.stored.response()
+
+
+class ResumedResponder(QuietResponder):
+    """A resumed request's responder: no client listens, so only the answer is kept."""
+
+    def __init__(self, keep: Callable[[Reply], Awaitable[Stored | None]]) -> None:
+        self._keep = keep
+        self._kept = False
+
+    async def send(self, reply: Reply) -> None:
+        if not self._kept:
+            self._kept = True
+            await self._keep(reply)
 
 
 class Idempotency:
@@ -173,8 +197,13 @@ class Idempotency:
             while True:
                 claim = await self.requests.claim(request_id, fingerprint)
                 if claim.new:
+                    target = ReplyTarget(
+                        PLATFORM,
+                        session_key,
+                        extra=(("fingerprint", fingerprint), ("ident", ident), ("request", request_id)),
+                    )
                     return OwnerResponder(
-                        lambda reply: self._keep(request_id, fingerprint, session_key, ident, reply)
+                        lambda reply: self._keep(request_id, fingerprint, session_key, ident, reply), target
                     )
                 if claim.fingerprint != fingerprint:
                     return _error(
@@ -202,6 +231,16 @@ class Idempotency:
                 "store_unavailable",
                 "server_error",
             )
+
+    def responder(self, target: ReplyTarget) -> Responder:
+        """Answer a request resumed from the durable inbox (its client's connection died
+        with the process that took it): the answer is stored under its claim, where the
+        client's retry with the same `Idempotency-Key`, on any replica, finds it."""
+        extra = dict(target.extra)
+        request_id, fingerprint, ident = extra["request"], extra["fingerprint"], extra["ident"]
+        return ResumedResponder(
+            lambda reply: self._keep(request_id, fingerprint, target.channel, ident, reply)
+        )
 
     async def _keep(
         self, request_id: str, fingerprint: str, session_key: str, ident: str, reply: Reply

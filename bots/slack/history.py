@@ -1,7 +1,7 @@
 """Earlier messages of a Slack thread or DM for a session's first turn, and Slack files.
 
 `BackfillingResponder` is the `SlackResponder` of a message that also offers
-`fetch_history` (core.types.HistorySource): the gateway calls it inside the turn lock
+`fetch_history` (core.model.HistorySource): the gateway calls it inside the turn lock
 when the message starts a session. In a thread it reads `conversations.replies` (paged
 from the thread's start, so the last `history_backfill` before the message are kept); in
 a DM, `conversations.history`. A top-level channel message starts its own thread and has

@@ -1,6 +1,8 @@
 """The ONE way into core. Adapters call the `Gateway` (submit, reset, stop, status,
 choose_model); at the door a message is checked against duplicates of its platform
-delivery (dedupe), per-sender `[limits]`, and adapters gate it first (access).
+delivery (dedupe), per-sender `[limits]`, and adapters gate it first (access). A message
+with a `ReplyTarget` is stored in the durable inbox before `submit` returns; `resume`
+answers pending inbox items after a restart through `targets` (adapters' factories).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -33,11 +34,15 @@ from core.config import Config
 from core.conversation import Freshness, Pending, Reserver, Router
 from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
+from core.door.resume import Resumer
 from core.door.targets import Targets
 from core.model import (
     Approval,
+    Closed,
     Decision,
     Inbound,
+    InboxItem,
+    ItemKind,
     Reply,
     ReplyTarget,
     Responder,
@@ -91,15 +96,27 @@ class Gateway:
         # Built here from the config, so no caller can forget `session.reset`.
         self.reserver = Reserver(store, Freshness.from_settings(config.session.reset), clock=clock)
         self.metrics = metrics or Metrics()
-        self.targets = Targets()
+        self.targets = Targets(on_register=self._platform_registered)
         """Adapters register how to answer a stored `ReplyTarget` (resumed and proactive messages)."""
         self.turns = TurnRunner(config, store, self.router, self.agents, self.reserver, self.metrics, clock)
         self.lanes = self.turns.lanes
+        self.resumer = Resumer(store, self.targets, self.turns, self.metrics, config.queue.adopt_every_s)
+        """The durable inbox's scan: resumes pending items here (core/door/resume.py)."""
+        self._clock = clock
         self.metrics.watch_queue(lambda: self.lanes.depth)
         self.deliveries = Deliveries(store, config.dedupe.window_s, self.metrics)
         self.limits = Limits(config.limits, store, self.metrics)
         self.requests = Requests(store, config.dedupe.window_s, self.metrics)
         self._in_order = InOrder()
+
+    def _platform_registered(self, platform: str) -> None:
+        self.resumer.platform_registered(platform)
+
+    def start(self) -> None:
+        """Start resuming the durable inbox (items left by a restart or by dead processes).
+        Call once the event loop runs, before adapters take events; each adapter's
+        `targets.register` then resumes its platform's items before its new messages."""
+        self.resumer.start()
 
     @property
     def agent(self) -> Agent:
@@ -162,8 +179,10 @@ class Gateway:
         key = self.key_for(inbound)
         if delivery and self.deliveries.seen_here(inbound.platform, delivery):
             return key
+        if target is not None:
+            await self.resumer.ready(inbound.platform)
         if not delivery and not self.limits.enabled:
-            await self._queue(key, inbound, responder)
+            await self._queue(key, inbound, responder, target)
             return key
         ticket = self._in_order.ticket(key)
         try:
@@ -172,19 +191,47 @@ class Gateway:
                 go = await self.limits.admit(inbound, key, responder)
             await ticket.wait()
             if go:
-                await self._queue(key, inbound, responder)
+                await self._queue(key, inbound, responder, target)
         finally:
             ticket.done()
         return key
 
-    async def _queue(self, key: SessionKey, inbound: Inbound, responder: Responder) -> None:
+    async def _queue(
+        self, key: SessionKey, inbound: Inbound, responder: Responder, target: ReplyTarget | None
+    ) -> None:
+        """Into the durable inbox (when the message says where its answer goes), then the lane.
+
+        A stop is not queued: it acts at once on the running answer (its meaning)."""
         self.metrics.messages_in.labels(inbound.platform).inc()
         if self.is_stop_command(inbound.text):
             await responder.send(Reply(await self.stop_text(key), "notice", key))
             return
         reset = self.is_reset_command(inbound.text)
         model = not reset and self.turns.is_model_command(key, inbound.text)
-        await self.lanes.submit(key, Pending(inbound, responder, reset=reset, model_command=model))
+        pending = Pending(inbound, responder, reset=reset, model_command=model)
+        if target is not None:
+            if self.lanes.closing:
+                raise Closed("shutting down")
+            kind: ItemKind = "reset" if reset else "model" if model else "message"
+            item = InboxItem(key, uuid.uuid4().hex, kind, inbound, target, self._clock())
+            # Live before it is stored: the inbox scan must never take it for a leftover.
+            self.turns.live.add(item.item_id)
+            try:
+                stored = await self.store.inbox.append(item)  # durable before the adapter acks
+            except StoreError as exc:
+                # Still answered while this process lives; only a restart would lose it.
+                self.turns.live.discard(item.item_id)
+                log.error("inbox of %s: message kept in memory only, the store failed: %s", key, exc)
+            except BaseException:
+                self.turns.live.discard(item.item_id)
+                raise
+            else:
+                pending.item_id, pending.seq = stored.item_id, stored.seq
+        try:
+            await self.lanes.submit(key, pending)
+        except Closed:
+            self.turns.live.discard(pending.item_id)
+            raise
 
     async def reset(self, key: SessionKey, responder: Responder) -> None:
         """Start a new session for `key` once the messages queued before it are answered.
@@ -262,5 +309,9 @@ class Gateway:
             return await self.store.delete(key, entry.session_id)
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop taking messages; let running turns finish within the timeout."""
-        await self.lanes.close(self.config.queue.shutdown_timeout_s if timeout is None else timeout)
+        """Stop taking messages; let running turns finish within the timeout (`queue.drain_s`).
+
+        Messages in the durable inbox that were not answered by then stay there, and
+        nobody is told anything: the next process (or another one) answers them."""
+        await self.resumer.close()
+        await self.lanes.close(self.config.queue.drain_timeout_s if timeout is None else timeout)

@@ -18,11 +18,19 @@ class NoAdapter(LookupError):
 class Targets:
     """platform -> a factory that turns a `ReplyTarget` into a `Responder`."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_register: Callable[[str], None] | None = None) -> None:
         self._factories: dict[str, TargetResponder] = {}
+        self._on_register = on_register
 
     def register(self, platform: str, factory: TargetResponder) -> None:
+        """From now on core answers stored targets of `platform` here: the gateway resumes
+        that platform's pending inbox items before it queues its new messages."""
         self._factories[platform] = factory
+        if self._on_register is not None:
+            self._on_register(platform)
+
+    def platforms(self) -> list[str]:
+        return list(self._factories)
 
     def unregister(self, platform: str) -> None:
         self._factories.pop(platform, None)

@@ -20,6 +20,7 @@ from core.model.events import (
     redact,
     shown_arguments,
 )
+from core.model.inbox import POISON_ATTEMPTS, GoneFile, InboxItem, InboxView, ItemKind
 from core.model.keys import (
     ANY,
     MAX_KEY_LENGTH,
@@ -64,6 +65,7 @@ from core.model.sessions import (
 __all__ = [
     "ANY",
     "MAX_KEY_LENGTH",
+    "POISON_ATTEMPTS",
     "REDACTED",
     "Admission",
     "AgentError",
@@ -83,8 +85,12 @@ __all__ = [
     "FileTooLarge",
     "FileUnavailable",
     "FreshCheck",
+    "GoneFile",
     "HistorySource",
     "Inbound",
+    "InboxItem",
+    "InboxView",
+    "ItemKind",
     "KeyParts",
     "Listing",
     "Minter",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from core.turn.attachments import BytesSource, UrlSource
 from core.turn.chunking import split_message
 from core.turn.fetch import fetch_url
+from core.turn.inbox import POISON_TEXT
 from core.turn.responders import FutureResponder, QuietResponder, confirm_reset
 from core.turn.runner import DEFAULT_MODEL_COMMAND, TurnRunner
 from core.turn.streaming import (
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_MODEL_COMMAND",
     "DENY_LABEL",
     "NOT_YOURS_TEXT",
+    "POISON_TEXT",
     "STATUS_DONE",
     "STATUS_FAILED",
     "STATUS_WAITING",

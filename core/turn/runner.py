@@ -1,4 +1,4 @@
-"""The turn pipeline: what running one lane item does, for `core.gateway.Gateway`.
+"""The turn pipeline: what running one lane item does, for `core.door.Gateway`.
 
     turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> first turn
             of the session? read the thread (backfill) -> read attachments (blobs) ->
@@ -29,6 +29,7 @@ from core.agents import Agent, TurnInput
 from core.config import AgentSettings, Config
 from core.conversation import Lanes, Pending, Reserver, Retry, Router
 from core.model import (
+    POISON_ATTEMPTS,
     AgentEvent,
     ChatMessage,
     Fenced,
@@ -44,6 +45,7 @@ from core.ops import Metrics
 from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
+from core.turn.inbox import InboxSteps
 from core.turn.tools import tool_host, tool_records
 
 log = logging.getLogger("chatlane.gateway")
@@ -106,15 +108,24 @@ class TurnRunner:
         self.reserver = reserver
         self.metrics = metrics
         self._clock = clock
-        self.lanes = Lanes(self.run, config.queue)
+        self.inbox = InboxSteps(store)
+        self.lanes = Lanes(self.run, config.queue, self.inbox.settled)
         self.streaming: set[SessionKey] = set()
         """Keys whose agent is producing an answer here: what `stop` can cancel."""
+        self.live = self.inbox.live
+        """Inbox items queued or running here (the adoption scan leaves them alone)."""
 
     def stop(self, key: SessionKey) -> bool:
         """Cancel the answer of `key` if its agent is producing it here (True)."""
         return key in self.streaming and self.lanes.stop(key)
 
     async def run(self, key: SessionKey, batch: list[Pending]) -> None:
+        poison = [p for p in batch if p.attempts >= POISON_ATTEMPTS]
+        if poison:
+            await self.inbox.park(key, poison)
+            batch = [p for p in batch if p.attempts < POISON_ATTEMPTS]
+            if not batch:
+                return
         started = time.perf_counter()
         try:
             async with batch[-1].responder.working():
@@ -137,6 +148,10 @@ class TurnRunner:
             outcome, reply = "store_error", Reply(STORE_FAILURE_TEXT, "failure", key)
         # Delivered after the turn lock is let go: a commit that was stored is answered,
         # whatever happens to the lease afterwards.
+        if outcome in ("answered", "agent_error"):
+            self.live.difference_update(p.item_id for p in batch)  # their commit marked them
+        else:  # commands and failures: no commit named them
+            await self.inbox.settled(key, batch)
         await self._deliver(batch, reply)
         elapsed = time.perf_counter() - started
         self.metrics.turns.labels(outcome).inc()
@@ -246,12 +261,14 @@ class TurnRunner:
         agent = self.agents[agent_id]
         entry = await self._resolve(key)
         made = await self._context(entry, settings, agent, batch)
+        answered = tuple(p.item_id for p in batch if p.item_id)
+        await self.inbox.count_attempt(key, batch)
         try:
             pieces, summary = await self._run_agent(agent, settings, lease, made, batch)
         except _AgentFailed as exc:  # any agent failure: one plain answer, details in the log
             log.error("agent %s failed on %s", agent.name, key, exc_info=exc.__cause__)
             records = [*exc.summary, *made.new, *tool_records(made.events, self._clock())]
-            await self._commit(lease, entry, records, turns=made.turn.turn)
+            await self._commit(lease, entry, records, made.turn.turn, answered)
             for p in made.fresh:
                 p.recorded = True
             told = settings.failure_message
@@ -261,10 +278,10 @@ class TurnRunner:
         answer = "".join(pieces)
         done = [*tool_records(made.events, self._clock()), ChatMessage("assistant", answer, self._clock())]
         records = [*summary, *made.new, *done]
-        await self._commit(lease, entry, records, made.turn.turn)
+        await self._commit(lease, entry, records, made.turn.turn, answered)
         if summary:  # said once, in the reply of the turn that summarised
             note = f"\n\n{COMPACTED_NOTE}"
-            await batch[-1].responder.on_delta(note)
+            await self.inbox.show(key, batch, note)
             answer += note
         return "answered", Reply(answer, "answer", key, entry.session_id, made.turn.turn)
 
@@ -335,7 +352,7 @@ class TurnRunner:
         summary: list[ChatMessage] = []
         if made.problems:
             pieces.append("\n".join(made.problems) + "\n\n")
-            await batch[-1].responder.on_delta(pieces[0])
+            await self.inbox.show(key, batch, pieces[0])
         self.streaming.add(key)
         try:
             if needs_compaction(settings, made.raw, turn.history, turn.new_messages):
@@ -361,14 +378,24 @@ class TurnRunner:
                             await batch[-1].responder.on_event(piece)
                             continue
                         pieces.append(piece)
-                        await batch[-1].responder.on_delta(piece)
+                        await self.inbox.show(key, batch, piece)
                 finally:
                     await _close_stream(stream)
         except asyncio.CancelledError:
             reason = self.lanes.cancel_reason(key)
+            # Shutdown: messages in the durable inbox are not kept as interrupted; they stay
+            # pending and the next process answers them whole (and stores them then).
+            backfill = len(made.new) - len(made.fresh)
+            kept = [
+                (p, m)
+                for p, m in zip(made.fresh, made.new[backfill:], strict=True)
+                if not (reason == "shutdown" and p.item_id)
+            ]
+            fresh = [p for p, _ in kept]
+            new = [*made.new[:backfill], *(m for _, m in kept)]
             await asyncio.shield(
                 asyncio.gather(
-                    self._keep_interrupted(lease, made.entry, made.fresh, made.new),
+                    self._keep_interrupted(lease, made.entry, fresh, new),
                     batch[-1].responder.on_cancelled(reason),
                 )
             )
@@ -396,14 +423,21 @@ class TurnRunner:
             p.recorded = True
 
     async def _commit(
-        self, lease: TurnLease, entry: SessionEntry, records: Sequence[ChatMessage], turns: int
+        self,
+        lease: TurnLease,
+        entry: SessionEntry,
+        records: Sequence[ChatMessage],
+        turns: int,
+        answered: tuple[str, ...] = (),
     ) -> None:
         """The turn's one write: its records and progress, whole or not at all (fenced).
 
         Once sent, a commit is seen through: a cancel that lands meanwhile (an interrupt,
         `/stop`) waits for its outcome, and a stored turn is then answered, not redone.
         """
-        commit = TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns)
+        commit = TurnCommit(
+            lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns, answered
+        )
         sent = asyncio.ensure_future(self.store.commit(commit))
         try:
             await asyncio.shield(sent)

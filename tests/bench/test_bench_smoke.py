@@ -38,7 +38,8 @@ def run_bench(name: str, tmp_path: Path) -> tuple[int, dict[str, Any], str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["reserve", "scale", "pipeline", "big", "memory", "backfill", "deliveries", "streaming"]
+    "name",
+    ["reserve", "scale", "pipeline", "big", "memory", "backfill", "deliveries", "streaming", "restart"],
 )
 def test_benchmark_runs_and_its_correctness_checks_pass(name: str, tmp_path: Path) -> None:
     code, doc, log = run_bench(name, tmp_path)
@@ -66,7 +67,7 @@ def imported_modules(path: Path) -> set[str]:
 @pytest.mark.parametrize("package", ["bench", "core", "bots"])
 def test_benchmarks_and_the_shipped_package_import_nothing_from_tests(package: str) -> None:
     """bench/ runs from an installed chatlane, where tests/ does not exist; what it shares
-    with the tests (agents, the process runner, redis-server) is in `core.testing`."""
+    with the tests (agents, the process runner, redis-server) is in `bots.testing`."""
     offenders = {
         str(path.relative_to(ROOT)): sorted(m for m in imported_modules(path) if m.split(".")[0] == "tests")
         for path in sorted((ROOT / package).rglob("*.py"))

@@ -100,13 +100,18 @@ def test_interactive_chat_edits_lines_streams_and_handles_commands_locally(tmp_p
         t.type("fresh\r")
         t.expect(r"echo: fresh\n\(turn 1 .*new session\)")
         t.expect("you> ")
-        # Ctrl-C at the prompt: the line is dropped, chat goes on. Typed once readline has
-        # echoed the line: a Ctrl-C that lands while readline is still reading keys (not
-        # waiting in select) is only seen at the next key press (CPython's readline loop).
+        # Ctrl-C at the prompt: the line is dropped, chat goes on. CPython's readline checks
+        # for signals only when its select() is interrupted: a SIGINT that lands between
+        # echoing a key and the next select() waits for the next key press. A person then
+        # presses Ctrl-C again, and so does this test (once).
         t.type("half a line")
         t.expect("half a line")
         t.type("\x03")
-        t.expect(r"\^C\n")
+        try:
+            t.expect(r"\^C\n", timeout=3.0)
+        except AssertionError:
+            t.type("\x03")
+            t.expect(r"\^C\n")
         t.expect("you> ")
         t.type("\x04")  # Ctrl-D quits
         assert t.exit_code() == 0

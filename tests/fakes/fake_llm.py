@@ -76,6 +76,8 @@ class Call:
 class FakeLLM:
     delay_s: float = 0.0
     """Wait this long before answering (before the first byte)."""
+    delay_for: Callable[[Sequence[dict[str, Any]]], float] | None = None
+    """Per request: extra seconds to wait, given its messages (e.g. only after a tool result)."""
     reply: Reply = reply_to_last
     model: str = "fake-model"
     fail_status: int = 500
@@ -132,6 +134,8 @@ class FakeLLM:
         self.calls.append(Call(messages, body, request.headers.get("Authorization", ""), time.time(), failed))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.delay_for is not None and (extra := self.delay_for(messages)) > 0:
+            await asyncio.sleep(extra)
         if failed:
             error = {"message": f"fake failure ({self.fail_status})", "type": "server_error", "code": None}
             # Let the client's own retries (if any) come back at once.

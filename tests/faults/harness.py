@@ -2,7 +2,7 @@
 would, and real filesystem faults (mounts, a full disk).
 
 The processes, the in-process API and the test agents it attacks with are shared
-support: `core.testing` (ChatlaneProcess, FlakyAgent, ...) and `tests/support/`."""
+support: `bots.testing` (ChatlaneProcess, FlakyAgent, ...) and `tests/support/`."""
 
 from __future__ import annotations
 

@@ -212,9 +212,9 @@ async def test_a_full_disk_fails_the_turn_cleanly_and_recovers_when_space_return
 
 SHORT_WRITER = r"""
 import asyncio, resource, signal, sys, time, uuid
-from core.reserver import Reserver
-from core.store.files import FileStore
-from core.types import ChatMessage, SessionKey, StoreError, TurnCommit
+from core.conversation.reserver import Reserver
+from core.store.files.store import FileStore
+from core.model import ChatMessage, SessionKey, StoreError, TurnCommit
 
 async def main(root):
     store = FileStore(root)

@@ -1,6 +1,6 @@
 """What the tests share, in one place.
 
-Shipped with chatlane (no pytest; the benchmarks use them too), in `core.testing`:
+Shipped with chatlane (no pytest; the benchmarks use them too), in `bots.testing`:
 test agents (RecordingAgent, FixedAgent, FlakyAgent, Replies), `eventually` (the one
 way to wait for a condition), `ChatlaneProcess` / `run_cli` / `write_config` (the one
 process runner: `chatlane` as a user runs it) and `RedisServer`.

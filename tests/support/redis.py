@@ -1,4 +1,4 @@
-"""pytest fixtures for a real `redis-server` (see `core.testing.redis`).
+"""pytest fixtures for a real `redis-server` (see `bots.testing.redis`).
 
   redis_server          one server for the whole test session; isolate with `unique_prefix()`
   private_redis_server  a server of the test's own, free to stop and restart

@@ -138,9 +138,9 @@ async def test_turn_lock_excludes_two_tasks_of_one_process(store: FileStore) -> 
 
 WORKER = r"""
 import asyncio, sys
-from core.reserver import Reserver
-from core.store.files import FileStore
-from core.types import SessionKey
+from core.conversation.reserver import Reserver
+from core.store.files.store import FileStore
+from core.model import SessionKey
 
 async def main(root, n, keys):
     store = FileStore(root)
@@ -181,9 +181,9 @@ def test_four_processes_racing_on_ten_keys_make_exactly_ten_sessions(tmp_path: P
 
 WRITER = r"""
 import asyncio, sys, time, uuid
-from core.reserver import Reserver
-from core.store.files import FileStore
-from core.types import ChatMessage, Fenced, SessionKey, TurnCommit
+from core.conversation.reserver import Reserver
+from core.store.files.store import FileStore
+from core.model import ChatMessage, Fenced, SessionKey, TurnCommit
 
 async def main(root, ack_path):
     store = FileStore(root)

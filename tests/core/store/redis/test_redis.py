@@ -38,7 +38,7 @@ from core.turn.runner import STORE_FAILURE_TEXT
 from tests.core.store.turns import store_turn
 
 KEY = SessionKey("agent:main:test:alice:general")
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 Event = dict[str, Any]
 
 
