@@ -109,6 +109,7 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
             await service.start()
             started.append(service)
             log.info("%s: running (%s)", service.name, service.describe())
+        runtime.gateway.start_schedules()  # once the adapters answer their targets
         agents = ", ".join(f"{a} ({s.backend})" for a, s in loaded.config.agent_table().items())
         log.info("chatlane is up: agents %s, store %s; Ctrl-C stops", agents, loaded.config.store.backend)
         await stop.wait()

@@ -11,6 +11,7 @@ from core.door.access import Facts, Seen, admit
 from core.door.dedupe import Delivery, RecentSet, Requests
 from core.door.gateway import Decided, Gateway
 from core.door.limits import SLOW_DOWN_TEXT
+from core.door.proactive import IdempotencyConflict, Mode, Proactive, Sent, Unreachable, target_for
 from core.door.targets import NoAdapter, TargetResponder, Targets
 
 __all__ = [
@@ -19,11 +20,17 @@ __all__ = [
     "Delivery",
     "Facts",
     "Gateway",
+    "IdempotencyConflict",
+    "Mode",
     "NoAdapter",
+    "Proactive",
     "RecentSet",
     "Requests",
     "Seen",
+    "Sent",
     "TargetResponder",
     "Targets",
+    "Unreachable",
     "admit",
+    "target_for",
 ]

@@ -34,6 +34,7 @@ from core.config import Config
 from core.conversation import Freshness, Pending, Reserver, Router
 from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
+from core.door.proactive import Mode, Proactive, Sent
 from core.door.resume import Resumer
 from core.door.targets import Targets
 from core.model import (
@@ -108,6 +109,10 @@ class Gateway:
         self.limits = Limits(config.limits, store, self.metrics)
         self.requests = Requests(store, config.dedupe.window_s, self.metrics)
         self._in_order = InOrder()
+        self.proactive = Proactive(
+            config, store, self.lanes, self.targets, self.requests, self.metrics, clock=clock
+        )
+        """Proactive sends and `[[schedules]]` (core/door/proactive.py); `start` starts the scheduler."""
 
     def _platform_registered(self, platform: str) -> None:
         self.resumer.platform_registered(platform)
@@ -233,6 +238,16 @@ class Gateway:
             self.turns.live.discard(pending.item_id)
             raise
 
+    def start_schedules(self) -> None:
+        """Begin firing schedules, once the adapters registered their reply targets."""
+        self.proactive.start()
+
+    async def send(
+        self, key: str, text: str, mode: Mode = "prompt", *, idempotency: tuple[str, str] | None = None
+    ) -> Sent:
+        """Speak first in a conversation: see `Proactive.send` (core/door/proactive.py)."""
+        return await self.proactive.send(key, text, mode, idempotency=idempotency)
+
     async def reset(self, key: SessionKey, responder: Responder) -> None:
         """Start a new session for `key` once the messages queued before it are answered.
 
@@ -309,9 +324,11 @@ class Gateway:
             return await self.store.delete(key, entry.session_id)
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop taking messages; let running turns finish within the timeout (`queue.drain_s`).
+        """Stop taking messages and firing schedules; let running turns finish within the
+        timeout (`queue.drain_s`).
 
         Messages in the durable inbox that were not answered by then stay there, and
         nobody is told anything: the next process (or another one) answers them."""
+        await self.proactive.close()
         await self.resumer.close()
         await self.lanes.close(self.config.queue.drain_timeout_s if timeout is None else timeout)

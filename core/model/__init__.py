@@ -20,6 +20,7 @@ from core.model.events import (
     redact,
     shown_arguments,
 )
+from core.model.fires import FireClaim, FireMark, FireState, fire_id
 from core.model.inbox import POISON_ATTEMPTS, GoneFile, InboxItem, InboxView, ItemKind
 from core.model.keys import (
     ANY,
@@ -84,6 +85,9 @@ __all__ = [
     "FileSource",
     "FileTooLarge",
     "FileUnavailable",
+    "FireClaim",
+    "FireMark",
+    "FireState",
     "FreshCheck",
     "GoneFile",
     "HistorySource",
@@ -111,6 +115,7 @@ __all__ = [
     "TurnCommit",
     "TurnLease",
     "build_key",
+    "fire_id",
     "format_key",
     "parse_key",
     "redact",

@@ -55,6 +55,7 @@ def _record(obj: Any) -> ChatMessage:
         backfill=bool(obj.get("backfill", False)),
         tool=str(obj.get("tool", "")),
         tool_arguments=str(obj.get("toolArguments", "")),
+        origin=str(obj.get("origin", "")),
     )
 
 
@@ -80,6 +81,8 @@ def _record_obj(record: ChatMessage) -> dict[str, Any]:
         obj["author"] = record.author
     if record.backfill:
         obj["backfill"] = True
+    if record.origin:
+        obj["origin"] = record.origin
     if record.attachments:
         obj["attachments"] = [_ref_to_json(a) for a in record.attachments]
     if record.tool:

@@ -10,11 +10,14 @@ import time
 import uuid
 from pathlib import Path
 
+from bots.testing import RedisServer, unique_prefix
+from core.config import StoreSettings
 from core.conversation.reserver import Reserver
 from core.model import Inbound, InboxItem, ReplyTarget, SessionKey, TurnCommit
 from core.model.messages import ChatMessage
 from core.store.base import SessionStore
 from core.store.files.store import FileStore
+from core.store.redis.store import RedisStore
 from tests.core.store.test_contract import KEY, OTHER, OpenStore, open_store
 
 __all__ = ["open_store"]
@@ -157,5 +160,23 @@ async def test_a_busy_conversations_inbox_file_is_rewritten_with_only_its_pendin
         assert [(i.inbound.text, i.attempts, i.answer_id) for i in view.pending] == [
             ("always waiting", 1, "post-9")
         ]
+    finally:
+        await store.close()
+
+
+async def test_a_damaged_redis_item_is_moved_aside_and_never_blocks(redis_server: RedisServer) -> None:
+    prefix = unique_prefix()
+    settings = StoreSettings(backend="redis", url=redis_server.url, prefix=prefix)
+    store = RedisStore.from_settings(settings, None)
+    try:
+        a = await store.inbox.append(item("a"))
+        await store.inbox.append(item("b"))
+        hash_name = store.inbox.names(KEY)[0]
+        await store._r.hset(hash_name, f"i:{a.item_id}", "{not json")  # type: ignore[misc]
+        view = await store.inbox.items(KEY)
+        assert [i.inbound.text for i in view.pending] == ["b"]
+        assert view.quarantined == 1
+        assert [k async for k in store._r.scan_iter(match=f"{prefix}:quarantine:inbox:*")]
+        assert (await store.inbox.items(KEY)).quarantined == 0
     finally:
         await store.close()
