@@ -124,6 +124,8 @@ class AgentSettings(Section):
     """An approval nobody decides within this long is denied."""
     approvers: tuple[str, ...] = ()
     """Platform user ids who may approve tool calls besides the conversation's own user."""
+    remind: bool = False
+    """Offer the built-in `remind` tool: a one-shot schedule in the conversation (openai)."""
 
     @model_validator(mode="after")
     def _factory_fits_backend(self) -> AgentSettings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from core.model import (
@@ -68,6 +69,12 @@ class ToolHost(Protocol):
 
     async def remember(self, call_key: str, outcome: ToolOutcome) -> None:
         """Store an outcome durably before the model sees it (a retried write stores once)."""
+        ...
+
+    async def remind(self, call_key: str, text: str, at: datetime) -> str:
+        """A one-shot schedule in this conversation: `text` comes back as a prompt at `at`.
+        Named after the call, so a resumed turn sets it once. `ValueError` when it cannot
+        be set here (no scheduler, a conversation without a channel)."""
         ...
 
 

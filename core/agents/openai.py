@@ -55,7 +55,7 @@ class OpenAIAgent:
             timeout=o.timeout,
             max_retries=o.max_retries,
         )
-        self.toolbox = Toolbox(settings) if settings.mcp else None
+        self.toolbox = Toolbox(settings) if settings.mcp or settings.remind else None
         """The agent's MCP tools (None: a text-only agent)."""
         self._options: dict[str, Any] = {}
         if o.temperature is not None:

@@ -113,6 +113,7 @@ class Gateway:
             config, store, self.lanes, self.targets, self.requests, self.metrics, clock=clock
         )
         """Proactive sends and `[[schedules]]` (core/door/proactive.py); `start` starts the scheduler."""
+        self.turns.reminders = self.proactive.remind  # the `remind` tool's one-shot schedules
 
     def _platform_registered(self, platform: str) -> None:
         self.resumer.platform_registered(platform)

@@ -46,7 +46,7 @@ from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
 from core.turn.inbox import InboxSteps
-from core.turn.tools import tool_host, tool_records
+from core.turn.tools import Reminders, tool_host, tool_records
 
 log = logging.getLogger("chatlane.gateway")
 
@@ -110,6 +110,8 @@ class TurnRunner:
         self._clock = clock
         self.inbox = InboxSteps(store)
         self.lanes = Lanes(self.run, config.queue, self.inbox.settled)
+        self.reminders: Reminders | None = None
+        """Sets one-shot schedules for the `remind` tool (the gateway's scheduler)."""
         self.streaming: set[SessionKey] = set()
         """Keys whose agent is producing an answer here: what `stop` can cancel."""
         self.live = self.inbox.live
@@ -384,6 +386,7 @@ class TurnRunner:
                     turn.turn,
                     batch[-1].inbound.user,
                     batch[-1].responder,
+                    self.reminders,
                 )
                 stream = agent.stream(replace(turn, tools=host))
                 try:

@@ -19,7 +19,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from core.agents import ToolHost, ToolOutcome
 from core.config import AgentSettings
@@ -39,6 +40,13 @@ from core.model import (
 from core.store import Approvals
 
 log = logging.getLogger("chatlane.tools")
+
+
+class Reminders(Protocol):
+    """Sets a one-shot schedule (the door's `Proactive.remind`; None where there is none)."""
+
+    async def __call__(self, key: str, text: str, at: datetime, *, name: str = "") -> str: ...
+
 
 APPROVAL_QUESTION_TEXT = "🔐 May I use **{tool}** with `{arguments}`? (asked by {asker})"
 APPROVE_LABEL, DENY_LABEL = "Approve", "Deny"
@@ -90,7 +98,9 @@ class TurnTools:
         turn_id: str,
         asker: str,
         responder: Responder,
+        reminders: Reminders | None = None,
     ) -> None:
+        self.reminders = reminders
         self.approvals = approvals
         self.settings = settings
         self.key = key
@@ -157,6 +167,12 @@ class TurnTools:
             bool(obj.get("error", False)),
         )
 
+    async def remind(self, call_key: str, text: str, at: datetime) -> str:
+        if self.reminders is None:
+            raise ValueError("reminders cannot be set here")
+        name = "remind-" + hashlib.sha256(f"{self.turn_id}|{call_key}".encode()).hexdigest()[:16]
+        return await self.reminders(self.key, text, at, name=name)
+
     async def remember(self, call_key: str, outcome: ToolOutcome) -> None:
         obj: dict[str, Any] = {"decision": outcome.decision, "text": outcome.text, "error": outcome.error}
         try:
@@ -185,10 +201,11 @@ def tool_host(
     turn: int,
     asker: str,
     responder: Responder,
+    reminders: Reminders | None = None,
 ) -> ToolHost:
     """The turn's host; its calls are keyed by session and turn number (a resumed turn
     has the same ones)."""
-    return TurnTools(approvals, settings, lease.key, f"{session_id}:{turn}", asker, responder)
+    return TurnTools(approvals, settings, lease.key, f"{session_id}:{turn}", asker, responder, reminders)
 
 
 TOOL_LINE = "[tool {tool} {arguments}: {how}]"

@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.agents.base import ToolHost, ToolOutcome
@@ -29,6 +30,25 @@ CUT_NOTE = "\n[output cut: {total} characters in all, {shown} shown]"
 DENIED_TEXT = "A person denied this tool call; answer without it."
 TIMEOUT_DENIED_TEXT = "Nobody approved this tool call in time; answer without it."
 NO_APPROVER_TEXT = "This tool needs a person's approval, which cannot be asked for here; answer without it."
+
+
+REMIND = ToolSpec(
+    "builtin",
+    "remind",
+    "Set a reminder in this conversation: at the time given, `text` comes back to you as a "
+    "message and you answer it then. Give `at` (ISO 8601 with a UTC offset) or `in_minutes`.",
+    {
+        "type": "object",
+        "properties": {
+            "text": {"type": "string", "description": "what to be reminded of"},
+            "at": {"type": "string", "description": "when, e.g. 2026-12-24T09:00:00+01:00"},
+            "in_minutes": {"type": "number", "description": "or: this many minutes from now"},
+        },
+        "required": ["text"],
+    },
+)
+"""The built-in `remind` tool (agent setting `remind = true`): a one-shot schedule."""
+REMINDER_SET_TEXT = "Reminder {name} set for {at}."
 
 
 @dataclass(slots=True)
@@ -72,7 +92,7 @@ class Toolbox:
 
     def specs(self) -> dict[str, ToolSpec]:
         """Every offered tool by name (the first server listing a name wins)."""
-        out: dict[str, ToolSpec] = {}
+        out: dict[str, ToolSpec] = {REMIND.name: REMIND} if self.settings.remind else {}
         for server in self.servers:
             for name, spec in server.tools.items():
                 if name in out:
@@ -118,6 +138,17 @@ class Toolbox:
             ran.text, ran.error = stored.text, stored.error
             yield ToolFinished(call.call_id, call.name, shown, _summary(stored), reused=True)
             return
+        if call.name == REMIND.name and self.settings.remind:
+            yield ToolStarted(call.call_id, call.name, shown)
+            ran.text, ok = await _remind(host, key, arguments)
+            if ok:
+                if host is not None:
+                    await host.remember(key, ToolOutcome(None, ran.text))
+                yield ToolFinished(call.call_id, call.name, shown, ran.text)
+            else:
+                ran.error = True
+                yield ToolFailed(call.call_id, call.name, ran.text, shown)
+            return
         server = self._server(call.name)
         if server is None:
             ran.text, ran.error = f"There is no tool named {call.name!r}.", True
@@ -153,6 +184,29 @@ class Toolbox:
             yield ToolFailed(call.call_id, call.name, text[:120], shown)
         else:
             yield ToolFinished(call.call_id, call.name, shown, _summary(outcome))
+
+
+async def _remind(host: ToolHost | None, key: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+    """Set the reminder: the text the model reads (how it was set, or why not), and
+    whether it was set."""
+    text = arguments.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return "A reminder needs a `text`.", False
+    try:
+        if isinstance(minutes := arguments.get("in_minutes"), int | float) and minutes > 0:
+            at = datetime.now(UTC) + timedelta(minutes=float(minutes))
+        elif isinstance(raw := arguments.get("at"), str):
+            at = datetime.fromisoformat(raw)
+            if at.tzinfo is None:
+                return "Give `at` with a UTC offset (e.g. +00:00), or use `in_minutes`.", False
+        else:
+            return "Give `at` (ISO 8601 with a UTC offset) or `in_minutes`.", False
+        if host is None:
+            return "Reminders cannot be set here.", False
+        name = await host.remind(key, text, at)
+    except ValueError as exc:
+        return f"The reminder was not set: {str(exc)[:200]}", False
+    return REMINDER_SET_TEXT.format(name=name, at=at.isoformat(timespec="seconds")), True
 
 
 def call_key(tool: str, arguments: dict[str, Any], occurrence: int) -> str:

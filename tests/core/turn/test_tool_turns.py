@@ -5,19 +5,21 @@ turn run again that reuses its stored tool outcomes instead of running the tool 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bots.testing import Replies, eventually
 from bots.testing.mcp_server import meaning
 from core.agents import ApprovalWaiting, ToolFinished, ToolStarted, TurnInput
-from core.config import Config
+from core.agents.openai import OpenAIAgent
+from core.config import Config, SchedulerSettings
 from core.door import Gateway
 from core.model import REDACTED, ChatMessage, Inbound, Reply, SessionKey
 from core.store.files.store import FileStore
 from core.turn.tools import TurnTools
 from tests.core.conftest import Gateways
-from tests.fakes.fake_llm import FakeLLM, tool_then_answer
+from tests.fakes.fake_llm import CallTools, FakeLLM, tool_then_answer
 from tests.support.tools import counted, tool_agent, tool_settings
 
 
@@ -148,3 +150,49 @@ async def test_a_turn_run_again_reuses_its_stored_tool_outcome(tmp_path: Path) -
 
 def _fields(turn: TurnInput) -> dict[str, Any]:
     return {f: getattr(turn, f) for f in TurnInput.__dataclass_fields__}
+
+
+async def test_the_remind_tool_sets_a_one_shot_schedule_that_comes_back_once(
+    tmp_path: Path, gateways: Gateways
+) -> None:
+    """The built-in `remind` tool (off by default) through the schedules' seam: the reminder
+    fires once as an operator prompt in the same conversation, answered by the model."""
+
+    def reply(messages: Sequence[dict[str, Any]]) -> str | CallTools:
+        last = messages[-1]
+        if last.get("role") == "tool":
+            return f"ok: {last['content']}"
+        if last.get("content") == "water the plants":
+            return "time to water the plants!"
+        return CallTools([("remind", {"text": "water the plants", "in_minutes": 0.01})])
+
+    async with FakeLLM(reply=reply) as llm:
+        settings = tool_settings(llm, tmp_path / "calls", remind=True)
+        settings = settings.model_copy(update={"mcp": ()})
+        config = Config(agents={"main": settings}, scheduler=SchedulerSettings(poll_s=0.1, lease_s=5))
+        agent = OpenAIAgent(settings, None)
+        gw = gateways(config, agent)
+        gw.start_schedules()
+        replies = Replies()
+        await gw.submit(Inbound("http", "ops", "api", "remind me to water the plants", "m-1"), replies)
+        answer = await _answer(replies)
+        key = answer.session_key
+
+        async def fired() -> list[ChatMessage]:
+            entry = await gw.store.get(key)
+            records = [] if entry is None else await gw.store.tail(entry.session_id, 50)
+            return records if any("time to water" in r.content for r in records) else []
+
+        records = await eventually(fired, timeout=15)
+        await asyncio.sleep(0.5)  # a second fire would have come by now
+        entry = await gw.store.get(key)
+        assert entry is not None
+        records = await gw.store.tail(entry.session_id, 50)
+        await agent.close()
+    assert answer.text.startswith("ok: Reminder remind-")
+    assert [r.content for r in records if r.role == "user"] == [
+        "remind me to water the plants",
+        "water the plants",
+    ]
+    assert len([r for r in records if "time to water" in r.content]) == 1
+    assert [r.tool for r in records if r.tool] == ["remind"]
