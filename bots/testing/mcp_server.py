@@ -1,6 +1,7 @@
 """A tiny MCP server (the official `mcp` SDK) for tests, benchmarks and plugin authors.
 
     command = [sys.executable, "-m", "bots.testing.mcp_server"]   # stdio
+    python -m bots.testing.mcp_server --http PORT                  # url = "http://127.0.0.1:PORT/mcp"
     env = { CALLS_FILE = "/tmp/calls" }                            # one line per call
 
 Tools: `lookup(word)` answers "the meaning of WORD is ..." (what a test checks the answer
@@ -12,6 +13,7 @@ tool name to `CALLS_FILE` (when set) first, so a test counts calls across restar
 from __future__ import annotations
 
 import os
+import sys
 
 import anyio
 from mcp.server.fastmcp import FastMCP
@@ -72,4 +74,8 @@ def huge() -> str:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":  # streamable HTTP on 127.0.0.1:PORT/mcp
+        server.settings.port = int(sys.argv[2])
+        server.run("streamable-http")
+    else:
+        server.run("stdio")

@@ -24,7 +24,7 @@ from typing import Any
 
 from mcp import ClientSession, McpError, StdioServerParameters
 from mcp.client.stdio import get_default_environment, stdio_client
-from mcp.client.streamable_http import streamablehttp_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CONNECTION_CLOSED, CallToolResult, TextContent
 
 from core.config import McpServerSettings
@@ -157,7 +157,7 @@ class McpServer:
         s = self.settings
         if s.url:
             async with (
-                streamablehttp_client(s.url) as (read, write, _),
+                streamable_http_client(s.url) as (read, write, _),
                 ClientSession(read, write) as session,
             ):
                 yield session

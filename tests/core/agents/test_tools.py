@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
+from bots.testing import eventually, free_port
 from bots.testing.mcp_server import meaning
 from core.agents import AgentEvent, ToolFailed, ToolFinished, ToolStarted, TurnInput
 from core.agents.openai import OpenAIAgent
+from core.config import AgentSettings, McpServerSettings, OpenAISettings
 from core.model import ChatMessage, SessionKey
 from tests.fakes.fake_llm import CallTools, FakeLLM, tool_then_answer
-from tests.support.tools import counted, tool_agent
+from tests.support.tools import SERVER, counted, tool_agent
 
 KEY = SessionKey("agent:main:console:u:c")
 
@@ -116,3 +121,35 @@ async def test_tool_rounds_are_limited_and_the_last_round_must_answer(tmp_path: 
     assert "tools" not in llm.calls[-1].body
     assert answer == "no tools were offered"
     assert len([e for e in events if isinstance(e, ToolFinished)]) == 2
+
+
+async def test_a_streamable_http_server_is_used_by_url(tmp_path: Path) -> None:
+    port = free_port()
+    calls = tmp_path / "calls"
+    proc = await asyncio.create_subprocess_exec(
+        *SERVER, "--http", str(port), env={**os.environ, "CALLS_FILE": str(calls)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with FakeLLM(reply=_asks("lookup")) as llm:
+            settings = AgentSettings(
+                backend="openai",
+                openai=OpenAISettings(base_url=llm.base_url, max_retries=0),
+                mcp=(McpServerSettings(name="web", url=f"http://127.0.0.1:{port}/mcp"),),
+            )
+            agent = OpenAIAgent(settings, None)
+            try:
+                await eventually(lambda: _listening(port), timeout=20)
+                answer, _ = await _run(agent, "grape")
+            finally:
+                await agent.close()
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert meaning("grape") in answer
+    assert counted(calls) == ["lookup"]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
