@@ -5,8 +5,12 @@ needs nothing beyond chatlane's runtime dependencies (no pytest), so `bench/` ru
 an installed package without the `tests/` folder. It lives under bots/ because the
 fake platforms speak (and fake_slack imports) platform SDKs, which core/ never does.
 
-  fake_discord  FakeDiscord: REST v10 + gateway websocket; edits, deletes, per-route 429s
-  fake_slack    FakeSlack: Web API (incl. native streaming), Socket Mode, signed Events API
+  fake_discord  FakeDiscord: REST v10 + gateway websocket; edits, deletes, per-route 429s;
+                `click` (a button's INTERACTION_CREATE)
+  fake_slack    FakeSlack: Web API (incl. native streaming), Socket Mode, signed Events API;
+                `block_actions` (a button click)
+  mcp_server    a tiny MCP server (official `mcp` SDK; stdio or --http PORT) whose tools
+                count their calls: lookup, delete_file, crash, hang, huge
   server        serve_on_loopback: an aiohttp app on a free 127.0.0.1 port
   agents        test agents at the agent boundary: RecordingAgent, FixedAgent, FlakyAgent,
                 SlowStreamAgent; Replies, a responder that collects replies
