@@ -3,7 +3,7 @@ through `core.door.Gateway`.
 
     runtime.py     Runtime (config, store, agent, gateway, metrics), Service, StartupError
     launcher.py    the adapter registry; builds the config schema; runs enabled bots
-    discord/       discord.py: service, inbound, reply, commands (+ model_command), settings, history
+    discord/       discord.py: service, inbound, reply, commands, settings, history
     slack/         slack-bolt (Socket Mode, HTTP Events API): service, inbound, reply, settings,
                    history (thread backfill, files)
     http/          aiohttp: the OpenAI-compatible API (service, settings, content parts, idempotency)

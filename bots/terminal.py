@@ -38,13 +38,12 @@ from core.turn import QuietResponder, ToolStatus
 T = TypeVar("T")
 
 PROMPT = "you> "
-HELP_TEXT = """\
-Type a message and press Enter; the answer appears as it is written.
-  /new      start a new conversation (the old one is kept on disk)
-  /status   this conversation's session, turns and last activity
+HELP_INTRO = "Type a message and press Enter; the answer appears as it is written."
+HELP_KEYS = """\
   /help     this help
   Ctrl-C    clear the line; during an answer: keep waiting (twice: quit)
   Ctrl-D    quit (also /quit)"""
+"""The conversation commands' lines come from core's registry, between these two."""
 STILL_ANSWERING_TEXT = "\n(still answering: the answer will be shown and kept; Ctrl-C again quits)"
 QUIT_MID_ANSWER_TEXT = "(quit: the answer is still being stored; `chatlane sessions show {key}` shows it)"
 QUIT_COMMANDS = ("/quit", "/exit")
@@ -138,9 +137,8 @@ class Terminal:
             if text in QUIT_COMMANDS:
                 return 0
             if text == "/help":
-                self._say(HELP_TEXT)
-            elif text == "/status":
-                self._status()
+                assert self.runtime is not None
+                self._say("\n".join([HELP_INTRO, *self.runtime.gateway.commands.help_lines(), HELP_KEYS]))
             else:
                 try:
                     self._turn(text)
@@ -152,22 +150,8 @@ class Terminal:
         self.out.write(text + "\n")
         self.out.flush()
 
-    def _status(self) -> None:
-        assert self.runtime is not None
-        status = self.call(self.runtime.gateway.status(self.key)).result()
-        entry = status.entry
-        if entry is None:
-            self._say(f"{self.key}: no session yet (your first message starts one)")
-            return
-        from bots.admin import iso
-
-        self._say(
-            f"key:      {entry.key}\nsession:  {entry.session_id}\nturns:    {entry.turns}\n"
-            f"started:  {iso(entry.session_started_at)}\nlast:     {iso(entry.last_interaction_at)}"
-        )
-
     def _turn(self, text: str) -> None:
-        """Send one message (or /new) and show its answer as it comes.
+        """Send one message (or a conversation command) and show its answer as it comes.
 
         Ctrl-C is counted by a signal handler for the whole turn rather than caught as
         KeyboardInterrupt, which could land anywhere (mid-write) and lose a piece.
@@ -185,8 +169,10 @@ class Terminal:
 
         previous = signal.signal(signal.SIGINT, on_ctrl_c)
         try:
-            if gateway.is_reset_command(text):
-                self.call(gateway.reset(self.key, responder)).result()
+            # A command goes to the gateway's registry directly, so it skips `[limits]` here.
+            if (found := gateway.commands.find(self.key, text)) is not None:
+                command, arg = found
+                self.call(gateway.command(self.key, command.name, arg, responder)).result()
             else:
                 inbound = inbound_for(self.user, text)
                 self.call(gateway.submit(inbound, responder, target=target_of(inbound))).result()

@@ -1,8 +1,8 @@
 """chatlane's platform-free core: rooms a message walks through, outside in.
 
-    door/          the ONE way in: Gateway (submit, reset, stop, status, choose_model, send),
+    door/          the ONE way in: Gateway (submit, command, stop, status, send), commands,
                    access, dedupe, limits, targets (ReplyTarget -> Responder), resume (the
-                   durable inbox's scan after a restart), proactive (sends, schedule fires)
+                   durable inbox after a restart), proactive (sends, schedule fires)
     conversation/  one session per key (reserver), one order per key (lanes, queue modes), routing
     turn/          TurnRunner: lease -> resolve -> context -> agent -> ONE fenced commit -> deliver
     agents/        the Agent contract (base), echo, openai, plugins

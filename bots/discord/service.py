@@ -36,7 +36,7 @@ from bots.discord.settings import DiscordSettings
 from bots.discord.targets import Targets
 from bots.runtime import Runtime, StartupError
 from core.door import Facts, admit
-from core.model import Closed
+from core.model import Closed, Inbound
 from core.ops import TaskSet
 
 log = logging.getLogger("chatlane.discord")
@@ -110,7 +110,9 @@ class DiscordService:
             self._tasks.spawn(sync_commands(tree), name="discord command sync")
         await self._wait_ready(client, self._connection)
         self._connection.add_done_callback(self._on_connection_end)
-        self.runtime.gateway.targets.register(PLATFORM, Targets(client, self.settings).responder)
+        self.runtime.gateway.targets.register(
+            PLATFORM, Targets(client, self.settings).responder, admits=self.still_admits
+        )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -157,6 +159,24 @@ class DiscordService:
         """Why the bot must not answer (for the log), or None when it may: the one gate."""
         s = self.settings
         return admit(s, facts, allow_spaces=s.allow_guilds, allow_roles=s.allow_roles)
+
+    def still_admits(self, inbound: Inbound) -> bool:
+        """The gate again, for a stored message about to be resumed: the access rules of
+        now (allowlists, DM policy, guilds, roles). Whether it addressed the bot was decided
+        when it arrived and is not asked again."""
+        facts = Facts(
+            inbound.user,
+            inbound.channel,
+            inbound.is_direct,
+            mentioned_bot=True,
+            parent_channel=inbound.parent_channel,
+            space=inbound.space,
+            roles=inbound.roles,
+        )
+        if (why := self.refusal(facts)) is not None:
+            log.info("discord: message %s is not answered after all: %s", inbound.message_id, why)
+            return False
+        return True
 
     async def on_error(self, event: str, /, *args: Any, **kwargs: Any) -> None:
         # discord.py calls this from inside the `except` of a failed handler.

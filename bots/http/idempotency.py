@@ -12,6 +12,14 @@ body (or another `X-Session-Key`) is a 422. Keys are per API token. When the fir
 attempt stored nothing (shutdown, queue full, over `[limits]`), the key is released, so
 a retry runs. A retry that waited `http.idempotency_wait_s` in vain gets a 409, which
 clients (the openai library among them) retry.
+
+The owner's claim is held for the whole window, not as a renewed lease: the request is
+kept in the durable inbox, so when its process dies mid-turn the process that resumes
+it (a restart, or another replica adopting the dead one's items) answers it under the
+same claim, and the retry gets that answer. A lease that lapsed would let the retry
+run it a second time beside the resumed one. (`http.idempotency_lease_s` and the
+renewal task, `Requests.keep`, are left for requests kept in memory only; today every
+request with a key goes to the inbox.)
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from aiohttp import web
 
 from core.door import Requests
 from core.model import Reply, ReplyTarget, Responder, StoreError
+from core.ops import TaskSet
 from core.turn import FutureResponder, QuietResponder
 
 log = logging.getLogger("chatlane.http")
@@ -117,15 +126,20 @@ class Stored:
 
 class OwnerResponder(FutureResponder):
     """The first request's responder: stores the answer before handing it on. `stored`
-    is then what every retry gets; the owner answers with exactly that too."""
+    is then what every retry gets; the owner answers with exactly that too. `keeper`
+    renews the claim's lease until the answer is stored (or `stop_keeping`)."""
 
     def __init__(
-        self, store_reply: Callable[[Reply], Awaitable[Stored | None]], target: ReplyTarget | None = None
+        self,
+        store_reply: Callable[[Reply], Awaitable[Stored | None]],
+        keeper: asyncio.Task[None] | None = None,
+        target: ReplyTarget | None = None,
     ) -> None:
         super().__init__()
         self._store_reply = store_reply
         self.stored: Stored | None = None
         self._kept = False
+        self.keeper = keeper
         self.target = target
         """Where the answer goes for a process that resumes the request from the durable
         inbox: the request's claim, answered into the store (see `Idempotency.responder`)."""
@@ -135,8 +149,16 @@ class OwnerResponder(FutureResponder):
         # answer must be stored all the same.
         if not self._kept:
             self._kept = True
-            self.stored = await self._store_reply(reply)
+            try:
+                self.stored = await self._store_reply(reply)
+            finally:
+                self.stop_keeping()
         await super().send(reply)
+
+    def stop_keeping(self) -> None:
+        """Stop renewing the lease (it lapses by itself unless answered or released)."""
+        if self.keeper is not None:
+            self.keeper.cancel()
 
     def response(self) -> web.Response | None:
         """The stored answer as a JSON response (None if nothing was stored)."""
@@ -162,12 +184,16 @@ class Idempotency:
         requests: Requests,
         wait_s: float,
         *,
+        lease_s: float,
+        tasks: TaskSet,
         completion: Completion,
         chunk: Chunk,
         reply_error: ReplyError,
     ) -> None:
         self.requests = requests
         self.wait_s = wait_s
+        self.lease_s = lease_s
+        self._tasks = tasks
         self._completion = completion
         self._chunk = chunk
         self._reply_error = reply_error
@@ -195,15 +221,28 @@ class Idempotency:
         delay = POLL_FIRST_S
         try:
             while True:
-                claim = await self.requests.claim(request_id, fingerprint)
+                claim = await self.requests.claim(request_id, fingerprint, self.requests.window_s)
                 if claim.new:
+                    owner = claim.owner
+                    # Kept in the durable inbox: if this process dies, the process that
+                    # resumes the request answers it under this claim, so the claim must
+                    # not lapse and let a retry run it a second time (no renewing lease).
                     target = ReplyTarget(
                         PLATFORM,
                         session_key,
-                        extra=(("fingerprint", fingerprint), ("ident", ident), ("request", request_id)),
+                        extra=(
+                            ("fingerprint", fingerprint),
+                            ("ident", ident),
+                            ("owner", owner),
+                            ("request", request_id),
+                        ),
                     )
                     return OwnerResponder(
-                        lambda reply: self._keep(request_id, fingerprint, session_key, ident, reply), target
+                        lambda reply, owner=owner: self._keep(  # type: ignore[misc]
+                            request_id, owner, fingerprint, session_key, ident, reply
+                        ),
+                        None,
+                        target,
                     )
                 if claim.fingerprint != fingerprint:
                     return _error(
@@ -238,16 +277,15 @@ class Idempotency:
         client's retry with the same `Idempotency-Key`, on any replica, finds it."""
         extra = dict(target.extra)
         request_id, fingerprint, ident = extra["request"], extra["fingerprint"], extra["ident"]
-        return ResumedResponder(
-            lambda reply: self._keep(request_id, fingerprint, target.channel, ident, reply)
-        )
+        owner, key = extra.get("owner", ""), target.channel
+        return ResumedResponder(lambda reply: self._keep(request_id, owner, fingerprint, key, ident, reply))
 
     async def _keep(
-        self, request_id: str, fingerprint: str, session_key: str, ident: str, reply: Reply
+        self, request_id: str, owner: str, fingerprint: str, session_key: str, ident: str, reply: Reply
     ) -> Stored | None:
         try:
             if reply.kind in NOTHING_STORED:
-                await self.requests.release(request_id)
+                await self.requests.release(request_id, owner)
                 return None
             problem = self._reply_error(reply)
             if problem is None:
@@ -261,7 +299,7 @@ class Idempotency:
                     "code": problem.code or None,
                 }
                 stored = Stored(problem.status, {"error": error}, reply.text, session_key, ident)
-            await self.requests.finish(request_id, fingerprint, stored.encode())
+            await self.requests.finish(request_id, owner, fingerprint, stored.encode())
         except StoreError as exc:  # the answer still reaches this client; a retry may wait in vain
             log.error("http: could not store the answer for an %s: %s", HEADER, exc)
             return None

@@ -173,6 +173,8 @@ class HttpService:
         self._once = Idempotency(
             runtime.gateway.requests,
             self.settings.idempotency_wait_s,
+            lease_s=self.settings.idempotency_lease_s,
+            tasks=self._tasks,
             completion=lambda ident, text, model: json.loads(wire.completion(ident, model, text)),
             chunk=_chunk_of_delta,
             reply_error=_reply_error,
@@ -261,6 +263,8 @@ class HttpService:
         except ValueError as exc:  # the ids make no valid session key
             raise ApiError(400, str(exc), code="invalid_session_key") from None
         ident = f"chatcmpl-{self._instance}-{n}"
+        if self.runtime.gateway.lanes.closing:  # draining: a client retries elsewhere or later
+            return shutting_down().response()
         once = await self._once.begin(request, body, chat.stream, key, ident)  # Idempotency-Key
         if isinstance(once, web.StreamResponse):  # a retry's stored answer, or an error
             return once
@@ -273,6 +277,10 @@ class HttpService:
             if owner is not None:  # frees its Idempotency-Key for a retry
                 await owner.send(Reply("", "shutdown", key))
             return shutting_down().response()
+        except BaseException:
+            if owner is not None:  # no turn will answer: let the lease lapse for a retry
+                owner.stop_keeping()
+            raise
         if chat.user is None and request.headers.get(SESSION_HEADER) is None:
             # Owned, not tied to this handler: a client that leaves must not leave its session behind.
             self._tasks.spawn(self._forget_after(key, events.reply), name=f"forget {key}")

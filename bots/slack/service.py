@@ -62,21 +62,15 @@ from bots.slack.inbound import (
 from bots.slack.reply import Poster
 from bots.slack.settings import SlackSettings
 from bots.slack.targets import Targets
-from core.door import Delivery, Facts, RecentSet, admit
+from core.door import NOT_HERE_TEXT, Delivery, Facts, RecentSet, admit
 from core.model import Closed, Inbound, ReplyTarget, StoreError
 from core.ops import TaskSet
-from core.turn import APPROVAL_ACTION_PREFIX, FutureResponder, confirm_reset
+from core.turn import APPROVAL_ACTION_PREFIX
 
 log = logging.getLogger("chatlane.slack")
 
 SEEN_CAPACITY = 10_000
 """Threads remembered as ones the bot takes part in (the store is asked for the others)."""
-USAGE = "Usage: {command} new | reset | status | stop | model [NAME]"
-MODEL_QUEUED_TEXT = "I'll switch the model as soon as I've answered what's before it."
-NOT_HERE_TEXT = "Sorry, I can't help with that here."
-COMMAND_FAILED_TEXT = "Sorry, that didn't work just now. Please try again."
-COMMAND_WAIT_S = 2.0
-"""Slack wants a slash command acknowledged within 3 s."""
 ACK_WAIT_S = 2.0
 """An event's ack waits this long at most for the message to be stored durably."""
 
@@ -137,7 +131,7 @@ class SlackService:
         self._poster = Poster(self._client)
         self.me = await self._fetch_identity(self._client)
         targets = Targets(lambda: self._poster, self.me, self.settings)
-        self.runtime.gateway.targets.register(PLATFORM, targets.responder)
+        self.runtime.gateway.targets.register(PLATFORM, targets.responder, admits=self.still_admits)
         app = AsyncApp(
             client=self._client,
             signing_secret=signing_secret,
@@ -266,6 +260,15 @@ class SlackService:
         """Why the bot must not answer (for the log), or None when it may: the one gate."""
         return admit(self.settings, facts)
 
+    def still_admits(self, inbound: Inbound) -> bool:
+        """The gate again, for a stored message about to be resumed: the access rules of now
+        (allowlists, DM policy). Whether it addressed the bot was decided when it arrived."""
+        facts = Facts(inbound.user, inbound.channel, inbound.is_direct, True, space=inbound.space)
+        if (why := self.refusal(facts)) is not None:
+            log.info("slack: message %s is not answered after all: %s", inbound.message_id, why)
+            return False
+        return True
+
     def _accept(self, inbound: Inbound, event_id: str) -> asyncio.Task[None] | None:
         ts, channel = inbound.message_id, inbound.channel
         if self._poster is None:  # stopped
@@ -323,46 +326,29 @@ class SlackService:
             await approvals.on_click(ack, body, self._client, self.runtime.gateway)
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        """`/chatlane new | reset | status | stop | model [NAME]` for the conversation
-        outside threads here."""
+        """`/chatlane NAME [ARG]`: a conversation command (core/door/commands.py) for the
+        conversation outside threads here (a slash command does not say its thread)."""
         seen = read_command(command)
         inbound = seen.inbound
-        words = inbound.text.split(maxsplit=1)  # the model name keeps its case
-        action = words[0].lower() if words else ""
-        name = self.settings.slash_command
+        words = inbound.text.split(maxsplit=1)  # the argument (a model name) keeps its case
+        prefix = self.settings.slash_command
         if (reason := self.refusal(seen.facts)) is not None:
-            log.info("slack: %s from %s in %s refused: %s", name, inbound.user, inbound.channel, reason)
+            log.info("slack: %s from %s in %s refused: %s", prefix, inbound.user, inbound.channel, reason)
             await ack(text=NOT_HERE_TEXT)
             return
-        gateway = self.runtime.gateway
+        commands = self.runtime.gateway.commands
+        if (found := commands.get(words[0]) if words else None) is None:
+            await ack(text=commands.usage(prefix))
+            return
         try:
-            key = gateway.key_for(inbound)
-            if action in ("new", "reset"):
-                responder = FutureResponder()
-                text = await confirm_reset(gateway.reset(key, responder), responder, COMMAND_WAIT_S)
-                text += " (In a thread, say `/new` there.)"
-            elif action == "model":
-                responder = FutureResponder()
-                await gateway.choose_model(key, words[1] if len(words) > 1 else "", responder)
-                try:
-                    text = (await asyncio.wait_for(asyncio.shield(responder.reply), COMMAND_WAIT_S)).text
-                except TimeoutError:
-                    text = MODEL_QUEUED_TEXT
-            elif action == "stop":
-                text = await gateway.stop_text(key) + " (In a thread, say `/stop` there.)"
-            elif action == "status":
-                found = (await gateway.status(key)).entry
-                text = (
-                    f"Conversation `{key}`: session `{found.session_id[:8]}`, {found.turns} turns."
-                    if found
-                    else f"No conversation yet for `{key}`."
-                )
-            else:
-                text = USAGE.format(command=name)
-        except (ValueError, StoreError, Closed) as exc:
-            log.error("slack: %s %s failed: %s", name, action, exc)
-            text = COMMAND_FAILED_TEXT
-        await ack(text=text)
+            key = self.runtime.gateway.key_for(inbound)
+        except ValueError as exc:
+            log.error("slack: %s %s: no conversation key: %s", prefix, found.name, exc)
+            await ack(text=found.failed_text)
+            return
+        arg = words[1] if len(words) > 1 else ""
+        answer = await commands.answer(key, found.name, arg, outside_threads=True)
+        await ack(text=answer.text)
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("slack: listener failed on %s", body.get("event_id") or body.get("command"), exc_info=error)

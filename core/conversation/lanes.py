@@ -13,6 +13,11 @@ Queue modes, for a message that arrives while a turn of its key runs:
              message stays in memory) and the next turn answers everything pending.
 More than `cap` waiting messages: the oldest or newest is dropped and its sender told.
 
+Shutdown (`close`, the drain): running turns get the timeout to finish; messages that
+wait in the durable inbox (`Pending.item_id`) start no new turn and nobody is told
+anything (the next process answers them); messages kept only in memory still run
+within the timeout, or hear "send it again".
+
 `stop` (the `/stop` command) cancels a key's running turn in any mode: its messages
 are not answered again (they stay in memory, marked interrupted) and their senders
 get a `stopped` reply; messages queued behind it still get their turns.
@@ -184,6 +189,8 @@ class Lanes:
         turn: asyncio.Task[None] | None = None
         try:
             while lane.pending:
+                if self._closing and lane.pending[0].item_id:
+                    break  # draining: what waits in the durable inbox is left there
                 if self._settings.mode == "collect":
                     await self._quiet(lane)
                 async with self._slots:

@@ -1,12 +1,12 @@
 """The one door into core, and the turn pipeline every adapter shares.
 
-Adapters call `submit` (a message), `reset` (a new session: slash commands, the CLI),
-`stop` (cancel the running answer: `/stop`) and `status`; nothing else in core. Resets
+Adapters call `submit` (a message), `command` (a conversation command in the platform's
+own form: core/door/commands.py), `stop` and `status`; nothing else in core. Resets
 go through the conversation's lane like messages, so a `/new` never overtakes a message
 sent before it; a stop does not queue (it is about the turn running now).
 
     submit: agent (bindings, core/routing.py) -> key -> first delivery? (core/dedupe.py)
-            -> within [limits]? (core/limits.py) -> reset or /model command? -> lane
+            -> within [limits]? (core/limits.py) -> a command? (core/door/commands.py) -> lane
     turn:   the gateway has a `TurnRunner` (core/turn/: lease -> resolve -> context ->
             agent -> ONE fenced commit -> deliver), which owns the lanes
 
@@ -22,6 +22,7 @@ the details, and the user's message is kept in memory where the store allows it.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 import uuid
@@ -32,6 +33,7 @@ from typing import Literal
 from core.agents import Agent
 from core.config import Config
 from core.conversation import Freshness, Pending, Reserver, Router
+from core.door.commands import STOP_FAILED_TEXT, STOP_SENT_TEXT, STOPPED_HERE_TEXT, Commands
 from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
 from core.door.proactive import Mode, Proactive, Sent
@@ -44,7 +46,6 @@ from core.model import (
     Inbound,
     InboxItem,
     ItemKind,
-    Reply,
     ReplyTarget,
     Responder,
     SessionKey,
@@ -55,15 +56,13 @@ from core.model import (
 )
 from core.ops import Metrics
 from core.store import SessionStore
-from core.turn import DEFAULT_MODEL_COMMAND, TurnRunner
+from core.turn import TurnRunner
 
 log = logging.getLogger("chatlane.gateway")
 
-STOPPED_HERE_TEXT = "Stopped the answer in progress."
-STOP_SENT_TEXT = (
-    "Asked to stop the answer in progress (nothing was running here; another process may run it)."
-)
-STOP_FAILED_TEXT = "Sorry, I couldn't pass on the stop just now. Please try again."
+_TARGET: contextvars.ContextVar[ReplyTarget | None] = contextvars.ContextVar("chatlane_target", default=None)
+"""The reply target of the message being handled by `Gateway._queue`, for a command it
+turned out to be (commands queue through `Gateway.enqueue` without naming it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +108,13 @@ class Gateway:
         self.limits = Limits(config.limits, store, self.metrics)
         self.requests = Requests(store, config.dedupe.window_s, self.metrics)
         self._in_order = InOrder()
+        self.commands = Commands(self)
+        """The conversation commands (/new, /stop, /model, /status), for text and native forms."""
         self.proactive = Proactive(
-            config, store, self.lanes, self.targets, self.requests, self.metrics, clock=clock
+            config, store, self.enqueue, self.targets, self.requests, self.metrics, clock=clock
         )
-        """Proactive sends and `[[schedules]]` (core/door/proactive.py); `start` starts the scheduler."""
+        """Proactive sends and `[[schedules]]` (core/door/proactive.py); `start_schedules`
+        starts the scheduler."""
         self.turns.reminders = self.proactive.remind  # the `remind` tool's one-shot schedules
 
     def _platform_registered(self, platform: str) -> None:
@@ -156,9 +158,6 @@ class Gateway:
     def is_reset_command(self, text: str) -> bool:
         return text.strip().lower() in self.config.session.reset_commands
 
-    def is_stop_command(self, text: str) -> bool:
-        return text.strip().lower() in self.config.session.stop_commands
-
     async def submit(
         self,
         inbound: Inbound,
@@ -170,7 +169,11 @@ class Gateway:
         """Take one gated message. Returns once it is queued, before it is answered.
 
         `target` says where the answer goes in a form any process can use (see
-        `ReplyTarget`); the durable inbox stores it with the message (issue 24).
+        `ReplyTarget`). With a target, the message is in the durable inbox (fsync'd)
+        when this returns, so the adapter acknowledges it after: a crash or a deploy
+        from then on delays its answer but never loses it (core/door/resume.py). Without
+        one it lives in memory only, as before. Messages of a platform whose adapter just
+        registered its targets wait until that platform's stored messages are queued.
 
         `delivery` names the platform delivery (see `core.dedupe.Delivery`): a copy of a
         message any process on the store already took is dropped silently. A sender over
@@ -205,21 +208,48 @@ class Gateway:
     async def _queue(
         self, key: SessionKey, inbound: Inbound, responder: Responder, target: ReplyTarget | None
     ) -> None:
-        """Into the durable inbox (when the message says where its answer goes), then the lane.
-
-        A stop is not queued: it acts at once on the running answer (its meaning)."""
-        self.metrics.messages_in.labels(inbound.platform).inc()
-        if self.is_stop_command(inbound.text):
-            await responder.send(Reply(await self.stop_text(key), "notice", key))
+        """A conversation command acts (`/stop` at once; `/new` and `/model` are queued
+        through `enqueue`, in order); a message goes to `enqueue`. A message with a target
+        is stored even during the drain (`close`) and left for the next process: chat
+        platforms do not deliver it again."""
+        if (found := self.commands.find(key, inbound.text)) is not None:
+            self.metrics.messages_in.labels(inbound.platform).inc()
+            command, arg = found  # /new, /stop, /model, /status typed as a message
+            handling = _TARGET.set(target)  # a queued command is an inbox item too
+            try:
+                await command.act(self, key, inbound, arg, responder)
+            finally:
+                _TARGET.reset(handling)
             return
-        reset = self.is_reset_command(inbound.text)
-        model = not reset and self.turns.is_model_command(key, inbound.text)
-        pending = Pending(inbound, responder, reset=reset, model_command=model)
+        await self.enqueue(key, Pending(inbound, responder), target, counted=True)
+
+    async def enqueue(
+        self,
+        key: SessionKey,
+        pending: Pending,
+        target: ReplyTarget | None = None,
+        *,
+        counted: bool = False,
+        due_at: float | None = None,
+    ) -> None:
+        """Into the lane, through the durable inbox when the message says where its answer
+        goes (`target`, or that of the message a command came in, see `_queue`): stored
+        (fsync'd) before this returns. Raises `Closed` during shutdown, unless the item was
+        stored already (then the next process answers it)."""
+        target = target if target is not None else _TARGET.get()
         if target is not None:
-            if self.lanes.closing:
-                raise Closed("shutting down")
-            kind: ItemKind = "reset" if reset else "model" if model else "message"
-            item = InboxItem(key, uuid.uuid4().hex, kind, inbound, target, self._clock())
+            kind: ItemKind = (
+                "reset"
+                if pending.reset
+                else "model"
+                if pending.model_command
+                else "notice"
+                if pending.notice
+                else "message"
+            )
+            item = InboxItem(
+                key, uuid.uuid4().hex, kind, pending.inbound, target, self._clock(), due_at=due_at
+            )
             # Live before it is stored: the inbox scan must never take it for a leftover.
             self.turns.live.add(item.item_id)
             try:
@@ -233,10 +263,16 @@ class Gateway:
                 raise
             else:
                 pending.item_id, pending.seq = stored.item_id, stored.seq
+        if counted:
+            # In `messages_in` once its lane has it (`submit` makes the lane before it awaits):
+            # whoever sees the count also sees the work, never the gap of the durable append.
+            self.metrics.messages_in.labels(pending.inbound.platform).inc()
         try:
             await self.lanes.submit(key, pending)
         except Closed:
-            self.turns.live.discard(pending.item_id)
+            if pending.item_id:  # stored while the drain began: the next process answers it
+                log.info("inbox of %s: a message came in as the drain began; it stays in the inbox", key)
+                return
             raise
 
     def start_schedules(self) -> None:
@@ -249,24 +285,28 @@ class Gateway:
         """Speak first in a conversation: see `Proactive.send` (core/door/proactive.py)."""
         return await self.proactive.send(key, text, mode, idempotency=idempotency)
 
-    async def reset(self, key: SessionKey, responder: Responder) -> None:
-        """Start a new session for `key` once the messages queued before it are answered.
+    async def command(self, key: SessionKey, name: str, arg: str, responder: Responder) -> None:
+        """Do the conversation command `name` (core/door/commands.py) for `key`: the door
+        every adapter's native command form (slash commands, the terminal) comes through.
 
-        Returns once queued; `responder` gets a `notice` (or a `failure`). Raises
-        ValueError for a malformed key and `Closed` during shutdown.
+        Returns once done (`/stop`, `/status`) or queued in order with the messages before
+        it (`/new`, `/model`); `responder` gets a `notice` (or a `failure`). Raises
+        ValueError for an unknown command or a malformed key, and `Closed` during shutdown.
         """
+        command = self.commands.get(name)
+        if command is None:
+            raise ValueError(f"no conversation command {name!r}")
         parts = parse_key(key)
-        command = Inbound(parts.platform, parts.user, parts.channel, "", "", parts.thread)
-        await self.lanes.submit(key, Pending(command, responder, reset=True))
+        inbound = Inbound(parts.platform, parts.user, parts.channel, "", "", parts.thread)
+        await command.act(self, key, inbound, arg, responder)
+
+    async def reset(self, key: SessionKey, responder: Responder) -> None:
+        """`command(key, "new", ...)`: a new session once the messages queued before it are answered."""
+        await self.command(key, "new", "", responder)
 
     async def choose_model(self, key: SessionKey, name: str, responder: Responder) -> None:
-        """Show (`name` "") or switch the model of `key`'s conversation, in order with its
-        messages (slash commands). Returns once queued; `responder` gets a `notice` (or a
-        `failure`). Raises ValueError for a malformed key and `Closed` during shutdown."""
-        parts = parse_key(key)
-        text = f"{self.config.session.model_command or DEFAULT_MODEL_COMMAND} {name}".strip()
-        command = Inbound(parts.platform, parts.user, parts.channel, text, "", parts.thread)
-        await self.lanes.submit(key, Pending(command, responder, model_command=True))
+        """`command(key, "model", name, ...)`: show (`name` "") or switch the conversation's model."""
+        await self.command(key, "model", name, responder)
 
     async def stop(self, key: SessionKey) -> bool:
         """Stop the answer of `key` that is being produced: here at once (True), else by

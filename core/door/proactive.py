@@ -16,10 +16,12 @@ Exactly once: a send with an idempotency key is claimed in the store (`Requests`
 fire is claimed by the scheduler (core/ops/schedules.py) and, when an earlier owner's
 claim lapsed, first looked up in the transcript by its id (a fire's message id).
 
-Durable inbox (issue 24): today a send is queued in this process's lane (`_enqueue`); once
-the inbox exists, `_enqueue` becomes `gateway.submit(inbound, responder, target=target)`,
-which stores the item with its target (and, for a schedule, its due time) before it
-returns, so a crash between claim and answer no longer depends on the lease takeover.
+Durable: a message for a Discord or Slack conversation is stored in the conversation's
+inbox (`Gateway.enqueue`: a `message` or `notice` item with its target and, for a fire,
+its slot as `due_at`) before it is queued, so a process that dies before answering it
+leaves it to the inbox's resume in another process or at the next start. A fire whose
+claim is taken over looks for its id in the transcript AND the inbox before firing.
+Transcript-only conversations (http, console) have no target and are not in the inbox.
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from core.config import Config, ScheduleSettings, unreachable
-from core.conversation import Lanes, Pending
+from core.conversation import Pending
 from core.door.dedupe import Requests
 from core.door.targets import NoAdapter, Targets
 from core.model import (
@@ -58,6 +60,8 @@ from core.turn import QuietResponder
 log = logging.getLogger("chatlane.proactive")
 
 Mode = Literal["prompt", "notice"]
+Enqueue = Callable[..., Awaitable[None]]
+"""`Gateway.enqueue(key, pending, target, *, due_at)`: into the inbox, then the lane."""
 OPERATOR = "operator"
 """The `origin` of a proactive message: said by the operator (or a schedule), not a person."""
 TRANSCRIPT_ONLY = ("http", "console")
@@ -139,7 +143,7 @@ class Proactive:
         self,
         config: Config,
         store: SessionStore,
-        lanes: Lanes,
+        enqueue: Enqueue,
         targets: Targets,
         requests: Requests,
         metrics: Metrics,
@@ -148,7 +152,7 @@ class Proactive:
     ) -> None:
         self.config = config
         self.store = store
-        self.lanes = lanes
+        self.enqueue = enqueue
         self.targets = targets
         self.requests = requests
         self.clock = clock
@@ -189,10 +193,10 @@ class Proactive:
         speak in (or no running adapter for it), `IdempotencyConflict`, `StoreError`, `Closed`.
         """
         key = validate_key(key)
-        _, inner = self._responder(key)  # refuse an unreachable key before claiming anything
+        target, inner = self._responder(key)  # refuse an unreachable key before claiming anything
         if idempotency is None:
             message_id = f"send-{uuid.uuid4().hex[:16]}"
-            await self._enqueue(key, text, mode, message_id, inner)
+            await self._enqueue(key, text, mode, message_id, inner, target)
             return Sent(key, message_id, mode)
         request_id, fingerprint = idempotency
         claim = await self.requests.claim(f"send:{request_id}", fingerprint)
@@ -203,38 +207,48 @@ class Proactive:
             return Sent(key, str(stored.get("message_id", "")), mode, duplicate=True)
         message_id = "send-" + hashlib.sha256(request_id.encode()).hexdigest()[:16]
         try:
-            await self._enqueue(key, text, mode, message_id, inner)
+            await self._enqueue(key, text, mode, message_id, inner, target)
         except BaseException:
-            await self.requests.release(f"send:{request_id}")
+            await self.requests.release(f"send:{request_id}", claim.owner)
             raise
         sent = Sent(key, message_id, mode)
-        await self.requests.finish(f"send:{request_id}", fingerprint, json.dumps(sent.to_json()).encode())
+        answer = json.dumps(sent.to_json()).encode()
+        await self.requests.finish(f"send:{request_id}", claim.owner, fingerprint, answer)
         return sent
 
     async def _enqueue(
-        self, key: SessionKey, text: str, mode: Mode, message_id: str, inner: Responder | None
+        self,
+        key: SessionKey,
+        text: str,
+        mode: Mode,
+        message_id: str,
+        inner: Responder | None,
+        target: ReplyTarget | None,
+        due_at: float | None = None,
     ) -> _Outcome:
-        """The one place a proactive message is queued (see the module doc: the inbox)."""
+        """The one place a proactive message is queued: stored in the inbox (with a
+        target), then in the lane, behind a running turn of its conversation."""
         parts = parse_key(key)
         inbound = Inbound(
             parts.platform, parts.user, parts.channel, text, message_id, parts.thread, origin=OPERATOR
         )
         responder = _Outcome(inner)
-        await self.lanes.submit(key, Pending(inbound, responder, notice=mode == "notice"))
+        pending = Pending(inbound, responder, notice=mode == "notice")
+        await self.enqueue(key, pending, target, due_at=due_at)
         return responder
 
     async def fire(self, fire: Fire) -> str | None:
         """Run one claimed fire and wait for its answer: the scheduler's `Firer`."""
         schedule = fire.schedule
         key = validate_key(schedule.key)
-        if fire.takeover and await self._answered(key, fire.id):
-            log.info(
-                "schedule %s: %s was answered before its owner stopped; not again", schedule.name, fire.id
-            )
-            return "answered"
+        if fire.takeover and (taken := await self._taken(key, fire.id)) is not None:
+            log.info("schedule %s: %s was %s before its owner stopped", schedule.name, fire.id, taken)
+            return taken
         try:
-            _, inner = self._responder(key)
-            responder = await self._enqueue(key, schedule.text, schedule.mode, fire.id, inner)
+            target, inner = self._responder(key)
+            responder = await self._enqueue(
+                key, schedule.text, schedule.mode, fire.id, inner, target, due_at=fire.due
+            )
         except Unreachable as exc:
             log.error("schedule %s: cannot speak in %s: %s", schedule.name, key, exc)
             return "unreachable"
@@ -242,12 +256,18 @@ class Proactive:
             return None
         return outcome_of(await responder.reply)
 
-    async def _answered(self, key: SessionKey, message_id: str) -> bool:
+    async def _taken(self, key: SessionKey, message_id: str) -> str | None:
+        """`answered` when the transcript has `message_id`, `queued` when the conversation's
+        inbox holds it (the inbox answers it), else None: not fired yet."""
         entry = await self.store.get(key)
-        if entry is None:
-            return False
-        records = await self.store.tail(entry.session_id, LOOKBACK)
-        return any(r.message_id == message_id for r in records)
+        if entry is not None:
+            records = await self.store.tail(entry.session_id, LOOKBACK)
+            if any(r.message_id == message_id for r in records):
+                return "answered"
+        view = await self.store.inbox.items(key)
+        if any(i.inbound.message_id == message_id for i in view.pending):
+            return "queued"
+        return None
 
     async def remind(
         self, key: str, text: str, at: datetime, *, mode: Mode = "prompt", name: str = ""

@@ -11,7 +11,9 @@ stored, a cut-off streamed answer is finished in place. One log line per resumed
 An adapter registering its platform wakes the scan at once, and the gateway holds that
 platform's new messages until the scan has queued the old ones, so a conversation's
 messages from before a restart are answered before those after it. An item whose
-platform has no adapter here stays pending for a process that has one (logged once).
+platform has no adapter here stays pending for a process that has one (logged once);
+one whose sender the adapter's access rules (`targets.register(..., admits=...)`) no
+longer allow is taken out unanswered (logged).
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class Resumer:
 
     async def _loop(self) -> None:
         scanned = -float("inf")
+        failing = False
         while True:
             platforms, self._waiting = self._waiting, set()
             self._wake.clear()
@@ -100,9 +103,15 @@ class Resumer:
                     scanned = time.monotonic()
                     await self.scan()
             except StoreError as exc:
-                log.warning("inbox scan failed (retried in %ss): %s", self.every_s, exc)
+                if not failing:  # once per outage, not once a second
+                    log.warning("inbox scan failed (retried until the store answers): %s", exc)
+                failing = True
             except Closed:
                 return
+            else:
+                if failing:
+                    log.info("inbox scan works again")
+                failing = False
             finally:
                 for platform in platforms:
                     self._ready[platform].set()
@@ -150,6 +159,12 @@ class Resumer:
         for item in candidates:
             if item.item_id not in taken or item.item_id in self.runner.live or item.target is None:
                 continue
+            if not self.targets.admits(item.inbound):
+                log.info(
+                    "inbox: item %s of %s not answered: its sender is no longer allowed", item.item_id, key
+                )
+                await self.store.inbox.settle(key, [item.item_id])
+                continue
             try:
                 responder = self.targets.responder(replace(item.target, answer_id=item.answer_id))
             except NoAdapter:
@@ -159,6 +174,7 @@ class Resumer:
                 responder,
                 reset=item.kind == "reset",
                 model_command=item.kind == "model",
+                notice=item.kind == "notice",
                 item_id=item.item_id,
                 seq=item.seq,
                 answer_id=item.answer_id,

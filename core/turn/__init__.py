@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from core.turn.attachments import BytesSource, UrlSource
 from core.turn.chunking import split_message
-from core.turn.fetch import fetch_url
+from core.turn.fetch import Write, fetch_url, stream_url
 from core.turn.inbox import POISON_TEXT
-from core.turn.responders import FutureResponder, QuietResponder, confirm_reset
+from core.turn.responders import FutureResponder, QuietResponder
 from core.turn.runner import DEFAULT_MODEL_COMMAND, TurnRunner
 from core.turn.streaming import (
     STATUS_DONE,
@@ -57,11 +57,12 @@ __all__ = [
     "ToolStatus",
     "TurnRunner",
     "UrlSource",
+    "Write",
     "approval_action",
-    "confirm_reset",
     "decision_text",
     "fetch_url",
     "parse_approval_action",
     "split_message",
     "status_after",
+    "stream_url",
 ]

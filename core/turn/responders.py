@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 from core.model import AgentEvent, CancelReason, Reply
 
@@ -73,17 +73,3 @@ class FutureResponder(QuietResponder):
     async def on_event(self, event: AgentEvent) -> None:
         if self.updates is not None:
             self.updates.put_nowait(event)
-
-
-RESET_QUEUED_TEXT = "I'll start a new conversation as soon as I've answered what's before it."
-
-
-async def confirm_reset(gateway_reset: Awaitable[None], responder: FutureResponder, wait_s: float) -> str:
-    """Queue a reset and wait up to `wait_s` for its confirmation (platform commands must be
-    answered within seconds); past that the reset still happens, in order, and the text says so."""
-    await gateway_reset
-    try:
-        reply = await asyncio.wait_for(asyncio.shield(responder.reply), wait_s)
-    except TimeoutError:
-        return RESET_QUEUED_TEXT
-    return reply.text

@@ -150,7 +150,7 @@ class TurnRunner:
             outcome, reply = "store_error", Reply(STORE_FAILURE_TEXT, "failure", key)
         # Delivered after the turn lock is let go: a commit that was stored is answered,
         # whatever happens to the lease afterwards.
-        if outcome in ("answered", "agent_error"):
+        if outcome in ("answered", "agent_error", "notice"):
             self.live.difference_update(p.item_id for p in batch)  # their commit marked them
         else:  # commands and failures: no commit named them
             await self.inbox.settled(key, batch)
@@ -232,7 +232,8 @@ class TurnRunner:
         record = ChatMessage(
             "assistant", inbound.text, self._clock(), inbound.message_id, origin=inbound.origin
         )
-        await self._commit(lease, entry, [record], entry.turns)
+        answered = (notice.item_id,) if notice.item_id else ()
+        await self._commit(lease, entry, [record], entry.turns, answered)
         return "notice", Reply(inbound.text, "notice", lease.key, entry.session_id, entry.turns)
 
     @contextlib.asynccontextmanager

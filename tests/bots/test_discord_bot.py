@@ -262,7 +262,7 @@ async def test_slash_status_shows_key_session_and_turns_ephemerally(
     data: JSON = callback.json["data"]
     assert data["flags"] & 64  # ephemeral
     assert entry.key in data["content"] and entry.session_id in data["content"]
-    assert "Turns: 1" in data["content"]
+    assert f"Session `{entry.session_id}`: 1 turns" in data["content"]
 
 
 async def test_slash_commands_are_synced_at_startup(start_bot: StartBot, fake: FakeDiscord) -> None:

@@ -10,7 +10,7 @@ import discord
 from bots.discord.inbound import reply_target
 from bots.testing import eventually
 from bots.testing.fake_discord import FakeDiscord
-from core.model import Reply, ReplyTarget, SessionKey
+from core.model import Inbound, Reply, ReplyTarget, SessionKey
 from core.turn.streaming import CANCEL_MARKS
 from tests.support.discord import Bot, StartBot
 
@@ -143,3 +143,18 @@ async def test_targets_are_registered_while_the_bot_runs_and_refuse_damaged_ids(
         raise AssertionError("a damaged channel id must be refused")
     await bot.service.stop()
     assert not targets.can_answer("discord")
+
+
+async def test_a_stored_message_is_gated_again_by_the_access_rules_of_now(
+    start_bot: StartBot, fake: FakeDiscord
+) -> None:
+    """After a restart with a narrower allowlist, a stored message of someone no longer
+    allowed is not resumed; one of someone still allowed is."""
+    bot = await start_bot(f'allow_users = ["{fake.bob_id}"]')
+    targets = bot.runtime.gateway.targets
+
+    def stored(user: str) -> Inbound:
+        return Inbound("discord", user, fake.channel_id, "hi", "1", mentioned_bot=True, space=fake.guild_id)
+
+    assert targets.admits(stored(fake.bob_id))
+    assert not targets.admits(stored(fake.alice_id))

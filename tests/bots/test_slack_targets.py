@@ -11,7 +11,7 @@ from bots.slack.inbound import read_message, reply_target
 from bots.testing import eventually
 from bots.testing.fake_slack import DM, GENERAL, TEAM
 from core.door import RecentSet, Seen
-from core.model import Reply, ReplyTarget, SessionKey
+from core.model import Inbound, Reply, ReplyTarget, SessionKey
 from tests.support.slack import mention, running
 
 STREAMING = "stream_edit_interval_s = 0.2\nstream_first_chars = 1\n"
@@ -90,3 +90,14 @@ async def test_targets_are_registered_while_the_bot_runs(tmp_path: Path) -> None
         assert targets.can_answer("slack")
         await bot.service.stop()
         assert not targets.can_answer("slack")
+
+
+async def test_a_stored_message_is_gated_again_by_the_access_rules_of_now(tmp_path: Path) -> None:
+    async with running(tmp_path, "socket", slack='allow_users = ["U0OTHER"]') as bot:
+        targets = bot.runtime.gateway.targets
+
+        def stored(user: str) -> Inbound:
+            return Inbound("slack", user, GENERAL, "hi", "1.1", mentioned_bot=True, space=TEAM)
+
+        assert targets.admits(stored("U0OTHER"))
+        assert not targets.admits(stored("U0HUMAN"))

@@ -94,7 +94,7 @@ def test_interactive_chat_edits_lines_streams_and_handles_commands_locally(tmp_p
         t.expect(r"/status .*\n")  # answered here: the agent never saw it (turn 2 is next)
         t.expect("you> ")
         t.type("/status\r")
-        t.expect(r"turns:\s+1\b")
+        t.expect(r"Session `\w+`: 1 turns")
         t.expect("you> ")
         t.type("again\r")
         t.expect(r"echo: again\n\(turn 2 ")
@@ -181,6 +181,7 @@ def test_the_terminal_shows_tool_status_and_asks_approvals_y_or_n(tmp_path: Path
             tty.expect(r"\[y/N\] ")
             tty.type("n\r")
             tty.expect("A person denied this tool call")
+            tty.expect("you> ")
             tty.type("\x04")
             assert tty.exit_code() == 0
     assert counted(calls) == ["delete_file"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -61,14 +62,14 @@ def store_toml(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     )
 
 
-def config(tmp_path: Path, store: str, platform: str) -> Path:
+def config(tmp_path: Path, store: str, platform: str, *, drain_s: float = 0, pieces: int = PIECES) -> Path:
     path = tmp_path / "chatlane.toml"
     path.write_text(
         f"{store}"
         '[agent]\nbackend = "python"\nfactory = "bots.testing.agents:slow_stream"\n'
-        f"options = {{pieces = {PIECES}, gap_s = {GAP_S}}}\n"
-        # A deploy gives running turns no time here: the answer must be cut mid-stream.
-        "[queue]\ndrain_s = 0\nadopt_every_s = 0.5\n"
+        f"options = {{pieces = {pieces}, gap_s = {GAP_S}}}\n"
+        # By default a deploy gives running turns no time: the answer is cut mid-stream.
+        f"[queue]\ndrain_s = {drain_s}\nadopt_every_s = 0.5\n"
         "[http]\nenabled = false\n"
         f"{platform}"
         "stream_edit_interval_s = 0.2\nstream_first_chars = 1\nstream_first_post_s = 0\n",
@@ -194,6 +195,44 @@ async def test_discord_deploy_or_crash_mid_answer_finishes_every_message_once_in
         replied = [str(m["request"]["message_reference"]["message_id"]) for m in sent]
         assert replied == [m["id"] for m in asked], "each answer replies to its own message"
         check_memory(*await transcript(path))
+    finally:
+        await fake.close()
+
+
+async def test_discord_a_message_sent_while_the_process_drains_is_answered_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """Discord never sends a message again: one that arrives during the drain (the
+    process still listens, finishing r1) must be kept, not refused, and answered next."""
+    fake = await FakeDiscord().start()
+    try:
+        path = config(
+            tmp_path,
+            f'[store]\npath = "{tmp_path / "state"}"\n',
+            f'[discord]\nenabled = true\napi_base_url = "{fake.api_base}"\n'
+            f'gateway_url = "{fake.gateway_url}"\nguild_ready_timeout_s = 0.05\nsync_commands = false\n'
+            "history_backfill = 0\n",
+            drain_s=10,
+            pieces=60,  # 3 s: the drain outlasts the moment r2 arrives
+        )
+        channel = fake.channel_id
+        answers = [AGENT.text_for(1, "r1"), AGENT.text_for(2, "r2")]
+        async with process(path, tmp_path / "first.log") as first:
+            await fake.send_message("r1", mention=True)
+            await until(lambda: bool(fake.sent_to(channel)), 15)
+            first.proc.send_signal(signal.SIGTERM)
+            await until(lambda: b"stopping: finishing in-flight turns" in first.log.read_bytes(), 10)
+            await fake.send_message("r2", mention=True)
+            # No second signal: that would cut the drain short.
+            assert await asyncio.wait_for(first.proc.wait(), 30) == 0, first.stderr()
+            drained = fake.shown_in(channel)
+        async with process(path, tmp_path / "second.log") as second:
+            await until(lambda: answers[-1] in fake.shown_in(channel), 30)
+            assert await second.terminate() == 0
+        shown = fake.shown_in(channel)
+        print(f"\ndiscord, message during the drain: shown after it {len(drained)}, at the end {len(shown)}")
+        assert drained == answers[:1], "r1 was finished during the drain"
+        assert shown == answers, "r2, sent during the drain, was answered after the restart"
     finally:
         await fake.close()
 

@@ -81,7 +81,7 @@ async def test_kill_9_mid_turn_then_the_retry_on_the_restarted_process_gets_the_
         first = await ChatlaneProcess.start(config, log)
         try:
             request = asyncio.ensure_future(post(http, first.url, "remember the milk", "k-1"))
-            await eventually(lambda: '"try"' in inbox_lines(state))  # the turn started
+            await eventually(lambda: '"try"' in inbox_lines(state), timeout=15)  # the turn started
             await first.kill()
             assert (await request)[0] == 0  # the connection died with the process
         finally:
@@ -101,7 +101,7 @@ async def test_kill_9_mid_turn_then_the_retry_on_the_restarted_process_gets_the_
 
 async def test_sigterm_with_followups_queued_then_restart_answers_all_once_in_order(tmp_path: Path) -> None:
     config = write_config(
-        tmp_path, "idempotency_wait_s = 1\n[agent]\necho_delay_ms = 800\n[queue]\ndrain_s = 0.2\n"
+        tmp_path, "idempotency_wait_s = 1\n[agent]\necho_delay_ms = 2000\n[queue]\ndrain_s = 0.2\n"
     )
     state = tmp_path / "state"
     log = tmp_path / "run.log"
@@ -112,11 +112,12 @@ async def test_sigterm_with_followups_queued_then_restart_answers_all_once_in_or
             requests = []
             for i, text in enumerate(texts):
                 requests.append(asyncio.ensure_future(post(http, first.url, text, f"k-{i}")))
-                await eventually(functools.partial(_adds_are, state, i + 1))
-            await eventually(lambda: '"try"' in inbox_lines(state))
+                await eventually(functools.partial(_adds_are, state, i + 1), timeout=15)
+            await eventually(lambda: '"try"' in inbox_lines(state), timeout=15)
             assert await first.terminate(timeout=15) == 0
             statuses = [(await r)[0] for r in requests]
-            assert all(s in (0, 503) for s in statuses), statuses  # nobody was answered "send again"
+            # r1 may have finished within the drain on a slow machine; nobody heard "send again"
+            assert statuses[0] in (0, 200, 503) and all(s in (0, 503) for s in statuses[1:]), statuses
         finally:
             await first.stop()
         assert "Please send it again" not in first.stderr()

@@ -1,9 +1,10 @@
 """The file store's durable inbox: one small append-only file per conversation with
 pending items, and the OS lock that says which process is alive.
 
-    inbox/ab/<sha256(key)>.jsonl     the conversation's inbox; exists only while it has
-                                     pending items, so the folder IS the index of keys
-                                     with pending items (a restart never lists sessions)
+    inbox/ab/<sha256(key)>.jsonl     the conversation's inbox; empty (truncated) once
+                                     nothing in it is pending and removed a minute later,
+                                     so the non-empty files ARE the index of keys with
+                                     pending items (a restart never lists sessions)
     inbox/parked/<sha256(key)>.jsonl items parked as poison, kept for `sessions show`
     inbox/owners/<owner>.lock        held (flock) by its process for its whole life
     quarantine/inbox-<hash>.<ns>     damaged inbox lines, moved aside and reported
@@ -17,7 +18,7 @@ Answered = committed: a turn's commit line in the transcript names the items it
 answered (`"answered": [...]`, written in the one durable append of the commit), so the
 pending set is the added items minus those named by `done`/`park` lines here minus
 those named by the recent commits of the key's current session. The `done` line the
-store appends after a commit is only a hint that lets the file be removed once
+store appends after a commit is only a hint that lets the file be emptied once
 nothing is pending; a crash before it changes nothing.
 
 Accept = durable: an `add` line is appended under an exclusive flock of the file (which
@@ -40,38 +41,30 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from filelock import lock_descriptor, unlock_descriptor
 
-from core.model import InboxItem, InboxView, SessionKey, StoreError, validate_key
+from core.model import InboxItem, InboxView, SessionKey, StoreError
 from core.store import jsonl
+from core.store.files import inbox_file
 from core.store.files.committer import Committer
 from core.store.files.layout import mkdirs
 
 log = logging.getLogger("chatlane.inbox")
 
+EMPTY_KEEP_S = 60.0
+"""An emptied inbox file is kept (truncated) this long before the scan removes it, so a
+busy conversation does not create and fsync a new name in the folder for every message;
+the index (`keys`) skips empty files."""
 COMPACT_BYTES = 64 * 1024
 """An inbox file that never empties (a conversation always busy) is rewritten with only
 its pending items once it grows past this, so reading it stays cheap."""
 
 AnsweredOf = Callable[[SessionKey], set[str]]
 """Key -> item ids its current session's recent commits answered (reads the transcript)."""
-
-
-@dataclass(slots=True)
-class _Fold:
-    """One inbox file read from start to end."""
-
-    items: dict[str, InboxItem] = field(default_factory=dict)
-    closed: set[str] = field(default_factory=set)
-    parked: set[str] = field(default_factory=set)
-    bad: list[bytes] = field(default_factory=list)
-
-    def pending(self, answered: Collection[str] = ()) -> list[InboxItem]:
-        return [i for i in self.items.values() if i.item_id not in self.closed and i.item_id not in answered]
 
 
 class FileInbox:
@@ -104,17 +97,17 @@ class FileInbox:
     async def append(self, item: InboxItem) -> InboxItem:
         self._hold_owner_lock()
         path = self._path(item.key)
-        line = _line({"add": item.to_json(), "owner": self.owner})
+        line = inbox_file.encode_line({"add": item.to_json(), "owner": self.owner})
+        fresh = not _exists(path)  # a new name in the folder: its fsync is due too
         async with self._locked(path, create=True) as fd:
-            fold = _fold(fd)
+            fold = inbox_file.fold(fd)
             if item.item_id in fold.items:  # a retried append: stored once
                 return fold.items[item.item_id]
             seq = len(fold.items) + 1
-            written = _append(fd, line)
-            fresh = written.start == 0
+            written = inbox_file.append_lines(fd, line)
             dup = os.dup(fd)  # the committer closes its own descriptor after the sync
         if fresh:
-            self._committer.sync_before_next_round(path)  # the new file's name in its folder
+            self._committer.sync_before_next_round(path)
         try:
             await self._committer.sync(dup, written)
         except OSError as exc:
@@ -124,8 +117,17 @@ class FileInbox:
     async def keys(self) -> list[SessionKey]:
         def scan() -> list[SessionKey]:
             found: list[SessionKey] = []
+            now = time.time()
             for path in sorted(self.root.glob("[0-9a-f][0-9a-f]/*.jsonl")):
-                key = _first_key(path)
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                if st.st_size == 0:
+                    if now - st.st_mtime > EMPTY_KEEP_S:
+                        inbox_file.remove_if_empty(str(path))
+                    continue
+                key = inbox_file.first_key(path)
                 if key is not None:
                     found.append(key)
             return found
@@ -138,7 +140,7 @@ class FileInbox:
         async with self._locked(path) as fd:
             if fd < 0:
                 return InboxView([], self._parked(key))
-            fold = _fold(fd)
+            fold = inbox_file.fold(fd)
             bad = len(fold.bad)
             if fold.bad:
                 self._quarantine_lines(key, fd, fold)
@@ -151,7 +153,7 @@ class FileInbox:
         async with self._locked(path) as fd:
             if fd < 0:
                 return []
-            fold = _fold(fd)
+            fold = inbox_file.fold(fd)
             alive: dict[str, bool] = {self.owner: True}
             mine: list[str] = []
             taken: list[str] = []
@@ -167,7 +169,7 @@ class FileInbox:
                 if not alive[item.owner]:
                     taken.append(item_id)
             if taken:
-                _append(fd, _line({"own": taken, "owner": self.owner}))
+                inbox_file.append_lines(fd, inbox_file.encode_line({"own": taken, "owner": self.owner}))
         return [*mine, *taken]
 
     async def note(
@@ -175,16 +177,16 @@ class FileInbox:
     ) -> None:
         lines = b""
         if attempt:
-            lines += _line({"try": item_id})
+            lines += inbox_file.encode_line({"try": item_id})
         if answer_id is not None:
-            lines += _line({"answer": item_id, "answer_id": answer_id})
+            lines += inbox_file.encode_line({"answer": item_id, "answer_id": answer_id})
         if not lines:
             return
         # Not fsync'd: these survive a process crash (page cache); after a power loss an
         # answer is posted anew and an attempt is not counted, both harmless.
         async with self._locked(self._path(key)) as fd:
-            if fd >= 0:
-                _append(fd, lines)
+            if fd >= 0 and os.fstat(fd).st_size:  # an emptied inbox holds nothing to note
+                inbox_file.append_lines(fd, lines)
 
     async def settle(self, key: SessionKey, item_ids: Sequence[str], *, park: bool = False) -> None:
         if not item_ids:
@@ -193,15 +195,18 @@ class FileInbox:
         async with self._locked(path) as fd:
             if fd < 0:
                 return
-            fold = _fold(fd)
+            fold = inbox_file.fold(fd)
             if park:
                 parked = [fold.items[i] for i in item_ids if i in fold.items]
                 self._keep_parked(key, parked)
-            written = _append(fd, _line({"park" if park else "done": list(item_ids)}))
             fold.closed.update(item_ids)
-            if not fold.pending():
-                self._remove(path)
-                return
+            if fold.pending():
+                written = inbox_file.append_lines(
+                    fd, inbox_file.encode_line({"park" if park else "done": list(item_ids)})
+                )
+            else:
+                os.ftruncate(fd, 0)  # nothing pending: out of the index
+                written = jsonl.Written(0, 0, stored=True)
             dup = os.dup(fd)
         try:
             await self._committer.sync(dup, written)
@@ -217,15 +222,15 @@ class FileInbox:
         async with self._locked(path) as fd:
             if fd < 0:
                 return
-            fold = _fold(fd)
+            fold = inbox_file.fold(fd)
             fold.closed.update(item_ids)
             pending = fold.pending()
             if not pending:
-                self._remove(path)
+                os.ftruncate(fd, 0)  # out of the index; not fsync'd: the commit is the fact
             elif os.fstat(fd).st_size > COMPACT_BYTES:
-                _rewrite(path, pending)
+                inbox_file.rewrite(path, pending)
             else:
-                _append(fd, _line({"done": list(item_ids)}))
+                inbox_file.append_lines(fd, inbox_file.encode_line({"done": list(item_ids)}))
 
     def close(self) -> None:
         if self._owner_fd is not None:
@@ -270,10 +275,6 @@ class FileInbox:
                     unlock_descriptor(fd)
                 os.close(fd)
 
-    def _remove(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
     def _parked(self, key: str) -> list[InboxItem]:
         try:
             raw = Path(self._parked_path(key)).read_bytes()
@@ -292,11 +293,11 @@ class FileInbox:
         mkdirs(Path(path).parent)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            jsonl.write_all(fd, b"".join(_line(i.to_json()) for i in items))
+            jsonl.write_all(fd, b"".join(inbox_file.encode_line(i.to_json()) for i in items))
         finally:
             os.close(fd)
 
-    def _quarantine_lines(self, key: str, fd: int, fold: _Fold) -> None:
+    def _quarantine_lines(self, key: str, fd: int, fold: inbox_file.Fold) -> None:
         """Move damaged lines aside (reported once) and rewrite the file without them."""
         mkdirs(self._quarantine)
         moved = self._quarantine / f"inbox-{_digest(key)}.{time.time_ns()}"
@@ -304,7 +305,7 @@ class FileInbox:
         log.error(
             "inbox of %s had %d damaged records; moved to %s, the rest is kept", key, len(fold.bad), moved
         )
-        good = b"".join(line for line in _lines(fd) if line.rstrip(b"\n") not in fold.bad)
+        good = b"".join(line for line in inbox_file.whole_lines(fd) if line.rstrip(b"\n") not in fold.bad)
         os.ftruncate(fd, 0)
         jsonl.write_all(fd, good)
         os.fsync(fd)
@@ -345,118 +346,5 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _line(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace") + b"\n"
-
-
-def _append(fd: int, data: bytes) -> jsonl.Written:
-    """Append whole lines (closing a torn last line first); cut back on an error."""
-    size = os.fstat(fd).st_size
-    if size and os.pread(fd, 1, size - 1) != b"\n":
-        data = b"\n" + data
-    try:
-        jsonl.write_all(fd, data)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, size)
-        raise
-    return jsonl.Written(size, size + len(data), stored=True)
-
-
-def _rewrite(path: str, pending: list[InboxItem]) -> None:
-    """Replace the inbox file (whose lock the caller holds) with one holding only `pending`.
-
-    Atomic (temp file, fsync, rename): a crash leaves the old file or the new one. Writers
-    waiting for the old file's lock find it unlinked and open the new one."""
-    data = b""
-    for item in pending:
-        data += _line({"add": item.to_json(), "owner": item.owner})
-        data += _line({"try": item.item_id}) * item.attempts
-        if item.answer_id is not None:
-            data += _line({"answer": item.item_id, "answer_id": item.answer_id})
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        jsonl.write_all(fd, data)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-
-
-def _lines(fd: int) -> Iterator[bytes]:
-    """The file's whole lines (with their newline); a torn last line is left out."""
-    size = os.fstat(fd).st_size
-    raw = os.pread(fd, size, 0) if size else b""
-    for line in raw.splitlines(keepends=True):
-        if line.endswith(b"\n"):
-            yield line
-
-
-def _fold(fd: int) -> _Fold:
-    fold = _Fold()
-    tries: dict[str, int] = {}
-    answers: dict[str, str] = {}
-    owners: dict[str, str] = {}
-    for raw in _lines(fd):
-        line = raw.rstrip(b"\n")
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ValueError("not an object")
-            if "add" in obj:
-                item = InboxItem.from_json(obj["add"])
-                if item.item_id not in fold.items:
-                    fold.items[item.item_id] = item
-                owners[item.item_id] = str(obj.get("owner", ""))
-            elif "own" in obj:
-                for i in _ids(obj["own"]):
-                    owners[i] = str(obj.get("owner", ""))
-            elif "try" in obj:
-                tries[str(obj["try"])] = tries.get(str(obj["try"]), 0) + 1
-            elif "answer" in obj:
-                answers[str(obj["answer"])] = str(obj["answer_id"])
-            elif "done" in obj or "park" in obj:
-                ids = _ids(obj.get("done", obj.get("park")))
-                fold.closed.update(ids)
-                if "park" in obj:
-                    fold.parked.update(ids)
-            else:
-                raise ValueError("unknown inbox record")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            fold.bad.append(line)
-    for seq, (item_id, item) in enumerate(fold.items.items(), start=1):
-        fold.items[item_id] = replace(
-            item,
-            seq=seq,
-            owner=owners.get(item_id, ""),
-            attempts=tries.get(item_id, 0),
-            answer_id=answers.get(item_id),
-        )
-    return fold
-
-
-def _ids(raw: object) -> list[str]:
-    if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
-        raise ValueError("inbox ids must be a list of strings")
-    return list(raw)
-
-
-def _first_key(path: Path) -> SessionKey | None:
-    """The key named by the first readable `add` line of an inbox file."""
-    try:
-        with path.open("rb") as f:
-            for line in f:
-                with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
-                    key = json.loads(line).get("add", {}).get("key")
-                    if isinstance(key, str):
-                        return validate_key(key)
-    except OSError:
-        return None
-    return None
+def _exists(path: str) -> bool:
+    return os.path.exists(path)

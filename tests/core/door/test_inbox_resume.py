@@ -160,3 +160,19 @@ async def test_a_busy_scan_never_takes_this_processes_own_messages_twice(gateway
     assert entry is not None
     records = await gw.store.tail(entry.session_id, 1000)
     assert [r.content for r in records if r.role == "user"] == texts
+
+
+async def test_a_sender_no_longer_allowed_is_not_answered_after_the_restart(gateways: Gateways) -> None:
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()
+    first = gateways(config(), agent)
+    board = Board()
+    await send(first, board, "r1")
+    await first.close(timeout=0)
+    await first.store.close()
+    second = gateways(config(), RecordingAgent())
+    second.start()
+    second.targets.register("test", board.responder, admits=lambda inbound: inbound.user != "alice")
+    await eventually(lambda: second.resumer.scans >= 2)
+    assert board.replies["m-r1"] == []
+    assert (await second.store.inbox.items(KEY)).pending == []  # settled, not waiting forever

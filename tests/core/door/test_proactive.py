@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bots.testing import RecordingAgent, Replies, eventually
-from core.config import Config, SchedulerSettings
+from bots.testing import Board, RecordingAgent, Replies, eventually
+from core.config import Config, QueueSettings, SchedulerSettings
 from core.door import IdempotencyConflict, Unreachable
 from core.door.gateway import Gateway
 from core.model import ChatMessage, Inbound, ReplyTarget, Responder, SessionKey
@@ -158,3 +158,51 @@ async def test_a_reminder_made_at_runtime_fires_once_across_processes(
     assert stored[0].message_id.startswith(f"{name}@")
     mark = await a.store.fire_mark(name)
     assert mark is not None and mark.outcome == "answered"
+
+
+async def test_a_proactive_message_waits_in_the_inbox_and_a_restart_says_it_once(
+    gateways: Gateways, tmp_path: Path
+) -> None:
+    """Accept = stored: a send to a Slack thread is an inbox item (kind, origin, target)
+    before `send` returns; after a deploy cut it off, the next process answers the prompt
+    once and says the notice once, as a notice (no agent)."""
+    key = "agent:main:slack:*:C1:1700000000.000100"
+    held = RecordingAgent()
+    held.release = asyncio.Event()
+    config = Config(queue=QueueSettings(adopt_every_s=0.2))
+    first = gateways(config, held)
+    board = Board("slack")
+    first.targets.register("slack", board.responder)
+    await first.send(key, "the deploy finished")
+    await held.started.wait()
+    await first.send(key, "Maintenance at 18:00.", "notice")
+    other = FileStore(tmp_path / "state")  # another process's view
+    try:
+        view = await other.inbox.items(SessionKey(key))
+        assert [(i.kind, i.inbound.origin, i.target) for i in view.pending] == [
+            ("message", "operator", ReplyTarget("slack", "C1", "1700000000.000100")),
+            ("notice", "operator", ReplyTarget("slack", "C1", "1700000000.000100")),
+        ]
+    finally:
+        await other.close()
+    await first.close(timeout=0)  # a deploy: the running turn is cut off
+    await first.store.close()
+
+    agent = RecordingAgent()
+    second = gateways(config, agent)
+    second.targets.register("slack", board.responder)
+    second.start()
+    await eventually(lambda: [r.kind for r in board.replies[""]].count("notice") == 1, timeout=10)
+    await asyncio.sleep(0.5)  # two more inbox scans: nothing is taken again
+    assert [r.kind for r in board.replies[""]] == ["answer", "notice"]
+    assert [[m.content for m in t.new_messages] for t in agent.turns] == [["the deploy finished"]]
+    stored = await transcript(second, key)
+    assert [(r.role, r.content, r.origin) for r in stored if not r.interrupted][-2:] == [
+        ("assistant", agent_answer(stored), ""),
+        ("assistant", "Maintenance at 18:00.", "operator"),
+    ]
+    assert (await second.store.inbox.items(SessionKey(key))).pending == []
+
+
+def agent_answer(records: list[ChatMessage]) -> str:
+    return next(r.content for r in records if r.role == "assistant" and not r.origin)

@@ -12,7 +12,8 @@ import pytest
 from bots.testing import Replies, SlowStreamAgent, eventually
 from core.agents.base import Agent
 from core.config import Config, QueueSettings
-from core.door.gateway import STOP_SENT_TEXT, STOPPED_HERE_TEXT, Gateway
+from core.door.commands import STOP_SENT_TEXT, STOPPED_HERE_TEXT
+from core.door.gateway import Gateway
 from core.model.keys import SessionKey
 from core.model.messages import Inbound
 from tests.core.conftest import Gateways

@@ -10,12 +10,15 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from bots.testing import RedisServer, unique_prefix
 from core.config import StoreSettings
 from core.conversation.reserver import Reserver
 from core.model import Inbound, InboxItem, ReplyTarget, SessionKey, TurnCommit
 from core.model.messages import ChatMessage
 from core.store.base import SessionStore
+from core.store.files import inbox as files_inbox
 from core.store.files.store import FileStore
 from core.store.redis.store import RedisStore
 from tests.core.store.test_contract import KEY, OTHER, OpenStore, open_store
@@ -178,5 +181,24 @@ async def test_a_damaged_redis_item_is_moved_aside_and_never_blocks(redis_server
         assert view.quarantined == 1
         assert [k async for k in store._r.scan_iter(match=f"{prefix}:quarantine:inbox:*")]
         assert (await store.inbox.items(KEY)).quarantined == 0
+    finally:
+        await store.close()
+
+
+async def test_an_emptied_inbox_file_leaves_the_index_and_is_removed_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileStore(tmp_path / "state")
+    try:
+        a = await store.inbox.append(item("a"))
+        await commit_answering(store, KEY, [a.item_id])
+        path = store.inbox._path(KEY)
+        assert os.stat(path).st_size == 0  # kept for the conversation's next message
+        assert await store.inbox.keys() == []
+        monkeypatch.setattr(files_inbox, "EMPTY_KEEP_S", -1.0)
+        assert await store.inbox.keys() == []
+        assert not os.path.exists(path)  # noqa: ASYNC240 - a test looking at the folder
+        b = await store.inbox.append(item("b"))  # a new file again
+        assert [i.item_id for i in (await store.inbox.items(KEY)).pending] == [b.item_id]
     finally:
         await store.close()
