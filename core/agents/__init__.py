@@ -19,6 +19,7 @@ from core.agents.base import (
     AgentEvent,
     ApprovalDecided,
     ApprovalWaiting,
+    Piece,
     Summarizer,
     ToolFailed,
     ToolFinished,
@@ -31,7 +32,7 @@ from core.agents.echo import EchoAgent
 from core.agents.plugins import ENTRY_POINT_GROUP, PluginError, import_factory, load_entry_point, make_plugin
 from core.agents.showing import decode_text, inline_text, placeholder
 from core.config import AgentSettings, ConfigError, Loaded
-from core.model import AgentError, ChatMessage, SessionKey
+from core.model import AgentError, ChatMessage, SessionKey, Usage
 
 PROTOCOL_VERSION = 2
 """Version 2: `stream()` may yield, besides `str`, the events `ToolStarted`, `ToolFinished`,
@@ -41,7 +42,8 @@ PROTOCOL_VERSION = 2
 Version 1: `stream(turn: TurnInput) -> AsyncIterator[str]`, `async close()`, `name`;
 optional `async summarize(records) -> str`. TurnInput: session_key, session_id, turn,
 history, new_messages, model. ChatMessage: role, content, at, message_id, interrupted,
-summary, keeps. Fields may be added (with defaults) without a version change."""
+summary, keeps. `stream` may also yield `Usage` (tokens the answer cost; see `Piece`).
+Fields may be added (with defaults) without a version change."""
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -53,6 +55,7 @@ __all__ = [
     "ApprovalWaiting",
     "ChatMessage",
     "EchoAgent",
+    "Piece",
     "SessionKey",
     "Summarizer",
     "ToolFailed",
@@ -61,6 +64,7 @@ __all__ = [
     "ToolOutcome",
     "ToolStarted",
     "TurnInput",
+    "Usage",
     "decode_text",
     "inline_text",
     "make_agent",

@@ -23,6 +23,7 @@ from core.model import (
     ToolFailed,
     ToolFinished,
     ToolStarted,
+    Usage,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ApprovalDecided",
     "ApprovalWaiting",
     "Decision",
+    "Piece",
     "Summarizer",
     "ToolFailed",
     "ToolFinished",
@@ -78,6 +80,15 @@ class ToolHost(Protocol):
         ...
 
 
+Piece = str | Usage | AgentEvent
+"""What an agent's `stream` yields. `str`: the next piece of the answer's text (a
+text-only agent yields nothing else). `Usage` (optional, any number, usually one at the
+end): tokens the answer cost as the model reported them; the pieces of one turn add up,
+and the HTTP API returns the sum as `usage`. An `AgentEvent` (protocol 2, optional): a
+tool started / finished / failed, shown as the status line and stored as a record; a
+consumer ignores what it does not know."""
+
+
 @dataclass(frozen=True, slots=True)
 class TurnInput:
     """What an agent sees for one turn."""
@@ -99,9 +110,10 @@ class TurnInput:
 class Agent(Protocol):
     name: str
 
-    def stream(self, turn: TurnInput) -> AsyncIterator[str | AgentEvent]:
-        """Yield the answer in pieces (and, optionally, events); raise `AgentError` when it
-        cannot answer."""
+    def stream(self, turn: TurnInput) -> AsyncIterator[Piece]:
+        """Yield the answer in pieces (text, and optionally its `Usage` and tool events:
+        see `Piece`); raise `AgentError` when it cannot answer. An `AsyncIterator[str]`
+        fits too."""
         ...
 
     async def close(self) -> None: ...

@@ -49,6 +49,7 @@ from core.model.messages import (
     ReplyTarget,
     Responder,
     Role,
+    Usage,
 )
 from core.model.sessions import (
     Admission,
@@ -114,6 +115,7 @@ __all__ = [
     "ToolStarted",
     "TurnCommit",
     "TurnLease",
+    "Usage",
     "build_key",
     "fire_id",
     "format_key",

@@ -13,7 +13,7 @@ from bots.testing.mcp_server import meaning
 from core.agents import AgentEvent, ToolFailed, ToolFinished, ToolStarted, TurnInput
 from core.agents.openai import OpenAIAgent
 from core.config import AgentSettings, McpServerSettings, OpenAISettings
-from core.model import ChatMessage, SessionKey
+from core.model import ChatMessage, SessionKey, Usage
 from tests.fakes.fake_llm import CallTools, FakeLLM, tool_then_answer
 from tests.support.tools import SERVER, counted, tool_agent
 
@@ -29,7 +29,7 @@ async def _run(agent: OpenAIAgent, text: str) -> tuple[str, list[AgentEvent]]:
     async for piece in agent.stream(_turn(text)):
         if isinstance(piece, str):
             answer += piece
-        else:
+        elif not isinstance(piece, Usage):
             events.append(piece)
     return answer, events
 
