@@ -1,7 +1,7 @@
 """Store scaling: does an operation cost the same with 100 and with 100,000 sessions stored?
 
 For each size, a file store is pre-filled with that many entries, written directly in
-the store's own layout (`FileStore.entry_path`, `entry_to_json`) without fsync, then
+the store's own layout (`FileStore.layout.entry_path`, `entry_to_json`) without fsync, then
 flushed once with `os.sync()` so the measurement does not pay for the pre-fill's
 writeback. Then, in rounds that visit every size in turn (so background noise hits
 every size alike), it measures resolve of a new key (durable mint), a turn's store work
@@ -100,7 +100,7 @@ async def run(opts: Options) -> Report:
 
 def prefill(root: Path, n: int) -> list[tuple[SessionKey, str]]:
     """`n` entries written straight into the store's layout; a sample of (key, id) back."""
-    layout = FileStore(root, workers=1)  # only for its paths; never started a thread
+    layout = FileStore(root, workers=1).layout  # only for its paths; never started a thread
     made: set[Path] = set()
     now = time.time()
     sample: list[tuple[SessionKey, str]] = []

@@ -12,7 +12,7 @@ slack-bolt) answers against the local fake platform with a model that streams a
   stream appends, typing, reactions, status).
 
 Checks: each answer ends reading exactly the agent's text. The agent comes from
-`bots.testing`, the fake Discord and Slack servers from `bots.testing`.
+`bots.testing`, as are the fake Discord and Slack servers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """How the CLI runs its event loop: on uvloop when it is installed (`pip install
-'chatlane[fast]'`; measured faster here, see README Performance), else asyncio's own.
-`CHATLANE_LOOP=asyncio` forces asyncio's loop, e.g. to compare the two."""
+'chatlane[fast]'`), else asyncio's own. uvloop is opt-in: it measured within noise of
+asyncio here (docs/performance.md, "Tried and not kept"). `CHATLANE_LOOP=asyncio`
+forces asyncio's loop, e.g. to compare the two."""
 
 from __future__ import annotations
 

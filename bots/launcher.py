@@ -23,6 +23,7 @@ from bots.discord.settings import DiscordSettings
 from bots.health import HealthService, MetricsSettings
 from bots.http.settings import HttpSettings
 from bots.preflight import inspect
+from bots.readiness import STOPPING, UP
 from bots.runtime import Runtime, Service, StartupError
 from bots.slack.settings import SlackSettings
 from core import config
@@ -119,11 +120,12 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
             log.info("%s: running (%s)", service.name, service.describe())
         runtime.gateway.start_schedules()  # once the adapters answer their targets
         agents = ", ".join(f"{a} ({s.backend})" for a, s in loaded.config.agent_table().items())
-        log.info("chatlane is up: agents %s, store %s; Ctrl-C stops", agents, loaded.config.store.backend)
+        log.info("%s: agents %s, store %s; Ctrl-C stops", UP, agents, loaded.config.store.backend)
         await stop.wait()
         log.info(
-            "stopping: finishing in-flight turns (up to %ss; Ctrl-C again to stop them now); "
+            "%s (up to %ss; Ctrl-C again to stop them now); "
             "what is left stays in the inbox for the next start",
+            STOPPING,
             loaded.config.queue.drain_timeout_s,
         )
         return 0

@@ -259,7 +259,7 @@ class Access(Section):
 
 
 class StreamSettings(Section):
-    """How a chat adapter shows an answer while the agent produces it (core/streaming.py)."""
+    """How a chat adapter shows an answer while the agent produces it (core/turn/streaming.py)."""
 
     stream_edit_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 1.2
     """Edits of a streamed message (and new messages of it) at most this often."""

@@ -1,7 +1,7 @@
 """`Reply` -> Discord messages, typing and reactions, for one inbound message.
 
 With `stream = "edit"` (the default) the answer shows as it grows: `DraftStream`
-(core/streaming.py) posts it early and edits it in place through `DiscordSurface`
+(core/turn/streaming.py) posts it early and edits it in place through `DiscordSurface`
 (bots/discord/stream.py), rolling over at 2,000 characters; the final reply edits the
 messages to exactly the answer. A cut-off answer (interrupt, `/stop`, shutdown, agent
 failure) is edited to say so. With `status_reactions` the asker's message carries ⏳

@@ -1,6 +1,6 @@
 """Discord's side of a streamed answer: post, edit and delete messages of one reply.
 
-`DiscordSurface` is the `core.streaming.Surface` the responder's `DraftStream` drives.
+`DiscordSurface` is the `Surface` (core/turn/streaming.py) the responder's `DraftStream` drives.
 discord.py itself waits out a 429 (up to `max_ratelimit_wait_s`) and retries, which
 slows the stream down; a longer limit fails the call, and the stream backs off and
 shows everything received on its next try, so no text is lost either way.

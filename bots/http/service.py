@@ -56,6 +56,7 @@ from bots.http.errors import ApiError, RefusalLog, openai_errors, shutting_down
 from bots.http.guard import ConnectionGuard, GuardedSite, derive_max_connections
 from bots.http.idempotency import Idempotency, OwnerResponder, caller_of
 from bots.http.settings import HttpSettings
+from bots.readiness import API_AT
 from bots.runtime import Runtime, StartupError
 from core.door import SLOW_DOWN_TEXT
 from core.model import (
@@ -234,10 +235,7 @@ class HttpService:
 
     def describe(self) -> str:
         auth = "Bearer token required" if self._token else "no token"
-        return (
-            f"OpenAI-compatible API at {self.base_url} ({auth}; "
-            f"up to {self.guard.max_connections} connections)"
-        )
+        return f"{API_AT} {self.base_url} ({auth}; up to {self.guard.max_connections} connections)"
 
     # ------------------------------------------------------------------ handlers
     def _authorize(self, request: web.Request) -> None:

@@ -15,7 +15,7 @@ the bot takes part in when `thread_replies_addressed`. A mention arrives twice (
 `app_mention` and as `message.channels`) and Slack redelivers events it thinks were
 not acked (HTTP retries, Socket Mode reconnects), possibly to another replica: one
 message gives one turn, by its `event_id` and its channel and ts, checked by the
-gateway in the store that every replica shares (core/dedupe.py).
+gateway in the store that every replica shares (core/door/dedupe.py).
 
 Conversations: user + channel, and with `session.threads` each thread on its own. A
 top-level mention answered in a thread starts a conversation keyed by its own ts, so

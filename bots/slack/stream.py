@@ -1,4 +1,4 @@
-"""Slack's side of a streamed answer: the `core.streaming.Surface`s a `DraftStream` drives.
+"""Slack's side of a streamed answer: the `Surface`s (core/turn/streaming.py) a `DraftStream` drives.
 
 `NativeSurface` uses Slack's own streaming (`chat.startStream` / `chat.appendStream` /
 `chat.stopStream`) through slack-sdk's helper for it (`AsyncWebClient.chat_stream`,

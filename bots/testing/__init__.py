@@ -11,6 +11,9 @@ fake platforms speak (and fake_slack imports) platform SDKs, which core/ never d
                 `block_actions` (a button click)
   mcp_server    a tiny MCP server (official `mcp` SDK; stdio or --http PORT) whose tools
                 count their calls: lookup, delete_file, crash, hang, huge
+  fake_llm      FakeLLM: an OpenAI-compatible chat-completions server (JSON and SSE),
+                recording what each call was shown; delays and failures on demand
+  files         small real files for attachment tests: `png`, `log_text`
   server        serve_on_loopback: an aiohttp app on a free 127.0.0.1 port
   agents        test agents at the agent boundary: RecordingAgent, FixedAgent, FlakyAgent,
                 SlowStreamAgent; Replies, a responder that collects replies
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 from bots.testing.agents import FixedAgent, FlakyAgent, RecordingAgent, Replies, SlowStreamAgent
 from bots.testing.board import Board, BoardResponder
+from bots.testing.fake_llm import FakeLLM
 from bots.testing.polling import eventually
 from bots.testing.process import ChatlaneProcess, read_status, run_cli, write_config
 from bots.testing.redis import RedisServer, find_redis_server, free_port, unique_prefix
@@ -35,6 +39,7 @@ __all__ = [
     "Board",
     "BoardResponder",
     "ChatlaneProcess",
+    "FakeLLM",
     "FixedAgent",
     "FlakyAgent",
     "RecordingAgent",

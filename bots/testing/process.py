@@ -1,7 +1,7 @@
 """chatlane as a user runs it: `chatlane run` as a child process, and the one-shot commands.
 
 The one process runner of the test suite and the benchmarks. It starts `python -m bots`
-with this interpreter and imports nothing from `bots/` (core never does):
+with this interpreter and knows it is up by the lines named in bots/readiness.py:
 
     config = write_config(folder, "[queue]\\ncap = 50\\n")        # lines land in [http]
     async with await ChatlaneProcess.start(config, folder / "run.log") as child:
@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -26,12 +25,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
+from bots.readiness import API_ROOT, UP
 from bots.testing.polling import eventually
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-UP_LINE = b"chatlane is up"
-_API = re.compile(rb"OpenAI-compatible API at (http://\S+?)/v1\b")
 
 
 def write_config(folder: Path, extra: str = "", *, state: Path | None = None) -> Path:
@@ -125,10 +123,12 @@ class ChatlaneProcess:
         return child
 
     def _came_up(self) -> bool:
-        text = self._this_run()
-        if UP_LINE in text:
-            if m := _API.search(text):
-                self.api_root = m.group(1).decode()
+        # The lines are named in bots/readiness.py, where the launcher and the HTTP
+        # service print them from.
+        text = self._this_run().decode("utf-8", "replace")
+        if UP in text:
+            if m := API_ROOT.search(text):
+                self.api_root = m.group(1)
             return True
         if self.proc.returncode is not None:
             raise RuntimeError(f"chatlane exited {self.proc.returncode} before it was up:\n{self.stderr()}")

@@ -24,7 +24,7 @@ from types import TracebackType
 import redis
 
 START_TIMEOUT_S = 10.0
-NOT_INSTALLED = "redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
+NOT_INSTALLED = "redis-server is not on PATH (apt-get install redis-server; .ci/run installs it)"
 
 
 def find_redis_server() -> str | None:

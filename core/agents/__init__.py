@@ -4,8 +4,8 @@ This module is the stable place for agent authors to import from:
 
     from core.agents import Agent, AgentError, ChatMessage, TurnInput
 
-`PROTOCOL_VERSION` says which version of that contract this chatlane speaks (see the
-README, "Writing an agent"); a change a plugin would notice bumps it.
+`PROTOCOL_VERSION` says which version of that contract this chatlane speaks (see
+docs/agents.md, "Writing an agent"); a change a plugin would notice bumps it.
 
 Built-in backends: `echo` (offline, deterministic) and `openai` (any OpenAI-compatible
 server). `python` calls `factory = "package.module:callable"`; any other backend name

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from core.config import ResetSettings
 from core.model import SessionEntry, SessionKey
-from core.store import SessionStore
+from core.store import Sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class Reserver:
 
     def __init__(
         self,
-        store: SessionStore,
+        store: Sessions,
         freshness: Freshness | None = None,
         *,
         clock: Callable[[], float] = time.time,

@@ -1,4 +1,8 @@
-"""Bounded memory of recently seen things (event ids, threads the bot is in).
+"""Each delivery answered once, each retried request run once, arrival order kept.
+
+`Deliveries` (platform redeliveries), `Requests` (HTTP `Idempotency-Key`) and `InOrder`
+(checks that await the store still hand messages on in arrival order); `RecentSet` is
+a bounded memory of recently seen things (event ids, threads the bot is in).
 
 Platforms redeliver: a Discord gateway RESUME can replay a MESSAGE_CREATE, and Slack
 retries an event it thinks was not acknowledged and sends a mention twice (as
@@ -17,7 +21,7 @@ from collections.abc import Sequence
 
 from core.model import RequestClaim, StoreError
 from core.ops import Metrics
-from core.store import SessionStore
+from core.store import Deliveries as StoredDeliveries  # the store's part; `Deliveries` here is the door's
 
 log = logging.getLogger("chatlane.dedupe")
 
@@ -67,7 +71,7 @@ class Deliveries:
     """
 
     def __init__(
-        self, store: SessionStore, window_s: float, metrics: Metrics, capacity: int = 10_000
+        self, store: StoredDeliveries, window_s: float, metrics: Metrics, capacity: int = 10_000
     ) -> None:
         self.store = store
         self.window_s = window_s
@@ -151,7 +155,7 @@ class Requests:
     when its process dies the process that resumes it answers under the same claim
     (a lapsing lease would let a retry run it a second time beside the resumed one)."""
 
-    def __init__(self, store: SessionStore, window_s: float, metrics: Metrics) -> None:
+    def __init__(self, store: StoredDeliveries, window_s: float, metrics: Metrics) -> None:
         self.store = store
         self.window_s = window_s
         self.metrics = metrics

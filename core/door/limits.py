@@ -15,7 +15,7 @@ import logging
 from core.config import LimitsSettings
 from core.model import Inbound, Reply, Responder, SessionKey, StoreError
 from core.ops import Metrics
-from core.store import SessionStore
+from core.store import SenderLimits
 
 log = logging.getLogger("chatlane.limits")
 
@@ -27,7 +27,7 @@ SLOW_DOWN_TEXT = (
 class Limits:
     """The gateway's limit check; a no-op when `[limits]` sets none."""
 
-    def __init__(self, settings: LimitsSettings, store: SessionStore, metrics: Metrics) -> None:
+    def __init__(self, settings: LimitsSettings, store: SenderLimits, metrics: Metrics) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics

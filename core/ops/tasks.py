@@ -1,7 +1,7 @@
 """Owned background tasks: every task is tracked until it ends, and shutdown gathers them.
 
-One helper instead of a hand-tracked `set[asyncio.Task]` per adapter (STYLE: own every
-task; no fire-and-forget `create_task`).
+One helper instead of a hand-tracked `set[asyncio.Task]` per adapter, so no task is
+fire-and-forget: each one's failure is logged and shutdown waits for it.
 """
 
 from __future__ import annotations

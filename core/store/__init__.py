@@ -6,7 +6,16 @@ the entry and record formats both share.
 from __future__ import annotations
 
 from core.config import Loaded
-from core.store.base import Approvals, BlobStore, SessionStore
+from core.store.base import (
+    Approvals,
+    BlobStore,
+    Deliveries,
+    Ledger,
+    SenderLimits,
+    Sessions,
+    SessionStore,
+    Signals,
+)
 from core.store.entries import SESSION_ID
 from core.store.redis.urls import safe_url, url_problem
 
@@ -14,7 +23,12 @@ __all__ = [
     "SESSION_ID",
     "Approvals",
     "BlobStore",
+    "Deliveries",
+    "Ledger",
+    "SenderLimits",
     "SessionStore",
+    "Sessions",
+    "Signals",
     "open_store",
     "safe_url",
     "url_problem",

@@ -243,7 +243,7 @@ class TurnRunner:
     async def _notice(self, lease: TurnLease, notice: Pending) -> tuple[str, Reply]:
         """A proactive notice: stored as the bot's record (marked with its origin, so later
         turns know it was said) in one fenced commit, then posted verbatim."""
-        entry, _ = await self._resolve(lease.key)
+        entry, _created = await self._resolve(lease.key)
         inbound = notice.inbound
         record = ChatMessage(
             "assistant", inbound.text, self._clock(), inbound.message_id, origin=inbound.origin

@@ -10,7 +10,7 @@ platform messages in step with them through a `Surface` (the platform's calls):
   retry, a network error) doubles that interval until a call succeeds again. Text is
   never lost: every flush shows everything received so far.
 * past the platform's limit the text rolls over into a new message. The cuts are the
-  ones `core.chunking.chunk_message` makes for the whole text (clean boundaries, code
+  ones `chunking.chunk_message` makes for the whole text (clean boundaries, code
   fences closed and re-opened), so a chunk is *sealed* (final) once the text reaches
   `limit` characters past its start: no later text can move its cut.
 * `finish(text)` shows exactly the chunks of `text` (the final answer, which may

@@ -67,7 +67,7 @@ def imported_modules(path: Path) -> set[str]:
 @pytest.mark.parametrize("package", ["bench", "core", "bots"])
 def test_benchmarks_and_the_shipped_package_import_nothing_from_tests(package: str) -> None:
     """bench/ runs from an installed chatlane, where tests/ does not exist; what it shares
-    with the tests (agents, the process runner, redis-server) is in `bots.testing`."""
+    with the tests (agents, fakes, the process runner, redis-server) is in `bots.testing`."""
     offenders = {
         str(path.relative_to(ROOT)): sorted(m for m in imported_modules(path) if m.split(".")[0] == "tests")
         for path in sorted((ROOT / package).rglob("*.py"))

@@ -18,10 +18,10 @@ from bots.discord.service import create as create_discord
 from bots.launcher import load_config
 from bots.runtime import Runtime
 from bots.testing.fake_discord import FakeDiscord
+from bots.testing.fake_llm import FakeLLM
 from bots.testing.fake_slack import BOT_USER, DM, GENERAL, TEAM, message_event
 from bots.testing.process import ChatlaneProcess, write_config
 from core.turn.compaction import COMPACTED_NOTE
-from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.plugin_agents import ENTRY_POINT
 from tests.support.http import body, serve
 from tests.support.slack import running

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from bots.testing.fake_discord import FakeDiscord
+from bots.testing.fake_llm import FakeLLM
+from bots.testing.files import log_text, png
 from core.agents.openai import BACKFILL_INTRO
 from core.turn.fetch import NOT_ALLOWED_HOST
 from tests.bots.test_discord_bot import reply_texts
-from tests.fakes.fake_llm import FakeLLM
-from tests.fakes.files import log_text, png
 from tests.support.discord import StartBot
 from tests.support.llm import model_agent, untimed
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from bots.testing import eventually
 from bots.testing.fake_discord import FakeDiscord
+from bots.testing.fake_llm import FakeLLM, tool_then_answer
 from bots.testing.mcp_server import meaning
 from core.turn import approval_action
-from tests.fakes.fake_llm import FakeLLM, tool_then_answer
 from tests.support.discord import StartBot
 from tests.support.tools import counted, tool_agent
 

@@ -11,9 +11,9 @@ import openai
 import pytest
 from aiohttp import web
 
+from bots.testing.fake_llm import FakeLLM
+from bots.testing.files import log_text, png
 from bots.testing.server import serve_on_loopback
-from tests.fakes.fake_llm import FakeLLM
-from tests.fakes.files import log_text, png
 from tests.support.http import serve
 
 BIG_BODIES = "max_body_bytes = 4194304"

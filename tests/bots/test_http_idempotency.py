@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bots.testing import FlakyAgent
+from bots.testing import FlakyAgent, eventually
 from tests.support.http import body, serve
 
 
@@ -38,7 +38,7 @@ async def test_a_retry_that_waits_too_long_gets_409_and_later_the_answer(tmp_pat
     async with serve(tmp_path, agent=agent, http="idempotency_wait_s = 0.2") as api:
         headers = {"Idempotency-Key": "slow-1"}
         first = asyncio.create_task(api.post(body("slow", user="cy"), headers))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: agent.calls == 1)  # the first request's turn is running (1 s)
         status, err, _ = await api.post(body("slow", user="cy"), headers)
         assert status == 409 and err["error"]["code"] == "request_in_progress"
         status, answer, _ = await first

@@ -62,13 +62,19 @@ class Stream:
         assert [c.choices[0].finish_reason for c in self.chunks[:-1]] == [None] * (len(self.chunks) - 1)
 
 
-async def stream(s: Api, body: dict[str, Any], headers: dict[str, str] | None = None) -> Stream:
+async def stream(
+    s: Api, body: dict[str, Any], headers: dict[str, str] | None = None, *, received: bytearray | None = None
+) -> Stream:
+    """The whole response; `received` (if given) grows as bytes arrive, for a test to poll."""
+    got = bytearray() if received is None else received
     async with (
         aiohttp.ClientSession() as http,
         asyncio.timeout(END_S),
         http.post(s.url("/v1/chat/completions"), json=body, headers=headers) as resp,
     ):
-        raw = (await resp.read()).decode()
+        async for piece in resp.content.iter_any():
+            got += piece
+        raw = bytes(got).decode()
     if resp.content_type != "text/event-stream":
         return Stream(resp.status, [raw], dict(resp.headers))
     events = [line[len("data: ") :] for line in raw.split("\n\n") if line.startswith("data: ")]
@@ -127,9 +133,9 @@ async def test_a_stream_cut_off_by_shutdown_ends_with_an_error_a_finish_chunk_an
 ) -> None:
     extra = "[queue]\nshutdown_timeout_s = 0.2"
     async with serve(tmp_path, agent_toml="echo_delay_ms = 5000", extra=extra) as s:
-        task = asyncio.create_task(stream(s, _body("slow", user="d")))
-        await eventually(lambda: s.runtime.gateway.lanes.waiting(_key("d"))[1])
-        await asyncio.sleep(0.1)  # the first piece is out: the stream has begun
+        received = bytearray()
+        task = asyncio.create_task(stream(s, _body("slow", user="d"), received=received))
+        await eventually(lambda: b"echo: slow" in received)  # the first piece is out
         await s.runtime.gateway.close()
         cut = await task
         assert cut.status == 200
@@ -218,5 +224,9 @@ async def test_a_named_user_called_anon_is_not_taken_for_a_one_off(tmp_path: Pat
             assert r.headers[SESSION_HEADER] == _key("anon-1")
         async with http.post(s.url("/v1/chat/completions"), json=_body("y", user=None, stream=False)) as r:
             assert r.status == 200
-        await asyncio.sleep(0.2)
-        assert [e.key for e in await s.entries()] == [_key("anon-1")]
+        # The one-off's entry is deleted after its answer.
+        assert await eventually(lambda: _keys_are(s, [_key("anon-1")]))
+
+
+async def _keys_are(s: Api, keys: list[str]) -> bool:
+    return [e.key for e in await s.entries()] == keys

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from bots.http.service import SESSION_HEADER
-from tests.fakes.fake_llm import FakeLLM, usage_of
+from bots.testing.fake_llm import FakeLLM, usage_of
 from tests.support.http import serve
 
 

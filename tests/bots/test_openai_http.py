@@ -17,9 +17,9 @@ from bots.http.service import SESSION_HEADER, HttpService
 from bots.launcher import load_config
 from bots.runtime import Runtime, StartupError
 from bots.testing import eventually
+from bots.testing.fake_llm import FakeLLM
 from core.agents.base import TurnInput
 from core.model.errors import AgentError
-from tests.fakes.fake_llm import FakeLLM
 from tests.support.http import serve
 
 TOKEN = "s3cret-token"

@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bots.slack.history import token_may_go_to
+from bots.testing.fake_llm import FakeLLM
 from bots.testing.fake_slack import BOT_ID, BOT_USER, DM, GENERAL, Fault, message_event
+from bots.testing.files import log_text, png
 from core.agents.openai import BACKFILL_INTRO
 from tests.bots.test_slack_bot import transport, turn_of
-from tests.fakes.fake_llm import FakeLLM
-from tests.fakes.files import log_text, png
 from tests.support.llm import model_agent, untimed
 from tests.support.slack import Transport, mention, running
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from bots.testing import eventually
+from bots.testing.fake_llm import FakeLLM, tool_then_answer
 from bots.testing.fake_slack import GENERAL, block_actions, buttons
 from bots.testing.mcp_server import meaning
 from core.turn import approval_action
-from tests.fakes.fake_llm import FakeLLM, tool_then_answer
 from tests.support.slack import mention, running
 from tests.support.tools import counted, tool_agent
 

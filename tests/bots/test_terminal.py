@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bots.testing.fake_llm import FakeLLM, tool_then_answer
 from tests.bots.test_cli import ROOT, chatlane, config
-from tests.fakes.fake_llm import FakeLLM, tool_then_answer
 from tests.support.tools import SERVER, counted
 
 

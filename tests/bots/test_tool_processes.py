@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 
 from bots.testing import ChatlaneProcess, run_cli, write_config
+from bots.testing.fake_llm import FakeLLM, tool_then_answer
 from bots.testing.mcp_server import meaning
-from tests.fakes.fake_llm import FakeLLM, tool_then_answer
 from tests.support.tools import SERVER, counted
 
 

@@ -21,6 +21,7 @@ from bots.testing import eventually
 from core.model.keys import validate_key
 from core.model.messages import ChatMessage
 from core.store import jsonl
+from tests.support.skips import cannot_run_here
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +90,7 @@ def inspect_state(root: Path) -> StateReport:
         for p in root.rglob("*")
         if p.is_file()
         and not (p.suffix in (".json", ".jsonl", ".lock", ".turn", ".tmp") or p.parent.name == "quarantine")
-        and p.relative_to(root).parts[0] not in ("deliveries", "limits")  # core/store/deliveries.py
+        and p.relative_to(root).parts[0] not in ("deliveries", "limits")  # core/store/files/deliveries.py
     ]
     return StateReport(entries, damaged, transcripts, bad, stray)
 
@@ -105,6 +106,22 @@ def mounted(target: Path, *options: str) -> Iterator[bool]:
         return
     try:
         yield True
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def mounted_or_skipped(target: Path, *options: str) -> Iterator[None]:
+    """`mount <options> <target>` for the block; skipped (failed in CI) with mount's own
+    error when this host forbids it (it needs root or CAP_SYS_ADMIN, no seccomp veto)."""
+    target.mkdir(parents=True, exist_ok=True)
+    command = ["mount", *options, str(target)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        why = done.stderr.strip() or f"exit {done.returncode}"
+        cannot_run_here(f"`{' '.join(command[:-1])} DIR` failed on this host: {why}")
+    try:
+        yield
     finally:
         subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
 

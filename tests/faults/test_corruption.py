@@ -12,13 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from bots.testing import run_cli, write_config
 from core.model.keys import SessionKey
 from core.store.files.store import FileStore
 from core.turn.runner import STORE_FAILURE_TEXT
-from tests.faults.harness import ROOT, fill_disk, inspect_state, mounted, remount
+from tests.faults.harness import ROOT, fill_disk, inspect_state, mounted, mounted_or_skipped, remount
 from tests.support.http import body, serve
 
 
@@ -56,7 +54,7 @@ async def test_damaged_entries_are_listed_quarantined_and_never_overwritten(tmp_
         store = api.runtime.store
         assert isinstance(store, FileStore)
         for user, damage in DAMAGE.items():
-            store.entry_path(key(user)).write_bytes(damage)
+            store.layout.entry_path(key(user)).write_bytes(damage)
 
     listed = chatlane("sessions", "list", "--json", "--config", str(tmp_path / "chatlane.toml"))
     assert listed.returncode == 0, listed.stderr
@@ -85,7 +83,7 @@ async def test_an_entry_path_that_is_a_directory_is_reported_and_does_not_hide_t
         assert (await api.post(body("hi", user="ann")))[0] == 200
         store = api.runtime.store
         assert isinstance(store, FileStore)
-        store.entry_path(key("blocked")).mkdir(parents=True)
+        store.layout.entry_path(key("blocked")).mkdir(parents=True)
         listing = await store.list()
         assert [e.key for e in listing.entries] == [key("ann")]
         assert len(listing.damaged) == 1 and "unreadable" in listing.damaged[0].reason
@@ -103,7 +101,7 @@ async def test_garbage_in_the_middle_of_a_transcript_is_skipped_and_memory_conti
         assert isinstance(store, FileStore)
         entry = await store.get(key("ann"))
         assert entry is not None
-        with store.transcript_path(entry.session_id).open("ab") as f:
+        with store.layout.transcript_path(entry.session_id).open("ab") as f:
             f.write(b'\x00\xff{"role": "user", "content": \n{"not": "a record"}\n\xc3\x28\n')
         status, data, _ = await api.post(body("and now?", user="ann"))
         assert status == 200
@@ -160,9 +158,7 @@ async def test_a_read_only_state_directory_fails_clearly_and_recovers(tmp_path: 
     writable again, the conversation goes on with its memory."""
     source, state = tmp_path / "source", tmp_path / "state"
     source.mkdir()
-    with mounted(state, "--bind", str(source)) as ok:
-        if not ok:
-            pytest.skip("bind mounts are not permitted here; the ENOTDIR test covers startup")
+    with mounted_or_skipped(state, "--bind", str(source)):
         with mounted(tmp_path / "ro", "--bind", "-o", "ro", str(source)) as ro_ok:
             assert ro_ok
             done = chatlane("run", "--config", str(write_config(tmp_path, state=tmp_path / "ro" / "s")))
@@ -190,9 +186,7 @@ async def test_a_full_disk_fails_the_turn_cleanly_and_recovers_when_space_return
     (a torn record). Now the turn fails with a plain message, no fragment is left, and
     the conversation goes on once space is free."""
     disk = tmp_path / "disk"
-    with mounted(disk, "-t", "tmpfs", "-o", "size=256k", "tmpfs") as ok:
-        if not ok:
-            pytest.skip("tmpfs mounts are not permitted here; the RLIMIT_FSIZE test covers short writes")
+    with mounted_or_skipped(disk, "-t", "tmpfs", "-o", "size=256k", "tmpfs"):
         state = disk / "state"
         async with serve(tmp_path, state=state) as api:
             assert (await api.post(body("small", user="ann")))[0] == 200
@@ -212,8 +206,8 @@ async def test_a_full_disk_fails_the_turn_cleanly_and_recovers_when_space_return
 
 SHORT_WRITER = r"""
 import asyncio, resource, signal, sys, time, uuid
-from core.conversation.reserver import Reserver
-from core.store.files.store import FileStore
+from core.conversation import Reserver
+from core.store.files import FileStore
 from core.model import ChatMessage, SessionKey, StoreError, TurnCommit
 
 async def main(root):
@@ -224,7 +218,7 @@ async def main(root):
         entry, _ = await reserver.resolve(key)
         await store.commit(TurnCommit(lease, entry.session_id, uuid.uuid4().hex,
                                       [ChatMessage("user", "kept", 1.0)], 1.0, 1))
-        size = store.transcript_path(entry.session_id).stat().st_size
+        size = store.layout.transcript_path(entry.session_id).stat().st_size
         # Every write past size + 40 bytes is cut short, then refused (EFBIG): a real
         # kernel error, the same short write a full disk gives. Entries are ~300 bytes.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

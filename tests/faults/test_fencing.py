@@ -33,7 +33,7 @@ from core.model.messages import ChatMessage
 from core.model.sessions import TurnCommit
 from core.store.redis.store import RedisStore
 from core.turn.runner import STORE_FAILURE_TEXT
-from tests.faults.harness import fill_disk, mounted
+from tests.faults.harness import fill_disk, mounted_or_skipped
 from tests.faults.tcp_proxy import proxy_to
 from tests.support.http import COMPLETIONS, body
 
@@ -247,9 +247,7 @@ async def test_a_disk_that_fills_during_a_two_process_burst_stores_whole_turns_o
     freed again. Every turn is stored whole or not at all, "not answered" only when
     nothing was stored, the count equals the commits, and service recovers unrestarted."""
     disk = tmp_path / "disk"
-    with mounted(disk, "-t", "tmpfs", "-o", "size=2m", "tmpfs") as ok:
-        if not ok:
-            pytest.skip("this host does not allow mounting a tmpfs")
+    with mounted_or_skipped(disk, "-t", "tmpfs", "-o", "size=2m", "tmpfs"):
         config = write_config(tmp_path, "[agent]\necho_delay_ms = 5\n", state=disk / "state")
         procs = [await ChatlaneProcess.start(config, tmp_path / f"p{i}.log") for i in range(2)]
         replies: dict[str, tuple[int, str]] = {}

@@ -236,7 +236,7 @@ async def test_any_message_text_is_stored_readably(api: Api, text: str) -> None:
     store = api.runtime.store
     assert isinstance(store, FileStore)
     entry = await store.get(SessionKey("agent:main:http:fuzz:api"))
-    records, bad = jsonl.read_all(store.transcript_path(_session(entry)))
+    records, bad = jsonl.read_all(store.layout.transcript_path(_session(entry)))
     assert bad == 0
     assert records[-2].content == text
 
@@ -436,5 +436,7 @@ async def test_discord_one_malformed_event_does_not_end_the_connection_for_good(
     # discord.py's own parser raises on it and drops the connection; the adapter must
     # connect again (a fresh IDENTIFY) and answer what comes next.
     await eventually(lambda: fake.received_ops.count(2) > identified, timeout=10)
+    assert fake.sent_to(fake.channel_id) == []  # the malformed event got no answer
     await fake.send_message("sentinel", mention=True)
-    await fake.wait_for_sent(fake.channel_id, timeout=5)
+    (answer,) = await fake.wait_for_sent(fake.channel_id, timeout=5)
+    assert "sentinel" in answer["content"]

@@ -99,7 +99,7 @@ async def commit(w: World) -> Problem:
 async def acquire(w: World) -> Problem:
     async with w.store.lock_turn(w.key) as first:
         pass
-    w.proxy.drop_reply_to(w.store.lock_name(w.key).encode())
+    w.proxy.drop_reply_to(w.store.names.lock(w.key).encode())
     began = time.monotonic()
     async with w.store.lock_turn(w.key) as lease:
         waited = time.monotonic() - began
@@ -112,7 +112,7 @@ async def acquire(w: World) -> Problem:
 
 async def renew(w: World) -> Problem:
     async with w.store.lock_turn(w.key):
-        w.proxy.drop_reply_to(w.store.lock_name(w.key).encode())
+        w.proxy.drop_reply_to(w.store.names.lock(w.key).encode())
         deadline = time.monotonic() + TTL_S
         while not w.proxy.dropped and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -122,13 +122,13 @@ async def renew(w: World) -> Problem:
 
 async def release(w: World) -> Problem:
     async with w.store.lock_turn(w.key):
-        w.proxy.drop_reply_to(w.store.lock_name(w.key).encode())
-    held = await w.direct.exists(w.store.lock_name(w.key))
+        w.proxy.drop_reply_to(w.store.names.lock(w.key).encode())
+    held = await w.direct.exists(w.store.names.lock(w.key))
     return None if not held else ("stuck", "the lock stayed taken after its release")
 
 
 async def reserve(w: World) -> Problem:
-    w.proxy.drop_reply_to(b"EXEC", w.store.entry_name(w.key).encode())
+    w.proxy.drop_reply_to(b"EXEC", w.store.names.entry(w.key).encode())
     entry, minted = await Reserver(w.store).resolve(w.key)
     stored = await w.store.get(w.key)
     if stored is None or stored.session_id != entry.session_id:
@@ -145,7 +145,7 @@ async def reset(w: World) -> Problem:
         minted.append(reserver.mint(k))
         return minted[-1]
 
-    w.proxy.drop_reply_to(b"EXEC", w.store.entry_name(w.key).encode())
+    w.proxy.drop_reply_to(b"EXEC", w.store.names.entry(w.key).encode())
     entry = await w.store.reset(w.key, mint)
     stored = await w.store.get(w.key)
     if stored is None or stored.session_id != entry.session_id:
@@ -155,7 +155,7 @@ async def reset(w: World) -> Problem:
 
 async def set_model(w: World) -> Problem:
     entry, _ = await Reserver(w.store).resolve(w.key)
-    w.proxy.drop_reply_to(b"EXEC", w.store.entry_name(w.key).encode())
+    w.proxy.drop_reply_to(b"EXEC", w.store.names.entry(w.key).encode())
     got = await w.store.set_model(w.key, entry.session_id, "big")
     stored = await w.store.get(w.key)
     ok = got is not None and got.model == "big" and stored is not None and stored.model == "big"
@@ -164,7 +164,7 @@ async def set_model(w: World) -> Problem:
 
 async def delete(w: World) -> Problem:
     entry, _ = await Reserver(w.store).resolve(w.key)
-    w.proxy.drop_reply_to(b"EXEC", w.store.entry_name(w.key).encode())
+    w.proxy.drop_reply_to(b"EXEC", w.store.names.entry(w.key).encode())
     removed = await w.store.delete(w.key, entry.session_id)
     gone = await w.store.get(w.key) is None
     if not gone:
@@ -173,7 +173,7 @@ async def delete(w: World) -> Problem:
 
 
 async def stop(w: World) -> Problem:
-    w.proxy.drop_reply_to(w.store.stop_name(w.key).encode())
+    w.proxy.drop_reply_to(w.store.names.stop(w.key).encode())
     await w.store.request_stop(w.key)
     n = await w.store.stop_requests(w.key)
     return None if n == 1 else ("double", f"one /stop counted {n} times")

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from bots.testing import ChatlaneProcess, write_config
+from bots.readiness import STOPPING
+from bots.testing import ChatlaneProcess, eventually, write_config
 from tests.support.http import COMPLETIONS, body
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _equals(value: Awaitable[float], expected: float) -> bool:
+    return await value == expected
 
 
 async def test_a_second_ctrl_c_during_shutdown_still_answers_every_waiting_client(tmp_path: Path) -> None:
@@ -32,12 +39,19 @@ async def test_a_second_ctrl_c_during_shutdown_still_answers_every_waiting_clien
             except aiohttp.ClientError as exc:
                 outcomes.append((0, type(exc).__name__))
 
+        async def metric(name: str) -> float:
+            async with http.get(child.url + "/metrics") as r:
+                text = await r.text()
+            found = re.search(rf"(?m)^{name}(?:{{[^}}]*}})? (\S+)$", text)
+            return float(found.group(1)) if found else 0.0
+
         running = asyncio.create_task(ask("running"))
-        await asyncio.sleep(0.5)  # the first turn has started
+        await eventually(lambda: metric("chatlane_messages_in_total"))  # taken first
         queued = [asyncio.create_task(ask(f"queued {i}")) for i in range(3)]
-        await asyncio.sleep(0.3)
+        # Three waiting behind a turn: the first turn is running (it takes 3 s).
+        await eventually(lambda: _equals(metric("chatlane_queue_depth"), 3))
         child.proc.send_signal(signal.SIGINT)  # stop: let running turns finish (up to 60 s)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: STOPPING in child.stderr())  # the first Ctrl-C was taken
         child.proc.send_signal(signal.SIGINT)  # no: stop now
         async with asyncio.timeout(20):
             await asyncio.gather(running, *queued)

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from bots.testing import RedisServer, eventually, unique_prefix
+from bots.testing.fake_llm import FakeLLM, tool_then_answer
 from bots.testing.fake_slack import (
     FakeSlack,
     block_actions,
@@ -18,7 +19,6 @@ from bots.testing.fake_slack import (
     signed_headers,
 )
 from core.turn import approval_action
-from tests.fakes.fake_llm import FakeLLM, tool_then_answer
 from tests.faults.test_replicas import SECRET, post_event, replicas, signed, slack_config, store_section
 from tests.support.slack import mention
 from tests.support.tools import SERVER, counted

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from bots.testing import ChatlaneProcess, eventually, write_config
-from tests.fakes.fake_llm import FakeLLM, tool_then_answer
+from bots.testing.fake_llm import FakeLLM, tool_then_answer
 from tests.faults.test_inbox_restart import user_records
 from tests.support.http import COMPLETIONS, body
 from tests.support.tools import SERVER, counted

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bots.testing.fake_llm import FakeLLM
 from core.agents.openai import OpenAIAgent
 from core.config import AgentSettings, OpenAISettings
-from tests.fakes.fake_llm import FakeLLM
 
 WHEN = re.compile(r" \(\d{4}-\d\d-\d\d \d\d:\d\d UTC\):")
 

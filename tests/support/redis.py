@@ -4,26 +4,25 @@
   private_redis_server  a server of the test's own, free to stop and restart
 
 Without `redis-server` on PATH a test that needs one is skipped, except in CI
-(`CI=true`), where that is a failure: a green CI must mean the Redis tests ran.
+(`CI=true`), where that is a failure: a green CI must mean the Redis tests ran
+(tests/support/skips.py).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from bots.testing.redis import NOT_INSTALLED, RedisServer, find_redis_server
+from tests.support.skips import cannot_run_here
 
 
 def require_redis_server() -> str:
     """The path of `redis-server`; skips the test without it (fails it in CI)."""
     path = find_redis_server()
     if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(NOT_INSTALLED, pytrace=False)
-        pytest.skip(NOT_INSTALLED)
+        cannot_run_here(NOT_INSTALLED)
     return path
 
 

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bots.testing.fake_llm import FakeLLM
 from core.agents.openai import OpenAIAgent
 from core.config import AgentSettings, McpServerSettings, OpenAISettings
-from tests.fakes.fake_llm import FakeLLM
 
 SERVER = [sys.executable, "-m", "bots.testing.mcp_server"]
 

@@ -1,7 +1,20 @@
-"""The file store's layout on disk (see core/store/files.py) and its entry files: paths,
-folders made on demand, the atomic entry write, damaged entries quarantined and
-recovered. Blocking functions: the store runs them on its threads (or, for the cheap
-ones, on the loop).
+"""The file store's layout on disk (see store.py) and its entry files: paths, folders
+made on demand, the atomic entry write, damaged entries quarantined and recovered.
+Blocking functions: the store (which has a `FileLayout` as `store.layout`) runs them on
+its threads (or, for the cheap ones, on the loop).
+
+Layout under the state directory (dirs 0700, files 0600):
+
+    sessions/ab/cd/<sha256(key)>.json   the entry; the key itself is stored inside
+    locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
+    locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key; holds
+                                        the key's fencing counter
+    locks/ab/<sha256(key)>.stop         one byte appended per `/stop`: its size is the stop counter
+    transcripts/<id[:2]>/<id>.jsonl     memory of one session id: one line per commit
+    blobs/<id[:2]>/<id>/<sha256>        attachment bytes of one session (blobs.py)
+    quarantine/                         damaged entries moved aside, never overwritten
+    deliveries/, limits/                delivery markers and per-sender counters
+                                        (deliveries.py)
 """
 
 from __future__ import annotations
@@ -40,14 +53,20 @@ class FileLayout:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self._sessions = self.root / "sessions"
-        self._sessions_str = str(self._sessions)
-        self._locks = self.root / "locks"
-        self._transcripts = self.root / "transcripts"
-        self._quarantine = self.root / "quarantine"
-        self._blobs = self.root / "blobs"
-        self._locks_str = str(self._locks)
-        self._transcripts_str = str(self._transcripts)
+        self.sessions = self.root / "sessions"
+        self._sessions_str = str(self.sessions)
+        self.locks = self.root / "locks"
+        self.transcripts = self.root / "transcripts"
+        self.quarantine = self.root / "quarantine"
+        self.blobs = self.root / "blobs"
+        self._locks_str = str(self.locks)
+        self._transcripts_str = str(self.transcripts)
+
+    def make_folders(self) -> None:
+        """The state folder and its fixed subfolders, 0700; OSError if it cannot be used."""
+        for d in (self.root, self.sessions, self.locks, self.transcripts, self.quarantine):
+            mkdirs(d)
+        self.root.chmod(0o700)
 
     # ------------------------------------------------------------------ paths
     @staticmethod
@@ -55,35 +74,35 @@ class FileLayout:
         return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
     def entry_path(self, key: str) -> Path:
-        return Path(self._entry_file(key))
+        return Path(self.entry_file(key))
 
-    def _entry_file(self, key: str) -> str:
+    def entry_file(self, key: str) -> str:
         # A plain string: pathlib joins cost more than the read itself on the hot path.
         h = self._digest(key)
         return f"{self._sessions_str}/{h[:2]}/{h[2:4]}/{h}.json"
 
-    def _lock_path(self, key: str, kind: str) -> str:
+    def lock_file(self, key: str, kind: str) -> str:
         h = self._digest(key)
         return f"{self._locks_str}/{h[:2]}/{h}.{kind}"
 
     def transcript_path(self, session_id: str) -> Path:
-        return Path(self._transcript_file(session_id))
+        return Path(self.transcript_file(session_id))
 
-    def _transcript_file(self, session_id: str) -> str:
+    def transcript_file(self, session_id: str) -> str:
         # Session ids are minted here, but an id read back from disk is checked again:
         # nothing that is not 32 hex digits ever becomes part of a path.
         if not SESSION_ID.fullmatch(session_id):
             raise ValueError(f"malformed session id {session_id[:40]!r}")
         return f"{self._transcripts_str}/{session_id[:2]}/{session_id}.jsonl"
 
-    def _ensure_dir(self, d: str) -> None:
+    def ensure_dir(self, d: str) -> None:
         # One stat per call rather than a cache of folders made: a cache would grow
         # with every fan-out folder (65,536 of them) and go stale if one is removed.
         if not os.path.isdir(d):
             mkdirs(Path(d))
             self.root.chmod(0o700)
 
-    def _in_dir(self, d: str, fn: Callable[[], T]) -> T:
+    def in_dir(self, d: str, fn: Callable[[], T]) -> T:
         """`fn()`, which creates a file in `d`; if `d` is missing (first use, or the state
         directory was removed while running), make it and retry once."""
         try:
@@ -92,17 +111,17 @@ class FileLayout:
             # Retried even if `d` exists by now: another thread may have just made it.
             if not self.root.is_dir():
                 log.warning("state directory %s was missing; made it again", self.root)
-            self._ensure_dir(d)
+            self.ensure_dir(d)
             return fn()
 
     # ---------------------------------------------------------- entry file I/O
-    def _read(self, path: Path | str, key: str | None = None) -> SessionEntry | None:
+    def read(self, path: Path | str, key: str | None = None) -> SessionEntry | None:
         """The entry at `path` (which must belong to `key` when given) as its last commit
         left it; None if absent."""
-        entry = self._read_stored(path, key)
-        return None if entry is None else self._with_progress(entry)
+        entry = self.read_stored(path, key)
+        return None if entry is None else self.with_progress(entry)
 
-    def _read_stored(self, path: Path | str, key: str | None = None) -> SessionEntry | None:
+    def read_stored(self, path: Path | str, key: str | None = None) -> SessionEntry | None:
         """The entry file at `path` as written at its mint or reset; None if absent."""
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -118,27 +137,27 @@ class FileLayout:
             entry = entry_from_json(json.loads(raw))
         except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptEntry(Path(path), str(exc), raw) from None
-        belongs = entry.key == key if key is not None else self._entry_file(entry.key) == str(path)
+        belongs = entry.key == key if key is not None else self.entry_file(entry.key) == str(path)
         if not belongs:
             raise CorruptEntry(Path(path), "entry holds a key that does not belong in this file", raw)
         return entry
 
-    def _with_progress(self, entry: SessionEntry) -> SessionEntry:
+    def with_progress(self, entry: SessionEntry) -> SessionEntry:
         """The entry as its last commit left it (from any thread: reads the file)."""
-        return advanced(entry, jsonl.last_progress(self._transcript_file(entry.session_id)))
+        return advanced(entry, jsonl.last_progress(self.transcript_file(entry.session_id)))
 
-    def _write(self, path: str, entry: SessionEntry, *, sync_folder: bool = True) -> None:
+    def write(self, path: str, entry: SessionEntry, *, sync_folder: bool = True) -> None:
         data = json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
         folder = os.path.dirname(path)
-        create: Callable[[str], int] = lambda tmp: self._in_dir(folder, lambda: _create_new(tmp))  # noqa: E731
+        create: Callable[[str], int] = lambda tmp: self.in_dir(folder, lambda: _create_new(tmp))  # noqa: E731
         write_atomically(path, data, create=create, sync_folder=sync_folder)
 
     @contextlib.contextmanager
-    def _key_lock(self, key: str) -> Iterator[None]:
+    def key_lock(self, key: str) -> Iterator[None]:
         """The key's entry lock, on a descriptor of its own (so it excludes threads of this
         process too); blocking, so only for threads off the loop (or a rare repair)."""
-        path = self._lock_path(key, "lock")
-        fd = self._in_dir(os.path.dirname(path), lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        path = self.lock_file(key, "lock")
+        fd = self.in_dir(os.path.dirname(path), lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         try:
             lock_descriptor(fd, poll_interval=0.001)
             try:
@@ -148,21 +167,21 @@ class FileLayout:
         finally:
             os.close(fd)
 
-    def _load_locked(self, key: SessionKey) -> SessionEntry | None:
+    def load_locked(self, key: SessionKey) -> SessionEntry | None:
         """Read under the key's file lock; a damaged entry is quarantined and recovered."""
         try:
-            return self._read(self._entry_file(key), key)
+            return self.read(self.entry_file(key), key)
         except CorruptEntry as bad:
-            return self._quarantine_and_recover(key, bad)
+            return self.quarantine_and_recover(key, bad)
 
-    def _quarantine_and_recover(self, key: SessionKey, bad: CorruptEntry) -> SessionEntry | None:
-        self._ensure_dir(str(self._quarantine))
-        moved = self._quarantine / f"{bad.path.name}.{time.time_ns()}"
+    def quarantine_and_recover(self, key: SessionKey, bad: CorruptEntry) -> SessionEntry | None:
+        self.ensure_dir(str(self.quarantine))
+        moved = self.quarantine / f"{bad.path.name}.{time.time_ns()}"
         os.replace(bad.path, moved)
         recovered = recover_entry(key, bad.raw)
         report_quarantine(bad.path.name, bad.reason, str(moved), recovered)
         if recovered is not None:
-            self._write(str(bad.path), recovered)
+            self.write(str(bad.path), recovered)
         return recovered
 
 

@@ -1,25 +1,11 @@
 """The embedded store: one JSON file per session key, `filelock` between processes.
 
-Layout under the state directory (dirs 0700, files 0600):
-
-    sessions/ab/cd/<sha256(key)>.json   the entry; the key itself is stored inside
-    locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
-    locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key; holds
-                                        the key's fencing counter
-    locks/ab/<sha256(key)>.stop         one byte appended per `/stop`: its size is the stop counter
-    transcripts/<id[:2]>/<id>.jsonl     memory of one session id: one line per commit
-    blobs/<id[:2]>/<id>/<sha256>        attachment bytes of one session (core/store/blobs.py)
-    quarantine/                         damaged entries moved aside, never overwritten
-    deliveries/, limits/                delivery markers and per-sender counters
-                                        (core/store/deliveries.py)
-    fires/                              scheduled fires and schedule marks (files/fires.py)
-
-Every operation touches a fixed number of files, so it costs the same at 100 sessions
-and at 100,000. Entry writes are atomic (temp file, fsync, os.replace, fsync of the
-folder; for a minted session the folder fsync is done by the first commit's sync round,
-before anything depending on it is acknowledged) and happen only when a session is
-minted or reset: after a kill -9 at any point every entry is either the old or the new
-one.
+The layout on disk is in layout.py. Every operation touches a fixed number of files, so
+it costs the same at 100 sessions and at 100,000. Entry writes are atomic (temp file,
+fsync, os.replace, fsync of the folder; for a minted session the folder fsync is done by
+the first commit's sync round, before anything depending on it is acknowledged) and
+happen only when a session is minted or reset: after a kill -9 at any point every entry
+is either the old or the new one.
 
 A turn's only write is its commit: one line appended to the session's transcript and
 fdatasync'd (jsonl.py), cut back off if the write fails, so a turn is stored whole or
@@ -81,7 +67,7 @@ from core.store.files.committer import Committer
 from core.store.files.deliveries import FileDeliveries
 from core.store.files.fires import FileFires
 from core.store.files.inbox import FileInbox
-from core.store.files.layout import CorruptEntry, FileLayout, advanced, mkdirs
+from core.store.files.layout import CorruptEntry, FileLayout, advanced
 from core.store.files.tails import Tails
 
 log = logging.getLogger("chatlane.store")
@@ -96,11 +82,17 @@ ENTRY_CACHE = 4096
 T = TypeVar("T")
 
 
-class FileStore(FileLayout):
-    """`SessionStore` on the local filesystem; safe for many processes on one host."""
+class FileStore:
+    """`SessionStore` on the local filesystem; safe for many processes on one host.
+
+    It has a `layout` (paths, entry files, their locks and quarantine: layout.py), a
+    committer (group-committed transcript appends), cached transcript tails, and the
+    delivery markers and sender counters (deliveries.py).
+    """
 
     def __init__(self, root: Path | str, *, workers: int = 4) -> None:
-        super().__init__(root)
+        self.layout = FileLayout(root)
+        self.root = self.layout.root
         # Few threads: each store call is short, and more threads mostly fight over the
         # GIL (measured: 391 turns/s with 16 workers, 487 with 4, at 10 concurrent
         # conversations). No call blocks for long: turn locks are polled, and a key lock
@@ -108,32 +100,30 @@ class FileStore(FileLayout):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatlane-store")
         self._held: dict[str, int] = {}
         """Key -> the descriptor of its turn lock file, while this process holds it."""
-        self._committer = Committer(self._ensure_dir)
+        self._committer = Committer(self.layout.ensure_dir)
         self._tails = Tails()
         """Recently used transcripts' tails (used on the event loop only)."""
         self._entries: OrderedDict[str, tuple[tuple[int, int, int], SessionEntry]] = OrderedDict()
         """Key -> (stat signature, entry) of recently read entry files (event loop only)."""
         try:
-            for d in (self.root, self._sessions, self._locks, self._transcripts, self._quarantine):
-                mkdirs(d)
-            self.root.chmod(0o700)
+            self.layout.make_folders()
             self._deliveries = FileDeliveries(self.root)
             self._approvals = AsyncFileApprovals(FileApprovals(self.root), self._run)
             self._fires = FileFires(self.root)
         except OSError as exc:
             raise StoreError(f"cannot use state directory {self.root}: {exc.strerror}") from exc
-        self.inbox = FileInbox(self.root, self._quarantine, self._committer, self._answered_of)
+        self.inbox = FileInbox(self.root, self.layout.quarantine, self._committer, self._answered_of)
         """The durable inbox (core/store/files/inbox.py); commits mark its items done."""
 
     def _answered_of(self, key: str) -> set[str]:
         """Inbox items the recent commits of `key`'s current session answered (blocking)."""
         try:
-            entry = self._read_stored(self._entry_file(key), key)
+            entry = self.layout.read_stored(self.layout.entry_file(key), key)
         except CorruptEntry:
             return set()
         if entry is None:
             return set()
-        return jsonl.recent_answered(self._transcript_file(entry.session_id), INBOX_COMMITS_READ)
+        return jsonl.recent_answered(self.layout.transcript_file(entry.session_id), INBOX_COMMITS_READ)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -152,7 +142,7 @@ class FileStore(FileLayout):
             entry = self._stored_entry(key)
             if entry is None:
                 return None
-            _records, progress = self._tails.read(self._transcript_file(entry.session_id), 0)
+            _records, progress = self._tails.read(self.layout.transcript_file(entry.session_id), 0)
         except CorruptEntry:
             # Reported and quarantined by the next locked operation on this key,
             # which re-reads first: a concurrent rewrite may already have mended it.
@@ -163,7 +153,7 @@ class FileStore(FileLayout):
 
     def _stored_entry(self, key: str) -> SessionEntry | None:
         """The entry file of `key` as minted or reset, re-read only when it was replaced."""
-        path = self._entry_file(key)
+        path = self.layout.entry_file(key)
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -174,7 +164,7 @@ class FileStore(FileLayout):
         if cached is not None and cached[0] == sig:
             self._entries.move_to_end(key)
             return cached[1]
-        entry = self._read_stored(path, key)
+        entry = self.layout.read_stored(path, key)
         if entry is not None:
             self._entries[key] = (sig, entry)
             if len(self._entries) > ENTRY_CACHE:
@@ -186,15 +176,15 @@ class FileStore(FileLayout):
         # first thing that depends on it being durable), not here: one fsync less on a
         # new conversation's first turn, and the folder syncs of a round share one
         # journal commit. The entry file itself is fsync'd before its rename.
-        path = self._entry_file(key)
+        path = self.layout.entry_file(key)
 
         def op() -> tuple[SessionEntry, bool]:
-            with self._key_lock(key):
-                current = self._load_locked(key)
+            with self.layout.key_lock(key):
+                current = self.layout.load_locked(key)
                 if current is not None and is_fresh(current):
                     return current, False
                 entry = mint(key)
-                self._write(path, entry, sync_folder=False)
+                self.layout.write(path, entry, sync_folder=False)
                 return entry, True
 
         entry, created = await self._run(op)
@@ -204,38 +194,38 @@ class FileStore(FileLayout):
 
     async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
         def op() -> SessionEntry | None:
-            with self._key_lock(key):
-                current = self._load_locked(key)
+            with self.layout.key_lock(key):
+                current = self.layout.load_locked(key)
                 if current is None or current.session_id != session_id:
                     return None
                 updated = replace(current, model=model, updated_at=time.time())
-                self._write(self._entry_file(key), updated)
+                self.layout.write(self.layout.entry_file(key), updated)
                 return updated
 
         return await self._run(op)
 
     async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
         def op() -> SessionEntry:
-            with self._key_lock(key):
-                self._load_locked(key)  # a damaged entry is quarantined, not overwritten
+            with self.layout.key_lock(key):
+                self.layout.load_locked(key)  # a damaged entry is quarantined, not overwritten
                 entry = mint(key)
-                self._write(self._entry_file(key), entry)
+                self.layout.write(self.layout.entry_file(key), entry)
                 return entry
 
         return await self._run(op)
 
     async def delete(self, key: SessionKey, session_id: str) -> bool:
         def op() -> bool:
-            with self._key_lock(key):
-                current = self._load_locked(key)
+            with self.layout.key_lock(key):
+                current = self.layout.load_locked(key)
                 if current is None or current.session_id != session_id:
                     return False
                 # The transcript goes first: once the entry is gone nothing of the session
                 # is left (a crash in between leaves an entry with an empty history, never
                 # a transcript that no entry points to).
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._transcript_file(session_id))
-                os.unlink(self._entry_file(key))
+                    os.unlink(self.layout.transcript_file(session_id))
+                os.unlink(self.layout.entry_file(key))
                 return True
 
         return await self._run(op)
@@ -246,9 +236,9 @@ class FileStore(FileLayout):
     def _scan(self) -> Listing:
         entries: list[SessionEntry] = []
         damaged: list[Damaged] = []
-        for path in sorted(self._sessions.glob("*/*/*.json")):
+        for path in sorted(self.layout.sessions.glob("*/*/*.json")):
             try:
-                entry = self._read(path)
+                entry = self.layout.read(path)
             except CorruptEntry as bad:
                 damaged.append(Damaged(str(path), bad.reason, find_key(bad.raw)))
                 continue
@@ -257,7 +247,7 @@ class FileStore(FileLayout):
                 continue
             if entry is not None:
                 entries.append(entry)
-        for path in sorted(self._quarantine.glob("*")):
+        for path in sorted(self.layout.quarantine.glob("*")):
             try:
                 raw = path.read_bytes()
             except OSError:
@@ -267,7 +257,7 @@ class FileStore(FileLayout):
 
     async def commit(self, commit: TurnCommit) -> None:
         key = commit.lease.key
-        path = self._transcript_file(commit.session_id)
+        path = self.layout.transcript_file(commit.session_id)
         line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records, commit.answered)
         try:
             self._check_fence(commit)  # on the loop: a pread and a cached entry
@@ -301,13 +291,13 @@ class FileStore(FileLayout):
         try:
             entry = self._stored_entry(key)
         except CorruptEntry as bad:
-            with self._key_lock(key):
-                entry = self._quarantine_and_recover(key, bad)
+            with self.layout.key_lock(key):
+                entry = self.layout.quarantine_and_recover(key, bad)
         if entry is None or entry.session_id != commit.session_id:
             raise Fenced(f"{key} no longer maps to session {commit.session_id}")
 
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
-        path = self._transcript_file(session_id)
+        path = self.layout.transcript_file(session_id)
         try:
             return self._tails.read(path, n)[0]
         except OSError as exc:
@@ -315,7 +305,7 @@ class FileStore(FileLayout):
 
     @contextlib.asynccontextmanager
     async def lock_turn(self, key: SessionKey) -> AsyncIterator[TurnLease]:
-        path = self._lock_path(key, "turn")
+        path = self.layout.lock_file(key, "turn")
         # Poll with non-blocking attempts: a turn can last minutes, and a thread blocked
         # per waiting key would starve the pool. An attempt is an open and a flock that
         # never waits, cheap enough for the event loop.
@@ -337,7 +327,8 @@ class FileStore(FileLayout):
     def _try_turn_lock(self, path: str) -> tuple[int, int] | None:
         """(descriptor, fencing token) if the lock was free; None if it is held."""
         try:
-            fd = self._in_dir(os.path.dirname(path), lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            folder = os.path.dirname(path)
+            fd = self.layout.in_dir(folder, lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         except OSError as exc:
             raise StoreError(f"cannot open turn lock {os.path.basename(path)}: {exc.strerror}") from exc
         try:
@@ -355,31 +346,31 @@ class FileStore(FileLayout):
     # ------------------------------------------------------------ attachments
     async def put_blobs(self, session_id: str, data: Mapping[str, bytes]) -> None:
         if data:
-            await self._run(blobs.put, self._blobs, session_id, data, self._ensure_blob_dir)
+            await self._run(blobs.put, self.layout.blobs, session_id, data, self._ensure_blob_dir)
 
     async def put_blob_files(self, session_id: str, files: Mapping[str, Path]) -> None:
         for digest, src in files.items():  # one at a time: each is copied in 1 MiB chunks
-            await self._run(blobs.put_file, self._blobs, session_id, digest, src, self._ensure_blob_dir)
+            await self._run(blobs.put_file, self.layout.blobs, session_id, digest, src, self._ensure_blob_dir)
 
     def _ensure_blob_dir(self, d: Path) -> None:
-        self._ensure_dir(str(d))
+        self.layout.ensure_dir(str(d))
 
     async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
         if not digests:
             return {}
-        return await self._run(blobs.get, self._blobs, session_id, digests)
+        return await self._run(blobs.get, self.layout.blobs, session_id, digests)
 
     async def prune_session(self, session_id: str) -> None:
-        path = self._transcript_file(session_id)
+        path = self.layout.transcript_file(session_id)
 
         def op() -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            blobs.prune(self._blobs, session_id)
+            blobs.prune(self.layout.blobs, session_id)
 
         await self._run(op)
 
-    # ------------------------------------- deliveries and limits (core/store/deliveries.py)
+    # --------------------------------------------- deliveries and limits (deliveries.py)
     async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
         return await self._run(self._deliveries.mark_delivered, list(ids), window_s)
 
@@ -431,10 +422,10 @@ class FileStore(FileLayout):
 
     async def request_stop(self, key: SessionKey) -> None:
         """One byte appended (O_APPEND: atomic between processes); no fsync, it is a signal."""
-        path = self._lock_path(key, "stop")
+        path = self.layout.lock_file(key, "stop")
 
         def op() -> None:
-            self._ensure_dir(os.path.dirname(path))
+            self.layout.ensure_dir(os.path.dirname(path))
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, b"s")
@@ -446,7 +437,7 @@ class FileStore(FileLayout):
     async def stop_requests(self, key: SessionKey) -> int:
         # One stat of a small file: cheap enough for the loop, and polled while a turn runs.
         try:
-            return os.stat(self._lock_path(key, "stop")).st_size
+            return os.stat(self.layout.lock_file(key, "stop")).st_size
         except FileNotFoundError:
             return 0
         except OSError as exc:

@@ -1,11 +1,12 @@
-"""The Redis store's entries: names, reads (one script, or what the turn lock read),
-the WATCH/MULTI loop that mints, resets and changes them, and listing by SCAN.
+"""The Redis store's sessions part (`RedisSessions`, the `Sessions` protocol) and the
+names of everything the store keeps (`RedisNames`): entry reads (one script, or what
+the turn lock read), the WATCH/MULTI loop that mints, resets and changes entries, and
+listing by SCAN.
 
 Atomicity. `reserve`, `set_model`, `reset` and `delete` are one WATCH/MULTI loop: WATCH
 the entry, read it, decide in Python, then MULTI/SET/EXEC, which Redis refuses if anyone
 wrote the entry after the WATCH; the loop then re-reads and decides again. Freshness
 (`is_fresh`) and minting (`mint`) stay Python callables, exactly as in the file store.
-`RedisEntries` is the first half of `core.store.redis.RedisStore`.
 
 A lost EXEC reply: redis-py then raises `WatchError` (the watch died with the
 connection), as if another writer had won, though this EXEC may have been applied. So
@@ -26,7 +27,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError, WatchError
@@ -73,37 +74,74 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-class RedisEntries:
-    _r: aioredis.Redis
-    url: str
-    prefix: str
-    _get_script: Any
-    _reads: dict[str, TurnReads]
-    _tails_read: dict[str, TurnReads]
+class RedisNames:
+    """Every Redis name the store uses, under one prefix (several bots may share a Redis);
+    no unvalidated input ever becomes part of a name (ValueError instead)."""
 
-    # ------------------------------------------------------------------ names
-    def entry_name(self, key: str) -> str:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.transcripts = f"{prefix}:transcript:"
+        """The prefix of every transcript's name (scripts append a session id to it)."""
+
+    def entry(self, key: str) -> str:
         return f"{self.prefix}:entry:{digest(key)}"
 
-    def lock_name(self, key: str) -> str:
+    def lock(self, key: str) -> str:
         return f"{self.prefix}:turn:{digest(key)}"
 
-    def fence_name(self, key: str) -> str:
+    def fence(self, key: str) -> str:
         return f"{self.prefix}:fence:{digest(key)}"
 
-    def commit_name(self, commit_id: str) -> str:
+    def stop(self, key: str) -> str:
+        return f"{self.prefix}:stop:{digest(key)}"
+
+    def quarantine(self, key: str) -> str:
+        """A fresh name for a damaged entry of `key` moved aside."""
+        return f"{self.prefix}:quarantine:{digest(key)}:{time.time_ns()}"
+
+    def attempt(self) -> str:
+        """A fresh name for one MULTI's own marker (see the module doc)."""
+        return f"{self.prefix}:attempt:{uuid.uuid4().hex}"
+
+    def commit(self, commit_id: str) -> str:
         if not _COMMIT_ID.fullmatch(commit_id):
             raise ValueError(f"malformed commit id {commit_id[:40]!r}")
         return f"{self.prefix}:commit:{commit_id}"
 
-    def transcript_name(self, session_id: str) -> str:
+    def transcript(self, session_id: str) -> str:
         if not SESSION_ID.fullmatch(session_id):
             raise ValueError(f"malformed session id {session_id[:40]!r}")
-        return f"{self.prefix}:transcript:{session_id}"
+        return f"{self.transcripts}{session_id}"
+
+
+class RedisSessions:
+    """`Sessions` on Redis: one entry per key, minted and reset atomically across hosts.
+
+    It also keeps what a turn lock's script read (`keep_reads`), while this process holds
+    that lock: the turn's `get` and its `tail` (`read_with_lock`) then cost no round trip.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, url: str, names: RedisNames) -> None:
+        self._r = client
+        self.url = url
+        self.names = names
+        self._get_script = client.register_script(GET_SCRIPT)
+        self._reads: dict[str, TurnReads] = {}
+        """Key -> what its turn lock's script read, while this process holds that lock."""
+        self._tails_read: dict[str, TurnReads] = {}
+        """Session id -> the same reads, for `tail` (valid while the lock is held)."""
+
+    def keep_reads(self, key: SessionKey, found: TurnReads) -> None:
+        """Remember what the turn lock of `key` read; valid until `forget_reads(key)`."""
+        self._reads[key] = found
+
+    def read_with_lock(self, session_id: str) -> TurnReads | None:
+        """What the held turn lock read of `session_id`'s transcript, once `get` used it."""
+        return self._tails_read.get(session_id)
 
     def _attempt_name(self) -> str:
         """A MULTI's own marker: set in its transaction, asked for after a `WatchError`."""
-        return f"{self.prefix}:attempt:{uuid.uuid4().hex}"
+        return self.names.attempt()
 
     async def _applied(self, attempt: str | None) -> bool:
         """Whether the MULTI that set `attempt` was applied (its reply may have been lost)."""
@@ -146,7 +184,7 @@ class RedisEntries:
         with self._errors("get"):
             try:
                 raw, last = await self._get_script(
-                    keys=[self.entry_name(key)], args=[f"{self.prefix}:transcript:"]
+                    keys=[self.names.entry(key)], args=[self.names.transcripts]
                 )
             except ResponseError as exc:
                 if "WRONGTYPE" not in str(exc):
@@ -197,7 +235,7 @@ class RedisEntries:
         return await self._update(key, decide, "reset")
 
     async def delete(self, key: SessionKey, session_id: str) -> bool:
-        name = self.entry_name(key)
+        name = self.names.entry(key)
         with self._errors("delete"):
             for _ in range(_MAX_ATTEMPTS):
                 attempt: str | None = None
@@ -212,7 +250,7 @@ class RedisEntries:
                         if current is None or current.session_id != session_id:
                             return False
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.delete(name, self.transcript_name(session_id))
+                        pipe.delete(name, self.names.transcript(session_id))
                         attempt = self._attempt_name()
                         pipe.set(attempt, b"1", px=_ATTEMPT_MS)
                         await pipe.execute()
@@ -225,8 +263,8 @@ class RedisEntries:
 
     async def _update(self, key: SessionKey, decide: Decide[R], what: str) -> R:
         """Read the entry under WATCH, `decide`, write only if nobody wrote in between."""
-        self._forget_reads(key)  # the entry may change here
-        name = self.entry_name(key)
+        self.forget_reads(key)  # the entry may change here
+        name = self.names.entry(key)
         with self._errors(what):
             for _ in range(_MAX_ATTEMPTS):
                 attempt = None
@@ -251,7 +289,7 @@ class RedisEntries:
                             else:
                                 last = await cast(
                                     "Awaitable[bytes | None]",
-                                    pipe.lindex(self.transcript_name(current.session_id), -1),
+                                    pipe.lindex(self.names.transcript(current.session_id), -1),
                                 )
                                 current = self._with_progress(current, last)
                         if damage is not None:
@@ -261,7 +299,7 @@ class RedisEntries:
                             return result
                         pipe.multi()  # type: ignore[no-untyped-call]
                         if damage is not None:
-                            moved = f"{self.prefix}:quarantine:{digest(key)}:{time.time_ns()}"
+                            moved = self.names.quarantine(key)
                             pipe.rename(name, moved)
                         written = new or current
                         if written is not None:
@@ -281,7 +319,7 @@ class RedisEntries:
         """Every entry under the prefix, by SCAN (never KEYS, which blocks Redis)."""
         entries: list[SessionEntry] = []
         damaged: list[Damaged] = []
-        head = f"{self.prefix}:entry:"
+        head = f"{self.names.prefix}:entry:"
         with self._errors("list"):
             names = [n async for n in self._r.scan_iter(match=head + "*", count=_SCAN_COUNT)]
             for i in range(0, len(names), _SCAN_COUNT):
@@ -309,16 +347,16 @@ class RedisEntries:
             if entries:
                 async with self._r.pipeline(transaction=False) as pipe:
                     for entry in entries:
-                        pipe.lindex(self.transcript_name(entry.session_id), -1)
+                        pipe.lindex(self.names.transcript(entry.session_id), -1)
                     lasts = await pipe.execute()
                 entries = [self._with_progress(e, last) for e, last in zip(entries, lasts, strict=True)]
-            async for name in self._r.scan_iter(match=f"{self.prefix}:quarantine:*", count=_SCAN_COUNT):
+            async for name in self._r.scan_iter(match=f"{self.names.prefix}:quarantine:*", count=_SCAN_COUNT):
                 raw = await self._r.get(name) if await self._r.type(name) == b"string" else None
                 damaged.append(Damaged(name.decode("utf-8", "replace"), "quarantined", find_key(raw or b"")))
         entries.sort(key=lambda e: e.key)
         return Listing(entries, damaged)
 
-    def _forget_reads(self, key: str) -> None:
+    def forget_reads(self, key: str) -> None:
         found = self._reads.pop(key, None)
         if found is not None and found.entry is not None:
             sid = _SESSION_IN_RAW.search(found.entry)

@@ -22,10 +22,10 @@ entry itself is written only when a session is minted or reset. These scripts re
 keys they derive from values (the transcript of the entry's session), which a Redis
 Cluster would refuse: the store needs one Redis (or a primary with replicas).
 
-Entries (names, reads, the WATCH/MULTI loop that mints and resets, listing) are in
-core/store/redis_entries.py, URLs as printed in core/store/redis_urls.py.
-
-The turn lock (core/store/redis_lock.py) is a renewed `SET NX PX` with a random token.
+The store has its parts: `sessions` (entries.py: names, reads, the WATCH/MULTI loop
+that mints and resets, listing), the turn locks (lock.py: a renewed `SET NX PX` with a
+random token), the deliveries (deliveries.py: delivery marks, request claims, sender
+limits) and blobs (blobs.py). URLs are printed as urls.py says (never a password).
 
 Connection loss: commands are retried with exponential backoff (about 2.5 s in all);
 after that, and for every other Redis error, the operation raises `StoreError` naming
@@ -59,7 +59,11 @@ from core.model import (
     Fenced,
     FireClaim,
     FireMark,
+    FreshCheck,
+    Listing,
+    Minter,
     RequestClaim,
+    SessionEntry,
     SessionKey,
     StoreError,
     TurnCommit,
@@ -70,10 +74,10 @@ from core.store.base import Approvals
 from core.store.redis.approvals import RedisApprovals
 from core.store.redis.blobs import RedisBlobs
 from core.store.redis.deliveries import RedisDeliveries
-from core.store.redis.entries import GET_SCRIPT, RedisEntries, digest
+from core.store.redis.entries import RedisNames, RedisSessions
 from core.store.redis.fires import RedisFires
 from core.store.redis.inbox import DONE_LUA, RedisInbox
-from core.store.redis.lock import TurnLocks, TurnReads
+from core.store.redis.lock import TurnLocks, TurnReads, redis_errors
 from core.store.redis.urls import safe_url, url_problem
 
 log = logging.getLogger("chatlane.store")
@@ -104,8 +108,13 @@ return 'ok'
 )
 
 
-class RedisStore(RedisEntries):
-    """`SessionStore` on Redis; safe for any number of processes on any number of hosts."""
+class RedisStore:
+    """`SessionStore` on Redis; safe for any number of processes on any number of hosts.
+
+    It has its parts: `names` (every key it keeps), `sessions` (the `Sessions` protocol,
+    and what a held turn lock read), the turn locks, the deliveries and the blobs. The
+    ledger (commit, tail, lock_turn) and the stop signals are its own.
+    """
 
     def __init__(
         self,
@@ -123,17 +132,14 @@ class RedisStore(RedisEntries):
         self.transcript_max = transcript_max
         self.turn_lock_ttl_s = turn_lock_ttl_s
         self.blobs_max = blobs_max
+        self.names = RedisNames(prefix)
+        self.sessions = RedisSessions(client, url=self.url, names=self.names)
+        self._deliveries = RedisDeliveries(client, prefix)
         self._blobs = RedisBlobs(client, prefix, blobs_max)
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
-        self._get_script = client.register_script(GET_SCRIPT)
-        self._reads: dict[str, TurnReads] = {}
-        """Key -> what its turn lock's script read, while this process holds that lock."""
-        self._tails_read: dict[str, TurnReads] = {}
-        """Session id -> the same reads, for `tail` (valid while the lock is held)."""
         self._tail_hint = 64
         """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
         self._commit_script = client.register_script(_COMMIT)
-        self._deliveries = RedisDeliveries(client, prefix)
         self._approvals = RedisApprovals(client, prefix, self.url)
         self._fires = RedisFires(client, prefix)
         self.inbox = RedisInbox(client, prefix, self.url, turn_lock_ttl_s, uuid.uuid4().hex)
@@ -142,6 +148,9 @@ class RedisStore(RedisEntries):
     @property
     def approvals(self) -> Approvals:
         return self._approvals
+
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return redis_errors(self.url, what)
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, password: str | None) -> RedisStore:
@@ -180,7 +189,26 @@ class RedisStore(RedisEntries):
             blobs_max=settings.blobs_max,
         )
 
-    # --------------------------------------------------------------- protocol
+    # --------------------------------------------------------------- sessions
+    async def get(self, key: SessionKey) -> SessionEntry | None:
+        return await self.sessions.get(key)
+
+    async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
+        return await self.sessions.reserve(key, is_fresh, mint)
+
+    async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
+        return await self.sessions.set_model(key, session_id, model)
+
+    async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
+        return await self.sessions.reset(key, mint)
+
+    async def delete(self, key: SessionKey, session_id: str) -> bool:
+        return await self.sessions.delete(key, session_id)
+
+    async def list(self) -> Listing:
+        return await self.sessions.list()
+
+    # ----------------------------------------------------------------- ledger
     async def ping(self) -> None:
         """`StoreError` unless Redis answers."""
         with self._errors("ping"):
@@ -188,13 +216,13 @@ class RedisStore(RedisEntries):
 
     async def commit(self, commit: TurnCommit) -> None:
         key = commit.lease.key
-        self._forget_reads(key)
+        self.sessions.forget_reads(key)
         line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records, commit.answered)
         names = [
-            self.entry_name(key),
-            self.fence_name(key),
-            self.transcript_name(commit.session_id),
-            self.commit_name(commit.commit_id),
+            self.names.entry(key),
+            self.names.fence(key),
+            self.names.transcript(commit.session_id),
+            self.names.commit(commit.commit_id),
             *self.inbox.names(key),
         ]
         args: list[str | int | float | bytes] = [
@@ -216,10 +244,10 @@ class RedisStore(RedisEntries):
             raise Fenced(f"commit of {key} refused: {why}")
 
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
-        name = self.transcript_name(session_id)
+        name = self.names.transcript(session_id)
         if n <= 0:
             return []
-        found = self._tails_read.get(session_id)
+        found = self.sessions.read_with_lock(session_id)
         if found is not None and n <= found.asked:
             lines = found.commits[-n:]  # read with the turn lock
         else:
@@ -238,8 +266,8 @@ class RedisStore(RedisEntries):
 
     # ------------------------------------------------------------ attachments
     async def put_blobs(self, session_id: str, data: Mapping[str, bytes]) -> None:
-        """Store blobs (idempotent); keep the newest `blobs_max` (core/store/redis_blobs.py)."""
-        self.transcript_name(session_id)  # validates the id
+        """Store blobs (idempotent); keep the newest `blobs_max` (blobs.py)."""
+        self.names.transcript(session_id)  # validates the id
         with self._errors("blob write"):
             await self._blobs.put(session_id, data)
 
@@ -255,13 +283,13 @@ class RedisStore(RedisEntries):
             del data
 
     async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
-        self.transcript_name(session_id)
+        self.names.transcript(session_id)
         with self._errors("blob read"):
             return await self._blobs.get(session_id, digests)
 
     async def prune_session(self, session_id: str) -> None:
         with self._errors("prune"):
-            await self._r.delete(self.transcript_name(session_id), *self._blobs.names(session_id))
+            await self._r.delete(self.names.transcript(session_id), *self._blobs.names(session_id))
 
     @contextlib.asynccontextmanager
     async def lock_turn(self, key: SessionKey) -> AsyncIterator[TurnLease]:
@@ -270,20 +298,20 @@ class RedisStore(RedisEntries):
         The lock's script also reads the entry and the last commits of its session, so a
         turn's `get` and `tail` cost no round trip of their own: while this process holds
         the lock, nobody else writes the key (a fenced writer is refused)."""
-        reads = (self.entry_name(key), f"{self.prefix}:transcript:", self._tail_hint)
+        reads = (self.names.entry(key), self.names.transcripts, self._tail_hint)
 
         def keep(found: TurnReads) -> None:
-            self._reads[key] = found
+            self.sessions.keep_reads(key, found)
 
         try:
             async with self._turn_locks.hold(
-                key, self.lock_name(key), self.fence_name(key), reads=reads, on_reads=keep
+                key, self.names.lock(key), self.names.fence(key), reads=reads, on_reads=keep
             ) as lease:
                 yield lease
         finally:
-            self._forget_reads(key)
+            self.sessions.forget_reads(key)
 
-    # ----------------------------- deliveries and limits (core/store/redis_deliveries.py)
+    # ------------------------------------- deliveries and limits (deliveries.py)
     async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
         with self._errors("delivery check"):
             return await self._deliveries.mark_delivered(ids, window_s)
@@ -345,18 +373,16 @@ class RedisStore(RedisEntries):
         with self._errors("schedule drop"):
             await self._fires.drop(name)
 
-    def stop_name(self, key: str) -> str:
-        return f"{self.prefix}:stop:{digest(key)}"
-
+    # ---------------------------------------------------------------- signals
     async def request_stop(self, key: SessionKey) -> None:
         """INCR of the key's stop counter (kept a day: a turn polls it only while it runs),
         once per call even when redis-py sends it again (core/store/redis/deliveries.py)."""
         with self._errors("stop request"):
-            await self._deliveries.request_stop(self.stop_name(key), _STOP_TTL_S)
+            await self._deliveries.request_stop(self.names.stop(key), _STOP_TTL_S)
 
     async def stop_requests(self, key: SessionKey) -> int:
         with self._errors("stop flag read"):
-            raw = await self._r.get(self.stop_name(key))
+            raw = await self._r.get(self.names.stop(key))
         return int(raw) if raw is not None else 0
 
     async def close(self) -> None:

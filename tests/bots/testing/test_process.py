@@ -8,6 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bots.readiness import UP
 from bots.testing import ChatlaneProcess, run_cli, write_config
 
 
@@ -20,7 +21,7 @@ async def test_a_started_process_serves_its_api_and_stops_cleanly(tmp_path: Path
         assert child.status()["VmRSS"] > 0
         code = await child.stop()
     assert code == 0, child.stderr()
-    assert "chatlane is up" in child.stderr()
+    assert UP in child.stderr()
 
 
 async def test_a_process_that_cannot_start_fails_with_its_log(tmp_path: Path) -> None:
@@ -37,7 +38,7 @@ async def test_a_restart_logging_to_the_same_file_waits_for_its_own_start(tmp_pa
     await first.kill()
     second = await ChatlaneProcess.start(config, log)
     try:
-        assert second.stderr().count("chatlane is up") == 2, "returned before its own start"
+        assert second.stderr().count(UP) == 2, "returned before its own start"
         async with aiohttp.ClientSession() as http, http.get(second.url + "/healthz") as resp:
             assert resp.status == 200
     finally:

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from bots.testing.fake_llm import FakeLLM
 from core.agents.base import TurnInput
 from core.agents.openai import NO_KEY, OpenAIAgent
 from core.config import AgentSettings, OpenAISettings
 from core.model.errors import AgentError
 from core.model.keys import SessionKey
 from core.model.messages import ChatMessage, Usage
-from tests.fakes.fake_llm import FakeLLM
 
 
 def _settings(llm: FakeLLM, system_prompt: str = "be kind", **openai_options: Any) -> AgentSettings:

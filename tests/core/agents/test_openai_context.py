@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 
+from bots.testing.files import log_text, png
 from core.agents.base import TurnInput
 from core.agents.openai import BACKFILL_INTRO, OpenAIAgent
 from core.config import AgentSettings, OpenAISettings
 from core.model.keys import SessionKey
 from core.model.messages import ChatMessage
 from core.turn.attachments import describe
-from tests.fakes.files import log_text, png
 
 AT = datetime(2026, 12, 1, 10, 2, tzinfo=UTC).timestamp()
 

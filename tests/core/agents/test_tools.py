@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from bots.testing import eventually, free_port
+from bots.testing.fake_llm import CallTools, FakeLLM, tool_then_answer
 from bots.testing.mcp_server import meaning
 from core.agents import AgentEvent, ToolFailed, ToolFinished, ToolStarted, TurnInput
 from core.agents.openai import OpenAIAgent
 from core.config import AgentSettings, McpServerSettings, OpenAISettings
 from core.model import ChatMessage, SessionKey, Usage
-from tests.fakes.fake_llm import CallTools, FakeLLM, tool_then_answer
 from tests.support.tools import SERVER, counted, tool_agent
 
 KEY = SessionKey("agent:main:console:u:c")

@@ -165,10 +165,15 @@ async def test_different_keys_run_concurrently_up_to_the_limit(make_gateway: Fac
 
 
 async def test_idle_lanes_are_forgotten(make_gateway: Factory) -> None:
-    gw = make_gateway()
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()
+    gw = make_gateway(agent)
     inboxes = [inbox for u in range(200) for inbox in await say(gw, "hi", user=f"user{u}")]
+    await eventually(lambda: len(gw.lanes) == 200)  # one lane per conversation while busy
+    agent.release.set()
     await answered(*inboxes)
     await eventually(lambda: not len(gw.lanes) and not gw.reserver.active_locks)
+    assert (len(gw.lanes), gw.reserver.active_locks) == (0, 0)
 
 
 async def test_a_reset_command_starts_a_new_session_and_keeps_the_old_transcript(

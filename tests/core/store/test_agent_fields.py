@@ -8,10 +8,8 @@ from core.conversation.reserver import Reserver
 from core.model.keys import SessionKey
 from core.model.messages import ChatMessage
 from core.store.entries import entry_from_json, entry_to_json, recover_entry
-from tests.core.store.test_contract import KEY, OpenStore, open_store
+from tests.core.store.contract import KEY, OpenStore
 from tests.core.store.turns import store_turn
-
-__all__ = ["open_store"]
 
 
 async def test_a_model_choice_is_seen_by_another_store_and_kept_by_turns(open_store: OpenStore) -> None:

@@ -21,9 +21,7 @@ from core.store.base import SessionStore
 from core.store.files import inbox as files_inbox
 from core.store.files.store import FileStore
 from core.store.redis.store import RedisStore
-from tests.core.store.test_contract import KEY, OTHER, OpenStore, open_store
-
-__all__ = ["open_store"]
+from tests.core.store.contract import KEY, OTHER, OpenStore
 
 
 def item(text: str, key: SessionKey = KEY) -> InboxItem:

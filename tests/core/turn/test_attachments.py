@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from bots.testing.files import log_text, png
 from bots.testing.server import serve_on_loopback
 from core.agents.showing import TRUNCATED_NOTE, inline_text, placeholder
 from core.config import AttachmentSettings
 from core.model.messages import FileTooLarge, FileUnavailable
 from core.turn.attachments import BytesSource, UrlSource, describe, read_files, sniff
 from core.turn.fetch import NOT_HTTP, REFUSED_ADDRESS, fetch_url, is_public
-from tests.fakes.files import log_text, png
 
 
 def jpeg(width: int, height: int) -> bytes:

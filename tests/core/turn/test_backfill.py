@@ -12,7 +12,7 @@ from core.config import Config
 from core.door.gateway import Gateway
 from core.model.keys import SessionKey
 from core.model.messages import ChatMessage, Inbound
-from tests.core.store.test_contract import OpenStore, open_store
+from tests.core.store.contract import OpenStore, open_store
 
 __all__ = ["open_store"]  # fixture used here
 

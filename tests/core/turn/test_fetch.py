@@ -11,12 +11,12 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bots.testing.files import png
 from bots.testing.server import serve_on_loopback
 from core.config import AttachmentSettings
 from core.model.messages import FileUnavailable
 from core.turn.attachments import UrlSource, read_files
 from core.turn.fetch import BAD_URL, NOT_ALLOWED_HOST, fetch_url, is_public
-from tests.fakes.files import png
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bots.testing import Replies, eventually
+from bots.testing.fake_llm import CallTools, FakeLLM, tool_then_answer
 from bots.testing.mcp_server import meaning
 from core.agents import ApprovalWaiting, ToolFinished, ToolStarted, TurnInput
 from core.agents.openai import OpenAIAgent
@@ -19,7 +20,6 @@ from core.model import REDACTED, ChatMessage, Inbound, Reply, SessionKey
 from core.store.files.store import FileStore
 from core.turn.tools import TurnTools
 from tests.core.conftest import Gateways
-from tests.fakes.fake_llm import CallTools, FakeLLM, tool_then_answer
 from tests.support.tools import counted, tool_agent, tool_settings
 
 

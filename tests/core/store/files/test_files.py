@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ KEY = SessionKey("agent:main:test:alice:general")
 
 async def test_entry_file_name_is_a_hash_and_the_key_lives_inside(store: FileStore) -> None:
     entry, created = await Reserver(store).resolve(KEY)
-    path = store.entry_path(KEY)
+    path = store.layout.entry_path(KEY)
     assert created and path.exists()
     assert KEY not in str(path) and "alice" not in str(path)
     assert json.loads(path.read_text())["key"] == KEY
@@ -34,15 +35,25 @@ async def test_entry_file_name_is_a_hash_and_the_key_lives_inside(store: FileSto
 
 
 async def test_files_are_0600_and_dirs_0700(store: FileStore) -> None:
-    await store_turn(store, KEY, [ChatMessage("user", "hi", 1.0)])
-    for path in store.root.rglob("*"):
+    entry = await store_turn(store, KEY, [ChatMessage("user", "hi", 1.0)])
+    await store.request_stop(KEY)
+    made = list(store.root.rglob("*"))
+    expected = {
+        store.layout.entry_path(KEY),
+        store.layout.transcript_path(entry.session_id),
+        Path(store.layout.lock_file(KEY, "lock")),
+        Path(store.layout.lock_file(KEY, "turn")),
+        Path(store.layout.lock_file(KEY, "stop")),
+    }
+    assert expected <= {p for p in made if p.is_file()}  # the loop below checks them all
+    for path in [store.root, *made]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), path
 
 
 async def test_a_session_id_that_is_not_hex_never_becomes_a_path(store: FileStore) -> None:
     with pytest.raises(ValueError, match="malformed session id"):
-        store.transcript_path("../../etc/passwd")
+        store.layout.transcript_path("../../etc/passwd")
 
 
 @pytest.mark.parametrize(
@@ -55,21 +66,21 @@ async def test_a_damaged_entry_is_quarantined_not_silently_overwritten(
 ) -> None:
     reserver = Reserver(store)
     await reserver.resolve(KEY)
-    store.entry_path(KEY).write_bytes(damage)
+    store.layout.entry_path(KEY).write_bytes(damage)
     with caplog.at_level(logging.ERROR, "chatlane.store"):
         _, created = await reserver.resolve(KEY)
     assert "damaged" in caplog.text
     moved = list((store.root / "quarantine").iterdir())
     assert len(moved) == 1 and moved[0].read_bytes() == damage
-    assert created and store.entry_path(KEY).exists()
+    assert created and store.layout.entry_path(KEY).exists()
 
 
 async def test_a_truncated_entry_keeps_its_session_id(store: FileStore) -> None:
     """What can be recovered is kept: memory continues in the same session."""
     reserver = Reserver(store)
     entry, _ = await reserver.resolve(KEY)
-    raw = store.entry_path(KEY).read_bytes()
-    store.entry_path(KEY).write_bytes(raw[: raw.index(b"platform")])
+    raw = store.layout.entry_path(KEY).read_bytes()
+    store.layout.entry_path(KEY).write_bytes(raw[: raw.index(b"platform")])
     again, _ = await reserver.resolve(KEY)
     assert again.session_id == entry.session_id
     assert len(list((store.root / "quarantine").iterdir())) == 1
@@ -80,7 +91,7 @@ async def test_listing_reports_damaged_entries(store: FileStore) -> None:
     await reserver.resolve(KEY)
     other = SessionKey("agent:main:test:bob:general")
     await reserver.resolve(other)
-    store.entry_path(other).write_bytes(b'{"key": "agent:main:test:bob:general", "sess')
+    store.layout.entry_path(other).write_bytes(b'{"key": "agent:main:test:bob:general", "sess')
     listing = await store.list()
     assert [e.key for e in listing.entries] == [KEY]
     assert [d.key for d in listing.damaged] == [other]
@@ -93,7 +104,7 @@ async def test_a_torn_last_transcript_line_is_skipped_and_then_closed(
         store, KEY, [ChatMessage("user", "one", 1.0), ChatMessage("assistant", "two", 2.0)]
     )
     sid = entry.session_id
-    with store.transcript_path(sid).open("ab") as f:
+    with store.layout.transcript_path(sid).open("ab") as f:
         f.write(b'{"commit":"c","turns":2,"records":[{"role":"user","content":"cut of')
     with caplog.at_level(logging.WARNING, "chatlane.transcript"):
         assert [m.content for m in await store.tail(sid, 10)] == ["one", "two"]
@@ -107,7 +118,7 @@ async def test_a_torn_last_transcript_line_is_skipped_and_then_closed(
 async def test_garbage_in_the_middle_of_a_transcript_is_skipped(store: FileStore) -> None:
     entry = await store_turn(store, KEY, [ChatMessage("user", "one", 1.0)])
     sid = entry.session_id
-    with store.transcript_path(sid).open("ab") as f:
+    with store.layout.transcript_path(sid).open("ab") as f:
         f.write(b"\x00\x01 not json\n")
     await store_turn(store, KEY, [ChatMessage("user", "two", 2.0)])
     assert [m.content for m in await store.tail(sid, 10)] == ["one", "two"]
@@ -139,8 +150,8 @@ async def test_turn_lock_excludes_two_tasks_of_one_process(store: FileStore) -> 
 
 WORKER = r"""
 import asyncio, sys
-from core.conversation.reserver import Reserver
-from core.store.files.store import FileStore
+from core.conversation import Reserver
+from core.store.files import FileStore
 from core.model import SessionKey
 
 async def main(root, n, keys):
@@ -182,15 +193,15 @@ def test_four_processes_racing_on_ten_keys_make_exactly_ten_sessions(tmp_path: P
 
 WRITER = r"""
 import asyncio, sys, time, uuid
-from core.conversation.reserver import Reserver
-from core.store.files.store import FileStore
+from core.conversation import Reserver
+from core.store.files import FileStore
 from core.model import ChatMessage, Fenced, SessionKey, TurnCommit
 
-async def main(root, ack_path):
+async def main(root, ack_path, start):
     store = FileStore(root)
     reserver = Reserver(store)
     ack = open(ack_path, "a", buffering=1)
-    i = 0
+    i = start
     while True:
         key = SessionKey(f"agent:main:test:u{i % 7}:c")
         async with store.lock_turn(key) as lease:
@@ -209,7 +220,7 @@ async def main(root, ack_path):
             ack.write(f"{key} {fresh.session_id} reset\n")
         i += 1
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
 
@@ -222,13 +233,16 @@ async def test_kill_9_of_a_writer_never_leaves_a_torn_entry_or_loses_an_acknowle
     newer one replaced it through a reset)."""
     root = tmp_path / "state"
     ack = tmp_path / "acks"
+    ack.touch()
     for round_ in range(25):
-        before = ack.stat().st_size if ack.exists() else 0
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, str(root), str(ack))
-        # Killed mid-work: once it acknowledged a write this round (starting Python takes
-        # its time on a loaded machine), then at a moment that varies from round to round.
-        await eventually(lambda: ack.exists() and ack.stat().st_size > before, timeout=60)  # noqa: B023
-        await asyncio.sleep((round_ % 5) * 0.03)
+        # Each writer starts at another key (a slow start on a busy machine must not leave
+        # keys unvisited) and is killed once it is writing, at a moment that varies.
+        acked_before = ack.stat().st_size
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WRITER, str(root), str(ack), str(round_)
+        )
+        await eventually(functools.partial(_grew, ack, acked_before), timeout=30)
+        await asyncio.sleep((round_ % 5) * 0.02)  # the kill's moment, not a synchronization
         proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
     store = FileStore(root)
@@ -254,3 +268,7 @@ async def test_kill_9_of_a_writer_never_leaves_a_torn_entry_or_loses_an_acknowle
             os.unlink(path)  # leftovers of killed writers are only ever temp files
     finally:
         await store.close()
+
+
+def _grew(path: Path, size: int) -> bool:
+    return path.stat().st_size > size

@@ -36,6 +36,7 @@ from core.store.redis.urls import safe_url
 from core.turn.responders import QuietResponder
 from core.turn.runner import STORE_FAILURE_TEXT
 from tests.core.store.turns import store_turn
+from tests.support.skips import cannot_run_here
 
 KEY = SessionKey("agent:main:test:alice:general")
 ROOT = Path(__file__).resolve().parents[4]
@@ -132,7 +133,7 @@ async def test_transcripts_are_trimmed_to_transcript_max(redis_server: RedisServ
         sid = entry.session_id
         assert [m.content for m in await s.tail(sid, 100)] == ["m3", "m4", "m5", "m6", "m7"]
         with redis_server.client() as r:
-            assert r.llen(s.transcript_name(sid)) == 5
+            assert r.llen(s.names.transcript(sid)) == 5
     finally:
         await s.close()
 
@@ -152,10 +153,10 @@ async def test_a_damaged_entry_is_reported_quarantined_and_its_session_kept(
     sid = new_session_id()
     damaged = f'{{"key": "{KEY}", "sessionId": "{sid}", "turns": 4, "platf'.encode()
     with redis_server.client() as r:
-        r.set(store.entry_name(KEY), damaged)
+        r.set(store.names.entry(KEY), damaged)
     assert await store.get(KEY) is None
     listing = await store.list()
-    assert [(d.where, d.key) for d in listing.damaged] == [(store.entry_name(KEY), KEY)]
+    assert [(d.where, d.key) for d in listing.damaged] == [(store.names.entry(KEY), KEY)]
     entry, created = await store.reserve(KEY, lambda _: True, Reserver(store).mint)
     assert (entry.session_id, entry.turns, created) == (sid, 4, False)
     assert "is damaged" in caplog.text
@@ -171,7 +172,7 @@ async def test_a_value_of_the_wrong_redis_type_is_quarantined_not_overwritten(
     redis_server: RedisServer, store: RedisStore
 ) -> None:
     with redis_server.client() as r:
-        r.rpush(store.entry_name(KEY), b"not", b"an entry")
+        r.rpush(store.names.entry(KEY), b"not", b"an entry")
     assert await store.get(KEY) is None
     assert [d.reason for d in (await store.list()).damaged] == ["the Redis value has the wrong type"]
     entry, created = await Reserver(store).resolve(KEY)
@@ -225,7 +226,7 @@ async def test_a_lost_turn_lock_stops_the_turn_and_frees_nobody_elses_lock(
     async def a_turn(tg: asyncio.TaskGroup) -> None:
         async with a.lock_turn(KEY):
             with redis_server.client() as r:
-                r.delete(a.lock_name(KEY))
+                r.delete(a.names.lock(KEY))
             tg.create_task(b_turn())
             await b_holds.wait()
             await asyncio.sleep(30)  # stopped by the lock keeper long before
@@ -235,7 +236,7 @@ async def test_a_lost_turn_lock_stops_the_turn_and_frees_nobody_elses_lock(
             with pytest.raises(Fenced, match="lost the turn lock"):
                 await a_turn(tg)
             with redis_server.client() as r:
-                assert r.exists(a.lock_name(KEY)) == 1  # still b's
+                assert r.exists(a.names.lock(KEY)) == 1  # still b's
             b_done.set()
         assert "lost (not renewed in time, or taken)" in caplog.text
     finally:
@@ -251,7 +252,10 @@ async def test_a_waiter_cancelled_while_its_lock_request_is_in_redis_gives_the_l
     it and release, or the key would be locked for a whole TTL (30 s here)."""
     with redis_server.client() as r:
         if not r.config_get("enable-debug-command"):
-            pytest.skip("this redis-server has no enable-debug-command option (before 7.0)")
+            cannot_run_here(
+                "this redis-server has no enable-debug-command option (Redis before 7.0), "
+                "so a stalled Redis cannot be made with DEBUG SLEEP"
+            )
     await store.ping()  # a warm connection, so the waiter's SET is sent at once
     async with asyncio.timeout(20):
         with redis_server.client() as r:

@@ -1,4 +1,4 @@
-"""A local fake OpenAI-compatible chat-completions server, for tests and benchmarks.
+"""A local fake OpenAI-compatible chat-completions server, for tests, benchmarks and plugin authors.
 
     async with FakeLLM(delay_s=0.2) as llm:
         client = AsyncOpenAI(base_url=llm.base_url, api_key="k")

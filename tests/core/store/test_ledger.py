@@ -1,106 +1,27 @@
-"""The `SessionStore` contract, proved against every backend: `files` and `redis`.
+"""The `Ledger` part of the store contract (turn locks, commits, tails), on every backend.
 
-Each test runs once per backend. "Several stores" stand for several processes: two
-`FileStore`s on one folder, or two `RedisStore`s (two connection pools) on one Redis;
-they share nothing but the store itself.
+A ledger needs the `Sessions` part of its store: a commit is fenced by the entry's
+session id, and the entry's progress is read from the last commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
-from bots.testing import RedisServer, unique_prefix
-from core.config import StoreSettings
-from core.conversation.reserver import Freshness, Reserver, new_session_id
+from core.conversation.reserver import new_session_id
 from core.model.errors import Fenced
-from core.model.keys import SessionKey
 from core.model.messages import ChatMessage
-from core.model.sessions import SessionEntry, TurnCommit
+from core.model.sessions import TurnCommit
 from core.store.base import SessionStore
-from core.store.files.store import FileStore
-from core.store.redis.store import RedisStore
+from tests.core.store.contract import KEY, OTHER, RELEASED_WITHIN_S, OpenStore, always, mint_at
 from tests.core.store.turns import store_turn
-
-KEY = SessionKey("agent:main:test:alice:general")
-OTHER = SessionKey("agent:main:test:bob:general")
-
-OpenStore = Callable[[], Awaitable[SessionStore]]
-
-
-@pytest.fixture(params=["files", "redis"])
-async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
-    """Opens stores that share one backing (folder or Redis prefix); closes them after."""
-    opened: list[SessionStore] = []
-    if request.param == "files":
-
-        async def open_one() -> SessionStore:
-            store = FileStore(tmp_path / "state")
-            opened.append(store)
-            return store
-
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        settings = StoreSettings(backend="redis", url=server.url, prefix=unique_prefix(), turn_lock_ttl_s=5)
-
-        async def open_one() -> SessionStore:
-            store = RedisStore.from_settings(settings, None)
-            opened.append(store)
-            return store
-
-    yield open_one
-    for store in opened:
-        await store.close()
 
 
 @pytest.fixture
 async def store(open_store: OpenStore) -> SessionStore:
     return await open_store()
-
-
-def mint_at(at: float) -> Callable[[SessionKey], SessionEntry]:
-    def mint(key: SessionKey) -> SessionEntry:
-        return SessionEntry(key, new_session_id(), key.split(":")[2], at, at, at, at)
-
-    return mint
-
-
-def always(_: SessionEntry) -> bool:
-    return True
-
-
-def never(_: SessionEntry) -> bool:
-    return False
-
-
-async def test_get_of_an_unknown_key_is_none(store: SessionStore) -> None:
-    assert await store.get(KEY) is None
-
-
-async def test_reserve_mints_once_then_adopts_while_fresh(store: SessionStore) -> None:
-    first, created = await store.reserve(KEY, always, mint_at(1.0))
-    again, created_again = await store.reserve(KEY, always, mint_at(2.0))
-    assert created and not created_again
-    assert again == first
-    assert await store.get(KEY) == first
-
-
-async def test_reserve_replaces_a_stale_entry_with_a_new_session(store: SessionStore) -> None:
-    old, _ = await store.reserve(KEY, always, mint_at(1.0))
-    new, created = await store.reserve(KEY, never, mint_at(2.0))
-    assert created and new.session_id != old.session_id
-    assert await store.get(KEY) == new
-
-
-async def test_entries_round_trip_every_field(store: SessionStore) -> None:
-    entry = SessionEntry(KEY, new_session_id(), "test", 1.5, 2.25, 3.125, 4.0625, turns=7)
-    await store.reserve(KEY, always, lambda _: entry)
-    assert await store.get(KEY) == entry
-    assert await store.get(OTHER) is None
 
 
 async def test_a_commit_stores_the_turn_and_advances_the_entry(store: SessionStore) -> None:
@@ -170,16 +91,6 @@ async def test_turns_from_two_stores_all_count(open_store: OpenStore) -> None:
     assert len(await a.tail(final.session_id, 100)) == 20
 
 
-async def test_list_shows_every_entry(store: SessionStore) -> None:
-    assert (await store.list()).entries == []
-    a = await store_turn(store, KEY, [ChatMessage("user", "hi")])
-    assert a.turns == 1
-    b, _ = await store.reserve(OTHER, always, mint_at(2.0))
-    listing = await store.list()
-    assert sorted(listing.entries, key=lambda e: e.key) == [a, b]
-    assert listing.damaged == []
-
-
 async def test_commits_then_tail_returns_the_newest_records_in_order(store: SessionStore) -> None:
     sid = new_session_id()
     assert await store.tail(sid, 10) == []
@@ -238,31 +149,42 @@ async def test_turn_lock_excludes_turns_of_one_key(open_store: OpenStore) -> Non
 async def test_turn_lock_of_one_key_does_not_block_another(store: SessionStore) -> None:
     held = asyncio.Event()
     done = asyncio.Event()
+    other_taken_while_held = False
 
     async def hold_key() -> None:
         async with store.lock_turn(KEY):
             held.set()
             await done.wait()
 
-    async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
-        tg.create_task(hold_key())
+    async def take_other() -> None:
+        nonlocal other_taken_while_held
         await held.wait()
         async with store.lock_turn(OTHER):
+            other_taken_while_held = not done.is_set()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(hold_key())
+        try:
+            async with asyncio.timeout(RELEASED_WITHIN_S):
+                await take_other()
+        finally:
             done.set()
+    assert other_taken_while_held
 
 
-async def test_turn_lock_is_released_when_the_turn_fails(store: SessionStore) -> None:
-    async with asyncio.timeout(30):
-        with pytest.raises(RuntimeError, match="agent blew up"):
-            async with store.lock_turn(KEY):
-                raise RuntimeError("agent blew up")
-        async with store.lock_turn(KEY):
-            pass
+async def test_turn_lock_is_released_when_the_turn_fails(open_store: OpenStore) -> None:
+    """Another store (process) takes the key's lock at once, not after the Redis TTL."""
+    a, b = await open_store(), await open_store()
+    with pytest.raises(RuntimeError, match="agent blew up"):
+        async with a.lock_turn(KEY) as failed:
+            raise RuntimeError("agent blew up")
+    async with asyncio.timeout(RELEASED_WITHIN_S), b.lock_turn(KEY) as next_turn:
+        assert next_turn.token == failed.token + 1
 
 
 async def test_waiters_cancelled_at_any_point_leave_the_turn_lock_free(store: SessionStore) -> None:
     """A waiter cancelled mid-acquire (even one whose acquire just won) must not keep the
-    lock: the next turn gets it at once, not after the Redis TTL (5 s here)."""
+    lock: the next turn gets it at once, not after the Redis TTL."""
     for ticks in range(0, 40, 3):
         lock = store.lock_turn(KEY)
         waiter = asyncio.create_task(lock.__aenter__())
@@ -272,44 +194,13 @@ async def test_waiters_cancelled_at_any_point_leave_the_turn_lock_free(store: Se
         await asyncio.wait({waiter})
         if not waiter.cancelled():  # it won the lock before the cancel landed: a normal turn
             await lock.__aexit__(None, None, None)
-        async with asyncio.timeout(2.5), store.lock_turn(KEY):
+        async with asyncio.timeout(RELEASED_WITHIN_S), store.lock_turn(KEY):
             pass
 
 
-async def test_100_concurrent_reserves_on_one_key_mint_one_session(open_store: OpenStore) -> None:
-    """The store alone (no reserver, so no in-process lock) keeps the mint unique."""
-    stores = [await open_store(), await open_store()]
-    async with asyncio.timeout(60):
-        results = await asyncio.gather(
-            *(stores[i % 2].reserve(KEY, always, mint_at(float(i))) for i in range(100))
-        )
-    assert sum(created for _, created in results) == 1
-    assert len({entry.session_id for entry, _ in results}) == 1
-    stored = await stores[0].get(KEY)
-    assert stored is not None and stored.session_id == results[0][0].session_id
-
-
-async def test_a_reset_racing_50_resolves_wins(open_store: OpenStore) -> None:
-    """Five reservers (five "processes") resolve a stale key while one resets it.
-
-    The old session is stale, so every resolve goes through `reserve`. Whatever the
-    interleaving: nothing returns the old id, at most one resolve mints before the
-    reset lands, and afterwards the key maps to the reset's session for good.
-    """
-    now = time.time()
-    freshness = Freshness(mode="idle", idle_minutes=1)
-    reservers = [Reserver(await open_store(), freshness) for _ in range(5)]
-    old, _ = await reservers[0].store.reserve(KEY, always, mint_at(now - 3600))
-    async with asyncio.timeout(60):
-        racing = [asyncio.create_task(reservers[i % 5].resolve(KEY)) for i in range(50)]
-        await asyncio.sleep(0)
-        reset = await reservers[0].reset(KEY)
-        results = await asyncio.gather(*racing)
-        after = await asyncio.gather(*(r.resolve(KEY) for r in reservers * 4))
-    seen = {entry.session_id for entry, _ in results}
-    assert old.session_id not in seen
-    assert len(seen - {reset.session_id}) <= 1
-    assert {entry.session_id for entry, _ in after} == {reset.session_id}
-    assert not any(created for _, created in after)
-    stored = await reservers[0].store.get(KEY)
-    assert stored is not None and stored.session_id == reset.session_id
+async def test_list_shows_each_entry_as_its_last_commit_left_it(store: SessionStore) -> None:
+    a = await store_turn(store, KEY, [ChatMessage("user", "hi")], at=50.0)
+    assert (a.turns, a.last_interaction_at) == (1, 50.0)
+    b, _ = await store.reserve(OTHER, always, mint_at(2.0))
+    listing = await store.list()
+    assert sorted(listing.entries, key=lambda e: e.key) == [a, b]
