@@ -162,7 +162,12 @@ async def _check_agents(loaded: Loaded) -> list[str]:
     from core.conversation import Router
 
     agents = make_agents(loaded)  # ConfigError names the key
-    for agent in agents.values():
+    tools: dict[str, list[str]] = {}
+    for agent_id, agent in agents.items():
+        toolbox = getattr(agent, "toolbox", None)
+        if toolbox is not None:  # start its MCP servers once, to list what they offer
+            await toolbox.start()
+            tools[agent_id] = [f"{s.name}: {', '.join(s.tools) or '(not started)'}" for s in toolbox.servers]
         await agent.close()
     router = Router(loaded.config)
     lines = []
@@ -174,6 +179,7 @@ async def _check_agents(loaded: Loaded) -> list[str]:
         )
         default = " (default)" if agent_id == router.default else ""
         lines.append(f"agent: {agent_id} backend={settings.backend}{extra}{models}{compact}{default}")
+        lines.extend(f"  mcp {line}" for line in tools.get(agent_id, []))
     lines.append("routing (first match wins):")
     for route in router.table():
         lines.append(f"  {route.rule} -> {route.agent}")

@@ -30,8 +30,8 @@ from typing import ClassVar, TextIO
 
 from bots.runtime import Runtime
 from core.config import AdapterSettings
-from core.model import Inbound, Reply, ReplyTarget
-from core.turn import FutureResponder, QuietResponder
+from core.model import AgentEvent, ApprovalDecided, ApprovalWaiting, Decision, Inbound, Reply, ReplyTarget
+from core.turn import FutureResponder, QuietResponder, ToolStatus
 
 log = logging.getLogger("chatlane.console")
 
@@ -46,6 +46,41 @@ class ConsoleSettings(AdapterSettings):
 
 _ids = itertools.count(1)
 PLATFORM = "console"
+
+DIM, PLAIN = "\x1b[2m", "\x1b[0m"
+APPROVAL_QUESTION = "Allow the tool {tool} with {arguments}? [y/N] "
+APPROVAL_DECIDED = "({tool}: {decision})"
+YES = ("y", "yes")
+
+
+class Asking:
+    """The approval question the console waits on, if any: the next line typed answers it."""
+
+    def __init__(self) -> None:
+        self.pending: asyncio.Future[Decision] | None = None
+
+    def answer(self, line: str) -> bool:
+        """True when `line` answered a question (it is then no message)."""
+        if self.pending is None or self.pending.done():
+            return False
+        self.pending.set_result("approved" if line.strip().lower() in YES else "denied")
+        return True
+
+
+class ConsoleResponder(FutureResponder):
+    """A console answer: streams text and events; asks approvals as a y/n question."""
+
+    def __init__(self, asking: Asking) -> None:
+        super().__init__()
+        self.asking = asking
+
+    async def ask_approval(self, waiting: ApprovalWaiting) -> Decision:
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self.asking.pending = future
+        try:
+            return await future
+        finally:
+            self.asking.pending = None
 
 
 async def _lines(stream: TextIO) -> AsyncIterator[str]:
@@ -96,13 +131,16 @@ async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: Text
     answers: asyncio.Queue[FutureResponder | Local | None] = asyncio.Queue()
     printer = asyncio.create_task(_print_answers(answers, out, interactive), name="console printer")
     unanswered = 0
+    asking = Asking()
     try:
         async for raw in _lines(stdin):
             text = raw.rstrip("\r\n")
+            if asking.answer(text):
+                continue
             if (local := local_answer(runtime, text)) is not None:
                 answers.put_nowait(local)
             elif text.strip():
-                answers.put_nowait(await _say(runtime, user, text))
+                answers.put_nowait(await _say(runtime, user, text, asking))
             elif interactive:
                 out.write("you> ")
                 out.flush()
@@ -129,9 +167,13 @@ async def _print_answers(
                 out.write("you> ")
             out.flush()
             continue
-        deltas = responder.deltas
+        updates = responder.updates
         shown = ""
-        while deltas is not None and (piece := await deltas.get()) is not None:
+        status = ToolStatus()
+        while updates is not None and (piece := await updates.get()) is not None:
+            if not isinstance(piece, str):
+                _show_event(piece, status, out, dim=prompt, after=shown)
+                continue
             out.write(piece)
             out.flush()
             shown += piece
@@ -148,6 +190,22 @@ async def _print_answers(
             out.write("you> ")
         out.flush()
     return unanswered
+
+
+def _show_event(event: AgentEvent, status: ToolStatus, out: TextIO, *, dim: bool, after: str) -> None:
+    """A tool event as one dimmed line of its own (the question of an approval, unended)."""
+    if isinstance(event, ApprovalWaiting):
+        line, end = APPROVAL_QUESTION.format(tool=event.tool, arguments=event.arguments), ""
+    elif isinstance(event, ApprovalDecided):
+        line, end = APPROVAL_DECIDED.format(tool=event.tool, decision=event.decision), "\n"
+    else:
+        found = status.line(event)
+        if found is None:
+            return
+        line, end = found, "\n"
+    lead = "\n" if after and not after.endswith("\n") else ""
+    out.write(f"{lead}{DIM}{line}{PLAIN}{end}" if dim else f"{lead}{line}{end}")
+    out.flush()
 
 
 ANSWERED = ("answer", "merged", "notice", "stopped")
@@ -197,10 +255,10 @@ def register_targets(runtime: Runtime, out: TextIO) -> None:
     runtime.gateway.targets.register(PLATFORM, lambda target: LateAnswer(out))
 
 
-async def _say(runtime: Runtime, user: str, text: str) -> FutureResponder:
+async def _say(runtime: Runtime, user: str, text: str, asking: Asking | None = None) -> FutureResponder:
     """Hand one line to the gateway as `user`; its responder streams the answer."""
-    responder = FutureResponder()
-    responder.stream()
+    responder = ConsoleResponder(asking or Asking())
+    responder.stream_events()
     inbound = inbound_for(user, text)
     await runtime.gateway.submit(inbound, responder, target=target_of(inbound))
     return responder

@@ -99,6 +99,10 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
         for adapter, enabled, why in plan(loaded):
             if not enabled:
                 log.info("%s: disabled (%s)", adapter.settings.section, why)
+        for agent in {id(a): a for a in runtime.agents.values()}.values():
+            start = getattr(agent, "start", None)  # optional: agents with tools start their servers
+            if start is not None:
+                await start()
         services = create_services(runtime)
         if not services:
             log.error("nothing to run: every bot is disabled in %s", loaded.path)

@@ -16,14 +16,24 @@ import signal
 import sys
 import threading
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
 from bots import eventloop
-from bots.console import ANSWERED, inbound_for, register_targets, target_of
+from bots.console import (
+    ANSWERED,
+    APPROVAL_QUESTION,
+    DIM,
+    PLAIN,
+    YES,
+    inbound_for,
+    register_targets,
+    target_of,
+)
 from bots.runtime import Runtime
 from core.config import Loaded
-from core.model import Reply, SessionKey, parse_key
-from core.turn import QuietResponder
+from core.model import AgentEvent, ApprovalWaiting, Decision, Reply, SessionKey, parse_key
+from core.turn import QuietResponder, ToolStatus
 
 T = TypeVar("T")
 
@@ -39,10 +49,22 @@ QUIT_MID_ANSWER_TEXT = "(quit: the answer is still being stored; `chatlane sessi
 QUIT_COMMANDS = ("/quit", "/exit")
 
 
-class _Queued(QuietResponder):
-    """Pieces and the reply of one message, handed from the loop thread to the prompt."""
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """An approval question for the prompt thread; it answers through `answer`."""
 
-    def __init__(self, events: queue.Queue[str | Reply]) -> None:
+    waiting: ApprovalWaiting
+    answer: concurrent.futures.Future[Decision]
+
+
+Shown = str | Reply | AgentEvent | _Ask
+
+
+class _Queued(QuietResponder):
+    """Pieces, tool events and the reply of one message, handed from the loop thread to
+    the prompt; an approval is asked there (y/n) and its answer handed back."""
+
+    def __init__(self, events: queue.Queue[Shown]) -> None:
         self.events = events
 
     async def send(self, reply: Reply) -> None:
@@ -50,6 +72,14 @@ class _Queued(QuietResponder):
 
     async def on_delta(self, text: str) -> None:
         self.events.put(text)
+
+    async def on_event(self, event: AgentEvent) -> None:
+        self.events.put(event)
+
+    async def ask_approval(self, waiting: ApprovalWaiting) -> Decision:
+        answer: concurrent.futures.Future[Decision] = concurrent.futures.Future()
+        self.events.put(_Ask(waiting, answer))
+        return await asyncio.wrap_future(answer)
 
 
 class Terminal:
@@ -127,7 +157,8 @@ class Terminal:
         KeyboardInterrupt, which could land anywhere (mid-write) and lose a piece.
         """
         assert self.runtime is not None
-        events: queue.Queue[str | Reply] = queue.Queue()
+        events: queue.Queue[Shown] = queue.Queue()
+        status = ToolStatus()
         responder = _Queued(events)
         gateway = self.runtime.gateway
         presses = 0
@@ -160,6 +191,17 @@ class Terminal:
                     self.out.write(event)
                     self.out.flush()
                     streamed = True
+                    continue
+                if isinstance(event, _Ask):
+                    w = event.waiting
+                    question = APPROVAL_QUESTION.format(tool=w.tool, arguments=w.arguments)
+                    said = input(f"{DIM}{question}{PLAIN}")
+                    if not event.answer.done():  # else the approval timed out meanwhile
+                        event.answer.set_result("approved" if said.strip().lower() in YES else "denied")
+                    continue
+                if not isinstance(event, Reply):
+                    if (line := status.line(event)) is not None:
+                        self._say(f"{DIM}{line}{PLAIN}")
                     continue
                 if streamed:
                     self._say("")

@@ -65,6 +65,28 @@ class OpenAISettings(Section):
     that rejects that field."""
 
 
+class McpServerSettings(Section):
+    """One MCP server whose tools the openai agent may call (`[[agents.<id>.mcp]]`)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+    command: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    """stdio: the program and its arguments (started once per process, restarted if it dies)."""
+    url: str = ""
+    """Streamable HTTP: the server's URL (instead of `command`)."""
+    env: dict[str, str] = {}
+    """Extra environment variables for a stdio server."""
+    tools: tuple[str, ...] | None = None
+    """Allowlist of tool names; unset: every tool the server lists."""
+    approval: tuple[str, ...] = ()
+    """Tools that ask a person (Approve / Deny) before each call."""
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerSettings:
+        if bool(self.command) == bool(self.url):
+            raise ValueError(f'mcp server {self.name!r} needs exactly one of command = [...] or url = "..."')
+        return self
+
+
 AGENT_ID = r"^[a-z0-9_-]{1,64}$"
 FACTORY = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
 BUILTIN_BACKENDS = ("echo", "openai", "python")
@@ -93,6 +115,20 @@ class AgentSettings(Section):
     compact_keep_recent: Annotated[int, Field(ge=0, le=10_000)] = 6
     """Records kept word for word after a summary."""
     openai: OpenAISettings = OpenAISettings()
+    mcp: tuple[McpServerSettings, ...] = ()
+    """MCP servers whose tools the openai agent may call (docs/agents.md, "Tools")."""
+    max_tool_rounds: Annotated[int, Field(ge=1, le=100)] = 8
+    """Model -> tool calls -> results -> model, at most this many rounds per turn."""
+    tool_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """One tool call's limit; past it the model is told the tool timed out."""
+    tool_output_chars: Annotated[int, Field(ge=100, le=1_000_000)] = 20_000
+    """A tool's output is cut to this many characters (with a note) before the model sees it."""
+    approval_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    """An approval nobody decides within this long is denied."""
+    approvers: tuple[str, ...] = ()
+    """Platform user ids who may approve tool calls besides the conversation's own user."""
+    remind: bool = False
+    """Offer the built-in `remind` tool: a one-shot schedule in the conversation (openai)."""
 
     @model_validator(mode="after")
     def _factory_fits_backend(self) -> AgentSettings:
@@ -103,6 +139,9 @@ class AgentSettings(Section):
                 raise ValueError(f'factory {self.factory!r} must look like "package.module:callable"')
         elif self.factory:
             raise ValueError(f'factory is only used with backend "python" (backend is {self.backend!r})')
+        names = [m.name for m in self.mcp]
+        if len(set(names)) != len(names):
+            raise ValueError(f"mcp server names must be unique, got {names}")
         return self
 
 

@@ -27,10 +27,11 @@ from collections.abc import AsyncIterator
 
 import discord
 
+from bots.discord import approvals
 from bots.discord.failures import PlatformFailure, describe_failure
 from bots.discord.settings import DiscordSettings
 from bots.discord.stream import SEND_HINT, DiscordSurface
-from core.model import CancelReason, Reply
+from core.model import AgentEvent, ApprovalDecided, ApprovalWaiting, CancelReason, Decision, Reply
 from core.turn import (
     STATUS_WAITING,
     STATUS_WORKING,
@@ -94,6 +95,8 @@ class DiscordResponder(QuietResponder):
             if answer is not None:
                 draft.resume()
         self.live = LiveAnswer(draft)
+        self._question: discord.Message | None = None
+        """The approval question this answer is waiting on, if any."""
         self._status: str | None = None
         """The status reaction the message carries now (`status_reactions`)."""
 
@@ -111,6 +114,18 @@ class DiscordResponder(QuietResponder):
 
     async def on_delta(self, text: str) -> None:
         self.live.add(text)
+
+    async def on_event(self, event: AgentEvent) -> None:
+        if isinstance(event, ApprovalDecided) and self._question is not None:
+            await approvals.show_decision(self._question, event)
+            self._question = None
+        self.live.event(event)
+
+    async def ask_approval(self, waiting: ApprovalWaiting) -> Decision | None:
+        """Post Approve / Deny buttons; the click (on any process) decides. Denied when
+        the question cannot be posted (nobody could answer it)."""
+        self._question = await approvals.ask(self.channel, waiting)
+        return None if self._question is not None else "denied"
 
     async def on_cancelled(self, reason: CancelReason) -> None:
         await self.live.cancelled(reason)

@@ -27,6 +27,7 @@ import discord.gateway
 import discord.http
 import yarl
 
+from bots.discord import approvals
 from bots.discord.commands import build_tree, sync_commands
 from bots.discord.history import BackfillingResponder
 from bots.discord.inbound import ANSWERED_TYPES, PLATFORM, read_message, reply_target
@@ -216,8 +217,12 @@ class DiscordService:
         async def on_error(event: str, /, *args: Any, **kwargs: Any) -> None:
             await self.on_error(event, *args, **kwargs)
 
+        async def on_interaction(interaction: discord.Interaction[discord.Client]) -> None:
+            await approvals.on_click(interaction, self.runtime.gateway)
+
         client.event(on_message)
         client.event(on_error)
+        client.event(on_interaction)
         return client
 
     def _use_endpoints(self) -> None:

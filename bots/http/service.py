@@ -59,13 +59,26 @@ from bots.http.settings import HttpSettings
 from bots.readiness import API_AT
 from bots.runtime import Runtime, StartupError
 from core.door import SLOW_DOWN_TEXT
-from core.model import CancelReason, Closed, Inbound, Reply, SessionKey, parse_key
+from core.model import (
+    AgentEvent,
+    ApprovalWaiting,
+    CancelReason,
+    Closed,
+    Decision,
+    Inbound,
+    Reply,
+    SessionKey,
+    parse_key,
+)
 from core.ops import TaskSet
-from core.turn import STOPPED_MARK, QuietResponder
+from core.turn import STOPPED_MARK, QuietResponder, ToolStatus
 
 log = logging.getLogger("chatlane.http")
 
 SESSION_HEADER = "X-Session-Key"
+APPROVE_HEADER = "X-Chatlane-Approve"
+"""Tools the caller approves ahead (comma-separated names, or "*"); any other tool that
+needs approval is refused over HTTP (there is nobody to ask), and the model is told so."""
 PLATFORM = "http"
 CHANNEL = "api"
 STATELESS_PREFIX = "anon-"
@@ -100,9 +113,11 @@ class _Events(QuietResponder):
     With an `Idempotency-Key`, `owner` stores the reply (for retries) before it is handed on.
     """
 
-    def __init__(self, live: bool, owner: OwnerResponder | None = None) -> None:
+    def __init__(self, live: bool, owner: OwnerResponder | None = None, approved: str = "") -> None:
         self.live, self.owner = live, owner
-        self.queue: asyncio.Queue[str | Reply] = asyncio.Queue()
+        self.approved = {t.strip() for t in approved.split(",") if t.strip()}
+        self.status = ToolStatus()
+        self.queue: asyncio.Queue[str | Reply | AgentEvent] = asyncio.Queue()
         self.reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
     async def send(self, reply: Reply) -> None:
@@ -115,6 +130,13 @@ class _Events(QuietResponder):
     async def on_delta(self, text: str) -> None:
         if self.live and not self.reply.done():
             self.queue.put_nowait(text)
+
+    async def on_event(self, event: AgentEvent) -> None:
+        if self.live and not self.reply.done():
+            self.queue.put_nowait(event)
+
+    async def ask_approval(self, waiting: ApprovalWaiting) -> Decision:
+        return "approved" if {"*", waiting.tool} & self.approved else "denied"
 
     async def on_cancelled(self, reason: CancelReason) -> None:
         # A fenced turn is answered again from the start: what was streamed of it must
@@ -252,7 +274,7 @@ class HttpService:
             return once
         owner = once if isinstance(once, OwnerResponder) else None
         live = not chat.stream or self.runtime.loaded.config.queue.mode != "interrupt"
-        events = _Events(live, owner)
+        events = _Events(live, owner, request.headers.get(APPROVE_HEADER, ""))
         try:
             await self.runtime.gateway.submit(inbound, events, target=owner.target if owner else None)
         except Closed:
@@ -300,7 +322,7 @@ class HttpService:
         self,
         request: web.Request,
         events: _Events,
-        first: str | Reply,
+        first: str | Reply | AgentEvent,
         ident: str,
         key: SessionKey,
         *,
@@ -314,9 +336,12 @@ class HttpService:
             await resp.prepare(request)
             streamed = False
             event = first
-            while isinstance(event, str):
-                await resp.write(wire.chunk(ident, model, event, first=not streamed))
-                streamed = True
+            while not isinstance(event, Reply):
+                if isinstance(event, str):
+                    await resp.write(wire.chunk(ident, model, event, first=not streamed))
+                    streamed = True
+                elif (line := events.status.line(event)) is not None:
+                    await resp.write(wire.comment(line))
                 event = await events.queue.get()
             reply = event
             if (problem := _reply_error(reply)) is not None:  # failed after it began: too late for a status

@@ -24,6 +24,12 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
 
 
+def comment(line: str) -> bytes:
+    """An SSE comment line: the tool status, which OpenAI clients skip (the SSE spec
+    says a line starting with ":" is ignored)."""
+    return b": " + line.replace("\n", " ").encode("utf-8") + b"\n\n"
+
+
 def completion(ident: str, model: str, text: str, usage: Usage | None = None) -> bytes:
     """A whole `chat.completion` (the JSON answer of a non-streamed request); `usage` when
     the agent reported it."""

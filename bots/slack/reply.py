@@ -30,9 +30,10 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack import approvals
 from bots.slack.settings import SlackSettings
 from bots.slack.stream import EditSurface, NativeSurface
-from core.model import CancelReason, Reply
+from core.model import AgentEvent, ApprovalDecided, ApprovalWaiting, CancelReason, Decision, Reply
 from core.turn import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -164,6 +165,8 @@ class SlackResponder(QuietResponder):
         self._reacted = False
         self._working = False
         self._status: str | None = None
+        self._question: str | None = None
+        """The ts of the approval question this answer waits on, if any."""
         draft = None
         s = self.settings
         self._surface: NativeSurface | EditSurface | None = None
@@ -193,6 +196,18 @@ class SlackResponder(QuietResponder):
 
     async def on_delta(self, text: str) -> None:
         self.live.add(text)
+
+    async def on_event(self, event: AgentEvent) -> None:
+        if isinstance(event, ApprovalDecided) and self._question is not None:
+            await approvals.show_decision(self.poster.client, self.channel, self._question, event)
+            self._question = None
+        self.live.event(event)
+
+    async def ask_approval(self, waiting: ApprovalWaiting) -> Decision | None:
+        """Post Approve / Deny buttons in the conversation's thread; the click (on any
+        process) decides. Denied when the question cannot be posted."""
+        self._question = await approvals.ask(self.poster.client, self.channel, self.thread_ts, waiting)
+        return None if self._question is not None else "denied"
 
     async def on_cancelled(self, reason: CancelReason) -> None:
         await self.live.cancelled(reason)

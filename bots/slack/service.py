@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +51,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import Runtime, StartupError
+from bots.slack import approvals
 from bots.slack.history import BackfillingResponder, files_of
 from bots.slack.inbound import (
     PLATFORM,
@@ -66,6 +68,7 @@ from bots.slack.targets import Targets
 from core.door import NOT_HERE_TEXT, Delivery, Facts, RecentSet, admit
 from core.model import Closed, Inbound, ReplyTarget, StoreError
 from core.ops import TaskSet
+from core.turn import APPROVAL_ACTION_PREFIX
 
 log = logging.getLogger("chatlane.slack")
 
@@ -143,6 +146,7 @@ class SlackService:
             )
         app.event("app_mention")(self._on_app_mention)
         app.event("message")(self._on_message)
+        app.action(re.compile(f"^{re.escape(APPROVAL_ACTION_PREFIX)}:"))(self._on_approval)
         if s.slash_command:
             app.command(s.slash_command)(self._on_command)
         app.error(self._on_error)
@@ -330,6 +334,10 @@ class SlackService:
             log.info("slack: message %s arrived during shutdown; not answered", inbound.message_id)
 
     # ------------------------------------------------------------ slash command
+    async def _on_approval(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        if self._client is not None:
+            await approvals.on_click(ack, body, self._client, self.runtime.gateway)
+
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         """`/chatlane NAME [ARG]`: a conversation command (core/door/commands.py) for the
         conversation outside threads here (a slash command does not say its thread)."""

@@ -5,8 +5,12 @@ needs nothing beyond chatlane's runtime dependencies (no pytest), so `bench/` ru
 an installed package without the `tests/` folder. It lives under bots/ because the
 fake platforms speak (and fake_slack imports) platform SDKs, which core/ never does.
 
-  fake_discord  FakeDiscord: REST v10 + gateway websocket; edits, deletes, per-route 429s
-  fake_slack    FakeSlack: Web API (incl. native streaming), Socket Mode, signed Events API
+  fake_discord  FakeDiscord: REST v10 + gateway websocket; edits, deletes, per-route 429s;
+                `click` (a button's INTERACTION_CREATE)
+  fake_slack    FakeSlack: Web API (incl. native streaming), Socket Mode, signed Events API;
+                `block_actions` (a button click)
+  mcp_server    a tiny MCP server (official `mcp` SDK; stdio or --http PORT) whose tools
+                count their calls: lookup, delete_file, crash, hang, huge
   fake_llm      FakeLLM: an OpenAI-compatible chat-completions server (JSON and SSE),
                 recording what each call was shown; delays and failures on demand
   files         small real files for attachment tests: `png`, `log_text`

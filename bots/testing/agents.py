@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from core.agents import EchoAgent, TurnInput
-from core.model import AgentError, ChatMessage, Reply
+from core.model import AgentError, AgentEvent, ApprovalWaiting, ChatMessage, Decision, Reply
 from core.turn import QuietResponder
 
 
@@ -124,10 +124,19 @@ class FlakyAgent:
 class Replies(QuietResponder):
     """Collects every reply and queued notice for one message."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, decide: Decision | None = "denied") -> None:
         self.replies: list[Reply] = []
         self.queued = 0
         self.done = asyncio.Event()
+        self.events: list[AgentEvent] = []
+        self.decide = decide
+        """What an approval gets here at once; None: wait for a click (`Gateway.decide_approval`)."""
+
+    async def on_event(self, event: AgentEvent) -> None:
+        self.events.append(event)
+
+    async def ask_approval(self, waiting: ApprovalWaiting) -> Decision | None:
+        return self.decide
 
     async def send(self, reply: Reply) -> None:
         self.replies.append(reply)

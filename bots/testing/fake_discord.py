@@ -167,6 +167,8 @@ class FakeDiscord:
         self.received_ops: list[int] = []
         self.port = 0
         self._messages_sent: list[JSON] = []
+        self.clicked: dict[str, JSON] = {}
+        """Interaction id -> the message whose button was clicked (its callback may edit it)."""
         self._dispatched_messages: list[JSON] = []
         self._ws: web.WebSocketResponse | None = None
         self._clients: list[web.WebSocketResponse] = []
@@ -431,6 +433,45 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", d)
         return d
 
+    def buttons(self, message: JSON) -> list[str]:
+        """The custom ids of the buttons a sent message shows now."""
+        return [c["custom_id"] for row in message.get("components", []) for c in row.get("components", [])]
+
+    async def click(self, message: JSON, custom_id: str, *, user: str | None = None) -> JSON:
+        """Dispatch the INTERACTION_CREATE (type 3, component) of `user` clicking the button
+        `custom_id` on a message the bot sent; a type 7 callback edits that message."""
+        uid = user or self.alice_id
+        cid = message["channel_id"]
+        iid = snowflake()
+        d: JSON = {
+            "id": iid,
+            "application_id": self.app_id,
+            "type": 3,
+            "token": f"itoken-{snowflake()}",
+            "version": 1,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": {k: v for k, v in message.items() if k not in ("request", "edits", "deleted")},
+            "channel_id": cid,
+            "locale": "en-US",
+            "app_permissions": str(0x7FFFFFFFFFFF),
+            "entitlements": [],
+            "attachment_size_limit": 8_388_608,
+            "authorizing_integration_owners": {"0": self.guild_id},
+            "context": 0,
+            "guild_id": self.guild_id,
+            "guild_locale": "en-US",
+            "member": member_obj(self.roles_of.get(uid, []), self.person(uid))
+            | {"permissions": str(0x7FFFFFFFFFFF)},
+            "channel": {"id": cid, "type": 0, "guild_id": self.guild_id, "name": "x"},
+        }
+        self.clicked[iid] = message
+        await self.dispatch("INTERACTION_CREATE", d)
+        return d
+
+    def callbacks(self) -> list[Call]:
+        """Interaction callbacks (answers to clicks and slash commands), in order."""
+        return self.calls_to("POST", r"/interactions/\d+/[^/]+/callback")
+
     # ------------------------------------------------------------------ REST
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         body: Any = None
@@ -492,6 +533,12 @@ class FakeDiscord:
         if m == "POST" and re.fullmatch(r"/interactions/\d+/[^/]+/callback", p):
             self._record(call)
             iid = p.split("/")[2]
+            clicked = self.clicked.get(iid)
+            if (body or {}).get("type") == 7 and clicked is not None:  # UPDATE_MESSAGE: edits the message
+                data = body.get("data") or {}
+                clicked["content"] = data.get("content", clicked["content"])
+                clicked["components"] = data.get("components", clicked.get("components", []))
+                clicked["edits"] = clicked.get("edits", 0) + 1
             flags = ((body or {}).get("data") or {}).get("flags", 0)
             return jresp(
                 {
@@ -530,6 +577,8 @@ class FakeDiscord:
             channel_id=cid,
             in_guild=cid not in self.dm_ids.values(),
         )
+        if body.get("components"):
+            msg["components"] = body["components"]
         self._messages_sent.append(msg | {"request": body})
         self.history.setdefault(cid, []).append(msg)
         return jresp(msg)
@@ -586,6 +635,8 @@ class FakeDiscord:
         body = call.json or {}
         if "content" in body:
             msg["content"] = body["content"] or ""
+        if "components" in body:
+            msg["components"] = body["components"] or []
         msg["edited_timestamp"] = now_iso()
         msg["edits"] = msg.get("edits", 0) + 1
         return jresp({k: v for k, v in msg.items() if k not in ("request", "edits", "deleted")})

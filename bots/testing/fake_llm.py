@@ -31,7 +31,31 @@ from aiohttp import web
 
 from bots.testing.server import serve_on_loopback
 
-Reply = Callable[[Sequence[dict[str, Any]]], str]
+
+@dataclass(frozen=True, slots=True)
+class CallTools:
+    """A reply that asks for tool calls (streamed as OpenAI `tool_calls` deltas)."""
+
+    calls: list[tuple[str, dict[str, Any]]]
+
+
+Reply = Callable[[Sequence[dict[str, Any]]], "str | CallTools"]
+
+
+def tool_then_answer(tool: str, arguments: Callable[[str], dict[str, Any]]) -> Reply:
+    """Asks for `tool` with `arguments(last user text)` while tools are offered and no
+    result came back yet; then answers "using the tool: <the results>" (or, when the
+    request offered no tools or the tool failed, says so)."""
+
+    def reply(messages: Sequence[dict[str, Any]]) -> str | CallTools:
+        last = messages[-1] if messages else {}
+        if last.get("role") == "tool":
+            results = [m["content"] for m in messages if m.get("role") == "tool"]
+            return "using the tool: " + " | ".join(str(r)[:200] for r in results)
+        user = str(last.get("content", ""))
+        return CallTools([(tool, arguments(user))])
+
+    return reply
 
 
 def reply_to_last(messages: Sequence[dict[str, Any]]) -> str:
@@ -55,6 +79,8 @@ class Call:
 class FakeLLM:
     delay_s: float = 0.0
     """Wait this long before answering (before the first byte)."""
+    delay_for: Callable[[Sequence[dict[str, Any]]], float] | None = None
+    """Per request: extra seconds to wait, given its messages (e.g. only after a tool result)."""
     reply: Reply = reply_to_last
     model: str = "fake-model"
     fail_status: int = 500
@@ -114,6 +140,8 @@ class FakeLLM:
         self.calls.append(Call(messages, body, request.headers.get("Authorization", ""), time.time(), failed))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.delay_for is not None and (extra := self.delay_for(messages)) > 0:
+            await asyncio.sleep(extra)
         if failed:
             error = {"message": f"fake failure ({self.fail_status})", "type": "server_error", "code": None}
             # Let the client's own retries (if any) come back at once.
@@ -121,6 +149,11 @@ class FakeLLM:
             return web.json_response({"error": error}, status=self.fail_status, headers=headers)
         text = self.reply(messages)
         ident = f"chatcmpl-fake{len(self.calls)}"
+        if isinstance(text, CallTools):
+            if not body.get("tools"):
+                text = "no tools were offered"
+            else:
+                return await _stream_tool_calls(request, ident, self.model, text)
         usage = usage_of(messages, text)
         if not body.get("stream") or self.plain_json:
             return web.json_response(
@@ -153,6 +186,26 @@ class FakeLLM:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+async def _stream_tool_calls(
+    request: web.Request, ident: str, model: str, wanted: CallTools
+) -> web.StreamResponse:
+    """Tool calls the way OpenAI streams them: id and name first, arguments in pieces."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    await resp.write(_chunk(ident, model, {"role": "assistant", "content": None}, None))
+    for i, (name, arguments) in enumerate(wanted.calls):
+        raw = json.dumps(arguments)
+        first = {"index": i, "id": f"call_{ident}_{i}", "type": "function", "function": {"name": name}}
+        await resp.write(_chunk(ident, model, {"tool_calls": [first]}, None))
+        for k in range(0, len(raw), 8):
+            piece = {"index": i, "function": {"arguments": raw[k : k + 8]}}
+            await resp.write(_chunk(ident, model, {"tool_calls": [piece]}, None))
+    await resp.write(_chunk(ident, model, {}, "tool_calls"))
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
 
 
 def usage_of(messages: Sequence[dict[str, Any]], text: str) -> dict[str, int]:

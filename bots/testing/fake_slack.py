@@ -70,6 +70,8 @@ class Posted:
     streaming: bool = False
     deleted: bool = False
     updates: int = 0
+    blocks: list[Json] = field(default_factory=list)
+    """Block Kit blocks (e.g. buttons), as last posted or updated."""
 
 
 @dataclass(slots=True)
@@ -222,13 +224,17 @@ class FakeSlack:
             else:
                 message.text, message.updates = str(args.get("text") or ""), message.updates + 1
                 message.streaming = False
+                if "blocks" in args:
+                    message.blocks = _blocks(args["blocks"])
             return {"ok": True, "channel": message.channel, "ts": message.ts}
         if method == "assistant.threads.setStatus":
             return {"ok": True}
         if method == "chat.postMessage":
             ts = next_ts()
             thread = args.get("thread_ts")
-            self.messages.append(Posted(str(args.get("channel")), ts, thread, str(args.get("text") or "")))
+            posted = Posted(str(args.get("channel")), ts, thread, str(args.get("text") or ""))
+            posted.blocks = _blocks(args.get("blocks"))
+            self.messages.append(posted)
             payload = {
                 "type": "message",
                 "text": args.get("text"),
@@ -243,6 +249,8 @@ class FakeSlack:
             return {"ok": True, "channel": args.get("channel"), "ts": ts, "message": payload}
         if method in ("reactions.add", "reactions.remove"):
             return {"ok": True}
+        if method == "chat.postEphemeral":
+            return {"ok": True, "message_ts": next_ts()}
         if method == "users.info":
             name = self.people.get(str(args.get("user")))
             if name is None:
@@ -423,6 +431,61 @@ class FakeSlack:
             await self._ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _blocks(raw: Any) -> list[Json]:
+    """Blocks as the Web API takes them: a list, or its JSON text (form-encoded calls)."""
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    return list(raw) if isinstance(raw, list) else []
+
+
+def buttons(message: Posted) -> list[str]:
+    """The action ids of the buttons a message shows now."""
+    return [
+        e["action_id"] for b in message.blocks if b.get("type") == "actions" for e in b.get("elements", [])
+    ]
+
+
+def block_actions(message: Posted, action_id: str, *, user: str = HUMAN) -> Json:
+    """The `block_actions` payload of `user` clicking the button `action_id` on `message`
+    (push it as an `interactive` Socket Mode envelope)."""
+    value = next(
+        (
+            e.get("value")
+            for b in message.blocks
+            for e in b.get("elements", [])
+            if e.get("action_id") == action_id
+        ),
+        "",
+    )
+    return {
+        "type": "block_actions",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": user, "username": "someone", "team_id": TEAM},
+        "api_app_id": APP_ID,
+        "token": "legacy-verification-token",
+        "container": {
+            "type": "message",
+            "message_ts": message.ts,
+            "channel_id": message.channel,
+            "is_ephemeral": False,
+        },
+        "trigger_id": uuid.uuid4().hex,
+        "channel": {"id": message.channel, "name": "general"},
+        "message": {"type": "message", "ts": message.ts, "text": message.text, "blocks": message.blocks},
+        "response_url": "https://hooks.slack.test/actions/1",
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": "b1",
+                "value": value,
+                "action_ts": next_ts(),
+                "text": {"type": "plain_text", "text": "click"},
+            }
+        ],
+    }
 
 
 # -------------------------------------------------------------- payload helpers

@@ -14,31 +14,55 @@ is looked up in the `chatlane.agents` entry points of installed packages.
 
 from __future__ import annotations
 
-from core.agents.base import Agent, Piece, Summarizer, TurnInput
+from core.agents.base import (
+    Agent,
+    AgentEvent,
+    ApprovalDecided,
+    ApprovalWaiting,
+    Piece,
+    Summarizer,
+    ToolFailed,
+    ToolFinished,
+    ToolHost,
+    ToolOutcome,
+    ToolStarted,
+    TurnInput,
+)
 from core.agents.echo import EchoAgent
 from core.agents.plugins import ENTRY_POINT_GROUP, PluginError, import_factory, load_entry_point, make_plugin
 from core.agents.showing import decode_text, inline_text, placeholder
 from core.config import AgentSettings, ConfigError, Loaded
 from core.model import AgentError, ChatMessage, SessionKey, Usage
 
-PROTOCOL_VERSION = 1
-"""Version 1: `stream(turn: TurnInput) -> AsyncIterator[str]`, `async close()`, `name`;
-optional `async summarize(records) -> str`. `stream` may also yield `Usage` (tokens the
-answer cost; see `Piece` in core/agents/base.py), which text-only agents never do.
-TurnInput: session_key, session_id, turn, history, new_messages, model. ChatMessage: role,
-content, at, message_id, interrupted, summary, keeps. Fields may be added (with defaults)
-without a version change."""
+PROTOCOL_VERSION = 2
+"""Version 2: `stream()` may yield, besides `str`, the events `ToolStarted`, `ToolFinished`,
+`ToolFailed` (and the turn's own `ApprovalWaiting` / `ApprovalDecided`); `TurnInput.tools`
+(a `ToolHost`: approvals and durable tool outcomes, or None); `ChatMessage.tool` and
+`tool_arguments` mark a tool call's record. A version 1 agent (text only) works unchanged.
+Version 1: `stream(turn: TurnInput) -> AsyncIterator[str]`, `async close()`, `name`;
+optional `async summarize(records) -> str`. TurnInput: session_key, session_id, turn,
+history, new_messages, model. ChatMessage: role, content, at, message_id, interrupted,
+summary, keeps. `stream` may also yield `Usage` (tokens the answer cost; see `Piece`).
+Fields may be added (with defaults) without a version change."""
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PROTOCOL_VERSION",
     "Agent",
     "AgentError",
+    "AgentEvent",
+    "ApprovalDecided",
+    "ApprovalWaiting",
     "ChatMessage",
     "EchoAgent",
     "Piece",
     "SessionKey",
     "Summarizer",
+    "ToolFailed",
+    "ToolFinished",
+    "ToolHost",
+    "ToolOutcome",
+    "ToolStarted",
     "TurnInput",
     "Usage",
     "decode_text",

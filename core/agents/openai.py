@@ -30,6 +30,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCo
 
 from core.agents.base import Piece, TurnInput
 from core.agents.showing import inline_text, placeholder
+from core.agents.tools import Ran, Toolbox, ToolCall
 from core.config import AgentSettings
 from core.model import AgentError, ChatMessage, Usage
 
@@ -40,6 +41,7 @@ SUMMARY_REQUEST = (
 )
 NO_KEY = "not-needed"
 """Sent when no key is configured: local servers ignore it, the client insists on one."""
+TOOL_NOTE = "Earlier in this conversation you called a tool:"
 BACKFILL_INTRO = (
     "Earlier messages in this conversation, from before you were addressed "
     "(read for context; each starts with its author's name and time):"
@@ -59,6 +61,8 @@ class OpenAIAgent:
             timeout=o.timeout,
             max_retries=o.max_retries,
         )
+        self.toolbox = Toolbox(settings) if settings.mcp or settings.remind else None
+        """The agent's MCP tools (None: a text-only agent)."""
         self._options: dict[str, Any] = {}
         if o.temperature is not None:
             self._options["temperature"] = o.temperature
@@ -119,8 +123,15 @@ class OpenAIAgent:
         message: ChatCompletionUserMessageParam = {"role": "user", "content": [*parts, *images]}
         return message
 
+    async def start(self) -> None:
+        """Start the agent's MCP servers and list their tools (once per process)."""
+        if self.toolbox is not None:
+            await self.toolbox.start()
+
     async def stream(self, turn: TurnInput) -> AsyncIterator[Piece]:
-        """The answer as the server streams it, then its `Usage` when the server reports one.
+        """The answer, piece by piece, then its `Usage` when the server reports one. With
+        tools: model -> tool calls -> results -> model, at most `max_tool_rounds` rounds
+        (the last round offers no tools, so it answers); tool events between the pieces.
 
         A server that ignores `stream: true` and answers one JSON `chat.completion` (some
         proxies and older local servers do) is read as that one answer, not as an empty
@@ -128,27 +139,65 @@ class OpenAIAgent:
         o = self.settings.openai
         model = turn.model or o.model
         where = f"{o.base_url} (model {model})"
+        messages = self.messages(turn)
+        offered: list[Any] = []
+        if self.toolbox is not None:
+            await self.toolbox.start()
+            offered = self.toolbox.openai_tools()
+        rounds = self.settings.max_tool_rounds
+        seen: dict[str, int] = {}
         answered = False
         usage: Usage | None = None
         extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if o.stream_usage else {}
         try:
-            stream = await self._client.chat.completions.create(
-                model=model, messages=self.messages(turn), stream=True, **extra, **self._options
-            )
-            async with stream:
-                if _is_plain_json(stream.response.headers.get("content-type", "")):
-                    done = _completion(await stream.response.aread(), where)
-                    text = done.choices[0].message.content if done.choices else None
-                    if text:
-                        answered = True
-                        yield text
-                    usage = _usage(done.usage)
-                else:
-                    async for chunk in stream:
-                        if chunk.choices and (piece := chunk.choices[0].delta.content):
+            for round_no in range(rounds + 1):
+                tools = offered if offered and round_no < rounds else None
+                calls: dict[int, ToolCall] = {}
+                said: list[str] = []
+                reported: Usage | None = None  # this request's (the last chunk that says)
+                options = {**self._options, "tools": tools} if tools else self._options
+                stream = await self._client.chat.completions.create(
+                    model=model, messages=messages, stream=True, **extra, **options
+                )
+                async with stream:
+                    if _is_plain_json(stream.response.headers.get("content-type", "")):
+                        done = _completion(await stream.response.aread(), where)
+                        text = done.choices[0].message.content if done.choices else None
+                        if text:
                             answered = True
-                            yield piece
-                        usage = _usage(chunk.usage) or usage
+                            said.append(text)
+                            yield text
+                        reported = _usage(done.usage)
+                    else:
+                        async for chunk in stream:
+                            reported = _usage(chunk.usage) or reported
+                            if not chunk.choices:
+                                continue
+                            delta = chunk.choices[0].delta
+                            if piece := delta.content:
+                                answered = True
+                                said.append(piece)
+                                yield piece
+                            for tc in delta.tool_calls or ():
+                                call = calls.setdefault(
+                                    tc.index, ToolCall(f"call_{round_no}_{tc.index}", "", "")
+                                )
+                                if tc.id:
+                                    call.call_id = tc.id
+                                if tc.function is not None:
+                                    call.name += tc.function.name or ""
+                                    call.raw_arguments += tc.function.arguments or ""
+                usage = _sum(usage, reported)
+                if not calls or self.toolbox is None:
+                    break
+                messages.append(_tool_request("".join(said), list(calls.values())))
+                for call in calls.values():
+                    same = f"{call.name}:{call.raw_arguments}"
+                    seen[same] = seen.get(same, 0) + 1
+                    ran = Ran()
+                    async for event in self.toolbox.run(call, turn.tools, seen[same], ran):
+                        yield event
+                    messages.append({"role": "tool", "tool_call_id": call.call_id, "content": ran.text})
         # The AgentError carries the whole story; the gateway logs it as the failure's one line.
         except openai.APITimeoutError as exc:
             raise AgentError(
@@ -171,10 +220,30 @@ class OpenAIAgent:
             yield usage
 
     async def close(self) -> None:
+        if self.toolbox is not None:
+            await self.toolbox.close()
         await self._client.close()
 
 
+def _tool_request(text: str, calls: list[ToolCall]) -> ChatCompletionMessageParam:
+    """The assistant message that asked for `calls`, as the model is shown it next round."""
+    return {
+        "role": "assistant",
+        "content": text or None,
+        "tool_calls": [
+            {
+                "id": c.call_id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.raw_arguments or "{}"},
+            }
+            for c in calls
+        ],
+    }
+
+
 def _message(m: ChatMessage, text: str) -> ChatCompletionMessageParam:
+    if m.tool:  # what a tool call of an earlier turn did, as a note (its result is not kept)
+        return {"role": "system", "content": f"{TOOL_NOTE} {text}"}
     if m.role == "assistant":
         return {"role": "assistant", "content": text}
     if m.role == "system":
@@ -186,6 +255,13 @@ def backfill_line(m: ChatMessage) -> str:
     """An earlier message of the thread as the model sees it: "alice (2026-12-01 10:02 UTC): text"."""
     when = f" ({datetime.fromtimestamp(m.at, UTC):%Y-%m-%d %H:%M} UTC)" if m.at > 0 else ""
     return f"{m.author or 'someone'}{when}: {m.content}"
+
+
+def _sum(total: Usage | None, more: Usage | None) -> Usage | None:
+    """Usage over the rounds of a turn (each model request reports its own)."""
+    if more is None:
+        return total
+    return more if total is None else total + more
 
 
 def _is_plain_json(content_type: str) -> bool:

@@ -19,7 +19,7 @@ from core.door.commands import (
     describe_status,
 )
 from core.door.dedupe import Delivery, RecentSet, Requests
-from core.door.gateway import Gateway
+from core.door.gateway import Decided, Gateway
 from core.door.limits import SLOW_DOWN_TEXT
 from core.door.proactive import IdempotencyConflict, Mode, Proactive, Sent, Unreachable, target_for
 from core.door.targets import Admits, NoAdapter, TargetResponder, Targets
@@ -33,6 +33,7 @@ __all__ = [
     "Answer",
     "Command",
     "Commands",
+    "Decided",
     "Delivery",
     "Facts",
     "Gateway",

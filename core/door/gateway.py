@@ -27,6 +27,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from core.agents import Agent
 from core.config import Config
@@ -38,7 +40,9 @@ from core.door.proactive import Mode, Proactive, Sent
 from core.door.resume import Resumer
 from core.door.targets import Targets
 from core.model import (
+    Approval,
     Closed,
+    Decision,
     Inbound,
     InboxItem,
     ItemKind,
@@ -59,6 +63,14 @@ log = logging.getLogger("chatlane.gateway")
 _TARGET: contextvars.ContextVar[ReplyTarget | None] = contextvars.ContextVar("chatlane_target", default=None)
 """The reply target of the message being handled by `Gateway._queue`, for a command it
 turned out to be (commands queue through `Gateway.enqueue` without naming it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """The outcome of a click on an approval (`Gateway.decide_approval`)."""
+
+    outcome: Literal["decided", "refused", "unknown"]
+    approval: Approval | None
 
 
 class Gateway:
@@ -103,6 +115,7 @@ class Gateway:
         )
         """Proactive sends and `[[schedules]]` (core/door/proactive.py); `start_schedules`
         starts the scheduler."""
+        self.turns.reminders = self.proactive.remind  # the `remind` tool's one-shot schedules
 
     def _platform_registered(self, platform: str) -> None:
         self.resumer.platform_registered(platform)
@@ -316,6 +329,23 @@ class Gateway:
         except StoreError as exc:
             log.error("stop of %s not passed on: the store failed: %s", key, exc)
             return STOP_FAILED_TEXT
+
+    async def decide_approval(self, approval_id: str, decision: Decision, user: str) -> Decided:
+        """A person clicked Approve or Deny (on any process): decide the stored approval if
+        `user` may (the conversation's own user or one of the agent's `approvers`).
+
+        Returns what happened, for the adapter to show: `refused` (someone else clicked;
+        nothing changed), `unknown` (no such approval, e.g. long expired), or the approval
+        as decided (its `by` says who: an earlier click or the timeout may have won).
+        Raises `StoreError` when the store cannot be reached."""
+        found = await self.store.approvals.get_approval(approval_id)
+        if found is None:
+            return Decided("unknown", None)
+        if not found.may_decide(user):
+            log.info("approval %s: %s may not decide it", approval_id, user)
+            return Decided("refused", found)
+        decided = await self.store.approvals.decide_approval(approval_id, decision, user)
+        return Decided("decided", decided or found)
 
     async def status(self, key: SessionKey) -> SessionStatus:
         """The stored session of `key` and what its lane is doing (read only)."""

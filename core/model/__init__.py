@@ -7,6 +7,19 @@ the store keeps (`SessionEntry`, `TurnLease`, `TurnCommit`) and the shared error
 from __future__ import annotations
 
 from core.model.errors import AgentError, Fenced, StoreError
+from core.model.events import (
+    REDACTED,
+    AgentEvent,
+    Approval,
+    ApprovalDecided,
+    ApprovalWaiting,
+    Decision,
+    ToolFailed,
+    ToolFinished,
+    ToolStarted,
+    redact,
+    shown_arguments,
+)
 from core.model.fires import FireClaim, FireMark, FireState, fire_id
 from core.model.inbox import POISON_ATTEMPTS, GoneFile, InboxItem, InboxView, ItemKind
 from core.model.keys import (
@@ -55,14 +68,20 @@ __all__ = [
     "ANY",
     "MAX_KEY_LENGTH",
     "POISON_ATTEMPTS",
+    "REDACTED",
     "Admission",
     "AgentError",
+    "AgentEvent",
+    "Approval",
+    "ApprovalDecided",
+    "ApprovalWaiting",
     "AttachmentKind",
     "AttachmentRef",
     "CancelReason",
     "ChatMessage",
     "Closed",
     "Damaged",
+    "Decision",
     "Fenced",
     "FileSource",
     "FileTooLarge",
@@ -91,6 +110,9 @@ __all__ = [
     "SessionKey",
     "SessionStatus",
     "StoreError",
+    "ToolFailed",
+    "ToolFinished",
+    "ToolStarted",
     "TurnCommit",
     "TurnLease",
     "Usage",
@@ -98,5 +120,7 @@ __all__ = [
     "fire_id",
     "format_key",
     "parse_key",
+    "redact",
+    "shown_arguments",
     "validate_key",
 ]

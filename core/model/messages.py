@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from core.model.events import AgentEvent
 from core.model.keys import SessionKey
 
 Role = Literal["system", "user", "assistant"]
@@ -212,6 +213,11 @@ class ChatMessage:
     """Who wrote it, by display name (backfilled records; empty for the session's own)."""
     backfill: bool = False
     """Read from the channel or thread when the session began, not said to the bot."""
+    tool: str = ""
+    """A tool call of the assistant (its name): `content` is its short line (what was
+    called with which redacted arguments, and how it ended), `tool_arguments` the
+    redacted JSON arguments."""
+    tool_arguments: str = ""
     origin: str = ""
     """Not a person's message nor an answer to one: `operator` for a proactive send or a
     schedule (a `user` record: the operator's prompt; an `assistant` record: a notice)."""
@@ -246,6 +252,11 @@ class Responder(Protocol):
         """The turn streaming into this responder was cancelled: whatever it showed of the
         answer will not be completed and must be marked as cut off (never left looking
         finished). A reply for the message still follows (`stopped`, `merged`, ...)."""
+        ...
+
+    async def on_event(self, event: AgentEvent) -> None:
+        """Something the agent did besides text (a tool started or finished, an approval
+        waiting): shown as one status line of the answer, edited in place."""
         ...
 
     @property

@@ -6,12 +6,22 @@ the entry and record formats both share.
 from __future__ import annotations
 
 from core.config import Loaded
-from core.store.base import BlobStore, Deliveries, Ledger, SenderLimits, Sessions, SessionStore, Signals
+from core.store.base import (
+    Approvals,
+    BlobStore,
+    Deliveries,
+    Ledger,
+    SenderLimits,
+    Sessions,
+    SessionStore,
+    Signals,
+)
 from core.store.entries import SESSION_ID
 from core.store.redis.urls import safe_url, url_problem
 
 __all__ = [
     "SESSION_ID",
+    "Approvals",
     "BlobStore",
     "Deliveries",
     "Ledger",

@@ -10,7 +10,9 @@ from typing import Protocol, runtime_checkable
 
 from core.model import (
     Admission,
+    Approval,
     ChatMessage,
+    Decision,
     FireClaim,
     FireMark,
     FreshCheck,
@@ -174,6 +176,33 @@ class Signals(Protocol):
         ...
 
 
+class Approvals(Protocol):
+    """Tool calls waiting for a person, and what each tool call of a turn came to.
+
+    Every write survives its own retry: opening an approval again with its id, deciding
+    it again with the same decision by the same person, or storing a tool outcome again
+    under its key changes nothing.
+    """
+
+    async def open_approval(self, approval: Approval) -> None:
+        """Store a pending approval (kept a day past its deadline)."""
+        ...
+
+    async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def decide_approval(self, approval_id: str, decision: Decision, by: str) -> Approval | None:
+        """Decide a pending approval, atomically across processes: the first decision
+        stands. Returns the approval as stored afterwards (whoever decided it), None when
+        there is no such approval."""
+        ...
+
+    async def put_tool_outcome(self, turn_id: str, call_key: str, outcome: Mapping[str, object]) -> None:
+        """Store what a tool call came to, durably, before the model is shown it."""
+        ...
+
+    async def get_tool_outcome(self, turn_id: str, call_key: str) -> dict[str, object] | None: ...
+
+
 class Fires(Protocol):
     """Scheduled fires claimed once across every process on the store, each schedule's
     progress (its mark), and schedules made at runtime (reminders, `schedules run`).
@@ -272,5 +301,10 @@ class SessionStore(Sessions, Ledger, Deliveries, SenderLimits, Signals, Fires, P
 
     @property
     def inbox(self) -> Inbox: ...
+
+    @property
+    def approvals(self) -> Approvals:
+        """Approvals and tool outcomes (core/store/*/approvals.py)."""
+        ...
 
     async def close(self) -> None: ...

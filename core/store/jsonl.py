@@ -53,6 +53,8 @@ def _record(obj: Any) -> ChatMessage:
         attachments=_refs(obj.get("attachments")),
         author=str(obj.get("author", "")),
         backfill=bool(obj.get("backfill", False)),
+        tool=str(obj.get("tool", "")),
+        tool_arguments=str(obj.get("toolArguments", "")),
         origin=str(obj.get("origin", "")),
     )
 
@@ -83,6 +85,9 @@ def _record_obj(record: ChatMessage) -> dict[str, Any]:
         obj["origin"] = record.origin
     if record.attachments:
         obj["attachments"] = [_ref_to_json(a) for a in record.attachments]
+    if record.tool:
+        obj["tool"] = record.tool
+        obj["toolArguments"] = record.tool_arguments
     return obj
 
 

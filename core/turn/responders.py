@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from core.model import CancelReason, Reply
+from core.model import AgentEvent, CancelReason, Reply
 
 
 class QuietResponder(abc.ABC):
@@ -29,6 +29,9 @@ class QuietResponder(abc.ABC):
     async def on_cancelled(self, reason: CancelReason) -> None:
         return None
 
+    async def on_event(self, event: AgentEvent) -> None:
+        return None
+
     @property
     def answer_id(self) -> str | None:
         return None
@@ -41,6 +44,12 @@ class FutureResponder(QuietResponder):
     def __init__(self) -> None:
         self.reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self.deltas: asyncio.Queue[str | None] | None = None
+        self.updates: asyncio.Queue[str | AgentEvent | None] | None = None
+
+    def stream_events(self) -> asyncio.Queue[str | AgentEvent | None]:
+        """Like `stream`, with the agent's events (tool calls) between the pieces."""
+        self.updates = asyncio.Queue()
+        return self.updates
 
     def stream(self) -> asyncio.Queue[str | None]:
         """Receive the answer's pieces as they come; None marks the end."""
@@ -52,7 +61,15 @@ class FutureResponder(QuietResponder):
             self.reply.set_result(reply)
         if self.deltas is not None:
             self.deltas.put_nowait(None)
+        if self.updates is not None:
+            self.updates.put_nowait(None)
 
     async def on_delta(self, text: str) -> None:
         if self.deltas is not None:
             self.deltas.put_nowait(text)
+        if self.updates is not None:
+            self.updates.put_nowait(text)
+
+    async def on_event(self, event: AgentEvent) -> None:
+        if self.updates is not None:
+            self.updates.put_nowait(event)

@@ -23,13 +23,14 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from core.agents import Agent, TurnInput
 from core.config import AgentSettings, Config
 from core.conversation import Lanes, Pending, Reserver, Retry, Router
 from core.model import (
     POISON_ATTEMPTS,
+    AgentEvent,
     ChatMessage,
     Fenced,
     Reply,
@@ -46,6 +47,7 @@ from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
 from core.turn.inbox import InboxSteps
+from core.turn.tools import Reminders, tool_host, tool_records
 
 log = logging.getLogger("chatlane.gateway")
 
@@ -73,6 +75,8 @@ class _Made:
     now: float
     problems: list[str]
     """One line per file that could not be read, said before the answer."""
+    events: list[AgentEvent] = field(default_factory=list)
+    """What the agent did besides text (tool calls): stored as records of the turn."""
     usage: Usage | None = None
     """What the agent's answer cost, summed from the `Usage` pieces it yielded (if any)."""
 
@@ -109,6 +113,8 @@ class TurnRunner:
         self._clock = clock
         self.inbox = InboxSteps(store)
         self.lanes = Lanes(self.run, config.queue, self.inbox.settled)
+        self.reminders: Reminders | None = None
+        """Sets one-shot schedules for the `remind` tool (the gateway's scheduler)."""
         self.streaming: set[SessionKey] = set()
         """Keys whose agent is producing an answer here: what `stop` can cancel."""
         self.live = self.inbox.live
@@ -299,7 +305,8 @@ class TurnRunner:
         except _AgentFailed as exc:  # any agent failure: one plain answer, details in the log
             model.errors.inc()
             log.error("agent %s failed on %s", agent.name, key, exc_info=exc.__cause__)
-            await self._commit(lease, entry, [*exc.summary, *made.new], made.turn.turn, answered)
+            records = [*exc.summary, *made.new, *tool_records(made.events, self._clock())]
+            await self._commit(lease, entry, records, made.turn.turn, answered)
             for p in made.fresh:
                 p.recorded = True
             told = settings.failure_message
@@ -308,7 +315,8 @@ class TurnRunner:
             return "agent_error", Reply(told, "failure", key, entry.session_id, made.turn.turn)
         model.latency.observe(time.perf_counter() - began)
         answer = "".join(pieces)
-        records = [*summary, *made.new, ChatMessage("assistant", answer, self._clock())]
+        done = [*tool_records(made.events, self._clock()), ChatMessage("assistant", answer, self._clock())]
+        records = [*summary, *made.new, *done]
         await self._commit(lease, entry, records, made.turn.turn, answered)
         if summary:  # said once, in the reply of the turn that summarised
             note = f"\n\n{COMPACTED_NOTE}"
@@ -400,12 +408,25 @@ class TurnRunner:
                     turn = replace(turn, history=done.history)
                     summary = [done.summary] if done.summary is not None else []
             async with self._stop_watch(key):
-                stream = agent.stream(turn)
+                host = tool_host(
+                    self.store.approvals,
+                    settings,
+                    lease,
+                    made.entry.session_id,
+                    turn.turn,
+                    batch[-1].inbound.user,
+                    batch[-1].responder,
+                    self.reminders,
+                )
+                stream = agent.stream(replace(turn, tools=host))
                 try:
                     async for piece in stream:
-                        if not isinstance(piece, str):  # Usage; an unknown event is ignored
-                            if isinstance(piece, Usage):
-                                made.usage = piece if made.usage is None else made.usage + piece
+                        if isinstance(piece, Usage):
+                            made.usage = piece if made.usage is None else made.usage + piece
+                            continue
+                        if not isinstance(piece, str):  # an event (protocol 2): status line, records
+                            made.events.append(piece)
+                            await batch[-1].responder.on_event(piece)
                             continue
                         pieces.append(piece)
                         await self.inbox.show(key, batch, piece)

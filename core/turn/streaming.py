@@ -44,7 +44,16 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from core.model import CancelReason, Reply, ReplyKind
+from core.model import (
+    AgentEvent,
+    ApprovalWaiting,
+    CancelReason,
+    Reply,
+    ReplyKind,
+    ToolFailed,
+    ToolFinished,
+    ToolStarted,
+)
 from core.turn.chunking import FENCE, chunk_message, open_fence
 
 log = logging.getLogger("chatlane.streaming")
@@ -97,6 +106,9 @@ class DraftStream:
         self.first_chars = first_chars
         self._clock = clock
         self.text = ""
+        self.status = ""
+        """One line under the text while the answer is produced ("Using search…"); never
+        part of the final answer. Not shown by append-only surfaces (it could not go away)."""
         self.closed = False
         """Finished or marked: later pieces are ignored."""
         self._shown: list[str] = []
@@ -127,6 +139,22 @@ class DraftStream:
             self._first_at = self._clock()
             self._flusher = asyncio.create_task(self._run(), name="draft stream")
         self._wake.set()
+
+    def set_status(self, line: str) -> None:
+        """Show `line` under the answer (edited in place; "" removes it); never waits."""
+        if self.closed or line == self.status or self.surface.append_only:
+            return
+        self.status = line
+        if self._flusher is None:
+            self._first_at = self._clock()
+            self._flusher = asyncio.create_task(self._run(), name="draft stream")
+        self._wake.set()
+
+    def _view(self) -> str:
+        """What the messages show while streaming: the text, then the status line."""
+        if not self.status:
+            return self.text
+        return f"{self.text.rstrip()}\n\n_{self.status}_" if self.text.strip() else f"_{self.status}_"
 
     async def finish(self, text: str) -> bool:
         """Show exactly `text`; False (nothing done) when nothing had been shown yet, so the
@@ -186,16 +214,20 @@ class DraftStream:
             self._wake.clear()
             if not self._shown:
                 await self._first_wait()
-                if not self.text.strip():
+                if not self._view().strip():
                     continue  # nothing to show yet (platforms refuse blank messages)
             await self._pace()
             async with self._calls:
-                await self._flush(self.text, final=False)
+                await self._flush(self._view(), final=False)
 
     async def _first_wait(self) -> None:
         """Until the text is worth a message: `first_chars`, or `first_post_s` after the first piece."""
         due = (self._first_at or self._clock()) + self.first_post_s
-        while len(self.text.strip()) < self.first_chars and (left := due - self._clock()) > 0:
+        while (
+            len(self.text.strip()) < self.first_chars
+            and not self.status
+            and (left := due - self._clock()) > 0
+        ):
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), left)
@@ -302,6 +334,39 @@ def status_after(kind: ReplyKind) -> str | None:
     return None  # stopped: neither answered nor failed
 
 
+USING_TOOL = "🔧 Using {tool}…"
+USED_TOOLS = "🔧 Used {tools} ({calls} calls)"
+USED_TOOL = "🔧 Used {tools}"
+WAITING_APPROVAL = "⏸️ Waiting for approval to use {tool}…"
+TOOL_FAILED = "⚠️ {tool} did not work; going on without it…"
+
+
+class ToolStatus:
+    """The status line a run of tool events comes to: one line, replaced by each event."""
+
+    def __init__(self) -> None:
+        self.used: list[str] = []
+        self.calls = 0
+
+    def line(self, event: AgentEvent) -> str | None:
+        """The new line (None: the event changes nothing shown)."""
+        if isinstance(event, ToolStarted):
+            return USING_TOOL.format(tool=event.tool)
+        if isinstance(event, ApprovalWaiting):
+            return WAITING_APPROVAL.format(tool=event.tool)
+        if isinstance(event, ToolFinished):
+            self.calls += 1
+            if event.tool not in self.used:
+                self.used.append(event.tool)
+            names = ", ".join(self.used)
+            if self.calls > 1:
+                return USED_TOOLS.format(tools=names, calls=self.calls)
+            return USED_TOOL.format(tools=names)
+        if isinstance(event, ToolFailed):
+            return TOOL_FAILED.format(tool=event.tool)
+        return None
+
+
 class LiveAnswer:
     """Which reply finishes a streamed answer, which marks it, and which the adapter sends
     the ordinary way: the same rules for every platform that streams.
@@ -312,10 +377,17 @@ class LiveAnswer:
 
     def __init__(self, draft: DraftStream | None) -> None:
         self.draft = draft
+        self.tools = ToolStatus()
 
     def add(self, piece: str) -> None:
         if self.draft is not None:
             self.draft.add(piece)
+
+    def event(self, event: AgentEvent) -> None:
+        """A tool event: the one status line of the answer changes (edited in place)."""
+        line = self.tools.line(event)
+        if self.draft is not None and line is not None:
+            self.draft.set_status(line)
 
     async def cancelled(self, reason: CancelReason) -> None:
         if self.draft is None:

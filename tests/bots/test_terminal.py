@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import pty
 import re
 import select
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bots.testing.fake_llm import FakeLLM, tool_then_answer
 from tests.bots.test_cli import ROOT, chatlane, config
+from tests.support.tools import SERVER, counted
 
 
 class Tty:
@@ -137,3 +142,46 @@ def test_ctrl_c_mid_answer_still_shows_the_answer_and_twice_quits(tmp_path: Path
         "sessions", "show", "agent:main:console:local:local", "--config", str(tmp_path / "chatlane.toml")
     )
     assert "echo: another" in shown.stdout  # quitting mid-answer still stored it
+
+
+@contextmanager
+def llm_in_thread(llm: FakeLLM) -> Iterator[FakeLLM]:
+    """The fake model on its own event loop in a thread (this test drives a pty, synchronously)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(llm.start(), loop).result(10)
+    try:
+        yield llm
+    finally:
+        asyncio.run_coroutine_threadsafe(llm.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_the_terminal_shows_tool_status_and_asks_approvals_y_or_n(tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    llm = FakeLLM(reply=tool_then_answer("delete_file", lambda t: {"path": t}))
+    with llm_in_thread(llm):
+        agent = (
+            f'[agent]\nbackend = "openai"\n[agent.openai]\nbase_url = "{llm.base_url}"\nmax_retries = 0\n'
+            f'[[agent.mcp]]\nname = "test"\ncommand = {json.dumps(SERVER)}\n'
+            f'env = {{ CALLS_FILE = "{calls}" }}\napproval = ["delete_file"]\n'
+        )
+        with terminal(tmp_path, "enabled = false\n" + agent) as tty:
+            tty.expect("you> ")
+            tty.type("a.txt\r")
+            tty.expect(r"Allow the tool delete_file with \{\"path\": \"a.txt\"\}\? \[y/N\] ")
+            tty.type("y\r")
+            tty.expect("Used delete_file")
+            tty.expect("using the tool: deleted a.txt")
+            tty.expect("you> ")
+            tty.type("b.txt\r")
+            tty.expect(r"\[y/N\] ")
+            tty.type("n\r")
+            tty.expect("A person denied this tool call")
+            tty.expect("you> ")
+            tty.type("\x04")
+            assert tty.exit_code() == 0
+    assert counted(calls) == ["delete_file"]

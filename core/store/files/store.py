@@ -57,10 +57,12 @@ from core.model import (
     TurnLease,
 )
 from core.store import jsonl
+from core.store.base import Approvals
 from core.store.entries import (
     find_key,
 )
 from core.store.files import blobs
+from core.store.files.approvals import AsyncFileApprovals, FileApprovals
 from core.store.files.committer import Committer
 from core.store.files.deliveries import FileDeliveries
 from core.store.files.fires import FileFires
@@ -106,6 +108,7 @@ class FileStore:
         try:
             self.layout.make_folders()
             self._deliveries = FileDeliveries(self.root)
+            self._approvals = AsyncFileApprovals(FileApprovals(self.root), self._run)
             self._fires = FileFires(self.root)
         except OSError as exc:
             raise StoreError(f"cannot use state directory {self.root}: {exc.strerror}") from exc
@@ -127,6 +130,10 @@ class FileStore:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except OSError as exc:
             raise _store_error(exc) from exc
+
+    @property
+    def approvals(self) -> Approvals:
+        return self._approvals
 
     # --------------------------------------------------------------- protocol
     async def get(self, key: SessionKey) -> SessionEntry | None:

@@ -70,6 +70,8 @@ from core.model import (
     TurnLease,
 )
 from core.store import jsonl
+from core.store.base import Approvals
+from core.store.redis.approvals import RedisApprovals
 from core.store.redis.blobs import RedisBlobs
 from core.store.redis.deliveries import RedisDeliveries
 from core.store.redis.entries import RedisNames, RedisSessions
@@ -138,9 +140,14 @@ class RedisStore:
         self._tail_hint = 64
         """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
         self._commit_script = client.register_script(_COMMIT)
+        self._approvals = RedisApprovals(client, prefix, self.url)
         self._fires = RedisFires(client, prefix)
         self.inbox = RedisInbox(client, prefix, self.url, turn_lock_ttl_s, uuid.uuid4().hex)
         """The durable inbox (core/store/redis/inbox.py); the commit script marks its items done."""
+
+    @property
+    def approvals(self) -> Approvals:
+        return self._approvals
 
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         return redis_errors(self.url, what)
