@@ -21,6 +21,7 @@ from core.turn.streaming import (
     LiveAnswer,
     status_after,
 )
+from core.turn.watchers import FinishedTurn, TurnEvent, TurnWatchers, Watch
 
 __all__ = [
     "DEFAULT_MODEL_COMMAND",
@@ -31,11 +32,15 @@ __all__ = [
     "STOPPED_MARK",
     "BytesSource",
     "DraftStream",
+    "FinishedTurn",
     "FutureResponder",
     "LiveAnswer",
     "QuietResponder",
+    "TurnEvent",
     "TurnRunner",
+    "TurnWatchers",
     "UrlSource",
+    "Watch",
     "fetch_url",
     "split_message",
     "status_after",

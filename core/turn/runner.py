@@ -43,6 +43,7 @@ from core.ops import Metrics
 from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
+from core.turn.watchers import TurnWatchers
 
 log = logging.getLogger("chatlane.gateway")
 
@@ -105,6 +106,8 @@ class TurnRunner:
         self.lanes = Lanes(self.run, config.queue)
         self.streaming: set[SessionKey] = set()
         """Keys whose agent is producing an answer here: what `stop` can cancel."""
+        self.watchers = TurnWatchers()
+        """Told of each answer here as it grows (the operator console's live view)."""
 
     def stop(self, key: SessionKey) -> bool:
         """Cancel the answer of `key` if its agent is producing it here (True)."""
@@ -137,6 +140,7 @@ class TurnRunner:
         elapsed = time.perf_counter() - started
         self.metrics.turns.labels(outcome).inc()
         self.metrics.turn_latency.observe(elapsed)
+        self.watchers.finished(key, outcome, elapsed)
         log.info(
             "turn key=%s session=%s turn=%d outcome=%s latency_ms=%d messages=%d",
             key,
@@ -331,6 +335,7 @@ class TurnRunner:
             pieces.append("\n".join(made.problems) + "\n\n")
             await batch[-1].responder.on_delta(pieces[0])
         self.streaming.add(key)
+        self.watchers.started(key)
         try:
             if needs_compaction(settings, made.raw, turn.history, turn.new_messages):
                 done = await compact(agent, settings, made.raw, turn.history, now=made.now, where=key)
@@ -343,6 +348,7 @@ class TurnRunner:
                     async for piece in stream:
                         pieces.append(piece)
                         await batch[-1].responder.on_delta(piece)
+                        self.watchers.delta(key, piece)
                 finally:
                     await _close_stream(stream)
         except asyncio.CancelledError:
@@ -358,6 +364,7 @@ class TurnRunner:
             raise _AgentFailed(summary) from exc
         finally:
             self.streaming.discard(key)
+            self.watchers.ended(key)
         return pieces, summary
 
     async def _keep_interrupted(

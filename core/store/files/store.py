@@ -60,6 +60,7 @@ from core.model import (
     FreshCheck,
     Listing,
     Minter,
+    Page,
     RequestClaim,
     SessionEntry,
     SessionKey,
@@ -71,7 +72,7 @@ from core.store import jsonl
 from core.store.entries import (
     find_key,
 )
-from core.store.files import blobs
+from core.store.files import blobs, paging
 from core.store.files.committer import Committer
 from core.store.files.deliveries import FileDeliveries
 from core.store.files.layout import CorruptEntry, FileLayout, advanced, mkdirs
@@ -213,6 +214,11 @@ class FileStore(FileLayout):
 
     async def list(self) -> Listing:
         return await self._run(self._scan)
+
+    async def list_page(
+        self, after: str, limit: int, keep: Callable[[SessionEntry], bool] | None = None, budget: int = 5000
+    ) -> Page:
+        return await self._run(paging.scan_page, self._sessions, self._read, after, limit, keep, budget)
 
     def _scan(self) -> Listing:
         entries: list[SessionEntry] = []
