@@ -57,6 +57,7 @@ def layout(title: str, body: str, *, operator: str | None = None, csrf: str = ""
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)} - {TITLE}</title>"
+        '<link rel="icon" href="/console/static/favicon.svg">'
         '<link rel="stylesheet" href="/console/static/console.css">'
         '<script src="/console/static/console.js" defer></script></head>'
         f'<body><header><a class="brand" href="/console">{TITLE}</a>{nav}</header>'
