@@ -261,7 +261,9 @@ class RedisEntries:
         scanned = 0
         with self._errors("list"):
             while True:
-                cursor, names = await self._r.scan(cursor=cursor, match=head + "*", count=limit)
+                cursor, names = await self._r.scan(
+                    cursor=cursor, match=head + "*", count=max(10, min(limit, budget))
+                )
                 batch: list[SessionEntry] = []
                 for name, raw in zip(names, await self._r.mget(names) if names else [], strict=True):
                     scanned += 1

@@ -100,7 +100,7 @@ async def test_an_operator_watches_stops_and_resets_a_discord_conversation(
             await page.press("#operator", "Enter")  # the keyboard is enough
             await page.wait_for_url(f"{root}/console")
             await fake.send_message("first words", mention=True)
-            await fake.wait_for_sent(fake.channel_id, 1, timeout=15)
+            await eventually(lambda: any("(turn 1" in t for t in fake.shown_in(fake.channel_id)), timeout=15)
             await page.goto(f"{root}/console?platform=discord")
             link = page.get_by_role("link", name=key)
             await link.wait_for()
