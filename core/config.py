@@ -166,7 +166,8 @@ class QueueSettings(Section):
 class AttachmentSettings(Section):
     """Files on incoming messages (Discord attachments, Slack files, HTTP content parts)."""
 
-    max_attachment_bytes: Annotated[int, Field(ge=1, le=1 << 30)] = 8 * 1024 * 1024
+    max_attachment_bytes: Annotated[int, Field(ge=1, le=1 << 30)] = 25 * 1024 * 1024
+    """Per file: Discord's own cap. Downloads stream to disk, so memory does not grow with it."""
     max_attachments: Annotated[int, Field(ge=0, le=100)] = 4
     """Per message; 0 reads none."""
     fetch_timeout_s: Annotated[float, Field(gt=0, le=600)] = 20.0

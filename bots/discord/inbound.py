@@ -8,6 +8,7 @@ before `gateway.submit` could let a later message overtake an earlier one.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import discord
 
@@ -41,7 +42,7 @@ def read_message(message: discord.Message, me: discord.ClientUser, settings: Dis
         space=str(guild.id) if guild is not None else None,
         parent_channel=str(parent) if parent is not None else None,
         roles=_roles(author),
-        attachments=attachments(message),
+        attachments=attachments(message, settings.attachment_hosts),
     )
     facts = Facts(
         user=inbound.user,
@@ -57,9 +58,13 @@ def read_message(message: discord.Message, me: discord.ClientUser, settings: Dis
     return Seen(inbound, facts)
 
 
-def attachments(message: discord.Message) -> tuple[UrlSource, ...]:
-    """The message's files, to be read during its turn (Discord's CDN needs no token)."""
-    return tuple(UrlSource(a.filename, a.url, declared_size=a.size) for a in message.attachments)
+def attachments(message: discord.Message, hosts: Sequence[str]) -> tuple[UrlSource, ...]:
+    """The message's files, to be read during its turn (Discord's CDN needs no token), only
+    from `hosts` (`discord.attachment_hosts`): any other URL is refused unread."""
+    allowed = frozenset(h.lower() for h in hosts)
+    return tuple(
+        UrlSource(a.filename, a.url, declared_size=a.size, hosts=allowed) for a in message.attachments
+    )
 
 
 def read_interaction(interaction: discord.Interaction[discord.Client], settings: DiscordSettings) -> Seen:

@@ -33,6 +33,9 @@ class DiscordSettings(AdapterSettings, Access, StreamSettings):
     """Register /new, /reset, /status and /stop with Discord at startup (one process per bot is enough)."""
     history_backfill: Annotated[int, Field(ge=0, le=100)] = 20
     """On a session's first turn, read this many earlier messages of the channel/thread (0: off)."""
+    attachment_hosts: tuple[str, ...] = ("cdn.discordapp.com", "media.discordapp.net")
+    """Attachments are downloaded only from these hosts (Discord's CDN; redirects too):
+    a message event cannot point the bot at any other server."""
     stream: Literal["edit", "off"] = "edit"
     """edit: post the answer early and edit it as it grows; off: send it whole at the end."""
 

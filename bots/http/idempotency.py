@@ -9,6 +9,11 @@ body (or another `X-Session-Key`) is a 422. Keys are per API token. When the fir
 attempt stored nothing (shutdown, queue full, over `[limits]`), the key is released, so
 a retry runs. A retry that waited `http.idempotency_wait_s` in vain gets a 409, which
 clients (the openai library among them) retry.
+
+The owner's claim is a lease of `http.idempotency_lease_s`, renewed while its turn runs
+(a task in the service's TaskSet, stopped once the answer is stored or the request
+released). A process that dies mid-turn stops renewing: once its lease lapses, a retry
+takes the request over and runs it (on any replica), instead of a 409 for the window.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from aiohttp import web
 
 from core.door import Requests
 from core.model import Reply, StoreError
+from core.ops import TaskSet
 from core.turn import FutureResponder
 
 log = logging.getLogger("chatlane.http")
@@ -111,21 +117,35 @@ class Stored:
 
 class OwnerResponder(FutureResponder):
     """The first request's responder: stores the answer before handing it on. `stored`
-    is then what every retry gets; the owner answers with exactly that too."""
+    is then what every retry gets; the owner answers with exactly that too. `keeper`
+    renews the claim's lease until the answer is stored (or `stop_keeping`)."""
 
-    def __init__(self, store_reply: Callable[[Reply], Awaitable[Stored | None]]) -> None:
+    def __init__(
+        self,
+        store_reply: Callable[[Reply], Awaitable[Stored | None]],
+        keeper: asyncio.Task[None] | None = None,
+    ) -> None:
         super().__init__()
         self._store_reply = store_reply
         self.stored: Stored | None = None
         self._kept = False
+        self.keeper = keeper
 
     async def send(self, reply: Reply) -> None:
         # Not `self.reply.done()`: a client that went away cancels that future, and its
         # answer must be stored all the same.
         if not self._kept:
             self._kept = True
-            self.stored = await self._store_reply(reply)
+            try:
+                self.stored = await self._store_reply(reply)
+            finally:
+                self.stop_keeping()
         await super().send(reply)
+
+    def stop_keeping(self) -> None:
+        """Stop renewing the lease (it lapses by itself unless answered or released)."""
+        if self.keeper is not None:
+            self.keeper.cancel()
 
     def response(self) -> web.Response | None:
         """The stored answer as a JSON response (None if nothing was stored)."""
@@ -138,12 +158,16 @@ class Idempotency:
         requests: Requests,
         wait_s: float,
         *,
+        lease_s: float,
+        tasks: TaskSet,
         completion: Completion,
         chunk: Chunk,
         reply_error: ReplyError,
     ) -> None:
         self.requests = requests
         self.wait_s = wait_s
+        self.lease_s = lease_s
+        self._tasks = tasks
         self._completion = completion
         self._chunk = chunk
         self._reply_error = reply_error
@@ -171,10 +195,17 @@ class Idempotency:
         delay = POLL_FIRST_S
         try:
             while True:
-                claim = await self.requests.claim(request_id, fingerprint)
+                claim = await self.requests.claim(request_id, fingerprint, self.lease_s)
                 if claim.new:
+                    owner = claim.owner
+                    keeper = self._tasks.spawn(
+                        self.requests.keep(request_id, owner, self.lease_s), name=f"lease {request_id}"
+                    )
                     return OwnerResponder(
-                        lambda reply: self._keep(request_id, fingerprint, session_key, ident, reply)
+                        lambda reply, owner=owner: self._keep(  # type: ignore[misc]
+                            request_id, owner, fingerprint, session_key, ident, reply
+                        ),
+                        keeper,
                     )
                 if claim.fingerprint != fingerprint:
                     return _error(
@@ -204,11 +235,11 @@ class Idempotency:
             )
 
     async def _keep(
-        self, request_id: str, fingerprint: str, session_key: str, ident: str, reply: Reply
+        self, request_id: str, owner: str, fingerprint: str, session_key: str, ident: str, reply: Reply
     ) -> Stored | None:
         try:
             if reply.kind in NOTHING_STORED:
-                await self.requests.release(request_id)
+                await self.requests.release(request_id, owner)
                 return None
             problem = self._reply_error(reply)
             if problem is None:
@@ -222,7 +253,7 @@ class Idempotency:
                     "code": problem.code or None,
                 }
                 stored = Stored(problem.status, {"error": error}, reply.text, session_key, ident)
-            await self.requests.finish(request_id, fingerprint, stored.encode())
+            await self.requests.finish(request_id, owner, fingerprint, stored.encode())
         except StoreError as exc:  # the answer still reaches this client; a retry may wait in vain
             log.error("http: could not store the answer for an %s: %s", HEADER, exc)
             return None

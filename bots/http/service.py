@@ -148,6 +148,8 @@ class HttpService:
         self._once = Idempotency(
             runtime.gateway.requests,
             self.settings.idempotency_wait_s,
+            lease_s=self.settings.idempotency_lease_s,
+            tasks=self._tasks,
             completion=lambda ident, text, model: json.loads(wire.completion(ident, model, text)),
             chunk=_chunk_of_delta,
             reply_error=_reply_error,
@@ -249,6 +251,10 @@ class HttpService:
             if owner is not None:  # frees its Idempotency-Key for a retry
                 await owner.send(Reply("", "shutdown", key))
             return shutting_down().response()
+        except BaseException:
+            if owner is not None:  # no turn will answer: let the lease lapse for a retry
+                owner.stop_keeping()
+            raise
         if chat.user is None and request.headers.get(SESSION_HEADER) is None:
             # Owned, not tied to this handler: a client that leaves must not leave its session behind.
             self._tasks.spawn(self._forget_after(key, events.reply), name=f"forget {key}")

@@ -28,7 +28,7 @@ from bots.slack.inbound import ANSWERED_SUBTYPES, Identity, strip_mention
 from bots.slack.reply import Poster, SlackResponder
 from bots.slack.settings import SlackSettings
 from core.model import ChatMessage, FileUnavailable
-from core.turn import fetch_url
+from core.turn import Write, fetch_url, stream_url
 
 log = logging.getLogger("chatlane.slack")
 
@@ -202,6 +202,15 @@ class SlackFile:
         return self._size
 
     async def fetch(self, max_bytes: int) -> bytes:
+        # No redirects: Slack answers a token it does not accept with a redirect to a login
+        # page, which would otherwise be read as a text file.
+        return await fetch_url(self.url, max_bytes=max_bytes, headers=self._headers(), redirects=0)
+
+    async def fetch_to(self, write: Write, max_bytes: int) -> None:
+        """`fetch`, chunk by chunk (a large file never sits in memory whole)."""
+        await stream_url(self.url, write, max_bytes=max_bytes, headers=self._headers(), redirects=0)
+
+    def _headers(self) -> dict[str, str]:
         if not token_may_go_to(self.url, self._client.base_url):
             log.warning(
                 "slack: file %r is not on Slack (%s); not sending the bot token there",
@@ -209,10 +218,7 @@ class SlackFile:
                 _host(self.url),
             )
             raise FileUnavailable(NOT_ON_SLACK)
-        headers = {"Authorization": f"Bearer {self._client.token}"} if self._client.token else {}
-        # No redirects: Slack answers a token it does not accept with a redirect to a login
-        # page, which would otherwise be read as a text file.
-        return await fetch_url(self.url, max_bytes=max_bytes, headers=headers, redirects=0)
+        return {"Authorization": f"Bearer {self._client.token}"} if self._client.token else {}
 
     def __repr__(self) -> str:
         return f"SlackFile({self._name!r}, {self.url!r})"
@@ -222,13 +228,30 @@ def _host(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port with the scheme's default filled in); None if unparsable."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    default = {"https": 443, "http": 80}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port if port is not None else default
+
+
 def token_may_go_to(url: str, api_base_url: str) -> bool:
-    """Whether a file URL is Slack's: on slack.com (or a subdomain), or on the configured
-    Web API's host (a proxy, the tests' fake). The bot token is never sent anywhere else."""
-    host, api = _host(url), _host(api_base_url)
-    return urlsplit(url).scheme in ("https", "http") and (
-        host == api or host == "slack.com" or host.endswith(".slack.com")
-    )
+    """Whether the bot token may be sent to a file URL: only over https to Slack itself
+    (slack.com or a subdomain, port 443), or to exactly the configured Web API's origin
+    (scheme, host and port: a proxy, the tests' fake). Never over plain http to Slack,
+    never to another port on the API's host."""
+    where = _origin(url)
+    if where is None or not where[1]:
+        return False
+    if where == _origin(api_base_url):
+        return True
+    scheme, host, port = where
+    return scheme == "https" and port == 443 and (host == "slack.com" or host.endswith(".slack.com"))
 
 
 def files_of(files: Sequence[Mapping[str, Any]], client: AsyncWebClient) -> tuple[SlackFile, ...]:

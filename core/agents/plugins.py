@@ -4,6 +4,8 @@ A factory is any callable taking the agent's `options` table (a plain dict) and
 returning an object that satisfies `core.agents.Agent`. It is imported and called once,
 at startup and by `chatlane check`; every way it can go wrong is a `PluginError` whose
 text names the reason, which the registry turns into a config error naming the key.
+That includes `SystemExit` (a plugin calling sys.exit() or argparse at import), which
+would otherwise end `chatlane check` with its exit code and no word.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def import_factory(path: str) -> Factory:
         raise PluginError(f"cannot import module {module_name!r}: {exc}") from exc
     except Exception as exc:  # the plugin's own import-time code failed
         raise PluginError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+    except SystemExit as exc:  # sys.exit() or argparse at import: it must not end chatlane
+        raise PluginError(_exited(f"importing {module_name!r}", exc)) from None
     for part in attr.split("."):
         try:
             target = getattr(target, part)
@@ -65,6 +69,8 @@ def load_entry_point(name: str) -> Factory:
         raise PluginError(
             f"entry point {name!r} ({found[0].value}) cannot be loaded: {type(exc).__name__}: {exc}"
         ) from exc
+    except SystemExit as exc:
+        raise PluginError(_exited(f"loading entry point {name!r} ({found[0].value})", exc)) from None
     if not callable(target):
         raise PluginError(f"entry point {name!r} ({found[0].value}) is not callable")
     return cast(Factory, target)
@@ -76,6 +82,8 @@ def make_plugin(factory: Factory, options: Mapping[str, Any], where: str) -> Age
         agent = factory(copy.deepcopy(dict(options)))
     except Exception as exc:
         raise PluginError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+    except SystemExit as exc:
+        raise PluginError(_exited(where, exc)) from None
     if inspect.isawaitable(agent):
         if inspect.iscoroutine(agent):
             agent.close()
@@ -84,6 +92,14 @@ def make_plugin(factory: Factory, options: Mapping[str, Any], where: str) -> Age
     if problem:
         raise PluginError(f"{where} returned {type(agent).__name__!s}, which is not an Agent: {problem}")
     return cast(Agent, agent)
+
+
+def _exited(what: str, exc: SystemExit) -> str:
+    """A plugin that tried to end the process (sys.exit, argparse reading chatlane's argv)."""
+    return (
+        f"{what} called sys.exit({exc.code!r}) (argparse does so on arguments it does not know): "
+        "a plugin must not parse the command line or exit at import"
+    )
 
 
 def not_an_agent(obj: object) -> str:

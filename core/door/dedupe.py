@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -137,23 +138,50 @@ class Ticket:
             del self._owner._last[self._key]
 
 
+REQUEST_LEASE_S = 30.0
+"""How long a request's owner holds it unrenewed: a retry takes over a dead owner's
+request after this long (the owner renews every third of it while its turn runs)."""
+
+
 class Requests:
     """Requests a client may retry (HTTP `Idempotency-Key`): one owner runs the turn and
-    stores its answer; every retry, in any process on the store, gets that answer."""
+    stores its answer; every retry, in any process on the store, gets that answer.
+
+    The owner's claim is a lease (see `core.store.base.Deliveries`): `keep` renews it
+    while the turn runs; an owner that dies stops renewing, and a retry takes the
+    request over once the lease lapsed."""
 
     def __init__(self, store: SessionStore, window_s: float, metrics: Metrics) -> None:
         self.store = store
         self.window_s = window_s
         self.metrics = metrics
 
-    async def claim(self, request_id: str, fingerprint: str) -> RequestClaim:
-        return await self.store.claim_request(request_id, fingerprint, self.window_s)
+    async def claim(
+        self, request_id: str, fingerprint: str, lease_s: float = REQUEST_LEASE_S
+    ) -> RequestClaim:
+        """Claim with a new owner token (the claim's `owner` when it is `new`)."""
+        return await self.store.claim_request(
+            request_id, fingerprint, uuid.uuid4().hex, lease_s, self.window_s
+        )
 
-    async def finish(self, request_id: str, fingerprint: str, answer: bytes) -> None:
-        await self.store.finish_request(request_id, fingerprint, answer, self.window_s)
+    async def keep(self, request_id: str, owner: str, lease_s: float = REQUEST_LEASE_S) -> None:
+        """Renew `owner`'s lease every third of `lease_s` until cancelled, or until it is
+        no longer the owner. A store error is logged and tried again at the next renewal
+        (the lease is lost only if it lapses)."""
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                if not await self.store.renew_request(request_id, owner, lease_s):
+                    log.warning("request %s: lease no longer held; not renewed", request_id)
+                    return
+            except StoreError as exc:
+                log.warning("request %s: lease renewal failed (tried again): %s", request_id, exc)
 
-    async def release(self, request_id: str) -> None:
-        await self.store.release_request(request_id)
+    async def finish(self, request_id: str, owner: str, fingerprint: str, answer: bytes) -> None:
+        await self.store.finish_request(request_id, owner, fingerprint, answer, self.window_s)
+
+    async def release(self, request_id: str, owner: str) -> None:
+        await self.store.release_request(request_id, owner)
 
     def replayed(self, platform: str) -> None:
         self.metrics.deliveries_deduplicated.labels(platform, "idempotency_key").inc()

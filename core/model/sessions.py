@@ -96,12 +96,15 @@ window (tell the sender); over a limit again (say nothing)."""
 
 @dataclass(frozen=True, slots=True)
 class RequestClaim:
-    """`claim_request`: `new` when this caller owns the request; else what the owner stored:
-    its `fingerprint` and, once it finished, its `answer` (None while it still runs)."""
+    """`claim_request`: `new` when this caller owns the request (its lease, held by
+    `owner` until it lapses unless renewed); else what the owner stored: its
+    `fingerprint` and, once it finished, its `answer` (None while it still runs)."""
 
     new: bool
     fingerprint: str = ""
     answer: bytes | None = None
+    owner: str = ""
+    """The lease's owner token (set when `new`): what renew, finish and release name."""
 
 
 Minter = Callable[[SessionKey], SessionEntry]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from core.model import (
@@ -28,6 +29,13 @@ class BlobStore(Protocol):
 
     async def put_blobs(self, session_id: str, blobs: Mapping[str, bytes]) -> None:
         """Store each blob under its sha256 (idempotent); durable before it returns."""
+        ...
+
+    async def put_blob_files(self, session_id: str, files: Mapping[str, Path]) -> None:
+        """Store each file's bytes under its sha256, like `put_blobs`, read from the file in
+        chunks where the backend can (files: bounded memory whatever the size; Redis keeps
+        values whole, so it holds one file at a time). The files stay the caller's; a
+        file whose bytes do not match its digest is refused (ValueError)."""
         ...
 
     async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
@@ -105,24 +113,48 @@ class Ledger(Protocol):
 class Deliveries(Protocol):
     """Platform deliveries answered once, and retried requests (`Idempotency-Key`) run once,
     across every process on the store.
+
+    A request claim is a lease. `claim_request` gives the caller (`owner`, a random
+    token the caller makes once per request) the request for `lease_s`; the owner
+    renews it (`renew_request`) while it works, then stores its answer
+    (`finish_request`) or gives the request back (`release_request`) when it stored
+    nothing. Another caller with the same request gets the owner's answer once there is
+    one, waits while the lease runs, and takes the request over once the lease lapsed
+    unanswered (the owner died mid-turn): a dead owner blocks a request for one lease,
+    not for the window. Every call is safe to send twice (a backend that retries a
+    command whose reply was lost recognises its own effect by the owner token).
     """
 
     async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
         """Remember every id for `window_s`, in one atomic step shared by every process on
         the store. 0 when none was remembered before (a first delivery), else the 1-based
-        index of the first that was (a duplicate)."""
+        index of the first that was (a duplicate). A retry of this very call after a lost
+        reply still gets 0: it is the same delivery, not a duplicate."""
         ...
 
-    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
-        """Own `request_id` for `window_s` if nobody does (atomic across processes)."""
+    async def claim_request(
+        self, request_id: str, fingerprint: str, owner: str, lease_s: float, window_s: float
+    ) -> RequestClaim:
+        """Own `request_id` (atomic across processes): `new` with `owner` when nobody holds
+        it, when `owner` already does, or when its owner's lease lapsed unanswered and
+        `fingerprint` is the same; else the stored claim (someone else's fingerprint,
+        and its answer once finished). The claim is remembered for `window_s`."""
         ...
 
-    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
-        """Store the owner's answer; later claims get it until `window_s` has passed."""
+    async def renew_request(self, request_id: str, owner: str, lease_s: float) -> bool:
+        """Extend `owner`'s lease by `lease_s` from now; False once it is not the owner
+        (taken over after a lapse, answered, or released)."""
         ...
 
-    async def release_request(self, request_id: str) -> None:
-        """Forget an owned request that stored nothing, so a retry may run it."""
+    async def finish_request(
+        self, request_id: str, owner: str, fingerprint: str, answer: bytes, window_s: float
+    ) -> None:
+        """Store the owner's answer; later claims get it until `window_s` has passed. An
+        answer already stored by another owner (a successor after a lapse) is kept."""
+        ...
+
+    async def release_request(self, request_id: str, owner: str) -> None:
+        """Forget `owner`'s unanswered claim, so a retry may run it (no-op otherwise)."""
         ...
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from core.turn.attachments import BytesSource, UrlSource
 from core.turn.chunking import split_message
-from core.turn.fetch import fetch_url
+from core.turn.fetch import Write, fetch_url, stream_url
 from core.turn.responders import FutureResponder, QuietResponder
 from core.turn.runner import DEFAULT_MODEL_COMMAND, TurnRunner
 from core.turn.streaming import (
@@ -41,7 +41,9 @@ __all__ = [
     "TurnWatchers",
     "UrlSource",
     "Watch",
+    "Write",
     "fetch_url",
     "split_message",
     "status_after",
+    "stream_url",
 ]

@@ -1,11 +1,13 @@
 """Files on incoming messages: read under caps, typed from their bytes, shown to agents.
 
 `read_files` downloads a message's `FileSource`s concurrently under one deadline and
-`[attachments]` caps, and sniffs each file's type from its bytes (never from its name
-or the sender's word): png, jpeg, gif and webp are images; UTF-8 text without NUL
-bytes is text (SVG and HTML included: they are shown as text, never rendered). Every
-file that cannot be read gives one short line for the answer ("I couldn't read
-report.pdf: larger than 8 MiB"); the turn goes on with the rest.
+`[attachments]` caps, streaming each to a file in the caller's folder (core/turn/spool.py:
+memory per download stays bounded, whatever the cap), and sniffs each file's type from
+its bytes (never from its name or the sender's word): png, jpeg, gif and webp are
+images; UTF-8 text without NUL bytes is text (SVG and HTML included: they are shown as
+text, never rendered); a PDF is read for its text (`pypdf`), which is what is stored and
+shown, under the PDF's name. Every file that cannot be read gives one short line for the
+answer ("I couldn't read report.pdf: larger than 25 MiB"); the turn goes on with the rest.
 
 How agents show a file to a model lives with them (core/agents/showing.py).
 """
@@ -16,14 +18,21 @@ import asyncio
 import hashlib
 import json
 import logging
+import shutil
 import struct
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import aiofiles
 
 from core.agents import decode_text
 from core.config import AttachmentSettings
 from core.model import AttachmentKind, AttachmentRef, FileSource, FileTooLarge, FileUnavailable
-from core.turn.fetch import fetch_url
+from core.turn.fetch import Write, fetch_url, stream_url
+from core.turn.spool import Spool, pdf_text
 
 log = logging.getLogger("chatlane.attachments")
 
@@ -35,12 +44,31 @@ TOO_MANY = "only {n} files per message are read"
 UNREADABLE = "it could not be downloaded"
 
 
+PDF_UNREADABLE = "it is a PDF that could not be read"
+PDF_NO_TEXT = "it is a PDF without text (a scan?)"
+PDF_MAX_CHARS = 1_000_000
+"""Text kept of one PDF (what is stored as its blob); models are shown `max_text_chars`."""
+
+
+@runtime_checkable
+class StreamingSource(Protocol):
+    """A `FileSource` that can hand its bytes over chunk by chunk (large files)."""
+
+    async def fetch_to(self, write: Write, max_bytes: int) -> None:
+        """Give the bytes to `write` in order; `FileTooLarge` past `max_bytes`."""
+        ...
+
+
 @dataclass(slots=True)
 class Intake:
-    """What a message's files gave: readable ones with their bytes, and the notes for the rest."""
+    """What a message's files gave: readable ones with what the turn shows of them (an
+    image whole; a text file's head, enough for `max_text_chars`; a PDF's text), where
+    each one's whole bytes are (`stored`: sha256 -> file, for the blob store), and the
+    notes for the rest."""
 
     files: list[tuple[AttachmentRef, bytes]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    stored: dict[str, Path] = field(default_factory=dict)
 
     @property
     def refs(self) -> tuple[AttachmentRef, ...]:
@@ -61,27 +89,43 @@ def display_name(name: str) -> str:
     return clean if len(clean) <= 80 else clean[:79] + "…"
 
 
-async def read_files(sources: Sequence[FileSource], settings: AttachmentSettings) -> Intake:
-    """Read up to `max_attachments` files, together within `fetch_timeout_s`."""
+async def read_files(
+    sources: Sequence[FileSource], settings: AttachmentSettings, folder: Path | None = None
+) -> Intake:
+    """Read up to `max_attachments` files, together within `fetch_timeout_s`, each streamed
+    to a file in `folder` (kept there for the caller to store; without a folder, a
+    temporary one that is gone when this returns)."""
+    if folder is None:
+        temp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="chatlane-files-"))
+        try:
+            return await read_files(sources, settings, temp)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, temp, True)
     intake = Intake()
     cap = settings.max_attachment_bytes
+    keep = 4 * settings.max_text_chars + 4  # UTF-8: at most 4 bytes a character
     taken = list(sources[: settings.max_attachments])
     for extra in sources[settings.max_attachments :]:
         intake.problems.append(_note(extra.name, TOO_MANY.format(n=settings.max_attachments)))
-    results: list[bytes | str | None] = [None] * len(taken)
+    results: list[Spool | str | None] = [None] * len(taken)
 
     async def one(i: int, source: FileSource) -> None:
         if source.declared_size is not None and source.declared_size > cap:
             results[i] = TOO_LARGE.format(limit=human_size(cap))
             return
         try:
-            results[i] = await source.fetch(cap)
+            async with Spool(folder / f"{i}.bin", keep) as spool:
+                if isinstance(source, StreamingSource):
+                    await source.fetch_to(spool.write, cap)
+                else:
+                    await spool.write(await source.fetch(cap))
+            results[i] = spool
         except FileTooLarge:
             results[i] = TOO_LARGE.format(limit=human_size(cap))
         except FileUnavailable as exc:
             results[i] = str(exc) or UNREADABLE
             log.info("attachment %r not read: %s (%s)", source.name, results[i], exc.__cause__ or "-")
-        except Exception:  # a source's own bug must not fail the turn
+        except Exception:  # a source's own bug (or a full disk) must not fail the turn
             log.exception("reading attachment %r failed", source.name)
             results[i] = UNREADABLE
 
@@ -91,16 +135,55 @@ async def read_files(sources: Sequence[FileSource], settings: AttachmentSettings
         for task in late:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    for source, result in zip(taken, results, strict=True):
+    for i, (source, result) in enumerate(zip(taken, results, strict=True)):
         if result is None:
             intake.problems.append(_note(source.name, TOO_SLOW))
         elif isinstance(result, str):
             intake.problems.append(_note(source.name, result))
-        elif (ref := describe(source.name, result)) is None:
-            intake.problems.append(_note(source.name, UNKNOWN_TYPE))
         else:
-            intake.files.append((ref, result))
+            got = await _take(source.name, result, folder / f"{i}.txt")
+            if isinstance(got, str):
+                intake.problems.append(_note(source.name, got))
+            else:
+                ref, shown, path = got
+                intake.files.append((ref, shown))
+                intake.stored[ref.sha256] = path
     return intake
+
+
+async def _take(name: str, spool: Spool, text_path: Path) -> tuple[AttachmentRef, bytes, Path] | str:
+    """A downloaded file's reference, what the turn shows of it and the file of its whole
+    bytes; or why it cannot be read."""
+    head = bytes(spool.head)
+    if head.startswith(b"%PDF-"):
+        text = await asyncio.to_thread(pdf_text, spool.path, PDF_MAX_CHARS)
+        if text is None:
+            return PDF_UNREADABLE
+        if not text.strip():
+            return PDF_NO_TEXT
+        data = text.encode("utf-8")
+        async with aiofiles.open(text_path, "wb") as f:
+            await f.write(data)
+        ref = AttachmentRef(
+            name=display_name(name),
+            mime="application/pdf",
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            kind="text",
+            lines=count_lines(text),
+        )
+        return ref, data, text_path
+    image = _image_mime(head)
+    if image is not None:
+        data = await spool.read_all()  # a model that sees images needs them whole
+        width, height = image_size(data)
+        ref = AttachmentRef(display_name(name), image, spool.size, spool.sha256, "image", width, height)
+        return ref, data, spool.path
+    if not spool.text_ok:
+        return UNKNOWN_TYPE
+    mime = _text_mime(decode_text(head), spool.whole)
+    ref = AttachmentRef(display_name(name), mime, spool.size, spool.sha256, "text", lines=spool.text_lines())
+    return ref, head, spool.path
 
 
 def _note(name: str, why: str) -> str:
@@ -131,34 +214,46 @@ def describe(name: str, data: bytes) -> AttachmentRef | None:
 
 
 def sniff(data: bytes) -> tuple[str, AttachmentKind] | None:
-    """(MIME type, kind) from the bytes alone."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png", "image"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg", "image"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif", "image"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp", "image"
+    """(MIME type, kind) from the bytes alone (a whole file; a PDF's bytes are not text)."""
+    image = _image_mime(data)
+    if image is not None:
+        return image, "image"
     if data.startswith(b"%PDF-") or b"\x00" in data:
         return None
     try:
         text = decode_text(data, strict=True)
     except UnicodeDecodeError:
         return None
+    return _text_mime(text, whole=True), "text"
+
+
+def _image_mime(head: bytes) -> str | None:
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _text_mime(text: str, whole: bool) -> str:
+    """The MIME type of a text from its start; JSON only when `whole` (it must parse)."""
     head = text.lstrip()[:512].lower()
     if head.startswith("<svg") or (head.startswith("<?xml") and "<svg" in head):
-        return "image/svg+xml", "text"  # shown as text, never rendered
+        return "image/svg+xml"  # shown as text, never rendered
     if head.startswith(("<!doctype html", "<html")):
-        return "text/html", "text"
-    if head.startswith(("{", "[")):
+        return "text/html"
+    if whole and head.startswith(("{", "[")):
         try:
             json.loads(text)
         except ValueError:
             pass
         else:
-            return "application/json", "text"
-    return "text/plain", "text"
+            return "application/json"
+    return "text/plain"
 
 
 def count_lines(text: str) -> int:
@@ -251,12 +346,15 @@ class UrlSource:
         declared_size: int | None = None,
         headers: dict[str, str] | None = None,
         public_only: bool = False,
+        hosts: frozenset[str] | None = None,
     ) -> None:
         self._name = name
         self.url = url
         self._size = declared_size
         self._headers = dict(headers or {})
         self.public_only = public_only
+        self.hosts = hosts
+        """When set, the URL and its redirects must be on one of these hosts."""
 
     @property
     def name(self) -> str:
@@ -268,7 +366,21 @@ class UrlSource:
 
     async def fetch(self, max_bytes: int) -> bytes:
         return await fetch_url(
-            self.url, max_bytes=max_bytes, headers=self._headers, public_only=self.public_only
+            self.url,
+            max_bytes=max_bytes,
+            headers=self._headers,
+            public_only=self.public_only,
+            hosts=self.hosts,
+        )
+
+    async def fetch_to(self, write: Write, max_bytes: int) -> None:
+        await stream_url(
+            self.url,
+            write,
+            max_bytes=max_bytes,
+            headers=self._headers,
+            public_only=self.public_only,
+            hosts=self.hosts,
         )
 
     def __repr__(self) -> str:

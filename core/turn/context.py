@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from core.config import AttachmentSettings
 from core.model import ChatMessage, HistorySource, Inbound, Responder
@@ -61,12 +64,19 @@ async def fetch_backfill(responder: Responder, skip_ids: set[str]) -> list[ChatM
 async def read_attachments(
     store: SessionStore, session_id: str, inbound: Inbound, settings: AttachmentSettings
 ) -> Intake:
-    """Read one message's files and keep their bytes in the store (when it keeps blobs)."""
+    """Read one message's files and keep their bytes in the store (when it keeps blobs).
+
+    Each file is streamed to a temporary folder and stored from there (`put_blob_files`):
+    no download is held in memory whole (an image a model is to see is read back once)."""
     if not inbound.attachments:
         return Intake()
-    intake = await read_files(inbound.attachments, settings)
-    if intake.files and isinstance(store, BlobStore):
-        await store.put_blobs(session_id, {ref.sha256: data for ref, data in intake.files})
+    folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="chatlane-files-"))
+    try:
+        intake = await read_files(inbound.attachments, settings, folder)
+        if intake.stored and isinstance(store, BlobStore):
+            await store.put_blob_files(session_id, intake.stored)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, folder, True)
     return intake
 
 

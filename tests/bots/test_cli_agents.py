@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.plugin_agents import ENTRY_POINT, write_distribution
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +75,27 @@ def test_check_fails_on_a_bad_factory_naming_the_key_and_file(tmp_path: Path) ->
         f"{path.resolve()}: agents.x.factory: factory 'tests.fakes.plugin_agents:make_nothing'" in done.stderr
     )
     assert "not an Agent" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "import sys\nsys.exit(0)\n",
+        "import argparse\nargparse.ArgumentParser().parse_args()\n",  # `check --config X` is not its
+    ],
+)
+def test_check_fails_naming_a_plugin_that_exits_at_import(tmp_path: Path, body: str) -> None:
+    """A plugin module calling sys.exit(0) (or argparse on chatlane's argv) at import must
+    not end `chatlane check` with 0 and no word (issue 29)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "quitter.py").write_text(body + "def make(options):\n    return None\n", encoding="utf-8")
+    path = config(tmp_path, '[agents.q]\nbackend = "python"\nfactory = "quitter:make"\n')
+    done = chatlane("check", "--config", str(path), path=site)
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert f"{path.resolve()}: agents.q.factory:" in done.stderr
+    assert "importing 'quitter' called sys.exit(" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_check_finds_a_backend_registered_by_an_installed_package(tmp_path: Path) -> None:

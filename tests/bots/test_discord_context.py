@@ -10,6 +10,7 @@ import pytest
 
 from bots.testing.fake_discord import FakeDiscord
 from core.agents.openai import BACKFILL_INTRO
+from core.turn.fetch import NOT_ALLOWED_HOST
 from tests.bots.test_discord_bot import reply_texts, turn_of
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.files import log_text, png
@@ -203,6 +204,18 @@ async def test_a_binary_file_is_refused_by_its_bytes_not_its_name(
     assert str(sent[0]["content"]).startswith(
         "I couldn't read photo.png: it is not an image or a text file\n\n"
     )
+
+
+async def test_attachments_are_fetched_from_discords_cdn_hosts_only(
+    start_bot: StartBot, fake: FakeDiscord
+) -> None:
+    """With the default `attachment_hosts` (Discord's CDN), a URL on any other host (here
+    the fake's 127.0.0.1) is refused unread, and the user hears so (issue 29)."""
+    await start_bot('history_backfill = 0\nattachment_hosts = ["cdn.discordapp.com", "media.discordapp.net"]')
+    await fake.send_message("see", mention=True, files={"notes.txt": b"secret from an internal host\n"})
+    sent = await fake.wait_for_sent(fake.channel_id)
+    assert str(sent[0]["content"]).startswith(f"I couldn't read notes.txt: {NOT_ALLOWED_HOST}\n\n")
+    assert "secret" not in str(sent[0]["content"])
 
 
 async def test_a_first_dm_reads_the_dm_history(start_bot: StartBot, fake: FakeDiscord) -> None:

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bots.slack.history import token_may_go_to
 from bots.testing.fake_slack import BOT_ID, BOT_USER, DM, GENERAL, Fault, message_event
@@ -159,3 +161,36 @@ def test_the_bot_token_goes_to_slack_hosts_and_the_configured_api_host_only() ->
     assert not token_may_go_to("https://files.slack.com.evil.example/x.png", api)
     assert not token_may_go_to("https://evilslack.com/x.png", api)
     assert token_may_go_to("http://127.0.0.1:9/files-pri/x", "http://127.0.0.1:9/api/")
+    assert token_may_go_to("https://files.slack.com:443/x.png", api)
+
+
+@pytest.mark.parametrize(
+    ("url", "api"),
+    [
+        ("http://files.slack.com/files-pri/T-F/x.png", "https://slack.com/api/"),  # plain http
+        ("https://files.slack.com:8443/x.png", "https://slack.com/api/"),  # another port
+        ("http://slack.com/api/../files/x", "https://slack.com/api/"),  # the API host over http
+        ("http://127.0.0.1:10/files-pri/x", "http://127.0.0.1:9/api/"),  # another port on the API host
+        ("https://127.0.0.1:9/files-pri/x", "http://127.0.0.1:9/api/"),  # another scheme
+        ("https://proxy.example:8443/x", "https://proxy.example/api/"),
+        ("https://files.slack.com:99999/x", "https://slack.com/api/"),  # unparsable port
+        ("https:///x", "https://slack.com/api/"),
+    ],
+)
+def test_the_bot_token_never_leaves_slacks_https_origin_or_the_configured_apis(url: str, api: str) -> None:
+    """Scheme, host AND port are compared (issue 29: http and another port got the token)."""
+    assert not token_may_go_to(url, api)
+
+
+@given(
+    scheme=st.sampled_from(["http", "https", "ftp"]),
+    host=st.sampled_from(["slack.com", "files.slack.com", "127.0.0.1", "evil.example"]),
+    port=st.one_of(st.none(), st.integers(1, 65535)),
+)
+def test_the_token_goes_only_where_origin_rules_allow(scheme: str, host: str, port: int | None) -> None:
+    url = f"{scheme}://{host}{'' if port is None else f':{port}'}/f"
+    effective = port if port is not None else {"http": 80, "https": 443}.get(scheme)
+    on_slack = scheme == "https" and effective == 443 and host.endswith("slack.com")
+    assert token_may_go_to(url, "https://slack.com/api/") == on_slack
+    fake = scheme == "http" and host == "127.0.0.1" and effective == 9
+    assert token_may_go_to(url, "http://127.0.0.1:9/api/") == (fake or on_slack)

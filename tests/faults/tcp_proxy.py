@@ -1,10 +1,13 @@
 """A TCP proxy the test controls, for network faults between chatlane and Redis.
 
 `stall()` stops forwarding in both directions (bytes wait, sockets stay open: the
-worst case, since nothing raises), `resume()` lets them through. `drop_reply_to(marker)`
-forwards the next request that contains `marker` to the server, swallows the server's
+worst case, since nothing raises), `resume()` lets them through. `drop_reply_to(*markers)`
+forwards the next request that contains every marker to the server, swallows the server's
 answer and closes the client's connection: the request took effect, the client never
-heard so.
+heard so. Exactly one reply is swallowed per call; a `-NOSCRIPT` answer (redis-py's
+EVALSHA before the script is loaded: nothing took effect) is passed on and the proxy
+stays armed for the EVALSHA that follows the SCRIPT LOAD. `sent(marker)` counts the
+requests that carried a marker, so a test can see the client's retry.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ class TcpProxy:
         self.port = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
-        self._drop_marker: bytes | None = None
+        self._drop_markers: tuple[bytes, ...] | None = None
         self.dropped = 0
+        self.requests: list[bytes] = []
+        """Every request chunk forwarded, in order (tests count retries with `sent`)."""
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -35,8 +40,15 @@ class TcpProxy:
     def resume(self) -> None:
         self._flowing.set()
 
-    def drop_reply_to(self, marker: bytes) -> None:
-        self._drop_marker = marker
+    def drop_reply_to(self, *markers: bytes) -> None:
+        """Swallow the answer to the next request that holds every one of `markers`."""
+        if not markers:
+            raise ValueError("drop_reply_to needs at least one marker")
+        self._drop_markers = markers
+
+    def sent(self, marker: bytes) -> int:
+        """How many forwarded requests held `marker`."""
+        return sum(marker in data for data in self.requests)
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -58,7 +70,7 @@ class TcpProxy:
         except OSError:
             client_w.close()
             return
-        dropping = asyncio.Event()  # this connection's next answer is swallowed
+        dropping: list[tuple[bytes, ...]] = []  # markers whose answer is swallowed next
         up = asyncio.create_task(self._requests(client_r, server_w, dropping))
         down = asyncio.create_task(self._answers(server_r, client_w, dropping))
         self._pipes |= {up, down}
@@ -73,24 +85,28 @@ class TcpProxy:
                 w.close()
 
     async def _requests(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, dropping: asyncio.Event
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, dropping: list[tuple[bytes, ...]]
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await src.read(65536):
                 await self._flowing.wait()
-                if self._drop_marker is not None and self._drop_marker in data:
-                    self._drop_marker = None
-                    dropping.set()
+                self.requests.append(data)
+                markers = self._drop_markers
+                if markers is not None and all(m in data for m in markers):
+                    self._drop_markers = None
+                    dropping.append(markers)
                 dst.write(data)
                 await dst.drain()
 
     async def _answers(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, dropping: asyncio.Event
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, dropping: list[tuple[bytes, ...]]
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await src.read(65536):
                 await self._flowing.wait()
-                if dropping.is_set():
+                if dropping and data.startswith(b"-NOSCRIPT"):
+                    self._drop_markers = dropping.pop()  # nothing ran: wait for the real one
+                elif dropping:
                     self.dropped += 1
                     return  # the request took effect; the client never hears so
                 dst.write(data)

@@ -61,6 +61,8 @@ async def start_bot(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[StartBot
             enabled: bool = True,
         ) -> Bot:
             path = tmp_path / "chatlane.toml"
+            # the fake serves attachments itself (unless the test sets the hosts)
+            hosts = "" if "attachment_hosts" in discord_toml else 'attachment_hosts = ["127.0.0.1"]'
             path.write_text(
                 f"[agent]\necho_delay_ms = {echo_delay_ms}\n"
                 '[store]\npath = "state"\n'
@@ -69,6 +71,7 @@ async def start_bot(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[StartBot
                 f'token_env = "{TOKEN_ENV}"\n'
                 f'api_base_url = "{fake.api_base}"\n'
                 f'gateway_url = "{fake.gateway_url}"\n'
+                f"{hosts}\n"
                 "guild_ready_timeout_s = 0.05\n"
                 "ready_timeout_s = 10\n"
                 f"{discord_toml}\n{more_toml}\n",

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import shutil
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from core.store.entries import SESSION_ID
-from core.store.files.atomic import write_atomically
+from core.store.files.atomic import sync_folder_of, write_atomically
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -41,6 +43,43 @@ def put(root: Path, session_id: str, blobs: Mapping[str, bytes], mkdirs: Callabl
             continue
         mkdirs(d)
         write_atomically(str(path), data)
+
+
+_COPY_CHUNK = 1 << 20
+
+
+def put_file(root: Path, session_id: str, digest: str, src: Path, mkdirs: Callable[[Path], None]) -> None:
+    """Store the bytes of file `src` under `digest`, copied 1 MiB at a time (memory stays
+    bounded however large), hashed on the way and refused (ValueError) if they do not
+    match; written aside, fsynced and renamed into place like `put`."""
+    if not DIGEST.fullmatch(digest):
+        raise ValueError("a blob must be stored under the sha256 of its bytes")
+    d = folder(root, session_id)
+    path = d / digest
+    if path.exists():
+        return
+    mkdirs(d)
+    tmp = d / f".{digest}.{uuid.uuid4().hex[:8]}.tmp"
+    h = hashlib.sha256()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with open(src, "rb") as f:
+                while chunk := f.read(_COPY_CHUNK):
+                    h.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if h.hexdigest() != digest:
+            raise ValueError("a blob must be stored under the sha256 of its bytes")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    sync_folder_of(str(path))
 
 
 def get(root: Path, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:

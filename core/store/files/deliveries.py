@@ -116,9 +116,15 @@ class Markers:
         os.replace(tmp, path)
 
     def remove(self, name: str) -> None:
-        path = self.path(name)
-        with _flocked(os.path.dirname(path) + "/.lock"), contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        with self.locked(name), contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(name))
+
+    def locked(self, name: str) -> contextlib.AbstractContextManager[int]:
+        """The lock of `name`'s folder: held to compare a marker's content and replace it.
+        Never call `create` or `remove` while holding it (they take it themselves)."""
+        folder = os.path.dirname(self.path(name))
+        _mkdirs(folder)
+        return _flocked(folder + "/.lock")
 
     def _create(self, path: str, content: bytes) -> bool:
         folder = os.path.dirname(path)
@@ -231,12 +237,30 @@ class Markers:
             self._sweep = None
 
 
+def _claim_json(fingerprint: str, owner: str, lease_until: float) -> bytes:
+    return json.dumps({"fp": fingerprint, "owner": owner, "lease": lease_until}).encode()
+
+
+def _lease_end(raw: bytes) -> float:
+    """When a stored claim's lease lapses (wall clock; 0 for a claim without one)."""
+    try:
+        return float(json.loads(raw).get("lease", 0.0))
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+
+
 def parse_claim(raw: bytes) -> RequestClaim:
-    """A stored request claim (`{"fp": ..., "answer"?: ...}`); `StoreError` if damaged."""
+    """A stored request claim (`{"fp", "owner"?, "answer"?}`) as someone else's claim;
+    `StoreError` if damaged."""
     try:
         stored = json.loads(raw)
         answer = stored.get("answer")
-        return RequestClaim(False, str(stored["fp"]), answer.encode() if answer is not None else None)
+        return RequestClaim(
+            False,
+            str(stored["fp"]),
+            answer.encode() if answer is not None else None,
+            str(stored.get("owner", "")),
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(f"a stored request claim is damaged: {exc}") from None
 
@@ -257,23 +281,62 @@ class FileDeliveries:
                 return i
         return 0
 
-    def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
+    def claim_request(
+        self, request_id: str, fingerprint: str, owner: str, lease_s: float, window_s: float
+    ) -> RequestClaim:
+        """Own the request if nobody does, if `owner` already does, or if its owner's
+        lease lapsed before it answered (the same request only): see `Deliveries`."""
         name = f"r:{request_id}"
-        mine = json.dumps({"fp": fingerprint}).encode()
+        mine = _claim_json(fingerprint, owner, time.time() + lease_s)
+        ours = RequestClaim(True, fingerprint, None, owner)
         while True:
             if self.markers.create(name, window_s, mine):
-                return RequestClaim(new=True)
-            raw = self.markers.read(name, window_s)
+                return ours
+            with self.markers.locked(name):  # compare, then replace: one claimer at a time
+                raw = self.markers.read(name, window_s)
+                if raw is not None:
+                    theirs = parse_claim(raw)
+                    lapsed = _lease_end(raw) <= time.time() and theirs.fingerprint == fingerprint
+                    if theirs.answer is None and (theirs.owner == owner or lapsed):
+                        self.markers.replace(name, mine)
+                        return ours
+                    return theirs
+            # expired or released meanwhile: try to own it (create takes the lock itself)
+
+    def renew_request(self, request_id: str, owner: str, lease_s: float) -> bool:
+        name = f"r:{request_id}"
+        with self.markers.locked(name):
+            raw = self.markers.read(name, float("inf"))
             if raw is None:
-                continue  # expired or released meanwhile: try to own it
-            return parse_claim(raw)
+                return False
+            theirs = parse_claim(raw)
+            if theirs.owner != owner or theirs.answer is not None:
+                return False
+            self.markers.replace(name, _claim_json(theirs.fingerprint, owner, time.time() + lease_s))
+            return True
 
-    def finish_request(self, request_id: str, fingerprint: str, answer: bytes) -> None:
-        content = json.dumps({"fp": fingerprint, "answer": answer.decode()}).encode()
-        self.markers.replace(f"r:{request_id}", content)
+    def finish_request(self, request_id: str, owner: str, fingerprint: str, answer: bytes) -> None:
+        name = f"r:{request_id}"
+        content = json.dumps({"fp": fingerprint, "owner": owner, "answer": answer.decode()}).encode()
+        with self.markers.locked(name):
+            raw = self.markers.read(name, float("inf"))
+            if raw is not None:
+                theirs = parse_claim(raw)
+                if theirs.answer is not None and theirs.owner != owner:
+                    return  # a successor (after this owner's lease lapsed) answered first
+            self.markers.replace(name, content)
 
-    def release_request(self, request_id: str) -> None:
-        self.markers.remove(f"r:{request_id}")
+    def release_request(self, request_id: str, owner: str) -> None:
+        name = f"r:{request_id}"
+        with self.markers.locked(name):
+            raw = self.markers.read(name, float("inf"))
+            if raw is None:
+                return
+            theirs = parse_claim(raw)
+            if theirs.owner != owner or theirs.answer is not None:
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.markers.path(name))  # under the lock, like `remove`
 
     def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
         h = hashlib.sha256(sender.encode("utf-8", "surrogatepass")).hexdigest()

@@ -330,6 +330,10 @@ class FileStore(FileLayout):
         if data:
             await self._run(blobs.put, self._blobs, session_id, data, self._ensure_blob_dir)
 
+    async def put_blob_files(self, session_id: str, files: Mapping[str, Path]) -> None:
+        for digest, src in files.items():  # one at a time: each is copied in 1 MiB chunks
+            await self._run(blobs.put_file, self._blobs, session_id, digest, src, self._ensure_blob_dir)
+
     def _ensure_blob_dir(self, d: Path) -> None:
         self._ensure_dir(str(d))
 
@@ -352,14 +356,23 @@ class FileStore(FileLayout):
     async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
         return await self._run(self._deliveries.mark_delivered, list(ids), window_s)
 
-    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
-        return await self._run(self._deliveries.claim_request, request_id, fingerprint, window_s)
+    async def claim_request(
+        self, request_id: str, fingerprint: str, owner: str, lease_s: float, window_s: float
+    ) -> RequestClaim:
+        return await self._run(
+            self._deliveries.claim_request, request_id, fingerprint, owner, lease_s, window_s
+        )
 
-    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
-        await self._run(self._deliveries.finish_request, request_id, fingerprint, answer)
+    async def renew_request(self, request_id: str, owner: str, lease_s: float) -> bool:
+        return await self._run(self._deliveries.renew_request, request_id, owner, lease_s)
 
-    async def release_request(self, request_id: str) -> None:
-        await self._run(self._deliveries.release_request, request_id)
+    async def finish_request(
+        self, request_id: str, owner: str, fingerprint: str, answer: bytes, window_s: float
+    ) -> None:
+        await self._run(self._deliveries.finish_request, request_id, owner, fingerprint, answer)
+
+    async def release_request(self, request_id: str, owner: str) -> None:
+        await self._run(self._deliveries.release_request, request_id, owner)
 
     async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
         return await self._run(self._deliveries.count_message, sender, per_minute, per_day)

@@ -6,6 +6,13 @@ the entry, read it, decide in Python, then MULTI/SET/EXEC, which Redis refuses i
 wrote the entry after the WATCH; the loop then re-reads and decides again. Freshness
 (`is_fresh`) and minting (`mint`) stay Python callables, exactly as in the file store.
 `RedisEntries` is the first half of `core.store.redis.RedisStore`.
+
+A lost EXEC reply: redis-py then raises `WatchError` (the watch died with the
+connection), as if another writer had won, though this EXEC may have been applied. So
+every MULTI also sets `<prefix>:attempt:<token>` (kept a minute); after a `WatchError`
+the loop asks for it and, when it is there, returns what that attempt decided instead
+of deciding again (a reserve that minted must say so; a reset must not mint twice; a
+delete that removed the entry must not report it missing).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar, cast
@@ -43,6 +51,8 @@ Decide = Callable[[SessionEntry | None], tuple[SessionEntry | None, R]]
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _COMMIT_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_ATTEMPTS = 100
+_ATTEMPT_MS = 60_000
+"""How long a MULTI's marker is kept: far past redis-py's retries (about 2.5 s)."""
 _SCAN_COUNT = 500
 _SESSION_IN_RAW = re.compile(rb'"sessionId"\s*:\s*"([0-9a-f]{32})"')
 
@@ -90,6 +100,14 @@ class RedisEntries:
         if not SESSION_ID.fullmatch(session_id):
             raise ValueError(f"malformed session id {session_id[:40]!r}")
         return f"{self.prefix}:transcript:{session_id}"
+
+    def _attempt_name(self) -> str:
+        """A MULTI's own marker: set in its transaction, asked for after a `WatchError`."""
+        return f"{self.prefix}:attempt:{uuid.uuid4().hex}"
+
+    async def _applied(self, attempt: str | None) -> bool:
+        """Whether the MULTI that set `attempt` was applied (its reply may have been lost)."""
+        return attempt is not None and bool(await self._r.exists(attempt))
 
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         return redis_errors(self.url, what)
@@ -182,6 +200,7 @@ class RedisEntries:
         name = self.entry_name(key)
         with self._errors("delete"):
             for _ in range(_MAX_ATTEMPTS):
+                attempt: str | None = None
                 async with self._r.pipeline(transaction=True) as pipe:
                     try:
                         await pipe.watch(name)
@@ -194,9 +213,13 @@ class RedisEntries:
                             return False
                         pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.delete(name, self.transcript_name(session_id))
+                        attempt = self._attempt_name()
+                        pipe.set(attempt, b"1", px=_ATTEMPT_MS)
                         await pipe.execute()
                         return True
                     except WatchError:
+                        if await self._applied(attempt):
+                            return True
                         continue
         raise StoreError(f"Redis at {self.url}: delete of {key} lost {_MAX_ATTEMPTS} races in a row")
 
@@ -206,6 +229,7 @@ class RedisEntries:
         name = self.entry_name(key)
         with self._errors(what):
             for _ in range(_MAX_ATTEMPTS):
+                attempt = None
                 async with self._r.pipeline(transaction=True) as pipe:
                     try:
                         await pipe.watch(name)
@@ -242,9 +266,12 @@ class RedisEntries:
                         written = new or current
                         if written is not None:
                             pipe.set(name, json.dumps(entry_to_json(written), separators=(",", ":")))
+                        attempt = self._attempt_name()
+                        pipe.set(attempt, b"1", px=_ATTEMPT_MS)
                         await pipe.execute()
                     except WatchError:
-                        continue
+                        if not await self._applied(attempt):
+                            continue
                 if damage is not None:
                     report_quarantine(name, damage, moved, current)
                 return result

@@ -14,6 +14,10 @@ the lock raises `Fenced`, the way `asyncio.timeout` turns its own cancellation i
 the fence decides. A paused process (GC, SIGSTOP) that resumes past its deadline may
 still try to commit; the fence refuses it. Release is a token compare in Lua, so a late
 release never frees someone else's lock.
+
+A lost reply (redis-py sends the command again): the acquire script recognises a lock
+that holds the holder's own token as taken by that holder; renew and release are token
+compares, the same when sent twice.
 """
 
 from __future__ import annotations
@@ -47,12 +51,20 @@ return 0
 # ms, ARGV[3] transcript name prefix, ARGV[4] how many of the last commits to read.
 # Returns {0} when the lock is held, else {token, entry or false, last commits...}: the
 # turn's reads come with its lock, in one round trip. pcall: a damaged value must not
-# abort the script after the lock was taken.
+# abort the script after the lock was taken. A lock that already holds ARGV[1] is this
+# holder's own (an attempt whose reply was lost, or that timed out after reaching Redis):
+# it is taken with the fencing token that attempt drew (nobody else can have drawn one
+# while the lock was held).
 _ACQUIRE = """
-if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local out
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  out = {redis.call('incr', KEYS[2])}
+elseif redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  out = {tonumber(redis.call('get', KEYS[2]))}
+else
   return {0}
 end
-local out = {redis.call('incr', KEYS[2])}
 local raw = redis.pcall('get', KEYS[3])
 if type(raw) ~= 'string' then
   out[2] = false
@@ -196,7 +208,8 @@ class TurnLocks:
                     args=[holding.token, self._ttl_ms, holding.transcripts, holding.tail],
                 )
         except TimeoutError:
-            # If it did reach Redis, the lock expires by itself after one TTL.
+            # If it did reach Redis, the next attempt finds the lock holding this
+            # holder's token and takes it (the script); else it expires after one TTL.
             log.warning("taking the turn lock of %s timed out; trying again", holding.key)
             return 0
         token = int(won[0])

@@ -36,10 +36,13 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
+import aiofiles
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -213,6 +216,17 @@ class RedisStore(RedisEntries):
         with self._errors("blob write"):
             await self._blobs.put(session_id, data)
 
+    async def put_blob_files(self, session_id: str, files: Mapping[str, Path]) -> None:
+        """`put_blobs` from files, one at a time: a Redis value is sent whole, so this holds
+        one file's bytes while it is stored (read off the loop with aiofiles)."""
+        for sha, src in files.items():
+            async with aiofiles.open(src, "rb") as f:
+                data = bytes(await f.read())
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise ValueError("a blob must be stored under the sha256 of its bytes")
+            await self.put_blobs(session_id, {sha: data})
+            del data
+
     async def get_blobs(self, session_id: str, digests: Sequence[str]) -> dict[str, bytes]:
         self.transcript_name(session_id)
         with self._errors("blob read"):
@@ -247,17 +261,25 @@ class RedisStore(RedisEntries):
         with self._errors("delivery check"):
             return await self._deliveries.mark_delivered(ids, window_s)
 
-    async def claim_request(self, request_id: str, fingerprint: str, window_s: float) -> RequestClaim:
+    async def claim_request(
+        self, request_id: str, fingerprint: str, owner: str, lease_s: float, window_s: float
+    ) -> RequestClaim:
         with self._errors("request claim"):
-            return await self._deliveries.claim_request(request_id, fingerprint, window_s)
+            return await self._deliveries.claim_request(request_id, fingerprint, owner, lease_s, window_s)
 
-    async def finish_request(self, request_id: str, fingerprint: str, answer: bytes, window_s: float) -> None:
+    async def renew_request(self, request_id: str, owner: str, lease_s: float) -> bool:
+        with self._errors("request lease renewal"):
+            return await self._deliveries.renew_request(request_id, owner, lease_s)
+
+    async def finish_request(
+        self, request_id: str, owner: str, fingerprint: str, answer: bytes, window_s: float
+    ) -> None:
         with self._errors("request answer"):
-            await self._deliveries.finish_request(request_id, fingerprint, answer, window_s)
+            await self._deliveries.finish_request(request_id, owner, fingerprint, answer, window_s)
 
-    async def release_request(self, request_id: str) -> None:
+    async def release_request(self, request_id: str, owner: str) -> None:
         with self._errors("request release"):
-            await self._deliveries.release_request(request_id)
+            await self._deliveries.release_request(request_id, owner)
 
     async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
         with self._errors("limit count"):
@@ -267,13 +289,10 @@ class RedisStore(RedisEntries):
         return f"{self.prefix}:stop:{digest(key)}"
 
     async def request_stop(self, key: SessionKey) -> None:
-        """INCR of the key's stop counter (kept a day: a turn polls it only while it runs)."""
-        name = self.stop_name(key)
+        """INCR of the key's stop counter (kept a day: a turn polls it only while it runs),
+        once per call even when redis-py sends it again (core/store/redis/deliveries.py)."""
         with self._errors("stop request"):
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.incr(name)
-                pipe.expire(name, _STOP_TTL_S)
-                await pipe.execute()
+            await self._deliveries.request_stop(self.stop_name(key), _STOP_TTL_S)
 
     async def stop_requests(self, key: SessionKey) -> int:
         with self._errors("stop flag read"):

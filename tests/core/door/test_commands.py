@@ -188,6 +188,8 @@ async def test_model_switches_by_name_and_by_text_in_order(gateways: Gateways) -
     assert (await gw.commands.answer(KEY, "model", "big")).text == MODEL_QUEUED_TEXT
     agent.release.set()  # type: ignore[union-attr]
     await eventually(lambda: running.replies)
+    # From here on nothing runs ahead of the commands: wait as long as a loaded machine needs.
+    gw.commands = Commands(gw, tuple(dataclasses.replace(c, wait_s=30.0) for c in COMMANDS))
     assert (await gw.commands.answer(KEY, "model", "big")).text.endswith("already uses big.")
     assert (await ask(gw, "/model small")).replies[0].text == MODEL_SET_TEXT.format(model="small")
 

@@ -150,3 +150,23 @@ async def test_redis_blob_hash_and_order_agree_after_concurrent_writers(redis_se
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_blobs_are_stored_from_files_and_checked_against_their_digest(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """`put_blob_files` (how attachments are stored: streamed to a file first) on both backends."""
+    a, b = await open_store(), await open_store()
+    assert isinstance(a, BlobStore) and isinstance(b, BlobStore)
+    sid = new_session_id()
+    data = os.urandom(3 << 20)  # more than one 1 MiB copy chunk
+    src = tmp_path / "upload"
+    src.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    await a.put_blob_files(sid, {digest: src})
+    await a.put_blob_files(sid, {digest: src})  # idempotent
+    assert await b.get_blobs(sid, [digest]) == {digest: data}
+    assert src.read_bytes() == data, "the file stays the caller's"
+    with pytest.raises(ValueError, match="sha256"):
+        await a.put_blob_files(sid, {hashlib.sha256(b"other").hexdigest(): src})
+    assert len(await b.get_blobs(sid, [hashlib.sha256(b"other").hexdigest()])) == 0

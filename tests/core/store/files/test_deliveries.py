@@ -53,20 +53,54 @@ async def test_a_delivery_is_new_again_after_its_window(open_store: OpenStore) -
 
 async def test_a_request_has_one_owner_and_retries_get_its_answer(open_store: OpenStore) -> None:
     a, b = await open_store(), await open_store()
-    claims = await asyncio.gather(*(s.claim_request("r1", "fp1", HOUR) for s in [a, b] * 5))
+    owners = [f"o{i}" for i in range(10)]
+    claims = await asyncio.gather(
+        *(s.claim_request("r1", "fp1", o, HOUR, HOUR) for s, o in zip([a, b] * 5, owners, strict=True))
+    )
     assert [c.new for c in claims].count(True) == 1
-    waiting = await b.claim_request("r1", "fp1", HOUR)
+    owner = next(c.owner for c in claims if c.new)
+    waiting = await b.claim_request("r1", "fp1", "late", HOUR, HOUR)
     assert (waiting.new, waiting.fingerprint, waiting.answer) == (False, "fp1", None)
-    await a.finish_request("r1", "fp1", b'{"text": "hello"}', HOUR)
-    done = await b.claim_request("r1", "other", HOUR)
+    again = await b.claim_request("r1", "fp1", owner, HOUR, HOUR)
+    assert again.new, "the owner's own claim, sent again, is still its own"
+    await a.finish_request("r1", owner, "fp1", b'{"text": "hello"}', HOUR)
+    done = await b.claim_request("r1", "other", "late", HOUR, HOUR)
     assert (done.new, done.fingerprint, done.answer) == (False, "fp1", b'{"text": "hello"}')
 
 
 async def test_a_released_request_can_be_owned_again(open_store: OpenStore) -> None:
     a, b = await open_store(), await open_store()
-    assert (await a.claim_request("r2", "fp", HOUR)).new
-    await a.release_request("r2")
-    assert (await b.claim_request("r2", "fp", HOUR)).new
+    assert (await a.claim_request("r2", "fp", "a", HOUR, HOUR)).new
+    await a.release_request("r2", "not-the-owner")
+    assert not (await b.claim_request("r2", "fp", "b", HOUR, HOUR)).new, "only the owner releases"
+    await a.release_request("r2", "a")
+    assert (await b.claim_request("r2", "fp", "b", HOUR, HOUR)).new
+
+
+async def test_a_claim_is_a_lease_its_owner_renews_and_a_retry_takes_over_once_lapsed(
+    open_store: OpenStore,
+) -> None:
+    """A dead owner (it stops renewing) blocks its request for one lease, not the window;
+    a live one keeps it by renewing; the first answer stored stays."""
+    a, b = await open_store(), await open_store()
+    lease = 0.4
+    assert (await a.claim_request("r3", "fp", "a", lease, HOUR)).new
+    for _ in range(3):  # a live owner renews: nobody takes it over
+        await asyncio.sleep(lease / 2)
+        assert await a.renew_request("r3", "a", lease)
+        assert not (await b.claim_request("r3", "fp", "b", lease, HOUR)).new
+    other = await b.claim_request("r3", "another body", "c", lease, HOUR)
+    await asyncio.sleep(lease * 1.5)  # a stops renewing (it died)
+    assert not (await b.claim_request("r3", "another body", "c", lease, HOUR)).new, "not another request's"
+    assert not other.new
+    took = await b.claim_request("r3", "fp", "b", lease, HOUR)
+    assert took.new and took.owner == "b"
+    assert not await a.renew_request("r3", "a", lease), "the dead owner's lease is gone"
+    await b.finish_request("r3", "b", "fp", b"from b", HOUR)
+    await a.finish_request("r3", "a", "fp", b"from a", HOUR)  # late: the first answer stays
+    done = await a.claim_request("r3", "fp", "d", lease, HOUR)
+    assert (done.new, done.answer) == (False, b"from b")
+    assert not await b.renew_request("r3", "b", lease), "an answered request needs no lease"
 
 
 async def test_limits_hold_across_stores_and_tell_the_sender_once(open_store: OpenStore) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bots.testing import eventually
 from core.conversation.reserver import Reserver
 from core.model.keys import SessionKey
 from core.model.messages import ChatMessage
@@ -222,8 +223,12 @@ async def test_kill_9_of_a_writer_never_leaves_a_torn_entry_or_loses_an_acknowle
     root = tmp_path / "state"
     ack = tmp_path / "acks"
     for round_ in range(25):
+        before = ack.stat().st_size if ack.exists() else 0
         proc = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, str(root), str(ack))
-        await asyncio.sleep(0.25 + (round_ % 5) * 0.05)
+        # Killed mid-work: once it acknowledged a write this round (starting Python takes
+        # its time on a loaded machine), then at a moment that varies from round to round.
+        await eventually(lambda: ack.exists() and ack.stat().st_size > before, timeout=60)  # noqa: B023
+        await asyncio.sleep((round_ % 5) * 0.03)
         proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
     store = FileStore(root)

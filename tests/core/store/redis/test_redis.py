@@ -105,7 +105,9 @@ async def test_every_redis_key_has_the_prefix_and_no_raw_session_key(
     async with store.lock_turn(KEY):
         with redis_server.client() as r:
             names = [n.decode() for n in r.scan_iter(match=f"{store.prefix}:*")]
-    assert sorted(n.split(":")[1] for n in names) == ["commit", "entry", "fence", "transcript", "turn"]
+    # `attempt`: the reserve's MULTI marker (a token, kept a minute; core/store/redis/entries.py)
+    kinds = ["attempt", "commit", "entry", "fence", "transcript", "turn"]
+    assert sorted(n.split(":")[1] for n in names) == kinds
     assert not any("alice" in n or "general" in n for n in names)
 
 
