@@ -60,7 +60,7 @@ async def chatlane(tmp_path: Path, fake: FakeDiscord) -> AsyncIterator[ChatlaneP
     await fill_store(tmp_path / "state", SESSIONS)
     config = tmp_path / "chatlane.toml"
     config.write_text(
-        f'[store]\npath = "{tmp_path / "state"}"\n[agent]\necho_delay_ms = 2500\n'
+        f'[store]\npath = "{tmp_path / "state"}"\n[agent]\necho_delay_ms = 2500\nmodels = ["small", "big"]\n'
         "[http]\nport = 0\nconsole = true\n"
         f'[discord]\nenabled = true\napi_base_url = "{fake.api_base}"\ngateway_url = "{fake.gateway_url}"\n'
         "guild_ready_timeout_s = 0.05\nsync_commands = false\n",
@@ -143,6 +143,13 @@ async def test_an_operator_watches_stops_and_resets_a_discord_conversation(
             await eventually(lambda: _session_changed(chatlane, key), timeout=10)
             await page.reload()
             assert await session_row.inner_text() != before
+
+            # Change model: the conversation's model is the one picked.
+            await page.select_option("#model", "big")
+            await page.get_by_role("button", name="Change model").click()
+            await page.locator(".notice").wait_for()
+            model_row = page.locator("tr", has=page.locator("th", has_text="Model")).first
+            await expect(model_row).to_contain_text("big")
 
             # Health: the Discord adapter, the store, the turn chart.
             await page.goto(f"{root}/console/health")
