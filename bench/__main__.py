@@ -1,6 +1,6 @@
 """`python -m bench NAME [--json] [--quick]`: run benchmarks, print a table, check correctness.
 
-NAME is reserve, scale, pipeline, big, memory, backfill, deliveries, streaming or all. The exit
+NAME is reserve, scale, pipeline, big, memory, backfill, deliveries, streaming, restart or all. The exit
 code is 1 when any benchmark's correctness checks failed (a fast wrong answer is not a
 result), 2 on a usage error. With `--json` the table goes to stderr and stdout gets one JSON document.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import backfill, big, deliveries, memory, pipeline, reserve, scale, streaming
+from bench import backfill, big, deliveries, memory, pipeline, reserve, restart, scale, streaming
 from bench.common import Options
 from bench.report import Report, machine, machine_line
 
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[Options], Coroutine[Any, Any, Report]]] = {
     "backfill": backfill.run,
     "deliveries": deliveries.run,
     "streaming": streaming.run,
+    "restart": restart.run,
 }
 
 

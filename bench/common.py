@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -108,8 +109,13 @@ def redis_url(opts: Options) -> Iterator[str | None]:
         yield server.url
 
 
-SERVER_ENV: dict[str, str | None] = {"CHATLANE_HTTP_TOKEN": None}
-"""The benchmarked server's environment: a token in the caller's shell must not turn on auth."""
+SERVER_ENV: dict[str, str | None] = {
+    "CHATLANE_HTTP_TOKEN": None,
+    "PYTHONPATH": os.environ.get("BENCH_SERVER_PYTHONPATH") or os.environ.get("PYTHONPATH"),
+}
+"""The benchmarked server's environment: a token in the caller's shell must not turn on auth.
+`BENCH_SERVER_PYTHONPATH` runs another checkout's server under this bench (a before/after
+in one tree: `git archive main | tar -x -C /tmp/main`, then point it there)."""
 
 
 def server_config(

@@ -45,6 +45,7 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
     requests: list[tuple[str, str]] = [(k, t) for k, t in plan["requests"]]
     concurrency = int(plan["concurrency"])
     ordered = bool(plan.get("ordered_per_key", False))
+    once = str(plan.get("idempotency", ""))
     timeout = aiohttp.ClientTimeout(total=float(plan.get("timeout_s", 60)))
     results: list[Row | None] = [None] * len(requests)
     done: list[asyncio.Event] = [asyncio.Event() for _ in requests]
@@ -64,7 +65,10 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
             body = {"model": "main", "messages": [{"role": "user", "content": text}]}
             t0 = time.perf_counter()
             try:
-                async with http.post(url, json=body, headers={"X-Session-Key": key}) as resp:
+                headers = {"X-Session-Key": key}
+                if once:  # a retry-safe request: kept in the durable inbox until answered
+                    headers["Idempotency-Key"] = f"{once}-{i}"
+                async with http.post(url, json=body, headers=headers) as resp:
                     data = await resp.json(content_type=None)
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):

@@ -65,6 +65,9 @@ async def run(opts: Options) -> Report:
     floor_rps: list[float] = []
     floor_latency: list[float] = []
     rps_ratio: list[float] = []
+    keyed_rps: list[float] = []
+    keyed_ratio: list[float] = []
+    keyed_latency: list[float] = []
     p99_ratio: list[float] = []
     for r in range(opts.runs):
         with scratch(opts, "pipeline") as root:
@@ -79,10 +82,17 @@ async def run(opts: Options) -> Report:
                     (http_key(f"load{i % sz.keys}"), f"k{i % sz.keys}-m{i // sz.keys + 1}")
                     for i in range(sz.requests)
                 ]
+                keyed = [
+                    (http_key(f"keyed{i % sz.keys}"), f"k{i % sz.keys}-m{i // sz.keys + 1}")
+                    for i in range(sz.requests)
+                ]
                 burst = [(http_key("burst"), f"burst-{j}") for j in range(sz.burst)]
                 floor = await _floor(root, main, warm, sz.concurrency)
                 got_warm = await run_plan(_plan(base, warm, 10, ordered=True))
                 got_main = await run_plan(_plan(base, main, sz.concurrency, ordered=True))
+                got_keyed = await run_plan(
+                    _plan(base, keyed, sz.concurrency, ordered=True, idempotency=f"r{r}")
+                )
                 got_burst = await run_plan(_plan(base, burst, sz.burst, ordered=False))
                 status = server.status()
             finally:
@@ -95,6 +105,9 @@ async def run(opts: Options) -> Report:
             run_floor_latency = [row[1] for row in floor["results"] if row]
             floor_latency.extend(run_floor_latency)
             rps_ratio.append(rps[-1] / floor_rps[-1])
+            keyed_rps.append(sz.requests / got_keyed["wall_s"])
+            keyed_ratio.append(keyed_rps[-1] / floor_rps[-1])
+            keyed_latency.extend(row[1] for row in got_keyed["results"] if row)
             p99_ratio.append(_p99(run_latency) / _p99(run_floor_latency))
             burst_s.append(got_burst["wall_s"] * 1000)
             burst_latency.extend(row[1] for row in got_burst["results"] if row)
@@ -102,6 +115,7 @@ async def run(opts: Options) -> Report:
             expected: dict[str, Conversation] = {}
             expected |= check_replies(report, f"{label} warm-up", warm, got_warm["results"], ordered=True)
             expected |= check_replies(report, f"{label} main", main, got_main["results"], ordered=True)
+            expected |= check_replies(report, f"{label} keyed", keyed, got_keyed["results"], ordered=True)
             expected |= check_replies(report, f"{label} burst", burst, got_burst["results"], ordered=False)
             listed = await asyncio.to_thread(sessions_list, config)
             await check_store(report, label, expected, listed, root / "state", transcript_sample=1000)
@@ -117,6 +131,14 @@ async def run(opts: Options) -> Report:
     report.metric("floor: latency", "ms", floor_latency)
     report.metric("chatlane / floor requests/s", "x", rps_ratio, FLOOR_RPS_RATIO_TARGET, "higher")
     report.metric("chatlane / floor p99 latency", "x", p99_ratio, FLOOR_P99_RATIO_TARGET)
+    report.metric(
+        "keyed: requests/s (main plan + Idempotency-Key: each message in the durable inbox)",
+        "/s",
+        keyed_rps,
+        better="higher",
+    )
+    report.metric("keyed: latency", "ms", keyed_latency)
+    report.metric("keyed / floor requests/s", "x", keyed_ratio, better="higher")
     report.metric(f"burst: {sz.burst} same-key requests, total", "ms", burst_s)
     report.metric("burst: latency", "ms", burst_latency)
     report.metric("server peak RSS (VmHWM)", "MB", peak_mb, RSS_TARGET_MB)
@@ -198,6 +220,12 @@ def _p99(values: list[float]) -> float:
 
 
 def _plan(
-    base: str, requests: list[tuple[str, str]], concurrency: int, *, ordered: bool
+    base: str, requests: list[tuple[str, str]], concurrency: int, *, ordered: bool, idempotency: str = ""
 ) -> dict[str, object]:
-    return {"base_url": base, "concurrency": concurrency, "ordered_per_key": ordered, "requests": requests}
+    return {
+        "base_url": base,
+        "concurrency": concurrency,
+        "ordered_per_key": ordered,
+        "requests": requests,
+        "idempotency": idempotency,
+    }

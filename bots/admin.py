@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from core.agents import placeholder
-from core.model import SessionEntry, parse_key, validate_key
+from core.model import InboxItem, InboxView, SessionEntry, parse_key, validate_key
 from core.store import SESSION_ID
 from core.turn import FutureResponder
 
@@ -103,14 +103,59 @@ async def run(args: argparse.Namespace, runtime: Runtime) -> int:
         if entry is not None:
             print(f"the previous one is kept: chatlane sessions show {key} --session {entry.session_id}")
         return 0
-    if entry is None:
+    inbox = await runtime.store.inbox.items(key)
+    if entry is None and not (inbox.pending or inbox.parked):
         print(f"chatlane: no session for {key}", file=sys.stderr)
         return 1
-    return await _show(args, runtime, entry)
+    if entry is None:  # messages accepted before their conversation's first answer
+        _print_inbox(inbox, args.json)
+        return 0
+    return await _show(args, runtime, entry, inbox)
+
+
+def _item_json(item: InboxItem) -> dict[str, object]:
+    return {
+        "item": item.item_id,
+        "seq": item.seq,
+        "kind": item.kind,
+        "text": item.inbound.text,
+        "acceptedAt": iso(item.at),
+        "attempts": item.attempts,
+        "platform": item.target.platform if item.target is not None else None,
+        "answerMessage": item.answer_id,
+        "owner": item.owner,
+    }
+
+
+def _print_inbox(inbox: InboxView, as_json: bool) -> None:
+    if as_json:
+        out = {
+            "pending": [_item_json(i) for i in inbox.pending],
+            "parked": [_item_json(i) for i in inbox.parked],
+        }
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    for title, items in (("pending", inbox.pending), ("parked (failed 3 times)", inbox.parked)):
+        if items:
+            print(f"=== {title}: {len(items)}")
+        for i in items:
+            text = i.inbound.text if len(i.inbound.text) <= 80 else i.inbound.text[:79] + "…"
+            answer = f", answer message {i.answer_id}" if i.answer_id else ""
+            print(f"#{i.seq} {i.kind} accepted {iso(i.at)}, {i.attempts} tries{answer}\n{text}")
+
+
+async def _pending_counts(runtime: Runtime) -> dict[str, int]:
+    """Pending inbox items per conversation, from the inbox's index (never every session)."""
+    counts: dict[str, int] = {}
+    for key in await runtime.store.inbox.keys():
+        if n := len((await runtime.store.inbox.items(key)).pending):
+            counts[key] = n
+    return counts
 
 
 async def _list(args: argparse.Namespace, runtime: Runtime) -> int:
     listing = await runtime.store.list()
+    pending = await _pending_counts(runtime)
     rows = sorted(listing.entries, key=lambda e: e.last_interaction_at, reverse=True)
     if args.platform:
         rows = [e for e in rows if parse_key(e.key).platform == args.platform]
@@ -119,20 +164,28 @@ async def _list(args: argparse.Namespace, runtime: Runtime) -> int:
         rows = rows[: args.limit]
     if args.json:
         fields = ("key", "sessionId", "turns", "createdAt", "lastInteractionAt")
-        print(json.dumps([{k: v for k, v in _entry_json(e).items() if k in fields} for e in rows], indent=2))
+        out = [
+            {**{k: v for k, v in _entry_json(e).items() if k in fields}, "pending": pending.get(e.key, 0)}
+            for e in rows
+        ]
+        print(json.dumps(out, indent=2))
     else:
-        fixed = f"  {'TURNS':>5}  {'LAST ACTIVE (UTC)':<16}  {'SESSION':<8}"
+        fixed = f"  {'TURNS':>5}  {'PENDING':>7}  {'LAST ACTIVE (UTC)':<16}  {'SESSION':<8}"
         width = max((len(e.key) for e in rows), default=3)
         if not args.wide:
             width = min(width, WIDTH - len(fixed))
         print(f"{'KEY':<{width}}{fixed}")
         for e in rows:
             key = e.key if args.wide else _shorten(e.key, width)
+            waiting = pending.get(e.key, 0)
             print(
-                f"{key:<{width}}  {e.turns:>5}  {_short_time(e.last_interaction_at):<16}  {e.session_id[:8]}"
+                f"{key:<{width}}  {e.turns:>5}  {waiting:>7}  {_short_time(e.last_interaction_at):<16}  "
+                f"{e.session_id[:8]}"
             )
         shown = f" (showing {len(rows)}; --limit)" if len(rows) < total else ""
         print(f"{total} sessions{shown}")
+        if pending:
+            print(f"{sum(pending.values())} messages pending in the inbox of {len(pending)} conversations")
     for d in listing.damaged:
         print(f"damaged: {d.key or '(key unknown)'} at {d.where}: {d.reason}", file=sys.stderr)
     return 0
@@ -158,7 +211,7 @@ def _entry_json(e: SessionEntry) -> dict[str, object]:
     }
 
 
-async def _show(args: argparse.Namespace, runtime: Runtime, entry: SessionEntry) -> int:
+async def _show(args: argparse.Namespace, runtime: Runtime, entry: SessionEntry, inbox: InboxView) -> int:
     session_id = entry.session_id
     if args.session is not None:
         if not SESSION_ID.fullmatch(args.session):
@@ -187,6 +240,8 @@ async def _show(args: argparse.Namespace, runtime: Runtime, entry: SessionEntry)
             }
             for r in records
         ]
+        out["pending"] = [_item_json(i) for i in inbox.pending]
+        out["parked"] = [_item_json(i) for i in inbox.parked]
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
     print(f"key:        {entry.key}\nsession:    {entry.session_id}\nturns:      {entry.turns}")
@@ -204,6 +259,7 @@ async def _show(args: argparse.Namespace, runtime: Runtime, entry: SessionEntry)
             f"\n{placeholder(a)} {a.mime}, {a.size:,} bytes, sha256 {a.sha256[:12]}" for a in r.attachments
         )
         print(f"--- {r.role} {iso(r.at)}{mark}\n{r.content}{files}")
+    _print_inbox(inbox, False)
     return 0
 
 

@@ -5,7 +5,7 @@ names the adapter's settings class (its `[section]` and the secrets it needs) an
 module with `create(runtime) -> Service`; the full config schema is core's sections
 plus every registered section (`CONFIG`), and the launcher starts the adapters whose
 `[section] enabled = true`. Shutdown: stop the adapters taking new messages, let
-in-flight turns finish (`queue.shutdown_timeout_s`), then close the agent and store.
+in-flight turns finish (`queue.drain_s`), then close the agent and store.
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
     runtime = Runtime.build(loaded)
     started: list[Service] = []
     try:
+        # Before any adapter takes events: each adapter's platform is resumed from the
+        # durable inbox as it registers, before its new messages (core/door/resume.py).
+        runtime.gateway.start()
         for adapter, enabled, why in plan(loaded):
             if not enabled:
                 log.info("%s: disabled (%s)", adapter.settings.section, why)
@@ -107,8 +110,9 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
         log.info("chatlane is up: agents %s, store %s; Ctrl-C stops", agents, loaded.config.store.backend)
         await stop.wait()
         log.info(
-            "stopping: finishing in-flight turns (up to %ss; Ctrl-C again to stop them now)",
-            loaded.config.queue.shutdown_timeout_s,
+            "stopping: finishing in-flight turns (up to %ss; Ctrl-C again to stop them now); "
+            "what is left stays in the inbox for the next start",
+            loaded.config.queue.drain_timeout_s,
         )
         return 0
     except StartupError as exc:

@@ -1,10 +1,11 @@
 """chatlane's platform-free core: rooms a message walks through, outside in.
 
-    door/          the ONE way in: Gateway (submit, command, stop, status), commands, access, dedupe, limits
+    door/          the ONE way in: Gateway (submit, command, stop, status), commands, access, dedupe,
+                   limits, targets (ReplyTarget -> Responder), resume (the durable inbox after a restart)
     conversation/  one session per key (reserver), one order per key (lanes, queue modes), routing
     turn/          TurnRunner: lease -> resolve -> context -> agent -> ONE fenced commit -> deliver
     agents/        the Agent contract (base), echo, openai, plugins
-    store/         protocols in parts (base), files/ (embedded) and redis/ (scale-out) backends
+    store/         protocols in parts (base: sessions, ledger, inbox, ...), files/ and redis/ backends
     ops/           logs, metrics, owned tasks
     model/         shapes every room shares: Inbound, Reply, ReplyTarget, ChatMessage, keys, errors
     config.py      TOML -> frozen typed config; adapters add their own sections

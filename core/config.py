@@ -159,8 +159,22 @@ class QueueSettings(Section):
     drop: Literal["oldest", "newest"] = "oldest"
     max_concurrent_turns: Annotated[int, Field(ge=1, le=10_000)] = 16
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
+    """The older name of `drain_s`; used when only it is set."""
+    drain_s: Annotated[float, Field(ge=0)] = 10.0
+    """On SIGTERM, how long running turns may take to finish; what is left stays in the
+    durable inbox and is answered after the restart."""
+    adopt_every_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """How often each process looks for inbox items of dead processes to answer."""
     stop_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.25
     """How often a running turn checks the store for a `/stop` taken by another process."""
+
+    @property
+    def drain_timeout_s(self) -> float:
+        """`drain_s`, or `shutdown_timeout_s` in a config that sets only that older key."""
+        fields = self.model_fields_set
+        if "shutdown_timeout_s" in fields and "drain_s" not in fields:
+            return self.shutdown_timeout_s
+        return self.drain_s
 
 
 class AttachmentSettings(Section):

@@ -4,16 +4,22 @@ The first request with a key owns it (atomically, in the store every process sha
 and runs the turn; its answer is stored when the gateway delivers it, even if that
 client has gone. A retry with the same key and the same request gets the stored
 answer (JSON or, if it asks to stream, the stored answer as one SSE chunk), or waits for
-it while the first still runs; it never starts a second turn. The same key with another
+it while the first still runs; it never starts a second turn. Such a request is kept in
+the durable inbox with a `ReplyTarget` naming its claim, so when the process that took
+it dies or drains, the process that resumes it stores the answer under the claim, and
+the client's retry (on a restarted process or another replica) gets it, stored once. The same key with another
 body (or another `X-Session-Key`) is a 422. Keys are per API token. When the first
 attempt stored nothing (shutdown, queue full, over `[limits]`), the key is released, so
 a retry runs. A retry that waited `http.idempotency_wait_s` in vain gets a 409, which
 clients (the openai library among them) retry.
 
-The owner's claim is a lease of `http.idempotency_lease_s`, renewed while its turn runs
-(a task in the service's TaskSet, stopped once the answer is stored or the request
-released). A process that dies mid-turn stops renewing: once its lease lapses, a retry
-takes the request over and runs it (on any replica), instead of a 409 for the window.
+The owner's claim is held for the whole window, not as a renewed lease: the request is
+kept in the durable inbox, so when its process dies mid-turn the process that resumes
+it (a restart, or another replica adopting the dead one's items) answers it under the
+same claim, and the retry gets that answer. A lease that lapsed would let the retry
+run it a second time beside the resumed one. (`http.idempotency_lease_s` and the
+renewal task, `Requests.keep`, are left for requests kept in memory only; today every
+request with a key goes to the inbox.)
 """
 
 from __future__ import annotations
@@ -30,9 +36,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from core.door import Requests
-from core.model import Reply, StoreError
+from core.model import Reply, ReplyTarget, Responder, StoreError
 from core.ops import TaskSet
-from core.turn import FutureResponder
+from core.turn import FutureResponder, QuietResponder
 
 log = logging.getLogger("chatlane.http")
 
@@ -41,6 +47,9 @@ SESSION_HEADER = "X-Session-Key"
 MAX_KEY_LENGTH = 255
 POLL_FIRST_S = 0.005
 POLL_MAX_S = 0.1
+PLATFORM = "http"  # the same as bots/http/service.py's
+"""The platform of the API's `ReplyTarget`s: a request with an `Idempotency-Key` is kept
+in the durable inbox (channel: its session key) and answered after a restart."""
 NOTHING_STORED = frozenset({"shutdown", "dropped", "limited"})
 """Reply kinds after which a retry must run again: the first attempt stored nothing."""
 
@@ -124,12 +133,16 @@ class OwnerResponder(FutureResponder):
         self,
         store_reply: Callable[[Reply], Awaitable[Stored | None]],
         keeper: asyncio.Task[None] | None = None,
+        target: ReplyTarget | None = None,
     ) -> None:
         super().__init__()
         self._store_reply = store_reply
         self.stored: Stored | None = None
         self._kept = False
         self.keeper = keeper
+        self.target = target
+        """Where the answer goes for a process that resumes the request from the durable
+        inbox: the request's claim, answered into the store (see `Idempotency.responder`)."""
 
     async def send(self, reply: Reply) -> None:
         # Not `self.reply.done()`: a client that went away cancels that future, and its
@@ -150,6 +163,19 @@ class OwnerResponder(FutureResponder):
     def response(self) -> web.Response | None:
         """The stored answer as a JSON response (None if nothing was stored)."""
         return None if self.stored is None else self.stored.response()
+
+
+class ResumedResponder(QuietResponder):
+    """A resumed request's responder: no client listens, so only the answer is kept."""
+
+    def __init__(self, keep: Callable[[Reply], Awaitable[Stored | None]]) -> None:
+        self._keep = keep
+        self._kept = False
+
+    async def send(self, reply: Reply) -> None:
+        if not self._kept:
+            self._kept = True
+            await self._keep(reply)
 
 
 class Idempotency:
@@ -195,17 +221,28 @@ class Idempotency:
         delay = POLL_FIRST_S
         try:
             while True:
-                claim = await self.requests.claim(request_id, fingerprint, self.lease_s)
+                claim = await self.requests.claim(request_id, fingerprint, self.requests.window_s)
                 if claim.new:
                     owner = claim.owner
-                    keeper = self._tasks.spawn(
-                        self.requests.keep(request_id, owner, self.lease_s), name=f"lease {request_id}"
+                    # Kept in the durable inbox: if this process dies, the process that
+                    # resumes the request answers it under this claim, so the claim must
+                    # not lapse and let a retry run it a second time (no renewing lease).
+                    target = ReplyTarget(
+                        PLATFORM,
+                        session_key,
+                        extra=(
+                            ("fingerprint", fingerprint),
+                            ("ident", ident),
+                            ("owner", owner),
+                            ("request", request_id),
+                        ),
                     )
                     return OwnerResponder(
                         lambda reply, owner=owner: self._keep(  # type: ignore[misc]
                             request_id, owner, fingerprint, session_key, ident, reply
                         ),
-                        keeper,
+                        None,
+                        target,
                     )
                 if claim.fingerprint != fingerprint:
                     return _error(
@@ -233,6 +270,15 @@ class Idempotency:
                 "store_unavailable",
                 "server_error",
             )
+
+    def responder(self, target: ReplyTarget) -> Responder:
+        """Answer a request resumed from the durable inbox (its client's connection died
+        with the process that took it): the answer is stored under its claim, where the
+        client's retry with the same `Idempotency-Key`, on any replica, finds it."""
+        extra = dict(target.extra)
+        request_id, fingerprint, ident = extra["request"], extra["fingerprint"], extra["ident"]
+        owner, key = extra.get("owner", ""), target.channel
+        return ResumedResponder(lambda reply: self._keep(request_id, owner, fingerprint, key, ident, reply))
 
     async def _keep(
         self, request_id: str, owner: str, fingerprint: str, session_key: str, ident: str, reply: Reply

@@ -44,6 +44,8 @@ import itertools
 import json
 import logging
 import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -120,6 +122,9 @@ class _Events(QuietResponder):
             self.queue.put_nowait(RETRY_TEXT)
 
 
+T = TypeVar("T")
+
+
 class HttpService:
     """The `[http]` bot. `port` is the bound port once started (config `port = 0`: any free one)."""
 
@@ -139,6 +144,7 @@ class HttpService:
         self._ids = itertools.count(1)
         self._instance = uuid.uuid4().hex[:12]  # ids unique across processes without a urandom call each
         self._tasks = TaskSet("http")
+        self._stopping = asyncio.Event()
         self.guard = ConnectionGuard(
             max_connections=self.settings.max_connections or derive_max_connections(),
             header_timeout_s=self.settings.header_timeout_s,
@@ -192,10 +198,13 @@ class HttpService:
         self.port = site.bound_port
         if self.console is not None:
             self.console.start()
+        self.runtime.gateway.targets.register(PLATFORM, self._once.responder)
 
     async def stop(self) -> None:
         if self.console is not None:
             self.console.stop()
+        self._stopping.set()
+        self.runtime.gateway.targets.unregister(PLATFORM)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -246,7 +255,7 @@ class HttpService:
         live = not chat.stream or self.runtime.loaded.config.queue.mode != "interrupt"
         events = _Events(live, owner)
         try:
-            await self.runtime.gateway.submit(inbound, events)
+            await self.runtime.gateway.submit(inbound, events, target=owner.target if owner else None)
         except Closed:
             if owner is not None:  # frees its Idempotency-Key for a retry
                 await owner.send(Reply("", "shutdown", key))
@@ -259,7 +268,7 @@ class HttpService:
             # Owned, not tied to this handler: a client that leaves must not leave its session behind.
             self._tasks.spawn(self._forget_after(key, events.reply), name=f"forget {key}")
         if not chat.stream:
-            reply = await events.reply
+            reply = await self._until_stopping(events.reply)
             if owner is not None and (stored := owner.response()) is not None:
                 return stored  # byte for byte what its retries get
             if (problem := _reply_error(reply)) is not None:
@@ -269,10 +278,24 @@ class HttpService:
                 content_type="application/json",
                 headers={SESSION_HEADER: key},
             )
-        first = await events.queue.get()
+        first = await self._until_stopping(events.queue.get())
         if isinstance(first, Reply) and (problem := _reply_error(first)) is not None:
             return problem.response()  # nothing streamed yet: a real status
         return await self._stream(request, events, first, ident, key)
+
+    async def _until_stopping(self, waiting: Awaitable[T]) -> T:
+        """`waiting`, or a 503 + Retry-After once the service stops first: a request kept
+        in the durable inbox is answered after the restart, to its `Idempotency-Key` retry."""
+        got = asyncio.ensure_future(waiting)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({got, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not got.done():
+            got.cancel()
+            raise shutting_down()
+        return got.result()
 
     async def _stream(
         self, request: web.Request, events: _Events, first: str | Reply, ident: str, key: SessionKey

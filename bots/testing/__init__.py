@@ -10,6 +10,7 @@ fake platforms speak (and fake_slack imports) platform SDKs, which core/ never d
   server        serve_on_loopback: an aiohttp app on a free 127.0.0.1 port
   agents        test agents at the agent boundary: RecordingAgent, FixedAgent, FlakyAgent,
                 SlowStreamAgent; Replies, a responder that collects replies
+  board         Board: a fake platform answered through stored `ReplyTarget`s (the inbox)
   polling       `eventually(check)`: wait until a condition holds
   process       `ChatlaneProcess`: a real `chatlane run` child process; `run_cli` for the
                 one-shot commands; `write_config` for a minimal config
@@ -21,11 +22,14 @@ The pytest fixtures built on these live in `tests/support/`.
 from __future__ import annotations
 
 from bots.testing.agents import FixedAgent, FlakyAgent, RecordingAgent, Replies, SlowStreamAgent
+from bots.testing.board import Board, BoardResponder
 from bots.testing.polling import eventually
 from bots.testing.process import ChatlaneProcess, read_status, run_cli, write_config
 from bots.testing.redis import RedisServer, find_redis_server, free_port, unique_prefix
 
 __all__ = [
+    "Board",
+    "BoardResponder",
     "ChatlaneProcess",
     "FixedAgent",
     "FlakyAgent",

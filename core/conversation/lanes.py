@@ -13,6 +13,11 @@ Queue modes, for a message that arrives while a turn of its key runs:
              message stays in memory) and the next turn answers everything pending.
 More than `cap` waiting messages: the oldest or newest is dropped and its sender told.
 
+Shutdown (`close`, the drain): running turns get the timeout to finish; messages that
+wait in the durable inbox (`Pending.item_id`) start no new turn and nobody is told
+anything (the next process answers them); messages kept only in memory still run
+within the timeout, or hear "send it again".
+
 `stop` (the `/stop` command) cancels a key's running turn in any mode: its messages
 are not answered again (they stay in memory, marked interrupted) and their senders
 get a `stopped` reply; messages queued behind it still get their turns.
@@ -23,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +55,15 @@ class Pending:
     """A `/model` command: like a reset, in order and never merged."""
     fenced: int = 0
     """How many turns of this message were fenced out (stored nothing) in a row."""
+    item_id: str = ""
+    """Its durable inbox item (empty: kept in memory only, e.g. no `ReplyTarget` given).
+    Such a message is never told "send it again" at shutdown: it stays in the inbox."""
+    seq: int = 0
+    """Its place in the conversation's inbox (orders adopted items among queued ones)."""
+    answer_id: str | None = None
+    """The platform message its answer streams into, as stored in the inbox."""
+    attempts: int = 0
+    """Turns started on it before (by processes that died): a poison message is parked."""
 
     @property
     def exclusive(self) -> bool:
@@ -70,6 +84,13 @@ INTERRUPTED_TEXT = (
 STOPPED_TEXT = "Stopped."
 
 RunTurn = Callable[[SessionKey, list[Pending]], Coroutine[Any, Any, None]]
+Settled = Callable[[SessionKey, list[Pending]], Awaitable[None]]
+"""Messages that leave the lane without a turn's commit (dropped, stopped): the runner
+takes them out of the durable inbox."""
+
+
+async def _nothing(key: SessionKey, items: list[Pending]) -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -84,8 +105,9 @@ class _Lane:
 
 
 class Lanes:
-    def __init__(self, run_turn: RunTurn, settings: QueueSettings) -> None:
+    def __init__(self, run_turn: RunTurn, settings: QueueSettings, settled: Settled = _nothing) -> None:
         self._run_turn = run_turn
+        self._settled = settled
         self._settings = settings
         self._lanes: dict[SessionKey, _Lane] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
@@ -94,6 +116,11 @@ class Lanes:
 
     def __len__(self) -> int:
         return len(self._lanes)
+
+    @property
+    def closing(self) -> bool:
+        """`close` was called: no new messages are taken."""
+        return self._closing
 
     def waiting(self, key: SessionKey) -> tuple[int, bool]:
         """(messages waiting, whether a turn runs) for one key."""
@@ -121,8 +148,9 @@ class Lanes:
         """Messages waiting for a turn, over all keys."""
         return sum(len(lane.pending) for lane in self._lanes.values())
 
-    async def submit(self, key: SessionKey, item: Pending) -> None:
-        """Queue `item` on its key's lane; returns before the turn runs."""
+    async def submit(self, key: SessionKey, item: Pending, *, by_seq: bool = False) -> None:
+        """Queue `item` on its key's lane; returns before the turn runs. `by_seq`: an
+        adopted inbox item goes before queued items the inbox holds after it."""
         if self._closing:
             raise Closed("shutting down")
         lane = self._lanes.get(key)
@@ -133,7 +161,11 @@ class Lanes:
         if len(lane.pending) >= self._settings.cap:
             dropped = item if self._settings.drop == "newest" else lane.pending.popleft()
         if dropped is not item:
-            lane.pending.append(item)
+            at = len(lane.pending)
+            if by_seq:
+                later = [i for i, p in enumerate(lane.pending) if p.item_id and p.seq > item.seq]
+                at = later[0] if later else at
+            lane.pending.insert(at, item)
             lane.arrived.set()
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane {key}")
@@ -144,6 +176,7 @@ class Lanes:
             lane.turn.cancel()
         if dropped is not None:
             log.warning("queue of %s is full (cap %d); dropped a message", key, self._settings.cap)
+            await self._settled(key, [dropped])
             await dropped.responder.send(Reply(DROPPED_TEXT, "dropped", key))
         if busy and dropped is not item:
             await item.responder.on_queued()
@@ -153,6 +186,8 @@ class Lanes:
         turn: asyncio.Task[None] | None = None
         try:
             while lane.pending:
+                if self._closing and lane.pending[0].item_id:
+                    break  # draining: what waits in the durable inbox is left there
                 if self._settings.mode == "collect":
                     await self._quiet(lane)
                 async with self._slots:
@@ -168,6 +203,7 @@ class Lanes:
                             await asyncio.wait({turn})
                 if turn.cancelled() and lane.stopping:
                     lane.stopping = False
+                    await self._settled(key, batch)
                     for p in batch:
                         await p.responder.send(Reply(STOPPED_TEXT, "stopped", key))
                 elif turn.cancelled():
@@ -184,15 +220,28 @@ class Lanes:
         finally:
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
+            # On shutdown: messages in the durable inbox stay there and are answered after
+            # the restart (nothing is said); only those kept in memory alone are told.
             if batch and turn is not None and turn.cancelled():  # cut off by shutdown
-                log.warning("shutdown: a turn of %s was cut off; its senders are told", key)
-                for p in batch:
+                told = [p for p in batch if not p.item_id]
+                log.warning(
+                    "shutdown: a turn of %s was cut off; %d of its messages stay in the inbox",
+                    key,
+                    len(batch) - len(told),
+                )
+                for p in told:
                     # Recorded: in memory as interrupted, so not "safe to send again" as is.
                     text = INTERRUPTED_TEXT if p.recorded else SHUTDOWN_TEXT
                     await p.responder.send(Reply(text, "failure" if p.recorded else "shutdown", key))
             if lane.pending:  # only on shutdown
-                log.warning("shutdown: %d messages for %s not answered", len(lane.pending), key)
-                for p in lane.pending:
+                told = [p for p in lane.pending if not p.item_id]
+                log.warning(
+                    "shutdown: %d messages for %s stay in the inbox, %d not answered",
+                    len(lane.pending) - len(told),
+                    key,
+                    len(told),
+                )
+                for p in told:
                     await p.responder.send(Reply(SHUTDOWN_TEXT, "shutdown", key))
 
     async def _quiet(self, lane: _Lane) -> None:

@@ -115,14 +115,14 @@ class Answer:
 
 # ------------------------------------------------------------------ what each one does
 async def _reset(gateway: Gateway, key: SessionKey, inbound: Inbound, arg: str, responder: Responder) -> None:
-    await gateway.lanes.submit(key, Pending(inbound, responder, reset=True))
+    await gateway.enqueue(key, Pending(inbound, responder, reset=True))
 
 
 async def _model(gateway: Gateway, key: SessionKey, inbound: Inbound, arg: str, responder: Responder) -> None:
     # The runner reads the name from the item's text: give it the canonical form.
     text = f"{model_word(gateway.config.session)} {arg}".strip()
     command = dataclasses.replace(inbound, text=text)
-    await gateway.lanes.submit(key, Pending(command, responder, model_command=True))
+    await gateway.enqueue(key, Pending(command, responder, model_command=True))
 
 
 async def _stop(gateway: Gateway, key: SessionKey, inbound: Inbound, arg: str, responder: Responder) -> None:

@@ -22,8 +22,10 @@ the details, and the user's message is kept in memory where the store allows it.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 from core.agents import Agent
@@ -32,9 +34,13 @@ from core.conversation import Freshness, Pending, Reserver, Router
 from core.door.commands import STOP_FAILED_TEXT, STOP_SENT_TEXT, STOPPED_HERE_TEXT, Commands
 from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
+from core.door.resume import Resumer
 from core.door.targets import Targets
 from core.model import (
+    Closed,
     Inbound,
+    InboxItem,
+    ItemKind,
     ReplyTarget,
     Responder,
     SessionKey,
@@ -48,6 +54,10 @@ from core.store import SessionStore
 from core.turn import TurnRunner
 
 log = logging.getLogger("chatlane.gateway")
+
+_TARGET: contextvars.ContextVar[ReplyTarget | None] = contextvars.ContextVar("chatlane_target", default=None)
+"""The reply target of the message being handled by `Gateway._queue`, for a command it
+turned out to be (commands queue through `Gateway.enqueue` without naming it)."""
 
 
 class Gateway:
@@ -73,10 +83,13 @@ class Gateway:
         # Built here from the config, so no caller can forget `session.reset`.
         self.reserver = Reserver(store, Freshness.from_settings(config.session.reset), clock=clock)
         self.metrics = metrics or Metrics()
-        self.targets = Targets()
+        self.targets = Targets(on_register=self._platform_registered)
         """Adapters register how to answer a stored `ReplyTarget` (resumed and proactive messages)."""
         self.turns = TurnRunner(config, store, self.router, self.agents, self.reserver, self.metrics, clock)
         self.lanes = self.turns.lanes
+        self.resumer = Resumer(store, self.targets, self.turns, self.metrics, config.queue.adopt_every_s)
+        """The durable inbox's scan: resumes pending items here (core/door/resume.py)."""
+        self._clock = clock
         self.metrics.watch_queue(lambda: self.lanes.depth)
         self.deliveries = Deliveries(store, config.dedupe.window_s, self.metrics)
         self.limits = Limits(config.limits, store, self.metrics)
@@ -84,6 +97,15 @@ class Gateway:
         self._in_order = InOrder()
         self.commands = Commands(self)
         """The conversation commands (/new, /stop, /model, /status), for text and native forms."""
+
+    def _platform_registered(self, platform: str) -> None:
+        self.resumer.platform_registered(platform)
+
+    def start(self) -> None:
+        """Start resuming the durable inbox (items left by a restart or by dead processes).
+        Call once the event loop runs, before adapters take events; each adapter's
+        `targets.register` then resumes its platform's items before its new messages."""
+        self.resumer.start()
 
     @property
     def agent(self) -> Agent:
@@ -128,7 +150,11 @@ class Gateway:
         """Take one gated message. Returns once it is queued, before it is answered.
 
         `target` says where the answer goes in a form any process can use (see
-        `ReplyTarget`); the durable inbox stores it with the message (issue 24).
+        `ReplyTarget`). With a target, the message is in the durable inbox (fsync'd)
+        when this returns, so the adapter acknowledges it after: a crash or a deploy
+        from then on delays its answer but never loses it (core/door/resume.py). Without
+        one it lives in memory only, as before. Messages of a platform whose adapter just
+        registered its targets wait until that platform's stored messages are queued.
 
         `delivery` names the platform delivery (see `core.dedupe.Delivery`): a copy of a
         message any process on the store already took is dropped silently. A sender over
@@ -143,8 +169,10 @@ class Gateway:
         key = self.key_for(inbound)
         if delivery and self.deliveries.seen_here(inbound.platform, delivery):
             return key
+        if target is not None:
+            await self.resumer.ready(inbound.platform)
         if not delivery and not self.limits.enabled:
-            await self._queue(key, inbound, responder)
+            await self._queue(key, inbound, responder, target)
             return key
         ticket = self._in_order.ticket(key)
         try:
@@ -153,18 +181,58 @@ class Gateway:
                 go = await self.limits.admit(inbound, key, responder)
             await ticket.wait()
             if go:
-                await self._queue(key, inbound, responder)
+                await self._queue(key, inbound, responder, target)
         finally:
             ticket.done()
         return key
 
-    async def _queue(self, key: SessionKey, inbound: Inbound, responder: Responder) -> None:
+    async def _queue(
+        self, key: SessionKey, inbound: Inbound, responder: Responder, target: ReplyTarget | None
+    ) -> None:
+        """A conversation command acts (`/stop` at once; `/new` and `/model` are queued
+        through `enqueue`, in order); a message goes to `enqueue`."""
         self.metrics.messages_in.labels(inbound.platform).inc()
         if (found := self.commands.find(key, inbound.text)) is not None:
             command, arg = found  # /new, /stop, /model, /status typed as a message
-            await command.act(self, key, inbound, arg, responder)
+            handling = _TARGET.set(target)  # a queued command is an inbox item too
+            try:
+                await command.act(self, key, inbound, arg, responder)
+            finally:
+                _TARGET.reset(handling)
             return
-        await self.lanes.submit(key, Pending(inbound, responder))
+        await self.enqueue(key, Pending(inbound, responder), target)
+
+    async def enqueue(self, key: SessionKey, pending: Pending, target: ReplyTarget | None = None) -> None:
+        """Into the lane, through the durable inbox when the message says where its answer
+        goes (`target`, or that of the message a command came in, see `_queue`): stored
+        (fsync'd) before this returns. Raises `Closed` during shutdown, unless the item was
+        stored already (then the next process answers it)."""
+        target = target if target is not None else _TARGET.get()
+        if target is not None:
+            if self.lanes.closing:
+                raise Closed("shutting down")
+            kind: ItemKind = "reset" if pending.reset else "model" if pending.model_command else "message"
+            item = InboxItem(key, uuid.uuid4().hex, kind, pending.inbound, target, self._clock())
+            # Live before it is stored: the inbox scan must never take it for a leftover.
+            self.turns.live.add(item.item_id)
+            try:
+                stored = await self.store.inbox.append(item)  # durable before the adapter acks
+            except StoreError as exc:
+                # Still answered while this process lives; only a restart would lose it.
+                self.turns.live.discard(item.item_id)
+                log.error("inbox of %s: message kept in memory only, the store failed: %s", key, exc)
+            except BaseException:
+                self.turns.live.discard(item.item_id)
+                raise
+            else:
+                pending.item_id, pending.seq = stored.item_id, stored.seq
+        try:
+            await self.lanes.submit(key, pending)
+        except Closed:
+            if pending.item_id:  # stored while the drain began: the next process answers it
+                log.info("inbox of %s: a message came in as the drain began; it stays in the inbox", key)
+                return
+            raise
 
     async def command(self, key: SessionKey, name: str, arg: str, responder: Responder) -> None:
         """Do the conversation command `name` (core/door/commands.py) for `key`: the door
@@ -229,5 +297,9 @@ class Gateway:
             return await self.store.delete(key, entry.session_id)
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop taking messages; let running turns finish within the timeout."""
-        await self.lanes.close(self.config.queue.shutdown_timeout_s if timeout is None else timeout)
+        """Stop taking messages; let running turns finish within the timeout (`queue.drain_s`).
+
+        Messages in the durable inbox that were not answered by then stay there, and
+        nobody is told anything: the next process (or another one) answers them."""
+        await self.resumer.close()
+        await self.lanes.close(self.config.queue.drain_timeout_s if timeout is None else timeout)

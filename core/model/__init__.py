@@ -7,6 +7,7 @@ the store keeps (`SessionEntry`, `TurnLease`, `TurnCommit`) and the shared error
 from __future__ import annotations
 
 from core.model.errors import AgentError, Fenced, StoreError
+from core.model.inbox import POISON_ATTEMPTS, GoneFile, InboxItem, InboxView, ItemKind
 from core.model.keys import (
     ANY,
     MAX_KEY_LENGTH,
@@ -52,6 +53,7 @@ from core.model.sessions import (
 __all__ = [
     "ANY",
     "MAX_KEY_LENGTH",
+    "POISON_ATTEMPTS",
     "Admission",
     "AgentError",
     "AttachmentKind",
@@ -65,8 +67,12 @@ __all__ = [
     "FileTooLarge",
     "FileUnavailable",
     "FreshCheck",
+    "GoneFile",
     "HistorySource",
     "Inbound",
+    "InboxItem",
+    "InboxView",
+    "ItemKind",
     "KeyParts",
     "Listing",
     "Minter",

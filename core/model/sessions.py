@@ -87,6 +87,9 @@ class TurnCommit:
     turns: int
     """The session's turn count once this commit is stored (unchanged for a commit that
     only keeps an interrupted message)."""
+    answered: tuple[str, ...] = ()
+    """Inbox item ids this turn answered: the commit marks them done in the same atomic
+    step that stores its records (answered and out of the inbox are one fact)."""
 
 
 Admission = Literal["allowed", "limited_first", "limited"]

@@ -41,6 +41,21 @@ class Metrics:
             ["platform"],
             registry=r,
         )
+        self.inbox_depth = Gauge(
+            "chatlane_inbox_depth",
+            "Pending items in the durable inbox over all conversations (as of the last scan).",
+            registry=r,
+        )
+        self.inbox_oldest_age = Gauge(
+            "chatlane_inbox_oldest_age_seconds",
+            "Age of the oldest pending inbox item (as of the last scan; 0 when none).",
+            registry=r,
+        )
+        self.inbox_resumed = Counter(
+            "chatlane_inbox_resumed",
+            "Inbox items this process took over after a restart or from a dead process.",
+            registry=r,
+        )
         self.turn_latency = Histogram(
             "chatlane_turn_latency_seconds",
             "Time from a turn's start to its delivered reply.",

@@ -12,6 +12,8 @@ from core.model import (
     Admission,
     ChatMessage,
     FreshCheck,
+    InboxItem,
+    InboxView,
     Listing,
     Minter,
     Page,
@@ -181,7 +183,61 @@ class Signals(Protocol):
         ...
 
 
+class Inbox(Protocol):
+    """Accepted messages per conversation, durable until a turn's commit answers them.
+
+    `append` is durable before it returns and idempotent on the item id (a retry stores
+    once). An item leaves the pending set when a `TurnCommit` naming it in `answered` is
+    stored (same atomic step) or by `settle` (commands, drops, stops, parking). Items
+    belong to the process (`owner`) that appended or adopted them while it lives;
+    `adopt` takes over those of dead owners. `keys` is an index: only conversations with
+    pending items, never a scan of every session.
+    """
+
+    owner: str
+    """This process's owner id (random per store object)."""
+
+    async def append(self, item: InboxItem) -> InboxItem:
+        """Store `item` (owned by this process) durably; the stored item, with its `seq`."""
+        ...
+
+    async def keys(self) -> builtins.list[SessionKey]:
+        """Conversations with pending items (the index)."""
+        ...
+
+    async def items(self, key: SessionKey) -> InboxView:
+        """The conversation's pending items in order, and its parked ones. A damaged record
+        is quarantined (reported, counted) and never blocks the others."""
+        ...
+
+    async def adopt(self, key: SessionKey, item_ids: Sequence[str]) -> builtins.list[str]:
+        """Make this process the owner of those items whose owner is dead (or is this
+        process); the ids now owned here. Atomic against other adopters."""
+        ...
+
+    async def note(
+        self, key: SessionKey, item_id: str, *, answer_id: str | None = None, attempt: bool = False
+    ) -> None:
+        """Remember the platform message an item's answer streams into, and/or that a turn
+        started on it (`attempts` + 1). Survives a process crash."""
+        ...
+
+    async def settle(self, key: SessionKey, item_ids: Sequence[str], *, park: bool = False) -> None:
+        """Take items out of the pending set without a commit (done, or parked: kept for
+        `sessions show` but never run again); durable before it returns."""
+        ...
+
+    async def heartbeat(self) -> None:
+        """Show that this process (`owner`) is alive; called periodically (Redis renews its
+        lease; the file store holds an OS lock that dies with the process)."""
+        ...
+
+
 class SessionStore(Sessions, Ledger, Deliveries, SenderLimits, Signals, Protocol):
-    """Everything a backend gives, in parts a backend implements and tests one by one."""
+    """Everything a backend gives, in parts a backend implements and tests one by one;
+    the durable inbox is a part it *has* (`inbox`)."""
+
+    @property
+    def inbox(self) -> Inbox: ...
 
     async def close(self) -> None: ...

@@ -134,9 +134,15 @@ def _refs(raw: Any) -> tuple[AttachmentRef, ...]:
     return tuple(refs)
 
 
-def encode_commit(commit_id: str, turns: int, at: float, records: Sequence[ChatMessage]) -> bytes:
-    """One commit as one line (without the newline); it begins with `commit_prefix`."""
-    obj = {"commit": commit_id, "turns": turns, "at": at, "records": [_record_obj(r) for r in records]}
+def encode_commit(
+    commit_id: str, turns: int, at: float, records: Sequence[ChatMessage], answered: Sequence[str] = ()
+) -> bytes:
+    """One commit as one line (without the newline); it begins with `commit_prefix`.
+    `answered` names the inbox items the turn answered (the file store's done-marking)."""
+    obj: dict[str, Any] = {"commit": commit_id, "turns": turns, "at": at}
+    obj["records"] = [_record_obj(r) for r in records]
+    if answered:
+        obj["answered"] = list(answered)
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
 
 
@@ -294,6 +300,30 @@ def _lines_backwards(fd: int, size: int, *, name: str = "") -> Iterator[bytes]:
     first = b"".join(reversed(held))
     if not after_last_newline and first.strip():
         yield first
+
+
+def recent_answered(path: str, commits: int) -> set[str]:
+    """The inbox item ids named as answered by the last `commits` commit lines of `path`."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return set()
+    found: set[str] = set()
+    try:
+        for i, line in enumerate(_lines_backwards(fd, os.fstat(fd).st_size)):
+            if i >= commits:
+                break
+            if b'"answered"' not in line:
+                continue
+            try:
+                ids = json.loads(line).get("answered")
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                continue
+            if isinstance(ids, list):
+                found.update(i for i in ids if isinstance(i, str))
+    finally:
+        os.close(fd)
+    return found
 
 
 def last_line_starts_with(fd: int, size: int, prefix: bytes) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from core.turn.attachments import BytesSource, UrlSource
 from core.turn.chunking import split_message
 from core.turn.fetch import Write, fetch_url, stream_url
+from core.turn.inbox import POISON_TEXT
 from core.turn.responders import FutureResponder, QuietResponder
 from core.turn.runner import DEFAULT_MODEL_COMMAND, TurnRunner
 from core.turn.streaming import (
@@ -25,6 +26,7 @@ from core.turn.watchers import FinishedTurn, TurnEvent, TurnWatchers, Watch
 
 __all__ = [
     "DEFAULT_MODEL_COMMAND",
+    "POISON_TEXT",
     "STATUS_DONE",
     "STATUS_FAILED",
     "STATUS_WAITING",

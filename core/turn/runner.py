@@ -29,6 +29,7 @@ from core.agents import Agent, TurnInput
 from core.config import AgentSettings, Config
 from core.conversation import Lanes, Pending, Reserver, Retry, Router
 from core.model import (
+    POISON_ATTEMPTS,
     ChatMessage,
     Fenced,
     Reply,
@@ -43,6 +44,7 @@ from core.ops import Metrics
 from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
+from core.turn.inbox import InboxSteps
 from core.turn.watchers import TurnWatchers
 
 log = logging.getLogger("chatlane.gateway")
@@ -103,9 +105,12 @@ class TurnRunner:
         self.reserver = reserver
         self.metrics = metrics
         self._clock = clock
-        self.lanes = Lanes(self.run, config.queue)
+        self.inbox = InboxSteps(store)
+        self.lanes = Lanes(self.run, config.queue, self.inbox.settled)
         self.streaming: set[SessionKey] = set()
         """Keys whose agent is producing an answer here: what `stop` can cancel."""
+        self.live = self.inbox.live
+        """Inbox items queued or running here (the adoption scan leaves them alone)."""
         self.watchers = TurnWatchers()
         """Told of each answer here as it grows (the operator console's live view)."""
 
@@ -114,6 +119,12 @@ class TurnRunner:
         return key in self.streaming and self.lanes.stop(key)
 
     async def run(self, key: SessionKey, batch: list[Pending]) -> None:
+        poison = [p for p in batch if p.attempts >= POISON_ATTEMPTS]
+        if poison:
+            await self.inbox.park(key, poison)
+            batch = [p for p in batch if p.attempts < POISON_ATTEMPTS]
+            if not batch:
+                return
         started = time.perf_counter()
         try:
             async with batch[-1].responder.working():
@@ -136,6 +147,10 @@ class TurnRunner:
             outcome, reply = "store_error", Reply(STORE_FAILURE_TEXT, "failure", key)
         # Delivered after the turn lock is let go: a commit that was stored is answered,
         # whatever happens to the lease afterwards.
+        if outcome in ("answered", "agent_error"):
+            self.live.difference_update(p.item_id for p in batch)  # their commit marked them
+        else:  # commands and failures: no commit named them
+            await self.inbox.settled(key, batch)
         await self._deliver(batch, reply)
         elapsed = time.perf_counter() - started
         self.metrics.turns.labels(outcome).inc()
@@ -246,11 +261,13 @@ class TurnRunner:
         agent = self.agents[agent_id]
         entry = await self._resolve(key)
         made = await self._context(entry, settings, agent, batch)
+        answered = tuple(p.item_id for p in batch if p.item_id)
+        await self.inbox.count_attempt(key, batch)
         try:
             pieces, summary = await self._run_agent(agent, settings, lease, made, batch)
         except _AgentFailed as exc:  # any agent failure: one plain answer, details in the log
             log.error("agent %s failed on %s", agent.name, key, exc_info=exc.__cause__)
-            await self._commit(lease, entry, [*exc.summary, *made.new], turns=made.turn.turn)
+            await self._commit(lease, entry, [*exc.summary, *made.new], made.turn.turn, answered)
             for p in made.fresh:
                 p.recorded = True
             told = settings.failure_message
@@ -259,10 +276,10 @@ class TurnRunner:
             return "agent_error", Reply(told, "failure", key, entry.session_id, made.turn.turn)
         answer = "".join(pieces)
         records = [*summary, *made.new, ChatMessage("assistant", answer, self._clock())]
-        await self._commit(lease, entry, records, made.turn.turn)
+        await self._commit(lease, entry, records, made.turn.turn, answered)
         if summary:  # said once, in the reply of the turn that summarised
             note = f"\n\n{COMPACTED_NOTE}"
-            await batch[-1].responder.on_delta(note)
+            await self.inbox.show(key, batch, note)
             answer += note
         return "answered", Reply(answer, "answer", key, entry.session_id, made.turn.turn)
 
@@ -333,7 +350,7 @@ class TurnRunner:
         summary: list[ChatMessage] = []
         if made.problems:
             pieces.append("\n".join(made.problems) + "\n\n")
-            await batch[-1].responder.on_delta(pieces[0])
+            await self.inbox.show(key, batch, pieces[0])
         self.streaming.add(key)
         self.watchers.started(key)
         try:
@@ -347,15 +364,25 @@ class TurnRunner:
                 try:
                     async for piece in stream:
                         pieces.append(piece)
-                        await batch[-1].responder.on_delta(piece)
+                        await self.inbox.show(key, batch, piece)
                         self.watchers.delta(key, piece)
                 finally:
                     await _close_stream(stream)
         except asyncio.CancelledError:
             reason = self.lanes.cancel_reason(key)
+            # Shutdown: messages in the durable inbox are not kept as interrupted; they stay
+            # pending and the next process answers them whole (and stores them then).
+            backfill = len(made.new) - len(made.fresh)
+            kept = [
+                (p, m)
+                for p, m in zip(made.fresh, made.new[backfill:], strict=True)
+                if not (reason == "shutdown" and p.item_id)
+            ]
+            fresh = [p for p, _ in kept]
+            new = [*made.new[:backfill], *(m for _, m in kept)]
             await asyncio.shield(
                 asyncio.gather(
-                    self._keep_interrupted(lease, made.entry, made.fresh, made.new),
+                    self._keep_interrupted(lease, made.entry, fresh, new),
                     batch[-1].responder.on_cancelled(reason),
                 )
             )
@@ -384,14 +411,21 @@ class TurnRunner:
             p.recorded = True
 
     async def _commit(
-        self, lease: TurnLease, entry: SessionEntry, records: Sequence[ChatMessage], turns: int
+        self,
+        lease: TurnLease,
+        entry: SessionEntry,
+        records: Sequence[ChatMessage],
+        turns: int,
+        answered: tuple[str, ...] = (),
     ) -> None:
         """The turn's one write: its records and progress, whole or not at all (fenced).
 
         Once sent, a commit is seen through: a cancel that lands meanwhile (an interrupt,
         `/stop`) waits for its outcome, and a stored turn is then answered, not redone.
         """
-        commit = TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns)
+        commit = TurnCommit(
+            lease, entry.session_id, uuid.uuid4().hex, records, self._clock(), turns, answered
+        )
         sent = asyncio.ensure_future(self.store.commit(commit))
         try:
             await asyncio.shield(sent)

@@ -68,7 +68,8 @@ def test_chat_reads_lines_and_sessions_list_shows_one_session(tmp_path: Path) ->
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert len(rows) == 1
-    assert set(rows[0]) == {"key", "sessionId", "turns", "createdAt", "lastInteractionAt"}
+    assert set(rows[0]) == {"key", "sessionId", "turns", "createdAt", "lastInteractionAt", "pending"}
+    assert rows[0]["pending"] == 0
     assert rows[0]["key"] == "agent:main:console:ann:local"
     assert rows[0]["turns"] == 2
 

@@ -69,12 +69,18 @@ class Committer:
         if not written.stored:
             os.close(fd)
             return Appended(written.start, written.end, stored=False)
+        await self.sync(fd, written)
+        return Appended(written.start, written.end, stored=True)
+
+    async def sync(self, fd: int, written: jsonl.Written) -> None:
+        """Make what was just written to `fd` durable in the next round, then close `fd`;
+        OSError if it could not be (the file is cut back to `written.start`). The inbox
+        shares the rounds of the transcripts (core/store/files/inbox.py)."""
         done = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(fd, written, done))
         if self._round is None:
             self._round = asyncio.create_task(self._rounds(), name="chatlane group commit")
         await done
-        return Appended(written.start, written.end, stored=True)
 
     def sync_before_next_round(self, path: str) -> None:
         """The next round fsyncs the folder of `path` before it answers any turn."""

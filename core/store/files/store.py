@@ -75,11 +75,16 @@ from core.store.entries import (
 from core.store.files import blobs, paging
 from core.store.files.committer import Committer
 from core.store.files.deliveries import FileDeliveries
+from core.store.files.inbox import FileInbox
 from core.store.files.layout import CorruptEntry, FileLayout, advanced, mkdirs
 from core.store.files.tails import Tails
 
 log = logging.getLogger("chatlane.store")
 
+INBOX_COMMITS_READ = 16
+"""Commits read back for item ids they answered. A crash can leave at most one commit per
+conversation without its `done` hint in the inbox file (the hint is written before the
+conversation's next turn), so a few are plenty."""
 ENTRY_CACHE = 4096
 """Entries remembered by their file's stat signature (minted/reset files are replaced)."""
 
@@ -110,6 +115,18 @@ class FileStore(FileLayout):
             self._deliveries = FileDeliveries(self.root)
         except OSError as exc:
             raise StoreError(f"cannot use state directory {self.root}: {exc.strerror}") from exc
+        self.inbox = FileInbox(self.root, self._quarantine, self._committer, self._answered_of)
+        """The durable inbox (core/store/files/inbox.py); commits mark its items done."""
+
+    def _answered_of(self, key: str) -> set[str]:
+        """Inbox items the recent commits of `key`'s current session answered (blocking)."""
+        try:
+            entry = self._read_stored(self._entry_file(key), key)
+        except CorruptEntry:
+            return set()
+        if entry is None:
+            return set()
+        return jsonl.recent_answered(self._transcript_file(entry.session_id), INBOX_COMMITS_READ)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -245,7 +262,7 @@ class FileStore(FileLayout):
     async def commit(self, commit: TurnCommit) -> None:
         key = commit.lease.key
         path = self._transcript_file(commit.session_id)
-        line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records)
+        line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records, commit.answered)
         try:
             self._check_fence(commit)  # on the loop: a pread and a cached entry
         except Fenced:
@@ -262,6 +279,10 @@ class FileStore(FileLayout):
         if done.stored:
             progress = jsonl.Progress(commit.commit_id, commit.turns, commit.at)
             self._tails.committed(path, done.start, done.end, commit.records, progress)
+        try:
+            await self.inbox.answered(key, commit.answered)
+        except StoreError as exc:  # only a hint: the commit line already says it
+            log.warning("inbox of %s: done hint not written: %s", key, exc)
 
     def _check_fence(self, commit: TurnCommit) -> None:
         """`Fenced` unless this process holds the key's turn lock at the commit's token and
@@ -402,6 +423,7 @@ class FileStore(FileLayout):
 
     async def close(self) -> None:
         await self._committer.close()
+        self.inbox.close()
         self._pool.shutdown(wait=True)
         self._deliveries.close()
 

@@ -38,6 +38,7 @@ import builtins
 import contextlib
 import hashlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -66,6 +67,7 @@ from core.store import jsonl
 from core.store.redis.blobs import RedisBlobs
 from core.store.redis.deliveries import RedisDeliveries
 from core.store.redis.entries import GET_SCRIPT, RedisEntries, digest
+from core.store.redis.inbox import DONE_LUA, RedisInbox
 from core.store.redis.lock import TurnLocks, TurnReads
 from core.store.redis.urls import safe_url, url_problem
 
@@ -75,9 +77,13 @@ _STOP_TTL_S = 86_400
 _COMMIT_MARK_S = 86_400
 _TAIL_HINT_MAX = 1000
 
-# KEYS[1] entry, KEYS[2] fence, KEYS[3] transcript, KEYS[4] commit mark;
-# ARGV[1] token, ARGV[2] session id, ARGV[3] the commit, ARGV[4] transcript_max, ARGV[5] mark ttl s.
-_COMMIT = """
+# KEYS[1] entry, KEYS[2] fence, KEYS[3] transcript, KEYS[4] commit mark, KEYS[5..7] the
+# key's inbox (hash, order, index); ARGV[1] token, ARGV[2] session id, ARGV[3] the commit,
+# ARGV[4] transcript_max, ARGV[5] mark ttl s, ARGV[6] the key, ARGV[7..] the inbox items
+# it answered: done in the same script that stores the turn (core/store/redis/inbox.py).
+_COMMIT = (
+    DONE_LUA
+    + """
 if redis.call('exists', KEYS[4]) == 1 then return 'stored' end
 if tonumber(redis.call('get', KEYS[2]) or '-1') ~= tonumber(ARGV[1]) then return 'fenced' end
 local raw = redis.call('get', KEYS[1])
@@ -87,8 +93,10 @@ if not ok or type(obj) ~= 'table' or obj.sessionId ~= ARGV[2] then return 'moved
 redis.call('rpush', KEYS[3], ARGV[3])
 redis.call('ltrim', KEYS[3], -tonumber(ARGV[4]), -1)
 redis.call('set', KEYS[4], '1', 'EX', ARGV[5])
+if #ARGV > 6 then inbox_done(KEYS[5], KEYS[6], KEYS[7], ARGV[6], {unpack(ARGV, 7)}) end
 return 'ok'
 """
+)
 
 
 class RedisStore(RedisEntries):
@@ -121,6 +129,8 @@ class RedisStore(RedisEntries):
         """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
         self._commit_script = client.register_script(_COMMIT)
         self._deliveries = RedisDeliveries(client, prefix)
+        self.inbox = RedisInbox(client, prefix, self.url, turn_lock_ttl_s, uuid.uuid4().hex)
+        """The durable inbox (core/store/redis/inbox.py); the commit script marks its items done."""
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, password: str | None) -> RedisStore:
@@ -168,19 +178,25 @@ class RedisStore(RedisEntries):
     async def commit(self, commit: TurnCommit) -> None:
         key = commit.lease.key
         self._forget_reads(key)
-        line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records)
+        line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records, commit.answered)
         names = [
             self.entry_name(key),
             self.fence_name(key),
             self.transcript_name(commit.session_id),
             self.commit_name(commit.commit_id),
+            *self.inbox.names(key),
+        ]
+        args: list[str | int | float | bytes] = [
+            commit.lease.token,
+            commit.session_id,
+            line,
+            self.transcript_max,
+            _COMMIT_MARK_S,
+            key,
         ]
         commit.lease.committing = True
         with self._errors("commit"):
-            outcome = await self._commit_script(
-                keys=names,
-                args=[commit.lease.token, commit.session_id, line, self.transcript_max, _COMMIT_MARK_S],
-            )
+            outcome = await self._commit_script(keys=names, args=[*args, *commit.answered])
         if outcome == b"stored":
             log.info("commit %s of %s was already stored (a retry); stored once", commit.commit_id, key)
         elif outcome != b"ok":
@@ -300,4 +316,8 @@ class RedisStore(RedisEntries):
         return int(raw) if raw is not None else 0
 
     async def close(self) -> None:
+        try:
+            await self.inbox.release()
+        except StoreError as exc:
+            log.warning("owner lease not released (other processes adopt after it lapses): %s", exc)
         await self._r.aclose()

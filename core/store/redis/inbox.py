@@ -1,0 +1,255 @@
+"""The Redis store's durable inbox: per conversation, a hash of items and a sorted set of
+the pending ones; an index of the conversations with pending items; owner leases.
+
+    <prefix>:inbox:<sha256(key)>         hash: i:<id> the item (JSON), o:<id> its owner,
+                                         t:<id> turns started on it, a:<id> answer message
+    <prefix>:inbox-order:<sha256(key)>   sorted set: pending item ids by seq
+    <prefix>:inbox-parked:<sha256(key)>  sorted set: parked (poison) item ids by seq
+    <prefix>:inbox-seq:<sha256(key)>     the key's seq counter
+    <prefix>:inbox-keys                  sorted set: keys with pending items (the index)
+    <prefix>:alive:<owner>               an owner's lease (`SET PX`), renewed by `heartbeat`
+    <prefix>:quarantine:inbox:<sha>:<ns> a damaged item moved aside
+
+Every write is one script, so it is atomic across hosts. `append` is idempotent on the
+item id (the per-attempt token): redis-py's retry of a script whose reply was lost finds
+the item and returns it instead of storing it twice. Answered = committed: the commit
+script runs `DONE_LUA` for the ids the turn answered, in the same script that stores
+the turn (core/store/redis/store.py). An owner whose lease lapsed (its process died or
+lost Redis for a whole lease) is dead: `adopt` hands its items over, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from core.model import InboxItem, InboxView, SessionKey, validate_key
+from core.store.redis.entries import digest
+from core.store.redis.lock import redis_errors
+
+log = logging.getLogger("chatlane.inbox")
+
+# Lua run with KEYS[i] = hash, KEYS[i+1] = order, KEYS[i+2] = index; `key` the session
+# key, `ids` a table of item ids: takes them out of the pending set.
+DONE_LUA = """
+local function inbox_done(hash, order, index, key, ids)
+  for _, id in ipairs(ids) do
+    redis.call('zrem', order, id)
+    redis.call('hdel', hash, 'i:' .. id, 'o:' .. id, 't:' .. id, 'a:' .. id)
+  end
+  if redis.call('zcard', order) == 0 then redis.call('zrem', index, key) end
+end
+"""
+
+# KEYS: hash, order, seq, index; ARGV: id, item JSON, owner, key, at.
+_APPEND = """
+if redis.call('hexists', KEYS[1], 'i:' .. ARGV[1]) == 1 then
+  return tonumber(redis.call('zscore', KEYS[2], ARGV[1]) or '0')
+end
+local seq = redis.call('incr', KEYS[3])
+redis.call('hset', KEYS[1], 'i:' .. ARGV[1], ARGV[2], 'o:' .. ARGV[1], ARGV[3])
+redis.call('zadd', KEYS[2], seq, ARGV[1])
+redis.call('zadd', KEYS[4], 'NX', ARGV[5], ARGV[4])
+return seq
+"""
+
+# KEYS: hash, order; ARGV: me, alive prefix, ids...
+_ADOPT = """
+local out = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if redis.call('zscore', KEYS[2], id) then
+    local owner = redis.call('hget', KEYS[1], 'o:' .. id)
+    if owner == ARGV[1] or not owner or redis.call('exists', ARGV[2] .. owner) == 0 then
+      redis.call('hset', KEYS[1], 'o:' .. id, ARGV[1])
+      out[#out + 1] = id
+    end
+  end
+end
+return out
+"""
+
+# KEYS: hash; ARGV: id, answer id ('' none), attempt (0/1).
+_NOTE = """
+if redis.call('hexists', KEYS[1], 'i:' .. ARGV[1]) == 0 then return 0 end
+if ARGV[2] ~= '' then redis.call('hset', KEYS[1], 'a:' .. ARGV[1], ARGV[2]) end
+if ARGV[3] == '1' then redis.call('hincrby', KEYS[1], 't:' .. ARGV[1], 1) end
+return 1
+"""
+
+# KEYS: hash, order, index, parked; ARGV: key, park (0/1), ids...
+_SETTLE = (
+    DONE_LUA
+    + """
+local ids = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if ARGV[2] == '1' then
+    local seq = redis.call('zscore', KEYS[2], id)
+    if seq then redis.call('zadd', KEYS[4], seq, id) end
+    redis.call('zrem', KEYS[2], id)
+  else
+    ids[#ids + 1] = id
+  end
+end
+inbox_done(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ids)
+if redis.call('zcard', KEYS[2]) == 0 then redis.call('zrem', KEYS[3], ARGV[1]) end
+return 1
+"""
+)
+
+# KEYS: hash, order, quarantine name; ARGV: id, raw. A damaged item, moved aside.
+_QUARANTINE = """
+redis.call('set', KEYS[3], ARGV[2])
+redis.call('zrem', KEYS[2], ARGV[1])
+redis.call('hdel', KEYS[1], 'i:' .. ARGV[1], 'o:' .. ARGV[1], 't:' .. ARGV[1], 'a:' .. ARGV[1])
+return 1
+"""
+
+
+class RedisInbox:
+    """`Inbox` for `RedisStore`; `lease_s` is how long an owner is alive without a heartbeat."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, url: str, lease_s: float, owner: str) -> None:
+        self._r = client
+        self.prefix = prefix
+        self.url = url
+        self.lease_s = lease_s
+        self.owner = owner
+        self._append = client.register_script(_APPEND)
+        self._adopt = client.register_script(_ADOPT)
+        self._note = client.register_script(_NOTE)
+        self._settle = client.register_script(_SETTLE)
+        self._quarantine = client.register_script(_QUARANTINE)
+        self._beat_at = 0.0
+
+    def names(self, key: str) -> tuple[str, str, str]:
+        """(hash, order, index) of `key`'s inbox: what the commit script needs."""
+        d = digest(key)
+        return f"{self.prefix}:inbox:{d}", f"{self.prefix}:inbox-order:{d}", f"{self.prefix}:inbox-keys"
+
+    def _parked_name(self, key: str) -> str:
+        return f"{self.prefix}:inbox-parked:{digest(key)}"
+
+    async def heartbeat(self) -> None:
+        with redis_errors(self.url, "owner lease"):
+            await self._r.set(f"{self.prefix}:alive:{self.owner}", b"1", px=max(1, int(self.lease_s * 1000)))
+        self._beat_at = time.monotonic()
+
+    async def _alive(self) -> None:
+        """Renew the lease when a third of it passed since the last heartbeat."""
+        if time.monotonic() - self._beat_at > self.lease_s / 3:
+            await self.heartbeat()
+
+    async def append(self, item: InboxItem) -> InboxItem:
+        await self._alive()
+        hash_, order, index = self.names(item.key)
+        body = json.dumps(item.to_json(), ensure_ascii=False, separators=(",", ":"))
+        with redis_errors(self.url, "inbox append"):
+            seq = await self._append(
+                keys=[hash_, order, f"{self.prefix}:inbox-seq:{digest(item.key)}", index],
+                args=[item.item_id, body, self.owner, item.key, item.at],
+            )
+        return replace(item, owner=self.owner, seq=int(seq))
+
+    async def keys(self) -> list[SessionKey]:
+        with redis_errors(self.url, "inbox index"):
+            raw = await self._r.zrange(f"{self.prefix}:inbox-keys", 0, -1)
+        out: list[SessionKey] = []
+        for name in raw:
+            try:
+                out.append(validate_key(name.decode()))
+            except (ValueError, UnicodeDecodeError):
+                log.error("inbox index holds a malformed key %r; skipped", name[:80])
+        return out
+
+    async def items(self, key: SessionKey) -> InboxView:
+        hash_, order, _ = self.names(key)
+        with redis_errors(self.url, "inbox read"):
+            pending = await self._r.zrange(order, 0, -1, withscores=True)
+            parked = await self._r.zrange(self._parked_name(key), 0, -1, withscores=True)
+            fields = await cast("Any", self._r.hgetall(hash_))
+        bad = 0
+        out: list[InboxItem] = []
+        for id_raw, seq in pending:
+            item_id = id_raw.decode()
+            raw = fields.get(b"i:" + id_raw)
+            try:
+                item = InboxItem.from_json(json.loads(raw)) if raw is not None else None
+                if item is None:
+                    raise ValueError("the item is missing")
+            except (ValueError, UnicodeDecodeError) as exc:
+                bad += 1
+                await self._move_aside(key, item_id, raw or b"", str(exc))
+                continue
+            tries = fields.get(b"t:" + id_raw)
+            answer = fields.get(b"a:" + id_raw)
+            owner = fields.get(b"o:" + id_raw, b"")
+            out.append(
+                _with(
+                    item,
+                    int(seq),
+                    owner.decode(),
+                    int(tries) if tries else 0,
+                    answer.decode() if answer else None,
+                )
+            )
+        kept: list[InboxItem] = []
+        for id_raw, seq in parked:
+            raw = fields.get(b"i:" + id_raw)
+            if raw is not None:
+                try:
+                    kept.append(_with(InboxItem.from_json(json.loads(raw)), int(seq), "", 0, None))
+                except (ValueError, UnicodeDecodeError):
+                    continue
+        return InboxView(out, kept, bad)
+
+    async def _move_aside(self, key: SessionKey, item_id: str, raw: bytes, why: str) -> None:
+        hash_, order, _ = self.names(key)
+        moved = f"{self.prefix}:quarantine:inbox:{digest(key)}:{time.time_ns()}"
+        with redis_errors(self.url, "inbox quarantine"):
+            await self._quarantine(keys=[hash_, order, moved], args=[item_id, raw])
+        log.error("inbox of %s had a damaged item (%s); moved to %s, the rest is kept", key, why, moved)
+
+    async def adopt(self, key: SessionKey, item_ids: Sequence[str]) -> list[str]:
+        if not item_ids:
+            return []
+        await self._alive()
+        hash_, order, _ = self.names(key)
+        with redis_errors(self.url, "inbox adopt"):
+            got = await self._adopt(
+                keys=[hash_, order], args=[self.owner, f"{self.prefix}:alive:", *item_ids]
+            )
+        return [g.decode() if isinstance(g, bytes) else str(g) for g in got]
+
+    async def note(
+        self, key: SessionKey, item_id: str, *, answer_id: str | None = None, attempt: bool = False
+    ) -> None:
+        hash_, _, _ = self.names(key)
+        with redis_errors(self.url, "inbox note"):
+            await self._note(keys=[hash_], args=[item_id, answer_id or "", "1" if attempt else "0"])
+
+    async def settle(self, key: SessionKey, item_ids: Sequence[str], *, park: bool = False) -> None:
+        if not item_ids:
+            return
+        hash_, order, index = self.names(key)
+        with redis_errors(self.url, "inbox settle"):
+            await self._settle(
+                keys=[hash_, order, index, self._parked_name(key)],
+                args=[key, "1" if park else "0", *item_ids],
+            )
+
+    async def release(self) -> None:
+        """On a clean stop: end the lease at once, so other processes adopt without waiting."""
+        with redis_errors(self.url, "owner lease"):
+            await self._r.delete(f"{self.prefix}:alive:{self.owner}")
+
+
+def _with(item: InboxItem, seq: int, owner: str, attempts: int, answer_id: str | None) -> InboxItem:
+    return replace(item, seq=seq, owner=owner, attempts=attempts, answer_id=answer_id)

@@ -1,0 +1,178 @@
+"""The durable inbox at the gateway: accept = stored, restart = resumed, in order, once.
+
+Two gateways on one state folder stand for a process and the one started after it;
+answers go through `Board` (bots/testing/board.py), a fake platform answered through
+stored `ReplyTarget`s, registered in `gateway.targets` like an adapter's factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bots.testing import Board, RecordingAgent, SlowStreamAgent, eventually
+from core.config import Config, QueueSettings
+from core.door.gateway import Gateway
+from core.model import Inbound, SessionKey
+from core.store import jsonl
+from core.store.files.store import FileStore
+from core.turn import POISON_TEXT
+from tests.core.conftest import Gateways
+
+KEY = SessionKey("agent:main:test:alice:general")
+
+
+def msg(text: str) -> Inbound:
+    return Inbound("test", "alice", "general", text, message_id=f"m-{text}")
+
+
+async def send(gw: Gateway, board: Board, *texts: str) -> None:
+    for text in texts:
+        inbound = msg(text)
+        target = board.target(inbound)
+        await gw.submit(inbound, board.responder(target), target=target)
+
+
+def config(**queue: object) -> Config:
+    return Config(queue=QueueSettings(adopt_every_s=0.2, **queue))  # type: ignore[arg-type]
+
+
+async def test_a_message_is_in_the_store_when_submit_returns(gateways: Gateways, tmp_path: Path) -> None:
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()  # nothing is answered meanwhile
+    gw = gateways(config(), agent)
+    board = Board()
+    await send(gw, board, "r1", "r2")
+    other = FileStore(tmp_path / "state")  # another process's view
+    try:
+        view = await other.inbox.items(KEY)
+        assert [i.inbound.text for i in view.pending] == ["r1", "r2"]
+        assert view.pending[0].target == board.target(msg("r1"))
+    finally:
+        await other.close()
+    agent.release.set()
+    await eventually(lambda: len(board.answers("m-r2")) == 1)
+    assert (await gw.store.inbox.items(KEY)).pending == []  # answered = out of the inbox
+
+
+async def test_a_restart_answers_every_queued_message_once_in_order_finishing_in_place(
+    gateways: Gateways, tmp_path: Path
+) -> None:
+    slow = SlowStreamAgent(pieces=40, gap_s=0.02)
+    first = gateways(config(), slow)
+    board = Board()
+    first.targets.register("test", board.responder)
+    first.start()
+    await send(first, board, "r1", "r2", "r3")
+    await asyncio.wait_for(slow.streaming.wait(), 10)
+    await eventually(lambda: any(board.posts.values()))
+    await first.close(timeout=0)  # a deploy that cuts the running answer off
+    await first.store.close()
+    assert not any(r.kind == "shutdown" for rs in board.replies.values() for r in rs)
+    cut_post = next(iter(board.posts))
+
+    second = gateways(config(), SlowStreamAgent(pieces=4, gap_s=0.001))
+    second.targets.register("test", board.responder)
+    second.start()
+    await eventually(lambda: all(len(board.answers(f"m-{t}")) == 1 for t in ("r1", "r2", "r3")), timeout=20)
+    answers = [board.answers(f"m-{t}")[0] for t in ("r1", "r2", "r3")]
+    assert [a.turn for a in answers] == [1, 2, 3]
+    assert len({a.session_id for a in answers}) == 1
+    assert board.posts_made == 3  # r1's cut-off post was finished in place, not posted again
+    assert board.posts[cut_post] == answers[0].text
+    records = jsonl.read_all(second.store.transcript_path(answers[0].session_id))[0]  # type: ignore[attr-defined]
+    assert [r.content for r in records if r.role == "user"] == ["r1", "r2", "r3"]
+    assert (await second.store.inbox.keys()) == []
+
+
+async def test_new_messages_wait_for_the_resumed_ones(gateways: Gateways) -> None:
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()
+    first = gateways(config(), agent)
+    board = Board()
+    await send(first, board, "old1", "old2")
+    await first.close(timeout=0)
+    await first.store.close()
+    second = gateways(config(), RecordingAgent())
+    second.start()
+    second.targets.register("test", board.responder)
+    await send(second, board, "new")
+    await eventually(lambda: len(board.answers("m-new")) == 1)
+    turns = [board.answers(f"m-{t}")[0].turn for t in ("old1", "old2", "new")]
+    assert turns == [1, 2, 3]
+
+
+async def test_an_item_that_crashed_three_turns_is_parked_and_the_next_is_answered(
+    gateways: Gateways, tmp_path: Path
+) -> None:
+    board = Board()
+    for _ in range(3):  # three processes die while answering "poison"
+        agent = RecordingAgent()
+        agent.release = asyncio.Event()
+        gw = gateways(config(), agent)
+        gw.targets.register("test", board.responder)
+        gw.start()
+        if _ == 0:
+            await send(gw, board, "poison", "next")
+        await asyncio.wait_for(agent.started.wait(), 10)
+        await gw.close(timeout=0)
+        await gw.store.close()
+    last = gateways(config(), RecordingAgent())
+    last.targets.register("test", board.responder)
+    last.start()
+    await eventually(lambda: len(board.answers("m-next")) == 1, timeout=20)
+    told = [r for r in board.replies["m-poison"] if r.kind == "failure"]
+    assert [r.text for r in told] == [POISON_TEXT]
+    assert board.answers("m-poison") == []
+    view = await last.store.inbox.items(KEY)
+    assert view.pending == [] and [i.inbound.text for i in view.parked] == ["poison"]
+
+
+async def test_items_of_a_platform_without_an_adapter_here_stay_pending(gateways: Gateways) -> None:
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()
+    first = gateways(config(), agent)
+    board = Board()
+    await send(first, board, "r1")
+    await first.close(timeout=0)
+    await first.store.close()
+    second = gateways(config(), RecordingAgent())
+    second.start()  # no "test" adapter registered
+    await eventually(lambda: second.resumer.scans >= 3)
+    assert [i.inbound.text for i in (await second.store.inbox.items(KEY)).pending] == ["r1"]
+
+
+async def test_a_busy_scan_never_takes_this_processes_own_messages_twice(gateways: Gateways) -> None:
+    """The scan runs constantly while messages arrive and are answered: each message is
+    still answered once and stored once (a message being stored or answered here is
+    never mistaken for a leftover of a dead process)."""
+    gw = gateways(Config(queue=QueueSettings(adopt_every_s=0.001)), RecordingAgent())
+    board = Board()
+    gw.targets.register("test", board.responder)
+    gw.start()
+    texts = [f"q{i}" for i in range(40)]
+    for text in texts:
+        await send(gw, board, text)
+    await eventually(lambda: all(board.answers(f"m-{t}") for t in texts), timeout=30)
+    await eventually(lambda: gw.resumer.scans >= 5)
+    assert [len(board.replies[f"m-{t}"]) for t in texts] == [1] * len(texts)
+    entry = await gw.store.get(KEY)
+    assert entry is not None
+    records = await gw.store.tail(entry.session_id, 1000)
+    assert [r.content for r in records if r.role == "user"] == texts
+
+
+async def test_a_sender_no_longer_allowed_is_not_answered_after_the_restart(gateways: Gateways) -> None:
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()
+    first = gateways(config(), agent)
+    board = Board()
+    await send(first, board, "r1")
+    await first.close(timeout=0)
+    await first.store.close()
+    second = gateways(config(), RecordingAgent())
+    second.start()
+    second.targets.register("test", board.responder, admits=lambda inbound: inbound.user != "alice")
+    await eventually(lambda: second.resumer.scans >= 2)
+    assert board.replies["m-r1"] == []
+    assert (await second.store.inbox.items(KEY)).pending == []  # settled, not waiting forever

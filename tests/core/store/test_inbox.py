@@ -1,0 +1,204 @@
+"""The durable inbox contract (`Inbox`), against every backend: `files` and `redis`.
+
+Two store objects on one folder / one Redis prefix stand for two processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bots.testing import RedisServer, unique_prefix
+from core.config import StoreSettings
+from core.conversation.reserver import Reserver
+from core.model import Inbound, InboxItem, ReplyTarget, SessionKey, TurnCommit
+from core.model.messages import ChatMessage
+from core.store.base import SessionStore
+from core.store.files import inbox as files_inbox
+from core.store.files.store import FileStore
+from core.store.redis.store import RedisStore
+from tests.core.store.test_contract import KEY, OTHER, OpenStore, open_store
+
+__all__ = ["open_store"]
+
+
+def item(text: str, key: SessionKey = KEY) -> InboxItem:
+    inbound = Inbound("test", "alice", "general", text, f"m-{text}", display_name="Alice", roles=("r1",))
+    target = ReplyTarget("test", "general", reply_to=f"m-{text}", extra=(("team", "T1"),))
+    return InboxItem(key, uuid.uuid4().hex, "message", inbound, target, time.time())
+
+
+async def commit_answering(store: SessionStore, key: SessionKey, ids: list[str]) -> None:
+    async with store.lock_turn(key) as lease:
+        entry, _ = await Reserver(store).resolve(key)
+        records = [ChatMessage("user", "q", time.time()), ChatMessage("assistant", "a", time.time())]
+        commit = TurnCommit(
+            lease, entry.session_id, uuid.uuid4().hex, records, time.time(), entry.turns + 1, tuple(ids)
+        )
+        await store.commit(commit)
+
+
+async def test_append_is_ordered_idempotent_and_round_trips(open_store: OpenStore) -> None:
+    store = await open_store()
+    a, b = item("a"), item("b")
+    stored_a = await store.inbox.append(a)
+    assert (await store.inbox.append(a)).seq == stored_a.seq  # a retried append stores once
+    stored_b = await store.inbox.append(b)
+    assert stored_b.seq > stored_a.seq
+    view = await (await open_store()).inbox.items(KEY)
+    assert [i.item_id for i in view.pending] == [a.item_id, b.item_id]
+    got = view.pending[0]
+    assert got.inbound == a.inbound and got.target == a.target and got.kind == "message"
+    assert got.owner == store.inbox.owner
+    assert await store.inbox.keys() == [KEY]
+
+
+async def test_the_commit_that_answers_items_takes_them_out(open_store: OpenStore) -> None:
+    store = await open_store()
+    a, b = item("a"), item("b")
+    await store.inbox.append(a)
+    await store.inbox.append(b)
+    await commit_answering(store, KEY, [a.item_id])
+    other = await open_store()
+    assert [i.item_id for i in (await other.inbox.items(KEY)).pending] == [b.item_id]
+    await commit_answering(store, KEY, [b.item_id])
+    assert (await other.inbox.items(KEY)).pending == []
+    assert await other.inbox.keys() == []  # the index forgets a key with nothing pending
+
+
+async def test_a_commit_answers_even_without_its_done_hint(tmp_path: Path) -> None:
+    """Files: the transcript's commit line is the fact; the inbox's `done` line only a hint."""
+    store = FileStore(tmp_path / "state")
+    a = item("a")
+    await store.inbox.append(a)
+    await store.inbox.append(item("b"))
+
+    async def no_hint(key: SessionKey, ids: object) -> None:
+        return None  # as if the process died right after the commit's fsync
+
+    store.inbox.answered = no_hint  # type: ignore[method-assign,assignment]
+    await commit_answering(store, KEY, [a.item_id])
+    await store.close()
+    again = FileStore(tmp_path / "state")
+    try:
+        assert [i.inbound.text for i in (await again.inbox.items(KEY)).pending] == ["b"]
+    finally:
+        await again.close()
+
+
+async def test_notes_settle_and_park(open_store: OpenStore) -> None:
+    store = await open_store()
+    a, b, c = item("a"), item("b"), item("c")
+    for i in (a, b, c):
+        await store.inbox.append(i)
+    await store.inbox.note(KEY, a.item_id, attempt=True)
+    await store.inbox.note(KEY, a.item_id, attempt=True, answer_id="bot-1")
+    await store.inbox.settle(KEY, [b.item_id])
+    await store.inbox.settle(KEY, [c.item_id], park=True)
+    view = await (await open_store()).inbox.items(KEY)
+    assert [(i.item_id, i.attempts, i.answer_id) for i in view.pending] == [(a.item_id, 2, "bot-1")]
+    assert [i.item_id for i in view.parked] == [c.item_id]
+
+
+async def test_only_a_dead_owners_items_are_adopted(open_store: OpenStore) -> None:
+    first, second = await open_store(), await open_store()
+    await first.inbox.heartbeat()
+    await second.inbox.heartbeat()
+    a = await first.inbox.append(item("a"))
+    assert await second.inbox.adopt(KEY, [a.item_id]) == []  # its owner lives
+    assert await first.inbox.adopt(KEY, [a.item_id]) == [a.item_id]  # its own
+    await first.close()  # the owner is gone (a clean stop ends its lease at once)
+    assert await second.inbox.adopt(KEY, [a.item_id]) == [a.item_id]
+    view = await second.inbox.items(KEY)
+    assert [i.owner for i in view.pending] == [second.inbox.owner]
+
+
+async def test_keys_of_two_conversations(open_store: OpenStore) -> None:
+    store = await open_store()
+    await store.inbox.append(item("a"))
+    await store.inbox.append(item("x", OTHER))
+    assert sorted(await store.inbox.keys()) == sorted([KEY, OTHER])
+
+
+async def test_a_damaged_record_is_quarantined_and_never_blocks(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "state")
+    try:
+        await store.inbox.append(item("a"))
+        path = store.inbox._path(KEY)
+        with open(path, "ab") as f:  # noqa: ASYNC230 - a test writing damage
+            f.write(b'{"add": {"id": "nope"}}\n')
+        await store.inbox.append(item("b"))
+        view = await store.inbox.items(KEY)
+        assert [i.inbound.text for i in view.pending] == ["a", "b"]
+        assert view.quarantined == 1
+        assert list((tmp_path / "state" / "quarantine").glob("inbox-*"))
+        assert (await store.inbox.items(KEY)).quarantined == 0  # moved aside once
+    finally:
+        await store.close()
+
+
+async def test_a_busy_conversations_inbox_file_is_rewritten_with_only_its_pending_items(
+    tmp_path: Path,
+) -> None:
+    """A conversation that always has a message waiting never empties its inbox file;
+    it is compacted instead, keeping what is pending (with its tries and answer message)."""
+    store = FileStore(tmp_path / "state")
+    try:
+        waiting = await store.inbox.append(item("always waiting"))
+        await store.inbox.note(KEY, waiting.item_id, attempt=True, answer_id="post-9")
+        path = store.inbox._path(KEY)
+        for n in range(200):
+            answered = await store.inbox.append(item(f"m{n} " + "x" * 400))
+            await store.inbox.answered(KEY, [answered.item_id])
+        assert os.stat(path).st_size < 2 * 64 * 1024
+        other = FileStore(tmp_path / "state")
+        try:
+            view = await other.inbox.items(KEY)
+        finally:
+            await other.close()
+        assert [(i.inbound.text, i.attempts, i.answer_id) for i in view.pending] == [
+            ("always waiting", 1, "post-9")
+        ]
+    finally:
+        await store.close()
+
+
+async def test_a_damaged_redis_item_is_moved_aside_and_never_blocks(redis_server: RedisServer) -> None:
+    prefix = unique_prefix()
+    settings = StoreSettings(backend="redis", url=redis_server.url, prefix=prefix)
+    store = RedisStore.from_settings(settings, None)
+    try:
+        a = await store.inbox.append(item("a"))
+        await store.inbox.append(item("b"))
+        hash_name = store.inbox.names(KEY)[0]
+        await store._r.hset(hash_name, f"i:{a.item_id}", "{not json")  # type: ignore[misc]
+        view = await store.inbox.items(KEY)
+        assert [i.inbound.text for i in view.pending] == ["b"]
+        assert view.quarantined == 1
+        assert [k async for k in store._r.scan_iter(match=f"{prefix}:quarantine:inbox:*")]
+        assert (await store.inbox.items(KEY)).quarantined == 0
+    finally:
+        await store.close()
+
+
+async def test_an_emptied_inbox_file_leaves_the_index_and_is_removed_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileStore(tmp_path / "state")
+    try:
+        a = await store.inbox.append(item("a"))
+        await commit_answering(store, KEY, [a.item_id])
+        path = store.inbox._path(KEY)
+        assert os.stat(path).st_size == 0  # kept for the conversation's next message
+        assert await store.inbox.keys() == []
+        monkeypatch.setattr(files_inbox, "EMPTY_KEEP_S", -1.0)
+        assert await store.inbox.keys() == []
+        assert not os.path.exists(path)  # noqa: ASYNC240 - a test looking at the folder
+        b = await store.inbox.append(item("b"))  # a new file again
+        assert [i.item_id for i in (await store.inbox.items(KEY)).pending] == [b.item_id]
+    finally:
+        await store.close()
