@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from bots.http.console import auth, health, pages
+from bots.http.console import auth, health, pages, queue
 from bots.runtime import Runtime
 from core.model import Closed, SessionEntry, SessionKey, parse_key
 from core.turn import FutureResponder
@@ -193,9 +193,10 @@ class Console:
 
         page = await self.gateway.store.list_page(after, PAGE, keep)
         running = {str(k): v for k, v in self.watchers.running.items()}
+        pending = await queue.pending_counts(self.gateway.store, (e.key for e in page.entries))
         return self._html(
             pages.conversation_list(
-                page.entries, running, filters, after, page.next, page.scanned, split,
+                page.entries, running, pending, filters, after, page.next, page.scanned, split,
                 operator=session.operator, csrf=self.sessions.csrf(session),
             )
         )  # fmt: skip
@@ -233,11 +234,12 @@ class Console:
             models: Sequence[str] = self.gateway.router.settings(parts.agent).models
         except KeyError:
             models = ()
+        inbox = queue.render(await self.gateway.store.inbox.items(key))
         notice = unquote(request.cookies.get(NOTICE_COOKIE, ""))
         response = self._html(
             pages.conversation(
                 key, entry, facts, models, self.watchers.answer.get(key, ""), started is not None,
-                pages.transcript(shown, older, newer),
+                pages.transcript(shown, older, newer), inbox,
                 operator=session.operator, csrf=self.sessions.csrf(session), notice=notice,
             )
         )  # fmt: skip

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bots.http.console import queue
 from bots.http.console.pages import esc, when
 from bots.runtime import Runtime
 from core.model import SessionKey
@@ -127,6 +128,8 @@ async def render(runtime: Runtime, errors: ErrorRing, watchers: TurnWatchers) ->
     store = await store_state(runtime)
     backend = runtime.loaded.config.store.backend
     rows.append(f"<tr><th scope='row'>store ({esc(backend)})</th><td>{esc(store)}</td></tr>")
+    inbox = await queue.depth(runtime.store)
+    rows.append(f"<tr><th scope='row'>inbox</th><td>{esc(inbox)}</td></tr>")
     lanes = runtime.gateway.lanes
     rows.append(
         f"<tr><th scope='row'>queued here</th><td>{lanes.depth} message(s) waiting for a turn</td></tr>"

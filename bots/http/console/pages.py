@@ -90,6 +90,7 @@ def login(problem: str, token_needed: bool) -> str:
 def conversation_list(
     rows: Sequence[SessionEntry],
     running: dict[str, float],
+    pending: dict[str, int],
     filters: dict[str, str],
     after: str,
     next_cursor: str,
@@ -118,6 +119,7 @@ def conversation_list(
             f'<tr><td><a href="{esc(conversation_url(e.key))}"><code>{esc(e.key)}</code></a></td>'
             f"<td>{esc(platform)}</td><td>{esc(user)}</td><td>{esc(channel)}</td>"
             f'<td class="num">{e.turns}</td><td>{when(e.last_interaction_at)}</td>'
+            f'<td class="num">{pending.get(e.key, 0)}</td>'
             f"<td>{esc(live)}</td><td>{esc(e.model or 'default')}</td></tr>"
         )
     if body_rows:
@@ -125,7 +127,8 @@ def conversation_list(
             "<table><caption>Conversations (store order, one page)</caption><thead><tr>"
             '<th scope="col">Key</th><th scope="col">Platform</th><th scope="col">User</th>'
             '<th scope="col">Channel</th><th scope="col">Turns</th><th scope="col">Last activity</th>'
-            '<th scope="col">Running turn (here)</th><th scope="col">Model</th></tr></thead>'
+            '<th scope="col">Pending</th><th scope="col">Running turn (here)</th>'
+            '<th scope="col">Model</th></tr></thead>'
             f"<tbody>{''.join(body_rows)}</tbody></table>"
         )
     else:
@@ -176,6 +179,7 @@ def conversation(
     live: str,
     running: bool,
     transcript_html: str,
+    pending_html: str,
     *,
     operator: str,
     csrf: str,
@@ -209,6 +213,8 @@ def conversation(
     )
     body = (
         f'<table class="facts">{rows}</table>{actions}{live_html}'
+        '<section aria-labelledby="p-h"><h2 id="p-h">Pending (the durable inbox)</h2>'
+        f"{pending_html}</section>"
         '<section aria-labelledby="t-h"><h2 id="t-h">Transcript (newest last)</h2>'
         f"{transcript_html}</section>"
     )

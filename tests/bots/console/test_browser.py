@@ -116,12 +116,16 @@ async def test_an_operator_watches_stops_and_resets_a_discord_conversation(
             await fake.send_message("watch me grow", mention=True)
             await expect(live).to_contain_text("echo: watch me grow")
             assert "(turn" not in await live.inner_text()  # not done yet: it is growing
+            # A message sent meanwhile waits in the inbox, shown as pending.
+            await fake.send_message("stop me", mention=True)
+            await page.reload()
+            pending = page.locator("section", has=page.locator("#p-h"))
+            await expect(pending).to_contain_text("stop me")
             if shots:
                 await page.screenshot(path=str(SHOTS / "console-live.png"), full_page=True)
-            await expect(live).to_contain_text("(turn 2")
+            await expect(live).to_contain_text("(turn 2")  # the reloaded page follows on
 
             # Stop: a turn mid-answer stops, and Discord shows it stopped.
-            await fake.send_message("stop me", mention=True)
             await expect(live).to_contain_text("echo: stop me")
             await page.get_by_role("button", name="Stop the answer").click()
             await page.locator(".notice").wait_for()
