@@ -1,4 +1,4 @@
-"""`chatlane` / `python -m bots`: run, chat, sessions, check."""
+"""`chatlane` / `python -m bots`: run, chat, sessions, check, send, schedules."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _load(path: str | None) -> Loaded:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from bots import admin
+    from bots import admin, schedules_cli
 
     p = argparse.ArgumentParser(prog="chatlane", description=__doc__)
     p.add_argument("--version", action="version", version=f"chatlane {_version()}")
@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="validate the config and say what would start")
     sessions = sub.add_parser("sessions", help="inspect, reset and prune stored sessions")
     admin.add_parsers(sessions.add_subparsers(dest="action", required=True), common)
+    schedules_cli.add_parsers(sub, common)
     return p
 
 
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     level = args.log_level
     if level is None:  # the commands that print their own output stay quiet by default
-        level = "WARNING" if args.command in ("sessions", "chat", "check") else "INFO"
+        level = "WARNING" if args.command in ("sessions", "chat", "check", "send", "schedules") else "INFO"
     setup_logging(level, loaded.secrets.values(), args.log_format)
     if args.command != "sessions" or not getattr(args, "json", False):
         print(f"chatlane: using config {loaded.path}", file=sys.stderr)
@@ -110,6 +111,10 @@ async def _dispatch(args: argparse.Namespace, loaded: Loaded) -> int:
             from bots.console import ConsoleSettings, chat
 
             return await chat(runtime, args.user or loaded.section(ConsoleSettings).user)
+        if args.command in ("send", "schedules"):
+            from bots import schedules_cli
+
+            return await schedules_cli.run(args, runtime)
         return await admin.run(args, runtime)
     finally:
         await runtime.close()

@@ -9,6 +9,10 @@ lane), so `/stop` stops the answer in progress, which then ends with "(stopped)"
 Several such processes with one `--user` on one store are several writers of one
 conversation: the store's reservation and turn lock keep them in one session with
 turns that never overlap.
+
+A line the process took but did not answer before it stopped stays in the durable
+inbox; the next console process on the store answers it and prints the answer as a
+`LateAnswer` (there is no one else to send it to; it is in the transcript either way).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from typing import ClassVar, TextIO
 
 from bots.runtime import Runtime
 from core.config import AdapterSettings
-from core.model import Inbound
-from core.turn import FutureResponder
+from core.model import Inbound, Reply, ReplyTarget
+from core.turn import FutureResponder, QuietResponder
 
 log = logging.getLogger("chatlane.console")
 
@@ -38,6 +42,7 @@ class ConsoleSettings(AdapterSettings):
 
 
 _ids = itertools.count(1)
+PLATFORM = "console"
 
 
 async def _lines(stream: TextIO) -> AsyncIterator[str]:
@@ -124,7 +129,7 @@ def inbound_for(user: str, text: str) -> Inbound:
     terminal, with no platform allowlists or mentions to judge.
     """
     return Inbound(
-        platform="console",
+        platform=PLATFORM,
         user=user,
         channel="local",
         text=text,
@@ -135,11 +140,37 @@ def inbound_for(user: str, text: str) -> Inbound:
     )
 
 
+def target_of(inbound: Inbound) -> ReplyTarget:
+    """Where a console line's answer goes: the console of whichever process answers it."""
+    return ReplyTarget(PLATFORM, inbound.channel, None, inbound.message_id)
+
+
+LATE_ANSWER_NOTE = "(the answer to a message sent before a restart)"
+
+
+class LateAnswer(QuietResponder):
+    """Prints the answer to a line an earlier console process took (see the module doc)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    async def send(self, reply: Reply) -> None:
+        if reply.text:
+            self.out.write(f"{LATE_ANSWER_NOTE}\n{reply.text}\n")
+            self.out.flush()
+
+
+def register_targets(runtime: Runtime, out: TextIO) -> None:
+    """Answer resumed console lines on `out` (undone by `targets.unregister(PLATFORM)`)."""
+    runtime.gateway.targets.register(PLATFORM, lambda target: LateAnswer(out))
+
+
 async def _say(runtime: Runtime, user: str, text: str) -> FutureResponder:
     """Hand one line to the gateway as `user`; its responder streams the answer."""
     responder = FutureResponder()
     responder.stream()
-    await runtime.gateway.submit(inbound_for(user, text), responder)
+    inbound = inbound_for(user, text)
+    await runtime.gateway.submit(inbound, responder, target=target_of(inbound))
     return responder
 
 
@@ -154,9 +185,11 @@ class ConsoleService:
 
     async def start(self) -> None:
         user = self.runtime.loaded.section(ConsoleSettings).user
+        register_targets(self.runtime, sys.stdout)
         self._task = asyncio.create_task(chat(self.runtime, user), name="console")
 
     async def stop(self) -> None:
+        self.runtime.gateway.targets.unregister(PLATFORM)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -106,6 +106,7 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
             await service.start()
             started.append(service)
             log.info("%s: running (%s)", service.name, service.describe())
+        runtime.gateway.start_schedules()  # once the adapters answer their targets
         agents = ", ".join(f"{a} ({s.backend})" for a, s in loaded.config.agent_table().items())
         log.info("chatlane is up: agents %s, store %s; Ctrl-C stops", agents, loaded.config.store.backend)
         await stop.wait()
@@ -134,9 +135,10 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
 async def _close_gateway(runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
     """Let running turns finish; a second Ctrl-C / SIGTERM cancels them at once instead.
 
-    Either way every waiting sender is still answered (the adapters are stopped only
-    after this): a cut-off or queued message gets its "send it again" reply, which the
-    HTTP API sends as a 503, rather than a dropped connection.
+    The adapters are stopped only after this and keep taking messages meanwhile: the
+    gateway stores them in the durable inbox for the next process (chat platforms never
+    send them again), and what was cut off or still queued stays there too, so nobody is
+    asked to send anything again. The HTTP API answers new requests 503 + Retry-After.
     """
     hurry = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -146,7 +148,7 @@ async def _close_gateway(runtime: Runtime, loop: asyncio.AbstractEventLoop) -> N
     try:
         await asyncio.wait({closing, hurried}, return_when=asyncio.FIRST_COMPLETED)
         if not closing.done():
-            log.warning("stopping now: cancelling the turns still running; their senders are told")
+            log.warning("stopping now: cancelling the turns still running; they stay in the inbox")
             await runtime.gateway.close(timeout=0)
         await closing
     finally:

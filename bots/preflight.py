@@ -17,7 +17,8 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from bots.http.service import refusal as http_refusal
-from core.config import Loaded
+from core.config import TRANSCRIPT_ONLY, Loaded
+from core.model import parse_key
 
 SLACK_BOT_PREFIX = "xoxb-"
 SLACK_APP_PREFIX = "xapp-"
@@ -87,6 +88,14 @@ def inspect(loaded: Loaded) -> list[Finding]:
             and not app.get_secret_value().startswith(SLACK_APP_PREFIX)
         ):
             error(f"slack: the app-level token in {slack.app_token_env} must start with {SLACK_APP_PREFIX!r}")
+    speaking = {"discord": discord.enabled, "slack": slack.enabled}
+    for schedule in c.schedules:
+        platform = parse_key(schedule.key).platform
+        if not speaking.get(platform, platform in TRANSCRIPT_ONLY):
+            error(
+                f"schedule {schedule.name!r}: cannot speak in {schedule.key}: "
+                f"no {platform} bot is enabled in {loaded.path.name}"
+            )
     return found
 
 

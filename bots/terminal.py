@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from typing import Any, TextIO, TypeVar
 
 from bots import eventloop
-from bots.console import ANSWERED, inbound_for
+from bots.console import ANSWERED, inbound_for, register_targets, target_of
 from bots.runtime import Runtime
 from core.config import Loaded
 from core.model import Reply, SessionKey, parse_key
@@ -77,6 +77,7 @@ class Terminal:
         self.thread.start()
         try:
             self.runtime = runtime = self.call(_build(self.loaded)).result()
+            register_targets(runtime, self.out)
             # The conversation's key as the gateway makes it (bindings may choose the agent).
             self.key = runtime.gateway.key_for(inbound_for(self.user, ""))
             self._say(
@@ -142,7 +143,8 @@ class Terminal:
                 command, arg = found
                 self.call(gateway.command(self.key, command.name, arg, responder)).result()
             else:
-                self.call(gateway.submit(inbound_for(self.user, text), responder)).result()
+                inbound = inbound_for(self.user, text)
+                self.call(gateway.submit(inbound, responder, target=target_of(inbound))).result()
             streamed = warned = False
             while True:
                 if presses >= 2:

@@ -18,8 +18,10 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -33,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.model import Scope
+from core.model import ANY, Scope, parse_key
 
 DmPolicy = Literal["open", "allowlist", "disabled"]
 
@@ -268,6 +270,101 @@ class LimitsSettings(Section):
     per_day: Annotated[int, Field(ge=0)] = 0
 
 
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+TRANSCRIPT_ONLY = ("http", "console")
+"""Platforms whose conversations a proactive message reaches only in the transcript."""
+
+
+def parse_duration(text: str) -> float:
+    """`"30m"` -> 1800.0 (ms, s, m, h, d); ValueError otherwise."""
+    found = DURATION.fullmatch(text.strip())
+    if found is None:
+        raise ValueError(f"{text!r} is not a duration like 10s, 30m, 1h or 1d")
+    return float(found.group(1)) * _UNIT_S[found.group(2)]
+
+
+def _cron_is_valid(expression: str) -> bool:
+    from croniter import croniter  # only a config with a cron schedule pays its import
+
+    return bool(croniter.is_valid(expression))
+
+
+def unreachable(key: str) -> str | None:
+    """Why a proactive message cannot be sent to `key` (None if it can): a malformed key,
+    or one with no channel to speak in (scope `user` keys end in `*`)."""
+    try:
+        parts = parse_key(key)
+    except ValueError as exc:
+        return str(exc)
+    if parts.platform not in TRANSCRIPT_ONLY and ANY in (parts.channel, parts.thread):
+        return f"{key} names no channel to speak in (a scope `user` key: its channel is {ANY!r})"
+    return None
+
+
+class ScheduleSettings(Section):
+    """One `[[schedules]]` entry: a message the bot sends on its own, in one conversation."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    key: str
+    """The conversation it speaks in (a session key)."""
+    cron: str = ""
+    every: str = ""
+    """A fixed interval (`30m`, `10s`), counted from 1970-01-01 UTC."""
+    at: str = ""
+    """Once, at an ISO date and time (with an offset, or read in `timezone`)."""
+    timezone: str = "UTC"
+    text: Annotated[str, Field(min_length=1)]
+    mode: Literal["prompt", "notice"] = "prompt"
+    catch_up: str = "1h"
+    """A fire missed while every process was down runs once if it is at most this late."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleSettings:
+        where = f"schedule {self.name!r}"
+        if sum(bool(x) for x in (self.cron, self.every, self.at)) != 1:
+            raise ValueError(f"{where}: give exactly one of cron, every, at")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{where}: unknown timezone {self.timezone!r} (e.g. Europe/Berlin)") from None
+        if self.cron and not _cron_is_valid(self.cron):
+            raise ValueError(f"{where}: {self.cron!r} is not a cron expression (e.g. 0 9 * * 1-5)")
+        try:
+            if self.every and parse_duration(self.every) < 1.0:
+                raise ValueError(f"{self.every!r} is shorter than 1s")
+            parse_duration(self.catch_up)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if self.at:
+            try:
+                datetime.fromisoformat(self.at)
+            except ValueError:
+                raise ValueError(f"{where}: at = {self.at!r} is not an ISO date and time") from None
+        if (why := unreachable(self.key)) is not None:
+            raise ValueError(f"{where}: cannot speak in {self.key!r}: {why}")
+        return self
+
+    @property
+    def interval_s(self) -> float:
+        return parse_duration(self.every) if self.every else 0.0
+
+    @property
+    def catch_up_s(self) -> float:
+        return parse_duration(self.catch_up)
+
+
+class SchedulerSettings(Section):
+    """`[scheduler]`: how processes share the work of `[[schedules]]`."""
+
+    enabled: bool = True
+    poll_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """The longest sleep: how soon another process's lapsed claim or a new reminder is seen."""
+    lease_s: Annotated[float, Field(gt=0)] = 60.0
+    """A claimed fire's lease, renewed while it runs; another process takes it over once
+    it lapsed (its owner died)."""
+
+
 class Config(Section):
     """The core sections; `compose` adds one field per adapter section."""
 
@@ -281,6 +378,8 @@ class Config(Section):
     attachments: AttachmentSettings = AttachmentSettings()
     dedupe: DedupeSettings = DedupeSettings()
     limits: LimitsSettings = LimitsSettings()
+    schedules: tuple[ScheduleSettings, ...] = ()
+    scheduler: SchedulerSettings = SchedulerSettings()
 
     @field_validator("agents", mode="after")
     @classmethod
@@ -431,6 +530,13 @@ def _check_agents(path: Path, config: Config) -> None:
         raise ConfigError(
             path, f"agents.{defaults[1]}.default", f"only one agent can be the default ({defaults[0]!r} is)"
         )
+    names: set[str] = set()
+    for i, sched in enumerate(config.schedules):
+        if sched.name in names:
+            raise ConfigError(path, f"schedules.{i}.name", f"schedule {sched.name!r} is defined twice")
+        names.add(sched.name)
+        if (agent := parse_key(sched.key).agent) not in table:
+            raise ConfigError(path, f"schedules.{i}.key", f"schedule {sched.name!r}: no agent {agent!r}")
     for i, rule in enumerate(config.bindings):
         if rule.agent not in table:
             raise ConfigError(

@@ -29,22 +29,27 @@ class BackfillingResponder(DiscordResponder):
     """A `DiscordResponder` that can also read the channel's earlier messages."""
 
     def __init__(
-        self, message: discord.Message, settings: DiscordSettings, me: discord.abc.Snowflake
+        self,
+        message: discord.Message | discord.PartialMessage | None,
+        settings: DiscordSettings,
+        me: discord.abc.Snowflake,
+        *,
+        channel: discord.abc.Messageable | None = None,
+        answer: discord.PartialMessage | None = None,
     ) -> None:
-        super().__init__(message, settings, me)
+        super().__init__(message, settings, me, channel=channel, answer=answer)
         self.me_id = me.id
 
     async def fetch_history(self) -> list[ChatMessage]:
         limit = self.settings.history_backfill
         if limit <= 0:
             return []
-        channel = self.message.channel
         try:
-            found = [m async for m in channel.history(limit=limit, before=self.message)]
+            found = [m async for m in self.channel.history(limit=limit, before=self.message)]
         except PlatformFailure as exc:
             log.warning(
-                "discord: cannot read earlier messages in channel %s; answering without them: %s",
-                channel.id,
+                "discord: cannot read earlier messages in %s; answering without them: %s",
+                self._where(),
                 describe_failure(exc, HISTORY_HINT),
             )
             return []

@@ -14,7 +14,7 @@ import discord
 
 from bots.discord.settings import DiscordSettings
 from core.door import Facts, Seen
-from core.model import Inbound
+from core.model import Inbound, ReplyTarget
 from core.turn import UrlSource
 
 PLATFORM = "discord"
@@ -56,6 +56,18 @@ def read_message(message: discord.Message, me: discord.ClientUser, settings: Dis
         require_mention=mention_rule(settings, inbound.channel, parent, guild),
     )
     return Seen(inbound, facts)
+
+
+def reply_target(message: discord.Message) -> ReplyTarget:
+    """Where the answer to `message` goes, in a form any process can store: its channel (a
+    thread is its own channel, as in the session key: then `thread` names it too, and its
+    parent is kept), the message answered, and the guild."""
+    channel, guild = message.channel, message.guild
+    thread = str(channel.id) if isinstance(channel, discord.Thread) else None
+    extra = {"guild": str(guild.id)} if guild is not None else {}
+    if isinstance(channel, discord.Thread) and channel.parent_id is not None:
+        extra["parent"] = str(channel.parent_id)
+    return ReplyTarget(PLATFORM, str(channel.id), thread, str(message.id), extra=tuple(sorted(extra.items())))
 
 
 def attachments(message: discord.Message, hosts: Sequence[str]) -> tuple[UrlSource, ...]:

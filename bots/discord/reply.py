@@ -7,6 +7,12 @@ messages to exactly the answer. A cut-off answer (interrupt, `/stop`, shutdown, 
 failure) is edited to say so. With `status_reactions` the asker's message carries ⏳
 (waiting), 👀 (being answered), then ✅ or ⚠️.
 
+A responder needs no gateway event: the one for a stored `ReplyTarget` (a message resumed
+after a restart, bots/discord/targets.py) answers through a `PartialMessageable` and a
+`PartialMessage`, and with `answer_id` continues the answer in that message, edited in
+place from the start of the new answer. `answer_id` (the first message the streamed
+answer posted) is what core stores so that the next process can do so.
+
 Every platform call here swallows and logs its own failure (a 403 for a missing
 permission, a rate limit longer than `max_ratelimit_wait_s`, a network error): a
 failed send must never break the lane that runs the conversation, nor the bot.
@@ -55,28 +61,53 @@ class DiscordResponder(QuietResponder):
     """Answers one Discord message: typing while its turn runs, the reply in chunks."""
 
     def __init__(
-        self, message: discord.Message, settings: DiscordSettings, me: discord.abc.Snowflake | None = None
+        self,
+        message: discord.Message | discord.PartialMessage | None,
+        settings: DiscordSettings,
+        me: discord.abc.Snowflake | None = None,
+        *,
+        channel: discord.abc.Messageable | None = None,
+        answer: discord.PartialMessage | None = None,
     ) -> None:
         self.message = message
+        """The message answered (None: the bot speaks first, in `channel`). `answer`: the
+        message a streamed answer continues in (see the module doc)."""
+        if channel is None:
+            if message is None:
+                raise ValueError("a Discord responder needs a message or a channel")
+            channel = message.channel
+        self.channel = channel
         self.settings = settings
         self.me = me
         """The bot's user, whose status reactions are swapped (None: they are only added)."""
+        self._surface: DiscordSurface | None = None
         draft = None
         if settings.stream == "edit":
+            self._surface = DiscordSurface(channel, message, reply_to=settings.reply_to, answer=answer)
             draft = DraftStream(
-                DiscordSurface(message, reply_to=settings.reply_to),
+                self._surface,
                 limit=MESSAGE_LIMIT,
                 interval_s=settings.stream_edit_interval_s,
                 first_post_s=settings.stream_first_post_s,
                 first_chars=settings.stream_first_chars,
             )
+            if answer is not None:
+                draft.resume()
         self.live = LiveAnswer(draft)
         self._status: str | None = None
         """The status reaction the message carries now (`status_reactions`)."""
 
+    @property
+    def answer_id(self) -> str | None:
+        return self._surface.first_id if self._surface is not None else None
+
     def _where(self) -> str:
-        guild = f" (guild {self.message.guild.id})" if self.message.guild is not None else " (DM)"
-        return f"channel {self.message.channel.id}{guild}"
+        guild = getattr(self.channel, "guild", None)
+        place = f" (guild {guild.id})" if guild is not None else ""
+        return f"channel {getattr(self.channel, 'id', '?')}{place}"
+
+    def _about(self) -> str:
+        return f"message {self.message.id}" if self.message is not None else "a message of the bot's"
 
     async def on_delta(self, text: str) -> None:
         self.live.add(text)
@@ -96,23 +127,23 @@ class DiscordResponder(QuietResponder):
             return
         chunks = [c for c in split_message(reply.text, MESSAGE_LIMIT) if c.strip()]
         if not chunks:
-            log.warning("discord: empty %s for message %s not sent", reply.kind, self.message.id)
+            log.warning("discord: empty %s for %s not sent", reply.kind, self._about())
             return
         for i, chunk in enumerate(chunks):
             try:
-                if i == 0 and self.settings.reply_to:
+                if i == 0 and self.settings.reply_to and self.message is not None:
                     # A deleted original must not lose the answer: send it unthreaded then.
                     ref = self.message.to_reference(fail_if_not_exists=False)
-                    await self.message.channel.send(chunk, reference=ref)
+                    await self.channel.send(chunk, reference=ref)
                 else:
-                    await self.message.channel.send(chunk)
+                    await self.channel.send(chunk)
             except PlatformFailure as exc:
                 log.error(
-                    "discord: could not send part %d/%d of the %s to message %s in %s: %s",
+                    "discord: could not send part %d/%d of the %s to %s in %s: %s",
                     i + 1,
                     len(chunks),
                     reply.kind,
-                    self.message.id,
+                    self._about(),
                     self._where(),
                     describe_failure(exc, SEND_HINT),
                 )
@@ -135,6 +166,8 @@ class DiscordResponder(QuietResponder):
             await self._react(emoji, add=True)
 
     async def _react(self, emoji: str, *, add: bool) -> None:
+        if self.message is None:
+            return
         try:
             if add:
                 await self.message.add_reaction(emoji)
@@ -142,10 +175,10 @@ class DiscordResponder(QuietResponder):
                 await self.message.remove_reaction(emoji, self.me or discord.Object(0))
         except PlatformFailure as exc:
             log.warning(
-                "discord: could not %s reaction %s on message %s in %s: %s",
+                "discord: could not %s reaction %s on %s in %s: %s",
                 "add" if add else "remove",
                 emoji,
-                self.message.id,
+                self._about(),
                 self._where(),
                 describe_failure(exc, REACT_HINT),
             )
@@ -155,7 +188,7 @@ class DiscordResponder(QuietResponder):
         await self._set_status(STATUS_WORKING)
         refresh: asyncio.Task[None] | None = None
         if await self._type(timeout=TYPING_START_TIMEOUT_S):
-            refresh = asyncio.create_task(self._keep_typing(), name=f"typing {self.message.id}")
+            refresh = asyncio.create_task(self._keep_typing(), name=f"typing {self._about()}")
         try:
             yield
         finally:
@@ -173,7 +206,7 @@ class DiscordResponder(QuietResponder):
         """Show the typing indicator once; False (logged) when Discord refused it."""
         try:
             async with asyncio.timeout(timeout):
-                await self.message.channel.typing()
+                await self.channel.typing()
         except PlatformFailure as exc:
             log.warning(
                 "discord: no typing indicator in %s: %s",

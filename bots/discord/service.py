@@ -4,7 +4,10 @@ A thin translator: each gateway message becomes a `Seen` (its `Inbound` and acce
 facts, bots/discord/inbound.py), is gated once (`refusal`, core/access.py),
 de-duplicated (a gateway RESUME can replay a MESSAGE_CREATE) and handed to the gateway
 with a `DiscordResponder` (bots/discord/reply.py), which turns the `Reply` into Discord
-messages. Slash commands live in bots/discord/commands.py and are gated the same way.
+messages, and its `ReplyTarget`, which the durable inbox stores with it. While the client
+runs, `gateway.targets` turns a stored target back into a responder (bots/discord/
+targets.py): that is how a message accepted before a restart is answered after it.
+Slash commands live in bots/discord/commands.py and are gated the same way.
 
 Ordering belongs to the core: `on_message` does not await anything before
 `gateway.submit`, so messages reach their lanes in the order Discord sent them.
@@ -26,12 +29,13 @@ import yarl
 
 from bots.discord.commands import build_tree, sync_commands
 from bots.discord.history import BackfillingResponder
-from bots.discord.inbound import ANSWERED_TYPES, read_message
+from bots.discord.inbound import ANSWERED_TYPES, PLATFORM, read_message, reply_target
 from bots.discord.reply import ALLOWED_MENTIONS
 from bots.discord.settings import DiscordSettings
+from bots.discord.targets import Targets
 from bots.runtime import Runtime, StartupError
 from core.door import Facts, admit
-from core.model import Closed
+from core.model import Closed, Inbound
 from core.ops import TaskSet
 
 log = logging.getLogger("chatlane.discord")
@@ -105,9 +109,13 @@ class DiscordService:
             self._tasks.spawn(sync_commands(tree), name="discord command sync")
         await self._wait_ready(client, self._connection)
         self._connection.add_done_callback(self._on_connection_end)
+        self.runtime.gateway.targets.register(
+            PLATFORM, Targets(client, self.settings).responder, admits=self.still_admits
+        )
 
     async def stop(self) -> None:
         self._stopping = True
+        self.runtime.gateway.targets.unregister(PLATFORM)
         await self._tasks.close()
         await self._close_client()
         if self._connection is not None:
@@ -138,7 +146,10 @@ class DiscordService:
         delivery = [("replay", f"message:{inbound.message_id}")]
         try:
             await self.runtime.gateway.submit(
-                inbound, BackfillingResponder(message, self.settings, me), delivery=delivery
+                inbound,
+                BackfillingResponder(message, self.settings, me),
+                delivery=delivery,
+                target=reply_target(message),
             )
         except Closed:
             log.info("discord: shutting down; message %s not taken", message.id)
@@ -147,6 +158,24 @@ class DiscordService:
         """Why the bot must not answer (for the log), or None when it may: the one gate."""
         s = self.settings
         return admit(s, facts, allow_spaces=s.allow_guilds, allow_roles=s.allow_roles)
+
+    def still_admits(self, inbound: Inbound) -> bool:
+        """The gate again, for a stored message about to be resumed: the access rules of
+        now (allowlists, DM policy, guilds, roles). Whether it addressed the bot was decided
+        when it arrived and is not asked again."""
+        facts = Facts(
+            inbound.user,
+            inbound.channel,
+            inbound.is_direct,
+            mentioned_bot=True,
+            parent_channel=inbound.parent_channel,
+            space=inbound.space,
+            roles=inbound.roles,
+        )
+        if (why := self.refusal(facts)) is not None:
+            log.info("discord: message %s is not answered after all: %s", inbound.message_id, why)
+            return False
+        return True
 
     async def on_error(self, event: str, /, *args: Any, **kwargs: Any) -> None:
         # discord.py calls this from inside the `except` of a failed handler.

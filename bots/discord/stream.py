@@ -4,6 +4,9 @@
 discord.py itself waits out a 429 (up to `max_ratelimit_wait_s`) and retries, which
 slows the stream down; a longer limit fails the call, and the stream backs off and
 shows everything received on its next try, so no text is lost either way.
+
+A resumed answer (`answer_id`: the message a process that died had begun it in) starts
+with that message as part 1, a `PartialMessage` edited without fetching it first.
 """
 
 from __future__ import annotations
@@ -20,32 +23,49 @@ SEND_HINT = "give the bot Send Messages (and Send Messages in Threads) there"
 
 
 class DiscordSurface:
-    """The messages of one streamed reply to `source`, in order."""
+    """The messages of one streamed reply to `source` (None: a message of the bot's own,
+    replying to nothing) in `channel`, in order."""
 
     append_only = False
 
-    def __init__(self, source: discord.Message, *, reply_to: bool) -> None:
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        source: discord.Message | discord.PartialMessage | None,
+        *,
+        reply_to: bool,
+        answer: discord.PartialMessage | None = None,
+    ) -> None:
+        self.channel = channel
         self.source = source
-        self.reply_to = reply_to
-        self.sent: list[discord.Message] = []
+        self.reply_to = reply_to and source is not None
+        self.sent: list[discord.Message | discord.PartialMessage] = [answer] if answer is not None else []
+
+    @property
+    def first_id(self) -> str | None:
+        """The id of the answer's first message, once it exists."""
+        return str(self.sent[0].id) if self.sent else None
+
+    def _about(self) -> str:
+        return f"message {self.source.id}" if self.source is not None else "a message of the bot's"
 
     async def show(self, index: int, text: str, *, final: bool) -> bool:
         try:
             if index < len(self.sent):
                 self.sent[index] = await self.sent[index].edit(content=text)
-            elif index == 0 and self.reply_to:
+            elif index == 0 and self.reply_to and self.source is not None:
                 # A deleted original must not lose the answer: send it unthreaded then.
                 ref = self.source.to_reference(fail_if_not_exists=False)
-                self.sent.append(await self.source.channel.send(text, reference=ref))
+                self.sent.append(await self.channel.send(text, reference=ref))
             else:
-                self.sent.append(await self.source.channel.send(text))
+                self.sent.append(await self.channel.send(text))
         except PlatformFailure as exc:
             verb = "edit" if index < len(self.sent) else "send"
             log.warning(
-                "discord: could not %s part %d of the streamed reply to message %s: %s",
+                "discord: could not %s part %d of the streamed reply to %s: %s",
                 verb,
                 index + 1,
-                self.source.id,
+                self._about(),
                 describe_failure(exc, SEND_HINT),
             )
             return False
@@ -56,8 +76,8 @@ class DiscordSurface:
             await self.sent[index].delete()
         except PlatformFailure as exc:
             log.warning(
-                "discord: could not delete a surplus part of the reply to message %s: %s",
-                self.source.id,
+                "discord: could not delete a surplus part of the reply to %s: %s",
+                self._about(),
                 describe_failure(exc, "give the bot Manage Messages there"),
             )
             return False

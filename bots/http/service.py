@@ -2,6 +2,7 @@
 
     POST /v1/chat/completions   JSON, or SSE with `"stream": true`
     GET  /v1/models             the configured agents, one model each
+    POST /v1/conversations/{key}/messages   speak first in a conversation (conversations.py)
     GET  /healthz               liveness, never needs the token
     GET  /metrics               Prometheus text
 
@@ -49,8 +50,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from bots.http import conversations, wire
 from bots.http import request as parsing
-from bots.http import wire
 from bots.http.console import Console
 from bots.http.errors import ApiError, openai_errors, shutting_down
 from bots.http.guard import ConnectionGuard, GuardedSite, derive_max_connections
@@ -174,6 +175,9 @@ class HttpService:
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model}", self._model)
+        app.router.add_post(
+            conversations.ROUTE, conversations.handler(self.runtime.gateway, self._authorize, self._body)
+        )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         if self.console is not None:
@@ -248,6 +252,8 @@ class HttpService:
         except ValueError as exc:  # the ids make no valid session key
             raise ApiError(400, str(exc), code="invalid_session_key") from None
         ident = f"chatcmpl-{self._instance}-{n}"
+        if self.runtime.gateway.lanes.closing:  # draining: a client retries elsewhere or later
+            return shutting_down().response()
         once = await self._once.begin(request, body, chat.stream, key, ident)  # Idempotency-Key
         if isinstance(once, web.StreamResponse):  # a retry's stored answer, or an error
             return once

@@ -60,6 +60,7 @@ class BackfillingResponder(SlackResponder):
         settings: SlackSettings | None = None,
         user: str = "",
         team: str | None = None,
+        answer_id: str | None = None,
     ) -> None:
         super().__init__(
             poster,
@@ -71,6 +72,7 @@ class BackfillingResponder(SlackResponder):
             user=user,
             team=team,
             is_direct=is_direct,
+            answer_id=answer_id,
         )
         self.me = me
         self.limit = limit

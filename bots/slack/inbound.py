@@ -17,7 +17,7 @@ from typing import Any
 
 from bots.slack.settings import SlackSettings
 from core.door import Facts, RecentSet, Seen
-from core.model import Inbound
+from core.model import Inbound, ReplyTarget
 
 PLATFORM = "slack"
 
@@ -161,6 +161,21 @@ def read_command(command: Mapping[str, Any]) -> Seen:
     space = str(team) if team else None
     inbound = Inbound(PLATFORM, user, channel, action, "", None, is_direct, True, space=space)
     return Seen(inbound, Facts(user, channel, is_direct, mentioned_bot=True, space=command.get("team_id")))
+
+
+def reply_target(inbound: Inbound, team: str | None) -> ReplyTarget:
+    """Where the answer to a message goes, in a form any process can store: its channel,
+    the thread the bot answers in (`thread_ts`), the message (`reply_to` = its ts), and in
+    `extra` the workspace, the asker (native streams name their recipient) and whether it
+    is a DM."""
+    extra = {"user": inbound.user}
+    if team:
+        extra["team"] = team
+    if inbound.is_direct:
+        extra["direct"] = "1"
+    return ReplyTarget(
+        PLATFORM, inbound.channel, inbound.thread, inbound.message_id, extra=tuple(sorted(extra.items()))
+    )
 
 
 def is_thread_reply(inbound: Inbound) -> bool:

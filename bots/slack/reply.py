@@ -8,6 +8,12 @@ update is exactly the answer. In an assistant thread (a DM thread) the thread's 
 (`assistant.threads.setStatus`) says the bot is working until text shows; elsewhere
 the `ack_reaction` does. `status_reactions` adds ⏳ / 👀 / ✅ / ⚠️ to the asker's message.
 
+A responder needs only ids (channel, ts, thread_ts), so one is made for a stored
+`ReplyTarget` too (bots/slack/targets.py). With `answer_id` (the message a process that
+died had begun the answer in) the answer continues in that message, rewritten from the
+start with `chat.update` (a native stream cannot be reopened by another process).
+`answer_id` is the ts of the first message the streamed answer posted: what core stores.
+
 Every Web API failure (`not_in_channel`, `channel_not_found`, rate limits that
 outlast the client's retries, a network error) is logged here with what to do about
 it and swallowed: one conversation's failure never reaches the gateway's lanes or
@@ -144,6 +150,7 @@ class SlackResponder(QuietResponder):
         user: str = "",
         team: str | None = None,
         is_direct: bool = False,
+        answer_id: str | None = None,
     ) -> None:
         self.poster = poster
         self.channel = channel
@@ -157,20 +164,30 @@ class SlackResponder(QuietResponder):
         self._status: str | None = None
         draft = None
         s = self.settings
+        self._surface: NativeSurface | EditSurface | None = None
         if s.stream != "off":
-            surface: NativeSurface | EditSurface
-            if s.stream == "native" and thread_ts is not None:
-                surface = NativeSurface(poster, channel, thread_ts, user=user, team=team)
+            if answer_id is not None:
+                self._surface = EditSurface(poster, channel, thread_ts, sent=[answer_id])
+            elif s.stream == "native" and thread_ts is not None:
+                self._surface = NativeSurface(poster, channel, thread_ts, user=user, team=team)
             else:
-                surface = EditSurface(poster, channel, thread_ts)
+                self._surface = EditSurface(poster, channel, thread_ts)
             draft = DraftStream(
-                surface,
+                self._surface,
                 limit=MESSAGE_LIMIT,
                 interval_s=s.stream_edit_interval_s,
                 first_post_s=s.stream_first_post_s,
                 first_chars=s.stream_first_chars,
             )
+            if answer_id is not None:
+                draft.resume()
         self.live = LiveAnswer(draft)
+
+    @property
+    def answer_id(self) -> str | None:
+        if isinstance(self._surface, NativeSurface):
+            return self._surface.fallback.first_ts
+        return self._surface.first_ts if self._surface is not None else None
 
     async def on_delta(self, text: str) -> None:
         self.live.add(text)

@@ -4,7 +4,10 @@ Events -> `Seen` (the `Inbound` and its access facts, bots/slack/inbound.py) -> 
 gate (`refusal`, core/access.py) -> `gateway.submit`. Bolt runs each listener before
 it acks (`process_before_response`), and the listeners only do synchronous work (read
 the event, gate it, drop duplicates) before handing the submit to a task this service
-owns, so every event is acked within milliseconds however long its turn takes.
+owns; the ack then waits for that submit, which returns once the message is stored in
+the durable inbox (so an acked message survives a crash), but never longer than
+`ACK_WAIT_S`: Slack redelivers what is not acked within 3 s, and a redelivery is
+answered once anyway. The turn itself never holds the ack.
 
 What is answered: `app_mention` in channels, every DM (`message.im`), channel
 messages without a mention when `require_mention = false`, and replies in a thread
@@ -17,10 +20,16 @@ gateway in the store that every replica shares (core/dedupe.py).
 Conversations: user + channel, and with `session.threads` each thread on its own. A
 top-level mention answered in a thread starts a conversation keyed by its own ts, so
 the root and the thread's replies share one session.
+
+Each message goes to the gateway with its `ReplyTarget` (channel, thread_ts, its ts),
+which the durable inbox stores; while connected, `gateway.targets` turns a stored target
+back into a responder (bots/slack/targets.py), so a message accepted before a restart
+is answered after it, in its thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -39,17 +48,28 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import Runtime, StartupError
 from bots.slack.history import BackfillingResponder, files_of
-from bots.slack.inbound import Identity, is_thread_reply, place, read_command, read_message
+from bots.slack.inbound import (
+    PLATFORM,
+    Identity,
+    is_thread_reply,
+    place,
+    read_command,
+    read_message,
+    reply_target,
+)
 from bots.slack.reply import Poster
 from bots.slack.settings import SlackSettings
+from bots.slack.targets import Targets
 from core.door import NOT_HERE_TEXT, Delivery, Facts, RecentSet, admit
-from core.model import Closed, Inbound, StoreError
+from core.model import Closed, Inbound, ReplyTarget, StoreError
 from core.ops import TaskSet
 
 log = logging.getLogger("chatlane.slack")
 
 SEEN_CAPACITY = 10_000
 """Threads remembered as ones the bot takes part in (the store is asked for the others)."""
+ACK_WAIT_S = 2.0
+"""An event's ack waits this long at most for the message to be stored durably."""
 
 
 class SlackService:
@@ -107,6 +127,8 @@ class SlackService:
         )
         self._poster = Poster(self._client)
         self.me = await self._fetch_identity(self._client)
+        targets = Targets(lambda: self._poster, self.me, self.settings)
+        self.runtime.gateway.targets.register(PLATFORM, targets.responder, admits=self.still_admits)
         app = AsyncApp(
             client=self._client,
             signing_secret=signing_secret,
@@ -170,6 +192,7 @@ class SlackService:
         return str(value)
 
     async def stop(self) -> None:
+        self.runtime.gateway.targets.unregister(PLATFORM)
         self._poster = None  # take no more messages
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
@@ -189,44 +212,63 @@ class SlackService:
 
     # ------------------------------------------------------------------ events
     async def _on_app_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        self._take(event, via_mention=True, event_id=str(body.get("event_id") or ""))
+        await self._stored(self._take(event, via_mention=True, event_id=str(body.get("event_id") or "")))
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        self._take(event, via_mention=False, event_id=str(body.get("event_id") or ""))
+        await self._stored(self._take(event, via_mention=False, event_id=str(body.get("event_id") or "")))
 
-    def _take(self, event: dict[str, Any], *, via_mention: bool, event_id: str = "") -> None:
-        """Gate one message event; synchronous, so a duplicate is dropped before the ack."""
+    @staticmethod
+    async def _stored(submit: asyncio.Task[None] | None) -> None:
+        """Hold the ack until the message is in the durable inbox (at most `ACK_WAIT_S`)."""
+        if submit is not None:
+            await asyncio.wait({submit}, timeout=ACK_WAIT_S)
+
+    def _take(
+        self, event: dict[str, Any], *, via_mention: bool, event_id: str = ""
+    ) -> asyncio.Task[None] | None:
+        """Gate one message event; synchronous up to the hand-off, so a duplicate is dropped
+        before the ack and messages reach the gateway in the order Slack sent them. The
+        submit's task, if one was started."""
         seen = read_message(event, self.me, self.settings, self._threads, via_mention=via_mention)
         if isinstance(seen, str):
             log.debug("slack: ignored event in %s: %s", event.get("channel"), seen)
-            return
+            return None
         inbound = seen.inbound
         if event.get("files") and self._client is not None:
             files = [f for f in event["files"] if isinstance(f, dict)]
             inbound = dataclasses.replace(inbound, attachments=files_of(files, self._client))
         reason = self.refusal(seen.facts)
         if reason is None:
-            self._accept(inbound, event_id)
-        elif (
+            return self._accept(inbound, event_id)
+        if (
             is_thread_reply(inbound)
             and self.settings.thread_replies_addressed
             and self.refusal(dataclasses.replace(seen.facts, mentioned_bot=True)) is None
         ):
             # Not known here (e.g. after a restart): the store knows whether this is one of ours.
-            self._tasks.spawn(
+            return self._tasks.spawn(
                 self._accept_if_known_thread(inbound, event_id), name=f"slack thread {inbound.thread}"
             )
-        else:
-            log.debug("slack: not answering %s in %s: %s", inbound.message_id, inbound.channel, reason)
+        log.debug("slack: not answering %s in %s: %s", inbound.message_id, inbound.channel, reason)
+        return None
 
     def refusal(self, facts: Facts) -> str | None:
         """Why the bot must not answer (for the log), or None when it may: the one gate."""
         return admit(self.settings, facts)
 
-    def _accept(self, inbound: Inbound, event_id: str) -> None:
+    def still_admits(self, inbound: Inbound) -> bool:
+        """The gate again, for a stored message about to be resumed: the access rules of now
+        (allowlists, DM policy). Whether it addressed the bot was decided when it arrived."""
+        facts = Facts(inbound.user, inbound.channel, inbound.is_direct, True, space=inbound.space)
+        if (why := self.refusal(facts)) is not None:
+            log.info("slack: message %s is not answered after all: %s", inbound.message_id, why)
+            return False
+        return True
+
+    def _accept(self, inbound: Inbound, event_id: str) -> asyncio.Task[None] | None:
         ts, channel = inbound.message_id, inbound.channel
         if self._poster is None:  # stopped
-            return
+            return None
         if inbound.thread is not None and not inbound.is_direct:
             self._threads.add(place(channel, inbound.thread))
         responder = BackfillingResponder(
@@ -246,7 +288,10 @@ class SlackService:
         # The message's own id comes last: all copies of it share that one (see Deliveries).
         delivery = [("retry", f"event:{event_id}")] if event_id else []
         delivery.append(("twin", f"message:{place(channel, ts)}"))
-        self._tasks.spawn(self._submit(inbound, responder, delivery), name=f"slack message {ts}")
+        target = reply_target(inbound, self.me.team_id or None)
+        return self._tasks.spawn(
+            self._submit(inbound, responder, delivery, target), name=f"slack message {ts}"
+        )
 
     async def _accept_if_known_thread(self, inbound: Inbound, event_id: str) -> None:
         session = self.runtime.loaded.config.session
@@ -258,14 +303,14 @@ class SlackService:
         except (ValueError, StoreError) as exc:
             log.warning("slack: cannot tell whether thread %s is ours: %s", inbound.thread, exc)
             return
-        if known:
-            self._accept(inbound, event_id)
+        if known and (submit := self._accept(inbound, event_id)) is not None:
+            await submit
 
     async def _submit(
-        self, inbound: Inbound, responder: BackfillingResponder, delivery: list[Delivery]
+        self, inbound: Inbound, responder: BackfillingResponder, delivery: list[Delivery], target: ReplyTarget
     ) -> None:
         try:
-            await self.runtime.gateway.submit(inbound, responder, delivery=delivery)
+            await self.runtime.gateway.submit(inbound, responder, delivery=delivery, target=target)
         except ValueError as exc:
             log.warning("slack: message %s not taken: %s", inbound.message_id, exc)
         except Closed:

@@ -55,12 +55,18 @@ class EditSurface:
 
     append_only = False
 
-    def __init__(self, poster: Poster, channel: str, thread_ts: str | None) -> None:
+    def __init__(
+        self, poster: Poster, channel: str, thread_ts: str | None, *, sent: list[str] | None = None
+    ) -> None:
         self.poster = poster
         self.channel = channel
         self.thread_ts = thread_ts
-        self.sent: list[str] = []
-        """The ts of each message, in order."""
+        self.sent: list[str] = list(sent or ())
+        """The ts of each message, in order (`sent`: messages an earlier process posted)."""
+
+    @property
+    def first_ts(self) -> str | None:
+        return self.sent[0] if self.sent else None
 
     async def show(self, index: int, text: str, *, final: bool) -> bool:
         client = self.poster.client

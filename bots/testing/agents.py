@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 from core.agents import EchoAgent, TurnInput
 from core.model import AgentError, ChatMessage, Reply
@@ -178,3 +179,9 @@ class SlowStreamAgent:
 
     async def close(self) -> None:
         return None
+
+
+def slow_stream(options: Mapping[str, Any]) -> SlowStreamAgent:
+    """A `SlowStreamAgent` for a `chatlane run` child process: `[agent] backend = "python"`,
+    `factory = "bots.testing.agents:slow_stream"`, `options = {pieces = 30, gap_s = 0.05}`."""
+    return SlowStreamAgent(int(options.get("pieces", 60)), float(options.get("gap_s", 0.03)))

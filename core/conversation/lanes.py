@@ -53,6 +53,9 @@ class Pending:
     """A reset command: it runs in order with the messages around it, never merged."""
     model_command: bool = False
     """A `/model` command: like a reset, in order and never merged."""
+    notice: bool = False
+    """A proactive notice: its text is said as the bot and stored, no agent runs; in order,
+    never merged."""
     fenced: int = 0
     """How many turns of this message were fenced out (stored nothing) in a row."""
     item_id: str = ""
@@ -68,7 +71,7 @@ class Pending:
     @property
     def exclusive(self) -> bool:
         """A command with a turn of its own: never merged, never interrupted by a message."""
-        return self.reset or self.model_command
+        return self.reset or self.model_command or self.notice
 
 
 class Retry(Exception):

@@ -21,6 +21,7 @@ from core.door.commands import (
 from core.door.dedupe import Delivery, RecentSet, Requests
 from core.door.gateway import Gateway
 from core.door.limits import SLOW_DOWN_TEXT
+from core.door.proactive import IdempotencyConflict, Mode, Proactive, Sent, Unreachable, target_for
 from core.door.targets import Admits, NoAdapter, TargetResponder, Targets
 
 __all__ = [
@@ -35,12 +36,18 @@ __all__ = [
     "Delivery",
     "Facts",
     "Gateway",
+    "IdempotencyConflict",
+    "Mode",
     "NoAdapter",
+    "Proactive",
     "RecentSet",
     "Requests",
     "Seen",
+    "Sent",
     "TargetResponder",
     "Targets",
+    "Unreachable",
     "admit",
     "describe_status",
+    "target_for",
 ]

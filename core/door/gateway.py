@@ -34,6 +34,7 @@ from core.conversation import Freshness, Pending, Reserver, Router
 from core.door.commands import STOP_FAILED_TEXT, STOP_SENT_TEXT, STOPPED_HERE_TEXT, Commands
 from core.door.dedupe import Deliveries, Delivery, InOrder, Requests
 from core.door.limits import Limits
+from core.door.proactive import Mode, Proactive, Sent
 from core.door.resume import Resumer
 from core.door.targets import Targets
 from core.model import (
@@ -97,6 +98,11 @@ class Gateway:
         self._in_order = InOrder()
         self.commands = Commands(self)
         """The conversation commands (/new, /stop, /model, /status), for text and native forms."""
+        self.proactive = Proactive(
+            config, store, self.enqueue, self.targets, self.requests, self.metrics, clock=clock
+        )
+        """Proactive sends and `[[schedules]]` (core/door/proactive.py); `start_schedules`
+        starts the scheduler."""
 
     def _platform_registered(self, platform: str) -> None:
         self.resumer.platform_registered(platform)
@@ -190,9 +196,11 @@ class Gateway:
         self, key: SessionKey, inbound: Inbound, responder: Responder, target: ReplyTarget | None
     ) -> None:
         """A conversation command acts (`/stop` at once; `/new` and `/model` are queued
-        through `enqueue`, in order); a message goes to `enqueue`."""
-        self.metrics.messages_in.labels(inbound.platform).inc()
+        through `enqueue`, in order); a message goes to `enqueue`. A message with a target
+        is stored even during the drain (`close`) and left for the next process: chat
+        platforms do not deliver it again."""
         if (found := self.commands.find(key, inbound.text)) is not None:
+            self.metrics.messages_in.labels(inbound.platform).inc()
             command, arg = found  # /new, /stop, /model, /status typed as a message
             handling = _TARGET.set(target)  # a queued command is an inbox item too
             try:
@@ -200,19 +208,35 @@ class Gateway:
             finally:
                 _TARGET.reset(handling)
             return
-        await self.enqueue(key, Pending(inbound, responder), target)
+        await self.enqueue(key, Pending(inbound, responder), target, counted=True)
 
-    async def enqueue(self, key: SessionKey, pending: Pending, target: ReplyTarget | None = None) -> None:
+    async def enqueue(
+        self,
+        key: SessionKey,
+        pending: Pending,
+        target: ReplyTarget | None = None,
+        *,
+        counted: bool = False,
+        due_at: float | None = None,
+    ) -> None:
         """Into the lane, through the durable inbox when the message says where its answer
         goes (`target`, or that of the message a command came in, see `_queue`): stored
         (fsync'd) before this returns. Raises `Closed` during shutdown, unless the item was
         stored already (then the next process answers it)."""
         target = target if target is not None else _TARGET.get()
         if target is not None:
-            if self.lanes.closing:
-                raise Closed("shutting down")
-            kind: ItemKind = "reset" if pending.reset else "model" if pending.model_command else "message"
-            item = InboxItem(key, uuid.uuid4().hex, kind, pending.inbound, target, self._clock())
+            kind: ItemKind = (
+                "reset"
+                if pending.reset
+                else "model"
+                if pending.model_command
+                else "notice"
+                if pending.notice
+                else "message"
+            )
+            item = InboxItem(
+                key, uuid.uuid4().hex, kind, pending.inbound, target, self._clock(), due_at=due_at
+            )
             # Live before it is stored: the inbox scan must never take it for a leftover.
             self.turns.live.add(item.item_id)
             try:
@@ -226,6 +250,10 @@ class Gateway:
                 raise
             else:
                 pending.item_id, pending.seq = stored.item_id, stored.seq
+        if counted:
+            # In `messages_in` once its lane has it (`submit` makes the lane before it awaits):
+            # whoever sees the count also sees the work, never the gap of the durable append.
+            self.metrics.messages_in.labels(pending.inbound.platform).inc()
         try:
             await self.lanes.submit(key, pending)
         except Closed:
@@ -233,6 +261,16 @@ class Gateway:
                 log.info("inbox of %s: a message came in as the drain began; it stays in the inbox", key)
                 return
             raise
+
+    def start_schedules(self) -> None:
+        """Begin firing schedules, once the adapters registered their reply targets."""
+        self.proactive.start()
+
+    async def send(
+        self, key: str, text: str, mode: Mode = "prompt", *, idempotency: tuple[str, str] | None = None
+    ) -> Sent:
+        """Speak first in a conversation: see `Proactive.send` (core/door/proactive.py)."""
+        return await self.proactive.send(key, text, mode, idempotency=idempotency)
 
     async def command(self, key: SessionKey, name: str, arg: str, responder: Responder) -> None:
         """Do the conversation command `name` (core/door/commands.py) for `key`: the door
@@ -297,9 +335,11 @@ class Gateway:
             return await self.store.delete(key, entry.session_id)
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop taking messages; let running turns finish within the timeout (`queue.drain_s`).
+        """Stop taking messages and firing schedules; let running turns finish within the
+        timeout (`queue.drain_s`).
 
         Messages in the durable inbox that were not answered by then stay there, and
         nobody is told anything: the next process (or another one) answers them."""
+        await self.proactive.close()
         await self.resumer.close()
         await self.lanes.close(self.config.queue.drain_timeout_s if timeout is None else timeout)

@@ -174,6 +174,7 @@ class Resumer:
                 responder,
                 reset=item.kind == "reset",
                 model_command=item.kind == "model",
+                notice=item.kind == "notice",
                 item_id=item.item_id,
                 seq=item.seq,
                 answer_id=item.answer_id,

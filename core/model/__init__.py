@@ -7,6 +7,7 @@ the store keeps (`SessionEntry`, `TurnLease`, `TurnCommit`) and the shared error
 from __future__ import annotations
 
 from core.model.errors import AgentError, Fenced, StoreError
+from core.model.fires import FireClaim, FireMark, FireState, fire_id
 from core.model.inbox import POISON_ATTEMPTS, GoneFile, InboxItem, InboxView, ItemKind
 from core.model.keys import (
     ANY,
@@ -66,6 +67,9 @@ __all__ = [
     "FileSource",
     "FileTooLarge",
     "FileUnavailable",
+    "FireClaim",
+    "FireMark",
+    "FireState",
     "FreshCheck",
     "GoneFile",
     "HistorySource",
@@ -91,6 +95,7 @@ __all__ = [
     "TurnCommit",
     "TurnLease",
     "build_key",
+    "fire_id",
     "format_key",
     "parse_key",
     "validate_key",

@@ -25,19 +25,20 @@ from typing import Any, Literal
 from core.model.keys import SessionKey, validate_key
 from core.model.messages import FileUnavailable, Inbound, ReplyTarget
 
-ItemKind = Literal["message", "reset", "model"]
+ItemKind = Literal["message", "reset", "model", "notice"]
 """`message`: answered by a turn. `reset` (`/new`) and `model` (`/model`): commands with a
-turn of their own, in order with the messages around them. (Schedules add their own
-kind with a due time: `InboxItem.due_at`.)"""
+turn of their own, in order with the messages around them. `notice`: a proactive notice
+(core/door/proactive.py), said verbatim as the bot and stored, no agent. A schedule's
+fire is a `message` or `notice` whose `due_at` is its slot."""
 
-KINDS: frozenset[str] = frozenset({"message", "reset", "model"})
+KINDS: frozenset[str] = frozenset({"message", "reset", "model", "notice"})
 ITEM_ID = re.compile(r"[0-9a-f]{32}")
 POISON_ATTEMPTS = 3
 """Turns started on one item without it being answered (each ended by a crash) before it
 is parked as a poison message."""
 
 GONE_FILE_TEXT = "sent before a restart; it could not be read again"
-_INBOUND_TEXT = ("platform", "user", "channel", "text", "message_id", "display_name", "sender")
+_INBOUND_TEXT = ("platform", "user", "channel", "text", "message_id", "display_name", "sender", "origin")
 _INBOUND_OPTIONAL = ("thread", "space", "parent_channel", "agent")
 _INBOUND_FLAGS = ("is_direct", "mentioned_bot")
 

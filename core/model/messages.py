@@ -65,6 +65,9 @@ class Inbound:
     """An agent asked for by name (the HTTP API's `model`); overrides `[[bindings]]`."""
     attachments: tuple[FileSource, ...] = ()
     """Files on the message, read by the gateway during the turn."""
+    origin: str = ""
+    """Who spoke, when not a person: `operator` (a proactive send or a schedule); kept on
+    its transcript record so later turns can tell."""
     sender: str = ""
     """Who `[limits]` counts this message against, when not `user` (HTTP: the API token of
     an anonymous request)."""
@@ -189,6 +192,9 @@ class ChatMessage:
     """Who wrote it, by display name (backfilled records; empty for the session's own)."""
     backfill: bool = False
     """Read from the channel or thread when the session began, not said to the bot."""
+    origin: str = ""
+    """Not a person's message nor an answer to one: `operator` for a proactive send or a
+    schedule (a `user` record: the operator's prompt; an `assistant` record: a notice)."""
 
 
 class Closed(Exception):

@@ -1,13 +1,19 @@
-"""Keeping it running: logs, metrics and owned tasks."""
+"""Keeping it running: logs, metrics, owned tasks and the scheduler of `[[schedules]]`."""
 
 from __future__ import annotations
 
 from core.ops.logs import setup_logging
 from core.ops.metrics import Metrics
+from core.ops.schedules import Fire, FireLedger, Scheduler, next_slot, slots_between
 from core.ops.tasks import TaskSet
 
 __all__ = [
+    "Fire",
+    "FireLedger",
     "Metrics",
+    "Scheduler",
     "TaskSet",
+    "next_slot",
     "setup_logging",
+    "slots_between",
 ]

@@ -41,6 +41,18 @@ class Metrics:
             ["platform"],
             registry=r,
         )
+        self.schedule_fires = Counter(
+            "chatlane_schedule_fires",
+            "Scheduled fires run by this process, by schedule and outcome.",
+            ["schedule", "outcome"],
+            registry=r,
+        )
+        self.schedule_misses = Counter(
+            "chatlane_schedule_misses",
+            "Runs of missed fires skipped (later than catch_up: every process was down), by schedule.",
+            ["schedule"],
+            registry=r,
+        )
         self.inbox_depth = Gauge(
             "chatlane_inbox_depth",
             "Pending items in the durable inbox over all conversations (as of the last scan).",

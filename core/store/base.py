@@ -11,6 +11,8 @@ from typing import Protocol, runtime_checkable
 from core.model import (
     Admission,
     ChatMessage,
+    FireClaim,
+    FireMark,
     FreshCheck,
     InboxItem,
     InboxView,
@@ -183,6 +185,48 @@ class Signals(Protocol):
         ...
 
 
+class Fires(Protocol):
+    """Scheduled fires claimed once across every process on the store, each schedule's
+    progress (its mark), and schedules made at runtime (reminders, `schedules run`).
+
+    Claims are leases: the owner renews its claim while the fire runs; a lapsed claim is
+    taken over (`takeover`). Every write carries the caller's per-attempt token, so a
+    retried command recognises its own claim instead of mistaking it for another's.
+    """
+
+    async def claim_fire(self, schedule: str, due: float, token: str, lease_s: float) -> FireClaim:
+        """Own the fire of `schedule` at `due` for `lease_s` unless it is done (finished, or
+        at or before the schedule's mark) or another token's lease is live; atomic."""
+        ...
+
+    async def renew_fire(self, schedule: str, due: float, token: str, lease_s: float) -> bool:
+        """Extend this token's claim; False when it is no longer this token's."""
+        ...
+
+    async def finish_fire(self, schedule: str, due: float, token: str, outcome: str) -> None:
+        """Mark the fire done with its outcome (kept until the schedule's mark passes it)."""
+        ...
+
+    async def fire_mark(self, schedule: str) -> FireMark | None:
+        """The schedule's progress; None before its first mark."""
+        ...
+
+    async def advance_fire_mark(self, schedule: str, mark: FireMark) -> FireMark:
+        """Raise the schedule's mark to `mark` (never lowers it); the fires at or before it
+        are forgotten. Returns the stored mark."""
+        ...
+
+    async def save_schedule(self, name: str, spec: bytes) -> None:
+        """Keep a schedule made at runtime (a one-shot reminder) for every process."""
+        ...
+
+    async def saved_schedules(self) -> dict[str, bytes]:
+        """Every schedule saved and not dropped, by name."""
+        ...
+
+    async def drop_schedule(self, name: str) -> None: ...
+
+
 class Inbox(Protocol):
     """Accepted messages per conversation, durable until a turn's commit answers them.
 
@@ -233,7 +277,7 @@ class Inbox(Protocol):
         ...
 
 
-class SessionStore(Sessions, Ledger, Deliveries, SenderLimits, Signals, Protocol):
+class SessionStore(Sessions, Ledger, Deliveries, SenderLimits, Signals, Fires, Protocol):
     """Everything a backend gives, in parts a backend implements and tests one by one;
     the durable inbox is a part it *has* (`inbox`)."""
 

@@ -53,6 +53,7 @@ def _record(obj: Any) -> ChatMessage:
         attachments=_refs(obj.get("attachments")),
         author=str(obj.get("author", "")),
         backfill=bool(obj.get("backfill", False)),
+        origin=str(obj.get("origin", "")),
     )
 
 
@@ -78,6 +79,8 @@ def _record_obj(record: ChatMessage) -> dict[str, Any]:
         obj["author"] = record.author
     if record.backfill:
         obj["backfill"] = True
+    if record.origin:
+        obj["origin"] = record.origin
     if record.attachments:
         obj["attachments"] = [_ref_to_json(a) for a in record.attachments]
     return obj

@@ -147,7 +147,7 @@ class TurnRunner:
             outcome, reply = "store_error", Reply(STORE_FAILURE_TEXT, "failure", key)
         # Delivered after the turn lock is let go: a commit that was stored is answered,
         # whatever happens to the lease afterwards.
-        if outcome in ("answered", "agent_error"):
+        if outcome in ("answered", "agent_error", "notice"):
             self.live.difference_update(p.item_id for p in batch)  # their commit marked them
         else:  # commands and failures: no commit named them
             await self.inbox.settled(key, batch)
@@ -179,6 +179,8 @@ class TurnRunner:
                 return "reset", Reply(RESET_TEXT, "notice", key, entry.session_id, 0)
             if batch[0].model_command:
                 return await self._model_command(key, batch[0])
+            if batch[0].notice:
+                return await self._notice(lease, batch[0])
             return await self._answer(lease, batch)
 
     def _settings(self, key: SessionKey) -> tuple[str, AgentSettings]:
@@ -219,6 +221,18 @@ class TurnRunner:
             text = model_choice.MODEL_SET_TEXT.format(model=name)
         sid, turns = (entry.session_id, entry.turns) if entry is not None else ("", 0)
         return "model", Reply(text, "notice", key, sid, turns)
+
+    async def _notice(self, lease: TurnLease, notice: Pending) -> tuple[str, Reply]:
+        """A proactive notice: stored as the bot's record (marked with its origin, so later
+        turns know it was said) in one fenced commit, then posted verbatim."""
+        entry = await self._resolve(lease.key)
+        inbound = notice.inbound
+        record = ChatMessage(
+            "assistant", inbound.text, self._clock(), inbound.message_id, origin=inbound.origin
+        )
+        answered = (notice.item_id,) if notice.item_id else ()
+        await self._commit(lease, entry, [record], entry.turns, answered)
+        return "notice", Reply(inbound.text, "notice", lease.key, entry.session_id, entry.turns)
 
     @contextlib.asynccontextmanager
     async def _stop_watch(self, key: SessionKey) -> AsyncIterator[None]:
@@ -308,7 +322,9 @@ class TurnRunner:
         ]
         now = self._clock()
         new = [
-            ChatMessage("user", p.inbound.text, now, p.inbound.message_id, attachments=i.refs)
+            ChatMessage(
+                "user", p.inbound.text, now, p.inbound.message_id, attachments=i.refs, origin=p.inbound.origin
+            )
             for p, i in zip(fresh, intakes, strict=True)
         ]
         recorded_ids = {p.inbound.message_id for p in batch if p.recorded and p.inbound.message_id}

@@ -18,6 +18,10 @@ platform messages in step with them through a `Surface` (the platform's calls):
   the messages read the same as a non-streamed reply. `mark(note)` finishes with the
   text so far plus a visible note ("stopped", the failure message): a cut-off answer
   never looks finished.
+* `resume()` continues an answer a process that died had begun: the message it posted
+  (the `ReplyTarget.answer_id`) counts as shown with unknown text, so the new answer
+  edits it from its first flush and the final reply always rewrites it: no second copy,
+  no cut-off text left behind.
 
 Surfaces that can only append (Slack's native streaming) see only text that is not
 expected to change: sealed chunks whole, and the live chunk up to its last stable word
@@ -47,6 +51,8 @@ log = logging.getLogger("chatlane.streaming")
 
 MAX_BACKOFF_S = 30.0
 """A failing platform is retried at least this often while text keeps coming."""
+UNKNOWN_TEXT = "\x00"
+"""What a resumed message is taken to show: no real text equals it, so it is always edited."""
 
 
 class Surface(Protocol):
@@ -140,6 +146,13 @@ class DraftStream:
         if open_fence(text) is not None:
             text += f"\n{FENCE}"
         return await self.finish(f"{text}\n\n{note}" if text else note)
+
+    def resume(self) -> None:
+        """The answer goes into the one message an earlier process posted for it (its text
+        is unknown here): every flush edits that message, starting with the first, and
+        `finish`/`mark` always rewrite it. Call before the first `add`."""
+        if not self._shown:
+            self._shown, self._sealed = [UNKNOWN_TEXT], [False]
 
     def restart(self) -> None:
         """The answer starts over (a fenced turn is answered again): the next pieces replace
@@ -269,9 +282,11 @@ STOPPED_MARK = "_(stopped)_"
 CANCEL_MARKS: dict[str, str] = {
     "stopped": STOPPED_MARK,
     "interrupted": "_(interrupted: see the answer below)_",
-    "shutdown": "_(cut off: I'm restarting. Please send your message again in a minute.)_",
+    "shutdown": "_(paused: I'm restarting. I'll finish this answer right here in a moment.)_",
 }
-"""The note a cut-off streamed answer ends with, by why it was cut off."""
+"""The note a cut-off streamed answer ends with, by why it was cut off. `shutdown`: the
+message stays in the durable inbox and the next process rewrites this same message with
+the whole answer (`DraftStream.resume`), so nobody is asked to send anything again."""
 FAILURE_MARK = "⚠️ {text}"
 
 STATUS_WAITING, STATUS_WORKING, STATUS_DONE, STATUS_FAILED = "⏳", "👀", "✅", "⚠️"

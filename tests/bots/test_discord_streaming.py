@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from bots.testing import SlowStreamAgent
+from bots.testing import SlowStreamAgent, eventually
 from bots.testing.fake_discord import FakeDiscord
 from core.turn.chunking import FENCE, chunk_message, join_chunks, split_message
 from core.turn.streaming import CANCEL_MARKS, STOPPED_MARK
@@ -172,6 +172,7 @@ async def test_stream_off_sends_the_whole_answer_once_without_edits(
     agent = SlowStreamAgent(60, 0.01)
     bot = await start_bot(STREAMING + 'stream = "off"', agent=agent)
     await fake.send_message("quietly", mention=True)
+    await fake.wait_for_sent(fake.channel_id)  # `idle` alone may look before the message's lane exists
     await idle(bot)
     assert fake.shown_in(fake.channel_id) == [agent.text_for(1, "quietly")]
     assert not fake.calls_to("PATCH", MESSAGE)
@@ -215,15 +216,21 @@ async def test_a_fenced_turn_streams_again_into_the_same_message_without_mixing_
     assert all(answer.startswith(e.json["content"]) for e in fake.edits_of(first["id"]))
 
 
-async def test_shutdown_mid_stream_leaves_the_partial_marked_as_cut_off(
+async def test_shutdown_mid_stream_marks_the_partial_as_paused_and_keeps_the_message_for_the_next_process(
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
+    """The durable inbox answers it after the restart, in this same message: nothing is
+    stored as interrupted, nobody is asked to send it again."""
     bot = await start_bot(STREAMING, agent=SlowStreamAgent(60, 0.05))
     await fake.send_message("long story", mention=True)
-    await fake.wait_for_sent(fake.channel_id)
+    [first] = await fake.wait_for_sent(fake.channel_id)
+    await eventually(lambda: fake.edits_of(first["id"]))  # the answer grew: its message id is noted
     await bot.runtime.gateway.close(timeout=0.2)
     [partial] = fake.shown_in(fake.channel_id)
     assert partial.endswith(CANCEL_MARKS["shutdown"])
     [entry] = (await bot.runtime.store.list()).entries
-    [kept] = await bot.runtime.store.tail(entry.session_id, 10)
-    assert (kept.content, kept.interrupted) == ("long story", True)
+    assert await bot.runtime.store.tail(entry.session_id, 10) == []
+    [item] = (await bot.runtime.store.inbox.items(entry.key)).pending
+    assert (item.inbound.text, item.answer_id) == ("long story", first["id"])
+    asked = fake.sent_to(fake.channel_id)[0]["request"]["message_reference"]["message_id"]
+    assert item.target is not None and item.target.reply_to == str(asked)

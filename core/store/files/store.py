@@ -12,6 +12,7 @@ Layout under the state directory (dirs 0700, files 0600):
     quarantine/                         damaged entries moved aside, never overwritten
     deliveries/, limits/                delivery markers and per-sender counters
                                         (core/store/deliveries.py)
+    fires/                              scheduled fires and schedule marks (files/fires.py)
 
 Every operation touches a fixed number of files, so it costs the same at 100 sessions
 and at 100,000. Entry writes are atomic (temp file, fsync, os.replace, fsync of the
@@ -57,6 +58,8 @@ from core.model import (
     ChatMessage,
     Damaged,
     Fenced,
+    FireClaim,
+    FireMark,
     FreshCheck,
     Listing,
     Minter,
@@ -75,6 +78,7 @@ from core.store.entries import (
 from core.store.files import blobs, paging
 from core.store.files.committer import Committer
 from core.store.files.deliveries import FileDeliveries
+from core.store.files.fires import FileFires
 from core.store.files.inbox import FileInbox
 from core.store.files.layout import CorruptEntry, FileLayout, advanced, mkdirs
 from core.store.files.tails import Tails
@@ -113,6 +117,7 @@ class FileStore(FileLayout):
                 mkdirs(d)
             self.root.chmod(0o700)
             self._deliveries = FileDeliveries(self.root)
+            self._fires = FileFires(self.root)
         except OSError as exc:
             raise StoreError(f"cannot use state directory {self.root}: {exc.strerror}") from exc
         self.inbox = FileInbox(self.root, self._quarantine, self._committer, self._answered_of)
@@ -397,6 +402,31 @@ class FileStore(FileLayout):
 
     async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
         return await self._run(self._deliveries.count_message, sender, per_minute, per_day)
+
+    # ------------------------------------------- scheduled fires (core/store/files/fires.py)
+    async def claim_fire(self, schedule: str, due: float, token: str, lease_s: float) -> FireClaim:
+        return await self._run(self._fires.claim, schedule, due, token, lease_s)
+
+    async def renew_fire(self, schedule: str, due: float, token: str, lease_s: float) -> bool:
+        return await self._run(self._fires.renew, schedule, due, token, lease_s)
+
+    async def finish_fire(self, schedule: str, due: float, token: str, outcome: str) -> None:
+        await self._run(self._fires.finish, schedule, due, token, outcome)
+
+    async def fire_mark(self, schedule: str) -> FireMark | None:
+        return await self._run(self._fires.mark, schedule)
+
+    async def advance_fire_mark(self, schedule: str, mark: FireMark) -> FireMark:
+        return await self._run(self._fires.advance, schedule, mark)
+
+    async def save_schedule(self, name: str, spec: bytes) -> None:
+        await self._run(self._fires.save, name, spec)
+
+    async def saved_schedules(self) -> dict[str, bytes]:
+        return await self._run(self._fires.saved_all)
+
+    async def drop_schedule(self, name: str) -> None:
+        await self._run(self._fires.drop, name)
 
     async def request_stop(self, key: SessionKey) -> None:
         """One byte appended (O_APPEND: atomic between processes); no fsync, it is a signal."""

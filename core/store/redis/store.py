@@ -57,6 +57,8 @@ from core.model import (
     Admission,
     ChatMessage,
     Fenced,
+    FireClaim,
+    FireMark,
     RequestClaim,
     SessionKey,
     StoreError,
@@ -67,6 +69,7 @@ from core.store import jsonl
 from core.store.redis.blobs import RedisBlobs
 from core.store.redis.deliveries import RedisDeliveries
 from core.store.redis.entries import GET_SCRIPT, RedisEntries, digest
+from core.store.redis.fires import RedisFires
 from core.store.redis.inbox import DONE_LUA, RedisInbox
 from core.store.redis.lock import TurnLocks, TurnReads
 from core.store.redis.urls import safe_url, url_problem
@@ -129,6 +132,7 @@ class RedisStore(RedisEntries):
         """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
         self._commit_script = client.register_script(_COMMIT)
         self._deliveries = RedisDeliveries(client, prefix)
+        self._fires = RedisFires(client, prefix)
         self.inbox = RedisInbox(client, prefix, self.url, turn_lock_ttl_s, uuid.uuid4().hex)
         """The durable inbox (core/store/redis/inbox.py); the commit script marks its items done."""
 
@@ -300,6 +304,39 @@ class RedisStore(RedisEntries):
     async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
         with self._errors("limit count"):
             return await self._deliveries.count_message(sender, per_minute, per_day)
+
+    # ------------------------------------------- scheduled fires (core/store/redis/fires.py)
+    async def claim_fire(self, schedule: str, due: float, token: str, lease_s: float) -> FireClaim:
+        with self._errors("fire claim"):
+            return await self._fires.claim(schedule, due, token, lease_s)
+
+    async def renew_fire(self, schedule: str, due: float, token: str, lease_s: float) -> bool:
+        with self._errors("fire renewal"):
+            return await self._fires.renew(schedule, due, token, lease_s)
+
+    async def finish_fire(self, schedule: str, due: float, token: str, outcome: str) -> None:
+        with self._errors("fire finish"):
+            await self._fires.finish(schedule, due, token, outcome)
+
+    async def fire_mark(self, schedule: str) -> FireMark | None:
+        with self._errors("schedule mark read"):
+            return await self._fires.mark(schedule)
+
+    async def advance_fire_mark(self, schedule: str, mark: FireMark) -> FireMark:
+        with self._errors("schedule mark write"):
+            return await self._fires.advance(schedule, mark)
+
+    async def save_schedule(self, name: str, spec: bytes) -> None:
+        with self._errors("schedule save"):
+            await self._fires.save(name, spec)
+
+    async def saved_schedules(self) -> dict[str, bytes]:
+        with self._errors("schedule read"):
+            return await self._fires.saved_all()
+
+    async def drop_schedule(self, name: str) -> None:
+        with self._errors("schedule drop"):
+            await self._fires.drop(name)
 
     def stop_name(self, key: str) -> str:
         return f"{self.prefix}:stop:{digest(key)}"
