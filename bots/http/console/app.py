@@ -26,7 +26,8 @@ from aiohttp import web
 
 from bots.http.console import auth, health, pages, queue
 from bots.runtime import Runtime
-from core.model import Closed, SessionEntry, SessionKey, parse_key
+from core.door import Unreachable
+from core.model import Closed, SessionEntry, SessionKey, StoreError, parse_key
 from core.turn import FutureResponder
 
 log = logging.getLogger("chatlane.console")
@@ -43,6 +44,12 @@ QUEUED_TEXT = "Queued behind the messages before it; it happens once they are an
 CLOSED_TEXT = "chatlane is shutting down: nothing was done."
 BAD_KEY_TEXT = "That is not a conversation key chatlane makes."
 FORBIDDEN_TEXT = "Refused: this form did not come from this console page (reload it and try again)."
+EMPTY_NOTICE_TEXT = "Nothing sent: the notice was empty."
+UNREACHABLE_TEXT = "Nothing sent: the bot cannot speak in this conversation"
+NOT_SENT_TEXT = "Nothing sent: the store could not keep it (see the log). Try again."
+SENT_TEXT = "Sent: the notice is said in the conversation once what is before it is answered."
+PROMPTED_TEXT = "Sent: the agent answers it in the conversation once what is before it is answered."
+MAX_NOTICE = 4000
 WRONG_TOKEN_TEXT = "That token is not the API token."
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,7 +75,7 @@ class Console:
         app.router.add_get("/console/static/{name}", g(self._file))
         app.router.add_get("/console/c/{key}", g(self._conversation))
         app.router.add_get("/console/c/{key}/live", g(self._live))
-        app.router.add_post("/console/c/{key}/{action:stop|new|model}", g(self._act))
+        app.router.add_post("/console/c/{key}/{action:stop|new|model|notice}", g(self._act))
 
     def start(self) -> None:
         logging.getLogger("chatlane").addHandler(self.errors)
@@ -292,6 +299,8 @@ class Console:
         )
         if action == "stop":
             text = await self.gateway.stop_text(key)
+        elif action == "notice":
+            text = await self._notice(key, form.get("text", "").strip(), form.get("mode", "notice"))
         else:
             text = await self._command(key, action, arg)
         response = web.HTTPSeeOther(pages.conversation_url(key))
@@ -299,6 +308,22 @@ class Console:
             NOTICE_COOKIE, quote(text[:500]), max_age=60, path=auth.PATH, httponly=True, samesite="Strict"
         )
         raise response
+
+    async def _notice(self, key: SessionKey, text: str, mode: str) -> str:
+        """The proactive send (core/door/proactive.py): `notice` says `text` as is; `prompt`
+        lets the agent answer it."""
+        if not text:
+            return EMPTY_NOTICE_TEXT
+        try:
+            sent = await self.gateway.send(key, text[:MAX_NOTICE], "prompt" if mode == "prompt" else "notice")
+        except Unreachable as exc:
+            return f"{UNREACHABLE_TEXT} ({exc})"
+        except Closed:
+            return CLOSED_TEXT
+        except StoreError as exc:
+            log.error("console: a notice to %s was not sent: the store failed: %s", key, exc)
+            return NOT_SENT_TEXT
+        return SENT_TEXT if sent.mode == "notice" else PROMPTED_TEXT
 
     async def _command(self, key: SessionKey, name: str, arg: str) -> str:
         responder = FutureResponder()

@@ -203,13 +203,21 @@ def conversation(
         f'<form method="post" action="{esc(url)}/stop" class="inline">{hidden(csrf)}'
         '<button type="submit" id="stop">Stop the answer</button></form> '
         f'<form method="post" action="{esc(url)}/new" class="inline">{hidden(csrf)}'
-        f'<button type="submit" id="new">New session</button></form>{model_form}</section>'
+        f'<button type="submit" id="new">New session</button></form>{model_form}'
+        f'<form method="post" action="{esc(url)}/notice">{hidden(csrf)}'
+        '<p><label for="notice-text">Send a notice</label><br>'
+        '<textarea id="notice-text" name="text" rows="3" cols="60" maxlength="4000" required></textarea></p>'
+        '<p><label><input type="radio" name="mode" value="notice" checked> say it as is</label> '
+        '<label><input type="radio" name="mode" value="prompt"> let the agent answer it</label> '
+        '<button type="submit">Send</button></p></form></section>'
     )
     live_html = (
         f'<section aria-labelledby="live-h" id="live-section" data-live="{esc(url)}/live">'
         '<h2 id="live-h">Live answer</h2>'
         f'<p id="live-state" role="status">{esc(LIVE_TEXT if running else NOT_LIVE_TEXT)}</p>'
-        f'<pre id="live" aria-live="polite">{esc(live)}</pre></section>'
+        f'<pre id="live" aria-live="polite">{esc(live)}</pre>'
+        '<pre id="live-last" hidden title="The previous answer streamed while this page was open"></pre>'
+        "</section>"
     )
     body = (
         f'<table class="facts">{rows}</table>{actions}{live_html}'

@@ -116,14 +116,16 @@ async def test_an_operator_watches_stops_and_resets_a_discord_conversation(
             await fake.send_message("watch me grow", mention=True)
             await expect(live).to_contain_text("echo: watch me grow")
             assert "(turn" not in await live.inner_text()  # not done yet: it is growing
-            # A message sent meanwhile waits in the inbox, shown as pending.
-            await fake.send_message("stop me", mention=True)
+            await fake.send_message("stop me", mention=True)  # queued behind it
+            # Grown to its end (kept below once the next answer starts streaming).
+            await expect(page.locator("#live-last")).to_contain_text("echo: watch me grow\n(turn 2")
+
+            # The next message is pending in the durable inbox until its turn's commit.
             await page.reload()
             pending = page.locator("section", has=page.locator("#p-h"))
             await expect(pending).to_contain_text("stop me")
             if shots:
                 await page.screenshot(path=str(SHOTS / "console-live.png"), full_page=True)
-            await expect(live).to_contain_text("(turn 2")  # the reloaded page follows on
 
             # Stop: a turn mid-answer stops, and Discord shows it stopped.
             await expect(live).to_contain_text("echo: stop me")
@@ -154,6 +156,14 @@ async def test_an_operator_watches_stops_and_resets_a_discord_conversation(
             await page.locator(".notice").wait_for()
             model_row = page.locator("tr", has=page.locator("th", has_text="Model")).first
             await expect(model_row).to_contain_text("big")
+
+            # Send a notice: the bot says it in the Discord channel.
+            await page.fill("#notice-text", "Maintenance at noon <b>today</b>")
+            await page.get_by_role("button", name="Send", exact=True).click()
+            await page.locator(".notice").wait_for()
+            await eventually(
+                lambda: "Maintenance at noon <b>today</b>" in fake.shown_in(fake.channel_id), timeout=10
+            )
 
             # Health: the Discord adapter, the store, the turn chart.
             await page.goto(f"{root}/console/health")

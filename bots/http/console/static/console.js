@@ -22,7 +22,12 @@ function followLive() {
   source.addEventListener("snapshot", (e) => { pre.textContent = read(e); state.textContent = "An answer is being produced."; });
   source.addEventListener("start", () => { pre.textContent = ""; state.textContent = "An answer is being produced."; });
   source.addEventListener("delta", (e) => { pre.textContent += read(e); });
-  source.addEventListener("end", () => { state.textContent = "The answer stopped streaming."; });
+  const last = document.getElementById("live-last");
+  source.addEventListener("end", () => {
+    state.textContent = "The answer stopped streaming.";
+    last.textContent = pre.textContent;  // stays readable when the next answer starts
+    last.hidden = false;
+  });
   source.addEventListener("outcome", (e) => { state.textContent = "The turn ended: " + read(e) + " (reload to see it in the transcript)."; });
   source.onerror = () => { state.textContent = "Live view disconnected; reconnecting."; };
 }
