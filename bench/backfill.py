@@ -106,7 +106,8 @@ async def _first_turns(root: Path, limit: int, n: int) -> tuple[list[float], dic
                 await gateway.submit(inbound, responder)
                 await asyncio.wait_for(responder.answered.wait(), 30)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                named += f"read {limit} earlier messages" in responder.text
+                # the last `limit` of the thread and its root (always kept)
+                named += f"read {limit + 1} earlier messages" in responder.text
         finally:
             await gateway.close(timeout=5)
             await gateway.store.close()
@@ -124,7 +125,9 @@ async def run(opts: Options) -> Report:
             with_backfill.extend(got)
             reads = counts.get("conversations.replies", 0)
             report.check(f"run {r + 1}: each first turn read its thread once", reads == n, f"{reads} reads")
-            report.check(f"run {r + 1}: each answer saw {LIMIT} earlier messages", named == n, f"{named}")
+            report.check(
+                f"run {r + 1}: each answer saw the root and {LIMIT} earlier messages", named == n, f"{named}"
+            )
             got, counts, _ = await _first_turns(root, 0, n)
             without.extend(got)
             reads = counts.get("conversations.replies", 0)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from bots import eventloop
 from bots.launcher import load_config
-from core.config import ConfigError, Loaded
+from core.config import ConfigError, Loaded, plural
 from core.model import StoreError
-from core.ops import setup_logging
+from core.ops import announce, setup_logging
 
 DEFAULT_CONFIG = Path("chatlane.toml")
 EXIT_USAGE = 2
@@ -48,8 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     # Logging options work before the subcommand and after it: `chatlane run --log-level DEBUG`.
     p.add_argument("--log-level", default=None, choices=LOG_LEVELS)
     p.add_argument("--log-format", default="text", choices=["text", "json"])
+    # --config too: `chatlane --config X check` and `chatlane check --config X` both work
+    # (SUPPRESS below: a subcommand's default must not overwrite the value given before it).
+    p.add_argument("--config", "-c", default=None, help="TOML config file (default ./chatlane.toml)")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", "-c", help="TOML config file (default ./chatlane.toml)")
+    common.add_argument(
+        "--config", "-c", default=argparse.SUPPRESS, help="TOML config file (default ./chatlane.toml)"
+    )
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS)
     common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
     sub = p.add_subparsers(dest="command", required=True)
@@ -68,14 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = _load(args.config)
     except ConfigError as exc:
-        print(f"chatlane: config error: {exc}", file=sys.stderr)
+        announce(f"config error: {exc}", args.log_format, level="ERROR", problems=exc.problems)
         return EXIT_USAGE
     level = args.log_level
     if level is None:  # the commands that print their own output stay quiet by default
         level = "WARNING" if args.command in ("sessions", "chat", "check", "send", "schedules") else "INFO"
     setup_logging(level, loaded.secrets.values(), args.log_format)
     if args.command != "sessions" or not getattr(args, "json", False):
-        print(f"chatlane: using config {loaded.path}", file=sys.stderr)
+        announce(f"using config {loaded.path}", args.log_format, config=str(loaded.path))
     try:
         if args.command == "chat" and sys.stdin.isatty():
             from bots.console import ConsoleSettings
@@ -130,7 +135,8 @@ async def _check(loaded: Loaded) -> int:
     for f in findings:
         print(f"{f.level}: {f.text}", file=sys.stderr)
     if errors:
-        print(f"config NOT OK: {loaded.path}: `chatlane run` would refuse to start ({len(errors)} problems)")
+        count = plural(len(errors), "problem")
+        print(f"config NOT OK: {loaded.path}: `chatlane run` would refuse to start ({count})")
         return 1
     agents = await _check_agents(loaded)
     print(f"config OK: {loaded.path}")

@@ -23,7 +23,12 @@ if TYPE_CHECKING:
     from bots.runtime import Runtime
 
 EXIT_USAGE = 2
-SHOW_RECORDS = 10_000
+SHOW_RECORDS = 5_000
+"""`sessions show` prints the last this many records unless told (`--limit N`, `--all`)."""
+ALL_RECORDS = 1 << 40
+TRUNCATED_TEXT = (
+    "(showing the last {shown:,} records; older ones exist: --limit N shows more, --all shows every one)"
+)
 WIDTH = 100
 """`sessions list` rows fit this many columns (use --wide for whole keys)."""
 DAY_S = 86_400
@@ -50,6 +55,15 @@ def add_parsers(
     show = sub.add_parser("show", parents=parents, help="a session's entry and transcript")
     show.add_argument("key")
     show.add_argument("--json", action="store_true")
+    size = show.add_mutually_exclusive_group()
+    size.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=SHOW_RECORDS,
+        metavar="N",
+        help=f"show the last N records of the transcript (default {SHOW_RECORDS:,})",
+    )
+    size.add_argument("--all", action="store_true", help="show every record of the transcript")
     show.add_argument(
         "--session",
         default=None,
@@ -218,12 +232,17 @@ async def _show(args: argparse.Namespace, runtime: Runtime, entry: SessionEntry,
             print(f"chatlane: {args.session!r} is not a session id (32 hex digits)", file=sys.stderr)
             return EXIT_USAGE
         session_id = args.session
-    records = await runtime.store.tail(session_id, SHOW_RECORDS)
+    limit: int | None = None if args.all else args.limit
+    records = await runtime.store.tail(session_id, ALL_RECORDS if limit is None else limit + 1)
+    truncated = limit is not None and len(records) > limit
+    if truncated:
+        records = records[len(records) - (limit or 0) :]
     if args.session is not None and not records:
         print(f"chatlane: no transcript for session {session_id}", file=sys.stderr)
         return 1
     if args.json:
         out = {**_entry_json(entry), "model": entry.model, "shownSessionId": session_id}
+        out["truncated"] = truncated  # older records exist beyond --limit
         out["transcript"] = [
             {
                 "role": r.role,
@@ -250,6 +269,8 @@ async def _show(args: argparse.Namespace, runtime: Runtime, entry: SessionEntry,
         print(f"model:      {entry.model}")
     if session_id != entry.session_id:
         print(f"showing:    earlier session {session_id}")
+    if truncated:
+        print(TRUNCATED_TEXT.format(shown=len(records)))
     for r in records:
         if r.summary:
             print(f"=== summary: the agent sees this instead of the records above, except the last {r.keeps}")

@@ -6,6 +6,9 @@ line, prints each reply, and exits after the last reply at end of input: 0, or 1
 message was not answered. Answers print as they stream, piece
 by piece; lines are taken while an answer prints (they queue in the conversation's
 lane), so `/stop` stops the answer in progress, which then ends with "(stopped)".
+`/help` is answered here, as on a terminal, and the conversation commands (`/status`,
+`/new`, `/stop`, ...) by the gateway's command registry: none reaches the agent or is
+stored as a turn (their answers print in order with the others).
 Several such processes with one `--user` on one store are several writers of one
 conversation: the store's reservation and turn lock keep them in one session with
 turns that never overlap.
@@ -22,7 +25,7 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import ClassVar, TextIO
 
 from bots.runtime import Runtime
@@ -61,6 +64,25 @@ async def _lines(stream: TextIO) -> AsyncIterator[str]:
         transport.close()
 
 
+HELP_COMMAND = "/help"
+PIPED_HELP_INTRO = "One message per line; each answer prints as it is written."
+Local = Callable[[], Awaitable[str]]
+"""A line answered here (not by the agent), made when its turn to print comes."""
+
+
+def local_answer(runtime: Runtime, text: str) -> Local | None:
+    """The answer to a line the console answers itself (`/help`: the conversation commands
+    of the registry); None: the line goes to the gateway (which answers `/status`, `/new`,
+    `/stop` as commands, never as a turn)."""
+    if text.strip() != HELP_COMMAND:
+        return None
+
+    async def show_help() -> str:
+        return "\n".join([PIPED_HELP_INTRO, *runtime.gateway.commands.help_lines(), "  /help     this help"])
+
+    return show_help
+
+
 CUT_OFF_NOTES = {"stopped": "(stopped)", "merged": "(interrupted: see the answer below)"}
 """How an answer that stopped printing half-way ends, by the kind of its reply."""
 
@@ -71,13 +93,15 @@ async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: Text
         out.write(f"chatlane console as {user!r} (agent {runtime.gateway.router.default}); Ctrl-D quits\n")
         out.write("you> ")
         out.flush()
-    answers: asyncio.Queue[FutureResponder | None] = asyncio.Queue()
+    answers: asyncio.Queue[FutureResponder | Local | None] = asyncio.Queue()
     printer = asyncio.create_task(_print_answers(answers, out, interactive), name="console printer")
     unanswered = 0
     try:
         async for raw in _lines(stdin):
             text = raw.rstrip("\r\n")
-            if text.strip():
+            if (local := local_answer(runtime, text)) is not None:
+                answers.put_nowait(local)
+            elif text.strip():
                 answers.put_nowait(await _say(runtime, user, text))
             elif interactive:
                 out.write("you> ")
@@ -92,11 +116,19 @@ async def chat(runtime: Runtime, user: str, stdin: TextIO = sys.stdin, out: Text
     return 1 if unanswered else 0  # scripts can tell that a message was not answered
 
 
-async def _print_answers(answers: asyncio.Queue[FutureResponder | None], out: TextIO, prompt: bool) -> int:
+async def _print_answers(
+    answers: asyncio.Queue[FutureResponder | Local | None], out: TextIO, prompt: bool
+) -> int:
     """Print each message's answer, in the order the messages were sent, as it streams;
     how many messages were not answered."""
     unanswered = 0
     while (responder := await answers.get()) is not None:
+        if not isinstance(responder, FutureResponder):  # answered here: /help, /status
+            out.write(await responder() + "\n")
+            if prompt:
+                out.write("you> ")
+            out.flush()
+            continue
         deltas = responder.deltas
         shown = ""
         while deltas is not None and (piece := await deltas.get()) is not None:

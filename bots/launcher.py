@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bots.console import ConsoleSettings
 from bots.discord.settings import DiscordSettings
+from bots.health import HealthService, MetricsSettings
 from bots.http.settings import HttpSettings
 from bots.preflight import inspect
 from bots.runtime import Runtime, Service, StartupError
@@ -46,8 +47,8 @@ ADAPTERS: tuple[Adapter, ...] = (
 )
 """Every adapter, in start order."""
 
-CONFIG: type[Config] = config.compose(a.settings for a in ADAPTERS)
-"""The full config schema: core's sections and every adapter's."""
+CONFIG: type[Config] = config.compose([*(a.settings for a in ADAPTERS), MetricsSettings])
+"""The full config schema: core's sections, every adapter's, and `[metrics]`."""
 
 
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Loaded:
@@ -102,9 +103,16 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
         if not services:
             log.error("nothing to run: every bot is disabled in %s", loaded.path)
             return 2
+        health = HealthService(runtime, services) if loaded.section(MetricsSettings).enabled else None
+        if health is not None:  # first: /livez and /readyz answer while the bots connect
+            await health.start()
+            started.append(health)
+            log.info("%s: running (%s)", health.name, health.describe())
         for service in services:
             await service.start()
             started.append(service)
+            if health is not None:
+                health.started.add(service.name)
             log.info("%s: running (%s)", service.name, service.describe())
         runtime.gateway.start_schedules()  # once the adapters answer their targets
         agents = ", ".join(f"{a} ({s.backend})" for a, s in loaded.config.agent_table().items())

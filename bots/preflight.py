@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from bots.health import MetricsSettings
+from bots.health import refusal as metrics_refusal
 from bots.http.service import refusal as http_refusal
 from core.config import TRANSCRIPT_ONLY, Loaded
 from core.model import parse_key
@@ -49,6 +51,9 @@ def inspect(loaded: Loaded) -> list[Finding]:
     if http.enabled and (
         why := http_refusal(http.host, secrets.get(http.token_env) is not None, http.token_env)
     ):
+        error(why)
+    ops = loaded.section(MetricsSettings)
+    if why := metrics_refusal(ops, secrets.get(ops.token_env) is not None):
         error(why)
     if c.store.backend == "files":
         if (why := _unwritable(loaded.state_dir)) is not None:

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +60,9 @@ class OpenAISettings(Section):
     max_retries: Annotated[int, Field(ge=0)] = 2
     vision: bool = False
     """The model accepts images: they are sent as `image_url` parts, else as a short placeholder."""
+    stream_usage: bool = True
+    """Ask for the answer's token usage (`stream_options.include_usage`); false for a server
+    that rejects that field."""
 
 
 AGENT_ID = r"^[a-z0-9_-]{1,64}$"
@@ -462,12 +465,32 @@ class Loaded(Section):
 
 
 class ConfigError(Exception):
-    """A config problem, phrased for the person who wrote the file."""
+    """A config problem, phrased for the person who wrote the file.
 
-    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+    `problems` lists every problem found, each as (key, problem); `key` and `problem` are
+    the first. With several, the message names them all, one line each with its key."""
+
+    def __init__(
+        self, path: Path | str, key: str, problem: str, *, more: Sequence[tuple[str, str]] = ()
+    ) -> None:
         self.path, self.key, self.problem = str(path), key, problem
-        where = f"{self.path}: {key}: " if key else f"{self.path}: "
-        super().__init__(where + problem)
+        self.problems = [(key, problem), *more]
+        if not more:
+            super().__init__(f"{self.path}: {key}: {problem}" if key else f"{self.path}: {problem}")
+            return
+        lines = [f"  {k}: {p}" if k else f"  {p}" for k, p in self.problems]
+        super().__init__(f"{self.path}: {plural(len(self.problems), 'problem')}:\n" + "\n".join(lines))
+
+    @classmethod
+    def of(cls, path: Path | str, problems: Sequence[tuple[str, str]]) -> ConfigError:
+        """One error that names every (key, problem) of a non-empty list."""
+        (key, problem), *more = problems
+        return cls(path, key, problem, more=more)
+
+
+def plural(n: int, word: str) -> str:
+    """`1 problem`, `3 problems`."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def load_config(
@@ -495,15 +518,19 @@ def load_config(
     try:
         config = schema.model_validate_json(as_json)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        problem = err["msg"]
-        if err["type"] == "extra_forbidden":
-            problem = "unknown key" + _did_you_mean(schema, err["loc"])
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise ConfigError(path, key, problem + more) from None
-    _check_agents(path, config)
-    return Loaded(path=path.resolve(), config=config, secrets=_read_secrets(path, config, env))
+        problems: list[tuple[str, str]] = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            problem = err["msg"]
+            if err["type"] == "extra_forbidden":
+                problem = "unknown key" + _did_you_mean(schema, err["loc"])
+            problems.append((key, problem))
+        raise ConfigError.of(path, problems) from None
+    problems = _check_agents(config)
+    secrets = _read_secrets(config, env, problems)
+    if problems:
+        raise ConfigError.of(path, problems)
+    return Loaded(path=path.resolve(), config=config, secrets=secrets)
 
 
 def _did_you_mean(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
@@ -518,33 +545,33 @@ def _did_you_mean(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
-def _check_agents(path: Path, config: Config) -> None:
+def _check_agents(config: Config) -> list[tuple[str, str]]:
     """What one section cannot check alone: ids unique, bindings name agents, one default."""
+    problems: list[tuple[str, str]] = []
     if "agent" in config.model_fields_set and config.agent.id in config.agents:
-        raise ConfigError(
-            path, f"agents.{config.agent.id}", f"agent {config.agent.id!r} is also defined by [agent]"
-        )
+        twice = f"agent {config.agent.id!r} is also defined by [agent]"
+        problems.append((f"agents.{config.agent.id}", twice))
     table = config.agent_table()
     defaults = [a for a, s in table.items() if s.default]
-    if len(defaults) > 1:
-        raise ConfigError(
-            path, f"agents.{defaults[1]}.default", f"only one agent can be the default ({defaults[0]!r} is)"
-        )
+    for extra in defaults[1:]:
+        one = f"only one agent can be the default ({defaults[0]!r} is)"
+        problems.append((f"agents.{extra}.default", one))
     names: set[str] = set()
     for i, sched in enumerate(config.schedules):
         if sched.name in names:
-            raise ConfigError(path, f"schedules.{i}.name", f"schedule {sched.name!r} is defined twice")
+            problems.append((f"schedules.{i}.name", f"schedule {sched.name!r} is defined twice"))
         names.add(sched.name)
         if (agent := parse_key(sched.key).agent) not in table:
-            raise ConfigError(path, f"schedules.{i}.key", f"schedule {sched.name!r}: no agent {agent!r}")
+            problems.append((f"schedules.{i}.key", f"schedule {sched.name!r}: no agent {agent!r}"))
     for i, rule in enumerate(config.bindings):
         if rule.agent not in table:
-            raise ConfigError(
-                path, f"bindings.{i}.agent", f"no agent {rule.agent!r} (agents: {', '.join(table)})"
-            )
+            problems.append((f"bindings.{i}.agent", f"no agent {rule.agent!r} (agents: {', '.join(table)})"))
+    return problems
 
 
-def _read_secrets(path: Path, config: Config, env: Mapping[str, str]) -> Secrets:
+def _read_secrets(config: Config, env: Mapping[str, str], problems: list[tuple[str, str]]) -> Secrets:
+    """The secrets the config names, read from `env`; a missing required one is added to
+    `problems` (key, problem)."""
     found: dict[str, SecretStr] = {}
     agent_keys = [a.openai.api_key_env for a in config.agent_table().values() if a.backend == "openai"]
     for var in (
@@ -565,9 +592,9 @@ def _read_secrets(path: Path, config: Config, env: Mapping[str, str]) -> Secrets
                 raise TypeError(f"{key} must be a str field naming an environment variable")
             value = env.get(var, "") if var else ""
             if need.required and not var:
-                raise ConfigError(path, key, f"must name an environment variable ({need.why})")
-            if need.required and not value:
-                raise ConfigError(path, key, f"environment variable {var} is not set ({need.why})")
+                problems.append((key, f"must name an environment variable ({need.why})"))
+            elif need.required and not value:
+                problems.append((key, f"environment variable {var} is not set ({need.why})"))
             if value:
                 found[var] = SecretStr(value)
     return Secrets(by_var=found)

@@ -74,6 +74,13 @@ class DiscordService:
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
         self._stopping = False
 
+    async def ready(self) -> str | None:
+        """For /readyz: None while connected to the gateway (READY seen, not closed)."""
+        client = self.client
+        if client is None or client.is_closed() or not client.is_ready():
+            return "not connected to the Discord gateway"
+        return None
+
     def describe(self) -> str:
         user = self.client.user if self.client is not None else None
         who = f"as {user} ({user.id})" if user is not None else "not connected"

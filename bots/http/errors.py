@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -28,13 +29,15 @@ _KINDS = {
 class ApiError(Exception):
     """A request refused with an OpenAI-style error object."""
 
-    def __init__(self, status: int, message: str, kind: str = "", code: str = "") -> None:
+    def __init__(
+        self, status: int, message: str, kind: str = "", code: str = "", param: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.param = status, message, code, param
         self.kind = kind or _KINDS.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
     def body(self) -> ErrorObject:
-        return wire.error_object(self.message, self.kind, self.code or None)
+        return wire.error_object(self.message, self.kind, self.code or None, self.param)
 
     def response(self) -> web.Response:
         headers: dict[str, str] = {}
@@ -77,4 +80,55 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         response = refused.response()
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
+        return response
+
+
+REFUSED_STATUSES = frozenset({400, 401, 403, 413, 429})
+"""Refusals worth an access-log line: a bad client, a wrong token, a rate limit."""
+
+
+class RefusalLog:
+    """One access-log line per refused request (`REFUSED_STATUSES`), at most `per_window`
+    lines per `window_s`; past that the refusals are counted and one line says how many
+    were not logged, so a flood of bad requests cannot flood the log."""
+
+    def __init__(self, per_window: int = 20, window_s: float = 10.0) -> None:
+        self.per_window, self.window_s = per_window, window_s
+        self._window_start = 0.0
+        self._logged = 0
+        self._unlogged = 0
+
+    def note(self, request: web.Request, status: int) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self.window_s:
+            if self._unlogged:
+                log.warning(
+                    "refused %d more requests in %gs (not logged one by one)", self._unlogged, self.window_s
+                )
+            self._window_start, self._logged, self._unlogged = now, 0, 0
+        if self._logged >= self.per_window:
+            self._unlogged += 1
+            return
+        self._logged += 1
+        log.info(
+            "refused %s %s %d from %s",
+            request.method,
+            request.path,
+            status,
+            request.remote or "-",
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "client": request.remote or "",
+                }
+            },
+        )
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if response.status in REFUSED_STATUSES:
+            self.note(request, response.status)
         return response

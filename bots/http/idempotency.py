@@ -17,9 +17,7 @@ The owner's claim is held for the whole window, not as a renewed lease: the requ
 kept in the durable inbox, so when its process dies mid-turn the process that resumes
 it (a restart, or another replica adopting the dead one's items) answers it under the
 same claim, and the retry gets that answer. A lease that lapsed would let the retry
-run it a second time beside the resumed one. (`http.idempotency_lease_s` and the
-renewal task, `Requests.keep`, are left for requests kept in memory only; today every
-request with a key goes to the inbox.)
+run it a second time beside the resumed one.
 """
 
 from __future__ import annotations
@@ -184,7 +182,6 @@ class Idempotency:
         requests: Requests,
         wait_s: float,
         *,
-        lease_s: float,
         tasks: TaskSet,
         completion: Completion,
         chunk: Chunk,
@@ -192,7 +189,6 @@ class Idempotency:
     ) -> None:
         self.requests = requests
         self.wait_s = wait_s
-        self.lease_s = lease_s
         self._tasks = tasks
         self._completion = completion
         self._chunk = chunk

@@ -27,6 +27,8 @@ class ChatRequest:
     """The body's `model` (an agent id), None when absent or empty."""
     files: tuple[FileSource, ...] = ()
     """Images and files of the last user message (content parts), for the gateway to fetch."""
+    include_usage: bool = False
+    """`stream_options.include_usage`: end the stream with a chunk that carries `usage`."""
 
 
 def decode(raw: bytes) -> Any:
@@ -61,8 +63,51 @@ def parse(body: Any) -> ChatRequest:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise ApiError(400, "'model' must be a string", code="invalid_type")
+    _refuse_unsupported(body)
+    include_usage = _include_usage(body.get("stream_options"), stream)
     text, files = _last_user_message(messages)
-    return ChatRequest(text, stream, _user(body.get("user")), model or None, files)
+    return ChatRequest(text, stream, _user(body.get("user")), model or None, files, include_usage)
+
+
+def _unsupported(field: str, why: str) -> ApiError:
+    return ApiError(400, f"'{field}' is not supported here: {why}", code="unsupported_parameter", param=field)
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    """A request asks for something this API does not do: a clear 400 naming the field,
+    never an answer that silently ignores it (a client would count on it)."""
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise _unsupported("n", "one answer per request (leave out 'n' or send 1)")
+    for field in ("tools", "functions"):
+        if body.get(field):  # an empty list asks for nothing
+            raise _unsupported(field, "the agent answers with text; tool calls are not offered")
+    for field in ("tool_choice", "function_call"):
+        if body.get(field) not in (None, "none", "auto"):
+            raise _unsupported(field, "no tools are offered")
+    if body.get("logprobs") or body.get("top_logprobs"):
+        raise _unsupported("logprobs", "the agent's answer carries no log probabilities")
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        raise _unsupported("response_format", "answers are plain text (type 'text')")
+    modalities = body.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise _unsupported("modalities", "answers are text only")
+
+
+def _include_usage(options: Any, stream: bool) -> bool:
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise ApiError(400, "'stream_options' must be an object", code="invalid_type", param="stream_options")
+    if not stream:
+        only = "'stream_options' is only allowed with \"stream\": true"
+        raise ApiError(400, only, code="invalid_value", param="stream_options")
+    include = options.get("include_usage", False)
+    if not isinstance(include, bool):
+        wrong = "'stream_options.include_usage' must be true or false"
+        raise ApiError(400, wrong, code="invalid_type", param="stream_options")
+    return include
 
 
 def _user(user: Any) -> str | None:

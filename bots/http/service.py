@@ -53,7 +53,7 @@ from aiohttp import web
 from bots.http import conversations, wire
 from bots.http import request as parsing
 from bots.http.console import Console
-from bots.http.errors import ApiError, openai_errors, shutting_down
+from bots.http.errors import ApiError, RefusalLog, openai_errors, shutting_down
 from bots.http.guard import ConnectionGuard, GuardedSite, derive_max_connections
 from bots.http.idempotency import Idempotency, OwnerResponder, caller_of
 from bots.http.settings import HttpSettings
@@ -146,6 +146,8 @@ class HttpService:
         self._instance = uuid.uuid4().hex[:12]  # ids unique across processes without a urandom call each
         self._tasks = TaskSet("http")
         self._stopping = asyncio.Event()
+        self.refusals = RefusalLog()
+        """One access-log line per refused request, rate-limited."""
         self.guard = ConnectionGuard(
             max_connections=self.settings.max_connections or derive_max_connections(),
             header_timeout_s=self.settings.header_timeout_s,
@@ -155,7 +157,6 @@ class HttpService:
         self._once = Idempotency(
             runtime.gateway.requests,
             self.settings.idempotency_wait_s,
-            lease_s=self.settings.idempotency_lease_s,
             tasks=self._tasks,
             completion=lambda ident, text, model: json.loads(wire.completion(ident, model, text)),
             chunk=_chunk_of_delta,
@@ -170,7 +171,8 @@ class HttpService:
 
     def app(self) -> web.Application:
         app = web.Application(
-            client_max_size=self.settings.max_body_bytes, middlewares=[openai_errors, self.guard.middleware]
+            client_max_size=self.settings.max_body_bytes,
+            middlewares=[self.refusals.middleware, openai_errors, self.guard.middleware],
         )
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
@@ -213,6 +215,10 @@ class HttpService:
             await self._runner.cleanup()
             self._runner = None
         await self._tasks.close(timeout=5.0)
+
+    async def ready(self) -> str | None:
+        """For /readyz: None while listening."""
+        return None if self._runner is not None else "not listening"
 
     def describe(self) -> str:
         auth = "Bearer token required" if self._token else "no token"
@@ -278,16 +284,16 @@ class HttpService:
             if owner is not None and (stored := owner.response()) is not None:
                 return stored  # byte for byte what its retries get
             if (problem := _reply_error(reply)) is not None:
-                return problem.response()
+                return _keyed(problem.response(), key)
             return web.Response(
-                body=wire.completion(ident, model, reply.text),
+                body=wire.completion(ident, model, reply.text, reply.usage),
                 content_type="application/json",
                 headers={SESSION_HEADER: key},
             )
         first = await self._until_stopping(events.queue.get())
         if isinstance(first, Reply) and (problem := _reply_error(first)) is not None:
-            return problem.response()  # nothing streamed yet: a real status
-        return await self._stream(request, events, first, ident, key)
+            return _keyed(problem.response(), key)  # nothing streamed yet: a real status
+        return await self._stream(request, events, first, ident, key, usage=chat.include_usage)
 
     async def _until_stopping(self, waiting: Awaitable[T]) -> T:
         """`waiting`, or a 503 + Retry-After once the service stops first: a request kept
@@ -304,9 +310,17 @@ class HttpService:
         return got.result()
 
     async def _stream(
-        self, request: web.Request, events: _Events, first: str | Reply, ident: str, key: SessionKey
+        self,
+        request: web.Request,
+        events: _Events,
+        first: str | Reply,
+        ident: str,
+        key: SessionKey,
+        *,
+        usage: bool = False,
     ) -> web.StreamResponse:
-        """SSE from the first piece on; ends with a finish chunk and [DONE], whatever the reply."""
+        """SSE from the first piece on; ends with a finish chunk (`usage`: then a chunk with
+        the answer's usage) and [DONE], whatever the reply."""
         resp = web.StreamResponse(headers={**wire.SSE_HEADERS, SESSION_HEADER: key})
         model = parse_key(key).agent
         try:
@@ -327,6 +341,8 @@ class HttpService:
             elif reply.kind != "answer":  # what was streamed is not this reply's answer
                 await resp.write(wire.chunk(ident, model, SUPERSEDED_TEXT + reply.text))
             await resp.write(wire.chunk(ident, model, finish=True))
+            if usage:
+                await resp.write(wire.usage_chunk(ident, model, reply.usage))
             await resp.write(wire.DONE)
             await resp.write_eof()
         except ConnectionResetError:  # the client left; the turn goes on without it
@@ -446,6 +462,13 @@ class HttpService:
         return web.Response(
             body=self.runtime.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
+
+
+def _keyed(response: web.Response, key: SessionKey) -> web.Response:
+    """An error answer that still names the request's session (a failed turn's message is
+    in that session's memory: the client goes on there)."""
+    response.headers[SESSION_HEADER] = key
+    return response
 
 
 def _reply_error(reply: Reply) -> ApiError | None:

@@ -25,10 +25,6 @@ class HttpSettings(AdapterSettings):
     idempotency_wait_s: Annotated[float, Field(gt=0)] = 300.0
     """A retry with the `Idempotency-Key` of a request still running waits this long
     for its answer, then gets a 409 (and may retry again)."""
-    idempotency_lease_s: Annotated[float, Field(gt=0)] = 30.0
-    """The first request's claim on its `Idempotency-Key` lasts this long unrenewed; its
-    process renews it every third while the turn runs. A process that dies mid-turn
-    blocks the key this long, then a retry runs the request."""
 
     console: bool = False
     """The operator web page at /console (docs/console.md), behind the same token."""

@@ -11,19 +11,22 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from openai.types import Model
+from openai.types import CompletionUsage, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.shared import ErrorObject
 
+from core.model import Usage
+
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
 
 
-def completion(ident: str, model: str, text: str) -> bytes:
-    """A whole `chat.completion` (the JSON answer of a non-streamed request)."""
+def completion(ident: str, model: str, text: str, usage: Usage | None = None) -> bytes:
+    """A whole `chat.completion` (the JSON answer of a non-streamed request); `usage` when
+    the agent reported it."""
     body = ChatCompletion(
         id=ident,
         object="chat.completion",
@@ -38,7 +41,27 @@ def completion(ident: str, model: str, text: str) -> bytes:
             )
         ],
     )
+    if usage is not None:
+        body.usage = _usage(usage)
     return body.model_dump_json(exclude_unset=True).encode()
+
+
+def usage_chunk(ident: str, model: str, usage: Usage | None) -> bytes:
+    """The last chunk of a stream that asked for `stream_options.include_usage`: no choices,
+    the answer's `usage` (null when the agent did not report it)."""
+    body = ChatCompletionChunk(
+        id=ident, object="chat.completion.chunk", created=int(time.time()), model=model, choices=[]
+    )
+    body.usage = _usage(usage) if usage is not None else None
+    return event(body.model_dump_json(exclude_unset=True))
+
+
+def _usage(usage: Usage) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
 
 
 def chunk(
@@ -58,8 +81,8 @@ def chunk(
     return event(body.model_dump_json(exclude_unset=True))
 
 
-def error_object(message: str, kind: str, code: str | None) -> ErrorObject:
-    return ErrorObject(message=message, type=kind, param=None, code=code)
+def error_object(message: str, kind: str, code: str | None, param: str | None = None) -> ErrorObject:
+    return ErrorObject(message=message, type=kind, param=param, code=code)
 
 
 def error_body(err: ErrorObject) -> bytes:

@@ -3,7 +3,8 @@
 `BackfillingResponder` is the `SlackResponder` of a message that also offers
 `fetch_history` (core.model.HistorySource): the gateway calls it inside the turn lock
 when the message starts a session. In a thread it reads `conversations.replies` (paged
-from the thread's start, so the last `history_backfill` before the message are kept); in
+from the thread's start, so the last `history_backfill` before the message are kept, and
+the thread's root message before them when it would be cut off); in
 a DM, `conversations.history`. A top-level channel message starts its own thread and has
 no earlier messages to read. Missing scopes (`channels:history`, `groups:history`,
 `im:history`) are logged with the fix, and the turn is answered without history.
@@ -101,7 +102,8 @@ class BackfillingResponder(SlackResponder):
                 HISTORY_HINT,
             )
             return []
-        earlier = [m for m in found if _before(m, self.ts) and _is_message(m)][-self.limit :]
+        earlier = [m for m in found if _before(m, self.ts) and _is_message(m)]
+        earlier = _keep_root(earlier, self.limit, self.in_thread)
         names = await self._names(client, earlier)
         return [self._record(m, names) for m in earlier]
 
@@ -170,6 +172,18 @@ class BackfillingResponder(SlackResponder):
             author=author,
             backfill=True,
         )
+
+
+def _keep_root(
+    messages: list[Mapping[str, Any]], limit: int, thread_ts: str | None
+) -> list[Mapping[str, Any]]:
+    """The last `limit` messages, and the thread's root (`thread_ts`) before them when it
+    would be cut off: the root says what the thread is about. A DM has no root."""
+    if len(messages) <= limit:
+        return messages
+    first = messages[0]
+    root = [first] if thread_ts is not None and str(first.get("ts")) == thread_ts else []
+    return root + messages[-limit:]
 
 
 def _before(m: Mapping[str, Any], ts: str) -> bool:

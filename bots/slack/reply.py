@@ -84,6 +84,8 @@ class Poster:
         self.client = client
         self.native_refused = False
         """Slack refused native streaming once: this app streams by editing from then on."""
+        self.native_refused_in: set[str] = set()
+        """Channels where Slack could not stream (no recipient team/user): edits there."""
         self.status_refused = False
         """Slack refused assistant.threads.setStatus once: the ack reaction shows work instead."""
 

@@ -30,8 +30,10 @@ is answered after it, in its thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -39,6 +41,7 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -129,13 +132,15 @@ class SlackService:
         self.me = await self._fetch_identity(self._client)
         targets = Targets(lambda: self._poster, self.me, self.settings)
         self.runtime.gateway.targets.register(PLATFORM, targets.responder, admits=self.still_admits)
-        app = AsyncApp(
-            client=self._client,
-            signing_secret=signing_secret,
-            process_before_response=True,
-            request_verification_enabled=s.mode == "http",
-            logger=logging.getLogger("chatlane.slack.bolt"),
-        )
+        bolt_log = logging.getLogger("chatlane.slack.bolt")
+        with _quiet_token_warning(bolt_log):
+            app = AsyncApp(
+                client=self._client,
+                signing_secret=signing_secret,
+                process_before_response=True,
+                request_verification_enabled=s.mode == "http",
+                logger=bolt_log,
+            )
         app.event("app_mention")(self._on_app_mention)
         app.event("message")(self._on_message)
         if s.slash_command:
@@ -204,6 +209,14 @@ class SlackService:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def ready(self) -> str | None:
+        """For /readyz: None once Slack can reach this bot (Socket Mode connected, or the
+        Events API listening); else why not."""
+        if self._socket is not None:
+            connected = await self._socket.client.is_connected()
+            return None if connected else "Socket Mode not connected"
+        return None if self._runner is not None else "not listening"
 
     def describe(self) -> str:
         if self.settings.mode == "socket":
@@ -357,3 +370,27 @@ def _why(exc: BaseException) -> str:
 
 def create(runtime: Runtime) -> SlackService:
     return SlackService(runtime)
+
+
+class _DropTokenSkipped(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+@contextlib.contextmanager
+def _quiet_token_warning(logger: logging.Logger) -> Iterator[None]:
+    """Building the app without Bolt's "`token` will be unused" warning.
+
+    Why it came on every start: AsyncApp reads `SLACK_BOT_TOKEN` from the environment
+    whenever no `token` is passed (`token or os.environ.get(...)`), and the documented
+    setup exports exactly that variable; given a `client` too (ours carries
+    `api_base_url` and the retry handlers), it then warns that the token is unused. The
+    token it would use IS the client's (ours), so the warning says nothing true; no
+    argument turns the environment read off, so only that one message of Bolt's own
+    (its constant, not a text of ours) is dropped, only while the app is built."""
+    quiet = _DropTokenSkipped()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)

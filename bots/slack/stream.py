@@ -5,7 +5,8 @@
 an `AsyncChatStream`), one stream per message of the answer. Slack streams only into
 threads, and an app without the feature answers `not_allowed`/`unknown_method` (and
 the like): then this surface, and every later one of the service (`Poster`
-remembers), falls back to `EditSurface`: `chat.postMessage`, then `chat.update` at
+remembers), falls back to `EditSurface`; `missing_recipient_team_id`/`_user_id` does the
+same for that one conversation (channel): `chat.postMessage`, then `chat.update` at
 the stream's bounded rate. A stream that stops working mid-way (e.g. expired on
 Slack's side) is finished with `chat.update` of its message.
 
@@ -42,6 +43,11 @@ NATIVE_REFUSALS = frozenset(
     }
 )
 """Errors that mean "no native streaming here" rather than "this call failed"."""
+
+RECIPIENT_REFUSALS = frozenset({"missing_recipient_team_id", "missing_recipient_user_id"})
+"""Errors that mean "no native streaming in THIS conversation" (Slack cannot tell whom the
+stream is for, e.g. no team for a shared or external channel): its answers stream by
+editing from then on, while other conversations keep streaming natively."""
 
 
 def error_code(exc: BaseException) -> str:
@@ -112,11 +118,16 @@ class NativeSurface:
         """Takes over when native streaming is refused; also holds every message's ts."""
 
     @property
+    def refused(self) -> bool:
+        """Native streaming is refused to this app, or in this conversation."""
+        return self.poster.native_refused or self.channel in self.poster.native_refused_in
+
+    @property
     def append_only(self) -> bool:
-        return not self.poster.native_refused
+        return not self.refused
 
     async def show(self, index: int, text: str, *, final: bool) -> bool:
-        if self.poster.native_refused:
+        if self.refused:
             return await self.fallback.show(index, text, final=final)
         if index == len(self.streams):
             return await self._start(index, text, final=final)
@@ -164,6 +175,14 @@ class NativeSurface:
                     "slack: native streaming refused (%s); answers stream by editing messages instead", code
                 )
                 self.poster.native_refused = True
+                return await self.fallback.show(index, text, final=final)
+            if stream.ts is None and code in RECIPIENT_REFUSALS:
+                log.warning(
+                    "slack: native streaming refused in %s (%s); its answers stream by editing instead",
+                    self.channel,
+                    code,
+                )
+                self.poster.native_refused_in.add(self.channel)
                 return await self.fallback.show(index, text, final=final)
             log.warning("slack: chat.startStream in %s failed: %s", self.channel, code)
             if stream.ts is None:

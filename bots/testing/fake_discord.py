@@ -9,7 +9,7 @@ gateway connection and replay events on the RESUME that follows. Messages the bo
 sent can be edited (PATCH) and deleted (DELETE); `rate_limit` answers any route with
 429s (`retry_after`), and every call is recorded with its (monotonic) time.
 
-Adapted from /work/shared/reference/fakes/fake_discord.py.
+How a plugin author uses it: docs/testing-your-agent.md.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import re
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,15 +32,36 @@ from bots.testing.server import serve_on_loopback
 
 JSON = dict[str, Any]
 
-_ids = itertools.count(1_100_000_000_000_000_000)
+DISCORD_EPOCH_MS = 1_420_070_400_000
+_last_id = 0
 
 
-def snowflake() -> str:
-    return str(next(_ids))
+def snowflake(at: float | None = None) -> str:
+    """A Discord id made as Discord makes them: the creation time (ms since 2015) in the
+    high bits, so `discord.Message.created_at` (read from the id) is the message's real
+    time. Ids made for "now" only grow; `at` (epoch seconds) makes one for the past."""
+    global _last_id
+    ms = int((time.time() if at is None else at) * 1000) - DISCORD_EPOCH_MS
+    made = ms << 22
+    if at is None:
+        made = max(made, _last_id + 1)
+        _last_id = made
+    else:
+        made |= next(_past) & 0x3FFFFF
+    return str(made)
+
+
+_past = itertools.count(1)
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def iso_of(snowflake_id: str) -> str:
+    """The ISO time in a Discord id (what a message's `timestamp` says)."""
+    ms = (int(snowflake_id) >> 22) + DISCORD_EPOCH_MS
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 def jresp(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -256,13 +278,15 @@ class FakeDiscord:
         mentions: list[JSON] | None = None,
         reply_to: JSON | None = None,
         attachments: list[JSON] | None = None,
+        at: float | None = None,
     ) -> JSON:
+        ident = snowflake(at)
         d: JSON = {
-            "id": snowflake(),
+            "id": ident,
             "channel_id": channel_id,
             "author": author,
             "content": content,
-            "timestamp": now_iso(),
+            "timestamp": iso_of(ident),
             "edited_timestamp": None,
             "tts": False,
             "mention_everyone": False,
@@ -339,10 +363,13 @@ class FakeDiscord:
             "proxy_url": url,
         }
 
-    def seed_history(self, channel: str, texts: list[str], *, user: str | None = None) -> list[JSON]:
-        """Messages said in `channel` before the test starts (not dispatched), oldest first."""
+    def seed_history(
+        self, channel: str, texts: list[str], *, user: str | None = None, at: Sequence[float] = ()
+    ) -> list[JSON]:
+        """Messages said in `channel` before the test starts (not dispatched), oldest first;
+        `at`: their times (epoch seconds, one per text), else now."""
         made = []
-        for text in texts:
+        for i, text in enumerate(texts):
             uid = user or self.alice_id
             d = self.message_payload(
                 text,
@@ -350,6 +377,7 @@ class FakeDiscord:
                 channel_id=channel,
                 in_guild=channel not in self.dm_ids.values(),
                 roles=self.roles_of.get(uid, []),
+                at=at[i] if at else None,
             )
             self.history.setdefault(channel, []).append(d)
             made.append(d)

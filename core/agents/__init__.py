@@ -14,18 +14,20 @@ is looked up in the `chatlane.agents` entry points of installed packages.
 
 from __future__ import annotations
 
-from core.agents.base import Agent, Summarizer, TurnInput
+from core.agents.base import Agent, Piece, Summarizer, TurnInput
 from core.agents.echo import EchoAgent
 from core.agents.plugins import ENTRY_POINT_GROUP, PluginError, import_factory, load_entry_point, make_plugin
 from core.agents.showing import decode_text, inline_text, placeholder
 from core.config import AgentSettings, ConfigError, Loaded
-from core.model import AgentError, ChatMessage, SessionKey
+from core.model import AgentError, ChatMessage, SessionKey, Usage
 
 PROTOCOL_VERSION = 1
 """Version 1: `stream(turn: TurnInput) -> AsyncIterator[str]`, `async close()`, `name`;
-optional `async summarize(records) -> str`. TurnInput: session_key, session_id, turn,
-history, new_messages, model. ChatMessage: role, content, at, message_id, interrupted,
-summary, keeps. Fields may be added (with defaults) without a version change."""
+optional `async summarize(records) -> str`. `stream` may also yield `Usage` (tokens the
+answer cost; see `Piece` in core/agents/base.py), which text-only agents never do.
+TurnInput: session_key, session_id, turn, history, new_messages, model. ChatMessage: role,
+content, at, message_id, interrupted, summary, keeps. Fields may be added (with defaults)
+without a version change."""
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -34,9 +36,11 @@ __all__ = [
     "AgentError",
     "ChatMessage",
     "EchoAgent",
+    "Piece",
     "SessionKey",
     "Summarizer",
     "TurnInput",
+    "Usage",
     "decode_text",
     "inline_text",
     "make_agent",

@@ -6,7 +6,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.model import ChatMessage, SessionKey
+from core.model import ChatMessage, SessionKey, Usage
+
+Piece = str | Usage
+"""What an agent's `stream` yields. `str`: the next piece of the answer's text (a
+text-only agent yields nothing else). `Usage` (optional, any number, usually one at the
+end): tokens the answer cost as the model reported them; the pieces of one turn add up,
+and the HTTP API returns the sum as `usage`. Other kinds of events may join this union
+later (tool calls); a consumer ignores what it does not know."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +35,9 @@ class TurnInput:
 class Agent(Protocol):
     name: str
 
-    def stream(self, turn: TurnInput) -> AsyncIterator[str]:
-        """Yield the answer in pieces; raise `AgentError` when it cannot answer."""
+    def stream(self, turn: TurnInput) -> AsyncIterator[Piece]:
+        """Yield the answer in pieces (text, and optionally its `Usage`: see `Piece`);
+        raise `AgentError` when it cannot answer. An `AsyncIterator[str]` fits too."""
         ...
 
     async def close(self) -> None: ...

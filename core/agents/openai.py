@@ -3,7 +3,10 @@
 OpenAI, Ollama, vLLM, llama.cpp server and LM Studio all speak this protocol; the
 official `openai` client talks to them given `agent.openai.base_url`. Each turn sends
 the system prompt, the transcript tail the gateway read (`TurnInput.history`) and the
-turn's new user message(s), and streams the reply back piece by piece.
+turn's new user message(s), and streams the reply back piece by piece, then the tokens
+it cost (`Usage`, asked for with `stream_options.include_usage` unless
+`agent.openai.stream_usage = false`). A server that answers a streamed request with one
+plain JSON completion is understood too.
 
 Every upstream problem (timeout, refused connection, 429, 5xx, a rejected key, an empty
 reply) becomes `AgentError` with one clear log line; the gateway then answers the
@@ -18,14 +21,17 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import openai
+import pydantic
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionUserMessageParam
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionUserMessageParam
 
-from core.agents.base import TurnInput
+from core.agents.base import Piece, TurnInput
 from core.agents.showing import inline_text, placeholder
 from core.config import AgentSettings
-from core.model import AgentError, ChatMessage
+from core.model import AgentError, ChatMessage, Usage
 
 SUMMARY_PROMPT = "You summarise conversations for a chat assistant that will continue them."
 SUMMARY_REQUEST = (
@@ -113,20 +119,36 @@ class OpenAIAgent:
         message: ChatCompletionUserMessageParam = {"role": "user", "content": [*parts, *images]}
         return message
 
-    async def stream(self, turn: TurnInput) -> AsyncIterator[str]:
+    async def stream(self, turn: TurnInput) -> AsyncIterator[Piece]:
+        """The answer as the server streams it, then its `Usage` when the server reports one.
+
+        A server that ignores `stream: true` and answers one JSON `chat.completion` (some
+        proxies and older local servers do) is read as that one answer, not as an empty
+        stream."""
         o = self.settings.openai
         model = turn.model or o.model
         where = f"{o.base_url} (model {model})"
         answered = False
+        usage: Usage | None = None
+        extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if o.stream_usage else {}
         try:
             stream = await self._client.chat.completions.create(
-                model=model, messages=self.messages(turn), stream=True, **self._options
+                model=model, messages=self.messages(turn), stream=True, **extra, **self._options
             )
             async with stream:
-                async for chunk in stream:
-                    if chunk.choices and (piece := chunk.choices[0].delta.content):
+                if _is_plain_json(stream.response.headers.get("content-type", "")):
+                    done = _completion(await stream.response.aread(), where)
+                    text = done.choices[0].message.content if done.choices else None
+                    if text:
                         answered = True
-                        yield piece
+                        yield text
+                    usage = _usage(done.usage)
+                else:
+                    async for chunk in stream:
+                        if chunk.choices and (piece := chunk.choices[0].delta.content):
+                            answered = True
+                            yield piece
+                        usage = _usage(chunk.usage) or usage
         # The AgentError carries the whole story; the gateway logs it as the failure's one line.
         except openai.APITimeoutError as exc:
             raise AgentError(
@@ -141,8 +163,12 @@ class OpenAIAgent:
             raise AgentError(f"{where}: cannot connect: {exc.__cause__ or exc}") from exc
         except openai.OpenAIError as exc:  # e.g. an error event in the middle of a stream
             raise AgentError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:  # reading a plain JSON answer's body failed
+            raise AgentError(f"{where}: the answer could not be read: {type(exc).__name__}") from exc
         if not answered:
             raise AgentError(f"{where}: the model returned an empty reply")
+        if usage is not None:
+            yield usage
 
     async def close(self) -> None:
         await self._client.close()
@@ -160,6 +186,27 @@ def backfill_line(m: ChatMessage) -> str:
     """An earlier message of the thread as the model sees it: "alice (2026-12-01 10:02 UTC): text"."""
     when = f" ({datetime.fromtimestamp(m.at, UTC):%Y-%m-%d %H:%M} UTC)" if m.at > 0 else ""
     return f"{m.author or 'someone'}{when}: {m.content}"
+
+
+def _is_plain_json(content_type: str) -> bool:
+    """A JSON body where an event stream was asked for (the server did not stream)."""
+    return content_type.split(";")[0].strip().lower() == "application/json"
+
+
+def _completion(raw: bytes, where: str) -> ChatCompletion:
+    try:
+        return ChatCompletion.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise AgentError(
+            f"{where}: asked for a stream, got a JSON body that is not a chat completion "
+            f"({exc.error_count()} problems); does the server stream (stream: true)?"
+        ) from exc
+
+
+def _usage(reported: CompletionUsage | None) -> Usage | None:
+    if reported is None:
+        return None
+    return Usage(reported.prompt_tokens, reported.completion_tokens)
 
 
 def _status_hint(status: int) -> str:

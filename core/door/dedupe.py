@@ -147,9 +147,9 @@ class Requests:
     """Requests a client may retry (HTTP `Idempotency-Key`): one owner runs the turn and
     stores its answer; every retry, in any process on the store, gets that answer.
 
-    The owner's claim is a lease (see `core.store.base.Deliveries`): `keep` renews it
-    while the turn runs; an owner that dies stops renewing, and a retry takes the
-    request over once the lease lapsed."""
+    The owner's claim lasts the window: the request is kept in the durable inbox, so
+    when its process dies the process that resumes it answers under the same claim
+    (a lapsing lease would let a retry run it a second time beside the resumed one)."""
 
     def __init__(self, store: SessionStore, window_s: float, metrics: Metrics) -> None:
         self.store = store
@@ -163,19 +163,6 @@ class Requests:
         return await self.store.claim_request(
             request_id, fingerprint, uuid.uuid4().hex, lease_s, self.window_s
         )
-
-    async def keep(self, request_id: str, owner: str, lease_s: float = REQUEST_LEASE_S) -> None:
-        """Renew `owner`'s lease every third of `lease_s` until cancelled, or until it is
-        no longer the owner. A store error is logged and tried again at the next renewal
-        (the lease is lost only if it lapses)."""
-        while True:
-            await asyncio.sleep(lease_s / 3)
-            try:
-                if not await self.store.renew_request(request_id, owner, lease_s):
-                    log.warning("request %s: lease no longer held; not renewed", request_id)
-                    return
-            except StoreError as exc:
-                log.warning("request %s: lease renewal failed (tried again): %s", request_id, exc)
 
     async def finish(self, request_id: str, owner: str, fingerprint: str, answer: bytes) -> None:
         await self.store.finish_request(request_id, owner, fingerprint, answer, self.window_s)

@@ -36,6 +36,7 @@ from core.model.messages import (
     ReplyTarget,
     Responder,
     Role,
+    Usage,
 )
 from core.model.sessions import (
     Admission,
@@ -94,6 +95,7 @@ __all__ = [
     "StoreError",
     "TurnCommit",
     "TurnLease",
+    "Usage",
     "build_key",
     "fire_id",
     "format_key",

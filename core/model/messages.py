@@ -148,12 +148,32 @@ answered again from the start (what was shown of the answer is void, not cut off
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens one answer cost, as the model reported them (an agent may yield one; see
+    core/agents/base.py). Fields are the OpenAI `usage` object's."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     text: str
     kind: ReplyKind
     session_key: SessionKey
     session_id: str = ""
     turn: int = 0
+    usage: Usage | None = None
+    """What the answer cost, when the agent reported it (None: not reported)."""
 
 
 AttachmentKind = Literal["image", "text"]

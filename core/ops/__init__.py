@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.ops.logs import setup_logging
+from core.ops.logs import announce, key_hash, setup_logging
 from core.ops.metrics import Metrics
 from core.ops.schedules import Fire, FireLedger, Scheduler, next_slot, slots_between
 from core.ops.tasks import TaskSet
@@ -13,6 +13,8 @@ __all__ = [
     "Metrics",
     "Scheduler",
     "TaskSet",
+    "announce",
+    "key_hash",
     "next_slot",
     "setup_logging",
     "slots_between",

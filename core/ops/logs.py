@@ -4,11 +4,14 @@ A failure is one line at ERROR: the message, then `: <ExceptionType>: <text>` of
 exception (and of its cause, which usually names the real reason). Its traceback is
 printed only at `--log-level DEBUG`: a model that is down for an hour must not write a
 hundred lines per request. `--log-format json` writes one JSON object per line for log
-shippers, with the same fields, secrets scrubbed the same way.
+shippers, with the same fields, secrets scrubbed the same way; a record logged with
+`extra={"fields": {...}}` adds those fields to its JSON object (a turn: `key_hash`,
+`outcome`, `latency_ms`, ...), so a shipper need not parse the message.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -18,6 +21,12 @@ from typing import Literal
 
 REDACTED = "[redacted]"
 LogFormat = Literal["text", "json"]
+
+
+def key_hash(key: str) -> str:
+    """A session key as log fields carry it: the first 16 hex digits of its SHA-256 (the
+    same key always gives the same hash, so lines of one conversation can be grouped)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
 class RedactSecrets:
@@ -64,9 +73,12 @@ class _Formatter(logging.Formatter):
                 "logger": record.name,
                 "message": message,
             }
+            fields = getattr(record, "fields", None)
+            if isinstance(fields, dict):
+                obj.update({k: v for k, v in fields.items() if k not in obj})
             if trace:
                 obj["traceback"] = trace
-            return self.redact.scrub(json.dumps(obj, ensure_ascii=False))
+            return self.redact.scrub(json.dumps(obj, ensure_ascii=False, default=str))
         line = f"{self.formatTime(record)} {record.levelname} {record.name}: {message}"
         if trace:
             line += "\n" + trace
@@ -81,3 +93,15 @@ def setup_logging(level: str = "INFO", secrets: Iterable[str] = (), fmt: LogForm
     root.setLevel(level)
     for noisy in ("discord", "slack_bolt", "slack_sdk", "httpx", "openai", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def announce(text: str, fmt: LogFormat, *, level: str = "INFO", **fields: object) -> None:
+    """A line the CLI always prints on stderr, whatever `--log-level` (which config it
+    read, a config error): plain text, or under `--log-format json` one JSON object like
+    every log line (with `fields`), so a log shipper never meets a line it cannot parse."""
+    if fmt != "json":
+        print(f"chatlane: {text}", file=sys.stderr)
+        return
+    record = logging.LogRecord("chatlane", logging.getLevelName(level), "", 0, text, None, None)
+    record.fields = fields
+    print(_Formatter(RedactSecrets(()), tracebacks=False, fmt="json").format(record), file=sys.stderr)

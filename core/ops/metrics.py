@@ -1,10 +1,26 @@
-"""Prometheus metrics of one gateway, in a registry of its own (tests run many gateways)."""
+"""Prometheus metrics of one gateway, in a registry of its own (tests run many gateways).
+
+Labelled series a turn touches (model latency and errors by agent and platform) are
+bound once per (agent, platform) and kept (`model`), not looked up by label on every
+turn: `labels()` takes a lock and hashes the label values each call.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+MODEL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSeries:
+    """The model series of one (agent, platform), bound once."""
+
+    latency: Histogram
+    errors: Counter
 
 
 class Metrics:
@@ -74,6 +90,42 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+
+        self.running_turns = Gauge(
+            "chatlane_running_turns", "Turns running now (their agent is answering or storing).", registry=r
+        )
+        self.model_latency = Histogram(
+            "chatlane_model_latency_seconds",
+            "Time the agent took to answer a turn (its whole stream), by agent and platform.",
+            ["agent", "platform"],
+            buckets=MODEL_BUCKETS,
+            registry=r,
+        )
+        self.model_errors = Counter(
+            "chatlane_model_errors",
+            "Turns the agent failed to answer, by agent and platform.",
+            ["agent", "platform"],
+            registry=r,
+        )
+        self._model: dict[tuple[str, str], ModelSeries] = {}
+        self._outcomes: dict[str, Counter] = {}
+
+    def outcome(self, outcome: str) -> Counter:
+        """The `chatlane_turns` series of `outcome`, bound on first use."""
+        series = self._outcomes.get(outcome)
+        if series is None:
+            series = self._outcomes[outcome] = self.turns.labels(outcome)
+        return series
+
+    def model(self, agent: str, platform: str) -> ModelSeries:
+        """The model series of `agent` on `platform`, bound on first use and then reused."""
+        series = self._model.get((agent, platform))
+        if series is None:
+            series = ModelSeries(
+                self.model_latency.labels(agent, platform), self.model_errors.labels(agent, platform)
+            )
+            self._model[(agent, platform)] = series
+        return series
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)

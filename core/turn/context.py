@@ -6,7 +6,13 @@ The gateway calls these inside the turn lock:
   transcript), the earlier messages of the channel or thread, from the adapter's
   `HistorySource`. The records are stored with the turn's commit, so the next turn (in
   this process or any other sharing the store) finds the session started and does not
-  read the thread again. After a reset the new session starts empty: it backfills again.
+  read the thread again. After a reset the new session starts empty: it backfills again,
+  but only what was said after the reset (`since`): the exchange before `/new` belongs
+  to the old session.
+* `without_answered`: a backfill record of a message that is also in memory (or in this
+  batch) as a message of its own is shown once, as that message. It happens when a later
+  message of the thread won the turn lock first (another process, another lane) and its
+  backfill read the earlier, not yet answered one.
 * `read_attachments`: each new message's files (core/attachments.py), their bytes put
   into the store's blobs (content-addressed, idempotent: a retried turn stores nothing
   twice; a turn whose commit fails leaves only blobs no record points at, removed with
@@ -40,8 +46,11 @@ def wants_backfill(turns: int, history: Sequence[ChatMessage]) -> bool:
     return turns == 0 and not history
 
 
-async def fetch_backfill(responder: Responder, skip_ids: set[str]) -> list[ChatMessage]:
-    """The conversation's earlier messages from the adapter, or [] (never raises)."""
+async def fetch_backfill(
+    responder: Responder, skip_ids: set[str], since: float | None = None
+) -> list[ChatMessage]:
+    """The conversation's earlier messages from the adapter, or [] (never raises).
+    `since`: only those said after that time (a message without a time is left out)."""
     if not isinstance(responder, HistorySource):
         return []
     try:
@@ -57,8 +66,15 @@ async def fetch_backfill(responder: Responder, skip_ids: set[str]) -> list[ChatM
     return [
         m if m.backfill else replace(m, backfill=True)
         for m in found
-        if not (m.message_id and m.message_id in skip_ids)
+        if not (m.message_id and m.message_id in skip_ids) and (since is None or m.at > since)
     ]
+
+
+def without_answered(history: Sequence[ChatMessage], batch_ids: set[str]) -> list[ChatMessage]:
+    """`history` without backfill records of messages that are in it (or in `batch_ids`)
+    as messages of their own: each message is shown once, as itself."""
+    own = {m.message_id for m in history if not m.backfill and m.message_id} | batch_ids
+    return [m for m in history if not (m.backfill and m.message_id and m.message_id in own)]
 
 
 async def read_attachments(

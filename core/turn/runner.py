@@ -38,9 +38,10 @@ from core.model import (
     StoreError,
     TurnCommit,
     TurnLease,
+    Usage,
     parse_key,
 )
-from core.ops import Metrics
+from core.ops import Metrics, key_hash
 from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
@@ -73,6 +74,8 @@ class _Made:
     now: float
     problems: list[str]
     """One line per file that could not be read, said before the answer."""
+    usage: Usage | None = None
+    """What the agent's answer cost, summed from the `Usage` pieces it yielded (if any)."""
 
 
 class _AgentFailed(Exception):
@@ -126,13 +129,14 @@ class TurnRunner:
             if not batch:
                 return
         started = time.perf_counter()
+        self.metrics.running_turns.inc()
         try:
             async with batch[-1].responder.working():
                 outcome, reply = await self._turn(key, batch)
         except Fenced as exc:
             # Nothing of the turn was stored: its messages go back to the front of the lane.
             self.metrics.fenced.inc()
-            self.metrics.turns.labels("fenced").inc()
+            self.metrics.outcome("fenced").inc()
             attempts = max(p.fenced for p in batch) + 1
             for p in batch:
                 p.fenced = attempts
@@ -145,6 +149,8 @@ class TurnRunner:
         except StoreError as exc:
             log.error("turn of %s not answered: the store failed: %s", key, exc)
             outcome, reply = "store_error", Reply(STORE_FAILURE_TEXT, "failure", key)
+        finally:
+            self.metrics.running_turns.dec()
         # Delivered after the turn lock is let go: a commit that was stored is answered,
         # whatever happens to the lease afterwards.
         if outcome in ("answered", "agent_error", "notice"):
@@ -153,17 +159,27 @@ class TurnRunner:
             await self.inbox.settled(key, batch)
         await self._deliver(batch, reply)
         elapsed = time.perf_counter() - started
-        self.metrics.turns.labels(outcome).inc()
+        self.metrics.outcome(outcome).inc()
         self.metrics.turn_latency.observe(elapsed)
         self.watchers.finished(key, outcome, elapsed)
+        latency_ms = round(elapsed * 1000)
+        fields = {
+            "key_hash": key_hash(key),
+            "session": reply.session_id[:8],
+            "turn": reply.turn,
+            "outcome": outcome,
+            "latency_ms": latency_ms,
+            "messages": len(batch),
+        }
         log.info(
             "turn key=%s session=%s turn=%d outcome=%s latency_ms=%d messages=%d",
             key,
             reply.session_id[:8] or "-",
             reply.turn,
             outcome,
-            round(elapsed * 1000),
+            latency_ms,
             len(batch),
+            extra={"fields": fields},
         )
 
     async def _turn(self, key: SessionKey, batch: list[Pending]) -> tuple[str, Reply]:
@@ -225,7 +241,7 @@ class TurnRunner:
     async def _notice(self, lease: TurnLease, notice: Pending) -> tuple[str, Reply]:
         """A proactive notice: stored as the bot's record (marked with its origin, so later
         turns know it was said) in one fenced commit, then posted verbatim."""
-        entry = await self._resolve(lease.key)
+        entry, _created = await self._resolve(lease.key)
         inbound = notice.inbound
         record = ChatMessage(
             "assistant", inbound.text, self._clock(), inbound.message_id, origin=inbound.origin
@@ -273,13 +289,19 @@ class TurnRunner:
         key = lease.key
         agent_id, settings = self._settings(key)
         agent = self.agents[agent_id]
-        entry = await self._resolve(key)
-        made = await self._context(entry, settings, agent, batch)
+        entry, created = await self._resolve(key)
+        # A session this turn did not mint but finds empty was minted by a reset (`/new`):
+        # it starts at the reset, so its backfill holds only what was said after it.
+        since = None if created else entry.session_started_at
+        made = await self._context(entry, settings, agent, batch, since)
         answered = tuple(p.item_id for p in batch if p.item_id)
         await self.inbox.count_attempt(key, batch)
+        model = self.metrics.model(agent_id, parse_key(key).platform)
+        began = time.perf_counter()
         try:
             pieces, summary = await self._run_agent(agent, settings, lease, made, batch)
         except _AgentFailed as exc:  # any agent failure: one plain answer, details in the log
+            model.errors.inc()
             log.error("agent %s failed on %s", agent.name, key, exc_info=exc.__cause__)
             await self._commit(lease, entry, [*exc.summary, *made.new], made.turn.turn, answered)
             for p in made.fresh:
@@ -288,6 +310,7 @@ class TurnRunner:
             if exc.summary:
                 told = f"{told}\n\n{COMPACTED_NOTE}"
             return "agent_error", Reply(told, "failure", key, entry.session_id, made.turn.turn)
+        model.latency.observe(time.perf_counter() - began)
         answer = "".join(pieces)
         records = [*summary, *made.new, ChatMessage("assistant", answer, self._clock())]
         await self._commit(lease, entry, records, made.turn.turn, answered)
@@ -295,26 +318,32 @@ class TurnRunner:
             note = f"\n\n{COMPACTED_NOTE}"
             await self.inbox.show(key, batch, note)
             answer += note
-        return "answered", Reply(answer, "answer", key, entry.session_id, made.turn.turn)
+        return "answered", Reply(answer, "answer", key, entry.session_id, made.turn.turn, made.usage)
 
-    async def _resolve(self, key: SessionKey) -> SessionEntry:
-        """The conversation's session: adopted, or minted once across processes."""
+    async def _resolve(self, key: SessionKey) -> tuple[SessionEntry, bool]:
+        """The conversation's session (adopted, or minted once across processes) and
+        whether this call minted it."""
         entry, created = await self.reserver.resolve(key)
         (self.metrics.sessions_minted if created else self.metrics.reservations_adopted).inc()
-        return entry
+        return entry, created
 
     async def _context(
-        self, entry: SessionEntry, settings: AgentSettings, agent: Agent, batch: list[Pending]
+        self,
+        entry: SessionEntry,
+        settings: AgentSettings,
+        agent: Agent,
+        batch: list[Pending],
+        since: float | None = None,
     ) -> _Made:
         """What the agent is shown: the transcript tail, the thread read on a session's
         first turn (backfill), the new messages with their files, and their bytes."""
         key = entry.key
         raw = await self.store.tail(entry.session_id, settings.history_limit)
-        history = visible(raw)
+        batch_ids = {p.inbound.message_id for p in batch}
+        history = context.without_answered(visible(raw), batch_ids)
         backfill: list[ChatMessage] = []
         if context.wants_backfill(entry.turns, raw):
-            batch_ids = {p.inbound.message_id for p in batch}
-            backfill = await context.fetch_backfill(batch[0].responder, batch_ids)
+            backfill = await context.fetch_backfill(batch[0].responder, batch_ids, since)
         fresh = [p for p in batch if not p.recorded]
         intakes = [
             await context.read_attachments(self.store, entry.session_id, p.inbound, self.config.attachments)
@@ -379,6 +408,10 @@ class TurnRunner:
                 stream = agent.stream(turn)
                 try:
                     async for piece in stream:
+                        if not isinstance(piece, str):  # Usage; an unknown event is ignored
+                            if isinstance(piece, Usage):
+                                made.usage = piece if made.usage is None else made.usage + piece
+                            continue
                         pieces.append(piece)
                         await self.inbox.show(key, batch, piece)
                         self.watchers.delta(key, piece)
@@ -464,7 +497,7 @@ class TurnRunner:
         await batch[-1].responder.send(reply)
 
 
-async def _close_stream(stream: AsyncIterator[str]) -> None:
+async def _close_stream(stream: AsyncIterator[object]) -> None:
     """Finish an agent's stream. A cancellation that hit while the stream waited at a
     `yield` (e.g. during a slow send) is thrown into it, so every agent sees
     `CancelledError` in its stream when its turn is interrupted or stopped."""

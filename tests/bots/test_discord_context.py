@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from bots.testing.fake_discord import FakeDiscord
 from core.agents.openai import BACKFILL_INTRO
 from core.turn.fetch import NOT_ALLOWED_HOST
-from tests.bots.test_discord_bot import reply_texts, turn_of
+from tests.bots.test_discord_bot import reply_texts
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.files import log_text, png
 from tests.support.discord import StartBot
@@ -78,19 +80,46 @@ async def test_echo_counts_the_backfilled_messages_on_the_first_turn_only(
     assert "first thing I remember you saying: 'hi'" in second  # backfill is not the user's own memory
 
 
-async def test_after_new_the_next_turn_backfills_again(start_bot: StartBot, fake: FakeDiscord) -> None:
+async def test_after_new_the_next_turn_backfills_only_what_was_said_after_the_reset(
+    start_bot: StartBot, fake: FakeDiscord, llm: FakeLLM
+) -> None:
+    """Before: the new session's first turn read the exchange `/new` had just ended."""
     fake.seed_history(fake.channel_id, ["before"])
-    await start_bot()
+    await start_bot(agent=model_agent(llm))
     await fake.send_message("hi", mention=True)
     await fake.wait_for_sent(fake.channel_id)
     await fake.send_message("/new", mention=True)
     await fake.wait_for_sent(fake.channel_id, 2)
+    await fake.send_message("said after the reset", user=fake.bob_id)  # not addressed: context only
     await fake.send_message("fresh start", mention=True)
-    texts = [str(m["content"]) for m in await fake.wait_for_sent(fake.channel_id, 3)]
-    assert turn_of(texts[2])[0] == 1
-    # before, hi, its answer, /new and its notice: what the channel said is context again
-    assert "read 5 earlier messages" in texts[2]
+    await fake.wait_for_sent(fake.channel_id, 3)
+    shown = contents(llm.calls[-1].messages)
+    assert "bob: said after the reset" in shown
+    assert shown[-1] == "fresh start"
+    intro = shown.index(BACKFILL_INTRO)
+    assert "alice: before" not in shown and "alice: hi" not in shown, shown
+    assert shown[intro + 1 :] == ["Started a new conversation.", "bob: said after the reset", "fresh start"]
     assert history_reads(fake, fake.channel_id) == 2
+
+
+async def test_backfilled_messages_carry_their_real_times(
+    start_bot: StartBot, fake: FakeDiscord, llm: FakeLLM
+) -> None:
+    """Before: every backfilled message got one and the same minute (the fake's ids, which
+    discord.py reads times from, carried no time)."""
+    now = time.time()
+    times = [now - 3 * 3600, now - 2 * 3600 - 60, now - 5 * 60]
+    fake.seed_history(fake.channel_id, ["first", "second", "third"], at=times)
+    await start_bot(agent=model_agent(llm))
+    await fake.send_message("when was that?", mention=True)
+    await fake.wait_for_sent(fake.channel_id)
+    shown = [str(m["content"]) for m in llm.calls[0].messages]
+    lines = [line for line in shown if line.startswith("alice (")]
+    expected = [
+        f"alice ({datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M} UTC): {text}"
+        for t, text in zip(times, ["first", "second", "third"], strict=True)
+    ]
+    assert lines == expected
 
 
 async def test_history_backfill_zero_never_reads_the_channel(start_bot: StartBot, fake: FakeDiscord) -> None:

@@ -399,3 +399,18 @@ def test_inbound_of_a_top_level_mention_is_keyed_by_its_own_ts() -> None:
     inbound = Inbound("slack", HUMAN, GENERAL, "hi", "1700000000.000100", thread="1700000000.000100")
     key = build_key("main", inbound.platform, inbound.user, inbound.channel, inbound.thread)
     assert key.endswith(":1700000000.000100")
+
+
+async def test_the_documented_setup_starts_without_the_token_unused_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: Bolt read SLACK_BOT_TOKEN from the environment (the documented variable)
+    and, given our client too, warned "`token` will be unused" on every start."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    with caplog.at_level(logging.INFO):
+        async with running(tmp_path, "socket") as bot:
+            assert await bot.deliver(mention("hello"))
+            [reply] = await bot.fake.wait_for_posts(1)
+    assert reply.token == "xoxb-test"  # the token of our client is the one used
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [w for w in warnings if "will be unused" in w], warnings

@@ -22,7 +22,7 @@ from tests.support.slack import Transport, mention, running
 __all__ = ["transport"]  # fixture used here
 
 
-async def test_first_mention_in_a_thread_gives_the_model_the_last_20_of_30_earlier_messages_once(
+async def test_first_mention_in_a_thread_gives_the_model_its_root_and_the_last_20_of_30_once(
     tmp_path: Path, transport: Transport, llm: FakeLLM
 ) -> None:
     async with running(tmp_path, transport, agent=model_agent(llm)) as bot:
@@ -33,8 +33,10 @@ async def test_first_mention_in_a_thread_gives_the_model_the_last_20_of_30_earli
         await bot.fake.wait_for_posts(1)
         shown = [untimed(m["content"]) for m in llm.calls[0].messages]
         intro = shown.index(BACKFILL_INTRO)
-        assert shown[intro + 1 : intro + 21] == [f"human: earlier {i}" for i in range(10, 30)]
-        assert shown[intro + 21 :] == ["what did we decide?"]
+        # The root says what the thread is about: always kept (before: cut off with 1-9).
+        assert shown[intro + 1] == "human: thread start"
+        assert shown[intro + 2 : intro + 22] == [f"human: earlier {i}" for i in range(10, 30)]
+        assert shown[intro + 22 :] == ["what did we decide?"]
 
         assert await bot.deliver(bot.fake.remember(mention("and then?", thread_ts=root["ts"])))
         await bot.fake.wait_for_posts(2)

@@ -192,3 +192,25 @@ async def test_interrupt_mid_native_stream_marks_the_partial_and_streams_the_mer
         partial, merged = bot.fake.shown(GENERAL)
         assert partial.endswith(CANCEL_MARKS["interrupted"])
         assert merged == agent.text_for(1, "first + second")
+
+
+@pytest.mark.parametrize("missing", ["missing_recipient_team_id", "missing_recipient_user_id"])
+async def test_a_missing_recipient_falls_back_to_edits_for_that_conversation(
+    tmp_path: Path, missing: str
+) -> None:
+    """Before: every answer tried chat.startStream again (and failed twice per answer)."""
+    agent = SlowStreamAgent(20, 0.02)
+    async with running(tmp_path, "socket", agent=agent, stream="native", slack=STREAMING) as bot:
+        fake = bot.fake
+        fake.fail(Fault("chat.startStream", missing, times=100, channel=GENERAL))
+        for n, text in enumerate(("first", "second"), start=1):
+            await bot.deliver(mention(text))
+            await idle(bot, n)
+        await bot.deliver(message_event("in a DM", channel=DM, thread_ts="1700000000.000100"))
+        await idle(bot, 3)
+        assert fake.shown(GENERAL) == [agent.text_for(1, "first"), agent.text_for(1, "second")]
+        tried = [c for c in fake.calls_of("chat.startStream") if c.args["channel"] == GENERAL]
+        assert len(tried) == 1, "refused once for this conversation, remembered"
+        assert len([c for c in fake.ok_calls("chat.update") if c.args["channel"] == GENERAL]) >= 2
+        # Another conversation still streams natively.
+        assert [c.args["channel"] for c in fake.ok_calls("chat.startStream")] == [DM]

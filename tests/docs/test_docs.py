@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -370,3 +372,35 @@ def test_every_chatlane_command_shown_exists_with_its_options() -> None:
             if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", known):
                 problems.append(f"{where}: chatlane {' '.join(args)}: no option {option}")
     assert not problems, "\n".join(problems)
+
+
+# ---- runnable examples -------------------------------------------------------------------
+
+EXAMPLE_PAGES = [ROOT / "docs" / "testing-your-agent.md"]
+EXAMPLE_TIMEOUT_S = 60.0
+
+
+@pytest.mark.parametrize(
+    "block", [b for b in _blocks("python") if b.page in EXAMPLE_PAGES], ids=lambda b: b.where
+)
+def test_the_examples_for_plugin_authors_run(block: Block, tmp_path: Path) -> None:
+    """Each Python block of the page is a whole program: run as a reader would, it exits 0
+    and prints what its agent answered through the fake platform."""
+    script = tmp_path / "example.py"
+    script.write_text(block.text, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=EXAMPLE_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, f"{block.where}:\n{done.stderr}"
+    assert "HELLO THERE" in done.stdout
+
+
+def test_the_plugin_author_page_has_both_examples() -> None:
+    blocks = [b for b in _blocks("python") if b.page in EXAMPLE_PAGES]
+    assert len(blocks) == 2
+    assert "FakeDiscord" in blocks[0].text and "FakeSlack" in blocks[1].text

@@ -11,6 +11,9 @@ ending in `data: [DONE]`; `GET /v1/models` lists `model`. Every request is recor
 history each call carried. Failure modes: `fail_status` answers with that status and an
 OpenAI-style error object when a request is one of the first `fail_first`, every
 `fail_every`-th, or drawn with probability `fail_fraction` (seeded, reproducible).
+Usage is reported (`usage_of`: prompt tokens = words of the messages, completion tokens =
+words of the answer) in JSON answers, and in a last chunk of a stream when the request
+asks with `stream_options.include_usage`.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class FakeLLM:
     fail_every: int = 0
     fail_fraction: float = 0.0
     seed: int = 0
+    plain_json: bool = False
+    """Answer every request as one JSON completion, `stream: true` or not (a server that
+    does not stream)."""
     calls: list[Call] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -115,7 +121,8 @@ class FakeLLM:
             return web.json_response({"error": error}, status=self.fail_status, headers=headers)
         text = self.reply(messages)
         ident = f"chatcmpl-fake{len(self.calls)}"
-        if not body.get("stream"):
+        usage = usage_of(messages, text)
+        if not body.get("stream") or self.plain_json:
             return web.json_response(
                 {
                     "id": ident,
@@ -129,6 +136,7 @@ class FakeLLM:
                             "finish_reason": "stop",
                         }
                     ],
+                    "usage": usage,
                 }
             )
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -137,9 +145,21 @@ class FakeLLM:
         for delta in pieces:
             await resp.write(_chunk(ident, self.model, delta, None))
         await resp.write(_chunk(ident, self.model, {}, "stop"))
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            last = json.loads(_chunk(ident, self.model, {}, None)[len(b"data: ") :])
+            last.update(choices=[], usage=usage)
+            await resp.write(b"data: " + json.dumps(last).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+def usage_of(messages: Sequence[dict[str, Any]], text: str) -> dict[str, int]:
+    """The fake's token count: words of the messages' text, words of the answer."""
+    prompt = sum(len(str(m.get("content", "")).split()) for m in messages)
+    completion = len(text.split())
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _pieces(text: str) -> list[str]:

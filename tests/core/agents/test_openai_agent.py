@@ -13,7 +13,7 @@ from core.agents.openai import NO_KEY, OpenAIAgent
 from core.config import AgentSettings, OpenAISettings
 from core.model.errors import AgentError
 from core.model.keys import SessionKey
-from core.model.messages import ChatMessage
+from core.model.messages import ChatMessage, Usage
 from tests.fakes.fake_llm import FakeLLM
 
 
@@ -34,7 +34,54 @@ def _turn(history: Sequence[ChatMessage] = (), *new: str) -> TurnInput:
 
 
 async def _answer(agent: OpenAIAgent, turn: TurnInput) -> list[str]:
-    return [piece async for piece in agent.stream(turn)]
+    return [piece async for piece in agent.stream(turn) if isinstance(piece, str)]
+
+
+async def _usage(agent: OpenAIAgent, turn: TurnInput) -> list[Usage]:
+    return [piece async for piece in agent.stream(turn) if isinstance(piece, Usage)]
+
+
+async def test_a_server_that_answers_plain_json_to_a_stream_request_is_understood() -> None:
+    """Before: the SSE reader found no events in the JSON body: "empty reply"."""
+    async with FakeLLM(plain_json=True) as llm:
+        agent = OpenAIAgent(_settings(llm), None)
+        try:
+            pieces = [piece async for piece in agent.stream(_turn((), "hello world"))]
+        finally:
+            await agent.close()
+    assert llm.calls[0].body["stream"] is True
+    assert pieces == ["reply to: hello world", Usage(4, 4)]  # "be kind" + "hello world"; 4 words
+
+
+async def test_reports_the_usage_the_server_streams_last(llm: FakeLLM) -> None:
+    agent = OpenAIAgent(_settings(llm), None)
+    try:
+        usage = await _usage(agent, _turn((), "one two three"))
+    finally:
+        await agent.close()
+    assert llm.calls[0].body["stream_options"] == {"include_usage": True}
+    assert usage == [Usage(5, 5)]
+
+
+async def test_stream_usage_false_does_not_ask_for_usage(llm: FakeLLM) -> None:
+    agent = OpenAIAgent(_settings(llm, stream_usage=False), None)
+    try:
+        usage = await _usage(agent, _turn((), "one two three"))
+    finally:
+        await agent.close()
+    assert "stream_options" not in llm.calls[0].body
+    assert usage == []
+
+
+async def test_a_plain_json_answer_without_text_is_an_empty_reply(llm: FakeLLM) -> None:
+    llm.plain_json = True
+    llm.reply = lambda messages: ""  # an answer without content
+    agent = OpenAIAgent(_settings(llm), None)
+    try:
+        with pytest.raises(AgentError, match="empty reply"):
+            await _answer(agent, _turn())
+    finally:
+        await agent.close()
 
 
 async def test_streams_the_reply_in_pieces(llm: FakeLLM) -> None:

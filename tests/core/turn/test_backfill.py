@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -109,6 +110,74 @@ async def test_a_message_already_in_the_thread_is_not_backfilled_twice(open_stor
         await asyncio.wait_for(box.done.wait(), 10)
         assert [m.content for m in agent.turns[0].history] == [m.content for m in THREAD]
         assert [m.content for m in agent.turns[0].new_messages] == ["the trigger"]
+    finally:
+        await gw.close(timeout=5)
+        await gw.store.close()
+
+
+async def test_a_message_read_by_an_earlier_backfill_is_shown_once_as_itself(open_store: OpenStore) -> None:
+    """Message A was posted first, but B (later, same thread) won the turn lock first
+    (another process): B's backfill read A. Before: A's own turn showed A twice (once as
+    backfill, once as the new message), and so did every later turn."""
+    store = await open_store()
+    agents = [RecordingAgent(), RecordingAgent()]
+    gateways = [Gateway(Config(), store, agent) for agent in agents]
+
+    class WithA(HistoryInbox):
+        async def fetch_history(self) -> Sequence[ChatMessage]:
+            return [*THREAD, ChatMessage("user", "message A", 10.0, "A", author="alice")]
+
+    try:
+        b = WithA("B")
+        await gateways[1].submit(inbound("message B", "B"), b)
+        await asyncio.wait_for(b.done.wait(), 10)
+        a = Replies()
+        await gateways[0].submit(inbound("message A", "A"), a)
+        await asyncio.wait_for(a.done.wait(), 10)
+        later = Replies()
+        await gateways[0].submit(inbound("and now?", "C"), later)
+        await asyncio.wait_for(later.done.wait(), 10)
+        [turn_b] = agents[1].turns
+        turn_a, turn_c = agents[0].turns
+        assert [m.content for m in turn_b.history][-1] == "message A"  # B saw A as earlier
+        assert "message A" not in [m.content for m in turn_a.history]
+        assert [m.content for m in turn_a.new_messages] == ["message A"]
+        assert [m.content for m in turn_c.history].count("message A") == 1
+    finally:
+        for gw in gateways:
+            await gw.close(timeout=5)
+        await store.close()
+
+
+async def test_after_new_the_backfill_holds_only_what_was_said_after_the_reset(open_store: OpenStore) -> None:
+    """Before: the new session's first turn read the whole thread again, the exchange of
+    the session `/new` had just ended included."""
+    agent = RecordingAgent()
+    gw = Gateway(Config(), await open_store(), agent)
+
+    class Growing(HistoryInbox):
+        """The thread: the old exchange (times before the reset), then one message said
+        after it (its time: when it is read, after the reset)."""
+
+        async def fetch_history(self) -> Sequence[ChatMessage]:
+            old = [*THREAD, ChatMessage("user", "one", 7.0, "r0", author="alice")]
+            return [*old, ChatMessage("user", "said after the reset", time.time(), "late", author="bob")]
+
+    try:
+        first = Growing("one")
+        await gw.submit(inbound("one", "r0"), first)
+        await asyncio.wait_for(first.done.wait(), 10)
+        reset = Replies()
+        await gw.reset(KEY, reset)
+        await asyncio.wait_for(reset.done.wait(), 10)
+        box = Growing("two")
+        await gw.submit(inbound("two", "r1"), box)
+        await asyncio.wait_for(box.done.wait(), 10)
+        after = agent.turns[-1]
+        assert after.turn == 1
+        assert [m.content for m in after.history] == ["said after the reset"]
+        before = [m.content for m in agent.turns[0].history]
+        assert before == [*(m.content for m in THREAD), "said after the reset"]
     finally:
         await gw.close(timeout=5)
         await gw.store.close()
