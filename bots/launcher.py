@@ -76,6 +76,7 @@ def create_services(runtime: Runtime) -> list[Service]:
             module = importlib.import_module(adapter.module)
             factory: Callable[[Runtime], Service] = module.create
             services.append(factory(runtime))
+    runtime.services[:] = services
     return services
 
 

@@ -46,6 +46,8 @@ class Runtime:
     metrics: Metrics
     agents: dict[str, Agent] = field(default_factory=dict)
     """Every agent by id (one object may serve several ids when handed in)."""
+    services: list[Service] = field(default_factory=list)
+    """The bots the launcher made (the console's health page asks them how they are)."""
 
     @classmethod
     def build(

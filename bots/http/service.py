@@ -52,6 +52,7 @@ from aiohttp import web
 
 from bots.http import conversations, wire
 from bots.http import request as parsing
+from bots.http.console import Console
 from bots.http.errors import ApiError, RefusalLog, openai_errors, shutting_down
 from bots.http.guard import ConnectionGuard, GuardedSite, derive_max_connections
 from bots.http.idempotency import Idempotency, OwnerResponder, caller_of
@@ -160,6 +161,9 @@ class HttpService:
         """The default agent: what `/healthz` names and keys without a `model` use."""
         token = runtime.loaded.secrets.get(self.settings.token_env)
         self._token = f"Bearer {token.get_secret_value()}".encode() if token else None
+        self.console = (
+            Console(runtime, token.get_secret_value() if token else None) if self.settings.console else None
+        )
         self._runner: web.AppRunner | None = None
         self._ids = itertools.count(1)
         self._instance = uuid.uuid4().hex[:12]  # ids unique across processes without a urandom call each
@@ -201,6 +205,8 @@ class HttpService:
         )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        if self.console is not None:
+            self.console.add_routes(app)
         return app
 
     async def start(self) -> None:
@@ -219,9 +225,13 @@ class HttpService:
             raise StartupError(f"http: cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from exc
         self._runner = runner
         self.port = site.bound_port
+        if self.console is not None:
+            self.console.start()
         self.runtime.gateway.targets.register(PLATFORM, self._once.responder)
 
     async def stop(self) -> None:
+        if self.console is not None:
+            self.console.stop()
         self._stopping.set()
         self.runtime.gateway.targets.unregister(PLATFORM)
         if self._runner is not None:
@@ -235,7 +245,9 @@ class HttpService:
 
     def describe(self) -> str:
         auth = "Bearer token required" if self._token else "no token"
-        return f"{API_AT} {self.base_url} ({auth}; up to {self.guard.max_connections} connections)"
+        return f"{API_AT} {self.base_url} ({auth}; up to {self.guard.max_connections} connections)" + (
+            f"; operator console at http://{self.host}:{self.port}/console" if self.console else ""
+        )
 
     # ------------------------------------------------------------------ handlers
     def _authorize(self, request: web.Request) -> None:

@@ -26,6 +26,9 @@ class HttpSettings(AdapterSettings):
     """A retry with the `Idempotency-Key` of a request still running waits this long
     for its answer, then gets a 409 (and may retry again)."""
 
+    console: bool = False
+    """The operator web page at /console (docs/console.md), behind the same token."""
+
     def secret_needs(self) -> tuple[SecretNeed, ...]:
         """The bearer token is optional: when set, requests must carry it."""
         return (SecretNeed("token_env", required=False),) if self.enabled else ()

@@ -49,6 +49,17 @@ class Listing:
     damaged: list[Damaged] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing in the store's own order (not by activity): `after` of the
+    next call is `next`; "" when the listing is done. `scanned` counts the entries read
+    to fill it (a filter may read many to keep few)."""
+
+    entries: list[SessionEntry]
+    next: str = ""
+    scanned: int = 0
+
+
 @dataclass(slots=True)
 class TurnLease:
     """A held turn lock of `key`. `token` is its fencing token: it grows with every

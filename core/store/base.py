@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -20,6 +20,7 @@ from core.model import (
     InboxView,
     Listing,
     Minter,
+    Page,
     RequestClaim,
     SessionEntry,
     SessionKey,
@@ -73,6 +74,16 @@ class Sessions(Protocol):
         ...
 
     async def list(self) -> Listing: ...
+
+    async def list_page(
+        self, after: str, limit: int, keep: Callable[[SessionEntry], bool] | None = None, budget: int = 5000
+    ) -> Page:
+        """Up to `limit` entries that `keep` accepts, in the store's order, after the
+        cursor `after` ("" for the first page), reading at most `budget` entries: its cost
+        is that of the page (plus the entries a filter skips), never that of the whole
+        store. Damaged entries are skipped (`list` reports them). The order is stable,
+        not by activity; entries written meanwhile may or may not appear."""
+        ...
 
     async def delete(self, key: SessionKey, session_id: str) -> bool:
         """Remove the key's entry and that session's transcript, only if the key still

@@ -34,6 +34,7 @@ from core.turn.tools import (
     decision_text,
     parse_approval_action,
 )
+from core.turn.watchers import FinishedTurn, TurnEvent, TurnWatchers, Watch
 
 __all__ = [
     "ALREADY_GONE_TEXT",
@@ -51,12 +52,16 @@ __all__ = [
     "STOPPED_MARK",
     "BytesSource",
     "DraftStream",
+    "FinishedTurn",
     "FutureResponder",
     "LiveAnswer",
     "QuietResponder",
     "ToolStatus",
+    "TurnEvent",
     "TurnRunner",
+    "TurnWatchers",
     "UrlSource",
+    "Watch",
     "Write",
     "approval_action",
     "decision_text",

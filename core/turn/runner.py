@@ -48,6 +48,7 @@ from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
 from core.turn.inbox import InboxSteps
 from core.turn.tools import Reminders, tool_host, tool_records
+from core.turn.watchers import TurnWatchers
 
 log = logging.getLogger("chatlane.gateway")
 
@@ -119,6 +120,8 @@ class TurnRunner:
         """Keys whose agent is producing an answer here: what `stop` can cancel."""
         self.live = self.inbox.live
         """Inbox items queued or running here (the adoption scan leaves them alone)."""
+        self.watchers = TurnWatchers()
+        """Told of each answer here as it grows (the operator console's live view)."""
 
     def stop(self, key: SessionKey) -> bool:
         """Cancel the answer of `key` if its agent is producing it here (True)."""
@@ -164,6 +167,7 @@ class TurnRunner:
         elapsed = time.perf_counter() - started
         self.metrics.outcome(outcome).inc()
         self.metrics.turn_latency.observe(elapsed)
+        self.watchers.finished(key, outcome, elapsed)
         latency_ms = round(elapsed * 1000)
         fields = {
             "key_hash": key_hash(key),
@@ -401,6 +405,7 @@ class TurnRunner:
             pieces.append("\n".join(made.problems) + "\n\n")
             await self.inbox.show(key, batch, pieces[0])
         self.streaming.add(key)
+        self.watchers.started(key)
         try:
             if needs_compaction(settings, made.raw, turn.history, turn.new_messages):
                 done = await compact(agent, settings, made.raw, turn.history, now=made.now, where=key)
@@ -430,6 +435,7 @@ class TurnRunner:
                             continue
                         pieces.append(piece)
                         await self.inbox.show(key, batch, piece)
+                        self.watchers.delta(key, piece)
                 finally:
                     await _close_stream(stream)
         except asyncio.CancelledError:
@@ -455,6 +461,7 @@ class TurnRunner:
             raise _AgentFailed(summary) from exc
         finally:
             self.streaming.discard(key)
+            self.watchers.ended(key)
         return pieces, summary
 
     async def _keep_interrupted(

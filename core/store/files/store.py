@@ -49,6 +49,7 @@ from core.model import (
     FreshCheck,
     Listing,
     Minter,
+    Page,
     RequestClaim,
     SessionEntry,
     SessionKey,
@@ -61,7 +62,7 @@ from core.store.base import Approvals
 from core.store.entries import (
     find_key,
 )
-from core.store.files import blobs
+from core.store.files import blobs, paging
 from core.store.files.approvals import AsyncFileApprovals, FileApprovals
 from core.store.files.committer import Committer
 from core.store.files.deliveries import FileDeliveries
@@ -232,6 +233,13 @@ class FileStore:
 
     async def list(self) -> Listing:
         return await self._run(self._scan)
+
+    async def list_page(
+        self, after: str, limit: int, keep: Callable[[SessionEntry], bool] | None = None, budget: int = 5000
+    ) -> Page:
+        return await self._run(
+            paging.scan_page, self.layout.sessions, self.layout.read, after, limit, keep, budget
+        )
 
     def _scan(self) -> Listing:
         entries: list[SessionEntry] = []

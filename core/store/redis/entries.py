@@ -32,7 +32,7 @@ from typing import TypeVar, cast
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError, WatchError
 
-from core.model import Damaged, FreshCheck, Listing, Minter, SessionEntry, SessionKey, StoreError
+from core.model import Damaged, FreshCheck, Listing, Minter, Page, SessionEntry, SessionKey, StoreError
 from core.store import jsonl
 from core.store.entries import (
     SESSION_ID,
@@ -314,6 +314,40 @@ class RedisSessions:
                     report_quarantine(name, damage, moved, current)
                 return result
         raise StoreError(f"Redis at {self.url}: {what} of {key} lost {_MAX_ATTEMPTS} races in a row")
+
+    async def list_page(
+        self, after: str, limit: int, keep: Callable[[SessionEntry], bool] | None = None, budget: int = 5000
+    ) -> Page:
+        """SCAN from the cursor `after` (Redis's own: a page may hold a few more than
+        `limit`, as SCAN returns batches); damaged entries are left out."""
+        head = f"{self.names.prefix}:entry:"
+        cursor = int(after) if after.isdigit() else 0
+        found: list[SessionEntry] = []
+        scanned = 0
+        with self._errors("list"):
+            while True:
+                cursor, names = await self._r.scan(
+                    cursor=cursor, match=head + "*", count=max(10, min(limit, budget))
+                )
+                batch: list[SessionEntry] = []
+                for name, raw in zip(names, await self._r.mget(names) if names else [], strict=True):
+                    scanned += 1
+                    hashed = name.decode("utf-8", "replace")[len(head) :]
+                    try:
+                        entry = entry_from_json(json.loads(raw)) if raw is not None else None
+                    except (ValueError, UnicodeDecodeError):
+                        entry = None
+                    if entry is not None and _DIGEST.fullmatch(hashed) and digest(entry.key) == hashed:
+                        batch.append(entry)
+                if batch:
+                    async with self._r.pipeline(transaction=False) as pipe:
+                        for entry in batch:
+                            pipe.lindex(self.names.transcript(entry.session_id), -1)
+                        lasts = await pipe.execute()
+                    batch = [self._with_progress(e, last) for e, last in zip(batch, lasts, strict=True)]
+                found += [e for e in batch if keep is None or keep(e)]
+                if cursor == 0 or len(found) >= limit or scanned >= budget:
+                    return Page(found, str(cursor) if cursor else "", scanned)
 
     async def list(self) -> Listing:
         """Every entry under the prefix, by SCAN (never KEYS, which blocks Redis)."""

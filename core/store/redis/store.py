@@ -39,7 +39,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -62,6 +62,7 @@ from core.model import (
     FreshCheck,
     Listing,
     Minter,
+    Page,
     RequestClaim,
     SessionEntry,
     SessionKey,
@@ -207,6 +208,11 @@ class RedisStore:
 
     async def list(self) -> Listing:
         return await self.sessions.list()
+
+    async def list_page(
+        self, after: str, limit: int, keep: Callable[[SessionEntry], bool] | None = None, budget: int = 5000
+    ) -> Page:
+        return await self.sessions.list_page(after, limit, keep, budget)
 
     # ----------------------------------------------------------------- ledger
     async def ping(self) -> None:
