@@ -178,7 +178,8 @@ async def test_an_operator_watches_stops_and_resets_a_discord_conversation(
             for _ in range(SESSIONS // 100 + 3):
                 seen.update(await page.locator("tbody td:first-child code").all_inner_texts())
                 following = page.get_by_role("link", name="Next page")
-                if await following.count() == 0:
+                last_page = await following.count() == 0
+                if last_page:
                     break
                 await following.click()
                 await page.wait_for_load_state()
