@@ -151,6 +151,15 @@ def transcript(records: Sequence[ChatMessage], older: str, newer: str) -> str:
         return f'<p class="empty">{esc(EMPTY_TRANSCRIPT_TEXT)}</p>'
     items = []
     for m in records:
+        if m.tool:  # a tool call: folded to its one line, the arguments one click away
+            items.append(
+                f'<li class="msg tool"><details><summary><strong>tool {esc(m.tool)}</strong> '
+                f"{when(m.at)} {esc(m.content.splitlines()[0] if m.content else '')}</summary>"
+                f"<pre>{esc(m.content)}</pre>"
+                + (f"<pre>{esc(m.tool_arguments)}</pre>" if m.tool_arguments else "")
+                + "</details></li>"
+            )
+            continue
         files = "".join(f"<li>{esc(a.name)} ({esc(a.mime)}, {a.size} bytes)</li>" for a in m.attachments)
         marks = " (interrupted)" if m.interrupted else ""
         marks += " (summary)" if m.summary else ""
