@@ -209,10 +209,6 @@ class TurnRunner:
         agent_id = parse_key(key).agent
         return agent_id, self.router.settings(agent_id)
 
-    def is_model_command(self, key: SessionKey, text: str) -> bool:
-        command = self.config.session.model_command
-        return bool(self._settings(key)[1].models) and model_choice.parse_command(text, command) is not None
-
     async def _model_command(self, key: SessionKey, command: Pending) -> tuple[str, Reply]:
         """`/model` shows the conversation's model; `/model NAME` switches it (in the lane,
         under the turn lock, so no turn of this conversation runs meanwhile)."""
