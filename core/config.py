@@ -202,8 +202,9 @@ class QueueSettings(Section):
     cap: Annotated[int, Field(ge=1, le=100_000)] = 20
     drop: Literal["oldest", "newest"] = "oldest"
     max_concurrent_turns: Annotated[int, Field(ge=1, le=10_000)] = 16
-    shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
-    """The older name of `drain_s`; used when only it is set."""
+    shutdown_timeout_s: Annotated[float, Field(ge=0, exclude=True)] = 10.0
+    """The older name of `drain_s`; used when only it is set (left out of dumps: configs
+    people write keep working, new ones are shown `drain_s`)."""
     drain_s: Annotated[float, Field(ge=0)] = 10.0
     """On SIGTERM, how long running turns may take to finish; what is left stays in the
     durable inbox and is answered after the restart."""

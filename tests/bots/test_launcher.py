@@ -40,7 +40,9 @@ def test_the_example_documents_every_key_with_its_default() -> None:
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
     written = _flat(tomllib.loads(text))
     defaults = _flat(CONFIG().model_dump(mode="json", by_alias=True))
-    commented = set(re.findall(r"(?m)^#\s*\[{0,2}([a-z_]+)[\].\s=]", text))
+    # `# key = ...`, `# [agents.support]`, `# [[agent.mcp]]`: each part of a dotted name
+    found = re.findall(r"(?m)^#\s*\[{0,2}([a-z_.]+)[\]\s=]", text)
+    commented = {part for name in found for part in name.split(".")}
     missing = [
         key
         for key, default in defaults.items()
