@@ -6,7 +6,9 @@ printed only at `--log-level DEBUG`: a model that is down for an hour must not w
 hundred lines per request. `--log-format json` writes one JSON object per line for log
 shippers, with the same fields, secrets scrubbed the same way; a record logged with
 `extra={"fields": {...}}` adds those fields to its JSON object (a turn: `key_hash`,
-`outcome`, `latency_ms`, ...), so a shipper need not parse the message.
+`outcome`, `latency_ms`, ...), so a shipper need not parse the message. In JSON a
+session key passed as an argument of the message is written as `key#<key_hash>`: lines
+shipped off the host name no user and channel, and still group by conversation.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -21,6 +24,9 @@ from typing import Literal
 
 REDACTED = "[redacted]"
 LogFormat = Literal["text", "json"]
+_SESSION_KEY = re.compile(r"agent:[^:\s]+:[^:\s]+:[^:\s]+:[^\s]+")
+"""A session key as log arguments carry it (core.model.keys' grammar, loosely: only to
+hide it, never to parse it)."""
 
 
 def key_hash(key: str) -> str:
@@ -60,7 +66,7 @@ class _Formatter(logging.Formatter):
         self.redact, self.tracebacks, self.fmt = redact, tracebacks, fmt
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = self._hashed_message(record) if self.fmt == "json" else record.getMessage()
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None:
             message += f": {exception_summary(exc)}"
@@ -83,6 +89,17 @@ class _Formatter(logging.Formatter):
         if trace:
             line += "\n" + trace
         return self.redact.scrub(line)
+
+    @staticmethod
+    def _hashed_message(record: logging.LogRecord) -> str:
+        """The message with every session-key argument as `key#<hash>`."""
+        args = record.args
+        if not isinstance(args, tuple) or not args:
+            return record.getMessage()
+        hidden = tuple(
+            f"key#{key_hash(a)}" if isinstance(a, str) and _SESSION_KEY.fullmatch(a) else a for a in args
+        )
+        return str(record.msg) % hidden if hidden != args else record.getMessage()
 
 
 def setup_logging(level: str = "INFO", secrets: Iterable[str] = (), fmt: LogFormat = "text") -> None:

@@ -42,6 +42,10 @@ def test_json_logs_are_json_from_the_first_line_with_turn_fields(tmp_path: Path)
         assert t["key_hash"] == key_hash(KEY)
         assert t["outcome"] == "answered"
         assert isinstance(t["latency_ms"], int)
+        assert f"key=key#{key_hash(KEY)} " in t["message"]
+    # Shipped lines name no user and channel: the key appears only hashed, on every line.
+    # (Before: the turn line's message carried the clear key.)
+    assert KEY not in done.stderr
 
 
 def test_a_config_error_is_json_too(tmp_path: Path) -> None:
