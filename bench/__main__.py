@@ -2,7 +2,8 @@
 
 NAME is reserve, scale, pipeline, big, memory, backfill, deliveries, streaming, restart, tools,
 waiting or all. The exit code is 1 when any benchmark's correctness checks failed (a fast wrong
-answer is not a result), 2 on a usage error. With `--json` the table goes to stderr and stdout gets one JSON document.
+answer is not a result), 2 on a usage error. With `--json` the table goes to stderr and stdout gets
+one JSON document.
 """
 
 from __future__ import annotations
