@@ -1,8 +1,8 @@
 """Many conversations waiting on a slow model: N at once, each one turn of a model that takes D s.
 
 Each run starts two servers in turn and drives both with the same load generator
-(`bench.loadgen`, its own process, one connection per conversation, no pool limit
-below N):
+(`bench.loadgen`, CLIENTS processes of their own, one connection per conversation, no
+pool limit below N):
   sleeper   `bench.sleeper`: a bare aiohttp handler that parses the body and sleeps D s
   chatlane  `chatlane run`, HTTP API, files store, the echo agent with `echo_delay_ms`
             = D (it sleeps on the loop exactly like the sleeper: what differs is
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ from core.model.keys import build_key
 P99_RATIO_TARGET = 1.5
 RSS_TARGET_MB = 150.0
 WARMUP = 20
+CLIENTS = 4
+"""Load generator processes: one Python client starting 3,000 requests at once lags by
+seconds on a loaded 2-core machine (measured: 3.5-6 s), and that lag would be measured."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,7 @@ def _plan(base: str, requests: list[tuple[str, str]], timeout_s: float) -> dict[
         "ordered_per_key": True,
         "requests": requests,
         "timeout_s": timeout_s,
+        "processes": CLIENTS,
     }
 
 
@@ -93,9 +98,10 @@ async def run(opts: Options) -> Report:
                 warm = [(_key(f"warm{r}-{i}"), f"warm {i}") for i in range(WARMUP)]
                 await run_plan(_plan(server.base_url, warm, timeout))
                 idle = server.status()["VmRSS"]
-                profile = await _profile(server.proc.pid, r, delay)
+                profile = await _profile(server.proc.pid, r)
                 got = await run_plan(_plan(server.base_url, requests, timeout))
-                if profile is not None:
+                if profile is not None:  # py-spy writes its file on SIGINT
+                    profile.send_signal(signal.SIGINT)
                     await profile.wait()
                 peak = server.status()["VmHWM"]
             finally:
@@ -158,17 +164,16 @@ async def _sleeper(
         await proc.wait()
 
 
-async def _profile(pid: int, r: int, delay: float) -> asyncio.subprocess.Process | None:
-    """py-spy recording `pid` through the load, if BENCH_WAITING_PROFILE asks for one."""
+async def _profile(pid: int, r: int) -> asyncio.subprocess.Process | None:
+    """py-spy recording `pid` until SIGINT, if BENCH_WAITING_PROFILE asks for one."""
     target = os.environ.get("BENCH_WAITING_PROFILE")
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if not target or spy is None:
         return None
     out = Path(target)
     out = out.with_name(f"{out.stem}-{r + 1}{out.suffix}")
-    duration = str(max(1, int(delay * 3)))
     return await asyncio.create_subprocess_exec(
-        spy, "record", "-p", str(pid), "-d", duration, "-r", "200", "-o", str(out), "--nonblocking",
+        spy, "record", "-p", str(pid), "-r", "100", "-o", str(out), "--nonblocking", "--idle",
         "-f", "speedscope" if out.suffix == ".json" else "flamegraph",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip

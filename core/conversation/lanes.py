@@ -99,7 +99,9 @@ async def _nothing(key: SessionKey, items: list[Pending]) -> None:
 @dataclass(slots=True)
 class _Lane:
     pending: deque[Pending] = field(default_factory=deque)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event | None = None
+    """Made by the first `collect` debounce that waits on it: an Event per lane costs
+    ~0.8 KB, and thousands of conversations waiting on a slow model have a lane each."""
     worker: asyncio.Task[None] | None = None
     turn: asyncio.Task[None] | None = None
     resetting: bool = False
@@ -169,7 +171,8 @@ class Lanes:
                 later = [i for i, p in enumerate(lane.pending) if p.item_id and p.seq > item.seq]
                 at = later[0] if later else at
             lane.pending.insert(at, item)
-            lane.arrived.set()
+            if lane.arrived is not None:
+                lane.arrived.set()
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane {key}")
             self._workers.add(lane.worker)
@@ -249,10 +252,11 @@ class Lanes:
 
     async def _quiet(self, lane: _Lane) -> None:
         wait = self._settings.debounce_ms / 1000
+        arrived = lane.arrived = lane.arrived or asyncio.Event()
         while wait > 0:
-            lane.arrived.clear()
+            arrived.clear()
             try:
-                await asyncio.wait_for(lane.arrived.wait(), wait)
+                await asyncio.wait_for(arrived.wait(), wait)
             except TimeoutError:
                 return
 
