@@ -51,7 +51,11 @@ class Sizes:
 
     @classmethod
     def of(cls, opts: Options) -> Sizes:
-        return cls(100, 0.5) if opts.quick else cls(3000, 2.0)
+        """`BENCH_WAITING_N` / `BENCH_WAITING_DELAY_S` override the size (e.g. growth at 1,000)."""
+        n, delay = (100, 0.5) if opts.quick else (3000, 2.0)
+        return cls(
+            int(os.environ.get("BENCH_WAITING_N", n)), float(os.environ.get("BENCH_WAITING_DELAY_S", delay))
+        )
 
 
 def _key(user: str) -> str:
@@ -69,6 +73,13 @@ def _plan(base: str, requests: list[tuple[str, str]], timeout_s: float) -> dict[
     }
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds `pid` has used so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _beyond(rows: list[Any], delay_s: float) -> list[float]:
     """Milliseconds each answered request took beyond the model's own time."""
     return [row[1] - delay_s * 1000 for row in rows if row and row[0] == 200]
@@ -81,13 +92,28 @@ async def run(opts: Options) -> Report:
     n, delay = sz.conversations, sz.delay_s
     timeout = delay + 60.0
     series: dict[str, list[float]] = {
-        k: [] for k in ("p50", "p99", "s50", "s99", "ratio", "peak", "idle", "per", "speak", "lag", "slag")
+        k: []
+        for k in (
+            "p50",
+            "p99",
+            "s50",
+            "s99",
+            "ratio",
+            "peak",
+            "idle",
+            "per",
+            "speak",
+            "lag",
+            "slag",
+            "cpu",
+            "scpu",
+        )
     }
     for r in range(opts.runs):
         label = f"run {r + 1}"
         with scratch(opts, "waiting") as root:
             requests = [(_key(f"wait{r}-{i}"), f"w{i}") for i in range(n)]
-            sleeper, s_peak = await _sleeper(requests, delay, timeout)
+            sleeper, s_peak, s_cpu = await _sleeper(requests, delay, timeout)
             config = write_config(
                 root,
                 f'[agent]\nbackend = "echo"\necho_delay_ms = {int(delay * 1000)}\n'
@@ -99,7 +125,9 @@ async def run(opts: Options) -> Report:
                 await run_plan(_plan(server.base_url, warm, timeout))
                 idle = server.status()["VmRSS"]
                 profile = await _profile(server.proc.pid, r)
+                cpu0 = _cpu_s(server.proc.pid)
                 got = await run_plan(_plan(server.base_url, requests, timeout))
+                cpu = _cpu_s(server.proc.pid) - cpu0
                 if profile is not None:  # py-spy writes its file on SIGINT
                     profile.send_signal(signal.SIGINT)
                     await profile.wait()
@@ -119,6 +147,8 @@ async def run(opts: Options) -> Report:
         series["idle"].append(idle / 1024)
         series["per"].append((peak - idle) * 1024 / n)
         series["speak"].append(s_peak / 1024)
+        series["cpu"].append(cpu * 1000 / n)
+        series["scpu"].append(s_cpu * 1000 / n)
         series["lag"].append(float(got["client_lag_ms"]))
         series["slag"].append(float(sleeper["client_lag_ms"]))
     ms = f"{delay:g} s"
@@ -131,6 +161,8 @@ async def run(opts: Options) -> Report:
     report.metric("chatlane RSS idle after warm-up", "MB", series["idle"])
     report.metric("chatlane bytes per waiting conversation", "B", series["per"])
     report.metric("sleeper peak RSS (VmHWM)", "MB", series["speak"])
+    report.metric("chatlane CPU per conversation (user + system)", "ms", series["cpu"])
+    report.metric("sleeper CPU per conversation (user + system)", "ms", series["scpu"])
     report.metric("client loop lag, worst (chatlane / sleeper run)", "ms", series["lag"] + series["slag"])
     report.note(
         f"{opts.runs} runs; each figure is one per run (p50/p99 over that run's {n} requests); "
@@ -142,8 +174,8 @@ async def run(opts: Options) -> Report:
 
 async def _sleeper(
     requests: list[tuple[str, str]], delay: float, timeout: float
-) -> tuple[dict[str, Any], int]:
-    """The plan against the bare handler; its results and peak RSS (kB)."""
+) -> tuple[dict[str, Any], int, float]:
+    """The plan against the bare handler; its results, peak RSS (kB) and CPU seconds."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.sleeper", str(delay),
         stdout=asyncio.subprocess.PIPE,
@@ -157,8 +189,9 @@ async def _sleeper(
         base = line.removeprefix("sleeper is up at ").strip()
         warm = [(_key(f"swarm{i}"), f"warm {i}") for i in range(WARMUP)]
         await run_plan(_plan(base, warm, timeout))
+        cpu0 = _cpu_s(proc.pid)
         got = await run_plan(_plan(base, requests, timeout))
-        return got, read_status(proc.pid)["VmHWM"]
+        return got, read_status(proc.pid)["VmHWM"], _cpu_s(proc.pid) - cpu0
     finally:
         proc.terminate()
         await proc.wait()
