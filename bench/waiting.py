@@ -7,7 +7,8 @@ pool limit below N):
   chatlane  `chatlane run`, HTTP API, files store, the echo agent with `echo_delay_ms`
             = D (it sleeps on the loop exactly like the sleeper: what differs is
             chatlane's own work), `queue.max_concurrent_turns` = N
-N distinct keys, all sent at once. Reported: p50/p99 of the time beyond the model's D
+N distinct keys, all sent at once (new conversations), then a second message on each
+key, all at once (follow-ups: their sessions exist). Reported: p50/p99 of the time beyond the model's D
 (client latency - D), chatlane's p99 / the sleeper's from the same run, the servers'
 peak RSS (VmHWM), and chatlane's bytes per waiting conversation: (peak RSS - RSS when
 idle after a warm-up) / N. Every reply is checked (200, turn 1, one session per key).
@@ -107,6 +108,10 @@ async def run(opts: Options) -> Report:
             "slag",
             "cpu",
             "scpu",
+            "f50",
+            "f99",
+            "fratio",
+            "fcpu",
         )
     }
     for r in range(opts.runs):
@@ -128,6 +133,10 @@ async def run(opts: Options) -> Report:
                 cpu0 = _cpu_s(server.proc.pid)
                 got = await run_plan(_plan(server.base_url, requests, timeout))
                 cpu = _cpu_s(server.proc.pid) - cpu0
+                again = [(key, f"{text} again") for key, text in requests]
+                cpu0 = _cpu_s(server.proc.pid)
+                got_again = await run_plan(_plan(server.base_url, again, timeout))
+                cpu_again = _cpu_s(server.proc.pid) - cpu0
                 if profile is not None:  # py-spy writes its file on SIGINT
                     profile.send_signal(signal.SIGINT)
                     await profile.wait()
@@ -135,7 +144,9 @@ async def run(opts: Options) -> Report:
             finally:
                 code = await server.stop()
         report.check(f"{label}: server stopped cleanly on SIGTERM", code == 0, f"exit code {code}")
-        check_replies(report, f"{label} chatlane", requests, got["results"], ordered=True)
+        check_replies(
+            report, f"{label} chatlane", requests + again, got["results"] + got_again["results"], ordered=True
+        )
         check_replies(report, f"{label} sleeper", requests, sleeper["results"], ordered=False)
         ours, bare = _beyond(got["results"], delay), _beyond(sleeper["results"], delay)
         series["p50"].append(percentile(ours, 50))
@@ -147,6 +158,11 @@ async def run(opts: Options) -> Report:
         series["idle"].append(idle / 1024)
         series["per"].append((peak - idle) * 1024 / n)
         series["speak"].append(s_peak / 1024)
+        follow = _beyond(got_again["results"], delay)
+        series["f50"].append(percentile(follow, 50))
+        series["f99"].append(percentile(follow, 99))
+        series["fratio"].append(series["f99"][-1] / max(series["s99"][-1], 1.0))
+        series["fcpu"].append(cpu_again * 1000 / n)
         series["cpu"].append(cpu * 1000 / n)
         series["scpu"].append(s_cpu * 1000 / n)
         series["lag"].append(float(got["client_lag_ms"]))
@@ -157,11 +173,15 @@ async def run(opts: Options) -> Report:
     report.metric(f"sleeper: p50 beyond {ms} (bare aiohttp, same client)", "ms", series["s50"])
     report.metric(f"sleeper: p99 beyond {ms}", "ms", series["s99"])
     report.metric("chatlane / sleeper p99 beyond the model", "x", series["ratio"], P99_RATIO_TARGET)
+    report.metric("follow-ups (the same keys again): p50 beyond the model", "ms", series["f50"])
+    report.metric("follow-ups: p99 beyond the model", "ms", series["f99"])
+    report.metric("follow-ups / sleeper p99 beyond the model", "x", series["fratio"])
     report.metric("chatlane peak RSS (VmHWM)", "MB", series["peak"], RSS_TARGET_MB)
     report.metric("chatlane RSS idle after warm-up", "MB", series["idle"])
     report.metric("chatlane bytes per waiting conversation", "B", series["per"])
     report.metric("sleeper peak RSS (VmHWM)", "MB", series["speak"])
     report.metric("chatlane CPU per conversation (user + system)", "ms", series["cpu"])
+    report.metric("chatlane CPU per follow-up", "ms", series["fcpu"])
     report.metric("sleeper CPU per conversation (user + system)", "ms", series["scpu"])
     report.metric("client loop lag, worst (chatlane / sleeper run)", "ms", series["lag"] + series["slag"])
     report.note(
