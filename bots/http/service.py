@@ -289,7 +289,9 @@ class HttpService:
         if isinstance(once, web.StreamResponse):  # a retry's stored answer, or an error
             return once
         owner = once if isinstance(once, OwnerResponder) else None
-        live = not chat.stream or self.runtime.loaded.config.queue.mode != "interrupt"
+        # Pieces are queued only for a stream that shows them: a plain request reads its one
+        # reply, and a queue nobody reads would hold a whole answer's pieces per request.
+        live = chat.stream and self.runtime.loaded.config.queue.mode != "interrupt"
         events = _Events(live, owner, request.headers.get(APPROVE_HEADER, ""))
         try:
             await self.runtime.gateway.submit(inbound, events, target=owner.target if owner else None)
