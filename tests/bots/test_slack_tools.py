@@ -64,7 +64,8 @@ NATIVE = {
     "early": STREAMING,  # the answer's text streams into the message tool progress opened
     "late": "stream_edit_interval_s = 0.2\nstream_first_post_s = 30\nstream_first_chars = 2000\n",
 }
-"""Draft settings: text shown as it comes, or only the final answer (it arrives before the draft's first flush)."""
+"""Draft settings: text shown as it comes, or only the final answer (which then arrives
+before the draft's first flush)."""
 
 
 def task_chunks(call: ApiCall) -> list[Json]:
@@ -108,11 +109,15 @@ async def test_refused_task_updates_fall_back_to_the_thread_status_for_that_chan
         async with running(tmp_path, "socket", agent=agent, stream="native", slack=STREAMING) as bot:
             fake = bot.fake
             fake.task_refusal = "invalid_arguments"
-            for n, word in enumerate(("lemon", "melon"), start=1):
+
+            async def ask(word: str, n: int) -> None:
                 await bot.deliver(mention(f"look up {word}"))
-                await eventually(lambda w=word: any(meaning(w) in s for s in fake.shown(GENERAL)), timeout=20)
-                await eventually(lambda n=n: len(fake.ok_calls("chat.stopStream")) == n, timeout=10)
-                await eventually(lambda n=n: len(fake.calls_of("assistant.threads.setStatus")) == 3 * n)
+                await eventually(lambda: any(meaning(word) in s for s in fake.shown(GENERAL)), timeout=20)
+                await eventually(lambda: len(fake.ok_calls("chat.stopStream")) == n, timeout=10)
+                await eventually(lambda: len(fake.calls_of("assistant.threads.setStatus")) == 3 * n)
+
+            await ask("lemon", 1)
+            await ask("melon", 2)
     shown = fake.shown(GENERAL)
     assert len(shown) == 2 and all(s.startswith("using the tool:") and "🔧" not in s for s in shown)
     refused = [c for c in fake.calls if task_chunks(c)]
