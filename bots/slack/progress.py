@@ -38,6 +38,8 @@ class ToolProgress:
         """The status line now ("" before any tool event)."""
         self.used = ""
         """The line of the last finished call: the tools used so far, with their count."""
+        self.started: list[str] = []
+        """The tools of calls that started (a call may end without finishing: stopped)."""
 
     def update(self, event: AgentEvent) -> tuple[str, TaskUpdateChunk | None] | None:
         """Take `event`: None when it changes nothing shown, else the new status line and
@@ -47,6 +49,7 @@ class ToolProgress:
             return None
         self.line = line
         if isinstance(event, ToolStarted):
+            self.started.append(event.tool)
             return line, _task(event.call_id, event.tool, "in_progress", details=event.arguments)
         if isinstance(event, ToolFinished):
             self.used = line
@@ -60,8 +63,13 @@ class ToolProgress:
 
     @property
     def summary(self) -> str:
-        """The condensed line an answer ends with: the tools used, or the last line."""
-        return self.used or self.line
+        """The condensed line an answer ends with: the tools used (finished, or started
+        when none finished: the answer was cut off), else the last line (e.g. a refusal)."""
+        if self.used or not self.started:
+            return self.used or self.line
+        cut = ToolStatus()  # core's own wording for tools used
+        lines = [cut.line(ToolFinished(call_id="", tool=tool)) for tool in self.started]
+        return lines[-1] or self.line
 
 
 def _task(call_id: str, tool: str, status: str, *, details: str = "", output: str = "") -> TaskUpdateChunk:

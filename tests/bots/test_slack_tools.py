@@ -13,6 +13,7 @@ from bots.testing import eventually
 from bots.testing.fake_llm import FakeLLM, tool_then_answer
 from bots.testing.fake_slack import GENERAL, ApiCall, Fault, Json, block_actions, buttons
 from bots.testing.mcp_server import meaning
+from core.conversation.lanes import STOPPED_TEXT
 from core.turn import approval_action
 from core.turn.streaming import USED_TOOL, USING_TOOL
 from tests.support.slack import mention, running
@@ -145,3 +146,23 @@ async def test_a_refused_thread_status_loses_nothing_of_the_answer(tmp_path: Pat
     assert len(fake.calls_of("assistant.threads.setStatus")) == 1, "refused once, not tried again"
     [start] = fake.ok_calls("chat.startStream")
     assert not task_chunks(start)  # the answer streamed natively all the same
+
+
+async def test_a_stop_while_a_tool_runs_closes_its_card_as_failed(tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    async with FakeLLM(reply=tool_then_answer("hang", lambda t: {})) as llm:
+        agent = tool_agent(llm, calls)
+        async with running(tmp_path, "socket", agent=agent, stream="native", slack=STREAMING) as bot:
+            fake = bot.fake
+            event = mention("wait for it")
+            await bot.deliver(event)
+            [progress] = await eventually(lambda: [m for m in fake.messages if m.tasks], timeout=20)
+            assert [t["status"] for t in progress.tasks.values()] == ["in_progress"]
+            await bot.deliver(mention("/stop", thread_ts=event["ts"]))
+            await eventually(lambda: not progress.streaming, timeout=10)
+    assert [t["status"] for t in progress.tasks.values()] == ["error"]  # never left open
+    assert progress.plan_title == USED_TOOL.format(tools="hang")  # condensed, not "Using…"
+    assert progress.text == STOPPED_TEXT  # the stop's reply, in the message progress opened
+    [confirmation] = fake.posts  # the /stop's own reply; the stop's note went into the answer
+    assert confirmation.args["text"] != STOPPED_TEXT
+    assert counted(calls) == ["hang"]
