@@ -71,8 +71,8 @@ class EditSurface:
         """The ts of each message, in order (`sent`: messages an earlier process posted)."""
 
     @property
-    def first_ts(self) -> str | None:
-        return self.sent[0] if self.sent else None
+    def ids(self) -> list[str]:
+        return self.sent
 
     async def show(self, index: int, text: str, *, final: bool) -> bool:
         client = self.poster.client
@@ -93,12 +93,19 @@ class EditSurface:
         return True
 
     async def drop(self, index: int) -> bool:
-        ts = self.sent.pop(index)
+        ts = self.sent[index]
         try:
             await self.poster.client.chat_delete(channel=self.channel, ts=ts)
         except Failure as exc:
-            log.warning("slack: chat.delete of %s in %s failed: %s", ts, self.channel, error_code(exc))
-            return False
+            if error_code(exc) != "message_not_found":  # already gone: what was asked
+                log.warning(
+                    "slack: chat.delete of %s in %s failed (it is blanked): %s",
+                    ts,
+                    self.channel,
+                    error_code(exc),
+                )
+                return False  # kept: the stream blanks it
+        del self.sent[index]
         return True
 
 
@@ -116,6 +123,10 @@ class NativeSurface:
         self.shown: list[str] = []
         self.fallback = EditSurface(poster, channel, thread_ts)
         """Takes over when native streaming is refused; also holds every message's ts."""
+
+    @property
+    def ids(self) -> list[str]:
+        return self.fallback.sent
 
     @property
     def refused(self) -> bool:
@@ -151,8 +162,11 @@ class NativeSurface:
     async def drop(self, index: int) -> bool:
         if index < len(self.streams):
             await self._stop(index)
+        if not await self.fallback.drop(index):
+            return False  # kept (its stream stopped): `show` blanks it by an edit
+        if index < len(self.streams):
             del self.streams[index], self.shown[index]
-        return await self.fallback.drop(index)
+        return True
 
     async def _start(self, index: int, text: str, *, final: bool) -> bool:
         client = self.poster.client

@@ -1,14 +1,14 @@
 """Slack reply targets: what the adapter stores for a message, and the responder a process
 that never saw the event builds from it (real slack-sdk against the fake Slack). A stored
-target answers in the message's thread; with an `answer_id` it rewrites that message with
-`chat.update` instead of posting again, also when it was a native stream."""
+target answers in the message's thread; with `answer_ids` it rewrites those messages with
+`chat.update` instead of posting again, also when they were native streams."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bots.slack.inbound import read_message, reply_target
-from bots.testing import eventually
+from bots.testing import eventually, reported
 from bots.testing.fake_slack import DM, GENERAL, TEAM
 from core.door import RecentSet, Seen
 from core.model import Inbound, Reply, ReplyTarget, SessionKey
@@ -31,7 +31,7 @@ async def test_a_channel_mention_target_names_the_thread_it_is_answered_in_and_t
         assert isinstance(seen, Seen)
         target = reply_target(seen.inbound, TEAM)
         assert (target.platform, target.channel, target.thread) == ("slack", GENERAL, event["ts"])
-        assert target.reply_to == event["ts"] and target.answer_id is None
+        assert target.reply_to == event["ts"] and target.answer_ids == ()
         assert dict(target.extra) == {"team": TEAM, "user": event["user"]}
 
 
@@ -57,13 +57,14 @@ async def test_a_native_stream_cut_off_by_a_crash_is_rewritten_in_place_by_the_n
         root = mention("hello")
         target = ReplyTarget("slack", GENERAL, root["ts"], root["ts"], extra=(("user", "U0HUMAN"),))
         first = targets.responder(target)
+        ids = reported(first)
         await first.on_delta("Half an ans")
-        await eventually(lambda: first.answer_id is not None)
-        assert [m.ts for m in fake.messages] == [first.answer_id] and fake.messages[0].streaming
+        await eventually(lambda: ids)
+        assert [(m.ts,) for m in fake.messages] == ids and fake.messages[0].streaming
+        assert not fake.ok_calls("chat.appendStream"), "reported before the stream went on"
         # The process died: the next one gets the target with the message's ts.
-        resumed = ReplyTarget("slack", GENERAL, root["ts"], root["ts"], answer_id=first.answer_id)
+        resumed = ReplyTarget("slack", GENERAL, root["ts"], root["ts"], answer_ids=ids[-1])
         again = targets.responder(through_json(resumed))
-        assert again.answer_id == first.answer_id
         await again.on_delta("A whole")
         await eventually(lambda: fake.shown(GENERAL) == ["A whole"])
         await again.send(Reply("A whole new answer.", "answer", KEY))
@@ -76,9 +77,10 @@ async def test_an_answer_id_is_rewritten_even_when_the_new_answer_does_not_strea
     async with running(tmp_path, "socket", stream="edit", slack=STREAMING) as bot:
         fake, targets = bot.fake, bot.runtime.gateway.targets
         first = targets.responder(ReplyTarget("slack", DM, None, "1.1", extra=(("direct", "1"),)))
+        ids = reported(first)
         await first.on_delta("Cut off mid-sen")
-        await eventually(lambda: first.answer_id is not None)
-        again = targets.responder(ReplyTarget("slack", DM, None, "1.1", answer_id=first.answer_id))
+        await eventually(lambda: ids)
+        again = targets.responder(ReplyTarget("slack", DM, None, "1.1", answer_ids=ids[-1]))
         await again.send(Reply("The answer, in one piece.", "answer", KEY))
         assert fake.shown(DM) == ["The answer, in one piece."]
         assert len(fake.posts) == 1
