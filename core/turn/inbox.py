@@ -89,6 +89,7 @@ class InboxSteps:
                 log.warning("inbox of %s: answer messages not stored: %s", key, exc)
                 return
             last.answer_ids = ids
+            log.debug("inbox item %s: answer messages %s stored", last.item_id, ",".join(ids))
 
         last.responder.track_answer(noted)
 
