@@ -11,6 +11,7 @@ on), so a process that resumes the answer rewrites those same messages.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from core.conversation import Pending
@@ -79,8 +80,15 @@ class InboxSteps:
         last = batch[-1]
         if not last.item_id:
             return
+        # FIFO: two reports in flight (a post of the draft's, tool progress opening a
+        # message) are stored in the order their lists were taken, so the newest wins.
+        order = asyncio.Lock()
 
         async def noted(ids: tuple[str, ...]) -> None:
+            async with order:
+                await write(ids)
+
+        async def write(ids: tuple[str, ...]) -> None:
             if ids == last.answer_ids:
                 return
             try:

@@ -11,7 +11,7 @@ from bots.slack.inbound import read_message, reply_target
 from bots.testing import eventually, reported
 from bots.testing.fake_slack import DM, GENERAL, TEAM
 from core.door import RecentSet, Seen
-from core.model import Inbound, Reply, ReplyTarget, SessionKey
+from core.model import Inbound, Reply, ReplyTarget, SessionKey, ToolStarted
 from tests.support.slack import mention, running
 
 STREAMING = "stream_edit_interval_s = 0.2\nstream_first_chars = 1\n"
@@ -71,6 +71,25 @@ async def test_a_native_stream_cut_off_by_a_crash_is_rewritten_in_place_by_the_n
         assert fake.shown(GENERAL) == ["A whole new answer."]
         assert len(fake.messages) == 1 and not fake.posts, "never a second copy"
         assert len(fake.ok_calls("chat.update")) >= 2
+
+
+async def test_a_message_tool_progress_opens_before_any_text_is_reported_at_once(tmp_path: Path) -> None:
+    """Native streaming: a tool's progress opens the answer's message before the model
+    said anything; it is reported then (a crash while the tool runs must not leave it
+    behind), and once more, unchanged, never: the text goes into the same message."""
+    async with running(tmp_path, "socket", stream="native", slack=STREAMING) as bot:
+        fake, targets = bot.fake, bot.runtime.gateway.targets
+        root = mention("hello")
+        target = ReplyTarget("slack", GENERAL, root["ts"], root["ts"], extra=(("user", "U0HUMAN"),))
+        responder = targets.responder(target)
+        ids = reported(responder)
+        await responder.on_event(ToolStarted(call_id="c1", tool="lookup"))
+        assert [m.ts for m in fake.messages] == [ts for (ts,) in ids]
+        assert len(ids) == 1 and not fake.messages[0].text
+        await responder.on_delta("Found it.")
+        await responder.send(Reply("Found it.", "answer", KEY))
+        assert fake.shown(GENERAL) == ["Found it."] and len(fake.messages) == 1
+        assert set(ids) == {(fake.messages[0].ts,)}
 
 
 async def test_an_answer_id_is_rewritten_even_when_the_new_answer_does_not_stream(tmp_path: Path) -> None:
