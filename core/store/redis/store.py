@@ -88,13 +88,23 @@ _COMMIT_MARK_S = 86_400
 _TAIL_HINT_MAX = 1000
 
 # KEYS[1] entry, KEYS[2] fence, KEYS[3] transcript, KEYS[4] commit mark, KEYS[5..7] the
-# key's inbox (hash, order, index); ARGV[1] token, ARGV[2] session id, ARGV[3] the commit,
-# ARGV[4] transcript_max, ARGV[5] mark ttl s, ARGV[6] the key, ARGV[7..] the inbox items
-# it answered: done in the same script that stores the turn (core/store/redis/inbox.py).
+# key's inbox (hash, order, index), KEYS[8] the turn lock; ARGV[1] token, ARGV[2] session
+# id, ARGV[3] the commit, ARGV[4] transcript_max, ARGV[5] mark ttl s, ARGV[6] the key,
+# ARGV[7] the lock's random token ('' to keep the lock), ARGV[8..] the inbox items it
+# answered: done in the same script that stores the turn (core/store/redis/inbox.py).
+# A stored turn lets go of the lock (a token compare, as the release script): the turn's
+# last round trip is its commit. A retry whose first attempt was stored does the same
+# compare, harmless if someone has taken the lock since.
 _COMMIT = (
     DONE_LUA
     + """
-if redis.call('exists', KEYS[4]) == 1 then return 'stored' end
+local function let_go()
+  if ARGV[7] ~= '' and redis.call('get', KEYS[8]) == ARGV[7] then redis.call('del', KEYS[8]) end
+end
+if redis.call('exists', KEYS[4]) == 1 then
+  let_go()
+  return 'stored'
+end
 if tonumber(redis.call('get', KEYS[2]) or '-1') ~= tonumber(ARGV[1]) then return 'fenced' end
 local raw = redis.call('get', KEYS[1])
 if not raw then return 'moved' end
@@ -103,7 +113,8 @@ if not ok or type(obj) ~= 'table' or obj.sessionId ~= ARGV[2] then return 'moved
 redis.call('rpush', KEYS[3], ARGV[3])
 redis.call('ltrim', KEYS[3], -tonumber(ARGV[4]), -1)
 redis.call('set', KEYS[4], '1', 'EX', ARGV[5])
-if #ARGV > 6 then inbox_done(KEYS[5], KEYS[6], KEYS[7], ARGV[6], {unpack(ARGV, 7)}) end
+if #ARGV > 7 then inbox_done(KEYS[5], KEYS[6], KEYS[7], ARGV[6], {unpack(ARGV, 8)}) end
+let_go()
 return 'ok'
 """
 )
@@ -139,6 +150,8 @@ class RedisStore:
         self._blobs = RedisBlobs(client, prefix, blobs_max)
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
         self._tail_hint = 64
+        self._stops_read: dict[str, int] = {}
+        """Key -> its stop counter as its held turn lock read it, until a turn asks once."""
         """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
         self._commit_script = client.register_script(_COMMIT)
         self._approvals = RedisApprovals(client, prefix, self.url)
@@ -224,12 +237,15 @@ class RedisStore:
         key = commit.lease.key
         self.sessions.forget_reads(key)
         line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records, commit.answered)
+        held = self._turn_locks.let_go_in_commit(commit.lease)
+        lock, lock_token = held if held is not None else (self.names.lock(key), "")
         names = [
             self.names.entry(key),
             self.names.fence(key),
             self.names.transcript(commit.session_id),
             self.names.commit(commit.commit_id),
             *self.inbox.names(key),
+            lock,
         ]
         args: list[str | int | float | bytes] = [
             commit.lease.token,
@@ -238,10 +254,13 @@ class RedisStore:
             self.transcript_max,
             _COMMIT_MARK_S,
             key,
+            lock_token,
         ]
         commit.lease.committing = True
         with self._errors("commit"):
             outcome = await self._commit_script(keys=names, args=[*args, *commit.answered])
+        if outcome in (b"ok", b"stored"):
+            self._turn_locks.released(commit.lease)
         if outcome == b"stored":
             log.info("commit %s of %s was already stored (a retry); stored once", commit.commit_id, key)
         elif outcome != b"ok":
@@ -304,10 +323,11 @@ class RedisStore:
         The lock's script also reads the entry and the last commits of its session, so a
         turn's `get` and `tail` cost no round trip of their own: while this process holds
         the lock, nobody else writes the key (a fenced writer is refused)."""
-        reads = (self.names.entry(key), self.names.transcripts, self._tail_hint)
+        reads = (self.names.entry(key), self.names.transcripts, self._tail_hint, self.names.stop(key))
 
         def keep(found: TurnReads) -> None:
             self.sessions.keep_reads(key, found)
+            self._stops_read[key] = found.stop
 
         try:
             async with self._turn_locks.hold(
@@ -316,6 +336,7 @@ class RedisStore:
                 yield lease
         finally:
             self.sessions.forget_reads(key)
+            self._stops_read.pop(key, None)
 
     # ------------------------------------- deliveries and limits (deliveries.py)
     async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
@@ -387,6 +408,11 @@ class RedisStore:
             await self._deliveries.request_stop(self.names.stop(key), _STOP_TTL_S)
 
     async def stop_requests(self, key: SessionKey) -> int:
+        """The key's stop counter. The first read under a held turn lock is the value the
+        lock's script read (no round trip): a `/stop` sent after the lock was taken then
+        changes the next poll's value and stops this turn; later reads ask Redis."""
+        if (seen := self._stops_read.pop(key, None)) is not None:
+            return seen
         with self._errors("stop flag read"):
             raw = await self._r.get(self.names.stop(key))
         return int(raw) if raw is not None else 0
