@@ -82,6 +82,12 @@ _ALL = 2**31
 """`asked` of an empty transcript read: any tail of it is empty."""
 
 
+def session_in(raw: bytes) -> str | None:
+    """The session id an entry's JSON names, found without decoding it (None if none)."""
+    found = _SESSION_IN_RAW.search(raw)
+    return found.group(1).decode() if found is not None else None
+
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 

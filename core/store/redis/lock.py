@@ -55,9 +55,11 @@ return 0
 """
 # KEYS[1] lock, KEYS[2] fencing counter, KEYS[3] the entry, KEYS[4] the stop counter;
 # ARGV[1] token, ARGV[2] ttl in ms, ARGV[3] transcript name prefix, ARGV[4] how many of
-# the last commits to read. Returns {0} when the lock is held, else {token, stop counter
-# or false, entry or false, last commits...}: the turn's reads come with its lock, in one
-# round trip. pcall: a damaged value must not
+# the last commits to read, ARGV[5] how the session's last commit begins if the caller
+# still has the commits (core/store/redis/warm.py; '' if not). Returns {0} when the lock
+# is held, else {token, stop counter or false, entry or false, 'warm' (the caller's
+# commits are current: none sent) or 'read', last commits...}: the turn's reads come
+# with its lock, in one round trip. pcall: a damaged value must not
 # abort the script after the lock was taken. A lock that already holds ARGV[1] is this
 # holder's own (an attempt whose reply was lost, or that timed out after reaching Redis):
 # it is taken with the fencing token that attempt drew (nobody else can have drawn one
@@ -84,9 +86,18 @@ local n = tonumber(ARGV[4])
 local ok, obj = pcall(cjson.decode, raw)
 if n > 0 and ok and type(obj) == 'table' and type(obj.sessionId) == 'string'
     and string.match(obj.sessionId, '^[0-9a-f]+$') and #obj.sessionId == 32 then
-  local last = redis.pcall('lrange', ARGV[3] .. obj.sessionId, -n, -1)
+  local name = ARGV[3] .. obj.sessionId
+  if ARGV[5] ~= '' then
+    local newest = redis.pcall('lindex', name, -1)
+    if type(newest) == 'string' and string.sub(newest, 1, #ARGV[5]) == ARGV[5] then
+      out[4] = 'warm'
+      return out
+    end
+  end
+  out[4] = 'read'
+  local last = redis.pcall('lrange', name, -n, -1)
   if type(last) == 'table' and not last.err then
-    for i = 1, #last do out[i + 3] = last[i] end
+    for i = 1, #last do out[i + 4] = last[i] end
   end
 end
 return out
@@ -118,6 +129,8 @@ class TurnReads:
     asked: int
     stop: int = 0
     """The key's stop counter as the lock was taken (0 if none or unreadable)."""
+    warm: bool = False
+    """The caller's kept commits are current (`commits` is empty: the script sent none)."""
 
 
 @dataclass(slots=True)
@@ -135,6 +148,8 @@ class _Holding:
     tail: int = 0
     stop: str = ""
     """The key's stop counter, read with the lock."""
+    expect: bytes = b""
+    """How the session's last commit begins if the caller still has its commits."""
     reads: TurnReads | None = None
     deadline: float = 0.0
     """monotonic time at which the lock expires unless renewed before."""
@@ -164,18 +179,19 @@ class TurnLocks:
         name: str,
         fence: str,
         *,
-        reads: tuple[str, str, int, str],
+        reads: tuple[str, str, int, str, bytes],
         on_reads: Callable[[TurnReads], None],
     ) -> AsyncIterator[TurnLease]:
         """Hold lock `name` for the turn of `key`, raising counter `fence`; `Fenced` out of
         the block if the lease runs out before the turn's commit began. `reads` is (entry
-        name, transcript name prefix, commits to read, stop counter name): what was read
-        with the lock goes to `on_reads` before the block runs.
+        name, transcript name prefix, commits to read, stop counter name, the kept last
+        commit's prefix or b''): what was read with the lock goes to `on_reads` before
+        the block runs.
 
         The renewal task starts only when the turn outlives a third of the TTL (a timer
         until then): most turns end sooner, and a task per turn is CPU on the hot path."""
         holding = _Holding(key, name, fence, uuid.uuid4().hex)
-        holding.entry, holding.transcripts, holding.tail, holding.stop = reads
+        holding.entry, holding.transcripts, holding.tail, holding.stop, holding.expect = reads
         lease = await self._acquire(holding)
         if holding.reads is not None:
             on_reads(holding.reads)
@@ -250,7 +266,7 @@ class TurnLocks:
             async with asyncio.timeout(self.ttl_s / 2):
                 won = await self._acquire_script(
                     keys=[holding.name, holding.fence, holding.entry, holding.stop],
-                    args=[holding.token, self._ttl_ms, holding.transcripts, holding.tail],
+                    args=[holding.token, self._ttl_ms, holding.transcripts, holding.tail, holding.expect],
                 )
         except TimeoutError:
             # If it did reach Redis, the next attempt finds the lock holding this
@@ -261,7 +277,9 @@ class TurnLocks:
         if token:
             stop = won[1] if len(won) > 1 and isinstance(won[1], bytes) else b""
             entry = won[2] if len(won) > 2 and isinstance(won[2], bytes) else None
-            holding.reads = TurnReads(entry, list(won[3:]), holding.tail, int(stop) if stop.isdigit() else 0)
+            warm = len(won) > 3 and won[3] == b"warm"
+            stopped = int(stop) if stop.isdigit() else 0
+            holding.reads = TurnReads(entry, list(won[4:]), holding.tail, stopped, warm)
         return token
 
     async def _undo(self, attempt: asyncio.Future[Any], holding: _Holding) -> None:

@@ -40,6 +40,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -75,11 +76,12 @@ from core.store.base import Approvals
 from core.store.redis.approvals import RedisApprovals
 from core.store.redis.blobs import RedisBlobs
 from core.store.redis.deliveries import RedisDeliveries
-from core.store.redis.entries import RedisNames, RedisSessions
+from core.store.redis.entries import RedisNames, RedisSessions, session_in
 from core.store.redis.fires import RedisFires
 from core.store.redis.inbox import DONE_LUA, RedisInbox
 from core.store.redis.lock import TurnLocks, TurnReads, redis_errors
 from core.store.redis.urls import safe_url, url_problem
+from core.store.redis.warm import WarmTails
 
 log = logging.getLogger("chatlane.store")
 
@@ -150,6 +152,8 @@ class RedisStore:
         self._blobs = RedisBlobs(client, prefix, blobs_max)
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
         self._tail_hint = 64
+        self._warm = WarmTails()
+        """The last commits this process wrote per key, so a lock need not read them again."""
         self._stops_read: dict[str, int] = {}
         """Key -> its stop counter as its held turn lock read it, until a turn asks once."""
         """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
@@ -235,6 +239,7 @@ class RedisStore:
 
     async def commit(self, commit: TurnCommit) -> None:
         key = commit.lease.key
+        found = self.sessions.read_with_lock(commit.session_id)
         self.sessions.forget_reads(key)
         line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records, commit.answered)
         held = self._turn_locks.let_go_in_commit(commit.lease)
@@ -257,10 +262,18 @@ class RedisStore:
             lock_token,
         ]
         commit.lease.committing = True
-        with self._errors("commit"):
-            outcome = await self._commit_script(keys=names, args=[*args, *commit.answered])
+        try:
+            with self._errors("commit"):
+                outcome = await self._commit_script(keys=names, args=[*args, *commit.answered])
+        except StoreError:
+            self._warm.forget(key)
+            raise
         if outcome in (b"ok", b"stored"):
             self._turn_locks.released(commit.lease)
+            base = (found.commits, found.asked) if found is not None else None
+            self._warm.committed(key, commit.session_id, line, base, self._keep_max())
+        else:
+            self._warm.forget(key)
         if outcome == b"stored":
             log.info("commit %s of %s was already stored (a retry); stored once", commit.commit_id, key)
         elif outcome != b"ok":
@@ -268,12 +281,19 @@ class RedisStore:
             log.warning("commit of a turn of %s refused (%s at token %d)", key, why, commit.lease.token)
             raise Fenced(f"commit of {key} refused: {why}")
 
+    def _keep_max(self) -> tuple[int, int]:
+        """(commits a lock reads, commits a transcript keeps): what `WarmTails` mirrors."""
+        return self._tail_hint, self.transcript_max
+
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
         name = self.names.transcript(session_id)
         if n <= 0:
             return []
         found = self.sessions.read_with_lock(session_id)
         if found is not None and n <= found.asked:
+            kept = self._warm.records(session_id, found.commits, n)
+            if kept is not None:
+                return kept  # read with the turn lock, decoded by an earlier turn
             lines = found.commits[-n:]  # read with the turn lock
         else:
             self._tail_hint = max(self._tail_hint, min(n, _TAIL_HINT_MAX))
@@ -323,11 +343,27 @@ class RedisStore:
         The lock's script also reads the entry and the last commits of its session, so a
         turn's `get` and `tail` cost no round trip of their own: while this process holds
         the lock, nobody else writes the key (a fenced writer is refused)."""
-        reads = (self.names.entry(key), self.names.transcripts, self._tail_hint, self.names.stop(key))
+        hint = self._tail_hint
+        reads = (
+            self.names.entry(key),
+            self.names.transcripts,
+            hint,
+            self.names.stop(key),
+            self._warm.expect(key, hint),
+        )
 
         def keep(found: TurnReads) -> None:
-            self.sessions.keep_reads(key, found)
             self._stops_read[key] = found.stop
+            sid = session_in(found.entry) if found.entry is not None else None
+            if sid is None:
+                self._warm.forget(key)
+            elif not found.warm:
+                self._warm.keep(key, sid, found.commits, found.asked)
+            elif (kept := self._warm.lines(key)) is not None and kept[0] == sid:
+                found = replace(found, commits=kept[1], asked=kept[2])
+            else:
+                return  # kept commits dropped meanwhile: the turn reads as without a lock
+            self.sessions.keep_reads(key, found)
 
         try:
             async with self._turn_locks.hold(
