@@ -8,6 +8,12 @@ update is exactly the answer. In an assistant thread (a DM thread) the thread's 
 (`assistant.threads.setStatus`) says the bot is working until text shows; elsewhere
 the `ack_reaction` does. `status_reactions` adds ⏳ / 👀 / ✅ / ⚠️ to the asker's message.
 
+While tools run, an edited answer shows one status line (core's `DraftStream`); a
+natively streamed one shows Slack's task display in the same message instead
+(bots/slack/progress.py), or, where Slack refuses task chunks, the line as the thread's
+status (`assistant.threads.setStatus`), cleared when the answer is final. Never a
+message per tool call.
+
 A responder needs only ids (channel, ts, thread_ts), so one is made for a stored
 `ReplyTarget` too (bots/slack/targets.py). With `answer_id` (the message a process that
 died had begun the answer in) the answer continues in that message, rewritten from the
@@ -31,6 +37,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack import approvals
+from bots.slack.progress import ToolProgress
 from bots.slack.settings import SlackSettings
 from bots.slack.stream import EditSurface, NativeSurface
 from core.model import AgentEvent, ApprovalDecided, ApprovalWaiting, CancelReason, Decision, Reply
@@ -89,14 +96,25 @@ class Poster:
         """Channels where Slack could not stream (no recipient team/user): edits there."""
         self.status_refused = False
         """Slack refused assistant.threads.setStatus once: the ack reaction shows work instead."""
+        self.tasks_refused_in: set[str] = set()
+        """Channels where Slack refused task chunks: tool progress shows as the thread's status."""
+        self.status_refused_in: set[str] = set()
+        """Channels where Slack refused a tool status line as the thread's status."""
 
-    async def set_status(self, channel: str, thread_ts: str, status: str) -> bool:
-        """An assistant thread's status line ("" clears it); False when Slack refused."""
+    async def set_status(self, channel: str, thread_ts: str, status: str, *, here_only: bool = False) -> bool:
+        """An assistant thread's status line ("" clears it); False when Slack refused.
+        `here_only`: a refusal is remembered for this channel only (not tried there again)."""
+        if status and here_only and (self.status_refused or channel in self.status_refused_in):
+            return False
         try:
             await self.client.assistant_threads_setStatus(
                 channel_id=channel, thread_ts=thread_ts, status=status
             )
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            if here_only:
+                log.info("slack: no thread status in %s (%s)", channel, _describe(exc))
+                self.status_refused_in.add(channel)
+                return False
             log.info("slack: no assistant status in %s (%s); using reactions", channel, _describe(exc))
             self.status_refused = True
             return False
@@ -167,6 +185,9 @@ class SlackResponder(QuietResponder):
         self._status: str | None = None
         self._question: str | None = None
         """The ts of the approval question this answer waits on, if any."""
+        self._progress = ToolProgress()
+        self._thread_status = False
+        """A tool status line shows as the thread's status (cleared with the answer)."""
         draft = None
         s = self.settings
         self._surface: NativeSurface | EditSurface | None = None
@@ -201,7 +222,22 @@ class SlackResponder(QuietResponder):
         if isinstance(event, ApprovalDecided) and self._question is not None:
             await approvals.show_decision(self.poster.client, self.channel, self._question, event)
             self._question = None
-        self.live.event(event)
+        await self._show_progress(event)
+        self.live.event(event)  # after: a surface that just fell back to edits shows the line
+
+    async def _show_progress(self, event: AgentEvent) -> None:
+        """A tool event in a natively streamed answer (edited answers show the line themselves)."""
+        surface = self._surface
+        if not isinstance(surface, NativeSurface) or surface.refused:
+            return
+        shown = self._progress.update(event)
+        if shown is None:
+            return
+        line, task = shown
+        if await surface.progress(line, task, self._progress.summary) or surface.refused:
+            return
+        if await self.poster.set_status(self.channel, surface.thread_ts, line, here_only=True):
+            self._thread_status = True
 
     async def ask_approval(self, waiting: ApprovalWaiting) -> Decision | None:
         """Post Approve / Deny buttons in the conversation's thread; the click (on any
@@ -216,7 +252,11 @@ class SlackResponder(QuietResponder):
         # "merged": a later message's reply already answers this one; an empty
         # "limited" reply: the sender was already told to slow down.
         if not await self.live.deliver(reply) and reply.kind != "merged" and reply.text:
-            await self.poster.post(self.channel, reply.text, self.thread_ts)
+            surface = self._surface  # tool progress may have opened the answer's message
+            parts = split_message(reply.text, MESSAGE_LIMIT)
+            if not (isinstance(surface, NativeSurface) and await surface.adopt(parts)):
+                await self.poster.post(self.channel, reply.text, self.thread_ts)
+        await self._settle()
         if not self._working:
             await self._react(add=False)
         await self._set_status(status_after(reply.kind))
@@ -242,6 +282,14 @@ class SlackResponder(QuietResponder):
             if status:  # Slack clears it on a reply too; say so when nothing was posted
                 await self.poster.set_status(self.channel, str(self.thread_ts), "")
             await self._react(add=False)
+
+    async def _settle(self) -> None:
+        """The answer is final: tool progress condensed (native) or cleared (thread status)."""
+        if isinstance(self._surface, NativeSurface):
+            await self._surface.settle()
+        if self._thread_status:
+            self._thread_status = False
+            await self.poster.set_status(self.channel, str(self.thread_ts), "", here_only=True)
 
     def _assistant_thread(self) -> bool:
         return (

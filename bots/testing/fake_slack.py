@@ -8,9 +8,13 @@ with a Slack error (`not_in_channel`) or an HTTP 429 `ratelimited` with `Retry-A
 
 The bot's messages are kept: `chat.update` and `chat.delete` change them, and the
 native streaming methods (`chat.startStream` / `appendStream` / `stopStream`) build
-them from their markdown chunks; `native_refusal` makes those three answer with that
-error (`not_allowed`, `unknown_method`) as an app without the feature gets. Every call
-is recorded with its (monotonic) time; `shown` reads the messages as a person would.
+them from their chunks (bots/testing/fake_slack_stream.py checks them as Slack's
+reference documents them: markdown text, `task_update` cards and `plan_update` titles,
+one way of sending text per stream); `native_refusal` makes those three answer with that
+error (`not_allowed`, `unknown_method`) as an app without the feature gets, and
+`task_refusal` makes every call that carries a task or plan chunk answer with its error.
+`assistant.threads.setStatus` checks its arguments too. Every call is recorded with its
+(monotonic) time; `shown` reads the messages as a person would.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
 from bots.testing import eventually
+from bots.testing.fake_slack_stream import TASK_CHUNKS, check_status, check_stream, chunks_of, text_mode
 from bots.testing.server import serve_on_loopback
 
 TEAM, BOT_USER, BOT_ID, APP_ID, HUMAN = "T0TEST", "U0BOT", "B0BOT", "A0APP", "U0HUMAN"
@@ -72,6 +77,13 @@ class Posted:
     updates: int = 0
     blocks: list[Json] = field(default_factory=list)
     """Block Kit blocks (e.g. buttons), as last posted or updated."""
+    tasks: dict[str, Json] = field(default_factory=dict)
+    """A native stream's task cards by id, each as its last `task_update` left it."""
+    plan_title: str | None = None
+    """The title of its plan (the last `plan_update`), if it got one."""
+    task_display_mode: str = "timeline"
+    text_mode: str | None = None
+    """How the stream sends its text: "markdown_text" (the argument) or "chunks"."""
 
 
 @dataclass(slots=True)
@@ -109,6 +121,8 @@ class FakeSlack:
     messages: list[Posted] = field(default_factory=list)
     native_refusal: str | None = None
     """Answer the native streaming methods with this error (e.g. "not_allowed")."""
+    task_refusal: str | None = None
+    """Answer every streaming call that carries a task_update or plan_update chunk with this error."""
     ws_connected: asyncio.Event = field(default_factory=asyncio.Event)
     _ws: web.WebSocketResponse | None = None
     _runner: web.AppRunner | None = None
@@ -156,6 +170,9 @@ class FakeSlack:
         )
         if fault is None and self.native_refusal and method in STREAM_METHODS:
             fault = Fault(method, self.native_refusal)
+        tasks = any(c.get("type") in TASK_CHUNKS for c in chunks_of(args) or ())
+        if fault is None and self.task_refusal and method in STREAM_METHODS and tasks:
+            fault = Fault(method, self.task_refusal)
         call = ApiCall(method, args, token, fault.error if fault else None)
         self.calls.append(call)
         if fault is not None:
@@ -176,22 +193,29 @@ class FakeSlack:
 
     def _stream(self, method: str, args: Json) -> Json:
         """chat.startStream / appendStream / stopStream on the kept messages."""
-        text = str(args.get("markdown_text") or "") + "".join(
-            str(c.get("text", "")) for c in args.get("chunks") or [] if c.get("type") == "markdown_text"
-        )
         channel = args.get("channel")
-        if method == "chat.startStream":
-            if not args.get("thread_ts"):
-                return {"ok": False, "error": "invalid_arguments"}
-            ts = next_ts()
-            self.messages.append(Posted(str(channel), ts, str(args["thread_ts"]), text, streaming=True))
-            return {"ok": True, "channel": channel, "ts": ts}
-        message = self._message(channel, args.get("ts"))
+        message = None if method == "chat.startStream" else self._message(channel, args.get("ts"))
+        if method != "chat.startStream":
+            if message is None:
+                return {"ok": False, "error": "message_not_found"}
+            if not message.streaming:
+                return {"ok": False, "error": "message_not_in_streaming_state"}
+        error = check_stream(method, args, None if message is None else message.text_mode)
+        if error is not None:
+            return {"ok": False, "error": error}
         if message is None:
-            return {"ok": False, "error": "message_not_found"}
-        if not message.streaming:
-            return {"ok": False, "error": "message_not_in_streaming_state"}
-        message.text += text
+            message = Posted(str(channel), next_ts(), str(args["thread_ts"]), "", streaming=True)
+            message.task_display_mode = str(args.get("task_display_mode") or "timeline")
+            self.messages.append(message)
+        message.text_mode = message.text_mode or text_mode(args)
+        message.text += str(args.get("markdown_text") or "")
+        for chunk in chunks_of(args) or ():
+            if chunk["type"] == "markdown_text":
+                message.text += str(chunk["text"])
+            elif chunk["type"] == "task_update":
+                message.tasks[str(chunk["id"])] = dict(chunk)
+            elif chunk["type"] == "plan_update":
+                message.plan_title = str(chunk["title"])
         message.streaming = method != "chat.stopStream"
         return {"ok": True, "channel": channel, "ts": message.ts}
 
@@ -228,7 +252,8 @@ class FakeSlack:
                     message.blocks = _blocks(args["blocks"])
             return {"ok": True, "channel": message.channel, "ts": message.ts}
         if method == "assistant.threads.setStatus":
-            return {"ok": True}
+            error = check_status(args)
+            return {"ok": True} if error is None else {"ok": False, "error": error}
         if method == "chat.postMessage":
             ts = next_ts()
             thread = args.get("thread_ts")

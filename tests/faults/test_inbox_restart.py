@@ -138,7 +138,7 @@ async def test_two_replicas_on_redis_the_survivor_finishes_a_killed_replicas_con
     config.write_text(
         f'[store]\nbackend = "redis"\nurl = "{redis_server.url}"\nprefix = "{prefix}"\n'
         f"turn_lock_ttl_s = {lease_s}\n[http]\nport = 0\nidempotency_wait_s = 0.5\n"
-        "[agent]\necho_delay_ms = 300\n[queue]\nadopt_every_s = 0.3\n"
+        "[agent]\necho_delay_ms = 100\n[queue]\nadopt_every_s = 0.3\n"
     )
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     texts = ["r1", "r2", "r3"]

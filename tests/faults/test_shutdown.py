@@ -82,7 +82,9 @@ async def test_sigterm_during_100_turns_finishes_or_stores_them_as_interrupted(
     assert code == 0, child.stderr()
     # Regression: a turn cut off by shutdown never answered its sender, so its HTTP
     # request hung until the server dropped it (5 s more) and a chat user heard nothing.
-    assert took < timeout_s + 4, "shutdown is bounded by the timeout"
+    # Not a timing claim (a loaded machine takes seconds to exit): a hang shows here, and
+    # whether the timeout was kept shows in the outcomes below (cut off, not waited for).
+    assert took < timeout_s + 30, "shutdown hung"
 
     state = inspect_state(tmp_path / "state")
     assert state.damaged == [] and state.bad_lines == 0 and state.stray == []
@@ -111,3 +113,5 @@ async def test_sigterm_during_100_turns_finishes_or_stores_them_as_interrupted(
     print(f"\nshutdown ({delay_ms} ms turns, {timeout_s} s timeout, stopped in {took:.1f} s): {kinds}")
     if timeout_s * 1000 > 2 * delay_ms:
         assert kinds == {"answered": MESSAGES}
+    else:  # turns outlive the timeout: they were cut off at it, not waited for
+        assert kinds.get("cut off: 502, stored as interrupted", 0) > 0, kinds
