@@ -136,7 +136,7 @@ def _item_json(item: InboxItem) -> dict[str, object]:
         "acceptedAt": iso(item.at),
         "attempts": item.attempts,
         "platform": item.target.platform if item.target is not None else None,
-        "answerMessage": item.answer_id,
+        "answerMessages": list(item.answer_ids),
         "owner": item.owner,
     }
 
@@ -154,7 +154,7 @@ def _print_inbox(inbox: InboxView, as_json: bool) -> None:
             print(f"=== {title}: {len(items)}")
         for i in items:
             text = i.inbound.text if len(i.inbound.text) <= 80 else i.inbound.text[:79] + "…"
-            answer = f", answer message {i.answer_id}" if i.answer_id else ""
+            answer = f", answer messages {', '.join(i.answer_ids)}" if i.answer_ids else ""
             print(f"#{i.seq} {i.kind} accepted {iso(i.at)}, {i.attempts} tries{answer}\n{text}")
 
 

@@ -12,6 +12,7 @@ allowed to answer in are ever read: the gate ran before the turn was queued.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import discord
 
@@ -35,7 +36,7 @@ class BackfillingResponder(DiscordResponder):
         me: discord.abc.Snowflake,
         *,
         channel: discord.abc.Messageable | None = None,
-        answer: discord.PartialMessage | None = None,
+        answer: Sequence[discord.PartialMessage] = (),
     ) -> None:
         super().__init__(message, settings, me, channel=channel, answer=answer)
         self.me_id = me.id

@@ -8,10 +8,11 @@ failure) is edited to say so. With `status_reactions` the asker's message carrie
 (waiting), 👀 (being answered), then ✅ or ⚠️.
 
 A responder needs no gateway event: the one for a stored `ReplyTarget` (a message resumed
-after a restart, bots/discord/targets.py) answers through a `PartialMessageable` and a
-`PartialMessage`, and with `answer_id` continues the answer in that message, edited in
-place from the start of the new answer. `answer_id` (the first message the streamed
-answer posted) is what core stores so that the next process can do so.
+after a restart, bots/discord/targets.py) answers through a `PartialMessageable` and
+`PartialMessage`s, and with `answer_ids` continues the answer in those messages, edited
+in place from the start of the new answer (surplus ones deleted). Each message the
+streamed answer posts is reported to core (`track_answer`) as soon as Discord returns
+it, and stored before the answer goes on, so that the next process can do so.
 
 Every platform call here swallows and logs its own failure (a 403 for a missing
 permission, a rate limit longer than `max_ratelimit_wait_s`, a network error): a
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import discord
 
@@ -31,7 +32,15 @@ from bots.discord import approvals
 from bots.discord.failures import PlatformFailure, describe_failure
 from bots.discord.settings import DiscordSettings
 from bots.discord.stream import SEND_HINT, DiscordSurface
-from core.model import AgentEvent, ApprovalDecided, ApprovalWaiting, CancelReason, Decision, Reply
+from core.model import (
+    AgentEvent,
+    AnswerNote,
+    ApprovalDecided,
+    ApprovalWaiting,
+    CancelReason,
+    Decision,
+    Reply,
+)
 from core.turn import (
     STATUS_WAITING,
     STATUS_WORKING,
@@ -68,11 +77,11 @@ class DiscordResponder(QuietResponder):
         me: discord.abc.Snowflake | None = None,
         *,
         channel: discord.abc.Messageable | None = None,
-        answer: discord.PartialMessage | None = None,
+        answer: Sequence[discord.PartialMessage] = (),
     ) -> None:
         self.message = message
         """The message answered (None: the bot speaks first, in `channel`). `answer`: the
-        message a streamed answer continues in (see the module doc)."""
+        messages a streamed answer continues in (see the module doc)."""
         if channel is None:
             if message is None:
                 raise ValueError("a Discord responder needs a message or a channel")
@@ -92,8 +101,8 @@ class DiscordResponder(QuietResponder):
                 first_post_s=settings.stream_first_post_s,
                 first_chars=settings.stream_first_chars,
             )
-            if answer is not None:
-                draft.resume()
+            if answer:
+                draft.resume(len(answer))
         self.live = LiveAnswer(draft)
         self._question: discord.Message | None = None
         """The approval question this answer is waiting on, if any."""
@@ -101,8 +110,12 @@ class DiscordResponder(QuietResponder):
         """The status reaction the message carries now (`status_reactions`)."""
 
     @property
-    def answer_id(self) -> str | None:
-        return self._surface.first_id if self._surface is not None else None
+    def answer_ids(self) -> list[str]:
+        """The messages the streamed answer shows in, in order."""
+        return self._surface.ids if self._surface is not None else []
+
+    def track_answer(self, note: AnswerNote) -> None:
+        self.live.track(note)
 
     def _where(self) -> str:
         guild = getattr(self.channel, "guild", None)

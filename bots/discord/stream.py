@@ -5,13 +5,16 @@ discord.py itself waits out a 429 (up to `max_ratelimit_wait_s`) and retries, wh
 slows the stream down; a longer limit fails the call, and the stream backs off and
 shows everything received on its next try, so no text is lost either way.
 
-A resumed answer (`answer_id`: the message a process that died had begun it in) starts
-with that message as part 1, a `PartialMessage` edited without fetching it first.
+A resumed answer (`answer_ids`: the messages a process that died had begun it in) starts
+with those messages as its parts, in order, `PartialMessage`s edited without fetching
+them first. `ids` names every message the moment Discord returned it, so core stores it
+before the answer goes on (core/turn/streaming.py `on_messages`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import discord
 
@@ -34,17 +37,17 @@ class DiscordSurface:
         source: discord.Message | discord.PartialMessage | None,
         *,
         reply_to: bool,
-        answer: discord.PartialMessage | None = None,
+        answer: Sequence[discord.PartialMessage] = (),
     ) -> None:
         self.channel = channel
         self.source = source
         self.reply_to = reply_to and source is not None
-        self.sent: list[discord.Message | discord.PartialMessage] = [answer] if answer is not None else []
+        self.sent: list[discord.Message | discord.PartialMessage] = list(answer)
 
     @property
-    def first_id(self) -> str | None:
-        """The id of the answer's first message, once it exists."""
-        return str(self.sent[0].id) if self.sent else None
+    def ids(self) -> list[str]:
+        """The ids of the answer's messages, in order."""
+        return [str(m.id) for m in self.sent]
 
     def _about(self) -> str:
         return f"message {self.source.id}" if self.source is not None else "a message of the bot's"
@@ -74,13 +77,14 @@ class DiscordSurface:
     async def drop(self, index: int) -> bool:
         try:
             await self.sent[index].delete()
+        except discord.NotFound:
+            pass  # already gone (deleted by someone): what was asked
         except PlatformFailure as exc:
             log.warning(
-                "discord: could not delete a surplus part of the reply to %s: %s",
+                "discord: could not delete a surplus part of the reply to %s (it is blanked): %s",
                 self._about(),
                 describe_failure(exc, "give the bot Manage Messages there"),
             )
-            return False
-        finally:
-            del self.sent[index]
+            return False  # kept: the stream blanks it
+        del self.sent[index]
         return True

@@ -4,7 +4,7 @@ inbox item resumed after a restart or adopted from a process that died).
 discord.py's `PartialMessageable` / `PartialMessage` address a channel and a message by
 id alone, without a gateway event or a fetch, so a resumed answer costs no extra call:
 the reply goes to the target's channel (a thread is its own channel), as a reply to its
-`reply_to` message, and with `answer_id` into that message, edited in place.
+`reply_to` message, and with `answer_ids` into those messages, edited in place.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Targets:
             _snowflake(target.channel), guild_id=_snowflake(guild) if guild else None
         )
         message = channel.get_partial_message(_snowflake(target.reply_to)) if target.reply_to else None
-        answer = channel.get_partial_message(_snowflake(target.answer_id)) if target.answer_id else None
+        answer = [channel.get_partial_message(_snowflake(i)) for i in target.answer_ids]
         return BackfillingResponder(message, self.settings, me, channel=channel, answer=answer)
 
 

@@ -61,7 +61,7 @@ class BackfillingResponder(SlackResponder):
         settings: SlackSettings | None = None,
         user: str = "",
         team: str | None = None,
-        answer_id: str | None = None,
+        answer_ids: Sequence[str] = (),
     ) -> None:
         super().__init__(
             poster,
@@ -73,7 +73,7 @@ class BackfillingResponder(SlackResponder):
             user=user,
             team=team,
             is_direct=is_direct,
-            answer_id=answer_id,
+            answer_ids=answer_ids,
         )
         self.me = me
         self.limit = limit

@@ -15,10 +15,12 @@ status (`assistant.threads.setStatus`), cleared when the answer is final. Never 
 message per tool call.
 
 A responder needs only ids (channel, ts, thread_ts), so one is made for a stored
-`ReplyTarget` too (bots/slack/targets.py). With `answer_id` (the message a process that
-died had begun the answer in) the answer continues in that message, rewritten from the
-start with `chat.update` (a native stream cannot be reopened by another process).
-`answer_id` is the ts of the first message the streamed answer posted: what core stores.
+`ReplyTarget` too (bots/slack/targets.py). With `answer_ids` (the messages a process that
+died had begun the answer in) the answer continues in those messages, rewritten from
+the start with `chat.update` (a native stream cannot be reopened by another process),
+surplus ones deleted. The ts of each message a streamed answer posts (natively or not)
+is reported to core (`track_answer`) as soon as Slack returns it, and stored before the
+answer goes on.
 
 Every Web API failure (`not_in_channel`, `channel_not_found`, rate limits that
 outlast the client's retries, a network error) is logged here with what to do about
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -40,7 +42,15 @@ from bots.slack import approvals
 from bots.slack.progress import ToolProgress
 from bots.slack.settings import SlackSettings
 from bots.slack.stream import EditSurface, NativeSurface
-from core.model import AgentEvent, ApprovalDecided, ApprovalWaiting, CancelReason, Decision, Reply
+from core.model import (
+    AgentEvent,
+    AnswerNote,
+    ApprovalDecided,
+    ApprovalWaiting,
+    CancelReason,
+    Decision,
+    Reply,
+)
 from core.turn import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -171,7 +181,7 @@ class SlackResponder(QuietResponder):
         user: str = "",
         team: str | None = None,
         is_direct: bool = False,
-        answer_id: str | None = None,
+        answer_ids: Sequence[str] = (),
     ) -> None:
         self.poster = poster
         self.channel = channel
@@ -188,12 +198,13 @@ class SlackResponder(QuietResponder):
         self._progress = ToolProgress()
         self._thread_status = False
         """A tool status line shows as the thread's status (cleared with the answer)."""
+        self._note: AnswerNote | None = None
         draft = None
         s = self.settings
         self._surface: NativeSurface | EditSurface | None = None
         if s.stream != "off":
-            if answer_id is not None:
-                self._surface = EditSurface(poster, channel, thread_ts, sent=[answer_id])
+            if answer_ids:
+                self._surface = EditSurface(poster, channel, thread_ts, sent=list(answer_ids))
             elif s.stream == "native" and thread_ts is not None:
                 self._surface = NativeSurface(poster, channel, thread_ts, user=user, team=team)
             else:
@@ -205,15 +216,18 @@ class SlackResponder(QuietResponder):
                 first_post_s=s.stream_first_post_s,
                 first_chars=s.stream_first_chars,
             )
-            if answer_id is not None:
-                draft.resume()
+            if answer_ids:
+                draft.resume(len(answer_ids))
         self.live = LiveAnswer(draft)
 
     @property
-    def answer_id(self) -> str | None:
-        if isinstance(self._surface, NativeSurface):
-            return self._surface.fallback.first_ts
-        return self._surface.first_ts if self._surface is not None else None
+    def answer_ids(self) -> list[str]:
+        """The ts of each message the streamed answer shows in, in order."""
+        return list(self._surface.ids) if self._surface is not None else []
+
+    def track_answer(self, note: AnswerNote) -> None:
+        self._note = note
+        self.live.track(note)
 
     async def on_delta(self, text: str) -> None:
         self.live.add(text)
@@ -234,7 +248,13 @@ class SlackResponder(QuietResponder):
         if shown is None:
             return
         line, task = shown
-        if await surface.progress(line, task, self._progress.summary) or surface.refused:
+        before = len(surface.ids)
+        done = await surface.progress(line, task, self._progress.summary)
+        if len(surface.ids) != before and self._note is not None:
+            # Tool progress opened the answer's message before any text: reported like a
+            # post of the draft's, so a resumed answer rewrites it rather than leave it.
+            await self._note(tuple(surface.ids))
+        if done or surface.refused:
             return
         if await self.poster.set_status(self.channel, surface.thread_ts, line, here_only=True):
             self._thread_status = True

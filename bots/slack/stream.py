@@ -97,8 +97,8 @@ class EditSurface:
         """The ts of each message, in order (`sent`: messages an earlier process posted)."""
 
     @property
-    def first_ts(self) -> str | None:
-        return self.sent[0] if self.sent else None
+    def ids(self) -> list[str]:
+        return self.sent
 
     async def show(self, index: int, text: str, *, final: bool) -> bool:
         client = self.poster.client
@@ -119,12 +119,19 @@ class EditSurface:
         return True
 
     async def drop(self, index: int) -> bool:
-        ts = self.sent.pop(index)
+        ts = self.sent[index]
         try:
             await self.poster.client.chat_delete(channel=self.channel, ts=ts)
         except Failure as exc:
-            log.warning("slack: chat.delete of %s in %s failed: %s", ts, self.channel, error_code(exc))
-            return False
+            if error_code(exc) != "message_not_found":  # already gone: what was asked
+                log.warning(
+                    "slack: chat.delete of %s in %s failed (it is blanked): %s",
+                    ts,
+                    self.channel,
+                    error_code(exc),
+                )
+                return False  # kept: the stream blanks it
+        del self.sent[index]
         return True
 
 
@@ -152,6 +159,10 @@ class NativeSurface:
         """One call at a time: the draft's flusher and tool progress share the streams."""
 
     @property
+    def ids(self) -> list[str]:
+        return self.fallback.sent
+
+    @property
     def refused(self) -> bool:
         """Native streaming is refused to this app, or in this conversation."""
         return self.poster.native_refused or self.channel in self.poster.native_refused_in
@@ -168,8 +179,11 @@ class NativeSurface:
         async with self._lock:
             if index < len(self.streams):
                 await self._stop(index)
+            if not await self.fallback.drop(index):
+                return False  # kept (its stream stopped): `show` blanks it by an edit
+            if index < len(self.streams):
                 del self.streams[index], self.shown[index], self.tasks[index], self.plans[index]
-            return await self.fallback.drop(index)
+            return True
 
     async def progress(self, line: str, task: TaskUpdateChunk | None, summary: str) -> bool:
         """Show a tool event in the live message: `line` as its plan's title, `task` as a

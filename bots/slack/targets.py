@@ -3,7 +3,7 @@ inbox item resumed after a restart or adopted from a process that died).
 
 A Slack answer is addressed by ids alone (channel, thread_ts, the asked message's ts), so
 the responder of a target is the one a live event gets, built from the stored ids on
-this process's Web API client; with `answer_id` it rewrites that message in place.
+this process's Web API client; with `answer_ids` it rewrites those messages in place.
 """
 
 from __future__ import annotations
@@ -58,5 +58,5 @@ class Targets:
             user=extra.get("user", ""),
             team=extra.get("team") or self.me.team_id or None,
             is_direct=extra.get("direct") == "1",
-            answer_id=target.answer_id,
+            answer_ids=target.answer_ids,
         )

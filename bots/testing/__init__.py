@@ -16,7 +16,8 @@ fake platforms speak (and fake_slack imports) platform SDKs, which core/ never d
   files         small real files for attachment tests: `png`, `log_text`
   server        serve_on_loopback: an aiohttp app on a free 127.0.0.1 port
   agents        test agents at the agent boundary: RecordingAgent, FixedAgent, FlakyAgent,
-                SlowStreamAgent; Replies, a responder that collects replies
+                SlowStreamAgent; Replies, a responder that collects replies; `reported`,
+                the answer messages a responder reports
   board         Board: a fake platform answered through stored `ReplyTarget`s (the inbox)
   polling       `eventually(check)`: wait until a condition holds
   process       `ChatlaneProcess`: a real `chatlane run` child process; `run_cli` for the
@@ -28,7 +29,7 @@ The pytest fixtures built on these live in `tests/support/`.
 
 from __future__ import annotations
 
-from bots.testing.agents import FixedAgent, FlakyAgent, RecordingAgent, Replies, SlowStreamAgent
+from bots.testing.agents import FixedAgent, FlakyAgent, RecordingAgent, Replies, SlowStreamAgent, reported
 from bots.testing.board import Board, BoardResponder
 from bots.testing.fake_llm import FakeLLM
 from bots.testing.polling import eventually
@@ -50,6 +51,7 @@ __all__ = [
     "find_redis_server",
     "free_port",
     "read_status",
+    "reported",
     "run_cli",
     "unique_prefix",
     "write_config",

@@ -5,6 +5,7 @@ FixedAgent      the same answer to every turn
 FlakyAgent      fails or is slow on a deterministic share of turns (load and fault tests)
 SlowStreamAgent streams a known answer in many small pieces (a model that types)
 Replies           a responder that collects every reply of one message
+reported        the answer messages a responder reports to core (`track_answer`)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from core.agents import EchoAgent, TurnInput
-from core.model import AgentError, AgentEvent, ApprovalWaiting, ChatMessage, Decision, Reply
+from core.model import AgentError, AgentEvent, ApprovalWaiting, ChatMessage, Decision, Reply, Responder
 from core.turn import QuietResponder
 
 
@@ -151,25 +152,37 @@ class SlowStreamAgent:
 
     `text_for(turn, said)` is the whole answer of a turn, so a test can compare what a
     platform ended up showing with the exact non-streamed reply. `fail_after` pieces
-    makes it raise `AgentError` mid-answer; `streaming` is set once the first piece is out.
+    makes it raise `AgentError` mid-answer; `stall_after` pieces makes it stop there and
+    wait forever (a model that hangs: a process killed then was mid-answer); `words` is
+    how many words the default answer has (200: about 1,700 characters);
+    `streaming` is set once the first piece is out.
     """
 
     name = "slow-stream"
 
     def __init__(
-        self, pieces: int = 60, gap_s: float = 0.03, *, body: str = "", fail_after: int | None = None
+        self,
+        pieces: int = 60,
+        gap_s: float = 0.03,
+        *,
+        body: str = "",
+        fail_after: int | None = None,
+        stall_after: int | None = None,
+        words: int = 200,
     ) -> None:
         self.pieces = pieces
         self.gap_s = gap_s
         self.body = body
         self.fail_after = fail_after
+        self.stall_after = stall_after
+        self.words = words
         self.streaming = asyncio.Event()
         self.turns: list[TurnInput] = []
 
     def text_for(self, turn: int, said: str) -> str:
         """The answer to `said` (the turn's new messages joined by " + ") in turn `turn`."""
         head = f"Answer {turn} to {said!r}: "
-        return head + (self.body or " ".join(f"word{i}" for i in range(200)))
+        return head + (self.body or " ".join(f"word{i}" for i in range(self.words)))
 
     def split(self, text: str) -> list[str]:
         size = -(-len(text) // self.pieces)
@@ -181,6 +194,8 @@ class SlowStreamAgent:
         for i, piece in enumerate(self.split(self.text_for(turn.turn, said))):
             if self.fail_after is not None and i == self.fail_after:
                 raise AgentError("the model went away (secret detail)")
+            if self.stall_after is not None and i == self.stall_after:
+                await asyncio.Event().wait()
             if i:
                 await asyncio.sleep(self.gap_s)
             yield piece
@@ -192,5 +207,24 @@ class SlowStreamAgent:
 
 def slow_stream(options: Mapping[str, Any]) -> SlowStreamAgent:
     """A `SlowStreamAgent` for a `chatlane run` child process: `[agent] backend = "python"`,
-    `factory = "bots.testing.agents:slow_stream"`, `options = {pieces = 30, gap_s = 0.05}`."""
-    return SlowStreamAgent(int(options.get("pieces", 60)), float(options.get("gap_s", 0.03)))
+    `factory = "bots.testing.agents:slow_stream"`, `options = {pieces = 30, gap_s = 0.05}`
+    (and optionally `stall_after`, `words`)."""
+    stall = options.get("stall_after")
+    return SlowStreamAgent(
+        int(options.get("pieces", 60)),
+        float(options.get("gap_s", 0.03)),
+        stall_after=int(stall) if stall is not None else None,
+        words=int(options.get("words", 200)),
+    )
+
+
+def reported(responder: Responder) -> list[tuple[str, ...]]:
+    """Every list of answer messages `responder` reports to core (`track_answer`), in order,
+    as core's inbox would store them."""
+    reports: list[tuple[str, ...]] = []
+
+    async def note(ids: tuple[str, ...]) -> None:
+        reports.append(ids)
+
+    responder.track_answer(note)
+    return reports

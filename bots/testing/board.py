@@ -4,9 +4,10 @@
     gateway.targets.register("test", board.responder)
     await gateway.submit(inbound, board.responder(board.target(inbound)), target=board.target(inbound))
 
-Each message's answer streams into one "post" (its id is the responder's `answer_id`),
-edited in place as it grows; a responder built from a target that names a post edits
-that post from the start, as Discord and Slack adapters do. `board.posts_made` counts
+Each message's answer streams into one "post", edited in place as it grows; the post is
+reported to core (`track_answer`) the moment it is made, and a responder built from a
+target that names it (`answer_ids`) edits that post from the start, as the Discord and
+Slack adapters do. `board.posts_made` counts
 posts ever created, so a test sees a second copy; `board.replies[reply_to]` holds every
 reply a message got, in order.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 
-from core.model import Inbound, Reply, ReplyTarget
+from core.model import AnswerNote, Inbound, Reply, ReplyTarget
 from core.turn import QuietResponder
 
 _posts = itertools.count(1)
@@ -47,18 +48,21 @@ class BoardResponder(QuietResponder):
         self.target = target
         self._post: str | None = None
         self._fresh = True
+        self._note: AnswerNote | None = None
 
-    @property
-    def answer_id(self) -> str | None:
-        return self._post
+    def track_answer(self, note: AnswerNote) -> None:
+        self._note = note
 
     async def on_delta(self, text: str) -> None:
         if self._post is None:
-            if self.target.answer_id is not None and self.target.answer_id in self.board.posts:
-                self._post = self.target.answer_id  # resumed: edit the post from the start
+            resumed = self.target.answer_ids[0] if self.target.answer_ids else None
+            if resumed is not None and resumed in self.board.posts:
+                self._post = resumed  # resumed: edit the post from the start
             else:
                 self._post = f"post-{next(_posts)}"
                 self.board.posts_made += 1
+                if self._note is not None:
+                    await self._note((self._post,))
             self.board.posts[self._post] = ""
         self.board.posts[self._post] += text
 

@@ -63,8 +63,8 @@ class Pending:
     Such a message is never told "send it again" at shutdown: it stays in the inbox."""
     seq: int = 0
     """Its place in the conversation's inbox (orders adopted items among queued ones)."""
-    answer_id: str | None = None
-    """The platform message its answer streams into, as stored in the inbox."""
+    answer_ids: tuple[str, ...] = ()
+    """The platform messages its answer streams into, as stored in the inbox."""
     attempts: int = 0
     """Turns started on it before (by processes that died): a poison message is parked."""
 

@@ -43,6 +43,7 @@ from core.door.dedupe import Requests
 from core.door.targets import NoAdapter, Targets
 from core.model import (
     ANY,
+    AnswerNote,
     CancelReason,
     Closed,
     Inbound,
@@ -110,9 +111,9 @@ class _Outcome(QuietResponder):
         if self.inner is not None:
             await self.inner.on_cancelled(reason)
 
-    @property
-    def answer_id(self) -> str | None:
-        return self.inner.answer_id if self.inner is not None else None
+    def track_answer(self, note: AnswerNote) -> None:
+        if self.inner is not None:
+            self.inner.track_answer(note)
 
 
 def target_for(key: SessionKey) -> ReplyTarget | None:

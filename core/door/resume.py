@@ -5,7 +5,7 @@ conversations with pending items (never the list of sessions), and takes over th
 items whose owner is dead (its OS lock is free, or its Redis lease lapsed) and whose
 platform has a running adapter here (`gateway.targets`). Each taken item joins its
 conversation's lane in inbox order, before the conversation's later messages, and is
-answered through a responder made from its stored `ReplyTarget`: with the `answer_id`
+answered through a responder made from its stored `ReplyTarget`: with the `answer_ids`
 stored, a cut-off streamed answer is finished in place. One log line per resumed item.
 
 An adapter registering its platform wakes the scan at once, and the gateway holds that
@@ -166,7 +166,7 @@ class Resumer:
                 await self.store.inbox.settle(key, [item.item_id])
                 continue
             try:
-                responder = self.targets.responder(replace(item.target, answer_id=item.answer_id))
+                responder = self.targets.responder(replace(item.target, answer_ids=item.answer_ids))
             except NoAdapter:
                 continue
             except ValueError as exc:  # a damaged target: parked, never blocks the scan
@@ -183,7 +183,7 @@ class Resumer:
                 notice=item.kind == "notice",
                 item_id=item.item_id,
                 seq=item.seq,
-                answer_id=item.answer_id,
+                answer_ids=item.answer_ids,
                 attempts=item.attempts,
             )
             self.runner.live.add(item.item_id)
@@ -194,13 +194,13 @@ class Resumer:
                 raise
             self.metrics.inbox_resumed.inc()
             log.info(
-                "inbox: resumed item %s of %s (accepted %.1fs ago by %s, %d tries, answer message %s)",
+                "inbox: resumed item %s of %s (accepted %.1fs ago by %s, %d tries, answer messages %s)",
                 item.item_id,
                 key,
                 time.time() - item.at,
                 "this process" if item.owner == self.store.inbox.owner else f"owner {item.owner[:8]}",
                 item.attempts,
-                item.answer_id or "-",
+                ",".join(item.answer_ids) or "-",
             )
             count += 1
         return count

@@ -34,6 +34,7 @@ from core.model.keys import (
     validate_key,
 )
 from core.model.messages import (
+    AnswerNote,
     AttachmentKind,
     AttachmentRef,
     CancelReason,
@@ -50,6 +51,7 @@ from core.model.messages import (
     Responder,
     Role,
     Usage,
+    answer_ids_of,
 )
 from core.model.sessions import (
     Admission,
@@ -73,6 +75,7 @@ __all__ = [
     "Admission",
     "AgentError",
     "AgentEvent",
+    "AnswerNote",
     "Approval",
     "ApprovalDecided",
     "ApprovalWaiting",
@@ -118,6 +121,7 @@ __all__ = [
     "TurnCommit",
     "TurnLease",
     "Usage",
+    "answer_ids_of",
     "build_key",
     "fire_id",
     "format_key",

@@ -4,7 +4,7 @@ answers it (core/store/base.py `Inbox`).
 
 An item is everything a process that never saw the platform event needs to answer it:
 the message (`Inbound`: text, ids, the gating facts), where the answer goes
-(`ReplyTarget`), its kind, and what happened to it so far (the platform message its
+(`ReplyTarget`), its kind, and what happened to it so far (the platform messages its
 answer streams into, how many turns started on it, which process owns it).
 
 Attachments: an item keeps each file's name and announced size, never the bytes (an
@@ -69,8 +69,8 @@ class InboxItem:
     """The process that owns it (accepted or adopted it); set by the store."""
     seq: int = 0
     """Its place in its conversation's inbox, given by the store at append (ascending)."""
-    answer_id: str | None = None
-    """The platform message its answer streams into, once one was posted."""
+    answer_ids: tuple[str, ...] = ()
+    """The platform messages its answer streams into, in order, once one was posted."""
     attempts: int = 0
     """Turns started on it that did not answer it."""
     due_at: float | None = None
@@ -78,7 +78,7 @@ class InboxItem:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The stored form (the owner, seq, answer id and attempts are kept apart by the
+        """The stored form (the owner, seq, answer ids and attempts are kept apart by the
         backends, which change them without rewriting the item)."""
         inbound = self.inbound
         obj: dict[str, Any] = {name: getattr(inbound, name) for name in _INBOUND_TEXT}

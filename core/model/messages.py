@@ -4,7 +4,7 @@ records, and the `Responder` an adapter answers through.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -81,27 +81,34 @@ class ReplyTarget:
     schedules, approvals). Adapters turn a target back into a `Responder`.
 
     `reply_to` is the platform message answered (None for a proactive message);
-    `answer_id` the bot message an answer is streaming into, once one exists (a resumed
-    answer edits it in place); `extra` holds what else an adapter needs (a Slack team,
-    a Discord guild), as strings.
+    `answer_ids` the bot messages an answer is streaming into, in order, once any exists
+    (a resumed answer rewrites them in place: an answer past a platform's message limit
+    spans several); `extra` holds what else an adapter needs (a Slack team, a Discord
+    guild), as strings.
+
+    Stored form: `answer_ids` as a list, and its first id as `answer_id` too, which is
+    all that a record written before answers had several messages holds (still read).
     """
 
     platform: str
     channel: str
     thread: str | None = None
     reply_to: str | None = None
-    answer_id: str | None = None
+    answer_ids: tuple[str, ...] = ()
     extra: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "platform": self.platform,
             "channel": self.channel,
             "thread": self.thread,
             "reply_to": self.reply_to,
-            "answer_id": self.answer_id,
+            "answer_id": self.answer_ids[0] if self.answer_ids else None,
             "extra": dict(self.extra),
         }
+        if self.answer_ids:
+            out["answer_ids"] = list(self.answer_ids)
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, object]) -> ReplyTarget:
@@ -126,9 +133,20 @@ class ReplyTarget:
             channel,
             text("thread"),
             text("reply_to"),
-            text("answer_id"),
+            answer_ids_of(obj.get("answer_ids"), text("answer_id")),
             tuple(sorted(extra.items())),
         )
+
+
+def answer_ids_of(many: object, one: str | None) -> tuple[str, ...]:
+    """The answer messages a stored record names: its `answer_ids` list, or (a record
+    written before answers had several messages) its one `answer_id`. ValueError for
+    anything else (a corrupt record)."""
+    if many is None:
+        return (one,) if one else ()
+    if not isinstance(many, list) or not all(isinstance(i, str) and i for i in many):
+        raise ValueError("answer ids must be a list of strings")
+    return tuple(many)
 
 
 ReplyKind = Literal["answer", "merged", "failure", "dropped", "notice", "shutdown", "limited", "stopped"]
@@ -227,6 +245,13 @@ class Closed(Exception):
     """The gateway is shutting down and takes no new messages."""
 
 
+AnswerNote = Callable[[tuple[str, ...]], Awaitable[None]]
+"""Given by core to a responder (`Responder.track_answer`): called with the ids of every
+platform message the streamed answer shows in, in order, each time that list changes (a
+message posted or deleted), and awaited before the answer goes on, so the ids are stored
+with the message's inbox item before anything more is shown."""
+
+
 class Responder(Protocol):
     """How the gateway talks back to the adapter for one inbound message.
 
@@ -259,12 +284,12 @@ class Responder(Protocol):
         waiting): shown as one status line of the answer, edited in place."""
         ...
 
-    @property
-    def answer_id(self) -> str | None:
-        """The platform message the answer is streaming into, once one was posted (None
-        before, and for responders that post nothing until the end). Core reads it after
-        `on_delta` and stores it with the message's `ReplyTarget`, so a process that
-        resumes the answer after a crash edits that same message instead of posting again."""
+    def track_answer(self, note: AnswerNote) -> None:
+        """From now on, report the platform messages the answer streams into through
+        `note`: the moment a platform call posts (or deletes) one and before the next call
+        of the answer, so a process that resumes the answer after a crash rewrites exactly
+        those messages, in order, instead of posting a second copy. A responder that posts
+        nothing until the end (or cannot edit what it posted) never calls it."""
         ...
 
 

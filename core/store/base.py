@@ -289,10 +289,16 @@ class Inbox(Protocol):
         ...
 
     async def note(
-        self, key: SessionKey, item_id: str, *, answer_id: str | None = None, attempt: bool = False
+        self,
+        key: SessionKey,
+        item_id: str,
+        *,
+        answer_ids: Sequence[str] | None = None,
+        attempt: bool = False,
     ) -> None:
-        """Remember the platform message an item's answer streams into, and/or that a turn
-        started on it (`attempts` + 1). Survives a process crash."""
+        """Remember the platform messages an item's answer streams into (all of them, in
+        order: they replace what was noted before), and/or that a turn started on it
+        (`attempts` + 1). Survives a process crash. A done item is left alone."""
         ...
 
     async def settle(self, key: SessionKey, item_ids: Sequence[str], *, park: bool = False) -> None:

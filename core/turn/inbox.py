@@ -4,12 +4,14 @@ The items a turn answers are marked done by its commit (`TurnCommit.answered`); 
 leaves a lane without such a commit (commands, drops, stops, failures) is settled here.
 Each turn started on an item is counted, so a message that crashes every process that
 tries it (a poison message) is parked after `POISON_ATTEMPTS` and its sender told once.
-The platform message an answer streams into is stored with its item the first time the
-responder names it, so a process that resumes the answer edits that same message.
+The platform messages an answer streams into are stored with its item as the responder
+reports them (`Responder.track_answer`: right after each post, before the answer goes
+on), so a process that resumes the answer rewrites those same messages.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from core.conversation import Pending
@@ -70,18 +72,35 @@ class InboxSteps:
                 except StoreError as exc:
                     log.warning("inbox of %s: attempt not counted: %s", key, exc)
 
-    async def show(self, key: SessionKey, batch: list[Pending], piece: str) -> None:
-        """Stream a piece into the last message's responder; the first time the responder
-        names the platform message the answer streams into, store it with the item, so a
-        process that resumes this answer edits that message instead of posting again."""
+    def track(self, key: SessionKey, batch: list[Pending]) -> None:
+        """The answer streams into the last message's responder: each time it posts (or
+        deletes) a platform message, the ids of all of them are stored with the item before
+        the answer goes on, so a process that resumes it after a crash rewrites exactly
+        those messages instead of posting a second copy. Call before anything streams."""
         last = batch[-1]
-        await last.responder.on_delta(piece)
         if not last.item_id:
             return
-        answer_id = last.responder.answer_id
-        if answer_id is not None and answer_id != last.answer_id:
-            last.answer_id = answer_id
+        # FIFO: two reports in flight (a post of the draft's, tool progress opening a
+        # message) are stored in the order their lists were taken, so the newest wins.
+        order = asyncio.Lock()
+
+        async def noted(ids: tuple[str, ...]) -> None:
+            async with order:
+                await write(ids)
+
+        async def write(ids: tuple[str, ...]) -> None:
+            if ids == last.answer_ids:
+                return
             try:
-                await self.store.inbox.note(key, last.item_id, answer_id=answer_id)
+                await self.store.inbox.note(key, last.item_id, answer_ids=ids)
             except StoreError as exc:
-                log.warning("inbox of %s: answer message not stored: %s", key, exc)
+                log.warning("inbox of %s: answer messages not stored: %s", key, exc)
+                return
+            last.answer_ids = ids
+            log.debug("inbox item %s: answer messages %s stored", last.item_id, ",".join(ids))
+
+        last.responder.track_answer(noted)
+
+    async def show(self, key: SessionKey, batch: list[Pending], piece: str) -> None:
+        """Stream a piece into the last message's responder."""
+        await batch[-1].responder.on_delta(piece)

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from core.model import AgentEvent, CancelReason, Reply
+from core.model import AgentEvent, AnswerNote, CancelReason, Reply
 
 
 class QuietResponder(abc.ABC):
@@ -32,8 +32,7 @@ class QuietResponder(abc.ABC):
     async def on_event(self, event: AgentEvent) -> None:
         return None
 
-    @property
-    def answer_id(self) -> str | None:
+    def track_answer(self, note: AnswerNote) -> None:
         return None
 
 

@@ -298,6 +298,7 @@ class TurnRunner:
         made = await self._context(entry, settings, agent, batch, since)
         answered = tuple(p.item_id for p in batch if p.item_id)
         await self.inbox.count_attempt(key, batch)
+        self.inbox.track(key, batch)
         model = self.metrics.model(agent_id, parse_key(key).platform)
         began = time.perf_counter()
         try:

@@ -18,10 +18,16 @@ platform messages in step with them through a `Surface` (the platform's calls):
   the messages read the same as a non-streamed reply. `mark(note)` finishes with the
   text so far plus a visible note ("stopped", the failure message): a cut-off answer
   never looks finished.
-* `resume()` continues an answer a process that died had begun: the message it posted
-  (the `ReplyTarget.answer_id`) counts as shown with unknown text, so the new answer
-  edits it from its first flush and the final reply always rewrites it: no second copy,
-  no cut-off text left behind.
+* `on_messages` (set by the responder's `track_answer`) is told the ids of every message
+  shown, in order, each time a message is posted or deleted, and awaited before the
+  next platform call: core stores them with the inbox item, so a crash right after a
+  post never leaves a message the next process does not know about.
+* `resume(n)` continues an answer a process that died had begun: the n messages it
+  posted (the `ReplyTarget.answer_ids`) count as shown with unknown text, so the new
+  answer edits them in order from its first flush (posting more only past the n-th),
+  and the final reply always rewrites them, deleting those it no longer needs (or
+  blanking one whose delete the platform refused): no second copy, no cut-off or
+  leftover part behind.
 
 Surfaces that can only append (Slack's native streaming) see only text that is not
 expected to change: sealed chunks whole, and the live chunk up to its last stable word
@@ -41,11 +47,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from core.model import (
     AgentEvent,
+    AnswerNote,
     ApprovalWaiting,
     CancelReason,
     Reply,
@@ -62,6 +69,9 @@ MAX_BACKOFF_S = 30.0
 """A failing platform is retried at least this often while text keeps coming."""
 UNKNOWN_TEXT = "\x00"
 """What a resumed message is taken to show: no real text equals it, so it is always edited."""
+BLANK_PART = "\u200b"
+"""What a surplus message of an answer is edited to when the platform refuses to delete it:
+a zero-width space, the closest to empty a platform accepts (it shows nothing)."""
 
 
 class Surface(Protocol):
@@ -82,7 +92,14 @@ class Surface(Protocol):
         ...
 
     async def drop(self, index: int) -> bool:
-        """Delete message `index` (a final answer that needs fewer messages)."""
+        """Delete message `index` (a final answer that needs fewer messages); it is always
+        the last one. False when the platform refused: the message is still there, still
+        message `index`, and the stream blanks it (`show` with `BLANK_PART`)."""
+        ...
+
+    @property
+    def ids(self) -> Sequence[str]:
+        """The platform ids of the messages shown, in order (those a resume began with too)."""
         ...
 
 
@@ -120,6 +137,8 @@ class DraftStream:
         self._wake = asyncio.Event()
         self._calls = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        self.on_messages: AnswerNote | None = None
+        """Told the messages' ids each time one is posted or deleted (see the module doc)."""
 
     @property
     def shown(self) -> bool:
@@ -175,12 +194,13 @@ class DraftStream:
             text += f"\n{FENCE}"
         return await self.finish(f"{text}\n\n{note}" if text else note)
 
-    def resume(self) -> None:
-        """The answer goes into the one message an earlier process posted for it (its text
-        is unknown here): every flush edits that message, starting with the first, and
-        `finish`/`mark` always rewrite it. Call before the first `add`."""
-        if not self._shown:
-            self._shown, self._sealed = [UNKNOWN_TEXT], [False]
+    def resume(self, count: int = 1) -> None:
+        """The answer goes into the `count` messages an earlier process posted for it (their
+        text is unknown here): flushes edit them in order, starting with the first, and
+        `finish`/`mark` always rewrite them, deleting those the answer no longer needs.
+        Call before the first `add`."""
+        if not self._shown and count > 0:
+            self._shown, self._sealed = [UNKNOWN_TEXT] * count, [False] * count
 
     def restart(self) -> None:
         """The answer starts over (a fenced turn is answered again): the next pieces replace
@@ -287,16 +307,31 @@ class DraftStream:
             else:
                 self._shown.append(target)
                 self._sealed.append(sealed)
+                await self._report()  # before anything more is shown
         if final:
             while len(self._shown) > len(targets):
                 called = True
-                await self.surface.drop(len(self._shown) - 1)
+                last = len(self._shown) - 1
+                if not await self.surface.drop(last):
+                    # Never a leftover part: one that cannot go shows nothing.
+                    await self.surface.show(last, BLANK_PART, final=True)
                 self._shown.pop()
                 self._sealed.pop()
+                await self._report()
         if called:
             self._last_flush = self._clock()
             most = MAX_BACKOFF_S / max(self.interval_s, 0.001)
             self._backoff = min(self._backoff * 2, most) if failed else 1.0
+
+    async def _report(self) -> None:
+        """Tell `on_messages` the ids of the messages shown now; its failure is logged (a
+        store error there is the caller's to log: this is a bug guard)."""
+        if self.on_messages is None:
+            return
+        try:
+            await self.on_messages(tuple(self.surface.ids))
+        except Exception:
+            log.exception("the messages of a streamed answer were not reported")
 
 
 def _stable_end(text: str, start: int, stop: int) -> int:
@@ -378,6 +413,11 @@ class LiveAnswer:
     def __init__(self, draft: DraftStream | None) -> None:
         self.draft = draft
         self.tools = ToolStatus()
+
+    def track(self, note: AnswerNote) -> None:
+        """`Responder.track_answer`: the draft reports its messages to `note`."""
+        if self.draft is not None:
+            self.draft.on_messages = note
 
     def add(self, piece: str) -> None:
         if self.draft is not None:

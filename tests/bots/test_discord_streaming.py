@@ -224,13 +224,13 @@ async def test_shutdown_mid_stream_marks_the_partial_as_paused_and_keeps_the_mes
     bot = await start_bot(STREAMING, agent=SlowStreamAgent(60, 0.05))
     await fake.send_message("long story", mention=True)
     [first] = await fake.wait_for_sent(fake.channel_id)
-    await eventually(lambda: fake.edits_of(first["id"]))  # the answer grew: its message id is noted
+    await eventually(lambda: fake.edits_of(first["id"]))  # the answer grew (its id is noted before)
     await bot.runtime.gateway.close(timeout=0.2)
     [partial] = fake.shown_in(fake.channel_id)
     assert partial.endswith(CANCEL_MARKS["shutdown"])
     [entry] = (await bot.runtime.store.list()).entries
     assert await bot.runtime.store.tail(entry.session_id, 10) == []
     [item] = (await bot.runtime.store.inbox.items(entry.key)).pending
-    assert (item.inbound.text, item.answer_id) == ("long story", first["id"])
+    assert (item.inbound.text, item.answer_ids) == ("long story", (first["id"],))
     asked = fake.sent_to(fake.channel_id)[0]["request"]["message_reference"]["message_id"]
     assert item.target is not None and item.target.reply_to == str(asked)

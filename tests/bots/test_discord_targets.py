@@ -1,7 +1,7 @@
 """Discord reply targets: what the adapter stores for a message, and the responder a
 process that never saw the message builds from it (real discord.py against the fake
 Discord). A stored target answers in the right channel or thread, as a reply to the right
-message; with an `answer_id` it rewrites that message in place instead of posting again."""
+message; with `answer_ids` it rewrites those messages in place instead of posting again."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import uuid
 import discord
 
 from bots.discord.inbound import reply_target
-from bots.testing import eventually
+from bots.testing import eventually, reported
 from bots.testing.fake_discord import FakeDiscord
 from core.model import Inbound, InboxItem, Reply, ReplyTarget, SessionKey
 from core.turn.streaming import CANCEL_MARKS
@@ -48,7 +48,7 @@ async def test_a_thread_message_target_names_the_thread_the_message_and_the_guil
     sent = await fake.send_message("hello", channel=fake.thread_id)
     target = reply_target(await received(bot, sent["id"]))
     assert (target.platform, target.channel, target.thread) == ("discord", fake.thread_id, fake.thread_id)
-    assert target.reply_to == sent["id"] and target.answer_id is None
+    assert target.reply_to == sent["id"] and target.answer_ids == ()
     assert dict(target.extra) == {"guild": fake.guild_id, "parent": fake.channel_id}
 
 
@@ -66,17 +66,29 @@ async def test_a_stored_target_answers_in_its_thread_as_a_reply_to_its_message(
     assert not fake.sent_to(fake.channel_id)
 
 
-async def test_a_streamed_answer_names_its_first_message_as_answer_id(
+async def test_a_streamed_answer_reports_each_message_the_moment_discord_returns_it(
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
+    """Before any edit and before the next part is posted: a crash right after the
+    first post must not leave a message core does not know about."""
     bot = await start_bot(STREAMING)
     target = ReplyTarget("discord", fake.channel_id, extra=(("guild", fake.guild_id),))
     responder = bot.runtime.gateway.targets.responder(target)
-    assert responder.answer_id is None
+    seen: list[tuple[tuple[str, ...], int]] = []
+
+    async def note(ids: tuple[str, ...]) -> None:
+        seen.append((ids, len(fake.calls_to("PATCH", r"/channels/\d+/messages/\d+"))))
+
+    responder.track_answer(note)
     await responder.on_delta("The first words of a long answer")
     [first] = await fake.wait_for_sent(fake.channel_id)
-    await eventually(lambda: responder.answer_id is not None)
-    assert responder.answer_id == first["id"]
+    await eventually(lambda: seen)
+    assert seen == [((first["id"],), 0)], "reported once, before any edit"
+    await responder.on_delta(" " + "and on " * 400)  # past 2,000 characters: a second message
+    await responder.send(Reply("The first words of a long answer " + "and on " * 400, "answer", KEY))
+    parts = fake.sent_to(fake.channel_id)
+    assert len(parts) == 2
+    assert [ids for ids, _ in seen] == [(parts[0]["id"],), (parts[0]["id"], parts[1]["id"])]
 
 
 async def test_an_answer_id_makes_the_new_answer_rewrite_that_message_from_its_start(
@@ -87,13 +99,13 @@ async def test_an_answer_id_makes_the_new_answer_rewrite_that_message_from_its_s
     targets = bot.runtime.gateway.targets
     # A first process streams half an answer, then dies (nothing marks it).
     first = targets.responder(ReplyTarget("discord", fake.channel_id, reply_to=sent["id"]))
+    ids = reported(first)
     await first.on_delta("Half an ans")
-    await eventually(lambda: first.answer_id is not None)
-    cut = first.answer_id
+    await eventually(lambda: ids)
+    [(cut,)] = ids
     # The next process resumes it from the stored target.
-    target = through_json(ReplyTarget("discord", fake.channel_id, reply_to=sent["id"], answer_id=cut))
+    target = through_json(ReplyTarget("discord", fake.channel_id, reply_to=sent["id"], answer_ids=(cut,)))
     again = targets.responder(target)
-    assert again.answer_id == cut
     await again.on_delta("A whole")
     await eventually(lambda: fake.shown_in(fake.channel_id) == ["A whole"])
     await again.on_delta(" new answer.")
@@ -109,9 +121,10 @@ async def test_an_answer_id_is_rewritten_even_when_the_new_answer_does_not_strea
     bot = await start_bot(STREAMING)
     targets = bot.runtime.gateway.targets
     first = targets.responder(ReplyTarget("discord", fake.channel_id))
+    ids = reported(first)
     await first.on_delta("Cut off mid-sen")
-    await eventually(lambda: first.answer_id is not None)
-    again = targets.responder(ReplyTarget("discord", fake.channel_id, answer_id=first.answer_id))
+    await eventually(lambda: ids)
+    again = targets.responder(ReplyTarget("discord", fake.channel_id, answer_ids=ids[-1]))
     await again.send(Reply("The answer, in one piece.", "answer", KEY))
     assert fake.shown_in(fake.channel_id) == ["The answer, in one piece."]
 
@@ -122,9 +135,10 @@ async def test_a_resumed_answer_cut_off_again_by_a_restart_is_marked_in_that_mes
     bot = await start_bot(STREAMING)
     targets = bot.runtime.gateway.targets
     first = targets.responder(ReplyTarget("discord", fake.channel_id))
+    ids = reported(first)
     await first.on_delta("Cut off")
-    await eventually(lambda: first.answer_id is not None)
-    again = targets.responder(ReplyTarget("discord", fake.channel_id, answer_id=first.answer_id))
+    await eventually(lambda: ids)
+    again = targets.responder(ReplyTarget("discord", fake.channel_id, answer_ids=ids[-1]))
     await again.on_delta("Cut off again")
     await again.on_cancelled("shutdown")
     [shown] = fake.shown_in(fake.channel_id)

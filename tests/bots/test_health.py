@@ -13,7 +13,7 @@ from bots.health import HealthService
 from bots.http.service import HttpService
 from bots.launcher import load_config
 from bots.runtime import Runtime, StartupError
-from bots.testing import ChatlaneProcess, RedisServer
+from bots.testing import ChatlaneProcess, RedisServer, eventually
 from bots.testing.fake_discord import FakeDiscord
 
 METRICS_AT = re.compile(r"metrics: running \(/livez /readyz /metrics on (http://127\.0\.0\.1:\d+)")
@@ -53,10 +53,17 @@ async def test_a_discord_only_bot_has_liveness_readiness_and_guarded_metrics(tmp
             assert '"discord": "ok"' in body and '"store": "ok"' in body
             assert (await _get(http, f"{root}/metrics"))[0] == 401  # no scrape token
             assert (await _get(http, f"{root}/metrics", "wrong"))[0] == 401
-            status, text = await _get(http, f"{root}/metrics", SCRAPE)
-        assert status == 200
+
+            async def turn_over() -> str:
+                # The streamed post is seen before its turn ends (commit, then deliver): the
+                # turn's metrics settle a moment after it.
+                status, text = await _get(http, f"{root}/metrics", SCRAPE)
+                assert status == 200
+                done = "chatlane_running_turns 0.0" in text
+                return text if done and "_count{agent=" in text else ""
+
+            text = await eventually(turn_over, timeout=20)
         assert 'chatlane_model_latency_seconds_count{agent="main",platform="discord"} 1.0' in text
-        assert "chatlane_running_turns 0.0" in text
         assert 'chatlane_model_errors_total{agent="main",platform="discord"} 0.0' in text  # bound once
     finally:
         await process.terminate()

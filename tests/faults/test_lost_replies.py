@@ -93,6 +93,8 @@ async def commit(w: World) -> Problem:
             TurnCommit(lease, entry.session_id, commit_id, [ChatMessage("user", "x", 1.0)], 1.0, 1)
         )
     stored = await w.direct.lrange(f"{w.prefix}:transcript:{entry.session_id}", 0, -1)  # type: ignore[misc]
+    if await w.direct.exists(w.store.names.lock(w.key)):
+        return ("stuck", "the lock stayed taken after the commit that lets go of it")
     return None if len(stored) == 1 else ("double", f"{len(stored)} commits stored")
 
 
@@ -133,6 +135,16 @@ async def reserve(w: World) -> Problem:
     stored = await w.store.get(w.key)
     if stored is None or stored.session_id != entry.session_id:
         return ("lost", "the reserved session is not the stored one")
+    return None if minted else ("double", "a session it minted was reported as found (minted twice?)")
+
+
+async def mint_with_lock(w: World) -> Problem:
+    async with w.store.lock_turn(w.key):
+        w.proxy.drop_reply_to(b"EVALSHA", w.store.names.entry(w.key).encode())
+        entry, minted = await Reserver(w.store).resolve(w.key)
+    stored = await w.store.get(w.key)
+    if stored is None or stored.session_id != entry.session_id:
+        return ("lost", "the minted session is not the stored one")
     return None if minted else ("double", "a session it minted was reported as found (minted twice?)")
 
 
@@ -224,6 +236,7 @@ CASES: dict[str, Case] = {
     "turn lock renew (script)": renew,
     "turn lock release (script)": release,
     "reserve (WATCH/MULTI)": reserve,
+    "first session under the turn lock (script)": mint_with_lock,
     "reset (WATCH/MULTI)": reset,
     "set_model (WATCH/MULTI)": set_model,
     "delete (WATCH/MULTI)": delete,

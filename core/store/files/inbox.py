@@ -11,7 +11,9 @@ pending items, and the OS lock that says which process is alive.
 
 Lines, each one JSON object: `{"add": item, "owner": o}` (an accepted message),
 `{"own": [ids], "owner": o}` (adopted), `{"try": id}` (a turn started on it),
-`{"answer": id, "answer_id": m}` (its answer streams into platform message m),
+`{"answer": id, "answer_ids": [m1, m2], "answer_id": m1}` (its answer streams into
+platform messages m1, m2, in order; the last such line counts; a line with only
+`answer_id`, written before answers had several messages, names one),
 `{"done": [ids]}` and `{"park": [ids]}`. An item's place (`seq`) is its line's order.
 
 Answered = committed: a turn's commit line in the transcript names the items it
@@ -173,17 +175,22 @@ class FileInbox:
         return [*mine, *taken]
 
     async def note(
-        self, key: SessionKey, item_id: str, *, answer_id: str | None = None, attempt: bool = False
+        self,
+        key: SessionKey,
+        item_id: str,
+        *,
+        answer_ids: Sequence[str] | None = None,
+        attempt: bool = False,
     ) -> None:
         lines = b""
         if attempt:
             lines += inbox_file.encode_line({"try": item_id})
-        if answer_id is not None:
-            lines += inbox_file.encode_line({"answer": item_id, "answer_id": answer_id})
+        if answer_ids is not None:
+            lines += inbox_file.answer_line(item_id, answer_ids)
         if not lines:
             return
         # Not fsync'd: these survive a process crash (page cache); after a power loss an
-        # answer is posted anew and an attempt is not counted, both harmless.
+        # answer's messages may be posted anew and an attempt is not counted.
         async with self._locked(self._path(key)) as fd:
             if fd >= 0 and os.fstat(fd).st_size:  # an emptied inbox holds nothing to note
                 inbox_file.append_lines(fd, lines)

@@ -9,13 +9,13 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from filelock import lock_descriptor, unlock_descriptor
 
-from core.model import InboxItem, SessionKey, validate_key
+from core.model import InboxItem, SessionKey, answer_ids_of, validate_key
 from core.store import jsonl
 
 
@@ -34,6 +34,13 @@ class Fold:
 
 def encode_line(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace") + b"\n"
+
+
+def answer_line(item_id: str, answer_ids: Sequence[str]) -> bytes:
+    """The line naming an item's answer messages; `answer_id` (the first) is what a process
+    of an older version reads (it finishes the answer in that one message)."""
+    ids = list(answer_ids)
+    return encode_line({"answer": item_id, "answer_ids": ids, "answer_id": ids[0] if ids else None})
 
 
 def append_lines(fd: int, data: bytes) -> jsonl.Written:
@@ -74,8 +81,8 @@ def rewrite(path: str, pending: list[InboxItem]) -> None:
     for item in pending:
         data += encode_line({"add": item.to_json(), "owner": item.owner})
         data += encode_line({"try": item.item_id}) * item.attempts
-        if item.answer_id is not None:
-            data += encode_line({"answer": item.item_id, "answer_id": item.answer_id})
+        if item.answer_ids:
+            data += answer_line(item.item_id, item.answer_ids)
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -100,10 +107,10 @@ def whole_lines(fd: int) -> Iterator[bytes]:
 
 
 def fold(fd: int) -> Fold:
-    """Read the file from start to end: its items with their owner, tries and answer message."""
+    """Read the file from start to end: its items with their owner, tries and answer messages."""
     out = Fold()
     tries: dict[str, int] = {}
-    answers: dict[str, str] = {}
+    answers: dict[str, tuple[str, ...]] = {}
     owners: dict[str, str] = {}
     for raw in whole_lines(fd):
         line = raw.rstrip(b"\n")
@@ -124,7 +131,8 @@ def fold(fd: int) -> Fold:
             elif "try" in obj:
                 tries[str(obj["try"])] = tries.get(str(obj["try"]), 0) + 1
             elif "answer" in obj:
-                answers[str(obj["answer"])] = str(obj["answer_id"])
+                one = obj.get("answer_id")
+                answers[str(obj["answer"])] = answer_ids_of(obj.get("answer_ids"), one and str(one))
             elif "done" in obj or "park" in obj:
                 named = _ids(obj.get("done", obj.get("park")))
                 out.closed.update(named)
@@ -140,7 +148,7 @@ def fold(fd: int) -> Fold:
             seq=seq,
             owner=owners.get(item_id, ""),
             attempts=tries.get(item_id, 0),
-            answer_id=answers.get(item_id),
+            answer_ids=answers.get(item_id, ()),
         )
     return out
 

@@ -70,6 +70,24 @@ return {raw, false}
 """
 
 
+# KEYS[1] entry; ARGV[1] a minted entry (JSON). 1 if it is stored now: set here, or by
+# this same call's first attempt whose reply was lost (the value holds a fresh random
+# session id, so an equal value is this call's own); 0 if the key has another value.
+_MINT = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX') then return 1 end
+if redis.pcall('get', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+"""
+_ALL = 2**31
+"""`asked` of an empty transcript read: any tail of it is empty."""
+
+
+def session_in(raw: bytes) -> str | None:
+    """The session id an entry's JSON names, found without decoding it (None if none)."""
+    found = _SESSION_IN_RAW.search(raw)
+    return found.group(1).decode() if found is not None else None
+
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
@@ -126,6 +144,7 @@ class RedisSessions:
         self.url = url
         self.names = names
         self._get_script = client.register_script(GET_SCRIPT)
+        self._mint_script = client.register_script(_MINT)
         self._reads: dict[str, TurnReads] = {}
         """Key -> what its turn lock's script read, while this process holds that lock."""
         self._tails_read: dict[str, TurnReads] = {}
@@ -210,6 +229,12 @@ class RedisSessions:
         return self._with_progress(entry, found.commits[-1] if found.commits else None)
 
     async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
+        found = self._reads.get(key)
+        if found is not None and found.entry is None:
+            minted = await self._mint_with_lock(key, mint)
+            if minted is not None:
+                return minted, True
+
         def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, tuple[SessionEntry, bool]]:
             if current is not None and is_fresh(current):
                 return None, (current, False)
@@ -217,6 +242,25 @@ class RedisSessions:
             return entry, (entry, True)
 
         return await self._update(key, decide, "reserve")
+
+    async def _mint_with_lock(self, key: SessionKey, mint: Minter) -> SessionEntry | None:
+        """The first session of a key whose turn lock (held here) found no entry: one
+        `SET NX` script instead of the WATCH/MULTI loop's three round trips. The new,
+        empty session is what the lock has read from then on (its `get` and `tail` cost
+        no round trip). None if the key has a value after all (a damaged one, or one
+        written by a writer that does not take the turn lock): the loop decides then."""
+        entry = mint(key)
+        raw = json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
+        with self._errors("reserve"):
+            try:
+                stored = await self._mint_script(keys=[self.names.entry(key)], args=[raw])
+            except ResponseError:
+                return None
+        if not stored:
+            return None
+        self.forget_reads(key)
+        self._reads[key] = self._tails_read[entry.session_id] = TurnReads(raw, [], _ALL)
+        return entry
 
     async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
         def decide(current: SessionEntry | None) -> tuple[SessionEntry | None, SessionEntry | None]:

@@ -2,7 +2,9 @@
 the pending ones; an index of the conversations with pending items; owner leases.
 
     <prefix>:inbox:<sha256(key)>         hash: i:<id> the item (JSON), o:<id> its owner,
-                                         t:<id> turns started on it, a:<id> answer message
+                                         t:<id> turns started on it, m:<id> its answer
+                                         messages (JSON list), a:<id> the first of them
+                                         (all that older versions write and read)
     <prefix>:inbox-order:<sha256(key)>   sorted set: pending item ids by seq
     <prefix>:inbox-parked:<sha256(key)>  sorted set: parked (poison) item ids by seq
     <prefix>:inbox-seq:<sha256(key)>     the key's seq counter
@@ -29,7 +31,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from core.model import InboxItem, InboxView, SessionKey, validate_key
+from core.model import InboxItem, InboxView, SessionKey, answer_ids_of, validate_key
 from core.store.redis.entries import digest
 from core.store.redis.lock import redis_errors
 
@@ -41,7 +43,7 @@ DONE_LUA = """
 local function inbox_done(hash, order, index, key, ids)
   for _, id in ipairs(ids) do
     redis.call('zrem', order, id)
-    redis.call('hdel', hash, 'i:' .. id, 'o:' .. id, 't:' .. id, 'a:' .. id)
+    redis.call('hdel', hash, 'i:' .. id, 'o:' .. id, 't:' .. id, 'a:' .. id, 'm:' .. id)
   end
   if redis.call('zcard', order) == 0 then redis.call('zrem', index, key) end
 end
@@ -75,11 +77,16 @@ end
 return out
 """
 
-# KEYS: hash; ARGV: id, answer id ('' none), attempt (0/1).
+# KEYS: hash; ARGV: id, answer ids (JSON list; '' none given), the first of them ('' none),
+# attempt (0/1). Idempotent but for the attempt, which a retried note may count twice.
 _NOTE = """
 if redis.call('hexists', KEYS[1], 'i:' .. ARGV[1]) == 0 then return 0 end
-if ARGV[2] ~= '' then redis.call('hset', KEYS[1], 'a:' .. ARGV[1], ARGV[2]) end
-if ARGV[3] == '1' then redis.call('hincrby', KEYS[1], 't:' .. ARGV[1], 1) end
+if ARGV[2] ~= '' then
+  redis.call('hset', KEYS[1], 'm:' .. ARGV[1], ARGV[2])
+  if ARGV[3] ~= '' then redis.call('hset', KEYS[1], 'a:' .. ARGV[1], ARGV[3])
+  else redis.call('hdel', KEYS[1], 'a:' .. ARGV[1]) end
+end
+if ARGV[4] == '1' then redis.call('hincrby', KEYS[1], 't:' .. ARGV[1], 1) end
 return 1
 """
 
@@ -108,7 +115,8 @@ return 1
 _QUARANTINE = """
 redis.call('set', KEYS[3], ARGV[2])
 redis.call('zrem', KEYS[2], ARGV[1])
-redis.call('hdel', KEYS[1], 'i:' .. ARGV[1], 'o:' .. ARGV[1], 't:' .. ARGV[1], 'a:' .. ARGV[1])
+local id = ARGV[1]
+redis.call('hdel', KEYS[1], 'i:' .. id, 'o:' .. id, 't:' .. id, 'a:' .. id, 'm:' .. id)
 return 1
 """
 
@@ -189,7 +197,6 @@ class RedisInbox:
                 await self._move_aside(key, item_id, raw or b"", str(exc))
                 continue
             tries = fields.get(b"t:" + id_raw)
-            answer = fields.get(b"a:" + id_raw)
             owner = fields.get(b"o:" + id_raw, b"")
             out.append(
                 _with(
@@ -197,7 +204,7 @@ class RedisInbox:
                     int(seq),
                     owner.decode(),
                     int(tries) if tries else 0,
-                    answer.decode() if answer else None,
+                    _answers(fields.get(b"m:" + id_raw), fields.get(b"a:" + id_raw)),
                 )
             )
         kept: list[InboxItem] = []
@@ -205,7 +212,7 @@ class RedisInbox:
             raw = fields.get(b"i:" + id_raw)
             if raw is not None:
                 try:
-                    kept.append(_with(InboxItem.from_json(json.loads(raw)), int(seq), "", 0, None))
+                    kept.append(_with(InboxItem.from_json(json.loads(raw)), int(seq), "", 0, ()))
                 except (ValueError, UnicodeDecodeError):
                     continue
         return InboxView(out, kept, bad)
@@ -229,11 +236,18 @@ class RedisInbox:
         return [g.decode() if isinstance(g, bytes) else str(g) for g in got]
 
     async def note(
-        self, key: SessionKey, item_id: str, *, answer_id: str | None = None, attempt: bool = False
+        self,
+        key: SessionKey,
+        item_id: str,
+        *,
+        answer_ids: Sequence[str] | None = None,
+        attempt: bool = False,
     ) -> None:
         hash_, _, _ = self.names(key)
+        ids = list(answer_ids) if answer_ids is not None else None
+        args = [item_id, json.dumps(ids) if ids is not None else "", ids[0] if ids else ""]
         with redis_errors(self.url, "inbox note"):
-            await self._note(keys=[hash_], args=[item_id, answer_id or "", "1" if attempt else "0"])
+            await self._note(keys=[hash_], args=[*args, "1" if attempt else "0"])
 
     async def settle(self, key: SessionKey, item_ids: Sequence[str], *, park: bool = False) -> None:
         if not item_ids:
@@ -251,5 +265,16 @@ class RedisInbox:
             await self._r.delete(f"{self.prefix}:alive:{self.owner}")
 
 
-def _with(item: InboxItem, seq: int, owner: str, attempts: int, answer_id: str | None) -> InboxItem:
-    return replace(item, seq=seq, owner=owner, attempts=attempts, answer_id=answer_id)
+def _with(item: InboxItem, seq: int, owner: str, attempts: int, answer_ids: tuple[str, ...]) -> InboxItem:
+    return replace(item, seq=seq, owner=owner, attempts=attempts, answer_ids=answer_ids)
+
+
+def _answers(many: bytes | None, first: bytes | None) -> tuple[str, ...]:
+    """An item's answer messages: the `m:` list, or (written by an older version) the one
+    `a:` id. A damaged list: only the first message is known (logged)."""
+    one = first.decode() if first else None
+    try:
+        return answer_ids_of(json.loads(many) if many is not None else None, one)
+    except (ValueError, UnicodeDecodeError):
+        log.error("inbox: an item's answer messages are unreadable; only the first is rewritten")
+        return (one,) if one else ()

@@ -18,6 +18,12 @@ release never frees someone else's lock.
 A lost reply (redis-py sends the command again): the acquire script recognises a lock
 that holds the holder's own token as taken by that holder; renew and release are token
 compares, the same when sent twice.
+
+Round trips (issue 28): the acquire script also reads what the turn reads first (the
+entry, the last commits of its session, the key's stop counter), the store's commit
+script lets go of the lock when it stores the turn (`let_go_in_commit`), and the
+renewal task is only started once a turn outlives a third of the TTL. A short turn so
+costs two round trips of lock and commit, and no task of its own.
 """
 
 from __future__ import annotations
@@ -47,10 +53,13 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS[1] lock, KEYS[2] fencing counter, KEYS[3] the entry; ARGV[1] token, ARGV[2] ttl in
-# ms, ARGV[3] transcript name prefix, ARGV[4] how many of the last commits to read.
-# Returns {0} when the lock is held, else {token, entry or false, last commits...}: the
-# turn's reads come with its lock, in one round trip. pcall: a damaged value must not
+# KEYS[1] lock, KEYS[2] fencing counter, KEYS[3] the entry, KEYS[4] the stop counter;
+# ARGV[1] token, ARGV[2] ttl in ms, ARGV[3] transcript name prefix, ARGV[4] how many of
+# the last commits to read, ARGV[5] how the session's last commit begins if the caller
+# still has the commits (core/store/redis/warm.py; '' if not). Returns {0} when the lock
+# is held, else {token, stop counter or false, entry or false, 'warm' (the caller's
+# commits are current: none sent) or 'read', last commits...}: the turn's reads come
+# with its lock, in one round trip. pcall: a damaged value must not
 # abort the script after the lock was taken. A lock that already holds ARGV[1] is this
 # holder's own (an attempt whose reply was lost, or that timed out after reaching Redis):
 # it is taken with the fencing token that attempt drew (nobody else can have drawn one
@@ -65,19 +74,30 @@ elseif redis.call('get', KEYS[1]) == ARGV[1] then
 else
   return {0}
 end
+local stop = redis.pcall('get', KEYS[4])
+out[2] = type(stop) == 'string' and stop or false
 local raw = redis.pcall('get', KEYS[3])
 if type(raw) ~= 'string' then
-  out[2] = false
+  out[3] = false
   return out
 end
-out[2] = raw
+out[3] = raw
 local n = tonumber(ARGV[4])
 local ok, obj = pcall(cjson.decode, raw)
 if n > 0 and ok and type(obj) == 'table' and type(obj.sessionId) == 'string'
     and string.match(obj.sessionId, '^[0-9a-f]+$') and #obj.sessionId == 32 then
-  local last = redis.pcall('lrange', ARGV[3] .. obj.sessionId, -n, -1)
+  local name = ARGV[3] .. obj.sessionId
+  if ARGV[5] ~= '' then
+    local newest = redis.pcall('lindex', name, -1)
+    if type(newest) == 'string' and string.sub(newest, 1, #ARGV[5]) == ARGV[5] then
+      out[4] = 'warm'
+      return out
+    end
+  end
+  out[4] = 'read'
+  local last = redis.pcall('lrange', name, -n, -1)
   if type(last) == 'table' and not last.err then
-    for i = 1, #last do out[i + 2] = last[i] end
+    for i = 1, #last do out[i + 4] = last[i] end
   end
 end
 return out
@@ -107,6 +127,10 @@ class TurnReads:
     entry: bytes | None
     commits: list[bytes]
     asked: int
+    stop: int = 0
+    """The key's stop counter as the lock was taken (0 if none or unreadable)."""
+    warm: bool = False
+    """The caller's kept commits are current (`commits` is empty: the script sent none)."""
 
 
 @dataclass(slots=True)
@@ -122,10 +146,16 @@ class _Holding:
     """The key's entry, read with the lock (see `TurnReads`)."""
     transcripts: str = ""
     tail: int = 0
+    stop: str = ""
+    """The key's stop counter, read with the lock."""
+    expect: bytes = b""
+    """How the session's last commit begins if the caller still has its commits."""
     reads: TurnReads | None = None
     deadline: float = 0.0
     """monotonic time at which the lock expires unless renewed before."""
     lost: bool = False
+    released: bool = False
+    """Let go of by the turn's commit (its script deleted the lock): nothing to renew or release."""
 
 
 class TurnLocks:
@@ -139,6 +169,8 @@ class TurnLocks:
         self._acquire_script = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._held: dict[tuple[str, int], _Holding] = {}
+        """(key, fencing token) -> the lock held for that lease, while its block runs."""
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -147,22 +179,33 @@ class TurnLocks:
         name: str,
         fence: str,
         *,
-        reads: tuple[str, str, int],
+        reads: tuple[str, str, int, str, bytes],
         on_reads: Callable[[TurnReads], None],
     ) -> AsyncIterator[TurnLease]:
         """Hold lock `name` for the turn of `key`, raising counter `fence`; `Fenced` out of
         the block if the lease runs out before the turn's commit began. `reads` is (entry
-        name, transcript name prefix, commits to read): what was read with the lock goes
-        to `on_reads` before the block runs."""
+        name, transcript name prefix, commits to read, stop counter name, the kept last
+        commit's prefix or b''): what was read with the lock goes to `on_reads` before
+        the block runs.
+
+        The renewal task starts only when the turn outlives a third of the TTL (a timer
+        until then): most turns end sooner, and a task per turn is CPU on the hot path."""
         holding = _Holding(key, name, fence, uuid.uuid4().hex)
-        holding.entry, holding.transcripts, holding.tail = reads
+        holding.entry, holding.transcripts, holding.tail, holding.stop, holding.expect = reads
         lease = await self._acquire(holding)
         if holding.reads is not None:
             on_reads(holding.reads)
         owner = asyncio.current_task()
         if owner is None:
             raise RuntimeError("lock_turn needs to run in an asyncio task")
-        keeper = asyncio.create_task(self._keep(holding, owner), name=f"turn lock {key}")
+        keeper: asyncio.Task[None] | None = None
+
+        def keep() -> None:
+            nonlocal keeper
+            keeper = asyncio.create_task(self._keep(holding, owner), name=f"turn lock {key}")
+
+        timer = asyncio.get_running_loop().call_later(self.ttl_s / 3, keep)
+        self._held[(key, lease.token)] = holding
         try:
             yield lease
         except asyncio.CancelledError:
@@ -172,11 +215,29 @@ class TurnLocks:
                 ) from None
             raise
         finally:
-            keeper.cancel()
+            del self._held[(key, lease.token)]
+            timer.cancel()
             try:
-                await asyncio.wait({keeper})
+                if keeper is not None:
+                    keeper.cancel()
+                    await asyncio.wait({keeper})
             finally:
-                await asyncio.shield(self._let_go(holding))
+                if not holding.released:
+                    await asyncio.shield(self._let_go(holding))
+
+    def let_go_in_commit(self, lease: TurnLease) -> tuple[str, str] | None:
+        """(lock name, lock token) of the held lock `lease` came from, for a commit script
+        that deletes the lock when it stores the turn (a token compare, as `_RELEASE`);
+        None if this process does not hold it."""
+        holding = self._held.get((lease.key, lease.token))
+        return None if holding is None else (holding.name, holding.token)
+
+    def released(self, lease: TurnLease) -> None:
+        """The commit let go of `lease`'s lock: the block's end sends no release, and the
+        renewal stops (a later commit under this lease still meets the fence)."""
+        holding = self._held.get((lease.key, lease.token))
+        if holding is not None:
+            holding.released = True
 
     async def _acquire(self, holding: _Holding) -> TurnLease:
         delay = 0.002
@@ -204,8 +265,8 @@ class TurnLocks:
         try:
             async with asyncio.timeout(self.ttl_s / 2):
                 won = await self._acquire_script(
-                    keys=[holding.name, holding.fence, holding.entry],
-                    args=[holding.token, self._ttl_ms, holding.transcripts, holding.tail],
+                    keys=[holding.name, holding.fence, holding.entry, holding.stop],
+                    args=[holding.token, self._ttl_ms, holding.transcripts, holding.tail, holding.expect],
                 )
         except TimeoutError:
             # If it did reach Redis, the next attempt finds the lock holding this
@@ -214,8 +275,11 @@ class TurnLocks:
             return 0
         token = int(won[0])
         if token:
-            entry = won[1] if len(won) > 1 and isinstance(won[1], bytes) else None
-            holding.reads = TurnReads(entry, list(won[2:]), holding.tail)
+            stop = won[1] if len(won) > 1 and isinstance(won[1], bytes) else b""
+            entry = won[2] if len(won) > 2 and isinstance(won[2], bytes) else None
+            warm = len(won) > 3 and won[3] == b"warm"
+            stopped = int(stop) if stop.isdigit() else 0
+            holding.reads = TurnReads(entry, list(won[4:]), holding.tail, stopped, warm)
         return token
 
     async def _undo(self, attempt: asyncio.Future[Any], holding: _Holding) -> None:
@@ -228,9 +292,9 @@ class TurnLocks:
 
     async def _keep(self, holding: _Holding, owner: asyncio.Task[Any]) -> None:
         """Renew the lock every third of its TTL; at the lease's deadline without a
-        renewal, cancel `owner` (unless its commit is already under way)."""
-        while True:
-            await asyncio.sleep(self.ttl_s / 3)
+        renewal, cancel `owner` (unless its commit is already under way). Started a
+        third of the TTL after the lock was taken: renews at once, then every third."""
+        while not holding.released:
             sent = time.monotonic()
             renewed = 0
             try:
@@ -241,10 +305,14 @@ class TurnLocks:
             except (RedisError, OSError) as exc:
                 if time.monotonic() < holding.deadline:
                     log.warning("could not renew the turn lock of %s yet: %s", holding.key, exc)
+                    await asyncio.sleep(self.ttl_s / 3)
                     continue
             if renewed:
                 holding.deadline = sent + self.ttl_s
+                await asyncio.sleep(self.ttl_s / 3)
                 continue
+            if holding.released:
+                return  # the commit let go of it meanwhile
             # Not renewed by the deadline, or the lock is gone (expired, taken, flushed).
             holding.lost = True
             if holding.lease is not None and holding.lease.committing:

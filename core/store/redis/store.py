@@ -40,6 +40,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -75,11 +76,12 @@ from core.store.base import Approvals
 from core.store.redis.approvals import RedisApprovals
 from core.store.redis.blobs import RedisBlobs
 from core.store.redis.deliveries import RedisDeliveries
-from core.store.redis.entries import RedisNames, RedisSessions
+from core.store.redis.entries import RedisNames, RedisSessions, session_in
 from core.store.redis.fires import RedisFires
 from core.store.redis.inbox import DONE_LUA, RedisInbox
 from core.store.redis.lock import TurnLocks, TurnReads, redis_errors
 from core.store.redis.urls import safe_url, url_problem
+from core.store.redis.warm import WarmTails
 
 log = logging.getLogger("chatlane.store")
 
@@ -88,13 +90,23 @@ _COMMIT_MARK_S = 86_400
 _TAIL_HINT_MAX = 1000
 
 # KEYS[1] entry, KEYS[2] fence, KEYS[3] transcript, KEYS[4] commit mark, KEYS[5..7] the
-# key's inbox (hash, order, index); ARGV[1] token, ARGV[2] session id, ARGV[3] the commit,
-# ARGV[4] transcript_max, ARGV[5] mark ttl s, ARGV[6] the key, ARGV[7..] the inbox items
-# it answered: done in the same script that stores the turn (core/store/redis/inbox.py).
+# key's inbox (hash, order, index), KEYS[8] the turn lock; ARGV[1] token, ARGV[2] session
+# id, ARGV[3] the commit, ARGV[4] transcript_max, ARGV[5] mark ttl s, ARGV[6] the key,
+# ARGV[7] the lock's random token ('' to keep the lock), ARGV[8..] the inbox items it
+# answered: done in the same script that stores the turn (core/store/redis/inbox.py).
+# A stored turn lets go of the lock (a token compare, as the release script): the turn's
+# last round trip is its commit. A retry whose first attempt was stored does the same
+# compare, harmless if someone has taken the lock since.
 _COMMIT = (
     DONE_LUA
     + """
-if redis.call('exists', KEYS[4]) == 1 then return 'stored' end
+local function let_go()
+  if ARGV[7] ~= '' and redis.call('get', KEYS[8]) == ARGV[7] then redis.call('del', KEYS[8]) end
+end
+if redis.call('exists', KEYS[4]) == 1 then
+  let_go()
+  return 'stored'
+end
 if tonumber(redis.call('get', KEYS[2]) or '-1') ~= tonumber(ARGV[1]) then return 'fenced' end
 local raw = redis.call('get', KEYS[1])
 if not raw then return 'moved' end
@@ -103,7 +115,8 @@ if not ok or type(obj) ~= 'table' or obj.sessionId ~= ARGV[2] then return 'moved
 redis.call('rpush', KEYS[3], ARGV[3])
 redis.call('ltrim', KEYS[3], -tonumber(ARGV[4]), -1)
 redis.call('set', KEYS[4], '1', 'EX', ARGV[5])
-if #ARGV > 6 then inbox_done(KEYS[5], KEYS[6], KEYS[7], ARGV[6], {unpack(ARGV, 7)}) end
+if #ARGV > 7 then inbox_done(KEYS[5], KEYS[6], KEYS[7], ARGV[6], {unpack(ARGV, 8)}) end
+let_go()
 return 'ok'
 """
 )
@@ -139,6 +152,10 @@ class RedisStore:
         self._blobs = RedisBlobs(client, prefix, blobs_max)
         self._turn_locks = TurnLocks(client, url=self.url, ttl_s=turn_lock_ttl_s)
         self._tail_hint = 64
+        self._warm = WarmTails()
+        """The last commits this process wrote per key, so a lock need not read them again."""
+        self._stops_read: dict[str, int] = {}
+        """Key -> its stop counter as its held turn lock read it, until a turn asks once."""
         """Commits read with a turn lock: the largest `tail` asked for so far, at least 64."""
         self._commit_script = client.register_script(_COMMIT)
         self._approvals = RedisApprovals(client, prefix, self.url)
@@ -222,14 +239,18 @@ class RedisStore:
 
     async def commit(self, commit: TurnCommit) -> None:
         key = commit.lease.key
+        found = self.sessions.read_with_lock(commit.session_id)
         self.sessions.forget_reads(key)
         line = jsonl.encode_commit(commit.commit_id, commit.turns, commit.at, commit.records, commit.answered)
+        held = self._turn_locks.let_go_in_commit(commit.lease)
+        lock, lock_token = held if held is not None else (self.names.lock(key), "")
         names = [
             self.names.entry(key),
             self.names.fence(key),
             self.names.transcript(commit.session_id),
             self.names.commit(commit.commit_id),
             *self.inbox.names(key),
+            lock,
         ]
         args: list[str | int | float | bytes] = [
             commit.lease.token,
@@ -238,10 +259,21 @@ class RedisStore:
             self.transcript_max,
             _COMMIT_MARK_S,
             key,
+            lock_token,
         ]
         commit.lease.committing = True
-        with self._errors("commit"):
-            outcome = await self._commit_script(keys=names, args=[*args, *commit.answered])
+        try:
+            with self._errors("commit"):
+                outcome = await self._commit_script(keys=names, args=[*args, *commit.answered])
+        except StoreError:
+            self._warm.forget(key)
+            raise
+        if outcome in (b"ok", b"stored"):
+            self._turn_locks.released(commit.lease)
+            base = (found.commits, found.asked) if found is not None else None
+            self._warm.committed(key, commit.session_id, line, base, self._keep_max())
+        else:
+            self._warm.forget(key)
         if outcome == b"stored":
             log.info("commit %s of %s was already stored (a retry); stored once", commit.commit_id, key)
         elif outcome != b"ok":
@@ -249,12 +281,19 @@ class RedisStore:
             log.warning("commit of a turn of %s refused (%s at token %d)", key, why, commit.lease.token)
             raise Fenced(f"commit of {key} refused: {why}")
 
+    def _keep_max(self) -> tuple[int, int]:
+        """(commits a lock reads, commits a transcript keeps): what `WarmTails` mirrors."""
+        return self._tail_hint, self.transcript_max
+
     async def tail(self, session_id: str, n: int) -> builtins.list[ChatMessage]:
         name = self.names.transcript(session_id)
         if n <= 0:
             return []
         found = self.sessions.read_with_lock(session_id)
         if found is not None and n <= found.asked:
+            kept = self._warm.records(session_id, found.commits, n)
+            if kept is not None:
+                return kept  # read with the turn lock, decoded by an earlier turn
             lines = found.commits[-n:]  # read with the turn lock
         else:
             self._tail_hint = max(self._tail_hint, min(n, _TAIL_HINT_MAX))
@@ -304,9 +343,26 @@ class RedisStore:
         The lock's script also reads the entry and the last commits of its session, so a
         turn's `get` and `tail` cost no round trip of their own: while this process holds
         the lock, nobody else writes the key (a fenced writer is refused)."""
-        reads = (self.names.entry(key), self.names.transcripts, self._tail_hint)
+        hint = self._tail_hint
+        reads = (
+            self.names.entry(key),
+            self.names.transcripts,
+            hint,
+            self.names.stop(key),
+            self._warm.expect(key, hint),
+        )
 
         def keep(found: TurnReads) -> None:
+            self._stops_read[key] = found.stop
+            sid = session_in(found.entry) if found.entry is not None else None
+            if sid is None:
+                self._warm.forget(key)
+            elif not found.warm:
+                self._warm.keep(key, sid, found.commits, found.asked)
+            elif (kept := self._warm.lines(key)) is not None and kept[0] == sid:
+                found = replace(found, commits=kept[1], asked=kept[2])
+            else:
+                return  # kept commits dropped meanwhile: the turn reads as without a lock
             self.sessions.keep_reads(key, found)
 
         try:
@@ -316,6 +372,7 @@ class RedisStore:
                 yield lease
         finally:
             self.sessions.forget_reads(key)
+            self._stops_read.pop(key, None)
 
     # ------------------------------------- deliveries and limits (deliveries.py)
     async def mark_delivered(self, ids: Sequence[str], window_s: float) -> int:
@@ -387,6 +444,11 @@ class RedisStore:
             await self._deliveries.request_stop(self.names.stop(key), _STOP_TTL_S)
 
     async def stop_requests(self, key: SessionKey) -> int:
+        """The key's stop counter. The first read under a held turn lock is the value the
+        lock's script read (no round trip): a `/stop` sent after the lock was taken then
+        changes the next poll's value and stops this turn; later reads ask Redis."""
+        if (seen := self._stops_read.pop(key, None)) is not None:
+            return seen
         with self._errors("stop flag read"):
             raw = await self._r.get(self.names.stop(key))
         return int(raw) if raw is not None else 0

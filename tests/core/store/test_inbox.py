@@ -5,6 +5,7 @@ Two store objects on one folder / one Redis prefix stand for two processes.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -94,12 +95,77 @@ async def test_notes_settle_and_park(open_store: OpenStore) -> None:
     for i in (a, b, c):
         await store.inbox.append(i)
     await store.inbox.note(KEY, a.item_id, attempt=True)
-    await store.inbox.note(KEY, a.item_id, attempt=True, answer_id="bot-1")
+    await store.inbox.note(KEY, a.item_id, attempt=True, answer_ids=["bot-1"])
     await store.inbox.settle(KEY, [b.item_id])
     await store.inbox.settle(KEY, [c.item_id], park=True)
     view = await (await open_store()).inbox.items(KEY)
-    assert [(i.item_id, i.attempts, i.answer_id) for i in view.pending] == [(a.item_id, 2, "bot-1")]
+    assert [(i.item_id, i.attempts, i.answer_ids) for i in view.pending] == [(a.item_id, 2, ("bot-1",))]
     assert [i.item_id for i in view.parked] == [c.item_id]
+
+
+async def test_every_answer_message_is_kept_in_order_and_the_last_note_wins(open_store: OpenStore) -> None:
+    """An answer past a platform's message limit spans several messages: each note names all
+    of them, in order, and replaces the one before (a resumed answer that needs fewer
+    messages deleted some). Another process reads the last list."""
+    store = await open_store()
+    a, b = item("a"), item("b")
+    for i in (a, b):
+        await store.inbox.append(i)
+    await store.inbox.note(KEY, a.item_id, answer_ids=["m1"])
+    await store.inbox.note(KEY, a.item_id, answer_ids=["m1", "m2", "m3"])
+    await store.inbox.note(KEY, b.item_id, answer_ids=["m7", "m8"])
+    await store.inbox.note(KEY, b.item_id, answer_ids=["m7"])
+    await store.inbox.note(KEY, b.item_id, attempt=True)  # no list: the list stays
+    view = await (await open_store()).inbox.items(KEY)
+    assert [i.answer_ids for i in view.pending] == [("m1", "m2", "m3"), ("m7",)]
+
+
+async def test_a_note_on_an_answered_item_stores_nothing(open_store: OpenStore) -> None:
+    store = await open_store()
+    a, b = item("a"), item("b")
+    for i in (a, b):
+        await store.inbox.append(i)
+    await commit_answering(store, KEY, [a.item_id])
+    await store.inbox.note(KEY, a.item_id, answer_ids=["late"])  # a final delete's report
+    view = await (await open_store()).inbox.items(KEY)
+    assert [(i.item_id, i.answer_ids) for i in view.pending] == [(b.item_id, ())]
+
+
+async def test_an_answer_message_noted_by_an_older_version_is_read_files(tmp_path: Path) -> None:
+    """Files: an inbox line from before answers had several messages (`answer_id` alone)
+    names one; a new line also names its first as `answer_id` (read by older versions)."""
+    store = FileStore(tmp_path / "state")
+    try:
+        a = await store.inbox.append(item("a"))
+        b = await store.inbox.append(item("b"))
+        path = Path(store.inbox._path(KEY))
+        old = b'{"answer":"%s","answer_id":"old-1"}\n' % a.item_id.encode()
+        path.write_bytes(path.read_bytes() + old)  # noqa: ASYNC240 (a test's small file)
+        await store.inbox.note(KEY, b.item_id, answer_ids=["n1", "n2"])
+        last = json.loads(path.read_bytes().splitlines()[-1])  # noqa: ASYNC240
+        assert last["answer_id"] == "n1"
+        view = await store.inbox.items(KEY)
+        assert [i.answer_ids for i in view.pending] == [("old-1",), ("n1", "n2")]
+    finally:
+        await store.close()
+
+
+async def test_an_answer_message_noted_by_an_older_version_is_read_redis(redis_server: RedisServer) -> None:
+    """Redis: an item whose hash holds only `a:<id>` (an older version's note) names one
+    message; a new note keeps `a:<id>` as its first, for older versions."""
+    settings = StoreSettings(backend="redis", url=redis_server.url, prefix=unique_prefix())
+    store = RedisStore.from_settings(settings, None)
+    try:
+        a = await store.inbox.append(item("a"))
+        b = await store.inbox.append(item("b"))
+        hash_name = store.inbox.names(KEY)[0]
+        await store._r.hset(hash_name, f"a:{a.item_id}", "old-1")  # type: ignore[misc]
+        await store.inbox.note(KEY, b.item_id, answer_ids=["n1", "n2"])
+        assert await store._r.hget(hash_name, f"a:{b.item_id}") == b"n1"  # type: ignore[misc]
+        view = await store.inbox.items(KEY)
+        assert [i.answer_ids for i in view.pending] == [("old-1",), ("n1", "n2")]
+    finally:
+        await store.close()
 
 
 async def test_only_a_dead_owners_items_are_adopted(open_store: OpenStore) -> None:
@@ -143,11 +209,11 @@ async def test_a_busy_conversations_inbox_file_is_rewritten_with_only_its_pendin
     tmp_path: Path,
 ) -> None:
     """A conversation that always has a message waiting never empties its inbox file;
-    it is compacted instead, keeping what is pending (with its tries and answer message)."""
+    it is compacted instead, keeping what is pending (with its tries and answer messages)."""
     store = FileStore(tmp_path / "state")
     try:
         waiting = await store.inbox.append(item("always waiting"))
-        await store.inbox.note(KEY, waiting.item_id, attempt=True, answer_id="post-9")
+        await store.inbox.note(KEY, waiting.item_id, attempt=True, answer_ids=["post-9", "post-10"])
         path = store.inbox._path(KEY)
         for n in range(200):
             answered = await store.inbox.append(item(f"m{n} " + "x" * 400))
@@ -158,8 +224,8 @@ async def test_a_busy_conversations_inbox_file_is_rewritten_with_only_its_pendin
             view = await other.inbox.items(KEY)
         finally:
             await other.close()
-        assert [(i.inbound.text, i.attempts, i.answer_id) for i in view.pending] == [
-            ("always waiting", 1, "post-9")
+        assert [(i.inbound.text, i.attempts, i.answer_ids) for i in view.pending] == [
+            ("always waiting", 1, ("post-9", "post-10"))
         ]
     finally:
         await store.close()

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bots.testing import eventually
 from core.turn.chunking import FENCE, open_fence, split_message
-from core.turn.streaming import DraftStream
+from core.turn.streaming import BLANK_PART, DraftStream
 
 LIMITS = st.integers(min_value=48, max_value=160)
 TEXTS = st.lists(
@@ -21,17 +22,26 @@ TEXTS = st.lists(
 ).map("".join)
 
 
+_ids = itertools.count(1)
+
+
 class EditSurface:
     """Messages that can be posted, edited and deleted."""
 
     append_only = False
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, ids: Sequence[str] = ()) -> None:
         self.limit = limit
-        self.messages: list[str] = []
+        self.messages: list[str] = ["(earlier)"] * len(ids)
+        self.ids: list[str] = list(ids)
+        """Each message's id (`ids`: messages a process that died posted)."""
         self.calls = 0
         self.bad: list[str] = []
         """Blank or over-long messages asked for."""
+        self.log: list[str] = []
+        """What happened, in order: `post <id>`, `edit <id>`, `drop <id>` (and the stream's
+        reports, when a test adds them)."""
+        self.refuse_drops = False
 
     async def show(self, index: int, text: str, *, final: bool) -> bool:
         self.calls += 1
@@ -39,12 +49,19 @@ class EditSurface:
             self.bad.append(text)  # recorded: the stream's flusher task makes these calls
         if index == len(self.messages):
             self.messages.append(text)
+            self.ids.append(f"m{next(_ids)}")
+            self.log.append(f"post {self.ids[-1]}")
         else:
             self.messages[index] = text
+            self.log.append(f"edit {self.ids[index]}")
         return True
 
     async def drop(self, index: int) -> bool:
-        del self.messages[index]
+        if self.refuse_drops:
+            self.log.append(f"refused drop {self.ids[index]}")
+            return False
+        self.log.append(f"drop {self.ids[index]}")
+        del self.messages[index], self.ids[index]
         return True
 
 
@@ -216,5 +233,87 @@ def test_finishing_an_answer_already_shown_whole_makes_no_call_and_does_not_wait
         async with asyncio.timeout(5):  # far below the 30 s interval a needless edit would wait
             assert await draft.finish("all of it at once")
         assert surface.calls == calls
+
+    asyncio.run(run())
+
+
+def reporting(surface: EditSurface, draft: DraftStream) -> list[tuple[str, ...]]:
+    """What the stream reports (`on_messages`), also written into the surface's log."""
+    reports: list[tuple[str, ...]] = []
+
+    async def note(ids: tuple[str, ...]) -> None:
+        surface.log.append(f"report {','.join(ids)}")
+        reports.append(ids)
+
+    draft.on_messages = note
+    return reports
+
+
+def test_each_posted_message_is_reported_before_the_next_call() -> None:
+    """A message the stream posts is reported (core stores its id) before the stream makes
+    any other platform call, so a crash after a post never loses track of it."""
+
+    async def run() -> None:
+        surface = EditSurface(60)
+        draft = DraftStream(surface, limit=60, interval_s=0.0005, first_post_s=0, first_chars=1)
+        reports = reporting(surface, draft)
+        text = "".join(f"word{i} " for i in range(40))  # 280 characters: five messages
+        for i in range(0, len(text), 7):
+            draft.add(text[i : i + 7])
+            await asyncio.sleep(0.001)  # the agent's pace, not a sync
+        assert await draft.finish(text)
+        assert len(surface.ids) >= 5
+        assert reports == [tuple(surface.ids[:n]) for n in range(1, len(surface.ids) + 1)]
+        posts = [i for i, entry in enumerate(surface.log) if entry.startswith("post")]
+        assert all(surface.log[i + 1].startswith("report") for i in posts), surface.log
+
+    asyncio.run(run())
+
+
+def test_a_resumed_answer_rewrites_every_earlier_message_in_order_and_deletes_the_rest() -> None:
+    """Three messages an earlier process posted; the new answer needs two: both are edited
+    (never posted again), the third is deleted, and the list reported shrinks with it."""
+
+    async def run() -> None:
+        surface = EditSurface(60, ids=["a", "b", "c"])
+        draft = DraftStream(surface, limit=60, interval_s=0.0005, first_post_s=0, first_chars=1)
+        draft.resume(3)
+        reports = reporting(surface, draft)
+        text = "".join(f"word{i} " for i in range(12))  # 84 characters: two messages
+        draft.add(text)
+        assert await draft.finish(text)
+        assert surface.ids == ["a", "b"] and surface.messages == split_message(text, 60)
+        assert not any(entry.startswith("post") for entry in surface.log)
+        assert surface.log.count("drop c") == 1 and reports[-1] == ("a", "b")
+
+    asyncio.run(run())
+
+
+def test_a_resumed_answer_longer_than_before_posts_only_past_the_earlier_messages() -> None:
+    async def run() -> None:
+        surface = EditSurface(60, ids=["a"])
+        draft = DraftStream(surface, limit=60, interval_s=0.0005, first_post_s=0, first_chars=1)
+        draft.resume(1)
+        reports = reporting(surface, draft)
+        text = "".join(f"word{i} " for i in range(20))  # 140 characters: three messages
+        draft.add(text)
+        assert await draft.finish(text)
+        assert surface.ids[0] == "a" and len(surface.ids) == 3
+        assert reports == [tuple(surface.ids[:2]), tuple(surface.ids)]
+        assert surface.messages == split_message(text, 60)
+
+    asyncio.run(run())
+
+
+def test_a_surplus_message_the_platform_refuses_to_delete_is_blanked() -> None:
+    async def run() -> None:
+        surface = EditSurface(60, ids=["a", "b"])
+        surface.refuse_drops = True
+        draft = DraftStream(surface, limit=60, interval_s=0.0005, first_post_s=0, first_chars=1)
+        draft.resume(2)
+        draft.add("short now")
+        assert await draft.finish("short now")
+        assert surface.messages == ["short now", BLANK_PART]
+        assert surface.log[-2:] == ["refused drop b", "edit b"]
 
     asyncio.run(run())

@@ -106,8 +106,9 @@ async def test_every_redis_key_has_the_prefix_and_no_raw_session_key(
     async with store.lock_turn(KEY):
         with redis_server.client() as r:
             names = [n.decode() for n in r.scan_iter(match=f"{store.prefix}:*")]
-    # `attempt`: the reserve's MULTI marker (a token, kept a minute; core/store/redis/entries.py)
-    kinds = ["attempt", "commit", "entry", "fence", "transcript", "turn"]
+    # No `attempt` (a reserve's MULTI marker): a first session minted under the turn lock
+    # is one SET NX script (core/store/redis/entries.py)
+    kinds = ["commit", "entry", "fence", "transcript", "turn"]
     assert sorted(n.split(":")[1] for n in names) == kinds
     assert not any("alice" in n or "general" in n for n in names)
 
