@@ -1,8 +1,9 @@
 """`python -m bench NAME [--json] [--quick]`: run benchmarks, print a table, check correctness.
 
-NAME is reserve, scale, pipeline, big, memory, backfill, deliveries, streaming, restart, tools or
-all. The exit code is 1 when any benchmark's correctness checks failed (a fast wrong answer is not a
-result), 2 on a usage error. With `--json` the table goes to stderr and stdout gets one JSON document.
+NAME is reserve, scale, pipeline, big, memory, backfill, deliveries, streaming, restart, tools,
+waiting or all. The exit code is 1 when any benchmark's correctness checks failed (a fast wrong
+answer is not a result), 2 on a usage error. With `--json` the table goes to stderr and stdout gets
+one JSON document.
 """
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import backfill, big, deliveries, memory, pipeline, reserve, restart, scale, streaming, tools
+from bench import (
+    backfill,
+    big,
+    deliveries,
+    memory,
+    pipeline,
+    reserve,
+    restart,
+    scale,
+    streaming,
+    tools,
+    waiting,
+)
 from bench.common import Options
 from bench.report import Report, machine, machine_line
 
@@ -31,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[Options], Coroutine[Any, Any, Report]]] = {
     "streaming": streaming.run,
     "tools": tools.run,
     "restart": restart.run,
+    "waiting": waiting.run,
 }
 
 

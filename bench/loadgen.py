@@ -8,7 +8,13 @@ Plan: `{"base_url": ".../v1", "concurrency": 10, "ordered_per_key": true,
 its previous one was answered (different keys still overlap), so its turn numbers
 must come back as 1, 2, 3...; without it, requests of one key race each other.
 
-Results: `{"wall_s": ..., "results": [[status, latency_ms, turn, session8, first], ...]}`
+`timeout_s` bounds each request (default 60). The process raises its open-file soft limit
+to the hard one and sizes its connection pool to `concurrency`, so thousands of requests
+at once are not held back by the client; `client_lag_ms` (the worst delay of a 50 ms
+timer on the client's own loop) shows whether the client kept up.
+
+Results: `{"wall_s": ..., "client_lag_ms": ...,
+"results": [[status, latency_ms, turn, session8, first], ...]}`
 in plan order, where `turn`, `session8` (the first 8 hex digits of the session id) and
 `first` (the first message the agent remembers, or null for a new session) are read
 from the echo agent's reply; `status` is the HTTP status, or 0 for a transport error.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
 import sys
 import time
 from typing import Any
@@ -29,6 +36,7 @@ _ECHO = re.compile(
     r"\(turn (\d+) of session ([0-9a-f]{8}); (?:first thing I remember you saying: (.*)|new session)\)$"
 )
 Row = tuple[int, float, int, str, "str | None"]
+LAG_TICK_S = 0.05
 
 
 def parse_echo(text: str) -> tuple[int, str, str | None]:
@@ -87,22 +95,50 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
                 results[i] = await one(i)
                 done[i].set()
 
+        lag = [0.0]
+
+        async def watch_lag() -> None:
+            while True:
+                t = time.perf_counter()
+                await asyncio.sleep(LAG_TICK_S)
+                lag[0] = max(lag[0], time.perf_counter() - t - LAG_TICK_S)
+
         t0 = time.perf_counter()
         async with asyncio.TaskGroup() as tg:
-            for _ in range(min(concurrency, len(requests))):
-                tg.create_task(worker())
+            watcher = tg.create_task(watch_lag())
+            async with asyncio.TaskGroup() as work:
+                for _ in range(min(concurrency, len(requests))):
+                    work.create_task(worker())
+            watcher.cancel()
         wall = time.perf_counter() - t0
-    return {"wall_s": wall, "results": results}
+    return {"wall_s": wall, "client_lag_ms": lag[0] * 1000, "results": results}
+
+
+def raise_open_files() -> None:
+    """The soft open-file limit up to the hard one: one descriptor per open connection."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main() -> int:
+    raise_open_files()
     plan = json.load(sys.stdin)
     json.dump(asyncio.run(drive(plan)), sys.stdout)
     return 0
 
 
 async def run_plan(plan: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
-    """Run `plan` in a new `python -m bench.loadgen` process; its results."""
+    """Run `plan` in a new `python -m bench.loadgen` process; its results.
+
+    With `"processes": k` (k > 1) the keys are dealt over k load generators that run at
+    once (a key's requests stay in one of them, so `ordered_per_key` still holds), each
+    with its share of `concurrency`; results come back in plan order, `wall_s` and
+    `client_lag_ms` are the worst of the k. For thousands of requests at once, where one
+    client process would be what is measured."""
+    k = int(plan.get("processes", 1))
+    if k > 1:
+        return await _run_split(plan, k, timeout)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -121,6 +157,33 @@ async def run_plan(plan: dict[str, Any], timeout: float = 900.0) -> dict[str, An
         raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(out)
     return result
+
+
+async def _run_split(plan: dict[str, Any], k: int, timeout: float) -> dict[str, Any]:
+    share: dict[str, int] = {}
+    slices: list[list[int]] = [[] for _ in range(k)]
+    for i, (key, _) in enumerate(plan["requests"]):
+        slices[share.setdefault(key, len(share) % k)].append(i)
+    parts = [
+        {
+            **plan,
+            "processes": 1,
+            "concurrency": max(1, -(-int(plan["concurrency"]) // k)),
+            "requests": [plan["requests"][i] for i in idx],
+        }
+        for idx in slices
+        if idx
+    ]
+    got = await asyncio.gather(*(run_plan(p, timeout) for p in parts))
+    results: list[Any] = [None] * len(plan["requests"])
+    for idx, part in zip((s for s in slices if s), got, strict=True):
+        for i, row in zip(idx, part["results"], strict=True):
+            results[i] = row
+    return {
+        "wall_s": max(p["wall_s"] for p in got),
+        "client_lag_ms": max(p["client_lag_ms"] for p in got),
+        "results": results,
+    }
 
 
 if __name__ == "__main__":

@@ -201,7 +201,11 @@ class QueueSettings(Section):
     debounce_ms: Annotated[int, Field(ge=0, le=600_000)] = 0
     cap: Annotated[int, Field(ge=1, le=100_000)] = 20
     drop: Literal["oldest", "newest"] = "oldest"
-    max_concurrent_turns: Annotated[int, Field(ge=1, le=10_000)] = 16
+    max_concurrent_turns: Annotated[int, Field(ge=1, le=10_000)] = 256
+    """Turns of different conversations running at once in this process; one more waits
+    for a free slot, a whole answer long with a slow model. A turn waiting on its model
+    costs ~36 KB and no loop work but its stop poll (bench waiting), so the bound is
+    the platforms' and the model's budgets: docs/performance.md, "Sizing"."""
     shutdown_timeout_s: Annotated[float, Field(ge=0, exclude=True)] = 10.0
     """The older name of `drain_s`; used when only it is set (left out of dumps: configs
     people write keep working, new ones are shown `drain_s`)."""

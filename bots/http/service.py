@@ -46,7 +46,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -169,6 +169,8 @@ class HttpService:
         self._instance = uuid.uuid4().hex[:12]  # ids unique across processes without a urandom call each
         self._tasks = TaskSet("http")
         self._stopping = asyncio.Event()
+        self._waiting: set[asyncio.Future[Any]] = set()
+        """What handlers wait for (a reply, a first piece); `stop` cancels each (a 503)."""
         self.refusals = RefusalLog()
         """One access-log line per refused request, rate-limited."""
         self.guard = ConnectionGuard(
@@ -233,6 +235,8 @@ class HttpService:
         if self.console is not None:
             self.console.stop()
         self._stopping.set()
+        for waiting in list(self._waiting):
+            waiting.cancel()
         self.runtime.gateway.targets.unregister(PLATFORM)
         if self._runner is not None:
             await self._runner.cleanup()
@@ -285,7 +289,9 @@ class HttpService:
         if isinstance(once, web.StreamResponse):  # a retry's stored answer, or an error
             return once
         owner = once if isinstance(once, OwnerResponder) else None
-        live = not chat.stream or self.runtime.loaded.config.queue.mode != "interrupt"
+        # Pieces are queued only for a stream that shows them: a plain request reads its one
+        # reply, and a queue nobody reads would hold a whole answer's pieces per request.
+        live = chat.stream and self.runtime.loaded.config.queue.mode != "interrupt"
         events = _Events(live, owner, request.headers.get(APPROVE_HEADER, ""))
         try:
             await self.runtime.gateway.submit(inbound, events, target=owner.target if owner else None)
@@ -319,16 +325,22 @@ class HttpService:
     async def _until_stopping(self, waiting: Awaitable[T]) -> T:
         """`waiting`, or a 503 + Retry-After once the service stops first: a request kept
         in the durable inbox is answered after the restart, to its `Idempotency-Key` retry."""
+        # No task and no asyncio.wait per request: `stop` cancels what is in `_waiting`
+        # (thousands of requests may wait on a slow model; each would hold ~2 KB more).
         got = asyncio.ensure_future(waiting)
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({got, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not got.done():
+        if self._stopping.is_set():
             got.cancel()
             raise shutting_down()
-        return got.result()
+        self._waiting.add(got)
+        try:
+            return await got
+        except asyncio.CancelledError:
+            handler = asyncio.current_task()
+            if got.cancelled() and self._stopping.is_set() and (handler is None or not handler.cancelling()):
+                raise shutting_down() from None
+            raise
+        finally:
+            self._waiting.discard(got)
 
     async def _stream(
         self,

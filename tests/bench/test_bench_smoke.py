@@ -39,7 +39,18 @@ def run_bench(name: str, tmp_path: Path) -> tuple[int, dict[str, Any], str]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    ["reserve", "scale", "pipeline", "big", "memory", "backfill", "deliveries", "streaming", "restart"],
+    [
+        "reserve",
+        "scale",
+        "pipeline",
+        "big",
+        "memory",
+        "backfill",
+        "deliveries",
+        "streaming",
+        "restart",
+        "waiting",
+    ],
 )
 def test_benchmark_runs_and_its_correctness_checks_pass(name: str, tmp_path: Path) -> None:
     code, doc, log = run_bench(name, tmp_path)

@@ -400,6 +400,24 @@ async def test_shutdown_answers_503(tmp_path: Path) -> None:
         assert await s.entries() == []
 
 
+async def test_requests_waiting_on_a_slow_model_are_answered_503_at_once_when_the_service_stops(
+    tmp_path: Path,
+) -> None:
+    """Requests wait for their reply without a task each; stopping the service still
+    answers every one of them 503 (retry elsewhere) instead of holding them until the
+    model is done (30 s here) or aiohttp's shutdown timeout."""
+    async with serve(tmp_path, agent_toml="echo_delay_ms = 30000", extra="[queue]\ndrain_s = 0\n") as s:
+        body = {"model": "main", "messages": [{"role": "user", "content": "slow"}]}
+        waiting = [asyncio.create_task(s.post({**body, "user": f"w{i}"})) for i in range(3)]
+        lanes = s.runtime.gateway.lanes
+        await eventually(lambda: len(lanes) == 3 and lanes.depth == 0)  # three turns running
+        async with asyncio.timeout(10):
+            await s.service.stop()
+            answers = await asyncio.gather(*waiting)
+        assert [status for status, _, _ in answers] == [503, 503, 503]
+        assert all(headers["Retry-After"] for _, _, headers in answers)
+
+
 # ---------------------------------------------------------------- agent failure
 
 
