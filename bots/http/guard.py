@@ -79,6 +79,23 @@ ACCEPT_PAUSE_S = 0.1
 """How long to stop accepting when accept() fails for want of descriptors."""
 
 
+REFUSE_DRAIN_READS = 4
+"""Reads of what a refused client already sent (64 KiB each) before its 503."""
+
+
+def _discard_received(conn: socket.socket) -> None:
+    """Read away the bytes a client sent before we accepted it. Closing a socket with unread
+    bytes sends a reset instead of a FIN, and a reset makes the client's TCP stack drop the
+    503 it has not read yet: under a burst the client sees "connection reset", no reason."""
+    conn.setblocking(False)
+    for _ in range(REFUSE_DRAIN_READS):
+        try:
+            if not conn.recv(65536):
+                return
+        except OSError:  # nothing more queued (EAGAIN), or the client is gone already
+            return
+
+
 class _Guarded(asyncio.Protocol):
     """aiohttp's handler for one connection, with the guard's bookkeeping around it."""
 
@@ -133,8 +150,12 @@ class ConnectionGuard:
     def refuse(self, conn: socket.socket) -> None:
         """503 and close, now: the descriptor is free again before the next accept."""
         self.shed += 1
+        _discard_received(conn)
         with contextlib.suppress(OSError):
             conn.send(BUSY_RESPONSE)  # a fresh socket's buffer takes it whole, or we don't care
+            # The FIN goes out now, behind the 503: bytes that arrive between here and close()
+            # still make a reset, but the client has read its end of stream by then.
+            conn.shutdown(socket.SHUT_WR)
         conn.close()
 
     async def admit(self, conn: socket.socket) -> None:
