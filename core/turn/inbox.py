@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from collections.abc import Sequence
+
 from core.conversation import Pending
-from core.model import POISON_ATTEMPTS, Reply, SessionKey, StoreError
+from core.model import POISON_ATTEMPTS, ChatMessage, Reply, SessionKey, StoreError
 from core.store import SessionStore
 
 log = logging.getLogger("chatlane.inbox")
@@ -61,6 +63,21 @@ class InboxSteps:
             self.live.difference_update(ids)
         for p in poison:
             await p.responder.send(Reply(POISON_TEXT, "failure", key))
+
+    @staticmethod
+    def recognise_kept(raw: Sequence[ChatMessage], batch: list[Pending]) -> None:
+        """Mark as recorded the inbox items whose message an interrupted turn kept in
+        memory before this process (or a dead one) could answer it: the `_keep_interrupted`
+        commit stores the records but leaves the items pending (they are answered later),
+        so a process that resumes them after a crash would store them a second time.
+        Known by the inbound message id the record carries; `raw` is the session's tail."""
+        todo = {p.inbound.message_id for p in batch if p.item_id and not p.recorded and p.inbound.message_id}
+        if not todo:
+            return
+        kept = {m.message_id for m in raw if m.role == "user" and m.interrupted and m.message_id in todo}
+        for p in batch:
+            if p.item_id and not p.recorded and p.inbound.message_id in kept:
+                p.recorded = True
 
     async def count_attempt(self, key: SessionKey, batch: list[Pending]) -> None:
         """A turn starts on these items: counted in the store, so a message that crashes

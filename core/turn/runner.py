@@ -346,6 +346,7 @@ class TurnRunner:
         raw = await self.store.tail(entry.session_id, settings.history_limit)
         batch_ids = {p.inbound.message_id for p in batch}
         history = context.without_answered(visible(raw), batch_ids)
+        self.inbox.recognise_kept(raw, batch)
         backfill: list[ChatMessage] = []
         if context.wants_backfill(entry.turns, raw):
             backfill = await context.fetch_backfill(batch[0].responder, batch_ids, since)

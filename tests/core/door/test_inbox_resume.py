@@ -178,3 +178,37 @@ async def test_a_sender_no_longer_allowed_is_not_answered_after_the_restart(gate
     await eventually(lambda: second.resumer.scans >= 2)
     assert board.replies["m-r1"] == []
     assert (await second.store.inbox.items(KEY)).pending == []  # settled, not waiting forever
+
+
+async def test_an_interrupted_message_kept_in_memory_is_stored_once_after_a_crash(
+    gateways: Gateways, tmp_path: Path
+) -> None:
+    """Interrupt mode: r2 cuts r1's turn off, which keeps r1 in memory (marked interrupted);
+    the process dies during the next turn. The next process answers r1 and r2 and stores
+    r1's message once: it finds r1's interrupted record by its message id."""
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()  # every turn of the first process hangs
+    first = gateways(config(mode="interrupt"), agent)
+    board = Board()
+    first.targets.register("test", board.responder)
+    first.start()
+    await send(first, board, "r1")
+    await eventually(lambda: len(agent.turns) == 1)
+    await send(first, board, "r2")  # interrupts r1's turn: r1 is kept as interrupted
+    await eventually(lambda: len(agent.turns) == 2)  # the turn answering r1 + r2 runs
+    entry = await first.store.get(KEY)
+    assert entry is not None
+    kept = [r for r in await first.store.tail(entry.session_id, 100) if r.role == "user"]
+    assert [(r.content, r.interrupted) for r in kept] == [("r1", True)]
+    await first.close(timeout=0)  # dies before that turn's commit
+    await first.store.close()
+
+    second_agent = RecordingAgent()
+    second = gateways(config(mode="interrupt"), second_agent)
+    second.targets.register("test", board.responder)
+    second.start()
+    await eventually(lambda: len(board.answers("m-r2")) == 1, timeout=20)
+    records = await second.store.tail(entry.session_id, 100)
+    assert [r.content for r in records if r.role == "user"] == ["r1", "r2"]
+    assert [m.content for m in second_agent.turns[-1].new_messages] == ["r1", "r2"]
+    assert (await second.store.inbox.items(KEY)).pending == []
