@@ -11,7 +11,9 @@ stored, a cut-off streamed answer is finished in place. One log line per resumed
 An adapter registering its platform wakes the scan at once, and the gateway holds that
 platform's new messages until the scan has queued the old ones, so a conversation's
 messages from before a restart are answered before those after it. An item whose
-platform has no adapter here stays pending for a process that has one (logged once);
+platform has no adapter here stays pending for a process that has one (logged once,
+and only once the launcher said every adapter is up, `adapters_started`: before that
+the adapter may just not have registered yet);
 one whose sender the adapter's access rules (`targets.register(..., admits=...)`) no
 longer allow is taken out unanswered (logged).
 """
@@ -62,6 +64,8 @@ class Resumer:
         self._unanswerable: set[str] = set()
         """Items logged as having no adapter here (logged once)."""
         self._started = False
+        self._adapters_up = asyncio.Event()
+        """Set once every adapter of this process registered (or none is awaited)."""
         self.scans = 0
         """Scans finished (tests and `sessions` tooling wait on it)."""
 
@@ -83,10 +87,22 @@ class Resumer:
                 "inbox: resuming %s took over %ss; taking new messages anyway", platform, READY_WAIT_S
             )
 
-    def start(self) -> None:
+    def start(self, *, await_adapters: bool = False) -> None:
+        """Start the scan. `await_adapters`: the caller starts adapters after this and
+        calls `adapters_started` once they are all up; until then an item of a platform
+        with no adapter here is passed over quietly (its adapter may register next)."""
+        if not await_adapters:
+            self._adapters_up.set()
         if not self._started:
             self._started = True
             self._tasks.spawn(self._loop(), name="inbox scan")
+
+    def adapters_started(self) -> None:
+        """Every adapter registered what it answers: scan now, and from now on an item no
+        adapter here can answer is one that waits for another process (logged once)."""
+        if not self._adapters_up.is_set():
+            self._adapters_up.set()
+            self._wake.set()
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -142,7 +158,7 @@ class Resumer:
                 continue
             platform = item.target.platform if item.target is not None else ""
             if not self.targets.can_answer(platform):
-                if item.item_id not in self._unanswerable:
+                if self._adapters_up.is_set() and item.item_id not in self._unanswerable:
                     self._unanswerable.add(item.item_id)
                     log.warning(
                         "inbox: item %s of %s waits for a process with a %r adapter",
