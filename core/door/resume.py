@@ -16,6 +16,11 @@ and only once the launcher said every adapter is up, `adapters_started`: before 
 the adapter may just not have registered yet);
 one whose sender the adapter's access rules (`targets.register(..., admits=...)`) no
 longer allow is taken out unanswered (logged).
+
+A process whose owner lease lapsed (Redis: cut off for a lease; `Inbox.lease_held`)
+may have had its items adopted meanwhile: before it scans again it gives up everything
+it holds (`TurnRunner.give_up`: queued items dropped, running turns cancelled, nobody
+told), then takes back, like any process, only what is still its own or free.
 """
 
 from __future__ import annotations
@@ -114,7 +119,10 @@ class Resumer:
             platforms, self._waiting = self._waiting, set()
             self._wake.clear()
             try:
-                await self.store.inbox.heartbeat()
+                try:
+                    await self.store.inbox.heartbeat()
+                finally:  # also while the store is unreachable: the lease runs out by the clock
+                    self._check_lease()
                 if platforms or time.monotonic() - scanned >= self.every_s:
                     scanned = time.monotonic()
                     await self.scan()
@@ -133,6 +141,21 @@ class Resumer:
                     self._ready[platform].set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(self.every_s, HEARTBEAT_S))
+
+    def _check_lease(self) -> None:
+        """Give up what this process holds once its owner lease may have lapsed: another
+        process may have adopted (and be answering) any of it."""
+        if self.store.inbox.lease_held():
+            return
+        dropped, cancelled = self.runner.give_up()
+        if dropped or cancelled:
+            log.warning(
+                "inbox: owner lease lapsed; gave up %d queued items and %d running turns "
+                "(whatever no other process adopted is resumed here again)",
+                dropped,
+                cancelled,
+            )
+        self.store.inbox.forget_lapse()  # lifted only by a renewal since the lapse
 
     async def scan(self) -> int:
         """One pass over the index; how many items were resumed here."""

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from core.conversation import Pending
 from core.model import POISON_ATTEMPTS, ChatMessage, Reply, SessionKey, StoreError
@@ -35,6 +34,9 @@ class InboxSteps:
         self.store = store
         self.live: set[str] = set()
         """Inbox items queued or running here (the adoption scan leaves them alone)."""
+        self.lapsed: Callable[[SessionKey], object] = lambda key: None
+        """Called when an answer would go on after this process's owner lease lapsed
+        (the runner gives the key up)."""
 
     async def settled(self, key: SessionKey, batch: list[Pending]) -> None:
         """Messages that leave their lane without a commit naming them (a command's turn,
@@ -119,5 +121,9 @@ class InboxSteps:
         last.responder.track_answer(noted)
 
     async def show(self, key: SessionKey, batch: list[Pending], piece: str) -> None:
-        """Stream a piece into the last message's responder."""
+        """Stream a piece into the last message's responder; not once the owner lease may
+        have lapsed (checked by clock): another process may be rewriting that message."""
+        if any(p.item_id for p in batch) and not self.store.inbox.lease_held():
+            self.lapsed(key)  # cancels this turn: it ends at its next await
+            return
         await batch[-1].responder.on_delta(piece)

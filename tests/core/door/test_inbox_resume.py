@@ -242,7 +242,8 @@ async def test_items_of_an_adapter_that_registers_late_are_answered_without_a_no
     second.targets.register("test", board.responder)
     second.adapters_started()
     await eventually(lambda: len(board.answers("m-r1")) == 1)
-    assert not [r for r in caplog.records if "waits for a process" in r.getMessage() and "'test'" in r.getMessage()]
+    waits = [r.getMessage() for r in caplog.records if "waits for a process" in r.getMessage()]
+    assert not [w for w in waits if "'test'" in w]
     assert elsewhere.replies["m-o1"] == []
     # From now on an item no adapter here answers is reported, once.
     await eventually(
