@@ -272,7 +272,9 @@ async def test_a_commit_of_items_another_process_adopted_is_refused_redis(redis_
     """Redis: a process whose owner lease lapsed (no renewal for a lease) while it kept
     its turn lock has its items adopted; its late commit answering them is refused
     (`Fenced`), and the adopter's stands: one stored answer."""
-    settings = StoreSettings(backend="redis", url=redis_server.url, prefix=unique_prefix(), turn_lock_ttl_s=1.0)
+    settings = StoreSettings(
+        backend="redis", url=redis_server.url, prefix=unique_prefix(), turn_lock_ttl_s=1.0
+    )
     first, second = RedisStore.from_settings(settings, None), RedisStore.from_settings(settings, None)
     try:
         a = await first.inbox.append(item("a"))  # renews first's lease, then nothing does
@@ -283,7 +285,8 @@ async def test_a_commit_of_items_another_process_adopted_is_refused_redis(redis_
             await eventually(lambda: second.inbox.adopt(KEY, [a.item_id]), timeout=10)
             assert not await first.inbox.owned(KEY, [a.item_id])
             records = [ChatMessage("user", "a", time.time()), ChatMessage("assistant", "late", time.time())]
-            late = TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, time.time(), 1, (a.item_id,))
+            answered = (a.item_id,)
+            late = TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, time.time(), 1, answered)
             with pytest.raises(Fenced, match="disowned"):
                 await first.commit(late)
         assert await second.inbox.owned(KEY, [a.item_id])
