@@ -133,6 +133,8 @@ class _Lane:
     """`stop` cancelled the running turn: its messages are not answered again."""
     disowned: bool = False
     """`disown` cancelled the running turn: its inbox items are another process's now."""
+    turn_has_items: bool = False
+    """The running turn answers durable inbox items (what `disown` gives up)."""
 
 
 class Lanes:
@@ -182,7 +184,8 @@ class Lanes:
             if gone:
                 lane.pending = deque(p for p in lane.pending if not p.item_id)
                 dropped += gone
-            if lane.turn is not None and not lane.turn.done() and not lane.disowned:
+            running = lane.turn is not None and not lane.turn.done()
+            if running and lane.turn_has_items and not lane.disowned and lane.turn is not None:
                 lane.disowned = True
                 lane.turn.cancel()
                 cancelled += 1
@@ -248,6 +251,7 @@ class Lanes:
                 async with self._slots:
                     batch = self._take(lane)
                     lane.resetting = batch[0].exclusive
+                    lane.turn_has_items = any(p.item_id for p in batch)
                     lane.turn = asyncio.create_task(self._run_turn(key, batch), name=f"turn {key}")
                     try:
                         await _ended(lane.turn)

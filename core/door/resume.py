@@ -140,7 +140,9 @@ class Resumer:
                 for platform in platforms:
                     self._ready[platform].set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(self.every_s, HEARTBEAT_S))
+                await asyncio.wait_for(
+                    self._wake.wait(), min(self.every_s, HEARTBEAT_S, self.store.inbox.renew_every_s)
+                )
 
     def _check_lease(self) -> None:
         """Give up what this process holds once its owner lease may have lapsed: another

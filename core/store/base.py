@@ -270,6 +270,9 @@ class Inbox(Protocol):
     owner: str
     """This process's owner id (random per store object)."""
 
+    renew_every_s: float
+    """How often `heartbeat` must be called at least for this process to stay alive."""
+
     async def append(self, item: InboxItem) -> InboxItem:
         """Store `item` (owned by this process) durably; the stored item, with its `seq`."""
         ...

@@ -79,6 +79,7 @@ class FileInbox:
         self._committer = committer
         self._answered_of = answered_of
         self.owner = uuid.uuid4().hex
+        self.renew_every_s = float("inf")  # the OS lock lives as long as the process
         self._owner_fd: int | None = None
 
     # ------------------------------------------------------------------ paths

@@ -152,6 +152,8 @@ class RedisInbox:
         self.url = url
         self.lease_s = lease_s
         self.owner = owner
+        self.renew_every_s = lease_s / 4
+        """Several renewals per lease: one late (a busy loop) never lets it lapse."""
         self._append = client.register_script(_APPEND)
         self._adopt = client.register_script(_ADOPT)
         self._note = client.register_script(_NOTE)
