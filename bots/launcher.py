@@ -96,7 +96,7 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
     try:
         # Before any adapter takes events: each adapter's platform is resumed from the
         # durable inbox as it registers, before its new messages (core/door/resume.py).
-        runtime.gateway.start()
+        runtime.gateway.start(await_adapters=True)
         for adapter, enabled, why in plan(loaded):
             if not enabled:
                 log.info("%s: disabled (%s)", adapter.settings.section, why)
@@ -119,6 +119,7 @@ async def run(loaded: Loaded, *, stop: asyncio.Event | None = None) -> int:
             if health is not None:
                 health.started.add(service.name)
             log.info("%s: running (%s)", service.name, service.describe())
+        runtime.gateway.adapters_started()  # only now is "no adapter here" a fact worth logging
         runtime.gateway.start_schedules()  # once the adapters answer their targets
         agents = ", ".join(f"{a} ({s.backend})" for a, s in loaded.config.agent_table().items())
         log.info("%s: agents %s, store %s; Ctrl-C stops", UP, agents, loaded.config.store.backend)

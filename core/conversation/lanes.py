@@ -18,6 +18,10 @@ wait in the durable inbox (`Pending.item_id`) start no new turn and nobody is to
 anything (the next process answers them); messages kept only in memory still run
 within the timeout, or hear "send it again".
 
+`disown` (the process's owner lease lapsed: another process may have adopted its inbox
+items) drops the keys' queued inbox items and cancels their running turns, telling
+nobody anything: whoever owns the items now answers them.
+
 `stop` (the `/stop` command) cancels a key's running turn in any mode: its messages
 are not answered again (they stay in memory, marked interrupted) and their senders
 get a `stopped` reply; messages queued behind it still get their turns.
@@ -28,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +131,10 @@ class _Lane:
     resetting: bool = False
     stopping: bool = False
     """`stop` cancelled the running turn: its messages are not answered again."""
+    disowned: bool = False
+    """`disown` cancelled the running turn: its inbox items are another process's now."""
+    turn_has_items: bool = False
+    """The running turn answers durable inbox items (what `disown` gives up)."""
 
 
 class Lanes:
@@ -161,9 +169,33 @@ class Lanes:
         lane.turn.cancel()
         return True
 
+    def disown(self, keys: Iterable[SessionKey] | None = None) -> tuple[list[Pending], int]:
+        """The inbox items of `keys` (None: every key) may belong to another process now:
+        drop them from their lanes untold and cancel the keys' running turns (reason
+        "disowned"; the turn drops its inbox items untold, see `_work`). Messages kept
+        only in memory stay. Returns (the queued items dropped, turns cancelled)."""
+        dropped: list[Pending] = []
+        cancelled = 0
+        for key in list(self._lanes) if keys is None else list(keys):
+            lane = self._lanes.get(key)
+            if lane is None:
+                continue
+            gone = [p for p in lane.pending if p.item_id]
+            if gone:
+                lane.pending = deque(p for p in lane.pending if not p.item_id)
+                dropped += gone
+            running = lane.turn is not None and not lane.turn.done()
+            if running and lane.turn_has_items and not lane.disowned and lane.turn is not None:
+                lane.disowned = True
+                lane.turn.cancel()
+                cancelled += 1
+        return dropped, cancelled
+
     def cancel_reason(self, key: SessionKey) -> CancelReason:
         """Why the running turn of `key` is being cancelled (asked from inside the turn)."""
         lane = self._lanes.get(key)
+        if lane is not None and lane.disowned:
+            return "disowned"
         if lane is not None and lane.stopping:
             return "stopped"
         return "shutdown" if self._closing else "interrupted"
@@ -219,6 +251,7 @@ class Lanes:
                 async with self._slots:
                     batch = self._take(lane)
                     lane.resetting = batch[0].exclusive
+                    lane.turn_has_items = any(p.item_id for p in batch)
                     lane.turn = asyncio.create_task(self._run_turn(key, batch), name=f"turn {key}")
                     try:
                         await _ended(lane.turn)
@@ -227,7 +260,11 @@ class Lanes:
                         if not turn.done():  # this worker itself is being cancelled
                             turn.cancel()
                             await asyncio.wait({turn})
-                if turn.cancelled() and lane.stopping:
+                if turn.cancelled() and lane.disowned:
+                    lane.disowned = lane.stopping = False
+                    # Its inbox items are another process's now; memory-only ones run again.
+                    lane.pending.extendleft(reversed([p for p in batch if not p.item_id]))
+                elif turn.cancelled() and lane.stopping:
                     lane.stopping = False
                     await self._settled(key, batch)
                     for p in batch:
@@ -242,6 +279,7 @@ class Lanes:
                     lane.pending.extendleft(reversed(batch))
                 elif (exc := turn.exception()) is not None:
                     log.error("turn of %s failed", key, exc_info=exc)
+                lane.disowned = False  # a disown that came as the turn ended
                 batch = []
         finally:
             if self._lanes.get(key) is lane:

@@ -120,11 +120,17 @@ class Gateway:
     def _platform_registered(self, platform: str) -> None:
         self.resumer.platform_registered(platform)
 
-    def start(self) -> None:
+    def start(self, *, await_adapters: bool = False) -> None:
         """Start resuming the durable inbox (items left by a restart or by dead processes).
         Call once the event loop runs, before adapters take events; each adapter's
-        `targets.register` then resumes its platform's items before its new messages."""
-        self.resumer.start()
+        `targets.register` then resumes its platform's items before its new messages.
+        `await_adapters`: the caller (the launcher) calls `adapters_started` once every
+        adapter is up; items no adapter here answers are reported only from then on."""
+        self.resumer.start(await_adapters=await_adapters)
+
+    def adapters_started(self) -> None:
+        """Every adapter of this process is up and registered its reply targets."""
+        self.resumer.adapters_started()
 
     @property
     def agent(self) -> Agent:

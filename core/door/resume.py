@@ -11,9 +11,16 @@ stored, a cut-off streamed answer is finished in place. One log line per resumed
 An adapter registering its platform wakes the scan at once, and the gateway holds that
 platform's new messages until the scan has queued the old ones, so a conversation's
 messages from before a restart are answered before those after it. An item whose
-platform has no adapter here stays pending for a process that has one (logged once);
+platform has no adapter here stays pending for a process that has one (logged once,
+and only once the launcher said every adapter is up, `adapters_started`: before that
+the adapter may just not have registered yet);
 one whose sender the adapter's access rules (`targets.register(..., admits=...)`) no
 longer allow is taken out unanswered (logged).
+
+A process whose owner lease lapsed (Redis: cut off for a lease; `Inbox.lease_held`)
+may have had its items adopted meanwhile: before it scans again it gives up everything
+it holds (`TurnRunner.give_up`: queued items dropped, running turns cancelled, nobody
+told), then takes back, like any process, only what is still its own or free.
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ class Resumer:
         self._unanswerable: set[str] = set()
         """Items logged as having no adapter here (logged once)."""
         self._started = False
+        self._adapters_up = asyncio.Event()
+        """Set once every adapter of this process registered (or none is awaited)."""
         self.scans = 0
         """Scans finished (tests and `sessions` tooling wait on it)."""
 
@@ -83,10 +92,22 @@ class Resumer:
                 "inbox: resuming %s took over %ss; taking new messages anyway", platform, READY_WAIT_S
             )
 
-    def start(self) -> None:
+    def start(self, *, await_adapters: bool = False) -> None:
+        """Start the scan. `await_adapters`: the caller starts adapters after this and
+        calls `adapters_started` once they are all up; until then an item of a platform
+        with no adapter here is passed over quietly (its adapter may register next)."""
+        if not await_adapters:
+            self._adapters_up.set()
         if not self._started:
             self._started = True
             self._tasks.spawn(self._loop(), name="inbox scan")
+
+    def adapters_started(self) -> None:
+        """Every adapter registered what it answers: scan now, and from now on an item no
+        adapter here can answer is one that waits for another process (logged once)."""
+        if not self._adapters_up.is_set():
+            self._adapters_up.set()
+            self._wake.set()
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -98,7 +119,10 @@ class Resumer:
             platforms, self._waiting = self._waiting, set()
             self._wake.clear()
             try:
-                await self.store.inbox.heartbeat()
+                try:
+                    await self.store.inbox.heartbeat()
+                finally:  # also while the store is unreachable: the lease runs out by the clock
+                    self._check_lease()
                 if platforms or time.monotonic() - scanned >= self.every_s:
                     scanned = time.monotonic()
                     await self.scan()
@@ -116,7 +140,24 @@ class Resumer:
                 for platform in platforms:
                     self._ready[platform].set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(self.every_s, HEARTBEAT_S))
+                await asyncio.wait_for(
+                    self._wake.wait(), min(self.every_s, HEARTBEAT_S, self.store.inbox.renew_every_s)
+                )
+
+    def _check_lease(self) -> None:
+        """Give up what this process holds once its owner lease may have lapsed: another
+        process may have adopted (and be answering) any of it."""
+        if self.store.inbox.lease_held():
+            return
+        dropped, cancelled = self.runner.give_up()
+        if dropped or cancelled:
+            log.warning(
+                "inbox: owner lease lapsed; gave up %d queued items and %d running turns "
+                "(whatever no other process adopted is resumed here again)",
+                dropped,
+                cancelled,
+            )
+        self.store.inbox.forget_lapse()  # lifted only by a renewal since the lapse
 
     async def scan(self) -> int:
         """One pass over the index; how many items were resumed here."""
@@ -142,7 +183,7 @@ class Resumer:
                 continue
             platform = item.target.platform if item.target is not None else ""
             if not self.targets.can_answer(platform):
-                if item.item_id not in self._unanswerable:
+                if self._adapters_up.is_set() and item.item_id not in self._unanswerable:
                     self._unanswerable.add(item.item_id)
                     log.warning(
                         "inbox: item %s of %s waits for a process with a %r adapter",

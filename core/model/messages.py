@@ -160,7 +160,7 @@ it is safe to send again. `limited`: the sender is over `[limits]`; nothing was 
 the others (send nothing then). `stopped`: someone sent `/stop` while this message was
 being answered; its turn was cancelled (the message stays in memory, marked interrupted)."""
 
-CancelReason = Literal["interrupted", "stopped", "shutdown", "retry"]
+CancelReason = Literal["interrupted", "stopped", "shutdown", "retry", "disowned"]
 """Why a running turn was cancelled: a newer message (interrupt mode), `/stop`, shutdown,
 or `retry`: its commit was fenced out, nothing was stored, and the same message is
 answered again from the start (what was shown of the answer is void, not cut off)."""

@@ -270,6 +270,9 @@ class Inbox(Protocol):
     owner: str
     """This process's owner id (random per store object)."""
 
+    renew_every_s: float
+    """How often `heartbeat` must be called at least for this process to stay alive."""
+
     async def append(self, item: InboxItem) -> InboxItem:
         """Store `item` (owned by this process) durably; the stored item, with its `seq`."""
         ...
@@ -309,6 +312,23 @@ class Inbox(Protocol):
     async def heartbeat(self) -> None:
         """Show that this process (`owner`) is alive; called periodically (Redis renews its
         lease; the file store holds an OS lock that dies with the process)."""
+        ...
+
+    def lease_held(self) -> bool:
+        """Whether this process's items are surely still its own, by its clock: False once
+        the owner lease may have lapsed (Redis: no renewal reached it for a lease, or a
+        renewal found it expired), until `forget_lapse` after a renewal. Other processes
+        may then have adopted its items: it must stop answering them."""
+        ...
+
+    def forget_lapse(self) -> None:
+        """The lapse was acted on (what this process held is given up): `lease_held` is
+        True again if a renewal succeeded since."""
+        ...
+
+    async def owned(self, key: SessionKey, item_ids: Sequence[str]) -> bool:
+        """Whether every one of the items is still pending and owned by this process. A
+        commit answering items that are not is refused (`Fenced`) all the same."""
         ...
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 
 from core.conversation import Pending
-from core.model import POISON_ATTEMPTS, Reply, SessionKey, StoreError
+from core.model import POISON_ATTEMPTS, ChatMessage, Reply, SessionKey, StoreError
 from core.store import SessionStore
 
 log = logging.getLogger("chatlane.inbox")
@@ -33,6 +34,9 @@ class InboxSteps:
         self.store = store
         self.live: set[str] = set()
         """Inbox items queued or running here (the adoption scan leaves them alone)."""
+        self.lapsed: Callable[[SessionKey], object] = lambda key: None
+        """Called when an answer would go on after this process's owner lease lapsed
+        (the runner gives the key up)."""
 
     async def settled(self, key: SessionKey, batch: list[Pending]) -> None:
         """Messages that leave their lane without a commit naming them (a command's turn,
@@ -61,6 +65,21 @@ class InboxSteps:
             self.live.difference_update(ids)
         for p in poison:
             await p.responder.send(Reply(POISON_TEXT, "failure", key))
+
+    @staticmethod
+    def recognise_kept(raw: Sequence[ChatMessage], batch: list[Pending]) -> None:
+        """Mark as recorded the inbox items whose message an interrupted turn kept in
+        memory before this process (or a dead one) could answer it: the `_keep_interrupted`
+        commit stores the records but leaves the items pending (they are answered later),
+        so a process that resumes them after a crash would store them a second time.
+        Known by the inbound message id the record carries; `raw` is the session's tail."""
+        todo = {p.inbound.message_id for p in batch if p.item_id and not p.recorded and p.inbound.message_id}
+        if not todo:
+            return
+        kept = {m.message_id for m in raw if m.role == "user" and m.interrupted and m.message_id in todo}
+        for p in batch:
+            if p.item_id and not p.recorded and p.inbound.message_id in kept:
+                p.recorded = True
 
     async def count_attempt(self, key: SessionKey, batch: list[Pending]) -> None:
         """A turn starts on these items: counted in the store, so a message that crashes
@@ -102,5 +121,9 @@ class InboxSteps:
         last.responder.track_answer(noted)
 
     async def show(self, key: SessionKey, batch: list[Pending], piece: str) -> None:
-        """Stream a piece into the last message's responder."""
+        """Stream a piece into the last message's responder; not once the owner lease may
+        have lapsed (checked by clock): another process may be rewriting that message."""
+        if any(p.item_id for p in batch) and not self.store.inbox.lease_held():
+            self.lapsed(key)  # cancels this turn: it ends at its next await
+            return
         await batch[-1].responder.on_delta(piece)

@@ -114,6 +114,7 @@ class TurnRunner:
         self._clock = clock
         self.inbox = InboxSteps(store)
         self.lanes = Lanes(self.run, config.queue, self.inbox.settled)
+        self.inbox.lapsed = lambda key: self.give_up([key])
         self.reminders: Reminders | None = None
         """Sets one-shot schedules for the `remind` tool (the gateway's scheduler)."""
         self.streaming: set[SessionKey] = set()
@@ -127,6 +128,30 @@ class TurnRunner:
         """Cancel the answer of `key` if its agent is producing it here (True)."""
         return key in self.streaming and self.lanes.stop(key)
 
+    def give_up(self, keys: Sequence[SessionKey] | None = None) -> tuple[int, int]:
+        """This process's owner lease lapsed: the inbox items of `keys` (None: all) may
+        have been adopted by another process, which answers them. Drop them here and
+        cancel the keys' running turns, which end without a reply, a failure message or a
+        further edit of what they streamed (the adopter rewrites it in place). Returns
+        (queued items dropped, turns cancelled). Items nobody adopted are resumed here
+        again by the next scan once the lease is renewed."""
+        dropped, cancelled = self.lanes.disown(keys)
+        self.live.difference_update(p.item_id for p in dropped)
+        return len(dropped), cancelled
+
+    async def _disowned(self, key: SessionKey, batch: list[Pending]) -> bool:
+        """After a refused commit: whether the batch's inbox items are no longer this
+        process's (its lease lapsed, or another process owns or answered them)."""
+        ids = [p.item_id for p in batch if p.item_id]
+        if not ids:
+            return False
+        if not self.store.inbox.lease_held():
+            return True
+        try:
+            return not await self.store.inbox.owned(key, ids)
+        except StoreError:
+            return False  # unknown: answered again, and the commit's check decides
+
     async def run(self, key: SessionKey, batch: list[Pending]) -> None:
         poison = [p for p in batch if p.attempts >= POISON_ATTEMPTS]
         if poison:
@@ -139,9 +164,21 @@ class TurnRunner:
         try:
             async with batch[-1].responder.working():
                 outcome, reply = await self._turn(key, batch)
+        except asyncio.CancelledError:
+            if self.lanes.cancel_reason(key) == "disowned":  # given up: the adopter answers
+                self.live.difference_update(p.item_id for p in batch if p.item_id)
+                self.metrics.outcome("disowned").inc()
+                log.warning("turn of %s given up: its inbox items may be another process's now", key)
+            raise
         except Fenced as exc:
-            # Nothing of the turn was stored: its messages go back to the front of the lane.
             self.metrics.fenced.inc()
+            if await self._disowned(key, batch):
+                # Another process owns (or answered) these items: it answers; nothing is said here.
+                self.live.difference_update(p.item_id for p in batch if p.item_id)
+                self.metrics.outcome("disowned").inc()
+                log.warning("turn of %s given up (%s): its inbox items are another process's now", key, exc)
+                return
+            # Nothing of the turn was stored: its messages go back to the front of the lane.
             self.metrics.outcome("fenced").inc()
             attempts = max(p.fenced for p in batch) + 1
             for p in batch:
@@ -346,6 +383,7 @@ class TurnRunner:
         raw = await self.store.tail(entry.session_id, settings.history_limit)
         batch_ids = {p.inbound.message_id for p in batch}
         history = context.without_answered(visible(raw), batch_ids)
+        self.inbox.recognise_kept(raw, batch)
         backfill: list[ChatMessage] = []
         if context.wants_backfill(entry.turns, raw):
             backfill = await context.fetch_backfill(batch[0].responder, batch_ids, since)
@@ -437,6 +475,8 @@ class TurnRunner:
                     await _close_stream(stream)
         except asyncio.CancelledError:
             reason = self.lanes.cancel_reason(key)
+            if reason == "disowned":  # another process answers: no record, no edit here
+                raise
             # Shutdown: messages in the durable inbox are not kept as interrupted; they stay
             # pending and the next process answers them whole (and stores them then).
             backfill = len(made.new) - len(made.fresh)

@@ -79,6 +79,7 @@ class FileInbox:
         self._committer = committer
         self._answered_of = answered_of
         self.owner = uuid.uuid4().hex
+        self.renew_every_s = float("inf")  # the OS lock lives as long as the process
         self._owner_fd: int | None = None
 
     # ------------------------------------------------------------------ paths
@@ -95,6 +96,15 @@ class FileInbox:
     # -------------------------------------------------------------- protocol
     async def heartbeat(self) -> None:
         self._hold_owner_lock()
+
+    def lease_held(self) -> bool:
+        return True  # the owner lock is held until the process dies: nobody adopts before
+
+    def forget_lapse(self) -> None:
+        return None
+
+    async def owned(self, key: SessionKey, item_ids: Sequence[str]) -> bool:
+        return True  # while this process lives its flock is held: nobody adopts its items
 
     async def append(self, item: InboxItem) -> InboxItem:
         self._hold_owner_lock()

@@ -18,6 +18,13 @@ the item and returns it instead of storing it twice. Answered = committed: the c
 script runs `DONE_LUA` for the ids the turn answered, in the same script that stores
 the turn (core/store/redis/store.py). An owner whose lease lapsed (its process died or
 lost Redis for a whole lease) is dead: `adopt` hands its items over, atomically.
+
+A process that was cut off from Redis for a lease finds out by its own clock (no
+renewal reached Redis within `LEASE_SAFE` of a lease: `lease_held` turns False) or when
+a renewal finds its lease expired: its items may have been adopted, so it gives up what
+it runs and holds (core/door/resume.py). The commit script refuses to mark as answered
+an item whose owner field is not the committing process (`Fenced`, "disowned"), so a
+late commit of a given-up turn never stores a second answer.
 """
 
 from __future__ import annotations
@@ -48,6 +55,21 @@ local function inbox_done(hash, order, index, key, ids)
   if redis.call('zcard', order) == 0 then redis.call('zrem', index, key) end
 end
 """
+
+# Lua run before the commit script stores anything: `nil` when every answered item is
+# pending and owned by `owner`, else why not.
+OWNED_LUA = """
+local function inbox_not_owned(hash, owner, ids)
+  for _, id in ipairs(ids) do
+    if redis.call('hget', hash, 'o:' .. id) ~= owner then return 'disowned' end
+  end
+  return nil
+end
+"""
+
+LEASE_SAFE = 0.8
+"""The share of a lease after its last renewal that this process still counts as its
+own: the rest is a margin for clock drift and edits already in flight."""
 
 # KEYS: hash, order, seq, index; ARGV: id, item JSON, owner, key, at.
 _APPEND = """
@@ -130,12 +152,17 @@ class RedisInbox:
         self.url = url
         self.lease_s = lease_s
         self.owner = owner
+        self.renew_every_s = lease_s / 4
+        """Several renewals per lease: one late (a busy loop) never lets it lapse."""
         self._append = client.register_script(_APPEND)
         self._adopt = client.register_script(_ADOPT)
         self._note = client.register_script(_NOTE)
         self._settle = client.register_script(_SETTLE)
         self._quarantine = client.register_script(_QUARANTINE)
         self._beat_at = 0.0
+        self._held_until = 0.0
+        """Monotonic time until which the lease is surely held (0: never held yet)."""
+        self._lapsed = False
 
     def names(self, key: str) -> tuple[str, str, str]:
         """(hash, order, index) of `key`'s inbox: what the commit script needs."""
@@ -146,9 +173,36 @@ class RedisInbox:
         return f"{self.prefix}:inbox-parked:{digest(key)}"
 
     async def heartbeat(self) -> None:
+        sent = time.monotonic()  # the lease runs from when the renewal was sent, at the latest
         with redis_errors(self.url, "owner lease"):
-            await self._r.set(f"{self.prefix}:alive:{self.owner}", b"1", px=max(1, int(self.lease_s * 1000)))
-        self._beat_at = time.monotonic()
+            before = await self._r.set(
+                f"{self.prefix}:alive:{self.owner}", b"1", px=max(1, int(self.lease_s * 1000)), get=True
+            )
+        if before is None and self._held_until and not self._lapsed:
+            self._lapse("a renewal found it expired")
+        self._beat_at = sent
+        self._held_until = sent + self.lease_s * LEASE_SAFE
+
+    def lease_held(self) -> bool:
+        if self._held_until and not self._lapsed and time.monotonic() > self._held_until:
+            self._lapse(f"not renewed for {self.lease_s * LEASE_SAFE:g} s")
+        return not self._lapsed
+
+    def forget_lapse(self) -> None:
+        if self._lapsed and time.monotonic() < self._held_until:
+            self._lapsed = False
+
+    def _lapse(self, why: str) -> None:
+        self._lapsed = True
+        log.warning("inbox: the owner lease of this process may have lapsed (%s); giving up its items", why)
+
+    async def owned(self, key: SessionKey, item_ids: Sequence[str]) -> bool:
+        if not item_ids:
+            return True
+        hash_, _, _ = self.names(key)
+        with redis_errors(self.url, "inbox owner"):
+            owners = await cast("Any", self._r.hmget(hash_, [f"o:{i}" for i in item_ids]))
+        return all(o is not None and o.decode() == self.owner for o in owners)
 
     async def _alive(self) -> None:
         """Renew the lease when a third of it passed since the last heartbeat."""

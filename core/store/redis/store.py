@@ -78,7 +78,7 @@ from core.store.redis.blobs import RedisBlobs
 from core.store.redis.deliveries import RedisDeliveries
 from core.store.redis.entries import RedisNames, RedisSessions, session_in
 from core.store.redis.fires import RedisFires
-from core.store.redis.inbox import DONE_LUA, RedisInbox
+from core.store.redis.inbox import DONE_LUA, OWNED_LUA, RedisInbox
 from core.store.redis.lock import TurnLocks, TurnReads, redis_errors
 from core.store.redis.urls import safe_url, url_problem
 from core.store.redis.warm import WarmTails
@@ -92,13 +92,16 @@ _TAIL_HINT_MAX = 1000
 # KEYS[1] entry, KEYS[2] fence, KEYS[3] transcript, KEYS[4] commit mark, KEYS[5..7] the
 # key's inbox (hash, order, index), KEYS[8] the turn lock; ARGV[1] token, ARGV[2] session
 # id, ARGV[3] the commit, ARGV[4] transcript_max, ARGV[5] mark ttl s, ARGV[6] the key,
-# ARGV[7] the lock's random token ('' to keep the lock), ARGV[8..] the inbox items it
-# answered: done in the same script that stores the turn (core/store/redis/inbox.py).
+# ARGV[7] the lock's random token ('' to keep the lock), ARGV[8] this process's inbox
+# owner id, ARGV[9..] the inbox items it answered: done in the same script that stores
+# the turn (core/store/redis/inbox.py), refused ('disowned') unless this process owns
+# them all (another adopted them after this process's lease lapsed, or answered them).
 # A stored turn lets go of the lock (a token compare, as the release script): the turn's
 # last round trip is its commit. A retry whose first attempt was stored does the same
 # compare, harmless if someone has taken the lock since.
 _COMMIT = (
     DONE_LUA
+    + OWNED_LUA
     + """
 local function let_go()
   if ARGV[7] ~= '' and redis.call('get', KEYS[8]) == ARGV[7] then redis.call('del', KEYS[8]) end
@@ -112,10 +115,13 @@ local raw = redis.call('get', KEYS[1])
 if not raw then return 'moved' end
 local ok, obj = pcall(cjson.decode, raw)
 if not ok or type(obj) ~= 'table' or obj.sessionId ~= ARGV[2] then return 'moved' end
+local answered = {unpack(ARGV, 9)}
+local refused = inbox_not_owned(KEYS[5], ARGV[8], answered)
+if refused then return refused end
 redis.call('rpush', KEYS[3], ARGV[3])
 redis.call('ltrim', KEYS[3], -tonumber(ARGV[4]), -1)
 redis.call('set', KEYS[4], '1', 'EX', ARGV[5])
-if #ARGV > 7 then inbox_done(KEYS[5], KEYS[6], KEYS[7], ARGV[6], {unpack(ARGV, 8)}) end
+if #answered > 0 then inbox_done(KEYS[5], KEYS[6], KEYS[7], ARGV[6], answered) end
 let_go()
 return 'ok'
 """
@@ -260,6 +266,7 @@ class RedisStore:
             _COMMIT_MARK_S,
             key,
             lock_token,
+            self.inbox.owner,
         ]
         commit.lease.committing = True
         try:

@@ -8,7 +8,10 @@ stored `ReplyTarget`s, registered in `gateway.targets` like an adapter's factory
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
+
+import pytest
 
 from bots.testing import Board, RecordingAgent, SlowStreamAgent, eventually
 from core.config import Config, QueueSettings
@@ -178,3 +181,75 @@ async def test_a_sender_no_longer_allowed_is_not_answered_after_the_restart(gate
     await eventually(lambda: second.resumer.scans >= 2)
     assert board.replies["m-r1"] == []
     assert (await second.store.inbox.items(KEY)).pending == []  # settled, not waiting forever
+
+
+async def test_an_interrupted_message_kept_in_memory_is_stored_once_after_a_crash(
+    gateways: Gateways, tmp_path: Path
+) -> None:
+    """Interrupt mode: r2 cuts r1's turn off, which keeps r1 in memory (marked interrupted);
+    the process dies during the next turn. The next process answers r1 and r2 and stores
+    r1's message once: it finds r1's interrupted record by its message id."""
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()  # every turn of the first process hangs
+    first = gateways(config(mode="interrupt"), agent)
+    board = Board()
+    first.targets.register("test", board.responder)
+    first.start()
+    await send(first, board, "r1")
+    await eventually(lambda: len(agent.turns) == 1)
+    await send(first, board, "r2")  # interrupts r1's turn: r1 is kept as interrupted
+    await eventually(lambda: len(agent.turns) == 2)  # the turn answering r1 + r2 runs
+    entry = await first.store.get(KEY)
+    assert entry is not None
+    kept = [r for r in await first.store.tail(entry.session_id, 100) if r.role == "user"]
+    assert [(r.content, r.interrupted) for r in kept] == [("r1", True)]
+    await first.close(timeout=0)  # dies before that turn's commit
+    await first.store.close()
+
+    second_agent = RecordingAgent()
+    second = gateways(config(mode="interrupt"), second_agent)
+    second.targets.register("test", board.responder)
+    second.start()
+    await eventually(lambda: len(board.answers("m-r2")) == 1, timeout=20)
+    records = await second.store.tail(entry.session_id, 100)
+    assert [r.content for r in records if r.role == "user"] == ["r1", "r2"]
+    assert [m.content for m in second_agent.turns[-1].new_messages] == ["r1", "r2"]
+    assert (await second.store.inbox.items(KEY)).pending == []
+
+
+async def test_items_of_an_adapter_that_registers_late_are_answered_without_a_no_adapter_line(
+    gateways: Gateways, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart: another adapter registers first and the scan runs, then the items'
+    own adapter registers. Until the launcher says every adapter is up, an item whose
+    adapter is missing is not reported as waiting for another process; after, it is."""
+    agent = RecordingAgent()
+    agent.release = asyncio.Event()
+    first = gateways(config(), agent)
+    board = Board()
+    await send(first, board, "r1")
+    elsewhere = Board("elsewhere")  # a platform no adapter of the next process serves
+    orphan = Inbound("elsewhere", "bob", "general", "o1", message_id="m-o1")
+    await first.submit(orphan, elsewhere.responder(elsewhere.target(orphan)), target=elsewhere.target(orphan))
+    await first.close(timeout=0)
+    await first.store.close()
+
+    caplog.set_level(logging.INFO, logger="chatlane.inbox")
+    second = gateways(config(), RecordingAgent())
+    second.start(await_adapters=True)
+    second.targets.register("early", board.responder)  # a faster adapter: the scan runs
+    await eventually(lambda: second.resumer.scans >= 3)
+    second.targets.register("test", board.responder)
+    second.adapters_started()
+    await eventually(lambda: len(board.answers("m-r1")) == 1)
+    waits = [r.getMessage() for r in caplog.records if "waits for a process" in r.getMessage()]
+    assert not [w for w in waits if "'test'" in w]
+    assert elsewhere.replies["m-o1"] == []
+    # From now on an item no adapter here answers is reported, once.
+    await eventually(
+        lambda: [r.getMessage() for r in caplog.records if "waits for a process" in r.getMessage()] != []
+    )
+    scans = second.resumer.scans
+    await eventually(lambda: second.resumer.scans >= scans + 3)
+    waits = [r.getMessage() for r in caplog.records if "waits for a process" in r.getMessage()]
+    assert len(waits) == 1 and "'elsewhere'" in waits[0]

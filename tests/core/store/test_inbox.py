@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bots.testing import RedisServer, unique_prefix
+from bots.testing import RedisServer, eventually, unique_prefix
 from core.config import StoreSettings
 from core.conversation.reserver import Reserver
-from core.model import Inbound, InboxItem, ReplyTarget, SessionKey, TurnCommit
+from core.model import Fenced, Inbound, InboxItem, ReplyTarget, SessionKey, TurnCommit
 from core.model.messages import ChatMessage
 from core.store.base import SessionStore
 from core.store.files import inbox as files_inbox
@@ -266,3 +266,39 @@ async def test_an_emptied_inbox_file_leaves_the_index_and_is_removed_later(
         assert [i.item_id for i in (await store.inbox.items(KEY)).pending] == [b.item_id]
     finally:
         await store.close()
+
+
+async def test_a_commit_of_items_another_process_adopted_is_refused_redis(redis_server: RedisServer) -> None:
+    """Redis: a process whose owner lease lapsed (no renewal for a lease) while it kept
+    its turn lock has its items adopted; its late commit answering them is refused
+    (`Fenced`), and the adopter's stands: one stored answer."""
+    settings = StoreSettings(
+        backend="redis", url=redis_server.url, prefix=unique_prefix(), turn_lock_ttl_s=1.0
+    )
+    first, second = RedisStore.from_settings(settings, None), RedisStore.from_settings(settings, None)
+    try:
+        a = await first.inbox.append(item("a"))  # renews first's lease, then nothing does
+        assert first.inbox.lease_held()
+        async with first.lock_turn(KEY) as lease:  # the lock's own task keeps it renewed
+            entry, _ = await Reserver(first).resolve(KEY)
+            await eventually(lambda: not first.inbox.lease_held(), timeout=10)  # by its clock
+            await eventually(lambda: second.inbox.adopt(KEY, [a.item_id]), timeout=10)
+            assert not await first.inbox.owned(KEY, [a.item_id])
+            records = [ChatMessage("user", "a", time.time()), ChatMessage("assistant", "late", time.time())]
+            answered = (a.item_id,)
+            late = TurnCommit(lease, entry.session_id, uuid.uuid4().hex, records, time.time(), 1, answered)
+            with pytest.raises(Fenced, match="disowned"):
+                await first.commit(late)
+        assert await second.inbox.owned(KEY, [a.item_id])
+        await commit_answering(second, KEY, [a.item_id])
+        stored = await second.tail(entry.session_id, 100)
+        assert [r.content for r in stored if r.role == "assistant"] == ["a"]
+        assert (await second.inbox.items(KEY)).pending == []
+        # A renewal after the lapse finds the lease expired; once acted on, it holds again.
+        await first.inbox.heartbeat()
+        assert not first.inbox.lease_held()
+        first.inbox.forget_lapse()
+        assert first.inbox.lease_held()
+    finally:
+        await first.close()
+        await second.close()
