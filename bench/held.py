@@ -20,7 +20,7 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
-from bots.testing import RecordingAgent, Replies
+from bots.testing import RecordingAgent, Replies, eventually
 from core.config import Config, QueueSettings
 from core.door.gateway import Gateway
 from core.model.messages import Inbound
@@ -50,8 +50,7 @@ async def measure(n: int, poll_s: float) -> float:
             tracemalloc.start()
             idle = tracemalloc.get_traced_memory()[0]
             held = await _answer_all(gw, "held", n)
-            while agent.running < n:
-                await asyncio.sleep(0.05)
+            await eventually(lambda: agent.running >= n, timeout=120)
             await asyncio.sleep(poll_s * 1.5)  # every turn polled at least once
             gc.collect()
             waiting = tracemalloc.get_traced_memory()[0]
