@@ -3,7 +3,7 @@
     turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> first turn
             of the session? read the thread (backfill) -> read attachments (blobs) ->
             compaction? (a summary record, core/compaction.py) -> the key's agent streams
-            the reply (a stop watch polls the store for `/stop` from other processes) ->
+            the reply (the process's one stop poller reads the store for `/stop` from other processes) ->
             ONE fenced commit of the (summary +) (backfill +) user + assistant records ->
             let go of the lock -> deliver
 
