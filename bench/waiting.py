@@ -22,6 +22,7 @@ a py-spy flame graph of chatlane during each run's load (FILE gets the run numbe
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import Options, scratch, start_server
+from bench.common import SERVER_ENV, Options, scratch, start_server
 from bench.loadgen import raise_open_files, run_plan
 from bench.report import Report, percentile
 from bench.verify import check_replies
@@ -180,6 +181,8 @@ async def run(opts: Options) -> Report:
     report.metric("chatlane RSS idle after warm-up", "MB", series["idle"])
     report.metric("chatlane bytes per waiting conversation", "B", series["per"])
     report.metric("sleeper peak RSS (VmHWM)", "MB", series["speak"])
+    held = [await _held(min(n, 1000)) for _ in range(opts.runs)]
+    report.metric("chatlane's own bytes per waiting turn (tracemalloc, no HTTP)", "B", held)
     report.metric("chatlane CPU per conversation (user + system)", "ms", series["cpu"])
     report.metric("chatlane CPU per follow-up", "ms", series["fcpu"])
     report.metric("sleeper CPU per conversation (user + system)", "ms", series["scpu"])
@@ -190,6 +193,19 @@ async def run(opts: Options) -> Report:
         f"warm-up of {WARMUP} conversations before the idle RSS"
     )
     return report
+
+
+async def _held(n: int) -> float:
+    """bench/held.py on the server's `core` (so a before/after measures both): bytes per turn."""
+    env = {k: v for k, v in {**os.environ, **SERVER_ENV}.items() if v is not None}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("held.py")), str(n),
+        stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/held.py failed ({proc.returncode})")
+    return float(json.loads(out)["bytes_per_turn"])
 
 
 async def _sleeper(

@@ -186,6 +186,12 @@ class Signals(Protocol):
         """How many stops were ever requested for `key` (0 if none); cheap, polled during turns."""
         ...
 
+    async def stop_requests_many(self, keys: Sequence[SessionKey]) -> dict[SessionKey, int]:
+        """`stop_requests` of every key at once (each key of `keys` is in the answer): what
+        a process's one stop poller reads for all the turns running there, in one batch
+        (a stat per key on files, one round trip on Redis), never one read per turn."""
+        ...
+
 
 class Approvals(Protocol):
     """Tool calls waiting for a person, and what each tool call of a turn came to.

@@ -3,7 +3,7 @@
     turn:   turn lock (fencing token) -> resolve (reserver) -> transcript tail -> first turn
             of the session? read the thread (backfill) -> read attachments (blobs) ->
             compaction? (a summary record, core/compaction.py) -> the key's agent streams
-            the reply (a stop watch polls the store for `/stop` from other processes) ->
+            the reply (the process's one stop poller reads the store for `/stop` from other processes) ->
             ONE fenced commit of the (summary +) (backfill +) user + assistant records ->
             let go of the lock -> deliver
 
@@ -47,6 +47,7 @@ from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
 from core.turn.inbox import InboxSteps
+from core.turn.stopwatch import StopPoller
 from core.turn.tools import Reminders, tool_host, tool_records
 from core.turn.watchers import TurnWatchers
 
@@ -123,6 +124,8 @@ class TurnRunner:
         """Inbox items queued or running here (the adoption scan leaves them alone)."""
         self.watchers = TurnWatchers()
         """Told of each answer here as it grows (the operator console's live view)."""
+        self.stops = StopPoller(store, lambda: self.config.queue.stop_poll_s, self.stop)
+        """Polls the stop counters of the turns answering here, all in one batch."""
 
     def stop(self, key: SessionKey) -> bool:
         """Cancel the answer of `key` if its agent is producing it here (True)."""
@@ -289,38 +292,11 @@ class TurnRunner:
         await self._commit(lease, entry, [record], entry.turns, answered)
         return "notice", Reply(inbound.text, "notice", lease.key, entry.session_id, entry.turns)
 
-    @contextlib.asynccontextmanager
-    async def _stop_watch(self, key: SessionKey) -> AsyncIterator[None]:
-        """While the agent answers `key` here, poll the store's stop counter: a `/stop`
-        taken by another process (or host) advances it, and this process stops the turn.
-        Started under the turn lock, so a stop meant for another process's turn of the
-        key (which that process acts on) is already in the baseline."""
-        try:
-            seen = await self.store.stop_requests(key)
-        except StoreError as exc:
-            log.warning("turn of %s cannot be stopped from other processes: %s", key, exc)
-            yield
-            return
-
-        async def poll() -> None:
-            while True:
-                await asyncio.sleep(self.config.queue.stop_poll_s)
-                try:
-                    now = await self.store.stop_requests(key)
-                except StoreError as exc:
-                    log.warning("stop flag of %s unreadable: %s", key, exc)
-                    continue
-                # "Changed", not "grew": a Redis counter may expire and start again.
-                if now != seen and self.stop(key):
-                    log.info("turn of %s stopped on a request from another process", key)
-                    return
-
-        watcher = asyncio.create_task(poll(), name=f"stop watch {key}")
-        try:
-            yield
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+    def _stop_watch(self, key: SessionKey) -> contextlib.AbstractAsyncContextManager[None]:
+        """While the agent answers `key` here, a `/stop` taken by another process (or
+        host) stops the turn: the process's one poller reads the key's stop counter
+        (core/turn/stopwatch.py). Entered under the turn lock."""
+        return self.stops.watch(key)
 
     async def _answer(self, lease: TurnLease, batch: list[Pending]) -> tuple[str, Reply]:
         """A turn that answers messages, step by step: (lease, held by the caller) ->

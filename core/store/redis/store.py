@@ -86,6 +86,8 @@ from core.store.redis.warm import WarmTails
 log = logging.getLogger("chatlane.store")
 
 _STOP_TTL_S = 86_400
+_MGET_CHUNK = 1000
+"""Keys per MGET of the stop poller: one long command would hold Redis up for the others."""
 _COMMIT_MARK_S = 86_400
 _TAIL_HINT_MAX = 1000
 
@@ -459,6 +461,20 @@ class RedisStore:
         with self._errors("stop flag read"):
             raw = await self._r.get(self.names.stop(key))
         return int(raw) if raw is not None else 0
+
+    async def stop_requests_many(self, keys: Sequence[SessionKey]) -> dict[SessionKey, int]:
+        """The stop counters of `keys` in one round trip (MGETs of a bounded size in one
+        pipeline). The lock's cached first read is left for the turn's own baseline."""
+        if not keys:
+            return {}
+        names = [self.names.stop(key) for key in keys]
+        with self._errors("stop flags read"):
+            async with self._r.pipeline(transaction=False) as pipe:
+                for at in range(0, len(names), _MGET_CHUNK):
+                    pipe.mget(names[at : at + _MGET_CHUNK])
+                chunks = await pipe.execute()
+        values = [v for chunk in chunks for v in chunk]
+        return {key: int(raw) if raw is not None else 0 for key, raw in zip(keys, values, strict=True)}
 
     async def close(self) -> None:
         try:
