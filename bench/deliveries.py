@@ -49,7 +49,7 @@ class _StuckAgent:
 
 async def run(opts: Options) -> Report:
     report = Report("deliveries")
-    n = 300 if opts.quick else 5000
+    n = 100 if opts.quick else 5000
     with scratch(opts, "deliveries") as root, redis_url(opts) as url:
         backends = [Stores("files", root)]
         if url is not None:

@@ -17,9 +17,16 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 240
-WITHOUT_TESTS = "import sys; sys.modules['tests'] = None; from bench.__main__ import main; sys.exit(main())"
-"""`python -m bench`, with the `tests` package made unimportable: bench must run without it."""
+TIMEOUT_S = 300
+STACKS_AFTER_S = TIMEOUT_S - 30
+WITHOUT_TESTS = (
+    "import faulthandler, sys; "
+    f"faulthandler.dump_traceback_later({STACKS_AFTER_S}, exit=True); "
+    "sys.modules['tests'] = None; from bench.__main__ import main; sys.exit(main())"
+)
+"""`python -m bench`, with the `tests` package made unimportable: bench must run without it.
+A run that has not finished after STACKS_AFTER_S prints every thread's stack and exits, so
+a hang fails with where it hung rather than a bare timeout."""
 
 
 def run_bench(name: str, tmp_path: Path) -> tuple[int, dict[str, Any], str]:
