@@ -34,15 +34,16 @@ import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
-from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -132,13 +133,17 @@ class SlackService:
             ],
         )
         self._poster = Poster(self._client)
-        self.me = await self._fetch_identity(self._client)
+        self.me, granted = await self._fetch_identity(self._client)
         targets = Targets(lambda: self._poster, self.me, self.settings)
         self.runtime.gateway.targets.register(PLATFORM, targets.responder, admits=self.still_admits)
         bolt_log = logging.getLogger("chatlane.slack.bolt")
         with _quiet_token_warning(bolt_log):
             app = AsyncApp(
                 client=self._client,
+                # From the auth.test above, not one per event: Bolt's own authorisation
+                # awaited auth.test for each of the first events at once, and whichever
+                # answer came first let its message overtake those sent before it.
+                authorize=_authorized_as(granted),
                 signing_secret=signing_secret,
                 process_before_response=True,
                 request_verification_enabled=s.mode == "http",
@@ -171,7 +176,8 @@ class SlackService:
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}{s.path}"
 
-    async def _fetch_identity(self, client: AsyncWebClient) -> Identity:
+    async def _fetch_identity(self, client: AsyncWebClient) -> tuple[Identity, AuthorizeResult]:
+        """Who the bot is, and that as Bolt's authorisation of every event."""
         try:
             who = await client.auth_test()
         except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -186,7 +192,8 @@ class SlackService:
                 f"slack: auth.test via {self.settings.api_base_url} did not answer with Slack's JSON "
                 "(is slack.api_base_url right, e.g. https://slack.com/api/ ?)"
             ) from None
-        return Identity(str(who.get("user_id", "")), str(who.get("bot_id", "")), str(who.get("team_id", "")))
+        me = Identity(str(who.get("user_id", "")), str(who.get("bot_id", "")), str(who.get("team_id", "")))
+        return me, AuthorizeResult.from_auth_test_response(bot_token=client.token, auth_test_response=who)
 
     def _secret(self, key: str, env_var: str, prefix: str, what: str) -> str:
         secret = self.runtime.loaded.secrets.get(env_var)
@@ -382,7 +389,30 @@ def create(runtime: Runtime) -> SlackService:
 
 class _DropTokenSkipped(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+        return record.getMessage() not in (
+            warning_client_prioritized_and_token_skipped(),
+            warning_token_skipped(),
+        )
+
+
+def _authorized_as(granted: AuthorizeResult) -> Callable[..., Awaitable[AuthorizeResult]]:
+    """Bolt's `authorize`: the start's auth.test result, with the event's own user. It
+    never suspends, so events reach the listeners in the order the socket read them."""
+
+    async def authorize(user_id: str | None) -> AuthorizeResult:
+        return AuthorizeResult(
+            enterprise_id=granted.enterprise_id,
+            team_id=granted.team_id,
+            team=granted.team,
+            url=granted.url,
+            bot_user_id=granted.bot_user_id,
+            bot_id=granted.bot_id,
+            bot_token=granted.bot_token,
+            bot_scopes=granted.bot_scopes,
+            user_id=user_id,
+        )
+
+    return authorize
 
 
 @contextlib.contextmanager
@@ -394,8 +424,10 @@ def _quiet_token_warning(logger: logging.Logger) -> Iterator[None]:
     setup exports exactly that variable; given a `client` too (ours carries
     `api_base_url` and the retry handlers), it then warns that the token is unused. The
     token it would use IS the client's (ours), so the warning says nothing true; no
-    argument turns the environment read off, so only that one message of Bolt's own
-    (its constant, not a text of ours) is dropped, only while the app is built."""
+    argument turns the environment read off. Given `authorize` too, it says the token
+    "will be ignored": the token `authorize` hands back is again the client's. Only
+    those two messages of Bolt's own (its constants, not texts of ours) are dropped,
+    only while the app is built."""
     quiet = _DropTokenSkipped()
     logger.addFilter(quiet)
     try:

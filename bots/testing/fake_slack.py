@@ -123,6 +123,9 @@ class FakeSlack:
     """Answer the native streaming methods with this error (e.g. "not_allowed")."""
     task_refusal: str | None = None
     """Answer every streaming call that carries a task_update or plan_update chunk with this error."""
+    delays: dict[str, list[float]] = field(default_factory=dict)
+    """Per method, how long its next calls wait before they are answered (one entry each,
+    used up in order): calls that finish out of the order they were made."""
     ws_connected: asyncio.Event = field(default_factory=asyncio.Event)
     _ws: web.WebSocketResponse | None = None
     _runner: web.AppRunner | None = None
@@ -175,6 +178,8 @@ class FakeSlack:
             fault = Fault(method, self.task_refusal)
         call = ApiCall(method, args, token, fault.error if fault else None)
         self.calls.append(call)
+        if self.delays.get(method):
+            await asyncio.sleep(self.delays[method].pop(0))
         if fault is not None:
             fault.times -= 1
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}

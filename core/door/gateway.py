@@ -194,13 +194,13 @@ class Gateway:
         key = self.key_for(inbound)
         if delivery and self.deliveries.seen_here(inbound.platform, delivery):
             return key
-        if target is not None:
-            await self.resumer.ready(inbound.platform)
-        if not delivery and not self.limits.enabled:
+        if target is None and not delivery and not self.limits.enabled:
             await self._queue(key, inbound, responder, target)
             return key
-        ticket = self._in_order.ticket(key)
+        ticket = self._in_order.ticket(key)  # before the first await: arrival order
         try:
+            if target is not None:
+                await self.resumer.ready(inbound.platform)
             go = not delivery or await self.deliveries.first_in_store(inbound.platform, delivery)
             if go and self.limits.enabled:
                 go = await self.limits.admit(inbound, key, responder)

@@ -413,4 +413,24 @@ async def test_the_documented_setup_starts_without_the_token_unused_warning(
             [reply] = await bot.fake.wait_for_posts(1)
     assert reply.token == "xoxb-test"  # the token of our client is the one used
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert not [w for w in warnings if "will be unused" in w], warnings
+    assert not [w for w in warnings if "will be unused" in w or "will be ignored" in w], warnings
+
+
+async def test_messages_sent_as_the_bot_connects_are_taken_in_the_order_sent(tmp_path: Path) -> None:
+    """Bolt authorised each of its first events with an auth.test of its own, all at
+    once: when the first one's answer came last, a later message overtook it (seen under
+    load: r3 answered as turn 1). The app is now authorised from the identity fetched at
+    start, so nothing between the socket and the listener waits on the network."""
+    async with running(tmp_path, "socket", delay_ms=100) as bot:
+        bot.fake.delays["auth.test"] = [0.6, 0.3, 0.0]  # the first asker hears last
+        thread = message_event("a thread of ours", user=HUMAN)["ts"]
+        for word in ("first", "second", "third"):
+            await bot.fake.push("events_api", event_callback(mention(word, thread_ts=thread)))
+        replies = await bot.fake.wait_for_posts(3)
+    assert [str(r.args["text"]).split("\n")[0] for r in replies] == [
+        "echo: first",
+        "echo: second",
+        "echo: third",
+    ]
+    assert [t for t, _ in map(turn_of, replies)] == [1, 2, 3]
+    assert len(bot.fake.calls_of("auth.test")) == 1, "only the one at start"

@@ -279,15 +279,17 @@ async def test_slack_deploy_or_crash_mid_answer_finishes_every_message_once_in_p
             seconds_to_last_answer=took,
         )
         figures.print(f"slack, {how}, {backend(store_toml)}")
-        print("kept:", [(m.ts, m.text[:40], m.updates) for m in kept])
-        chat = [c for c in fake.calls if c.method.startswith("chat.")]
-        print("calls:", [(c.method, c.args.get("ts"), c.error) for c in chat])
         assert shown() == expected()
         assert figures.answers == [1, 1, 1] and figures.cut_off == 0 and figures.resend_asks == 0
         assert figures.first_message_kept, "r1's answer was finished in the message the first process began"
         assert all(m.thread_ts == root for m in kept), "every answer in the thread"
         check_memory(*await transcript(path))
     finally:
+        # Shown with a failure: what each message reads and every chat.* call made.
+        print("messages:", [(m.ts, m.text[:40], m.updates, m.deleted) for m in fake.messages])
+        print(
+            "calls:", [(c.method, c.args.get("ts"), c.error) for c in fake.calls if c.method[:5] == "chat."]
+        )
         await fake.close()
 
 
