@@ -124,20 +124,18 @@ class Stored:
 
 class OwnerResponder(FutureResponder):
     """The first request's responder: stores the answer before handing it on. `stored`
-    is then what every retry gets; the owner answers with exactly that too. `keeper`
-    renews the claim's lease until the answer is stored (or `stop_keeping`)."""
+    is then what every retry gets; the owner answers with exactly that too. The claim
+    needs no renewing here: the durable inbox item it names keeps it (see `responder`)."""
 
     def __init__(
         self,
         store_reply: Callable[[Reply], Awaitable[Stored | None]],
-        keeper: asyncio.Task[None] | None = None,
         target: ReplyTarget | None = None,
     ) -> None:
         super().__init__()
         self._store_reply = store_reply
         self.stored: Stored | None = None
         self._kept = False
-        self.keeper = keeper
         self.target = target
         """Where the answer goes for a process that resumes the request from the durable
         inbox: the request's claim, answered into the store (see `Idempotency.responder`)."""
@@ -147,16 +145,8 @@ class OwnerResponder(FutureResponder):
         # answer must be stored all the same.
         if not self._kept:
             self._kept = True
-            try:
-                self.stored = await self._store_reply(reply)
-            finally:
-                self.stop_keeping()
+            self.stored = await self._store_reply(reply)
         await super().send(reply)
-
-    def stop_keeping(self) -> None:
-        """Stop renewing the lease (it lapses by itself unless answered or released)."""
-        if self.keeper is not None:
-            self.keeper.cancel()
 
     def response(self) -> web.Response | None:
         """The stored answer as a JSON response (None if nothing was stored)."""
@@ -237,7 +227,6 @@ class Idempotency:
                         lambda reply, owner=owner: self._keep(  # type: ignore[misc]
                             request_id, owner, fingerprint, session_key, ident, reply
                         ),
-                        None,
                         target,
                     )
                 if claim.fingerprint != fingerprint:

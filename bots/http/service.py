@@ -299,10 +299,6 @@ class HttpService:
             if owner is not None:  # frees its Idempotency-Key for a retry
                 await owner.send(Reply("", "shutdown", key))
             return shutting_down().response()
-        except BaseException:
-            if owner is not None:  # no turn will answer: let the lease lapse for a retry
-                owner.stop_keeping()
-            raise
         if chat.user is None and request.headers.get(SESSION_HEADER) is None:
             # Owned, not tied to this handler: a client that leaves must not leave its session behind.
             self._tasks.spawn(self._forget_after(key, events.reply), name=f"forget {key}")

@@ -39,6 +39,10 @@ from typing import Any
 from core.config import QueueSettings
 from core.model import CancelReason, Closed, Inbound, Reply, Responder, SessionKey
 
+TURN_CANCEL_AGAIN_S = 2.0
+"""A turn still running this long after its shutdown cancel is cancelled again: longer
+than `cancel_and_wait`'s wait, so a turn that is storing what it made is not cut short."""
+
 log = logging.getLogger("chatlane.lanes")
 
 DROPPED_TEXT = (
@@ -334,8 +338,17 @@ class Lanes:
         if not workers:
             return
         _, late = await asyncio.wait(workers, timeout=timeout)
+        if not late:
+            return
+        turns = [lane.turn for lane in self._lanes.values() if lane.worker in late and lane.turn is not None]
         for task in late:
             task.cancel()
-        if late:
-            log.warning("shutdown: cancelled %d conversations still running", len(late))
-            await asyncio.wait(late)
+        log.warning("shutdown: cancelled %d conversations still running", len(late))
+        while late:
+            _, late = await asyncio.wait(late, timeout=TURN_CANCEL_AGAIN_S)
+            for turn in turns:
+                # A cancel that lands in a Redis write can be lost (see `cancel_and_wait`);
+                # the turn, not its worker, is cancelled again: the worker still has to
+                # tell the cut-off messages.
+                if not turn.done():
+                    turn.cancel()

@@ -513,10 +513,13 @@ class TurnRunner:
         try:
             await asyncio.shield(sent)
         except asyncio.CancelledError:
-            await sent  # stored, refused or failed: that outcome stands
             task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            while not sent.done():  # a second cancel (shutdown after `/stop`) waits too
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(sent)
+            while task is not None and task.uncancel() > 0:
+                pass
+            sent.result()  # stored, refused or failed: that outcome stands
             log.info("a turn of %s was stopped after its commit went out; it is answered", entry.key)
 
     @staticmethod

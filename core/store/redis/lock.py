@@ -41,6 +41,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from core.model import Fenced, SessionKey, StoreError, TurnLease
+from core.ops.tasks import cancel_and_wait
 
 log = logging.getLogger("chatlane.store")
 
@@ -219,8 +220,7 @@ class TurnLocks:
             timer.cancel()
             try:
                 if keeper is not None:
-                    keeper.cancel()
-                    await asyncio.wait({keeper})
+                    await cancel_and_wait({keeper})  # its cancel can be lost in redis-py
             finally:
                 if not holding.released:
                     await asyncio.shield(self._let_go(holding))

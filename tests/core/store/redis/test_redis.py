@@ -245,6 +245,49 @@ async def test_a_lost_turn_lock_stops_the_turn_and_frees_nobody_elses_lock(
         await b.close()
 
 
+async def test_a_cancelled_turn_ends_even_when_its_lock_renewal_loses_the_cancel(
+    redis_server: RedisServer,
+) -> None:
+    """On Python 3.11, redis-py's `asyncio.wait_for` around a socket write drops a cancel
+    that lands as the write completes: the lock keeper runs on as if never cancelled.
+    The turn's end must not wait for that keeper forever (a shutdown and a benchmark
+    hung so). Here the renewal returns normally from a cancel, as redis-py then does."""
+    s = settings(redis_server, turn_lock_ttl_s=0.6)
+    store = RedisStore.from_settings(s, None)
+    locks = store._turn_locks
+    real_renew = locks._renew
+    renewing, lost = asyncio.Event(), asyncio.Event()
+
+    async def renew_that_loses_a_cancel(**kwargs: Any) -> Any:
+        renewing.set()
+        try:
+            await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            lost.set()  # the cancel is dropped: the write "completed" first
+        return await real_renew(**kwargs)
+
+    locks._renew = renew_that_loses_a_cancel  # type: ignore[assignment]
+
+    async def turn() -> None:
+        async with store.lock_turn(KEY):
+            await asyncio.Event().wait()
+
+    try:
+        running = asyncio.create_task(turn())
+        async with asyncio.timeout(5):
+            await renewing.wait()  # the keeper (after a third of the TTL) is in a renewal
+        running.cancel()
+        async with asyncio.timeout(5):
+            await asyncio.wait({running})
+        assert running.cancelled() and lost.is_set()
+        with redis_server.client() as r:
+            assert r.exists(store.names.lock(KEY)) == 0  # released, not left to expire
+        keepers = [t for t in asyncio.all_tasks() if t.get_name() == f"turn lock {KEY}"]
+        assert keepers == []
+    finally:
+        await store.close()
+
+
 async def test_a_waiter_cancelled_while_its_lock_request_is_in_redis_gives_the_lock_back(
     redis_server: RedisServer, store: RedisStore
 ) -> None:
