@@ -40,8 +40,9 @@ from core.config import QueueSettings
 from core.model import CancelReason, Closed, Inbound, Reply, Responder, SessionKey
 
 TURN_CANCEL_AGAIN_S = 2.0
-"""A turn still running this long after its shutdown cancel is cancelled again: longer
-than `cancel_and_wait`'s wait, so a turn that is storing what it made is not cut short."""
+"""A turn still running this long after its shutdown cancel is cancelled again (the first
+can be lost, see `cancel_and_wait`); long enough for a cut-off turn to keep what it made
+and edit its message before a second cancel cuts that short."""
 
 log = logging.getLogger("chatlane.lanes")
 

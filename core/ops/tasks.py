@@ -27,7 +27,7 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, again_s: float 
     wraps around every socket write, drops a cancel that arrives as the write completes
     (CPython gh-86296, fixed in 3.12). A task awaiting Redis then runs on as if never
     cancelled; a renewal loop runs forever and whoever waits for it hangs (seen: a
-    shutdown and a benchmark that never ended, about 1 cancel in 20 in a repro)."""
+    shutdown and a benchmark that never ended, about 1 cancel in 25 in a repro against redis-server)."""
     running = {task for task in tasks if not task.done()}
     while running:
         for task in running:
