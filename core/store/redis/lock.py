@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from core.model import Fenced, SessionKey, StoreError, TurnLease
-from core.ops.tasks import cancel_and_wait
+from core.ops import cancel_and_wait
 
 log = logging.getLogger("chatlane.store")
 
