@@ -38,7 +38,6 @@ deleted from the store once it is answered.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import ipaddress
 import itertools
@@ -274,9 +273,7 @@ class HttpService:
         body = await self._body(request)
         chat = parsing.parse(body)
         n = next(self._ids)
-        inbound = dataclasses.replace(
-            self._inbound(request, chat, f"http-{self._instance}-{n}"), attachments=chat.files
-        )
+        inbound = self._inbound(request, chat, f"http-{self._instance}-{n}")
         try:
             key = self.runtime.gateway.key_for(inbound)
             model = parse_key(key).agent
@@ -460,6 +457,7 @@ class HttpService:
                 True,
                 True,
                 agent=parts.agent,
+                attachments=chat.files,
             )
         user = chat.user
         sender = ""
@@ -469,7 +467,18 @@ class HttpService:
         # Under scope "channel" the user part is dropped: keep HTTP users apart anyway.
         channel = user if self.runtime.loaded.config.session.scope == "channel" else CHANNEL
         return Inbound(
-            PLATFORM, user, channel, chat.text, message_id, None, True, True, user, agent=asked, sender=sender
+            PLATFORM,
+            user,
+            channel,
+            chat.text,
+            message_id,
+            None,
+            True,
+            True,
+            user,
+            agent=asked,
+            sender=sender,
+            attachments=chat.files,
         )
 
     async def _models(self, request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ conversation has exactly one spelling.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal, NewType
@@ -72,8 +73,10 @@ def format_key(parts: KeyParts) -> SessionKey:
     return SessionKey(":".join(fields))
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_key(key: str) -> KeyParts:
-    """Split and validate a key; raises ValueError naming the bad part."""
+    """Split and validate a key; raises ValueError naming the bad part. Memoized (a
+    turn parses its key several times; `KeyParts` is frozen); a bad key is not cached."""
     if len(key) > MAX_KEY_LENGTH:
         raise ValueError(f"session key is {len(key)} characters long; at most {MAX_KEY_LENGTH}")
     fields = key.split(":")

@@ -61,6 +61,9 @@ class StopPoller:
         self._watched: dict[SessionKey, _Watch] = {}
         """In the order they fall due: a registration or a read puts a key at the end."""
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        """Starts the poller when the first key falls due: most turns end before that,
+        and a timer costs less to make and cancel per turn than a task."""
         self._reading = False
         self.batches = 0
         """Batch reads made so far (what the tests and the bench count)."""
@@ -72,8 +75,9 @@ class StopPoller:
 
     @property
     def polling(self) -> bool:
-        """Whether the poller task exists (only while some turn is registered)."""
-        return self._task is not None
+        """Whether the poller task or its starting timer exists (only while some turn is
+        registered)."""
+        return self._task is not None or self._timer is not None
 
     @contextlib.asynccontextmanager
     async def watch(self, key: SessionKey) -> AsyncIterator[None]:
@@ -90,18 +94,27 @@ class StopPoller:
         mine = _Watch(seen, loop.time() + self._interval())
         self._watched.pop(key, None)  # one turn per key here; keep the due order
         self._watched[key] = mine
-        if self._task is None:
-            self._task = loop.create_task(self._poll(), name="stop poller")
+        if self._task is None and self._timer is None:
+            self._timer = loop.call_at(mine.due, self._start)
         try:
             yield
         finally:
             if self._watched.get(key) is mine:
                 del self._watched[key]
-            if not self._watched and self._task is not None and not self._reading:
+            if not self._watched:
                 # Nothing left to poll: a sleeping poller goes now, not an interval later
                 # (and not after the loop closed at shutdown).
-                self._task.cancel()
-                self._task = None
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                if self._task is not None and not self._reading:
+                    self._task.cancel()
+                    self._task = None
+
+    def _start(self) -> None:
+        self._timer = None
+        if self._watched and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._poll(), name="stop poller")
 
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()

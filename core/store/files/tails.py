@@ -111,10 +111,22 @@ class Tails:
     def _extend(
         self, tail: _Tail, records: list[ChatMessage], progress: jsonl.Progress | None, end: int
     ) -> None:
-        tail.records.extend(records)
+        # The weight moves by what is added and what the deque drops (its oldest), not by
+        # a sum over the whole tail each commit.
+        cap = tail.records.maxlen
+        if cap is not None and len(records) >= cap:  # the whole tail is new
+            tail.records.extend(records)
+            self._reweigh(tail)
+        else:
+            over = 0 if cap is None else max(0, len(tail.records) + len(records) - cap)
+            change = sum(len(r.content) for r in records) - sum(
+                len(tail.records[i].content) for i in range(over)
+            )
+            tail.records.extend(records)
+            self._weight += change
+            tail.weight += change
         tail.progress = progress or tail.progress
         tail.size = end
-        self._reweigh(tail)
 
     def _remember(self, path: str, tail: _Tail) -> None:
         self.forget(path)

@@ -149,3 +149,39 @@ async def test_a_turn_shorter_than_the_poll_interval_costs_no_read_beyond_its_ba
     assert reads.single == 5
     assert reads.batches == []
     assert not gw.turns.stops.polling  # the poller left with the last turn, not a poll later
+
+
+class _Counters:
+    """Stop counters that never change (a StopCounters for the poller alone)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    async def stop_requests(self, key: SessionKey) -> int:
+        return 0
+
+    async def stop_requests_many(self, keys: Sequence[SessionKey]) -> dict[SessionKey, int]:
+        self.batches += 1
+        return dict.fromkeys(keys, 0)
+
+
+async def test_the_poller_task_starts_only_when_a_turn_outlasts_the_interval() -> None:
+    """A turn that ends within the interval costs a timer, never a task; one that runs on
+    is read by a task that starts at its due time and goes with the last turn."""
+    from core.turn.stopwatch import StopPoller
+
+    counters = _Counters()
+    poller = StopPoller(counters, lambda: 0.05, lambda key: True)
+    key = SessionKey("agent:main:test:u:c")
+    tasks_before = {t.get_name() for t in asyncio.all_tasks()}
+    async with poller.watch(key):
+        assert poller.polling
+        assert "stop poller" not in {t.get_name() for t in asyncio.all_tasks()} - tasks_before
+    assert not poller.polling
+    async with poller.watch(key):
+        await eventually(lambda: counters.batches >= 1, timeout=5)
+        assert "stop poller" in {t.get_name() for t in asyncio.all_tasks()}
+    await eventually(lambda: not poller.polling, timeout=5)
+    await asyncio.sleep(0.15)
+    assert counters.batches <= 3  # nothing read once no turn is watched
+    assert "stop poller" not in {t.get_name() for t in asyncio.all_tasks() if not t.done()}

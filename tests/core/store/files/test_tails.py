@@ -56,3 +56,24 @@ def test_huge_messages_do_not_make_the_memory_grow_past_its_budget(tmp_path: Pat
         assert len(tails.read(str(path), 3)[0]) == 3  # still answered in full
     assert tails._weight <= 10_000
     assert len(tails) <= 1
+
+
+def test_the_weight_follows_commits_past_the_records_kept(tmp_path: Path) -> None:
+    """The weight is kept by what each commit adds and what falls off the tail, so it must
+    stay the sum of the records kept however many commits pass the cap."""
+    path = tmp_path / "t.jsonl"
+    tails = Tails()
+    tails.keep = 4
+    append(path, 1, "a")
+    tails.read(str(path), 4)
+    for i in range(2, 40):
+        start, end, records, progress = append(path, i, "x" * i)
+        tails.committed(str(path), start, end, records, progress)
+        kept = tails.read(str(path), 4)[0]
+        assert tails._weight == sum(len(m.content) for m in kept) == tails._tails[str(path)].weight
+    many = [ChatMessage("user", "y" * n, 0.0) for n in range(1, 7)]  # more than the tail keeps
+    start = path.stat().st_size
+    with path.open("ab") as f:
+        f.write(jsonl.encode_commit(f"{99:032x}", 99, 99.0, many) + b"\n")
+    tails.committed(str(path), start, path.stat().st_size, many, jsonl.Progress(f"{99:032x}", 99, 99.0))
+    assert tails._weight == sum(len(m.content) for m in many[-4:])
