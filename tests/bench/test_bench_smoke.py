@@ -112,3 +112,21 @@ def test_a_failed_check_makes_the_exit_code_non_zero(
     out = capsys.readouterr()
     assert json.loads(out.out)["ok"] is False
     assert "check FAIL: one session per key (2 sessions for one key)" in out.err
+
+
+def test_turn_cpu_answers_every_turn_in_order_and_reports_its_cpu(tmp_path: Path) -> None:
+    """bench/turn_cpu.py (the core's CPU per turn, no HTTP) runs; it exits 1 itself when a
+    turn comes back unanswered or out of order, so a 0 here means all 150 were right."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "turn_cpu.py"), "100", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    assert got["n"] == 100 and got["main_thread_ms"] > 0 and got["process_ms"] >= got["main_thread_ms"]
+    assert list(tmp_path.iterdir()) == []  # its scratch store is gone
