@@ -130,3 +130,21 @@ def test_turn_cpu_answers_every_turn_in_order_and_reports_its_cpu(tmp_path: Path
     got = json.loads(done.stdout)
     assert got["n"] == 100 and got["main_thread_ms"] > 0 and got["process_ms"] >= got["main_thread_ms"]
     assert list(tmp_path.iterdir()) == []  # its scratch store is gone
+
+
+@pytest.mark.parametrize("mode", ["keyed", "new"])
+def test_server_cpu_runs_a_real_server_and_every_request_is_answered(mode: str, tmp_path: Path) -> None:
+    """bench/server_cpu.py drives a real `chatlane run`; it exits 1 when a request failed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.server_cpu", mode, "60"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "WORKDIR": str(tmp_path)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    assert got["mode"] == mode and got["n"] == 60 and got["requests_per_s"] > 0
+    assert got["user_ms"] + got["sys_ms"] > 0
