@@ -29,16 +29,21 @@ A run that has not finished after STACKS_AFTER_S prints every thread's stack and
 a hang fails with where it hung rather than a bare timeout."""
 
 
-def run_bench(name: str, tmp_path: Path) -> tuple[int, dict[str, Any], str]:
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TESTS, name, "--quick", "--json", "--workdir", str(tmp_path)],
+def python(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """This interpreter on `args` from the project's root, with `env` added."""
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         check=False,
     )
+
+
+def run_bench(name: str, tmp_path: Path) -> tuple[int, dict[str, Any], str]:
+    done = python("-c", WITHOUT_TESTS, name, "--quick", "--json", "--workdir", str(tmp_path))
     doc: dict[str, Any] = json.loads(done.stdout) if done.stdout.strip() else {}
     return done.returncode, doc, done.stderr
 
@@ -116,16 +121,9 @@ def test_a_failed_check_makes_the_exit_code_non_zero(
 
 def test_turn_cpu_answers_every_turn_in_order_and_reports_its_cpu(tmp_path: Path) -> None:
     """bench/turn_cpu.py (the core's CPU per turn, no HTTP) runs; it exits 1 itself when a
-    turn comes back unanswered or out of order, so a 0 here means all 150 were right."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "turn_cpu.py"), "100", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
+    turn comes back unanswered or out of order, so a 0 here means all 150 were right (50
+    warm-up turns and 100 measured)."""
+    done = python(str(ROOT / "bench" / "turn_cpu.py"), "100", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout)
     assert got["n"] == 100 and got["main_thread_ms"] > 0 and got["process_ms"] >= got["main_thread_ms"]
@@ -135,15 +133,7 @@ def test_turn_cpu_answers_every_turn_in_order_and_reports_its_cpu(tmp_path: Path
 @pytest.mark.parametrize("mode", ["keyed", "new"])
 def test_server_cpu_runs_a_real_server_and_every_request_is_answered(mode: str, tmp_path: Path) -> None:
     """bench/server_cpu.py drives a real `chatlane run`; it exits 1 when a request failed."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.server_cpu", mode, "60"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "WORKDIR": str(tmp_path)},
-        check=False,
-    )
+    done = python("-m", "bench.server_cpu", mode, "60", WORKDIR=str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout)
     assert got["mode"] == mode and got["n"] == 60 and got["requests_per_s"] > 0
