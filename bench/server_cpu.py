@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench.common import server_config, start_server
 from bench.loadgen import run_plan
-from bench.pipeline import _plan, http_key
+from bench.pipeline import _p99, _plan, http_key
 
 KEYS = 50
 
@@ -77,7 +77,7 @@ async def measure(mode: str, n: int) -> dict[str, object]:
         "n": n,
         "requests_per_s": round(n / got["wall_s"]),
         "p50_ms": round(latency[len(latency) // 2], 2),
-        "p99_ms": round(latency[min(len(latency) - 1, int(len(latency) * 0.99))], 2),
+        "p99_ms": round(_p99(latency), 2),
         "user_ms": round((after[0] - before[0]) * tick_ms / n, 3),
         "sys_ms": round((after[1] - before[1]) * tick_ms / n, 3),
         "loop_thread_ms": round((sum(loop_after) - sum(loop_before)) * tick_ms / n, 3),
