@@ -160,7 +160,7 @@ async def test_state_files_are_0600_and_folders_0700(tmp_path: Path) -> None:
             assert (await api.post(body("hi", user=user)))[0] == 200
     state = tmp_path / "state"
     found = list(state.rglob("*"))
-    assert any(p.suffix == ".jsonl" for p in found) and any(p.suffix == ".lock" for p in found)
+    assert any(p.suffix == ".jsonl" for p in found) and any(p.suffix == ".turn" for p in found)
     for path in [state, *found]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))

@@ -6,9 +6,9 @@ its threads (or, for the cheap ones, on the loop).
 Layout under the state directory (dirs 0700, files 0600):
 
     sessions/ab/cd/<sha256(key)>.json   the entry; the key itself is stored inside
-    locks/ab/<sha256(key)>.lock         held while an entry is re-read and rewritten
-    locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key; holds
-                                        the key's fencing counter
+    locks/ab/<sha256(key)>.turn         held for the whole of a turn of that key, and
+                                        by every write of its entry; holds the key's
+                                        fencing counter
     locks/ab/<sha256(key)>.stop         one byte appended per `/stop`: its size is the stop counter
     transcripts/<id[:2]>/<id>.jsonl     memory of one session id: one line per commit
     blobs/<id[:2]>/<id>/<sha256>        attachment bytes of one session (blobs.py)
@@ -25,12 +25,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
-
-from filelock import lock_descriptor, unlock_descriptor
 
 from core.model import SessionEntry, SessionKey
 from core.store import jsonl
@@ -152,23 +150,9 @@ class FileLayout:
         create: Callable[[str], int] = lambda tmp: self.in_dir(folder, lambda: _create_new(tmp))  # noqa: E731
         write_atomically(path, data, create=create, sync_folder=sync_folder)
 
-    @contextlib.contextmanager
-    def key_lock(self, key: str) -> Iterator[None]:
-        """The key's entry lock, on a descriptor of its own (so it excludes threads of this
-        process too); blocking, so only for threads off the loop (or a rare repair)."""
-        path = self.lock_file(key, "lock")
-        fd = self.in_dir(os.path.dirname(path), lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        try:
-            lock_descriptor(fd, poll_interval=0.001)
-            try:
-                yield
-            finally:
-                unlock_descriptor(fd)
-        finally:
-            os.close(fd)
-
     def load_locked(self, key: SessionKey) -> SessionEntry | None:
-        """Read under the key's file lock; a damaged entry is quarantined and recovered."""
+        """Read by a holder of the key's turn lock (every entry writer holds it); a damaged
+        entry is quarantined and recovered."""
         try:
             return self.read(self.entry_file(key), key)
         except CorruptEntry as bad:

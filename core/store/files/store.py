@@ -101,8 +101,9 @@ class FileStore:
         # conversations). No call blocks for long: turn locks are polled, and a key lock
         # is held only for one read-and-write.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatlane-store")
-        self._held: dict[str, int] = {}
-        """Key -> the descriptor of its turn lock file, while this process holds it."""
+        self._held: dict[str, tuple[int, asyncio.Task[Any] | None]] = {}
+        """Key -> (the descriptor of its turn lock file, the task that took it), while
+        this process holds it."""
         self._committer = Committer(self.layout.ensure_dir)
         self._tails = Tails()
         """Recently used transcripts' tails (used on the event loop only)."""
@@ -182,56 +183,69 @@ class FileStore:
         path = self.layout.entry_file(key)
 
         def op() -> tuple[SessionEntry, bool]:
-            with self.layout.key_lock(key):
-                current = self.layout.load_locked(key)
-                if current is not None and is_fresh(current):
-                    return current, False
-                entry = mint(key)
-                self.layout.write(path, entry, sync_folder=False)
-                return entry, True
+            current = self.layout.load_locked(key)
+            if current is not None and is_fresh(current):
+                return current, False
+            entry = mint(key)
+            self.layout.write(path, entry, sync_folder=False)
+            return entry, True
 
-        entry, created = await self._run(op)
+        async with self._entry_writer(key):
+            entry, created = await self._run(op)
         if created:
             self._committer.sync_before_next_round(path)
         return entry, created
 
     async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
         def op() -> SessionEntry | None:
-            with self.layout.key_lock(key):
-                current = self.layout.load_locked(key)
-                if current is None or current.session_id != session_id:
-                    return None
-                updated = replace(current, model=model, updated_at=time.time())
-                self.layout.write(self.layout.entry_file(key), updated)
-                return updated
+            current = self.layout.load_locked(key)
+            if current is None or current.session_id != session_id:
+                return None
+            updated = replace(current, model=model, updated_at=time.time())
+            self.layout.write(self.layout.entry_file(key), updated)
+            return updated
 
-        return await self._run(op)
+        async with self._entry_writer(key):
+            return await self._run(op)
 
     async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
         def op() -> SessionEntry:
-            with self.layout.key_lock(key):
-                self.layout.load_locked(key)  # a damaged entry is quarantined, not overwritten
-                entry = mint(key)
-                self.layout.write(self.layout.entry_file(key), entry)
-                return entry
+            self.layout.load_locked(key)  # a damaged entry is quarantined, not overwritten
+            entry = mint(key)
+            self.layout.write(self.layout.entry_file(key), entry)
+            return entry
 
-        return await self._run(op)
+        async with self._entry_writer(key):
+            return await self._run(op)
 
     async def delete(self, key: SessionKey, session_id: str) -> bool:
         def op() -> bool:
-            with self.layout.key_lock(key):
-                current = self.layout.load_locked(key)
-                if current is None or current.session_id != session_id:
-                    return False
-                # The transcript goes first: once the entry is gone nothing of the session
-                # is left (a crash in between leaves an entry with an empty history, never
-                # a transcript that no entry points to).
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.layout.transcript_file(session_id))
-                os.unlink(self.layout.entry_file(key))
-                return True
+            current = self.layout.load_locked(key)
+            if current is None or current.session_id != session_id:
+                return False
+            # The transcript goes first: once the entry is gone nothing of the session
+            # is left (a crash in between leaves an entry with an empty history, never
+            # a transcript that no entry points to).
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.layout.transcript_file(session_id))
+            os.unlink(self.layout.entry_file(key))
+            return True
 
-        return await self._run(op)
+        async with self._entry_writer(key):
+            return await self._run(op)
+
+    @contextlib.asynccontextmanager
+    async def _entry_writer(self, key: SessionKey) -> AsyncIterator[None]:
+        """Entry writes of `key` exclude each other by its turn lock: at once when this
+        task holds it (a turn: every write chatlane itself makes), else under the lock
+        taken for the write alone (waiting for a running turn). One lock file per key,
+        not a second one per entry: a new conversation creates one inode less."""
+        held = self._held.get(key)
+        if held is not None and held[1] is asyncio.current_task():
+            yield
+            return
+        async with self.lock_turn(key):
+            yield
 
     async def list(self) -> Listing:
         return await self._run(self._scan)
@@ -294,15 +308,14 @@ class FileStore:
         """`Fenced` unless this process holds the key's turn lock at the commit's token and
         the key still maps to the commit's session."""
         key = commit.lease.key
-        fd = self._held.get(key)
-        current = _read_token(fd) if fd is not None else None
+        held = self._held.get(key)
+        current = _read_token(held[0]) if held is not None else None
         if current != commit.lease.token:
             raise Fenced(f"turn lock of {key} is at token {current}, the commit holds {commit.lease.token}")
         try:
             entry = self._stored_entry(key)
-        except CorruptEntry as bad:
-            with self.layout.key_lock(key):
-                entry = self.layout.quarantine_and_recover(key, bad)
+        except CorruptEntry as bad:  # entry writers hold the turn lock, as this process does
+            entry = self.layout.quarantine_and_recover(key, bad)
         if entry is None or entry.session_id != commit.session_id:
             raise Fenced(f"{key} no longer maps to session {commit.session_id}")
 
@@ -324,7 +337,7 @@ class FileStore:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         fd, token = held
-        self._held[key] = fd
+        self._held[key] = (fd, asyncio.current_task())
         try:
             yield TurnLease(key, token)
         finally:

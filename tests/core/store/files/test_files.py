@@ -41,7 +41,6 @@ async def test_files_are_0600_and_dirs_0700(store: FileStore) -> None:
     expected = {
         store.layout.entry_path(KEY),
         store.layout.transcript_path(entry.session_id),
-        Path(store.layout.lock_file(KEY, "lock")),
         Path(store.layout.lock_file(KEY, "turn")),
         Path(store.layout.lock_file(KEY, "stop")),
     }
@@ -146,6 +145,28 @@ async def test_turn_lock_excludes_two_tasks_of_one_process(store: FileStore) -> 
     async with asyncio.timeout(20):
         await asyncio.gather(*(turn() for _ in range(20)))
     assert most == 1
+
+
+async def test_a_new_conversation_makes_one_lock_file_its_turn_lock(store: FileStore) -> None:
+    await store_turn(store, KEY, [ChatMessage("user", "hi", 1.0)])
+    locks = Path(store.layout.lock_file(KEY, "turn")).parent
+    assert [p.name for p in locks.iterdir()] == [Path(store.layout.lock_file(KEY, "turn")).name]
+
+
+async def test_an_entry_write_outside_the_turn_waits_for_the_running_turn(store: FileStore) -> None:
+    reserver = Reserver(store)
+    order: list[str] = []
+    async with store.lock_turn(KEY):
+        first, _ = await reserver.resolve(KEY)  # the holder writes at once
+        other = asyncio.create_task(reserver.reset(KEY))
+        await asyncio.sleep(0.1)
+        assert not other.done(), "an entry was rewritten during another task's turn"
+        order.append("turn ends")
+    fresh = await asyncio.wait_for(other, 10)
+    order.append("reset")
+    assert order == ["turn ends", "reset"]
+    assert fresh.session_id != first.session_id
+    assert (await store.get(KEY)) == fresh
 
 
 WORKER = r"""
