@@ -105,26 +105,6 @@ async def _nothing(key: SessionKey, items: list[Pending]) -> None:
     return None
 
 
-async def _ended(task: asyncio.Task[None]) -> None:
-    """Wait until `task` ends, taking on neither its outcome nor its cancellation: what
-    `asyncio.wait({task})` does, without the set, closure and coroutine it makes per call
-    (~1.4 KB held by each of thousands of conversations waiting on a slow model). If the
-    waiter is cancelled, `task` runs on and the caller decides."""
-    if task.done():
-        return
-    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def wake(_: object) -> None:
-        if not ended.done():  # the waiter may have been cancelled before `task` ended
-            ended.set_result(None)
-
-    task.add_done_callback(wake)
-    try:
-        await ended
-    finally:
-        task.remove_done_callback(wake)
-
-
 @dataclass(slots=True)
 class _Lane:
     pending: deque[Pending] = field(default_factory=deque)
@@ -132,7 +112,13 @@ class _Lane:
     """Made by the first `collect` debounce that waits on it: an Event per lane costs
     ~0.8 KB, and thousands of conversations waiting on a slow model have a lane each."""
     worker: asyncio.Task[None] | None = None
-    turn: asyncio.Task[None] | None = None
+    """Takes the lane's messages and runs their turns itself: one task per turn, not a
+    task for the turn beside a worker waiting on it. Whoever cancels a turn (an
+    interrupt, `stop`, `disown`, shutdown) cancels this task while `running`."""
+    running: bool = False
+    """A turn runs in the worker now (it is suspended inside `run_turn`)."""
+    cut_off: bool = False
+    """`close` ran out of time: the worker is cancelled and must not run another turn."""
     resetting: bool = False
     stopping: bool = False
     """`stop` cancelled the running turn: its messages are not answered again."""
@@ -163,15 +149,15 @@ class Lanes:
     def waiting(self, key: SessionKey) -> tuple[int, bool]:
         """(messages waiting, whether a turn runs) for one key."""
         lane = self._lanes.get(key)
-        return (0, False) if lane is None else (len(lane.pending), lane.turn is not None)
+        return (0, False) if lane is None else (len(lane.pending), lane.running)
 
     def stop(self, key: SessionKey) -> bool:
         """Cancel the running turn of `key` (not a reset); False when none runs here."""
         lane = self._lanes.get(key)
-        if lane is None or lane.turn is None or lane.resetting or lane.turn.done():
+        if lane is None or not lane.running or lane.resetting or lane.worker is None:
             return False
         lane.stopping = True
-        lane.turn.cancel()
+        lane.worker.cancel()
         return True
 
     def disown(self, keys: Iterable[SessionKey] | None = None) -> tuple[list[Pending], int]:
@@ -189,10 +175,9 @@ class Lanes:
             if gone:
                 lane.pending = deque(p for p in lane.pending if not p.item_id)
                 dropped += gone
-            running = lane.turn is not None and not lane.turn.done()
-            if running and lane.turn_has_items and not lane.disowned and lane.turn is not None:
+            if lane.running and lane.turn_has_items and not lane.disowned and lane.worker is not None:
                 lane.disowned = True
-                lane.turn.cancel()
+                lane.worker.cancel()
                 cancelled += 1
         return dropped, cancelled
 
@@ -218,7 +203,7 @@ class Lanes:
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane()
-        busy = lane.turn is not None or bool(lane.pending)
+        busy = lane.running or bool(lane.pending)
         dropped: Pending | None = None
         if len(lane.pending) >= self._settings.cap:
             dropped = item if self._settings.drop == "newest" else lane.pending.popleft()
@@ -235,8 +220,8 @@ class Lanes:
             self._workers.add(lane.worker)
             lane.worker.add_done_callback(self._workers.discard)
         interrupt = self._settings.mode == "interrupt" and not lane.resetting
-        if interrupt and lane.turn is not None and dropped is not item:
-            lane.turn.cancel()
+        if interrupt and lane.running and dropped is not item:
+            lane.worker.cancel()
         if dropped is not None:
             log.warning("queue of %s is full (cap %d); dropped a message", key, self._settings.cap)
             await self._settled(key, [dropped])
@@ -246,9 +231,9 @@ class Lanes:
 
     async def _work(self, key: SessionKey, lane: _Lane) -> None:
         batch: list[Pending] = []  # the running turn's messages, until its outcome is handled
-        turn: asyncio.Task[None] | None = None
+        cut = False  # shutdown cut the running turn off: `finally` tells its messages
         try:
-            while lane.pending:
+            while lane.pending and not lane.cut_off:
                 if self._closing and lane.pending[0].item_id:
                     break  # draining: what waits in the durable inbox is left there
                 if self._settings.mode == "collect":
@@ -257,41 +242,39 @@ class Lanes:
                     batch = self._take(lane)
                     lane.resetting = batch[0].exclusive
                     lane.turn_has_items = any(p.item_id for p in batch)
-                    lane.turn = asyncio.create_task(self._run_turn(key, batch), name=f"turn {key}")
-                    try:
-                        await _ended(lane.turn)
-                    finally:
-                        turn, lane.turn = lane.turn, None
-                        if not turn.done():  # this worker itself is being cancelled
-                            turn.cancel()
-                            await asyncio.wait({turn})
-                if turn.cancelled() and lane.disowned:
-                    lane.disowned = lane.stopping = False
-                    # Its inbox items are another process's now; memory-only ones run again.
-                    lane.pending.extendleft(reversed([p for p in batch if not p.item_id]))
-                elif turn.cancelled() and lane.stopping:
-                    lane.stopping = False
-                    await self._settled(key, batch)
-                    for p in batch:
-                        await p.responder.send(Reply(STOPPED_TEXT, "stopped", key))
-                elif turn.cancelled():
-                    if self._closing:
+                    outcome = await self._turn(key, lane, batch)
+                if isinstance(outcome, asyncio.CancelledError):
+                    if lane.cut_off:  # `close` ran out of time
+                        cut = True
+                        raise outcome
+                    _uncancel()  # the cancel was for the turn alone: this worker goes on
+                    if lane.disowned:
+                        # Its inbox items are another process's now; memory-only ones run again.
+                        lane.pending.extendleft(reversed([p for p in batch if not p.item_id]))
+                    elif lane.stopping:
+                        await self._settled(key, batch)
+                        for p in batch:
+                            await p.responder.send(Reply(STOPPED_TEXT, "stopped", key))
+                    elif self._closing:
+                        cut = True
                         return
-                    # Interrupted: answer its messages together with the rest (the turn
-                    # marked those it already wrote to memory as recorded).
+                    else:
+                        # Interrupted: answer its messages together with the rest (the turn
+                        # marked those it already wrote to memory as recorded).
+                        lane.pending.extendleft(reversed(batch))
+                elif isinstance(outcome, Retry):
                     lane.pending.extendleft(reversed(batch))
-                elif isinstance(turn.exception(), Retry):
-                    lane.pending.extendleft(reversed(batch))
-                elif (exc := turn.exception()) is not None:
-                    log.error("turn of %s failed", key, exc_info=exc)
-                lane.disowned = False  # a disown that came as the turn ended
+                elif outcome is not None:
+                    log.error("turn of %s failed", key, exc_info=outcome)
+                # A stop or disown that came as the turn ended (its commit went out) ends too.
+                lane.disowned = lane.stopping = False
                 batch = []
         finally:
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
             # On shutdown: messages in the durable inbox stay there and are answered after
             # the restart (nothing is said); only those kept in memory alone are told.
-            if batch and turn is not None and turn.cancelled():  # cut off by shutdown
+            if batch and cut:
                 told = [p for p in batch if not p.item_id]
                 log.warning(
                     "shutdown: a turn of %s was cut off; %d of its messages stay in the inbox",
@@ -312,6 +295,23 @@ class Lanes:
                 )
                 for p in told:
                     await p.responder.send(Reply(SHUTDOWN_TEXT, "shutdown", key))
+
+    async def _turn(self, key: SessionKey, lane: _Lane, batch: list[Pending]) -> BaseException | None:
+        """Run one turn in this (the worker's) task; its outcome: None when it ended, else
+        what it raised (`CancelledError` when cancelled)."""
+        lane.running = True
+        try:
+            await self._run_turn(key, batch)
+        except (Exception, asyncio.CancelledError) as exc:
+            return exc
+        finally:
+            lane.running = False
+        if not lane.cut_off:
+            # A cancel the turn caught and ended on (e.g. its commit had gone out) was for
+            # the turn alone; left counted, it would turn a later `asyncio.timeout` in this
+            # task into a cancellation.
+            _uncancel()
+        return None
 
     async def _quiet(self, lane: _Lane) -> None:
         wait = self._settings.debounce_ms / 1000
@@ -341,15 +341,24 @@ class Lanes:
         _, late = await asyncio.wait(workers, timeout=timeout)
         if not late:
             return
-        turns = [lane.turn for lane in self._lanes.values() if lane.worker in late and lane.turn is not None]
+        cut = [lane for lane in self._lanes.values() if lane.worker in late]
+        for lane in cut:
+            lane.cut_off = True
         for task in late:
             task.cancel()
         log.warning("shutdown: cancelled %d conversations still running", len(late))
         while late:
             _, late = await asyncio.wait(late, timeout=TURN_CANCEL_AGAIN_S)
-            for turn in turns:
-                # A cancel that lands in a Redis write can be lost (see `cancel_and_wait`);
-                # the turn, not its worker, is cancelled again: the worker still has to
-                # tell the cut-off messages.
-                if not turn.done():
-                    turn.cancel()
+            for lane in cut:
+                # A cancel that lands in a Redis write can be lost (see `cancel_and_wait`):
+                # a turn still running is cancelled again, but not a worker that is
+                # telling its cut-off messages.
+                if lane.running and lane.worker is not None:
+                    lane.worker.cancel()
+
+
+def _uncancel() -> None:
+    """Forget every cancel request this task took (asyncio counts them)."""
+    task = asyncio.current_task()
+    while task is not None and task.uncancel() > 0:
+        pass

@@ -8,6 +8,7 @@ import itertools
 
 from bots.testing import SlowStreamAgent, eventually
 from bots.testing.fake_discord import FakeDiscord
+from core.store.files.store import FileStore
 from core.turn.chunking import FENCE, chunk_message, join_chunks, split_message
 from core.turn.streaming import CANCEL_MARKS, STOPPED_MARK
 from tests.support.discord import Bot, StartBot
@@ -200,15 +201,19 @@ async def test_status_reactions_show_waiting_working_and_done(start_bot: StartBo
 async def test_a_fenced_turn_streams_again_into_the_same_message_without_mixing_attempts(
     start_bot: StartBot, fake: FakeDiscord
 ) -> None:
-    """A turn whose commit is fenced out (here: its session was reset meanwhile, as
-    `chatlane sessions reset` from another process does) is answered again from the start:
-    the message it streamed into restarts, and never shows the two attempts run together."""
+    """A turn whose commit is fenced out (here: its session's entry was replaced under it,
+    bypassing the lock, as a restore of the state folder would) is answered again from the
+    start: the message it streamed into restarts, and never shows the two attempts run
+    together."""
     agent = SlowStreamAgent(60, 0.03)
     bot = await start_bot(STREAMING, agent=agent)
     await fake.send_message("again please", mention=True)
     [first] = await fake.wait_for_sent(fake.channel_id)
     [entry] = (await bot.runtime.store.list()).entries
-    await bot.runtime.gateway.reserver.reset(entry.key)
+    store = bot.runtime.store
+    assert isinstance(store, FileStore)
+    replaced = bot.runtime.gateway.reserver.mint(entry.key)
+    await asyncio.to_thread(store.layout.write, store.layout.entry_file(entry.key), replaced)
     await idle(bot)
     answer = agent.text_for(1, "again please")
     assert len(agent.turns) == 2, "answered a second time, in the new session"

@@ -12,11 +12,12 @@ fdatasync'd (jsonl.py), cut back off if the write fails, so a turn is stored who
 not at all. The entry's turn count and last interaction are read from the last commit
 line, so they always equal what was committed and need no write of their own.
 
-Exclusion: callers in one process are serialised per key by the reserver's asyncio
-locks and the lanes; across processes, each critical section takes filelock's lock on a
-descriptor opened for it alone (`lock_descriptor`: no lock object, path handling or
-fork tracking per call), so flock excludes even two threads or tasks of one process.
-The turn lock is an OS lock that dies with its process, so it needs no expiry: a
+Exclusion: one lock file per key, its turn lock, held for a whole turn and by every
+write of the key's entry (a write outside a turn takes it for the write alone, so it
+waits for a running turn; chatlane's own writes all happen inside turns). It is
+filelock's lock on a descriptor opened for it alone (`lock_descriptor`: no lock
+object, path handling or fork tracking per call), so flock excludes even two tasks of
+one process. It is an OS lock that dies with its process, so it needs no expiry: a
 paused holder keeps it, and nobody else commits for that key meanwhile. Its fencing
 token (a counter in the lock file, raised on every acquisition) is still checked at
 commit, so the commit is fenced on every backend.
@@ -98,8 +99,7 @@ class FileStore:
         self.root = self.layout.root
         # Few threads: each store call is short, and more threads mostly fight over the
         # GIL (measured: 391 turns/s with 16 workers, 487 with 4, at 10 concurrent
-        # conversations). No call blocks for long: turn locks are polled, and a key lock
-        # is held only for one read-and-write.
+        # conversations). No call blocks for long: turn locks are polled on the loop.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatlane-store")
         self._held: dict[str, tuple[int, asyncio.Task[Any] | None]] = {}
         """Key -> (the descriptor of its turn lock file, the task that took it), while
