@@ -7,9 +7,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from openai.types.shared import ErrorObject
 
 from bots.http import wire
+from bots.http.wire import ErrorObject
 
 log = logging.getLogger("chatlane.http")
 

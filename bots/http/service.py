@@ -491,9 +491,7 @@ class HttpService:
         model = request.match_info["model"]
         if model not in self.runtime.gateway.agent_ids():
             raise ApiError(404, f"no model {model!r}", code="model_not_found")
-        return web.Response(
-            body=wire.model(model).model_dump_json().encode(), content_type="application/json"
-        )
+        return web.Response(body=wire.model(model), content_type="application/json")
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "agent": self.agent_id})

@@ -1,22 +1,24 @@
-"""The OpenAI wire format, built from the `openai` package's own types.
+"""The OpenAI wire format: the JSON bodies and SSE events the API answers with.
 
-Building responses from `ChatCompletion` / `ChatCompletionChunk` (pydantic models the
-official client parses with) means a field we send is a field the client knows, with
-the type it expects: a misspelt field or a wrong `finish_reason` fails here, in our
-tests, not in a user's client.
+Built as plain dicts, field for field the shapes of the `openai` package's
+`ChatCompletion`, `ChatCompletionChunk`, `Model` and `ErrorObject`, not with those
+pydantic models: importing `openai.types` imports the whole client (about 780 modules
+and 28 MB of memory in a process that may never call a model). tests/bots/test_http_wire.py
+checks every body here against those models, and the official client parses them in
+the HTTP tests, so a misspelt field or a wrong `finish_reason` still fails in our tests,
+not in a user's client.
+
+Text an agent made is sent as it is; a lone surrogate in it (which UTF-8 cannot carry)
+becomes "?" rather than failing the answer.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
-
-from openai.types import CompletionUsage, Model
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
-from openai.types.chat.chat_completion import Choice
-from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
-from openai.types.chat.chat_completion_chunk import ChoiceDelta
-from openai.types.shared import ErrorObject
+from dataclasses import dataclass
+from typing import Any
 
 from core.model import Usage
 
@@ -24,67 +26,84 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorObject:
+    """OpenAI's error object: `{"error": {...}}` holds one."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+
+
 def comment(line: str) -> bytes:
     """An SSE comment line: the tool status, which OpenAI clients skip (the SSE spec
     says a line starting with ":" is ignored)."""
-    return b": " + line.replace("\n", " ").encode("utf-8") + b"\n\n"
+    return b": " + line.replace("\n", " ").encode("utf-8", "replace") + b"\n\n"
 
 
 def completion(ident: str, model: str, text: str, usage: Usage | None = None) -> bytes:
     """A whole `chat.completion` (the JSON answer of a non-streamed request); `usage` when
     the agent reported it."""
-    body = ChatCompletion(
-        id=ident,
-        object="chat.completion",
-        created=int(time.time()),
-        model=model,
-        choices=[
-            Choice(
-                index=0,
-                message=ChatCompletionMessage(role="assistant", content=text),
-                finish_reason="stop",
-                logprobs=None,
-            )
+    body: dict[str, Any] = {
+        "id": ident,
+        "choices": [
+            {
+                "finish_reason": "stop",
+                "index": 0,
+                "logprobs": None,
+                "message": {"content": text, "role": "assistant"},
+            }
         ],
-    )
+        "created": int(time.time()),
+        "model": model,
+        "object": "chat.completion",
+    }
     if usage is not None:
-        body.usage = _usage(usage)
-    return body.model_dump_json(exclude_unset=True).encode()
+        body["usage"] = _usage(usage)
+    return _json(body)
 
 
 def usage_chunk(ident: str, model: str, usage: Usage | None) -> bytes:
     """The last chunk of a stream that asked for `stream_options.include_usage`: no choices,
     the answer's `usage` (null when the agent did not report it)."""
-    body = ChatCompletionChunk(
-        id=ident, object="chat.completion.chunk", created=int(time.time()), model=model, choices=[]
-    )
-    body.usage = _usage(usage) if usage is not None else None
-    return event(body.model_dump_json(exclude_unset=True))
+    return _event(_chunk(ident, model, [], usage=_usage(usage) if usage is not None else None))
 
 
-def _usage(usage: Usage) -> CompletionUsage:
-    return CompletionUsage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-    )
+def _usage(usage: Usage) -> dict[str, int]:
+    return {
+        "completion_tokens": usage.completion_tokens,
+        "prompt_tokens": usage.prompt_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _chunk(ident: str, model: str, choices: list[dict[str, Any]], **usage: Any) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "choices": choices,
+        "created": int(time.time()),
+        "model": model,
+        "object": "chat.completion.chunk",
+        **usage,
+    }
 
 
 def chunk(
     ident: str, model: str, content: str | None = None, *, first: bool = False, finish: bool = False
 ) -> bytes:
     """One SSE `chat.completion.chunk` event: a piece of content, or the finish chunk."""
-    delta = ChoiceDelta(role="assistant") if first else ChoiceDelta()
+    delta: dict[str, str] = {}
     if content is not None:
-        delta.content = content
-    body = ChatCompletionChunk(
-        id=ident,
-        object="chat.completion.chunk",
-        created=int(time.time()),
-        model=model,
-        choices=[ChunkChoice(index=0, delta=delta, finish_reason="stop" if finish else None, logprobs=None)],
-    )
-    return event(body.model_dump_json(exclude_unset=True))
+        delta["content"] = content
+    if first:
+        delta["role"] = "assistant"
+    choice = {"delta": delta, "finish_reason": "stop" if finish else None, "index": 0, "logprobs": None}
+    return _event(_chunk(ident, model, [choice]))
 
 
 def error_object(message: str, kind: str, code: str | None, param: str | None = None) -> ErrorObject:
@@ -93,21 +112,25 @@ def error_object(message: str, kind: str, code: str | None, param: str | None = 
 
 def error_body(err: ErrorObject) -> bytes:
     """`{"error": {...}}`: the body of an error response, and of an in-stream error event."""
-    return b'{"error":' + err.model_dump_json().encode() + b"}"
+    return _json({"error": {"code": err.code, "message": err.message, "param": err.param, "type": err.type}})
 
 
 def error_event(err: ErrorObject) -> bytes:
     return b"data: " + error_body(err) + b"\n\n"
 
 
-def event(data: str) -> bytes:
-    return b"data: " + data.encode() + b"\n\n"
+def _event(body: dict[str, Any]) -> bytes:
+    return b"data: " + _json(body) + b"\n\n"
 
 
-def model(agent_id: str) -> Model:
-    return Model(id=agent_id, object="model", created=0, owned_by="chatlane")
+def model(agent_id: str) -> bytes:
+    """One `model` object (GET /v1/models/{id})."""
+    return _json(_model(agent_id))
+
+
+def _model(agent_id: str) -> dict[str, Any]:
+    return {"id": agent_id, "created": 0, "object": "model", "owned_by": "chatlane"}
 
 
 def model_list(agent_ids: Sequence[str]) -> bytes:
-    data = b",".join(model(a).model_dump_json().encode() for a in agent_ids)
-    return b'{"object":"list","data":[' + data + b"]}"
+    return _json({"object": "list", "data": [_model(a) for a in agent_ids]})
