@@ -137,8 +137,14 @@ def server_config(
 
 
 async def start_server(config: Path) -> ChatlaneProcess:
-    """`chatlane run` on `config`, up and serving; its log goes next to the config."""
-    return await ChatlaneProcess.start(config, config.parent / "server.log", env=SERVER_ENV)
+    """`chatlane run` on `config`, up and serving; its log goes next to the config.
+
+    It runs in the config's folder: `python -m` puts its working folder first on
+    `sys.path`, ahead of `PYTHONPATH`, so a server started from the project's root would
+    run the root's code whatever `BENCH_SERVER_PYTHONPATH` says."""
+    return await ChatlaneProcess.start(
+        config, config.parent / "server.log", env=SERVER_ENV, cwd=config.parent
+    )
 
 
 def sessions_list(config: Path) -> list[dict[str, Any]]:

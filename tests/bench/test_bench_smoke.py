@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from bench import common
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 300
 STACKS_AFTER_S = TIMEOUT_S - 30
@@ -138,3 +140,23 @@ def test_server_cpu_runs_a_real_server_and_every_request_is_answered(mode: str, 
     got = json.loads(done.stdout)
     assert got["mode"] == mode and got["n"] == 60 and got["requests_per_s"] > 0
     assert got["user_ms"] + got["sys_ms"] > 0
+
+
+async def test_the_benchmarked_server_runs_the_code_bench_server_pythonpath_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started from the project's root, as the docs run the benches: the other checkout's
+    `bots` must win over the root's, or a before/after compares main with itself."""
+    other = tmp_path / "other"
+    marker = tmp_path / "ran"
+    (other / "bots").mkdir(parents=True)
+    (other / "bots" / "__init__.py").write_text("")
+    (other / "bots" / "__main__.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('other')\nraise SystemExit(3)\n"
+    )
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setitem(common.SERVER_ENV, "PYTHONPATH", str(other))
+    config = common.server_config(tmp_path / "bench", queue_cap=10)
+    with pytest.raises(RuntimeError, match="exited 3"):
+        await common.start_server(config)
+    assert marker.read_text() == "other"
