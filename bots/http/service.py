@@ -113,27 +113,41 @@ class _Events(QuietResponder):
     With an `Idempotency-Key`, `owner` stores the reply (for retries) before it is handed on.
     """
 
-    def __init__(self, live: bool, owner: OwnerResponder | None = None, approved: str = "") -> None:
+    def __init__(
+        self, stream: bool, live: bool, owner: OwnerResponder | None = None, approved: str = ""
+    ) -> None:
         self.live, self.owner = live, owner
         self.approved = {t.strip() for t in approved.split(",") if t.strip()}
         self.status = ToolStatus()
-        self.queue: asyncio.Queue[str | Reply | AgentEvent] = asyncio.Queue()
+        # Only a stream reads the queue: a plain request awaits `reply`, and an
+        # asyncio.Queue is 3.3 KB held by each of thousands of requests waiting on a model.
+        self._queue: asyncio.Queue[str | Reply | AgentEvent] | None = asyncio.Queue() if stream else None
         self.reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+    def _put(self, item: str | Reply | AgentEvent) -> None:
+        if self._queue is not None:
+            self._queue.put_nowait(item)
+
+    async def next(self) -> str | Reply | AgentEvent:
+        """A stream's next piece, event or (last) its reply."""
+        if self._queue is None:
+            raise RuntimeError("not a stream: await `reply`")
+        return await self._queue.get()
 
     async def send(self, reply: Reply) -> None:
         if self.owner is not None:
             await self.owner.send(reply)
         if not self.reply.done():
             self.reply.set_result(reply)
-            self.queue.put_nowait(reply)
+            self._put(reply)
 
     async def on_delta(self, text: str) -> None:
         if self.live and not self.reply.done():
-            self.queue.put_nowait(text)
+            self._put(text)
 
     async def on_event(self, event: AgentEvent) -> None:
         if self.live and not self.reply.done():
-            self.queue.put_nowait(event)
+            self._put(event)
 
     async def ask_approval(self, waiting: ApprovalWaiting) -> Decision:
         return "approved" if {"*", waiting.tool} & self.approved else "denied"
@@ -142,7 +156,7 @@ class _Events(QuietResponder):
         # A fenced turn is answered again from the start: what was streamed of it must
         # read as cut off. (Stopped and shut-down turns say so in the reply that follows.)
         if self.live and reason == "retry" and not self.reply.done():
-            self.queue.put_nowait(RETRY_TEXT)
+            self._put(RETRY_TEXT)
 
 
 T = TypeVar("T")
@@ -289,7 +303,7 @@ class HttpService:
         # Pieces are queued only for a stream that shows them: a plain request reads its one
         # reply, and a queue nobody reads would hold a whole answer's pieces per request.
         live = chat.stream and self.runtime.loaded.config.queue.mode != "interrupt"
-        events = _Events(live, owner, request.headers.get(APPROVE_HEADER, ""))
+        events = _Events(chat.stream, live, owner, request.headers.get(APPROVE_HEADER, ""))
         try:
             await self.runtime.gateway.submit(inbound, events, target=owner.target if owner else None)
         except Closed:
@@ -310,7 +324,7 @@ class HttpService:
                 content_type="application/json",
                 headers={SESSION_HEADER: key},
             )
-        first = await self._until_stopping(events.queue.get())
+        first = await self._until_stopping(events.next())
         if isinstance(first, Reply) and (problem := _reply_error(first)) is not None:
             return _keyed(problem.response(), key)  # nothing streamed yet: a real status
         return await self._stream(request, events, first, ident, key, usage=chat.include_usage)
@@ -359,7 +373,7 @@ class HttpService:
                     streamed = True
                 elif (line := events.status.line(event)) is not None:
                     await resp.write(wire.comment(line))
-                event = await events.queue.get()
+                event = await events.next()
             reply = event
             if (problem := _reply_error(reply)) is not None:  # failed after it began: too late for a status
                 await resp.write(wire.error_event(problem.body()))
