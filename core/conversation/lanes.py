@@ -38,6 +38,7 @@ from typing import Any
 
 from core.config import QueueSettings
 from core.model import CancelReason, Closed, Inbound, Reply, Responder, SessionKey
+from core.ops.tasks import forget_cancels
 
 TURN_CANCEL_AGAIN_S = 2.0
 """A turn still running this long after its shutdown cancel is cancelled again (the first
@@ -247,7 +248,7 @@ class Lanes:
                     if lane.cut_off:  # `close` ran out of time
                         cut = True
                         raise outcome
-                    _uncancel()  # the cancel was for the turn alone: this worker goes on
+                    forget_cancels()  # the cancel was for the turn alone: this worker goes on
                     if lane.disowned:
                         # Its inbox items are another process's now; memory-only ones run again.
                         lane.pending.extendleft(reversed([p for p in batch if not p.item_id]))
@@ -308,9 +309,8 @@ class Lanes:
             lane.running = False
         if not lane.cut_off:
             # A cancel the turn caught and ended on (e.g. its commit had gone out) was for
-            # the turn alone; left counted, it would turn a later `asyncio.timeout` in this
-            # task into a cancellation.
-            _uncancel()
+            # the turn alone.
+            forget_cancels()
         return None
 
     async def _quiet(self, lane: _Lane) -> None:
@@ -355,10 +355,3 @@ class Lanes:
                 # telling its cut-off messages.
                 if lane.running and lane.worker is not None:
                     lane.worker.cancel()
-
-
-def _uncancel() -> None:
-    """Forget every cancel request this task took (asyncio counts them)."""
-    task = asyncio.current_task()
-    while task is not None and task.uncancel() > 0:
-        pass

@@ -35,6 +35,15 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, again_s: float 
         _, running = await asyncio.wait(running, timeout=again_s)
 
 
+def forget_cancels() -> None:
+    """Forget every cancel request the current task took (asyncio counts them): for a
+    task that caught a cancel meant for one piece of its work and goes on. Left
+    counted, a later lost Redis lock (`uncancel() == 0`) would read as a shutdown."""
+    task = asyncio.current_task()
+    while task is not None and task.uncancel() > 0:
+        pass
+
+
 class TaskSet:
     """Tasks started here are remembered until they finish; `close` cancels and awaits them."""
 

@@ -42,7 +42,7 @@ from core.model import (
     Usage,
     parse_key,
 )
-from core.ops import Metrics, key_hash
+from core.ops import Metrics, forget_cancels, key_hash
 from core.store import SessionStore
 from core.turn import context, model_choice
 from core.turn.compaction import COMPACTED_NOTE, compact, needs_compaction, visible
@@ -513,12 +513,10 @@ class TurnRunner:
         try:
             await asyncio.shield(sent)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
             while not sent.done():  # a second cancel (shutdown after `/stop`) waits too
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(sent)
-            while task is not None and task.uncancel() > 0:
-                pass
+            forget_cancels()
             sent.result()  # stored, refused or failed: that outcome stands
             log.info("a turn of %s was stopped after its commit went out; it is answered", entry.key)
 

@@ -11,6 +11,7 @@ import core.conversation.lanes as lanes_module
 from core.config import QueueSettings
 from core.conversation.lanes import Lanes, Pending
 from core.model import Inbound, Reply, SessionKey
+from core.ops import forget_cancels
 from core.turn.responders import QuietResponder
 
 KEY = SessionKey("agent:main:slack:u:c")
@@ -122,7 +123,7 @@ async def test_a_stop_that_came_as_the_turn_ended_does_not_stop_the_next_turn() 
             while not stored.is_set():  # as the runner's commit: every cancel waits for it
                 with contextlib.suppress(asyncio.CancelledError):
                     await stored.wait()
-            _uncancel()
+            forget_cancels()
         elif text == "second":
             second.set()
             await asyncio.Event().wait()
@@ -141,9 +142,3 @@ async def test_a_stop_that_came_as_the_turn_ended_does_not_stop_the_next_turn() 
     await lanes.submit(KEY, Pending(Inbound("slack", "u", "c", "third", "3.0"), told))
     await _answered(told, 2)
     assert [(r.kind, r.text) for r in told.replies] == [("answer", "first"), ("answer", "third")]
-
-
-def _uncancel() -> None:
-    task = asyncio.current_task()
-    while task is not None and task.uncancel() > 0:
-        pass
