@@ -38,7 +38,7 @@ from typing import Any
 
 from core.config import QueueSettings
 from core.model import CancelReason, Closed, Inbound, Reply, Responder, SessionKey
-from core.ops.tasks import forget_cancels
+from core.ops import forget_cancels
 
 TURN_CANCEL_AGAIN_S = 2.0
 """A turn still running this long after its shutdown cancel is cancelled again (the first
