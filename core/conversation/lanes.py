@@ -248,7 +248,6 @@ class Lanes:
                     if lane.cut_off:  # `close` ran out of time
                         cut = True
                         raise outcome
-                    forget_cancels()  # the cancel was for the turn alone: this worker goes on
                     if lane.disowned:
                         # Its inbox items are another process's now; memory-only ones run again.
                         lane.pending.extendleft(reversed([p for p in batch if not p.item_id]))
@@ -301,17 +300,19 @@ class Lanes:
         """Run one turn in this (the worker's) task; its outcome: None when it ended, else
         what it raised (`CancelledError` when cancelled)."""
         lane.running = True
+        outcome: BaseException | None = None
         try:
             await self._run_turn(key, batch)
         except (Exception, asyncio.CancelledError) as exc:
-            return exc
+            outcome = exc
         finally:
             lane.running = False
         if not lane.cut_off:
-            # A cancel the turn caught and ended on (e.g. its commit had gone out) was for
-            # the turn alone.
+            # Unless `close` cut this worker off, a cancel it took (whether the turn ended
+            # on it or caught it, e.g. once its commit had gone out) was for the turn
+            # alone: this worker goes on.
             forget_cancels()
-        return None
+        return outcome
 
     async def _quiet(self, lane: _Lane) -> None:
         wait = self._settings.debounce_ms / 1000
