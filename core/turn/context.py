@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 from core.config import AttachmentSettings
 from core.model import ChatMessage, HistorySource, Inbound, Responder
@@ -51,10 +52,13 @@ async def fetch_backfill(
 ) -> list[ChatMessage]:
     """The conversation's earlier messages from the adapter, or [] (never raises).
     `since`: only those said after that time (a message without a time is left out)."""
-    if not isinstance(responder, HistorySource):
+    # What `isinstance(responder, HistorySource)` checks, without its cost (10-50 us a
+    # call on Python 3.11: a runtime protocol check walks the protocol's members).
+    if not hasattr(responder, "fetch_history"):
         return []
+    source = cast(HistorySource, responder)
     try:
-        found = await asyncio.wait_for(responder.fetch_history(), BACKFILL_TIMEOUT_S)
+        found = await asyncio.wait_for(source.fetch_history(), BACKFILL_TIMEOUT_S)
     except TimeoutError:
         log.warning(
             "reading the thread's earlier messages took over %.0fs; answering without", BACKFILL_TIMEOUT_S

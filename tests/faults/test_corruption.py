@@ -194,14 +194,19 @@ async def test_a_full_disk_fails_the_turn_cleanly_and_recovers_when_space_return
             filler = fill_disk(disk)
             status, data, _ = await api.post(body("x" * 20_000, user="ann"))
             assert status == 502 and data["error"]["message"] == STORE_FAILURE_TEXT
+            status, data, _ = await api.post(body("a new conversation", user="cy"))  # its mint fails
+            assert status == 502 and data["error"]["message"] == STORE_FAILURE_TEXT
             report = inspect_state(state)
             assert report.bad_lines == 0 and report.damaged == []
+            assert [p.name for p in state.rglob("*.tmp")] == []  # no half-written entry left behind
             filler.unlink()
             status, data, _ = await api.post(body("space again", user="ann"))
             assert status == 200 and "turn 2 " in answer(data)
             assert (await api.post(body("me too", user="bob")))[0] == 200
+            status, data, _ = await api.post(body("again", user="cy"))
+            assert status == 200 and "turn 1 " in answer(data)
         report = inspect_state(state)
-        assert report.bad_lines == 0 and report.damaged == [] and len(report.entries) == 2
+        assert report.bad_lines == 0 and report.damaged == [] and len(report.entries) == 3
 
 
 SHORT_WRITER = r"""
@@ -225,6 +230,7 @@ async def main(root):
         resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.RLIM_INFINITY))
         for name, op in (
             ("entry write", reserver.reset(key)),
+            ("new entry", reserver.resolve(SessionKey("agent:main:http:cy:api"))),
             ("commit", store.commit(TurnCommit(lease, entry.session_id, uuid.uuid4().hex,
                                                [ChatMessage("user", "y" * 500, 2.0)], 2.0, 2))),
         ):
@@ -253,6 +259,7 @@ def test_short_writes_never_replace_an_entry_or_leave_a_torn_record(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert "entry write refused: store I/O failed: File too large" in done.stdout
+    assert "new entry refused: store I/O failed: File too large" in done.stdout
     assert "commit refused: store I/O failed: File too large" in done.stdout
     report = inspect_state(root)
     assert report.damaged == [] and list(report.entries) == [key("ann")]

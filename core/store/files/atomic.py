@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from core.store import jsonl
 
@@ -22,18 +22,19 @@ def _create(tmp: str) -> int:
 
 def write_atomically(
     path: str, data: bytes, *, create: Callable[[str], int] = _create, sync_folder: bool = True
-) -> None:
-    """Replace `path` with `data` (mode 0600). `create` opens the temporary file (the
-    file store passes one that makes a missing folder first). With `sync_folder` False
-    the caller takes over the folder's fsync (`sync_folder`), before anything that
-    depends on the rename is acknowledged."""
-    folder, name = os.path.split(path)
-    tmp = f"{folder}/.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+) -> os.stat_result:
+    """Replace `path` with `data` (mode 0600); the written file's stat (a rename keeps its
+    inode, mtime and size, so a caller can tell later whether `path` is still this file).
+    `create` opens the temporary file (the file store passes one that makes a missing
+    folder first). With `sync_folder` False the caller takes over the folder's fsync
+    (`sync_folder`), before anything that depends on the rename is acknowledged."""
+    tmp = _temp_for(path)
     fd = create(tmp)
     try:
         try:
             jsonl.write_all(fd, data)
             os.fsync(fd)
+            written = os.fstat(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -43,6 +44,38 @@ def write_atomically(
         raise
     if sync_folder:
         sync_folder_of(path)
+    return written
+
+
+async def write_atomically_on_loop(
+    path: str, data: bytes, *, create: Callable[[str], int], fsync: Callable[[int], Awaitable[None]]
+) -> os.stat_result:
+    """`write_atomically` for the event loop, the folder's fsync left to the caller: the
+    small file is made, written and renamed here (page-cache work), and only its fsync
+    waits elsewhere (`fsync`, on a thread). One hand-off to a thread instead of a dozen
+    calls there that each take the GIL back from the loop (docs/performance.md)."""
+    tmp = _temp_for(path)
+    fd = create(tmp)
+    try:
+        try:
+            jsonl.write_all(fd, data)
+            await fsync(fd)
+            written = os.fstat(fd)
+        finally:
+            # Also when cancelled: a queued fsync is cancelled with the wait, and one under
+            # way holds its own reference to the file.
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return written
+
+
+def _temp_for(path: str) -> str:
+    folder, name = os.path.split(path)
+    return f"{folder}/.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
 
 
 def sync_folder_of(path: str) -> None:

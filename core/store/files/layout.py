@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -33,11 +33,18 @@ from typing import TypeVar
 from core.model import SessionEntry, SessionKey
 from core.store import jsonl
 from core.store.entries import SESSION_ID, entry_from_json, entry_to_json, recover_entry, report_quarantine
-from core.store.files.atomic import write_atomically
+from core.store.files.atomic import write_atomically, write_atomically_on_loop
 
 log = logging.getLogger("chatlane.store")
 
 T = TypeVar("T")
+
+Signature = tuple[int, int, int]
+"""(inode, mtime in ns, size) of an entry file: it changes whenever the file is replaced."""
+
+
+def signature(st: os.stat_result) -> Signature:
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class CorruptEntry(Exception):
@@ -96,9 +103,21 @@ class FileLayout:
     def ensure_dir(self, d: str) -> None:
         # One stat per call rather than a cache of folders made: a cache would grow
         # with every fan-out folder (65,536 of them) and go stale if one is removed.
-        if not os.path.isdir(d):
-            mkdirs(Path(d))
-            self.root.chmod(0o700)
+        if os.path.isdir(d):
+            return
+        try:
+            # The common case, a new fan-out folder under one that exists: one mkdir (a
+            # new conversation usually makes its entry's folder).
+            os.mkdir(d, 0o700)
+            return
+        except FileExistsError:
+            return  # made meanwhile by another thread or process
+        except FileNotFoundError:
+            pass  # its parent is missing too: the state folder was removed while running
+        if not self.root.is_dir():
+            log.warning("state directory %s was missing; made it again", self.root)
+        mkdirs(Path(d))
+        self.root.chmod(0o700)
 
     def in_dir(self, d: str, fn: Callable[[], T]) -> T:
         """`fn()`, which creates a file in `d`; if `d` is missing (first use, or the state
@@ -107,8 +126,6 @@ class FileLayout:
             return fn()
         except FileNotFoundError:
             # Retried even if `d` exists by now: another thread may have just made it.
-            if not self.root.is_dir():
-                log.warning("state directory %s was missing; made it again", self.root)
             self.ensure_dir(d)
             return fn()
 
@@ -144,11 +161,25 @@ class FileLayout:
         """The entry as its last commit left it (from any thread: reads the file)."""
         return advanced(entry, jsonl.last_progress(self.transcript_file(entry.session_id)))
 
-    def write(self, path: str, entry: SessionEntry, *, sync_folder: bool = True) -> None:
-        data = json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
+    def write(self, path: str, entry: SessionEntry, *, sync_folder: bool = True) -> Signature:
+        """Replace the entry file at `path`; the signature of the file written."""
+        return signature(
+            write_atomically(path, _encoded(entry), create=self._creator(path), sync_folder=sync_folder)
+        )
+
+    async def write_on_loop(
+        self, path: str, entry: SessionEntry, fsync: Callable[[int], Awaitable[None]]
+    ) -> Signature:
+        """`write` from the event loop, but for the fsync (`fsync`: on a thread); the caller
+        has the folder synced before anything that depends on the rename is acknowledged."""
+        return signature(
+            await write_atomically_on_loop(path, _encoded(entry), create=self._creator(path), fsync=fsync)
+        )
+
+    def _creator(self, path: str) -> Callable[[str], int]:
+        """Opens a new temporary file beside `path`, making the folder when it is missing."""
         folder = os.path.dirname(path)
-        create: Callable[[str], int] = lambda tmp: self.in_dir(folder, lambda: _create_new(tmp))  # noqa: E731
-        write_atomically(path, data, create=create, sync_folder=sync_folder)
+        return lambda tmp: self.in_dir(folder, lambda: _create_new(tmp))
 
     def load_locked(self, key: SessionKey) -> SessionEntry | None:
         """Read by a holder of the key's turn lock (every entry writer holds it); a damaged
@@ -176,6 +207,10 @@ def mkdirs(d: Path) -> None:
     mkdirs(d.parent)
     with contextlib.suppress(FileExistsError):
         d.mkdir(mode=0o700)
+
+
+def _encoded(entry: SessionEntry) -> bytes:
+    return json.dumps(entry_to_json(entry), separators=(",", ":")).encode()
 
 
 def _create_new(path: str) -> int:

@@ -69,7 +69,7 @@ from core.store.files.committer import Committer
 from core.store.files.deliveries import FileDeliveries
 from core.store.files.fires import FileFires
 from core.store.files.inbox import FileInbox
-from core.store.files.layout import CorruptEntry, FileLayout, advanced
+from core.store.files.layout import CorruptEntry, FileLayout, Signature, advanced, signature
 from core.store.files.tails import Tails
 
 log = logging.getLogger("chatlane.store")
@@ -107,8 +107,9 @@ class FileStore:
         self._committer = Committer(self.layout.ensure_dir)
         self._tails = Tails()
         """Recently used transcripts' tails (used on the event loop only)."""
-        self._entries: OrderedDict[str, tuple[tuple[int, int, int], SessionEntry]] = OrderedDict()
-        """Key -> (stat signature, entry) of recently read entry files (event loop only)."""
+        self._entries: OrderedDict[str, tuple[Signature, SessionEntry]] = OrderedDict()
+        """Key -> (stat signature, entry) of entry files recently read or written here
+        (event loop only)."""
         try:
             self.layout.make_folders()
             self._deliveries = FileDeliveries(self.root)
@@ -163,60 +164,76 @@ class FileStore:
         except FileNotFoundError:
             self._entries.pop(key, None)
             return None
-        sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+        sig = signature(st)
         cached = self._entries.get(key)
         if cached is not None and cached[0] == sig:
             self._entries.move_to_end(key)
             return cached[1]
         entry = self.layout.read_stored(path, key)
         if entry is not None:
-            self._entries[key] = (sig, entry)
-            if len(self._entries) > ENTRY_CACHE:
-                self._entries.popitem(last=False)
+            self._remember(key, sig, entry)
         return entry
 
+    def _remember(self, key: str, sig: Signature, entry: SessionEntry) -> None:
+        """Cache `entry` as the content of the entry file with signature `sig`: a writer
+        remembers what it wrote, so the turn's next reads (its fence check) need no parse."""
+        self._entries[key] = (sig, entry)
+        self._entries.move_to_end(key)
+        if len(self._entries) > ENTRY_CACHE:
+            self._entries.popitem(last=False)
+
     async def reserve(self, key: SessionKey, is_fresh: FreshCheck, mint: Minter) -> tuple[SessionEntry, bool]:
-        # A minted entry's folder is fsync'd by the sync round of the next commit (the
-        # first thing that depends on it being durable), not here: one fsync less on a
-        # new conversation's first turn, and the folder syncs of a round share one
-        # journal commit. The entry file itself is fsync'd before its rename.
+        # On the loop but for the entry's fsync (a small read, a small write and a rename,
+        # as the turn lock and the transcript append are): one hand-off to a thread per
+        # new conversation. A minted entry's folder is fsync'd by the sync round of the
+        # next commit (the first thing that depends on it being durable), not here: one
+        # fsync less on a new conversation's first turn, and the folder syncs of a round
+        # share one journal commit. The entry file itself is fsync'd before its rename.
         path = self.layout.entry_file(key)
-
-        def op() -> tuple[SessionEntry, bool]:
-            current = self.layout.load_locked(key)
-            if current is not None and is_fresh(current):
-                return current, False
-            entry = mint(key)
-            self.layout.write(path, entry, sync_folder=False)
-            return entry, True
-
         async with self._entry_writer(key):
-            entry, created = await self._run(op)
-        if created:
-            self._committer.sync_before_next_round(path)
-        return entry, created
+            try:
+                try:
+                    current = self.layout.read(path, key)
+                except CorruptEntry:  # quarantined and recovered on a thread: rare, and it syncs
+                    current = await self._run(self.layout.load_locked, key)
+                if current is not None and is_fresh(current):
+                    return current, False
+                entry = mint(key)
+                written = await self.layout.write_on_loop(path, entry, self._fsync)
+            except OSError as exc:
+                raise _store_error(exc) from exc
+            self._remember(key, written, entry)  # still under the lock: nobody replaced it since
+        self._committer.sync_before_next_round(path)
+        return entry, True
+
+    async def _fsync(self, fd: int) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, os.fsync, fd)
 
     async def set_model(self, key: SessionKey, session_id: str, model: str | None) -> SessionEntry | None:
-        def op() -> SessionEntry | None:
+        def op() -> tuple[SessionEntry, Signature] | None:
             current = self.layout.load_locked(key)
             if current is None or current.session_id != session_id:
                 return None
             updated = replace(current, model=model, updated_at=time.time())
-            self.layout.write(self.layout.entry_file(key), updated)
-            return updated
+            return updated, self.layout.write(self.layout.entry_file(key), updated)
 
         async with self._entry_writer(key):
-            return await self._run(op)
+            done = await self._run(op)
+            if done is None:
+                return None
+            self._remember(key, done[1], done[0])
+            return done[0]
 
     async def reset(self, key: SessionKey, mint: Minter) -> SessionEntry:
-        def op() -> SessionEntry:
+        def op() -> tuple[SessionEntry, Signature]:
             self.layout.load_locked(key)  # a damaged entry is quarantined, not overwritten
             entry = mint(key)
-            self.layout.write(self.layout.entry_file(key), entry)
-            return entry
+            return entry, self.layout.write(self.layout.entry_file(key), entry)
 
         async with self._entry_writer(key):
-            return await self._run(op)
+            entry, written = await self._run(op)
+            self._remember(key, written, entry)
+            return entry
 
     async def delete(self, key: SessionKey, session_id: str) -> bool:
         def op() -> bool:
@@ -360,9 +377,11 @@ class FileStore:
                 return None
             # Not fsync'd: after a power loss no holder is left alive to be fenced out.
             token = (_read_token(fd) or 0) + 1
-            os.pwrite(fd, b"%020d" % token, 0)
-        except BaseException:
+            os.pwrite(fd, b"%020d" % token, 0)  # ENOSPC for a new key's first token on a full disk
+        except BaseException as exc:
             os.close(fd)  # closing the descriptor also drops a lock taken on it
+            if isinstance(exc, OSError):
+                raise _store_error(exc) from exc
             raise
         return fd, token
 

@@ -7,10 +7,12 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -167,6 +169,77 @@ async def test_an_entry_write_outside_the_turn_waits_for_the_running_turn(store:
     assert order == ["turn ends", "reset"]
     assert fresh.session_id != first.session_id
     assert (await store.get(KEY)) == fresh
+
+
+async def test_a_new_conversations_turn_reads_no_entry_back_it_just_wrote(
+    store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found: list[str] = []
+    read_stored = store.layout.read_stored
+
+    def counted(path: Path | str, key: str | None = None) -> object:
+        entry = read_stored(path, key)
+        if entry is not None:
+            found.append(str(path))
+        return entry
+
+    monkeypatch.setattr(store.layout, "read_stored", counted)
+    entry = await store_turn(store, KEY, [ChatMessage("user", "hi", 1.0)])  # mint, fence check, commit
+    assert entry.turns == 1
+    assert found == [], "the minted entry was parsed again from disk"
+
+
+async def test_an_entry_another_process_replaced_is_read_again(tmp_path: Path) -> None:
+    here, there = FileStore(tmp_path / "state"), FileStore(tmp_path / "state")
+    try:
+        minted, _ = await Reserver(here).resolve(KEY)  # remembered by `here` as it wrote it
+        replaced = await Reserver(there).reset(KEY)
+        seen = await here.get(KEY)
+        assert seen is not None and seen.session_id == replaced.session_id != minted.session_id
+    finally:
+        await here.close()
+        await there.close()
+
+
+async def test_a_state_folder_removed_while_running_is_made_again_0700_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FileStore(tmp_path / "state")
+    try:
+        await store_turn(store, SessionKey("agent:main:test:ann:c"), [ChatMessage("user", "one", 1.0)])
+        assert "was missing" not in caplog.text  # new fan-out folders alone are not reported
+        shutil.rmtree(tmp_path / "state")
+        with caplog.at_level(logging.WARNING, "chatlane.store"):
+            entry = await store_turn(store, KEY, [ChatMessage("user", "two", 2.0)])
+        assert entry.turns == 1 and "was missing; made it again" in caplog.text
+        for path in [store.root, *store.root.rglob("*")]:
+            if path.is_dir():
+                assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    finally:
+        await store.close()
+
+
+async def test_a_mint_cancelled_while_its_entry_syncs_leaves_no_entry_and_no_temporary_file(
+    store: FileStore,
+) -> None:
+    """The entry is written on the loop and only its fsync waits on a store thread: a
+    cancel in that wait (an interrupt, a shutdown) must leave no half-made entry."""
+    busy = threading.Event()
+    for _ in range(8):  # every store thread blocked: the entry's fsync waits behind them
+        store._pool.submit(busy.wait, 10)
+    reserver = Reserver(store)
+    minting = asyncio.create_task(reserver.resolve(KEY))
+    folder = store.layout.entry_path(KEY).parent
+    await eventually(lambda: folder.is_dir() and any(folder.iterdir()))  # its temporary file
+    minting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await minting
+    busy.set()
+    await eventually(lambda: not any(folder.iterdir()))  # the temporary file is gone
+    assert not store.layout.entry_path(KEY).exists()
+    assert await store.get(KEY) is None
+    entry, created = await reserver.resolve(KEY)  # and the conversation starts normally
+    assert created and (await store.get(KEY)) == entry
 
 
 WORKER = r"""
