@@ -1,4 +1,5 @@
-"""The files store's delivery memory and per-sender counters (blocking; run on a worker thread).
+"""The files store's delivery memory and per-sender counters (blocking; run on a worker
+thread, or on the event loop through `without_waiting` when no lock is held elsewhere).
 
 Layout under the state directory (dirs 0700, files 0600):
 
@@ -23,15 +24,16 @@ cannot).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 from core.model import Admission, RequestClaim, StoreError
 
@@ -41,6 +43,29 @@ LOOK_EVERY_S = 1.0
 """How often a process looks for a journal to sweep (a directory listing)."""
 
 _Fresh = Literal["fresh", "expired", "missing"]
+
+T = TypeVar("T")
+
+
+class WouldWait(Exception):
+    """Raised under `without_waiting` where a lock is held elsewhere: nothing was changed
+    yet, so the call is made again on a thread, where it waits."""
+
+
+_NOT_WAITING = contextvars.ContextVar("chatlane_deliveries_not_waiting", default=False)
+
+
+def without_waiting(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` taking every lock without waiting: `WouldWait` instead, raised before
+    `fn` changed anything. For the request claims, which the event loop runs itself when
+    it can: a dozen small page-cache calls on a thread take the GIL back from the loop a
+    dozen times (docs/performance.md). Only for calls whose every lock comes before their
+    first change (`mark_delivered` does not qualify: it creates markers one by one)."""
+    token = _NOT_WAITING.set(True)
+    try:
+        return fn(*args)
+    finally:
+        _NOT_WAITING.reset(token)
 
 
 def _mkdirs(d: str) -> None:
@@ -57,7 +82,13 @@ def _flocked(path: str) -> Iterator[int]:
     """An exclusive flock on `path` (created if missing), released on exit; the fd."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if _NOT_WAITING.get():
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WouldWait(path) from None
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield fd
     finally:
         os.close(fd)  # closing the description releases the lock
@@ -186,6 +217,7 @@ class Markers:
             if sweep is None:
                 return removed
             claimed, f = sweep
+            at = f.tell()
             line = f.readline()
             if not line:
                 f.close()
@@ -198,10 +230,16 @@ class Markers:
             if "/" not in relative or ".." in relative:
                 continue
             path = f"{self.root}/{relative}"
-            with _flocked(os.path.dirname(path) + "/.lock"):
-                if self._freshness(path, window_s) == "expired":
-                    os.unlink(path)
-                    removed += 1
+            try:
+                with _flocked(os.path.dirname(path) + "/.lock"):
+                    if self._freshness(path, window_s) == "expired":
+                        os.unlink(path)
+                        removed += 1
+            except WouldWait:
+                # Sweeping runs after its caller's change, so it never makes that caller
+                # run again: this marker waits for the next check (its line is read again).
+                f.seek(at)
+                return removed
         return removed
 
     def _claim(self, window_s: float, now: float) -> tuple[str, IO[bytes]] | None:

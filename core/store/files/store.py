@@ -66,7 +66,7 @@ from core.store.entries import (
 from core.store.files import blobs, paging
 from core.store.files.approvals import AsyncFileApprovals, FileApprovals
 from core.store.files.committer import Committer
-from core.store.files.deliveries import FileDeliveries
+from core.store.files.deliveries import FileDeliveries, WouldWait, without_waiting
 from core.store.files.fires import FileFires
 from core.store.files.inbox import FileInbox
 from core.store.files.layout import CorruptEntry, FileLayout, Signature, advanced, signature
@@ -133,6 +133,16 @@ class FileStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except OSError as exc:
+            raise _store_error(exc) from exc
+
+    async def _run_here_first(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the loop when none of its locks is held elsewhere (small
+        page-cache work, as the inbox's), else on a store thread, where it waits."""
+        try:
+            return without_waiting(fn, *args)
+        except WouldWait:
+            return await self._run(fn, *args)
         except OSError as exc:
             raise _store_error(exc) from exc
 
@@ -419,20 +429,20 @@ class FileStore:
     async def claim_request(
         self, request_id: str, fingerprint: str, owner: str, lease_s: float, window_s: float
     ) -> RequestClaim:
-        return await self._run(
+        return await self._run_here_first(
             self._deliveries.claim_request, request_id, fingerprint, owner, lease_s, window_s
         )
 
     async def renew_request(self, request_id: str, owner: str, lease_s: float) -> bool:
-        return await self._run(self._deliveries.renew_request, request_id, owner, lease_s)
+        return await self._run_here_first(self._deliveries.renew_request, request_id, owner, lease_s)
 
     async def finish_request(
         self, request_id: str, owner: str, fingerprint: str, answer: bytes, window_s: float
     ) -> None:
-        await self._run(self._deliveries.finish_request, request_id, owner, fingerprint, answer)
+        await self._run_here_first(self._deliveries.finish_request, request_id, owner, fingerprint, answer)
 
     async def release_request(self, request_id: str, owner: str) -> None:
-        await self._run(self._deliveries.release_request, request_id, owner)
+        await self._run_here_first(self._deliveries.release_request, request_id, owner)
 
     async def count_message(self, sender: str, per_minute: int, per_day: int) -> Admission:
         return await self._run(self._deliveries.count_message, sender, per_minute, per_day)
